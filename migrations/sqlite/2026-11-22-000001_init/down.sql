@@ -1,0 +1,4 @@
+DROP TABLE IF EXISTS membership_lock;
+DROP TABLE IF EXISTS event;
+DROP TABLE IF EXISTS task;
+DROP TABLE IF EXISTS application;

@@ -1,0 +1,63 @@
+//! `/livez` and `/readyz`.
+//!
+//! `/livez` answers 200 while the process serves HTTP at all. `/readyz` answers 200 only when the
+//! database answers and this node is a member that may act; otherwise 503 with every failing
+//! check and its reason, so a load balancer stops sending work and a person sees why.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::ApiState;
+use crate::membership::Status;
+
+/// Register the health routes.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/livez", web::get().to(livez)).route("/readyz", web::get().to(readyz));
+}
+
+async fn livez() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let db = state.store.ping(state.ready_timeout).await;
+    let m = state.membership.borrow().clone();
+    let status = m.effective_status(Instant::now());
+    let mut reasons = Vec::new();
+    let database = match &db {
+        Ok(()) => json!({ "ok": true }),
+        Err(e) => {
+            reasons.push(format!("database: {e}"));
+            json!({ "ok": false, "error": e.to_string() })
+        }
+    };
+    let membership = if status == Status::Joined {
+        json!({ "ok": true, "status": "joined", "epoch": m.view.epoch })
+    } else {
+        let text = describe(&status);
+        reasons.push(format!("membership: {text}"));
+        json!({ "ok": false, "status": status, "error": text })
+    };
+    let body = json!({
+        "status": if reasons.is_empty() { "ready" } else { "unavailable" },
+        "node_id": state.node_id,
+        "reason": reasons.join("; "),
+        "checks": { "database": database, "membership": membership },
+    });
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+fn describe(status: &Status) -> String {
+    match status {
+        Status::Joined => "joined".to_string(),
+        Status::Joining => "joining: not yet a member".to_string(),
+        Status::Fenced(why) => format!("fenced: {why}"),
+        Status::Left => "left the cluster (shutting down)".to_string(),
+    }
+}

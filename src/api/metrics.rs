@@ -1,0 +1,29 @@
+//! `/metrics`: the Prometheus text exposition. Mirrored gauges are refreshed here, at scrape
+//! time, from their sources of truth.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpResponse};
+
+use super::error::ApiError;
+use super::ApiState;
+
+/// Register the route.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
+}
+
+async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let m = &state.metrics;
+    {
+        let ms = state.membership.borrow();
+        m.membership_joined.set(i64::from(ms.may_act(Instant::now())));
+        m.members.set(ms.view.members.len() as i64);
+        m.ring_epoch.set(ms.view.epoch as i64);
+    }
+    let (open, idle) = state.store.pool_state();
+    m.db_pool_connections.set(i64::from(open));
+    m.db_pool_idle.set(i64::from(idle));
+    let body = m.encode().map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(body))
+}

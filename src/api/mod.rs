@@ -1,0 +1,66 @@
+//! The HTTP surface: health (`/livez`, `/readyz`), Prometheus `/metrics`, and `/api/v1`.
+//!
+//! Why one server for all of it: operators get one port to probe, scrape and call. Each route
+//! module exposes `config(cfg)` and reads shared state from [`ApiState`]; errors go through
+//! [`error::ApiError`] so every failure is JSON `{"error": {"code", "message"}}`.
+//!
+//! Must never: run SQL itself (it calls the store), or block a worker on the database outside
+//! `Store::run`.
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use tokio::sync::watch;
+
+use crate::membership::MembershipState;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What every handler can read.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// Membership as published by the backend.
+    pub membership: watch::Receiver<MembershipState>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// This node's id.
+    pub node_id: String,
+    /// How long `/readyz` waits for the database.
+    pub ready_timeout: Duration,
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Graceful shutdown wait.
+    pub shutdown_timeout: Duration,
+}
+
+/// Start serving on an already bound listener (tests bind `127.0.0.1:0`). The caller stops it
+/// through the returned server's handle; signals are the caller's business.
+pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .configure(health::config)
+            .configure(metrics::config)
+            .default_service(web::to(error::not_found))
+    })
+    .workers(opts.workers)
+    .disable_signals()
+    .shutdown_timeout(opts.shutdown_timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,475 @@
+//! Settings: one struct tree, its defaults, and how they are layered and validated.
+//!
+//! Why: a node must start from `config/default.toml`'s values with no file at all, and every
+//! mistake in a file, an environment variable or a flag must stop it at start with the key named.
+//! Layers, later wins: built-in defaults → `--config FILE` → `ROTA__SECTION__KEY` environment
+//! variables → command-line flags. `config/default.toml` documents every key and is kept equal to
+//! [`Config::default`] by a test.
+//!
+//! Must never: read settings from anywhere else, or accept a key it does not know.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything a node can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity and local files of this node.
+    pub node: NodeConfig,
+    /// The queue database.
+    pub database: DatabaseConfig,
+    /// The HTTP server (health, metrics, API).
+    pub server: ServerConfig,
+    /// Who is in the cluster.
+    pub membership: MembershipConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node id; empty means a stable id generated once and kept in `{data_dir}/node-id`.
+    pub id: String,
+    /// Directory for the node's local files (node id, the default SQLite database).
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self { id: String::new(), data_dir: PathBuf::from("./data") }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://PATH`; empty means `sqlite://{node.data_dir}/rota.db`.
+    pub url: String,
+    /// Connections kept by this node's pool.
+    pub pool_size: u32,
+    /// How long to wait for a pooled connection before an operation fails.
+    pub connect_timeout_ms: u64,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), pool_size: 8, connect_timeout_ms: 5_000, migrate: true }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds (port 0 picks a free port; the bound address is logged).
+    pub listen: String,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Seconds a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8080".into(), workers: 2, shutdown_timeout_s: 10 }
+    }
+}
+
+/// Which membership backend a node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipBackend {
+    /// This node alone, guarded by a lock row in the database.
+    Standalone,
+    /// Leases and watches in etcd.
+    Etcd,
+}
+
+impl FromStr for MembershipBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "standalone" => Ok(Self::Standalone),
+            "etcd" => Ok(Self::Etcd),
+            other => Err(format!("unknown membership backend `{other}` (use `standalone` or `etcd`)")),
+        }
+    }
+}
+
+/// `[membership]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MembershipConfig {
+    /// `standalone` or `etcd`.
+    pub backend: MembershipBackend,
+    /// Standalone: how often the lock row's heartbeat is written.
+    pub heartbeat_interval_ms: u64,
+    /// Standalone: a lock whose heartbeat is older than this may be taken over; the holder
+    /// fences itself after the same time without a successful heartbeat.
+    pub lock_ttl_ms: u64,
+    /// etcd endpoints, `host:port`.
+    pub etcd_endpoints: Vec<String>,
+    /// Cluster name: the etcd key prefix `/{cluster}/`.
+    pub cluster: String,
+    /// etcd lease TTL in seconds (keep-alive every TTL/3).
+    pub lease_ttl_s: u64,
+    /// This node's labels (`dc`, `zone`, …), matched by selectors.
+    pub labels: BTreeMap<String, String>,
+    /// This node's weight on the ring (0 = takes no keys).
+    pub weight: u32,
+    /// Virtual points per unit of weight on the ring.
+    pub vnodes: u32,
+    /// Address other nodes and clients reach this node at; empty means the bound listen address.
+    pub advertise_addr: String,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            backend: MembershipBackend::Standalone,
+            heartbeat_interval_ms: 1_000,
+            lock_ttl_ms: 10_000,
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            cluster: "rota".into(),
+            lease_ttl_s: 5,
+            labels: BTreeMap::new(),
+            weight: 1,
+            vnodes: 1024,
+            advertise_addr: String::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format `{other}` (use `text` or `json`)")),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `rota=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Values given on the command line; only the ones set override the other layers.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    /// `--database-url`
+    pub database_url: Option<String>,
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--node-id`
+    pub node_id: Option<String>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+    /// `--no-migrate`
+    pub no_migrate: bool,
+    /// `--log-format`
+    pub log_format: Option<LogFormat>,
+    /// `--membership`
+    pub membership: Option<MembershipBackend>,
+    /// `--etcd-endpoints`
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// `--cluster`
+    pub cluster: Option<String>,
+    /// `--label key=value`, repeatable (replaces the configured labels when given)
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `--weight`
+    pub weight: Option<u32>,
+    /// `--lease-ttl`
+    pub lease_ttl_s: Option<u64>,
+    /// `--advertise-addr`
+    pub advertise_addr: Option<String>,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` points at nothing.
+    #[error("config file {path} does not exist (check --config)")]
+    MissingFile {
+        /// the path given
+        path: PathBuf,
+    },
+    /// A key is unknown or a value has the wrong type (from figment, which names key and source).
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value has the right type but is not acceptable.
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid {
+        /// dotted key, e.g. `database.pool_size`
+        key: &'static str,
+        /// what is wrong and what to do
+        message: String,
+    },
+}
+
+impl Config {
+    /// Layer defaults, the optional file, `ROTA__…` environment variables and flags; validate.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, overrides, Env::prefixed("ROTA__").split("__"))
+    }
+
+    fn load_with_env(file: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(env);
+        let mut config: Config = figment.extract().map_err(|e| {
+            // figment reports every error it found; one per line reads best.
+            ConfigError::Parse(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+        })?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.database_url {
+            self.database.url = v.clone();
+        }
+        if let Some(v) = &o.listen {
+            self.server.listen = v.clone();
+        }
+        if let Some(v) = &o.node_id {
+            self.node.id = v.clone();
+        }
+        if let Some(v) = &o.data_dir {
+            self.node.data_dir = v.clone();
+        }
+        if o.no_migrate {
+            self.database.migrate = false;
+        }
+        if let Some(v) = o.log_format {
+            self.log.format = v;
+        }
+        if let Some(v) = o.membership {
+            self.membership.backend = v;
+        }
+        if let Some(v) = &o.etcd_endpoints {
+            self.membership.etcd_endpoints = v.clone();
+        }
+        if let Some(v) = &o.cluster {
+            self.membership.cluster = v.clone();
+        }
+        if let Some(v) = &o.labels {
+            self.membership.labels = v.clone();
+        }
+        if let Some(v) = o.weight {
+            self.membership.weight = v;
+        }
+        if let Some(v) = o.lease_ttl_s {
+            self.membership.lease_ttl_s = v;
+        }
+        if let Some(v) = &o.advertise_addr {
+            self.membership.advertise_addr = v.clone();
+        }
+    }
+
+    /// Check values whose type is right but whose content may not be.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid { key, message: message.into() }
+        }
+        if !self.node.id.is_empty() && !valid_node_id(&self.node.id) {
+            return Err(invalid(
+                "node.id",
+                format!("`{}` may only contain letters, digits, `-`, `_` and `.` (at most 128)", self.node.id),
+            ));
+        }
+        if !self.database.url.is_empty() {
+            crate::store::DbUrl::parse(&self.database.url).map_err(|e| invalid("database.url", e.to_string()))?;
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if self.database.connect_timeout_ms == 0 {
+            return Err(invalid("database.connect_timeout_ms", "must be at least 1"));
+        }
+        self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid("server.listen", format!("`{}` is not an address like 127.0.0.1:8080: {e}", self.server.listen))
+        })?;
+        if self.server.workers == 0 {
+            return Err(invalid("server.workers", "must be at least 1"));
+        }
+        let m = &self.membership;
+        if m.heartbeat_interval_ms == 0 {
+            return Err(invalid("membership.heartbeat_interval_ms", "must be at least 1"));
+        }
+        if m.lock_ttl_ms < 2 * m.heartbeat_interval_ms {
+            return Err(invalid(
+                "membership.lock_ttl_ms",
+                format!(
+                    "must be at least twice membership.heartbeat_interval_ms ({} ms), got {} ms",
+                    m.heartbeat_interval_ms, m.lock_ttl_ms
+                ),
+            ));
+        }
+        if m.backend == MembershipBackend::Etcd && m.etcd_endpoints.is_empty() {
+            return Err(invalid("membership.etcd_endpoints", "at least one host:port is needed with the etcd backend"));
+        }
+        if m.cluster.is_empty() || m.cluster.contains('/') {
+            return Err(invalid("membership.cluster", format!("`{}` must be non-empty and contain no `/`", m.cluster)));
+        }
+        if m.lease_ttl_s < 2 {
+            return Err(invalid("membership.lease_ttl_s", format!("etcd's minimum lease is 2 s, got {}", m.lease_ttl_s)));
+        }
+        if m.vnodes == 0 {
+            return Err(invalid("membership.vnodes", "must be at least 1"));
+        }
+        if !m.advertise_addr.is_empty() {
+            m.advertise_addr.parse::<SocketAddr>().map_err(|e| {
+                invalid("membership.advertise_addr", format!("`{}` is not host:port: {e}", m.advertise_addr))
+            })?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// The database URL to use: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.node.data_dir.join("rota.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+/// Node ids end up in etcd keys, log fields and SQL rows: keep them plain.
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Parse one `key=value` label given on the command line.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load_with_env(Some(&path), &Overrides::default(), Env::prefixed("ROTA_TEST_NONE__"))
+    }
+
+    #[test]
+    fn shipped_default_file_equals_code_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml")).unwrap();
+        // Every key present, no key unknown, and every value the code's default.
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        let code = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(keys(&file), keys(&code), "config/default.toml and Config::default() list different keys");
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    fn keys(t: &toml::Table) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in t {
+            match v {
+                toml::Value::Table(inner) if k != "labels" => {
+                    out.extend(keys(inner).into_iter().map(|ik| format!("{k}.{ik}")))
+                }
+                _ => out.push(k.clone()),
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_str("[database]\npool_sise = 3\n").unwrap_err().to_string();
+        assert!(err.contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load_str("[database]\npool_size = \"many\"\n").unwrap_err().to_string();
+        assert!(err.contains("pool_size"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (toml, key) in [
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[database]\npool_size = 0\n", "database.pool_size"),
+            ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[log]\nlevel = \"[[[\"\n", "log.level"),
+            ("[membership]\nlock_ttl_ms = 10\n", "membership.lock_ttl_ms"),
+            ("[node]\nid = \"a b\"\n", "node.id"),
+        ] {
+            let err = load_str(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides { listen: Some("127.0.0.1:9".into()), no_migrate: true, ..Default::default() };
+        let c = Config::load_with_env(None, &o, Env::prefixed("ROTA_TEST_NONE__")).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9");
+        assert!(!c.database.migrate);
+    }
+
+    #[test]
+    fn labels_parse() {
+        assert_eq!(parse_label("dc=eu").unwrap(), ("dc".into(), "eu".into()));
+        assert!(parse_label("=x").is_err());
+        assert!(parse_label("novalue").is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Rota: a database-as-queue task dispatcher.
+//!
+//! Commands are rows in a `task` table. Every node reads the pending rows, asks a
+//! consistent-hash ring which node owns each, and the owner executes it; start, stop and
+//! monitoring of one application always happen on one node. The map:
+//!
+//! - [`config`]: settings, defaults, layering and validation.
+//! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
+//! - [`membership`]: who is in the cluster (standalone lock row, or etcd leases) and whether this
+//!   node may act.
+//! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`node`]: `rota serve`, wiring the above together with a safe start and stop order.
+//! - [`logging`]: tracing output.
+//!
+//! docs/ explains the design; ../shared/DESIGN.md is the contract between parts.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod logging;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod store;

@@ -1,0 +1,170 @@
+//! The `rota` command: `serve`, `migrate`, and (with later issues) the admin commands.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use rota::config::{parse_label, Config, ConfigError, LogFormat, MembershipBackend, Overrides};
+
+#[derive(Parser)]
+#[command(name = "rota", version, about = "A database-as-queue task dispatcher", propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: dispatch tasks, serve /livez, /readyz, /metrics and the API.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(CommonArgs),
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Settings file (TOML; see config/default.toml for every key).
+    #[arg(long, env = "ROTA_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Database URL: postgres://user@host/db or sqlite://path (default: sqlite://./data/rota.db).
+    #[arg(long, env = "ROTA_DATABASE_URL", value_name = "URL")]
+    database_url: Option<String>,
+    /// Log format.
+    #[arg(long, value_name = "text|json")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// HTTP listen address (default 127.0.0.1:8080; port 0 picks a free one).
+    #[arg(long, env = "ROTA_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Node id (default: generated once and kept in DATA_DIR/node-id).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Directory for the node's own files (default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Do not apply migrations at start.
+    #[arg(long)]
+    no_migrate: bool,
+    /// Membership backend.
+    #[arg(long, value_name = "standalone|etcd")]
+    membership: Option<MembershipBackend>,
+    /// etcd endpoints, comma-separated host:port.
+    #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',')]
+    etcd_endpoints: Option<Vec<String>>,
+    /// Cluster name (etcd key prefix).
+    #[arg(long, value_name = "NAME")]
+    cluster: Option<String>,
+    /// A node label, key=value (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+    /// Ring weight (0 takes no keys).
+    #[arg(long, value_name = "N")]
+    weight: Option<u32>,
+    /// etcd lease TTL in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    lease_ttl: Option<u64>,
+    /// Address others reach this node at (default: the bound listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_addr: Option<String>,
+}
+
+impl CommonArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides { database_url: self.database_url.clone(), log_format: self.log_format, ..Default::default() }
+    }
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            node_id: self.node_id.clone(),
+            data_dir: self.data_dir.clone(),
+            no_migrate: self.no_migrate,
+            membership: self.membership,
+            etcd_endpoints: self.etcd_endpoints.clone(),
+            cluster: self.cluster.clone(),
+            labels: (!self.labels.is_empty()).then(|| self.labels.iter().cloned().collect::<BTreeMap<_, _>>()),
+            weight: self.weight,
+            lease_ttl_s: self.lease_ttl,
+            advertise_addr: self.advertise_addr.clone(),
+            ..self.common.overrides()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => load(args.common.config.as_deref(), &args.overrides()).and_then(|cfg| {
+            run_async(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(forward_signals(shutdown.clone()));
+                rota::node::serve(cfg, shutdown).await
+            })
+        }),
+        Command::Migrate(args) => load(args.config.as_deref(), &args.overrides()).and_then(|cfg| {
+            run_async(async move {
+                let store = rota::node::open_store(&cfg).await?;
+                let applied = tokio::task::spawn_blocking(move || store.migrate()).await??;
+                if applied.is_empty() {
+                    println!("database is up to date");
+                } else {
+                    println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+                }
+                Ok(())
+            })
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Load and validate settings, then start logging as they say.
+fn load(file: Option<&std::path::Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+    let cfg = Config::load(file, overrides)?;
+    rota::logging::init(cfg.log.format, &cfg.log.level);
+    Ok(cfg)
+}
+
+fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(f)
+}
+
+/// SIGINT or SIGTERM cancels `shutdown` once; a second signal exits at once.
+async fn forward_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+        return;
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if round == 0 {
+            tracing::info!("signal received: graceful shutdown (send again to exit at once)");
+            shutdown.cancel();
+        } else {
+            std::process::exit(130);
+        }
+    }
+}

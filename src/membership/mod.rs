@@ -1,0 +1,183 @@
+//! Membership: who is in the cluster right now, and whether this node may act.
+//!
+//! Why: the ring is only as right as the member list behind it, and a node that has lost its
+//! place (lease expired, lock taken over) must stop acting before anyone else takes its work.
+//! Every backend publishes one thing, a [`MembershipState`] on a `tokio::sync::watch` channel:
+//! the current [`View`] (`{epoch, members}`) and this node's [`Status`]. The dispatcher and the
+//! API read only that, so they never know which backend they have.
+//!
+//! Backends:
+//! - [`standalone`]: this node alone, guarded by a lock row in the database (DESIGN §1).
+//!
+//! Must never: report `Joined` past `valid_until` — consumers check the deadline themselves, so a
+//! node resumed after a pause is fenced even before its membership task has run again.
+
+pub mod standalone;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One member of the cluster as every node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Member {
+    /// Node id.
+    pub node_id: String,
+    /// HTTP address others reach it at.
+    pub addr: String,
+    /// Labels matched by selectors.
+    pub labels: BTreeMap<String, String>,
+    /// Ring weight.
+    pub weight: u32,
+    /// When the member process started (RFC 3339).
+    pub started_at: String,
+}
+
+/// The cluster at one epoch. Members are sorted by node id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct View {
+    /// Grows with every change (etcd revision; standalone lock epoch).
+    pub epoch: u64,
+    /// Members, sorted by node id.
+    pub members: Vec<Member>,
+}
+
+/// This node's standing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", content = "reason", rename_all = "lowercase")]
+pub enum Status {
+    /// Not yet a member.
+    Joining,
+    /// A member: may claim and act until `valid_until`.
+    Joined,
+    /// Lost its place: must not claim or act. The reason says why.
+    Fenced(String),
+    /// Left on shutdown.
+    Left,
+}
+
+/// What a backend publishes.
+#[derive(Debug, Clone)]
+pub struct MembershipState {
+    /// This node's standing.
+    pub status: Status,
+    /// The latest view.
+    pub view: Arc<View>,
+    /// A `Joined` node may act only before this instant (its lease or lock deadline).
+    pub valid_until: Option<Instant>,
+}
+
+impl MembershipState {
+    /// The state before joining.
+    pub fn joining() -> Self {
+        Self { status: Status::Joining, view: Arc::new(View::default()), valid_until: None }
+    }
+
+    /// True when this node may claim and act now.
+    pub fn may_act(&self, now: Instant) -> bool {
+        self.status == Status::Joined && self.valid_until.is_some_and(|d| now < d)
+    }
+
+    /// `Joined`, unless its deadline has passed, in which case `Fenced` with that reason.
+    pub fn effective_status(&self, now: Instant) -> Status {
+        match (&self.status, self.valid_until) {
+            (Status::Joined, Some(d)) if now >= d => {
+                Status::Fenced("membership deadline passed without renewal".into())
+            }
+            (s, _) => s.clone(),
+        }
+    }
+}
+
+/// A running membership backend.
+pub struct MembershipHandle {
+    rx: watch::Receiver<MembershipState>,
+    task: JoinHandle<()>,
+}
+
+impl MembershipHandle {
+    /// Wrap a backend's task and channel.
+    pub fn new(rx: watch::Receiver<MembershipState>, task: JoinHandle<()>) -> Self {
+        Self { rx, task }
+    }
+
+    /// The current state and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<MembershipState> {
+        self.rx.clone()
+    }
+
+    /// Wait until the backend has left (after the shutdown token was cancelled).
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "membership task ended abnormally");
+        }
+    }
+}
+
+/// Who this process is, as membership needs it.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    /// Node id.
+    pub node_id: String,
+    /// HTTP address to advertise.
+    pub addr: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Ring weight.
+    pub weight: u32,
+    /// Process start (RFC 3339).
+    pub started_at: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// Per-process token (unique per start).
+    pub instance: String,
+}
+
+impl LocalNode {
+    /// This node as a [`Member`].
+    pub fn member(&self) -> Member {
+        Member {
+            node_id: self.node_id.clone(),
+            addr: self.addr.clone(),
+            labels: self.labels.clone(),
+            weight: self.weight,
+            started_at: self.started_at.clone(),
+        }
+    }
+}
+
+/// Membership could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// Another standalone node holds the database.
+    #[error(
+        "another Rota node already runs standalone on this database: node `{node_id}` (pid {pid} on {host}, \
+         http {addr}), last heartbeat {age_s:.1} s ago. Standalone membership allows exactly one node per \
+         database, so that two nodes can never act on the same rows. To run several nodes, use PostgreSQL \
+         with `--membership etcd` (see docs/operations.md). If that node is gone, its lock expires \
+         {ttl_s:.0} s after its last heartbeat; start again then"
+    )]
+    StandaloneHeld {
+        /// holder's node id
+        node_id: String,
+        /// holder's pid
+        pid: i64,
+        /// holder's host
+        host: String,
+        /// holder's address
+        addr: String,
+        /// seconds since its heartbeat
+        age_s: f64,
+        /// lock TTL in seconds
+        ttl_s: f64,
+    },
+    /// The database failed while joining.
+    #[error("membership could not use the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+}

@@ -1,0 +1,69 @@
+//! Prometheus metrics: one registry per node, handles shared by the services that update them.
+//!
+//! Why here and not in `api`: membership, the store and (later) the dispatcher update these;
+//! the API only encodes them. Gauges that mirror state (ring epoch, pool use) are set at scrape
+//! time from the source of truth, so they can never drift from it.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Failed membership operations (heartbeats, keep-alives, watches, re-joins).
+    pub membership_errors: Counter,
+    /// 1 while this node is a member and may act.
+    pub membership_joined: Gauge,
+    /// Members in the current view.
+    pub members: Gauge,
+    /// Epoch of the current ring.
+    pub ring_epoch: Gauge,
+    /// Open database connections in the pool.
+    pub db_pool_connections: Gauge,
+    /// Idle database connections in the pool.
+    pub db_pool_idle: Gauge,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rota");
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+        );
+        let m = Self {
+            membership_errors: Counter::default(),
+            membership_joined: Gauge::default(),
+            members: Gauge::default(),
+            ring_epoch: Gauge::default(),
+            db_pool_connections: Gauge::default(),
+            db_pool_idle: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("membership_errors", "Failed membership operations", m.membership_errors.clone());
+        registry.register("membership_joined", "1 while this node is a member and may act", m.membership_joined.clone());
+        registry.register("members", "Members in the current membership view", m.members.clone());
+        registry.register("ring_epoch", "Epoch of the current ring", m.ring_epoch.clone());
+        registry.register("db_pool_connections", "Open connections in the database pool", m.db_pool_connections.clone());
+        registry.register("db_pool_idle_connections", "Idle connections in the database pool", m.db_pool_idle.clone());
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

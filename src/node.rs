@@ -1,0 +1,170 @@
+//! `rota serve`: wires the store, membership and the HTTP server into one running node, and
+//! takes it down in the safe order on shutdown.
+//!
+//! Start order: database (fail fast with the driver's message) → migrations → bind the HTTP
+//! port (fail fast if taken) → membership (a refused standalone lock stops the start) → HTTP.
+//! Stop order: stop acting → leave membership (release the lock / revoke the lease, so others
+//! react at once) → stop HTTP.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState, ServerOptions};
+use crate::config::{valid_node_id, Config, MembershipBackend};
+use crate::membership::{standalone, LocalNode};
+use crate::metrics::Metrics;
+use crate::store::{DbUrl, PoolOptions, Store};
+
+/// Open the database described by `cfg`, failing with an actionable message.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    let url = DbUrl::parse(&cfg.database_url())?;
+    let opts = PoolOptions {
+        max_size: cfg.database.pool_size,
+        connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms),
+    };
+    let shown = url.to_string();
+    tokio::task::spawn_blocking(move || Store::connect(&url, &opts))
+        .await?
+        .with_context(|| format!("cannot open the database {shown} (check --database-url / ROTA_DATABASE_URL and that the server is up)"))
+}
+
+/// Run one node until `shutdown` is cancelled.
+pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let node_id = resolve_node_id(&cfg)?;
+    let store = open_store(&cfg).await?;
+    if cfg.database.migrate {
+        let s = store.clone();
+        let applied = tokio::task::spawn_blocking(move || s.migrate()).await??;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied migrations");
+        }
+    }
+    let listener = TcpListener::bind(&cfg.server.listen)
+        .with_context(|| format!("cannot listen on {} (set --listen / ROTA_LISTEN to a free address)", cfg.server.listen))?;
+    let bound = listener.local_addr()?;
+    let advertise =
+        if cfg.membership.advertise_addr.is_empty() { bound.to_string() } else { cfg.membership.advertise_addr.clone() };
+    let me = LocalNode {
+        node_id: node_id.clone(),
+        addr: advertise,
+        labels: cfg.membership.labels.clone(),
+        weight: cfg.membership.weight,
+        started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        host: host_name(),
+        pid: std::process::id(),
+        instance: format!("{}-{}-{:016x}", host_name(), std::process::id(), random_u64()),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let membership_stop = CancellationToken::new();
+    let membership = match cfg.membership.backend {
+        MembershipBackend::Standalone => {
+            let opts = standalone::Options {
+                heartbeat: Duration::from_millis(cfg.membership.heartbeat_interval_ms),
+                ttl: Duration::from_millis(cfg.membership.lock_ttl_ms),
+            };
+            standalone::start(store.clone(), me.clone(), opts, metrics.clone(), membership_stop.clone()).await?
+        }
+        MembershipBackend::Etcd => bail!("the etcd membership backend is not built yet; use --membership standalone"),
+    };
+    let state = ApiState {
+        store: store.clone(),
+        membership: membership.subscribe(),
+        metrics,
+        node_id: node_id.clone(),
+        ready_timeout: Duration::from_secs(2),
+    };
+    let server_opts = ServerOptions {
+        workers: cfg.server.workers,
+        shutdown_timeout: Duration::from_secs(cfg.server.shutdown_timeout_s),
+    };
+    let server = api::start(listener, state, &server_opts)?;
+    let server_handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(
+        node.id = %node_id, http.addr = %bound, db.url = %store.url(), membership = ?cfg.membership.backend,
+        "rota node is serving"
+    );
+    print_next_steps(&bound.to_string(), store.url());
+
+    shutdown.cancelled().await;
+    tracing::info!(node.id = %node_id, "shutting down");
+    membership_stop.cancel();
+    membership.stopped().await;
+    server_handle.stop(true).await;
+    if let Err(e) = server_task.await? {
+        tracing::warn!(error = %e, "http server ended with an error");
+    }
+    tracing::info!(node.id = %node_id, "stopped");
+    Ok(())
+}
+
+fn print_next_steps(addr: &str, url: &DbUrl) {
+    let sql = match url {
+        DbUrl::Sqlite(p) => format!("sqlite3 {} \"SELECT id, action, status FROM task\"", p.display()),
+        DbUrl::Postgres(_) => format!("psql '{url}' -c 'SELECT id, action, status FROM task'"),
+    };
+    eprintln!(
+        "\nRota is up.  Next:\n  curl http://{addr}/readyz       # ready: database + membership\n  \
+         curl http://{addr}/metrics      # Prometheus metrics\n  {sql}\n  \
+         README.md \"What next\" for clusters (PostgreSQL + etcd) and the SQL interface.\n  Ctrl-C stops the node.\n"
+    );
+}
+
+/// The configured node id, or the one kept in `{data_dir}/node-id` (created on first start).
+pub fn resolve_node_id(cfg: &Config) -> anyhow::Result<String> {
+    if !cfg.node.id.is_empty() {
+        return Ok(cfg.node.id.clone());
+    }
+    let dir = &cfg.node.data_dir;
+    let path = dir.join("node-id");
+    if let Some(id) = read_node_id(&path)? {
+        return Ok(id);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let host: String = host_name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .take(48)
+        .collect();
+    let id = format!("{host}-{:06x}", random_u64() & 0xff_ffff);
+    std::fs::write(&path, format!("{id}\n")).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+fn read_node_id(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text.trim().to_string();
+            if !valid_node_id(&id) {
+                bail!("{} holds `{id}`, which is not a valid node id; fix or delete the file", path.display());
+            }
+            Ok(Some(id))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// This machine's host name ("localhost" if it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// 64 random bits from std's per-process random hasher keys: enough for ids that must not
+/// collide, not for secrets.
+fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}

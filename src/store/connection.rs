@@ -1,0 +1,216 @@
+//! One connection type for both backends, and the pool manager that opens it.
+//!
+//! Why a manager of our own: diesel's derived `MultiConnection` manager reports a refused
+//! PostgreSQL connection as "Invalid connection url for multiconnection" after r2d2's timeout.
+//! Users need the real error (refused, bad password, no such database), so we pick the backend
+//! from the URL scheme ourselves and keep the driver's message.
+//!
+//! Every new connection is prepared the same way: PostgreSQL sessions run in UTC (the schema
+//! stores `TIMESTAMP` in UTC); SQLite runs in WAL mode with a busy timeout so concurrent readers
+//! and one writer do not fail with "database is locked".
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ManageConnection, R2D2Connection};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+
+/// A connection to either backend; shared queries go through this type, backend-specific ones
+/// match on it.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    /// PostgreSQL (a cluster).
+    Postgresql(PgConnection),
+    /// SQLite (the embedded default).
+    Sqlite(SqliteConnection),
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// A parsed database URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    /// `postgres://…` or `postgresql://…`, passed to libpq as is.
+    Postgres(String),
+    /// `sqlite://PATH` or `sqlite:PATH`: a file path.
+    Sqlite(PathBuf),
+}
+
+/// A URL that names no backend we support.
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported database URL `{0}`: use postgres://user@host:5432/db or sqlite://path/to/file.db")]
+pub struct BadUrl(String);
+
+impl DbUrl {
+    /// Parse a URL; the scheme picks the backend.
+    pub fn parse(url: &str) -> Result<DbUrl, BadUrl> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DbUrl::Postgres(url.to_string()));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        match path {
+            Some(p) if !p.is_empty() && p != ":memory:" => Ok(DbUrl::Sqlite(PathBuf::from(p))),
+            _ => Err(BadUrl(redact(url))),
+        }
+    }
+
+    /// The backend this URL names.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbUrl::Postgres(_) => Backend::Postgres,
+            DbUrl::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+}
+
+impl fmt::Display for DbUrl {
+    /// Printable form, with any password hidden: safe for logs and error messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbUrl::Postgres(u) => f.write_str(&redact(u)),
+            DbUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Hide the password of `scheme://user:password@host…`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+/// Opening or checking a connection failed; the message is the driver's, with the URL redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Could not open a connection.
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// redacted URL
+        url: String,
+        /// the driver's error
+        message: String,
+    },
+    /// A query on an open connection failed.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// r2d2 manager that opens [`AnyConnection`]s for one URL.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    url: DbUrl,
+    sqlite_busy_timeout: Duration,
+}
+
+impl Manager {
+    /// A manager for `url`.
+    pub fn new(url: DbUrl, sqlite_busy_timeout: Duration) -> Self {
+        Self { url, sqlite_busy_timeout }
+    }
+
+    /// Open and prepare one connection.
+    pub fn open(&self) -> Result<AnyConnection, ConnectError> {
+        let fail = |message: String| ConnectError::Connect { url: self.url.to_string(), message };
+        match &self.url {
+            DbUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(url).map_err(|e| fail(e.to_string().trim().to_string()))?;
+                conn.batch_execute("SET TIME ZONE 'UTC'; SET application_name = 'rota'")
+                    .map_err(|e| fail(e.to_string()))?;
+                Ok(AnyConnection::Postgresql(conn))
+            }
+            DbUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| fail(format!("cannot create directory {}: {e}", dir.display())))?;
+                }
+                let path_str = path.to_str().ok_or_else(|| fail("the path is not valid UTF-8".into()))?;
+                let mut conn = SqliteConnection::establish(path_str).map_err(|e| fail(e.to_string()))?;
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON;",
+                    self.sqlite_busy_timeout.as_millis()
+                ))
+                .map_err(|e| fail(e.to_string()))?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<AnyConnection, ConnectError> {
+        self.open()
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), ConnectError> {
+        match conn {
+            AnyConnection::Postgresql(c) => c.ping()?,
+            AnyConnection::Sqlite(c) => c.ping()?,
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        match conn {
+            AnyConnection::Postgresql(c) => c.is_broken(),
+            AnyConnection::Sqlite(c) => c.is_broken(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_pick_backends() {
+        assert_eq!(DbUrl::parse("postgres://u@h/db").unwrap().backend(), Backend::Postgres);
+        assert_eq!(DbUrl::parse("postgresql://u@h/db").unwrap().backend(), Backend::Postgres);
+        assert_eq!(DbUrl::parse("sqlite://data/x.db").unwrap(), DbUrl::Sqlite("data/x.db".into()));
+        assert_eq!(DbUrl::parse("sqlite:///abs/x.db").unwrap(), DbUrl::Sqlite("/abs/x.db".into()));
+        assert!(DbUrl::parse("mysql://x").is_err());
+        assert!(DbUrl::parse("sqlite://").is_err());
+        assert!(DbUrl::parse("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact("postgres://bob:s3cret@h:5432/db"), "postgres://bob:***@h:5432/db");
+        assert_eq!(redact("postgres://bob@h/db"), "postgres://bob@h/db");
+        let err = DbUrl::parse("mysql://bob:s3cret@h").unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}

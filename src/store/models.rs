@@ -1,0 +1,200 @@
+//! Rows as Rust types. Status-like columns are TEXT in the database (the SQL interface is the
+//! contract and must accept rows written by hand); the enums here are how the code reads them.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use serde::Serialize;
+
+use super::schema::{application, event, membership_lock, task};
+
+/// A row of `task`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = task)]
+pub struct Task {
+    /// Monotonic id.
+    pub id: i64,
+    /// The application this command is about; None for jobs.
+    pub app_id: Option<i64>,
+    /// `start`, `stop`, `restart`, `run`, …
+    pub action: String,
+    /// JSON parameters.
+    pub payload: String,
+    /// `pending`, `running`, `succeeded`, `failed`, `cancelled`, `lost`.
+    pub status: String,
+    /// Higher runs first among due rows.
+    pub priority: i32,
+    /// Not before this time (UTC).
+    pub run_after: NaiveDateTime,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Node that claimed it.
+    pub owner_node: Option<String>,
+    /// Ring epoch under which it was claimed (fencing token).
+    pub owner_epoch: Option<i64>,
+    /// Unique when set.
+    pub idempotency_key: Option<String>,
+    /// The job this row is a child of.
+    pub parent_id: Option<i64>,
+    /// Shard number of a sharded child.
+    pub shard_index: Option<i32>,
+    /// Shard count of a sharded child.
+    pub shard_total: Option<i32>,
+    /// The node a fan-out child must run on.
+    pub target_node: Option<String>,
+    /// JSON result.
+    pub result: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Insert time (UTC).
+    pub created_at: NaiveDateTime,
+    /// Claim time (UTC).
+    pub claimed_at: Option<NaiveDateTime>,
+    /// Terminal time (UTC).
+    pub finished_at: Option<NaiveDateTime>,
+}
+
+/// A new `task` row; unset fields take the database defaults.
+#[derive(Debug, Clone, Default, Insertable)]
+#[diesel(table_name = task)]
+pub struct NewTask {
+    /// See [`Task::app_id`].
+    pub app_id: Option<i64>,
+    /// See [`Task::action`].
+    pub action: String,
+    /// See [`Task::payload`].
+    pub payload: Option<String>,
+    /// See [`Task::priority`].
+    pub priority: Option<i32>,
+    /// See [`Task::run_after`].
+    pub run_after: Option<NaiveDateTime>,
+    /// See [`Task::max_attempts`].
+    pub max_attempts: Option<i32>,
+    /// See [`Task::idempotency_key`].
+    pub idempotency_key: Option<String>,
+    /// See [`Task::parent_id`].
+    pub parent_id: Option<i64>,
+}
+
+/// A row of `application`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = application)]
+pub struct Application {
+    /// Id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// `process`, `shell`, `http`, `noop`.
+    pub driver: String,
+    /// Driver-specific JSON.
+    pub spec: String,
+    /// JSON label selector.
+    pub selector: String,
+    /// `running` or `stopped`.
+    pub desired_state: String,
+    /// Observed state.
+    pub state: String,
+    /// Owning node.
+    pub owner_node: Option<String>,
+    /// Owner's epoch (fencing token).
+    pub owner_epoch: Option<i64>,
+    /// `never`, `on_failure`, `always`.
+    pub restart_policy: String,
+    /// Restarts allowed before `failed`.
+    pub max_restarts: i32,
+    /// Restarts made.
+    pub restart_count: i32,
+    /// Monitor interval; None = node default.
+    pub monitor_interval_ms: Option<i32>,
+    /// Last error seen.
+    pub last_error: Option<String>,
+    /// Created (UTC).
+    pub created_at: NaiveDateTime,
+    /// Last changed (UTC).
+    pub updated_at: NaiveDateTime,
+}
+
+/// A new `application` row.
+#[derive(Debug, Clone, Default, Insertable)]
+#[diesel(table_name = application)]
+pub struct NewApplication {
+    /// Unique name.
+    pub name: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver spec (JSON).
+    pub spec: Option<String>,
+    /// Selector (JSON).
+    pub selector: Option<String>,
+}
+
+/// A row of `event`.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[diesel(table_name = event)]
+pub struct Event {
+    /// Id.
+    pub id: i64,
+    /// When (UTC).
+    pub at: NaiveDateTime,
+    /// What kind of event, dotted: `membership.joined`, `task.failed`, …
+    pub kind: String,
+    /// Application concerned.
+    pub app_id: Option<i64>,
+    /// Task concerned.
+    pub task_id: Option<i64>,
+    /// Node that wrote it.
+    pub node_id: Option<String>,
+    /// Who caused it (a token name, `system`).
+    pub actor: Option<String>,
+    /// Readable message.
+    pub message: String,
+    /// JSON details.
+    pub data: String,
+}
+
+/// A new `event` row.
+#[derive(Debug, Clone, Default, Insertable)]
+#[diesel(table_name = event)]
+pub struct NewEvent {
+    /// See [`Event::kind`].
+    pub kind: String,
+    /// See [`Event::app_id`].
+    pub app_id: Option<i64>,
+    /// See [`Event::task_id`].
+    pub task_id: Option<i64>,
+    /// See [`Event::node_id`].
+    pub node_id: Option<String>,
+    /// See [`Event::actor`].
+    pub actor: Option<String>,
+    /// See [`Event::message`].
+    pub message: String,
+    /// See [`Event::data`].
+    pub data: Option<String>,
+}
+
+/// The standalone lock row.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = membership_lock)]
+pub struct LockRow {
+    /// Always `standalone`.
+    pub name: String,
+    /// Holder's node id.
+    pub node_id: String,
+    /// Holder's per-process token.
+    pub holder: String,
+    /// Holder's host name.
+    pub host: String,
+    /// Holder's process id.
+    pub pid: i64,
+    /// Holder's process space (boot id + pid namespace): its pid means something only there.
+    pub pid_space: String,
+    /// Holder's HTTP address.
+    pub addr: String,
+    /// Incremented at every acquisition: the fencing token.
+    pub epoch: i64,
+    /// When acquired (database clock, UTC).
+    pub acquired_at: NaiveDateTime,
+    /// Last heartbeat (database clock, UTC).
+    pub heartbeat_at: NaiveDateTime,
+}
