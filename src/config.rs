@@ -259,7 +259,7 @@ impl Config {
         figment = figment.merge(env);
         let mut config: Config = figment.extract().map_err(|e| {
             // figment reports every error it found; one per line reads best.
-            ConfigError::Parse(e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+            ConfigError::Parse(e.into_iter().map(describe).collect::<Vec<_>>().join("; "))
         })?;
         config.apply(overrides);
         config.validate()?;
@@ -376,6 +376,21 @@ impl Config {
         } else {
             self.database.url.clone()
         }
+    }
+}
+
+/// One figment error as `key: problem (source)`, with the key in the dotted lower-case form
+/// that `config/default.toml` uses, whichever layer it came from.
+fn describe(e: figment::Error) -> String {
+    let key = e.path.join(".").to_lowercase();
+    let source = e.metadata.as_ref().map(|m| match &m.source {
+        Some(src) => format!("{} {src}", m.name),
+        None => m.name.to_string(),
+    });
+    let at = if key.is_empty() { String::new() } else { format!("`{key}`: ") };
+    match source {
+        Some(src) => format!("{at}{} (in {src})", e.kind),
+        None => format!("{at}{}", e.kind),
     }
 }
 

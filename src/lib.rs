@@ -4,6 +4,7 @@
 //! consistent-hash ring which node owns each, and the owner executes it; start, stop and
 //! monitoring of one application always happen on one node. The map:
 //!
+//! - [`ring`]: the consistent-hash ring (pure): who owns a key at an epoch.
 //! - [`config`]: settings, defaults, layering and validation.
 //! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
 //! - [`membership`]: who is in the cluster (standalone lock row, or etcd leases) and whether this
@@ -12,15 +13,18 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`node`]: `rota serve`, wiring the above together with a safe start and stop order.
 //! - [`logging`]: tracing output.
+//! - [`cli`]: command-line front ends that are more than flag parsing (`ring simulate`).
 //!
 //! docs/ explains the design; ../shared/DESIGN.md is the contract between parts.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod ring;
 pub mod store;

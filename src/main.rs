@@ -22,6 +22,17 @@ enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(CommonArgs),
+    /// Consistent-hash ring tools.
+    Ring {
+        #[command(subcommand)]
+        command: RingCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RingCommand {
+    /// Place K keys on a ring of N nodes: balance, keys moved on join/leave, memory and speed.
+    Simulate(rota::cli::ring::SimulateArgs),
 }
 
 #[derive(Args)]
@@ -123,6 +134,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }),
+        Command::Ring { command: RingCommand::Simulate(args) } => rota::cli::ring::simulate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,234 @@
+//! Test harness: a fresh PostgreSQL database per test, real `rota` processes on loopback ports,
+//! and polling with deadlines (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+/// Where the test PostgreSQL server is (an admin URL).
+pub fn pg_admin_url() -> String {
+    std::env::var("ROTA_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_base() -> String {
+    let admin = pg_admin_url();
+    admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin)
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub fn create() -> PgDb {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "rota_t_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let mut admin = PgConnection::establish(&pg_admin_url()).expect("PostgreSQL must be up (scripts/test.sh starts it)");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        PgDb { url: format!("{}/{name}", pg_base()), name }
+    }
+
+    /// An admin connection (to the `postgres` database), e.g. to block connections.
+    pub fn admin(&self) -> PgConnection {
+        PgConnection::establish(&pg_admin_url()).unwrap()
+    }
+
+    /// Refuse new connections to this database and end the open ones.
+    pub fn go_away(&self) {
+        self.admin()
+            .batch_execute(&format!(
+                "ALTER DATABASE {0} ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}';",
+                self.name
+            ))
+            .unwrap();
+    }
+
+    /// Accept connections again.
+    pub fn come_back(&self) {
+        self.admin().batch_execute(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name)).unwrap();
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&pg_admin_url()) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// Poll `cond` until it holds or `timeout` passes (then panic naming `what`).
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The `rota` binary under test.
+pub fn rota() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rota"));
+    // Tests must not pick up the developer's settings.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ROTA_") && !k.starts_with("ROTA_TEST") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// Run `rota` to completion (killed after 60 s, which fails the test); (status, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    use std::io::Read;
+    let out = read(child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = read(child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`rota` did not exit within 60 s: {cmd:?}\n{}", err.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// A running `rota serve` process whose stderr is collected.
+pub struct Node {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub addr: String,
+}
+
+impl Node {
+    /// Start `rota serve` with `--listen 127.0.0.1:0` and the given extra args; wait for its address.
+    pub fn start(data_dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
+        let node = Node::spawn(data_dir, args, envs);
+        let mut node = node;
+        node.addr = node.wait_addr();
+        node
+    }
+
+    /// Start without waiting (for nodes expected to fail).
+    pub fn spawn(data_dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
+        let mut cmd = rota();
+        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Node { child, logs, addr: String::new() }
+    }
+
+    fn wait_addr(&mut self) -> String {
+        let mut addr = None;
+        wait_until(Duration::from_secs(30), "the node to log its http.addr", || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("node exited early with {status}:\n{}", self.logs());
+            }
+            addr = self.logs.lock().unwrap().iter().find_map(|l| {
+                l.split_whitespace().find_map(|w| w.strip_prefix("http.addr=").map(str::to_string))
+            });
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+
+    /// Everything the node logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET a path: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.url(path))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Wait for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut status = None;
+        wait_until(timeout, "the node to exit", || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        // Let the log reader drain.
+        std::thread::sleep(Duration::from_millis(20));
+        status.unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a URL without treating 4xx/5xx as errors: (status, body); (0, error) when unreachable.
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    match agent.get(url).call() {
+        Ok(mut resp) => (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}

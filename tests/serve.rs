@@ -1,0 +1,129 @@
+//! `rota serve` as a user runs it: health, metrics, standalone exclusivity, shutdown, and
+//! readiness following the database.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, Node, PgDb};
+
+const FAST_LOCK: [(&str, &str); 2] =
+    [("ROTA__MEMBERSHIP__HEARTBEAT_INTERVAL_MS", "300"), ("ROTA__MEMBERSHIP__LOCK_TTL_MS", "2000")];
+
+#[test]
+fn a_node_on_the_embedded_default_serves_health_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[], &[]);
+    wait_until(Duration::from_secs(10), "/readyz 200", || node.get("/readyz").0 == 200);
+    let (_, body) = node.get("/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert_eq!(ready["checks"]["membership"]["status"], "joined");
+    assert_eq!(node.get("/livez").0, 200);
+
+    let (status, metrics) = node.get("/metrics");
+    assert_eq!(status, 200);
+    for line in ["rota_membership_joined 1", "rota_members 1", "rota_membership_errors_total 0"] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+    let (status, body) = node.get("/no/such/route");
+    assert_eq!(status, 404);
+    let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["error"]["code"], "not_found");
+
+    // The embedded database and the node id live in the data directory.
+    assert!(dir.path().join("rota.db").exists());
+    let id = std::fs::read_to_string(dir.path().join("node-id")).unwrap();
+    assert_eq!(ready["node_id"], id.trim());
+}
+
+fn second_node_is_refused(args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Node::start(dir.path(), args, &[]);
+    wait_until(Duration::from_secs(10), "first node ready", || first.get("/readyz").0 == 200);
+    let other_dir = tempfile::tempdir().unwrap();
+    let second_args = with_db(args, dir.path());
+    let second_args: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let mut second = Node::spawn(other_dir.path(), &second_args, &[]);
+    let status = second.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    let logs = second.logs();
+    assert!(logs.contains("already runs standalone on this database"), "{logs}");
+    assert!(logs.contains("--membership etcd"), "the refusal must say what to use instead: {logs}");
+    // The first node is unaffected.
+    assert_eq!(first.get("/readyz").0, 200);
+}
+
+/// The second node gets its own data dir but must share the first one's database.
+fn with_db(args: &[&str], first_dir: &std::path::Path) -> Vec<String> {
+    if args.is_empty() {
+        vec!["--database-url".into(), format!("sqlite://{}", first_dir.join("rota.db").display())]
+    } else {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+#[test]
+fn a_second_standalone_node_on_the_same_sqlite_database_is_refused() {
+    second_node_is_refused(&[]);
+}
+
+#[test]
+fn a_second_standalone_node_on_the_same_postgres_database_is_refused() {
+    let pg = PgDb::create();
+    second_node_is_refused(&["--database-url", &pg.url]);
+}
+
+#[test]
+fn graceful_shutdown_releases_the_lock_for_the_next_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Node::start(dir.path(), &[], &[]);
+    wait_until(Duration::from_secs(10), "first node ready", || first.get("/readyz").0 == 200);
+    first.signal("TERM");
+    let status = first.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "SIGTERM must be a clean exit: {status}\n{}", first.logs());
+    assert!(first.logs().contains("released the standalone lock"), "{}", first.logs());
+    // The lock is free at once: no waiting out the TTL.
+    let next = Node::start(dir.path(), &[], &[]);
+    wait_until(Duration::from_secs(10), "next node ready", || next.get("/readyz").0 == 200);
+}
+
+#[test]
+fn a_killed_holder_on_this_machine_is_recognised_as_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Node::start(dir.path(), &[], &[]);
+    wait_until(Duration::from_secs(10), "first node ready", || first.get("/readyz").0 == 200);
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(10));
+    // Its lock row is fresh, but its pid is gone on this host: take over without the 10 s TTL.
+    let next = Node::start(dir.path(), &[], &[]);
+    wait_until(Duration::from_secs(5), "next node ready", || next.get("/readyz").0 == 200);
+}
+
+#[test]
+fn readyz_follows_the_database_away_and_back() {
+    let pg = PgDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--database-url", &pg.url], &FAST_LOCK);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+
+    pg.go_away();
+    let mut body = String::new();
+    wait_until(Duration::from_secs(15), "/readyz 503 while the database is away", || {
+        let (status, b) = node.get("/readyz");
+        body = b;
+        status == 503
+    });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["checks"]["database"]["ok"], false, "{body}");
+    assert!(v["reason"].as_str().unwrap().contains("database"), "{body}");
+    // Past the lock TTL without a heartbeat the node fences itself.
+    wait_until(Duration::from_secs(15), "the node to fence itself", || {
+        node.get("/readyz").1.contains("fenced")
+    });
+
+    pg.come_back();
+    wait_until(Duration::from_secs(20), "/readyz 200 once the database is back", || node.get("/readyz").0 == 200);
+    assert!(node.logs().contains("re-joined as the standalone node"), "{}", node.logs());
+    assert_eq!(node.get("/livez").0, 200);
+}
