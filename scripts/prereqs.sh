@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what building (and, with `test`, testing) Rota needs on Debian/Ubuntu, only when missing.
+#   scripts/prereqs.sh build   compilers, protoc (etcd-client), libpq, libsqlite3, sqlite3 CLI
+#   scripts/prereqs.sh test    the above + etcd and PostgreSQL
+set -euo pipefail
+
+want=(build-essential pkg-config protobuf-compiler libprotobuf-dev libpq-dev libsqlite3-dev sqlite3 curl)
+if [[ "${1:-build}" == "test" ]]; then
+    want+=(etcd-server postgresql)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+    if ! command -v apt-get >/dev/null; then
+        echo "rota: please install: ${missing[*]} (no apt-get on this machine)" >&2
+        exit 1
+    fi
+    sudo=""
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null || { echo "rota: run as root or install sudo to install: ${missing[*]}" >&2; exit 1; }
+        sudo="sudo"
+    fi
+    echo "rota: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # Named explicitly: --no-install-recommends would silently drop libprotobuf-dev otherwise.
+    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "rota: cargo is missing; install Rust (https://rustup.rs) and run this again" >&2
+    exit 1
+fi
