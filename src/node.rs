@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, ServerOptions};
 use crate::config::{valid_node_id, Config, MembershipBackend};
-use crate::membership::{standalone, LocalNode};
+use crate::membership::{etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
 use crate::store::{DbUrl, PoolOptions, Store};
 
@@ -67,16 +67,32 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             let opts = standalone::Options {
                 heartbeat: Duration::from_millis(cfg.membership.heartbeat_interval_ms),
                 ttl: Duration::from_millis(cfg.membership.lock_ttl_ms),
+                vnodes: cfg.membership.vnodes,
             };
             standalone::start(store.clone(), me.clone(), opts, metrics.clone(), membership_stop.clone()).await?
         }
-        MembershipBackend::Etcd => bail!("the etcd membership backend is not built yet; use --membership standalone"),
+        MembershipBackend::Etcd => {
+            if store.backend() == crate::store::Backend::Sqlite {
+                tracing::warn!("etcd membership on SQLite: every node must share this one file on one machine; use PostgreSQL for a real cluster");
+            }
+            let opts = etcd::Options {
+                endpoints: cfg.membership.etcd_endpoints.clone(),
+                cluster: cfg.membership.cluster.clone(),
+                ttl: Duration::from_secs(cfg.membership.lease_ttl_s),
+                vnodes: cfg.membership.vnodes,
+            };
+            etcd::start(me.clone(), opts, metrics.clone(), membership_stop.clone())
+        }
     };
     let state = ApiState {
         store: store.clone(),
         membership: membership.subscribe(),
         metrics,
         node_id: node_id.clone(),
+        backend: match cfg.membership.backend {
+            MembershipBackend::Standalone => "standalone",
+            MembershipBackend::Etcd => "etcd",
+        },
         ready_timeout: Duration::from_secs(2),
     };
     let server_opts = ServerOptions {

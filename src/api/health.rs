@@ -56,7 +56,8 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
 fn describe(status: &Status) -> String {
     match status {
         Status::Joined => "joined".to_string(),
-        Status::Joining => "joining: not yet a member".to_string(),
+        Status::Joining(why) if why.is_empty() => "joining: not yet a member".to_string(),
+        Status::Joining(why) => format!("joining: {why}"),
         Status::Fenced(why) => format!("fenced: {why}"),
         Status::Left => "left the cluster (shutting down)".to_string(),
     }

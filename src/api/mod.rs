@@ -7,6 +7,7 @@
 //! Must never: run SQL itself (it calls the store), or block a worker on the database outside
 //! `Store::run`.
 
+pub mod cluster;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// This node's id.
     pub node_id: String,
+    /// Membership backend name (`standalone`, `etcd`).
+    pub backend: &'static str,
     /// How long `/readyz` waits for the database.
     pub ready_timeout: Duration,
 }
@@ -55,6 +58,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
             .app_data(data.clone())
             .configure(health::config)
             .configure(metrics::config)
+            .configure(cluster::config)
             .default_service(web::to(error::not_found))
     })
     .workers(opts.workers)

@@ -6,13 +6,20 @@
 //! the current [`View`] (`{epoch, members}`) and this node's [`Status`]. The dispatcher and the
 //! API read only that, so they never know which backend they have.
 //!
+//! Each new view comes with its ring, built here from the whole member set and published in the
+//! same channel value: readers swap both at once and never see a half-built ring or a ring from
+//! another view.
+//!
 //! Backends:
 //! - [`standalone`]: this node alone, guarded by a lock row in the database (DESIGN §1).
+//! - [`etcd`]: leases, a prefix read and a watch from the read's revision (DESIGN §4).
 //!
 //! Must never: report `Joined` past `valid_until` — consumers check the deadline themselves, so a
 //! node resumed after a pause is fenced even before its membership task has run again.
 
+pub mod etcd;
 pub mod standalone;
+pub mod view;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +28,8 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::ring::{self, Ring};
 
 /// One member of the cluster as every node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,8 +59,8 @@ pub struct View {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", content = "reason", rename_all = "lowercase")]
 pub enum Status {
-    /// Not yet a member.
-    Joining,
+    /// Not yet a member; the reason says what it is waiting for ("" at start).
+    Joining(String),
     /// A member: may claim and act until `valid_until`.
     Joined,
     /// Lost its place: must not claim or act. The reason says why.
@@ -67,14 +76,57 @@ pub struct MembershipState {
     pub status: Status,
     /// The latest view.
     pub view: Arc<View>,
+    /// The ring built from `view` (same epoch).
+    pub ring: Arc<Ring>,
     /// A `Joined` node may act only before this instant (its lease or lock deadline).
     pub valid_until: Option<Instant>,
+    /// Backend detail for operators: `standalone epoch 3`, `etcd lease 0x…`.
+    pub session: String,
 }
 
 impl MembershipState {
     /// The state before joining.
     pub fn joining() -> Self {
-        Self { status: Status::Joining, view: Arc::new(View::default()), valid_until: None }
+        Self {
+            status: Status::Joining(String::new()),
+            view: Arc::new(View::default()),
+            ring: Arc::new(Ring::empty()),
+            valid_until: None,
+            session: String::new(),
+        }
+    }
+
+    /// Adopt `view`: rebuild the ring from its members and log the change once (members added
+    /// and removed, with `ring.epoch`). Returns false when nothing changed.
+    pub fn adopt_view(&mut self, view: View, vnodes: u32) -> bool {
+        if *self.view == view {
+            return false;
+        }
+        let (added, removed) = view::diff(&self.view, &view);
+        let members = view
+            .members
+            .iter()
+            .map(|m| ring::Member { node_id: m.node_id.clone(), weight: m.weight, labels: m.labels.clone() })
+            .collect();
+        let ring = match Ring::build(view.epoch, members, vnodes) {
+            Ok(r) => r,
+            Err(e) => {
+                // Cannot happen with ids from a map; never act on a ring we could not build.
+                tracing::error!(ring.epoch = view.epoch, error = %e, "cannot build the ring; keeping an empty one");
+                Ring::empty()
+            }
+        };
+        if added.is_empty() && removed.is_empty() {
+            tracing::debug!(ring.epoch = view.epoch, "membership epoch advanced; members unchanged");
+        } else {
+            tracing::info!(
+                ring.epoch = view.epoch, members = view.members.len(), added = ?added, removed = ?removed,
+                "membership view changed; ring rebuilt"
+            );
+        }
+        self.ring = Arc::new(ring);
+        self.view = Arc::new(view);
+        true
     }
 
     /// True when this node may claim and act now.

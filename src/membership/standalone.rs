@@ -29,6 +29,8 @@ pub struct Options {
     pub heartbeat: Duration,
     /// Lock TTL.
     pub ttl: Duration,
+    /// Ring points per unit of weight.
+    pub vnodes: u32,
 }
 
 /// Acquire the lock (or refuse to start) and keep it until `shutdown`.
@@ -43,7 +45,9 @@ pub async fn start(
     let started = Instant::now();
     match acquire(&store, &claimant, opts.ttl).await? {
         Acquire::Acquired { epoch } => {
-            let (tx, rx) = watch::channel(joined(&me, epoch, started + opts.ttl));
+            let mut state = MembershipState::joining();
+            joined(&mut state, &me, epoch, started + opts.ttl, opts.vnodes);
+            let (tx, rx) = watch::channel(state);
             record_join(&store, &me, epoch, "joined").await;
             tracing::info!(node.id = %me.node_id, ring.epoch = epoch, "joined as the standalone node");
             let task = tokio::spawn(run(store, me, claimant, epoch, started, opts, tx, metrics, shutdown));
@@ -75,12 +79,11 @@ fn claimant(me: &LocalNode) -> Claimant {
     }
 }
 
-fn joined(me: &LocalNode, epoch: i64, valid_until: Instant) -> MembershipState {
-    MembershipState {
-        status: Status::Joined,
-        view: Arc::new(View { epoch: epoch.max(0) as u64, members: vec![me.member()] }),
-        valid_until: Some(valid_until),
-    }
+fn joined(state: &mut MembershipState, me: &LocalNode, epoch: i64, valid_until: Instant, vnodes: u32) {
+    state.adopt_view(View { epoch: epoch.max(0) as u64, members: vec![me.member()] }, vnodes);
+    state.status = Status::Joined;
+    state.valid_until = Some(valid_until);
+    state.session = format!("standalone lock epoch {epoch}");
 }
 
 async fn acquire(store: &Store, me: &Claimant, ttl: Duration) -> Result<Acquire, MembershipError> {
@@ -186,7 +189,7 @@ async fn run(
                 Ok(Ok(Acquire::Acquired { epoch: new })) => {
                     epoch = new;
                     last_ok = attempt;
-                    tx.send_replace(joined(&me, epoch, attempt + opts.ttl));
+                    tx.send_modify(|s| joined(s, &me, epoch, attempt + opts.ttl, opts.vnodes));
                     tracing::info!(node.id = %me.node_id, ring.epoch = epoch, "re-joined as the standalone node");
                     record_join(&store, &me, epoch, "re-joined").await;
                 }

@@ -1,0 +1,450 @@
+//! etcd membership: a lease kept alive every TTL/3, the member key under it, a read of the prefix
+//! and a watch from the read's revision; self-fencing when the lease deadline passes.
+//!
+//! Protocol (docs/membership.md):
+//! 1. Grant a lease (TTL from config). The deadline is the grant's *send* time + TTL, renewed to
+//!    each answered keep-alive's send time + TTL: our deadline always falls before etcd's expiry.
+//! 2. Register `/{cluster}/members/{node_id}` in a transaction: create it if absent; if it exists
+//!    with our own process token, overwrite it (a re-join); if it belongs to another process with
+//!    the same node id, wait for that lease to expire and say so. The write's revision `J` anchors
+//!    the view: read the prefix *at* `J`, publish epoch `J`, watch from `J + 1`. Every node sees the
+//!    same write as an event, so all converge on the same epoch.
+//! 3. Each watch event updates the table; the epoch is the revision of the last event.
+//! 4. A broken stream reconnects (backoff) and resumes the watch from the last revision + 1; a
+//!    compacted or cancelled watch re-registers (a fresh anchor) and re-reads.
+//! 5. At the deadline, or when etcd says the lease is gone, or our key disappears: `Fenced` at
+//!    once, then a new lease and a re-join. The deadline branch is polled first, so a process
+//!    resumed after a pause fences before it handles anything else.
+//! 6. On shutdown, revoke the lease: the others see the member leave at once.
+//!
+//! Must never: publish `Joined` for a lease whose deadline has passed, or watch from "now".
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::view::{parse_member, Applied, MemberRecord, MemberTable};
+use super::{LocalNode, MembershipHandle, MembershipState, Status};
+use crate::metrics::Metrics;
+
+/// etcd settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `host:port` endpoints.
+    pub endpoints: Vec<String>,
+    /// Key prefix `/{cluster}/`.
+    pub cluster: String,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Ring points per unit of weight.
+    pub vnodes: u32,
+}
+
+/// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
+/// reports `Joining` with the reason (so `/readyz` says why).
+pub fn start(me: LocalNode, opts: Options, metrics: Arc<Metrics>, shutdown: CancellationToken) -> MembershipHandle {
+    let (tx, rx) = watch::channel(MembershipState::joining());
+    let prefix = format!("/{}/members/", opts.cluster);
+    let record = MemberRecord {
+        addr: me.addr.clone(),
+        labels: me.labels.clone(),
+        weight: me.weight,
+        started_at: me.started_at.clone(),
+        instance: me.instance.clone(),
+    };
+    let runner = Runner {
+        key: format!("{prefix}{}", me.node_id),
+        value: serde_json::to_vec(&record).unwrap_or_default(),
+        prefix,
+        me,
+        opts,
+        metrics,
+        tx,
+        shutdown,
+        lease: None,
+        last_rev: 0,
+        table: MemberTable::new(),
+    };
+    MembershipHandle::new(rx, tokio::spawn(runner.run()))
+}
+
+/// How long one unary etcd call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Lease {
+    id: i64,
+    valid_until: Instant,
+}
+
+/// Why a session ended.
+enum End {
+    Shutdown,
+    /// Transient (connection, stream): reconnect, keep the lease while it is valid.
+    Retry(String),
+    /// The watch cannot resume (compacted, cancelled): anchor and re-read.
+    Resync(String),
+    /// The lease is gone or our key is: fence, then a new lease.
+    LostLease(String),
+    /// Another process holds our node id.
+    Held(String),
+}
+
+struct Runner {
+    me: LocalNode,
+    opts: Options,
+    metrics: Arc<Metrics>,
+    tx: watch::Sender<MembershipState>,
+    shutdown: CancellationToken,
+    prefix: String,
+    key: String,
+    value: Vec<u8>,
+    lease: Option<Lease>,
+    last_rev: i64,
+    table: MemberTable,
+}
+
+async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut need_anchor = true;
+        let mut client: Option<Client> = None;
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            if self.lease.as_ref().is_some_and(|l| Instant::now() >= l.valid_until) {
+                self.fence("lease deadline passed without a keep-alive answer".into());
+                need_anchor = true;
+            }
+            let c = match client.take() {
+                Some(c) => c,
+                None => match self.connect().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.unreachable(&e);
+                        if self.pause(&mut backoff).await {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+            };
+            let mut c = c;
+            let end = self.session(&mut c, &mut need_anchor).await;
+            match end {
+                End::Shutdown => {
+                    client = Some(c);
+                    break;
+                }
+                End::Retry(why) => {
+                    self.metrics.membership_errors.inc();
+                    tracing::warn!(node.id = %self.me.node_id, reason = %why, "etcd session interrupted; reconnecting");
+                    self.unreachable(&why);
+                    if self.pause(&mut backoff).await {
+                        break;
+                    }
+                }
+                End::Resync(why) => {
+                    tracing::info!(node.id = %self.me.node_id, reason = %why, "etcd watch cannot resume; re-reading members");
+                    need_anchor = true;
+                    client = Some(c);
+                }
+                End::LostLease(why) => {
+                    self.metrics.membership_errors.inc();
+                    self.fence(why);
+                    need_anchor = true;
+                    client = Some(c);
+                }
+                End::Held(why) => {
+                    tracing::warn!(node.id = %self.me.node_id, reason = %why, "cannot join yet");
+                    self.tx.send_modify(|s| {
+                        if !matches!(s.status, Status::Fenced(_)) {
+                            s.status = Status::Joining(why.clone());
+                        }
+                    });
+                    client = Some(c);
+                    if self.pause(&mut backoff).await {
+                        break;
+                    }
+                }
+            }
+            if matches!(self.tx.borrow().status, Status::Joined) {
+                backoff = Duration::from_millis(100);
+            }
+        }
+        self.leave(client).await;
+    }
+
+    /// Sleep `backoff` (doubling up to 2 s); true when shutdown came first.
+    async fn pause(&self, backoff: &mut Duration) -> bool {
+        let wait = *backoff;
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        tokio::select! {
+            _ = self.shutdown.cancelled() => true,
+            _ = tokio::time::sleep(wait) => false,
+        }
+    }
+
+    async fn connect(&self) -> Result<Client, String> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT);
+        call(Client::connect(&self.opts.endpoints, Some(opts))).await
+    }
+
+    fn unreachable(&self, why: &str) {
+        let reason = format!("etcd at {} is unreachable: {why}", self.opts.endpoints.join(","));
+        tracing::warn!(node.id = %self.me.node_id, reason = %reason, "membership: retrying");
+        self.tx.send_modify(|s| {
+            if matches!(s.status, Status::Joining(_)) {
+                s.status = Status::Joining(reason.clone());
+            }
+        });
+    }
+
+    fn fence(&mut self, reason: String) {
+        self.lease = None;
+        self.tx.send_if_modified(|s| {
+            if matches!(s.status, Status::Fenced(_)) {
+                return false;
+            }
+            tracing::error!(node.id = %self.me.node_id, ring.epoch = s.view.epoch, reason = %reason, "fenced: stopped acting");
+            s.status = Status::Fenced(reason.clone());
+            s.valid_until = None;
+            true
+        });
+    }
+
+    fn publish_deadline(&self, valid_until: Instant) {
+        self.tx.send_modify(|s| {
+            if s.status == Status::Joined {
+                s.valid_until = Some(valid_until);
+            }
+        });
+    }
+
+    async fn session(&mut self, client: &mut Client, need_anchor: &mut bool) -> End {
+        let ttl_s = self.opts.ttl.as_secs().max(2) as i64;
+        if self.lease.is_none() {
+            let sent = Instant::now();
+            match call(client.lease_grant(ttl_s, None)).await {
+                Ok(g) => self.lease = Some(Lease { id: g.id(), valid_until: sent + self.opts.ttl }),
+                Err(e) => return End::Retry(format!("lease grant failed: {e}")),
+            }
+            *need_anchor = true;
+        }
+        let Some(lease_id) = self.lease.as_ref().map(|l| l.id) else { return End::Retry("no lease".into()) };
+        if *need_anchor {
+            let anchor = match self.register(client, lease_id).await {
+                Ok(rev) => rev,
+                Err(end) => return end,
+            };
+            let snapshot = GetOptions::new().with_prefix().with_revision(anchor);
+            let resp = match call(client.get(self.prefix.as_str(), Some(snapshot))).await {
+                Ok(r) => r,
+                Err(e) => return End::Retry(format!("reading members failed: {e}")),
+            };
+            let mut table = MemberTable::new();
+            for kv in resp.kvs() {
+                let id = self.node_id_of(kv.key());
+                if let Applied::Rejected(why) = table.put(&id, kv.value()) {
+                    self.rejected(&id, &why);
+                }
+            }
+            self.table = table;
+            self.last_rev = anchor;
+            *need_anchor = false;
+            if !self.own_record_is_ours() {
+                return End::LostLease("our member key is not ours after registering".into());
+            }
+            let valid_until = self.lease.as_ref().map(|l| l.valid_until);
+            let was = self.tx.borrow().status.clone();
+            let view = self.table.view(anchor as u64);
+            let vnodes = self.opts.vnodes;
+            self.tx.send_modify(|s| {
+                s.adopt_view(view, vnodes);
+                s.status = Status::Joined;
+                s.valid_until = valid_until;
+                s.session = format!("etcd lease {lease_id:x}");
+            });
+            tracing::info!(
+                node.id = %self.me.node_id, ring.epoch = anchor, lease = %format!("{lease_id:x}"),
+                "{}", if matches!(was, Status::Fenced(_)) { "re-joined the cluster with a new lease" } else { "joined the cluster" }
+            );
+        }
+
+        let (mut keeper, mut keep_alive) = match call(client.lease_keep_alive(lease_id)).await {
+            Ok(pair) => pair,
+            Err(e) => return End::Retry(format!("keep-alive stream failed: {e}")),
+        };
+        let watch_opts = WatchOptions::new().with_prefix().with_start_revision(self.last_rev + 1);
+        let mut events = match call(client.watch(self.prefix.as_str(), Some(watch_opts))).await {
+            Ok(w) => w,
+            Err(e) => return End::Retry(format!("watch failed: {e}")),
+        };
+        let mut ticker = tokio::time::interval(self.opts.ttl / 3);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let deadline = match &self.lease {
+                Some(l) => l.valid_until,
+                None => return End::LostLease("lease dropped".into()),
+            };
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return End::LostLease("lease deadline passed without a keep-alive answer".into());
+                }
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = ticker.tick() => {
+                    in_flight.push_back(Instant::now());
+                    if let Err(e) = keeper.keep_alive().await {
+                        return End::Retry(format!("keep-alive failed: {e}"));
+                    }
+                }
+                answer = keep_alive.message() => match answer {
+                    Ok(Some(resp)) => {
+                        let sent = in_flight.pop_front().unwrap_or_else(Instant::now);
+                        if resp.ttl() <= 0 {
+                            return End::LostLease("etcd says the lease has expired".into());
+                        }
+                        let until = sent + self.opts.ttl;
+                        if let Some(l) = self.lease.as_mut() {
+                            l.valid_until = l.valid_until.max(until);
+                            let v = l.valid_until;
+                            self.publish_deadline(v);
+                        }
+                    }
+                    Ok(None) => return End::Retry("keep-alive stream closed".into()),
+                    Err(e) => return End::Retry(format!("keep-alive stream failed: {e}")),
+                },
+                msg = events.message() => match msg {
+                    Ok(Some(resp)) => {
+                        if resp.compact_revision() > 0 {
+                            return End::Resync(format!("watch revision {} was compacted (oldest kept {})", self.last_rev + 1, resp.compact_revision()));
+                        }
+                        if resp.canceled() {
+                            return End::Resync(format!("watch cancelled: {}", resp.cancel_reason()));
+                        }
+                        if resp.events().is_empty() {
+                            continue;
+                        }
+                        for ev in resp.events() {
+                            let Some(kv) = ev.kv() else { continue };
+                            let id = self.node_id_of(kv.key());
+                            match ev.event_type() {
+                                EventType::Put => {
+                                    if let Applied::Rejected(why) = self.table.put(&id, kv.value()) {
+                                        self.rejected(&id, &why);
+                                    }
+                                }
+                                EventType::Delete => self.table.delete(&id),
+                            }
+                            self.last_rev = self.last_rev.max(kv.mod_revision());
+                        }
+                        if !self.own_record_is_ours() {
+                            return End::LostLease("our member key was deleted or overwritten (lease expired?)".into());
+                        }
+                        let view = self.table.view(self.last_rev as u64);
+                        let vnodes = self.opts.vnodes;
+                        self.tx.send_modify(|s| { s.adopt_view(view, vnodes); });
+                    }
+                    Ok(None) => return End::Retry("watch stream closed".into()),
+                    Err(e) => return End::Retry(format!("watch stream failed: {e}")),
+                },
+            }
+        }
+    }
+
+    /// Create or re-take our member key under `lease`; returns the write's revision.
+    async fn register(&self, client: &mut Client, lease: i64) -> Result<i64, End> {
+        let put = || TxnOp::put(self.key.as_str(), self.value.clone(), Some(PutOptions::new().with_lease(lease)));
+        let create = Txn::new()
+            .when([Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0)])
+            .and_then([put()])
+            .or_else([TxnOp::get(self.key.as_str(), None)]);
+        let resp = call(client.txn(create)).await.map_err(|e| End::Retry(format!("registering failed: {e}")))?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or_default());
+        }
+        let existing = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+            _ => None,
+        });
+        let Some((mod_rev, value)) = existing else { return Err(End::Retry("member key vanished while registering".into())) };
+        match parse_member(&self.me.node_id, &value) {
+            Ok((_, rec)) if rec.instance == self.me.instance => {
+                let retake = Txn::new()
+                    .when([Compare::mod_revision(self.key.as_str(), CompareOp::Equal, mod_rev)])
+                    .and_then([put()]);
+                let resp = call(client.txn(retake)).await.map_err(|e| End::Retry(format!("re-registering failed: {e}")))?;
+                if resp.succeeded() {
+                    Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
+                } else {
+                    Err(End::Retry("member key changed while re-registering".into()))
+                }
+            }
+            Ok((m, rec)) => Err(End::Held(format!(
+                "node id `{}` is already registered by another process (addr {}, started {}); waiting for its lease \
+                 to expire (at most {} s). If both are running, give each node its own --node-id",
+                m.node_id,
+                rec.addr,
+                rec.started_at,
+                self.opts.ttl.as_secs()
+            ))),
+            Err(why) => Err(End::Held(format!(
+                "the key {} holds a value that is not a member record ({why}); delete it or wait for its lease",
+                self.key
+            ))),
+        }
+    }
+
+    fn own_record_is_ours(&self) -> bool {
+        // The table keeps parsed members; our key is ours when it is present with our address.
+        self.table.contains(&self.me.node_id)
+    }
+
+    fn node_id_of(&self, key: &[u8]) -> String {
+        String::from_utf8_lossy(key).strip_prefix(&self.prefix).unwrap_or_default().to_string()
+    }
+
+    fn rejected(&self, id: &str, why: &str) {
+        self.metrics.membership_errors.inc();
+        tracing::warn!(member.key = %format!("{}{id}", self.prefix), reason = %why, "ignoring a malformed member entry");
+    }
+
+    async fn leave(&mut self, client: Option<Client>) {
+        if let Some(lease) = self.lease.take() {
+            let client = match client {
+                Some(c) => Some(c),
+                None => self.connect().await.ok(),
+            };
+            match client {
+                Some(mut c) => match call(c.lease_revoke(lease.id)).await {
+                    Ok(_) => tracing::info!(node.id = %self.me.node_id, "left the cluster (lease revoked)"),
+                    Err(e) => tracing::warn!(node.id = %self.me.node_id, error = %e, "could not revoke the lease; it expires by itself"),
+                },
+                None => tracing::warn!(node.id = %self.me.node_id, "etcd unreachable at shutdown; the lease expires by itself"),
+            }
+        }
+        self.tx.send_modify(|s| {
+            s.status = Status::Left;
+            s.valid_until = None;
+        });
+    }
+}

@@ -1,0 +1,172 @@
+//! Pure membership bookkeeping: member records as stored in etcd, the table of members built from
+//! a snapshot plus watch events, and what changed between two views.
+//!
+//! Why apart from the etcd code: this is where a malformed value written by someone else is
+//! rejected, where the view every node computes from the same events must come out identical,
+//! and where joins and leaves are told apart — all testable without etcd.
+//!
+//! Must never: let one bad record change or hide the other members.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Member, View};
+use crate::config::valid_node_id;
+
+/// The JSON value of `/{cluster}/members/{node_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// HTTP address.
+    pub addr: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Ring weight.
+    pub weight: u32,
+    /// Process start (RFC 3339).
+    pub started_at: String,
+    /// Per-process token: tells a restarted process from a second one with the same node id.
+    pub instance: String,
+}
+
+/// Parse one member key's node id and value; the error says what is wrong with it.
+pub fn parse_member(node_id: &str, value: &[u8]) -> Result<(Member, MemberRecord), String> {
+    if !valid_node_id(node_id) {
+        return Err(format!("`{node_id}` is not a valid node id"));
+    }
+    let record: MemberRecord =
+        serde_json::from_slice(value).map_err(|e| format!("value is not a member record: {e}"))?;
+    let member = Member {
+        node_id: node_id.to_string(),
+        addr: record.addr.clone(),
+        labels: record.labels.clone(),
+        weight: record.weight,
+        started_at: record.started_at.clone(),
+    };
+    Ok((member, record))
+}
+
+/// Members keyed by node id, kept from a snapshot plus events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberTable {
+    members: BTreeMap<String, Member>,
+}
+
+/// What applying one put did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// The member was added or updated.
+    Member,
+    /// The value was rejected (and any previous member under that key removed).
+    Rejected(String),
+}
+
+impl MemberTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply a put of `node_id` → `value`.
+    pub fn put(&mut self, node_id: &str, value: &[u8]) -> Applied {
+        match parse_member(node_id, value) {
+            Ok((m, _)) => {
+                self.members.insert(node_id.to_string(), m);
+                Applied::Member
+            }
+            Err(why) => {
+                self.members.remove(node_id);
+                Applied::Rejected(why)
+            }
+        }
+    }
+
+    /// Apply a delete of `node_id`.
+    pub fn delete(&mut self, node_id: &str) {
+        self.members.remove(node_id);
+    }
+
+    /// True when `node_id` is a member.
+    pub fn contains(&self, node_id: &str) -> bool {
+        self.members.contains_key(node_id)
+    }
+
+    /// The view at `epoch` (members sorted by node id).
+    pub fn view(&self, epoch: u64) -> View {
+        View { epoch, members: self.members.values().cloned().collect() }
+    }
+}
+
+/// Node ids added and removed from `old` to `new`.
+pub fn diff(old: &View, new: &View) -> (Vec<String>, Vec<String>) {
+    let ids = |v: &View| v.members.iter().map(|m| m.node_id.clone()).collect::<std::collections::BTreeSet<_>>();
+    let (a, b) = (ids(old), ids(new));
+    (b.difference(&a).cloned().collect(), a.difference(&b).cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(addr: &str) -> Vec<u8> {
+        serde_json::to_vec(&MemberRecord {
+            addr: addr.into(),
+            labels: BTreeMap::new(),
+            weight: 1,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            instance: "i".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_without_touching_others() {
+        let mut t = MemberTable::new();
+        assert_eq!(t.put("a", &record("h:1")), Applied::Member);
+        assert!(matches!(t.put("b", b"{not json"), Applied::Rejected(_)));
+        assert!(matches!(t.put("c", br#"{"addr":"x"}"#), Applied::Rejected(why) if why.contains("weight")));
+        assert!(matches!(t.put("bad id", &record("h:2")), Applied::Rejected(_)));
+        let v = t.view(7);
+        assert_eq!(v.members.iter().map(|m| m.node_id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        // A member overwritten with garbage is no longer a member.
+        t.put("a", b"garbage");
+        assert!(!t.contains("a"));
+    }
+
+    #[test]
+    fn diff_names_joins_and_leaves() {
+        let mut t = MemberTable::new();
+        t.put("a", &record("1"));
+        t.put("b", &record("2"));
+        let old = t.view(1);
+        t.delete("a");
+        t.put("c", &record("3"));
+        assert_eq!(diff(&old, &t.view(2)), (vec!["c".to_string()], vec!["a".to_string()]));
+    }
+
+    proptest! {
+        /// Nodes that see the same events in the same order compute the same view, whatever
+        /// snapshot they started from, as long as the snapshot is a prefix of the events.
+        #[test]
+        fn same_events_same_view(ops in proptest::collection::vec((0u8..6, any::<bool>()), 0..60), cut in 0usize..60) {
+            let apply = |t: &mut MemberTable, (n, put): (u8, bool)| {
+                let id = format!("n{n}");
+                if put { t.put(&id, &record(&id)); } else { t.delete(&id); }
+            };
+            let mut full = MemberTable::new();
+            for op in &ops { apply(&mut full, *op); }
+            let cut = cut.min(ops.len());
+            let mut late = MemberTable::new();
+            for op in &ops[..cut] { apply(&mut late, *op); }
+            let snapshot = late.clone();
+            let mut resumed = snapshot;
+            for op in &ops[cut..] { apply(&mut resumed, *op); }
+            prop_assert_eq!(full.view(1), resumed.view(1));
+            // Members are always sorted by id.
+            let v = full.view(1);
+            prop_assert!(v.members.windows(2).all(|w| w[0].node_id < w[1].node_id));
+        }
+    }
+}
