@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use common::{wait_until, Etcd, Node, PgDb, Proxy};
 use serde_json::Value;
 
-const TTL: u64 = 3;
+/// Lease TTL of the test nodes (`ROTA_TEST_LEASE_TTL` to measure with another, e.g. the default 5).
+fn ttl() -> u64 {
+    std::env::var("ROTA_TEST_LEASE_TTL").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
 
 fn etcd_node(pg: &PgDb, endpoint: &str, id: &str, dir: &std::path::Path) -> Node {
-    let ttl = TTL.to_string();
+    let ttl = ttl().to_string();
     Node::start(
         dir,
         &[
@@ -99,8 +102,8 @@ fn a_crashed_node_is_gone_within_the_lease_ttl() {
     let crashed = c.nodes.pop().unwrap();
     crashed.signal("KILL");
     let t0 = Instant::now();
-    converge(&[&c.nodes[0], &c.nodes[1]], &["n1", "n2"], Duration::from_secs(TTL + 2));
-    eprintln!("measured: crash seen after {:?} (ttl {TTL} s)", t0.elapsed());
+    converge(&[&c.nodes[0], &c.nodes[1]], &["n1", "n2"], Duration::from_secs(ttl() + 2));
+    eprintln!("measured: crash seen after {:?} (ttl {} s)", t0.elapsed(), ttl());
 }
 
 #[test]
@@ -110,7 +113,7 @@ fn a_paused_node_is_removed_then_fences_itself_before_rejoining() {
     let before = cluster(paused).unwrap()["self"]["session"].as_str().unwrap().to_string();
     paused.signal("STOP");
     let t0 = Instant::now();
-    converge(&[&c.nodes[0], &c.nodes[1]], &["n1", "n2"], Duration::from_secs(TTL + 3));
+    converge(&[&c.nodes[0], &c.nodes[1]], &["n1", "n2"], Duration::from_secs(ttl() + 3));
     eprintln!("measured: pause seen after {:?}", t0.elapsed());
     paused.signal("CONT");
     converge(&[&c.nodes[0], &c.nodes[1], paused], &["n1", "n2", "n3"], Duration::from_secs(15));
@@ -130,7 +133,7 @@ fn nodes_rejoin_and_converge_after_etcd_restarts() {
     converge(&refs, &["n1", "n2", "n3"], Duration::from_secs(30));
     // A longer outage than the TTL: all fence, then all re-join.
     c.etcd.stop();
-    wait_until(Duration::from_secs(TTL + 5), "nodes to fence while etcd is down", || {
+    wait_until(Duration::from_secs(ttl() + 5), "nodes to fence while etcd is down", || {
         c.nodes.iter().all(|n| n.get("/readyz").0 == 503)
     });
     c.etcd.restart();

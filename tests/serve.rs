@@ -127,3 +127,34 @@ fn readyz_follows_the_database_away_and_back() {
     assert!(node.logs().contains("re-joined as the standalone node"), "{}", node.logs());
     assert_eq!(node.get("/livez").0, 200);
 }
+
+#[test]
+fn json_logs_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--log-format", "json"], &[]);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let logs = node.logs();
+    let serving = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "rota node is serving")
+        .unwrap_or_else(|| panic!("no JSON line for the start:\n{logs}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["node.id"].is_string(), "{serving}");
+}
+
+#[test]
+fn cluster_endpoint_in_standalone_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--node-id", "solo-1", "--label", "dc=eu", "--weight", "3"], &[]);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let (status, body) = node.get("/api/v1/cluster");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["backend"], "standalone");
+    assert_eq!(v["self"]["node_id"], "solo-1");
+    assert_eq!(v["self"]["status"], "joined");
+    assert_eq!(v["members"][0]["labels"]["dc"], "eu");
+    assert_eq!(v["members"][0]["weight"], 3);
+    assert_eq!(v["ring"]["points"], 3 * 1024);
+}

@@ -170,7 +170,9 @@ impl Node {
                 panic!("node exited early with {status}:\n{}", self.logs());
             }
             addr = self.logs.lock().unwrap().iter().find_map(|l| {
-                l.split_whitespace().find_map(|w| w.strip_prefix("http.addr=").map(str::to_string))
+                let json = serde_json::from_str::<serde_json::Value>(l).ok();
+                json.and_then(|v| v["http.addr"].as_str().map(str::to_string))
+                    .or_else(|| l.split_whitespace().find_map(|w| w.strip_prefix("http.addr=").map(str::to_string)))
             });
             addr.is_some()
         });
