@@ -18,6 +18,7 @@
 //! docs/ explains the design; ../shared/DESIGN.md is the contract between parts.
 
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod cli;

@@ -54,7 +54,7 @@ pub async fn start(
             Ok(MembershipHandle::new(rx, task))
         }
         Acquire::Held(row) => {
-            let now = store.run(|c| lock::db_now(c)).await?;
+            let now = store.run(lock::db_now).await?;
             let age = (now - row.heartbeat_at).to_std().unwrap_or_default();
             Err(MembershipError::StandaloneHeld {
                 node_id: row.node_id,

@@ -33,7 +33,7 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Any key for `pg_advisory_lock`, so nodes starting together migrate one at a time.
-const MIGRATION_LOCK_KEY: i64 = 0x526f_7461_4d69_67; // "RotaMig"
+const MIGRATION_LOCK_KEY: i64 = 0x0052_6f74_614d_6967; // "RotaMig"
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
