@@ -28,8 +28,13 @@ client_port=$(free_port)
 peer_port=$(free_port)
 etcd_pid=""
 cleanup() {
-    [[ -n "$etcd_pid" ]] && kill "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+    local rc=$?
+    if [[ -n "$etcd_pid" ]]; then
+        kill "$etcd_pid" 2>/dev/null || true
+        wait "$etcd_pid" 2>/dev/null || true
+    fi
     rm -rf "$etcd_dir"
+    exit "$rc"
 }
 trap cleanup EXIT
 etcd --name rota-test --data-dir "$etcd_dir/data" \

@@ -414,9 +414,9 @@ impl Runner {
         }
     }
 
+    /// Our key is present and carries our process token (not deleted, not overwritten).
     fn own_record_is_ours(&self) -> bool {
-        // The table keeps parsed members; our key is ours when it is present with our address.
-        self.table.contains(&self.me.node_id)
+        self.table.instance_of(&self.me.node_id) == Some(self.me.instance.as_str())
     }
 
     fn node_id_of(&self, key: &[u8]) -> String {

@@ -50,7 +50,7 @@ pub fn parse_member(node_id: &str, value: &[u8]) -> Result<(Member, MemberRecord
 /// Members keyed by node id, kept from a snapshot plus events.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemberTable {
-    members: BTreeMap<String, Member>,
+    members: BTreeMap<String, (Member, String)>,
 }
 
 /// What applying one put did.
@@ -71,8 +71,8 @@ impl MemberTable {
     /// Apply a put of `node_id` → `value`.
     pub fn put(&mut self, node_id: &str, value: &[u8]) -> Applied {
         match parse_member(node_id, value) {
-            Ok((m, _)) => {
-                self.members.insert(node_id.to_string(), m);
+            Ok((m, record)) => {
+                self.members.insert(node_id.to_string(), (m, record.instance));
                 Applied::Member
             }
             Err(why) => {
@@ -92,9 +92,14 @@ impl MemberTable {
         self.members.contains_key(node_id)
     }
 
+    /// The process token registered for `node_id`, if it is a member.
+    pub fn instance_of(&self, node_id: &str) -> Option<&str> {
+        self.members.get(node_id).map(|(_, instance)| instance.as_str())
+    }
+
     /// The view at `epoch` (members sorted by node id).
     pub fn view(&self, epoch: u64) -> View {
-        View { epoch, members: self.members.values().cloned().collect() }
+        View { epoch, members: self.members.values().map(|(m, _)| m.clone()).collect() }
     }
 }
 
