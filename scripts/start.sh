@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prereqs.sh build
-cargo build --release --quiet
+echo "rota: building (the first build takes a few minutes)…" >&2
+cargo build --release
 exec target/release/rota serve "$@"

@@ -9,6 +9,7 @@
 //! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
 //! - [`membership`]: who is in the cluster (standalone lock row, or etcd leases) and whether this
 //!   node may act.
+//! - [`drivers`]: what start / stop / status / run mean per kind of application.
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`node`]: `rota serve`, wiring the above together with a safe start and stop order.
@@ -23,6 +24,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod drivers;
 pub mod logging;
 pub mod membership;
 pub mod metrics;

@@ -1,0 +1,159 @@
+//! Drivers: what `start`, `stop`, `status` and `run` mean for one kind of application.
+//!
+//! Why a trait: the dispatcher decides *when* and *where* (ownership, order, fencing); a driver
+//! only knows *how*. Drivers: `process` (a supervised child on the owner), `shell` (admin-defined
+//! commands for outside systems), `http` (calls to an outside API), `noop` (tests, benchmarks).
+//!
+//! Security: commands and URLs come only from application specs (written by an admin). A task
+//! row carries parameters, which reach a driver as JSON (`Ctx::params`) and, for commands, as
+//! environment variables — never spliced into a shell line.
+//!
+//! Must never: retry on its own (the dispatcher owns retries and backoff), or block a tokio
+//! worker (blocking work goes to `spawn_blocking`).
+
+pub mod noop;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A boxed future, so drivers can be used as `dyn Driver`.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a driver call gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The application, when the call is about one.
+    pub app_id: Option<i64>,
+    /// The application's name ("" for jobs).
+    pub app_name: String,
+    /// The task being executed, if any (monitor checks have none).
+    pub task_id: Option<i64>,
+    /// The driver spec (from `application.spec`), already validated.
+    pub spec: Value,
+    /// The task's parameters (`task.payload`); `{}` when none.
+    pub params: Value,
+    /// This node.
+    pub node_id: String,
+    /// The ring epoch under which the caller owns the work.
+    pub epoch: u64,
+}
+
+/// What a status check saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "lowercase")]
+pub enum Observed {
+    /// Up.
+    Running,
+    /// Down, as asked.
+    Stopped,
+    /// Down, not as asked (exit code, error state); the detail says why.
+    Failed(String),
+    /// Could not tell; the detail says why.
+    Unknown(String),
+}
+
+impl Observed {
+    /// The `application.state` value for this observation.
+    pub fn state(&self) -> &'static str {
+        match self {
+            Observed::Running => "running",
+            Observed::Stopped => "stopped",
+            Observed::Failed(_) => "failed",
+            Observed::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// One thing wrong with a spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecError {
+    /// JSON pointer-ish path of the field, e.g. `command` or `status.url`.
+    pub field: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+/// A driver call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DriverError {
+    /// The spec or the parameters cannot work: retrying will not help.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The operation failed (non-zero exit, HTTP error, spawn error): a retry may help.
+    #[error("{0}")]
+    Failed(String),
+    /// The operation took longer than its timeout.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl DriverError {
+    /// Retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DriverError::Invalid(_))
+    }
+}
+
+/// A kind of application.
+pub trait Driver: Send + Sync {
+    /// `process`, `shell`, `http`, `noop`.
+    fn name(&self) -> &'static str;
+    /// Check a spec; every problem, each with its field.
+    fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>>;
+    /// Bring the application up.
+    fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>>;
+    /// Bring it down.
+    fn stop<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>>;
+    /// Look at it.
+    fn status<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>>;
+    /// Run a one-shot job; its result (JSON) on success.
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>>;
+    /// The node is exiting: stop everything it supervises (e.g. kill child process groups).
+    fn shutdown(&self) -> BoxFut<'_, ()>;
+}
+
+/// The drivers by name.
+#[derive(Clone)]
+pub struct Registry {
+    drivers: BTreeMap<&'static str, Arc<dyn Driver>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Self { drivers: BTreeMap::new() }
+    }
+
+    /// Add a driver (replacing one of the same name).
+    pub fn with(mut self, driver: Arc<dyn Driver>) -> Self {
+        self.drivers.insert(driver.name(), driver);
+        self
+    }
+
+    /// Every built-in driver.
+    pub fn builtin() -> Self {
+        Self::empty().with(Arc::new(noop::NoopDriver))
+    }
+
+    /// The driver called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Driver>> {
+        self.drivers.get(name).cloned()
+    }
+
+    /// Names, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.drivers.keys().copied().collect()
+    }
+
+    /// Stop everything every driver supervises.
+    pub async fn shutdown(&self) {
+        for d in self.drivers.values() {
+            d.shutdown().await;
+        }
+    }
+}
