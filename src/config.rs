@@ -29,8 +29,50 @@ pub struct Config {
     pub server: ServerConfig,
     /// Who is in the cluster.
     pub membership: MembershipConfig,
+    /// The dispatcher.
+    pub dispatch: DispatchConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[dispatch]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Read the queue at least this often, even without a notification.
+    pub poll_interval_ms: u64,
+    /// Pending rows read (and at most claimed) per round.
+    pub batch_size: u32,
+    /// Jobs (tasks without an application) run at once on this node.
+    pub max_concurrency: u32,
+    /// Wake on PostgreSQL `NOTIFY rota_task` (ignored on SQLite).
+    pub listen_notify: bool,
+    /// Default interval between status checks of an owned application.
+    pub monitor_interval_ms: u64,
+    /// How often owned applications, departed owners' tasks and retention are reconciled.
+    pub reconcile_interval_ms: u64,
+    /// First retry delay; doubles with each attempt.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Finished tasks older than this are deleted (0 keeps them forever).
+    pub retention_hours: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1_000,
+            batch_size: 256,
+            max_concurrency: 64,
+            listen_notify: true,
+            monitor_interval_ms: 5_000,
+            reconcile_interval_ms: 5_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            retention_hours: 168,
+        }
+    }
 }
 
 /// `[node]`
@@ -363,6 +405,22 @@ impl Config {
             m.advertise_addr.parse::<SocketAddr>().map_err(|e| {
                 invalid("membership.advertise_addr", format!("`{}` is not host:port: {e}", m.advertise_addr))
             })?;
+        }
+        let d = &self.dispatch;
+        for (key, value) in [
+            ("dispatch.poll_interval_ms", d.poll_interval_ms),
+            ("dispatch.batch_size", u64::from(d.batch_size)),
+            ("dispatch.max_concurrency", u64::from(d.max_concurrency)),
+            ("dispatch.monitor_interval_ms", d.monitor_interval_ms),
+            ("dispatch.reconcile_interval_ms", d.reconcile_interval_ms),
+            ("dispatch.retry_base_ms", d.retry_base_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if d.retry_max_ms < d.retry_base_ms {
+            return Err(invalid("dispatch.retry_max_ms", "must be at least dispatch.retry_base_ms"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level)))?;

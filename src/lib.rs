@@ -9,6 +9,7 @@
 //! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
 //! - [`membership`]: who is in the cluster (standalone lock row, or etcd leases) and whether this
 //!   node may act.
+//! - [`dispatch`]: poll, own, claim, per-application actors, recovery.
 //! - [`drivers`]: what start / stop / status / run mean per kind of application.
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`metrics`]: the Prometheus registry.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod drivers;
 pub mod logging;
 pub mod membership;

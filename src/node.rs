@@ -3,7 +3,7 @@
 //!
 //! Start order: database (fail fast with the driver's message) → migrations → bind the HTTP
 //! port (fail fast if taken) → membership (a refused standalone lock stops the start) → HTTP.
-//! Stop order: stop acting → leave membership (release the lock / revoke the lease, so others
+//! Stop order: stop acting (the dispatcher releases its applications) → leave membership (release the lock / revoke the lease, so others
 //! react at once) → stop HTTP.
 
 use std::hash::{BuildHasher, Hasher};
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, ServerOptions};
 use crate::config::{valid_node_id, Config, MembershipBackend};
+use crate::dispatch;
+use crate::drivers::Registry;
 use crate::membership::{etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
 use crate::store::{DbUrl, PoolOptions, Store};
@@ -84,6 +86,17 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             etcd::start(me.clone(), opts, metrics.clone(), membership_stop.clone())
         }
     };
+    let dispatch_stop = CancellationToken::new();
+    let shared = Arc::new(dispatch::Shared {
+        store: store.clone(),
+        drivers: Registry::builtin(),
+        node_id: node_id.clone(),
+        membership: membership.subscribe(),
+        cfg: cfg.dispatch.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        metrics: metrics.clone(),
+    });
+    let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
     let state = ApiState {
         store: store.clone(),
         membership: membership.subscribe(),
@@ -110,6 +123,10 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
 
     shutdown.cancelled().await;
     tracing::info!(node.id = %node_id, "shutting down");
+    dispatch_stop.cancel();
+    if let Err(e) = dispatcher.await {
+        tracing::error!(error = %e, "dispatcher ended abnormally");
+    }
     membership_stop.cancel();
     membership.stopped().await;
     server_handle.stop(true).await;

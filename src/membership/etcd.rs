@@ -278,6 +278,10 @@ impl Runner {
             let vnodes = self.opts.vnodes;
             self.tx.send_modify(|s| {
                 s.adopt_view(view, vnodes);
+                if s.status != Status::Joined {
+                    // A new session: work claimed before this anchor belongs to an earlier life.
+                    s.joined_epoch = anchor as u64;
+                }
                 s.status = Status::Joined;
                 s.valid_until = valid_until;
                 s.session = format!("etcd lease {lease_id:x}");

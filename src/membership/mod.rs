@@ -82,6 +82,9 @@ pub struct MembershipState {
     pub valid_until: Option<Instant>,
     /// Backend detail for operators: `standalone epoch 3`, `etcd lease 0x…`.
     pub session: String,
+    /// The epoch at which this node's current membership session began (lock acquired, lease
+    /// granted and registered). Work it claimed at an older epoch belongs to an earlier life.
+    pub joined_epoch: u64,
 }
 
 impl MembershipState {
@@ -93,6 +96,7 @@ impl MembershipState {
             ring: Arc::new(Ring::empty()),
             valid_until: None,
             session: String::new(),
+            joined_epoch: 0,
         }
     }
 

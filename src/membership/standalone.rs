@@ -84,6 +84,7 @@ fn joined(state: &mut MembershipState, me: &LocalNode, epoch: i64, valid_until: 
     state.status = Status::Joined;
     state.valid_until = Some(valid_until);
     state.session = format!("standalone lock epoch {epoch}");
+    state.joined_epoch = epoch.max(0) as u64;
 }
 
 async fn acquire(store: &Store, me: &Claimant, ttl: Duration) -> Result<Acquire, MembershipError> {

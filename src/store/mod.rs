@@ -12,6 +12,7 @@
 //! Must never: hold a transaction open across an `await`, or be bypassed by SQL written elsewhere.
 
 mod connection;
+pub mod dispatch;
 pub mod events;
 pub mod lock;
 pub mod models;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::schema::{application, event, membership_lock, task};
 
 /// A row of `task`.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = task)]
 pub struct Task {
     /// Monotonic id.
@@ -78,7 +78,7 @@ pub struct NewTask {
 }
 
 /// A row of `application`.
-#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, PartialEq, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = application)]
 pub struct Application {
     /// Id.

@@ -1,0 +1,468 @@
+//! One actor per owned application: it acquires the application (owner, epoch), runs its
+//! commands one at a time in id order, checks its status between commands, applies the restart
+//! policy, and on release stops what this node runs for it and clears the ownership.
+//!
+//! Why an actor: start, stop and monitoring of one application must never race, and every write
+//! about it must carry the owner and epoch it was acquired with (I1, I3). Hand-off (I4): the
+//! new owner's acquisition succeeds only once the old owner released it or left the membership.
+//!
+//! Must never: act after membership says stop (checked before every driver call), or write
+//! about the application without the (owner, epoch) condition.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::plan::{self, Command, Plan, Restart};
+use super::Shared;
+use crate::drivers::{Ctx, Driver, DriverError, Observed};
+use crate::store::dispatch::{self as q, AppChange, Outcome};
+use crate::store::models::{Application, Task};
+
+/// A message to an actor.
+enum Msg {
+    Task(Task),
+    Release(oneshot::Sender<()>),
+}
+
+/// The dispatcher's handle on an actor.
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Msg>,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Queue a claimed command.
+    pub fn send(&self, task: Task) {
+        if let Err(mpsc::error::SendError(Msg::Task(t))) = self.tx.send(Msg::Task(task)) {
+            tracing::warn!(task.id = t.id, "actor is gone; the task will be recovered");
+        }
+    }
+
+    /// Ask it to stop what it runs and release the application; wait until it has.
+    pub async fn release(self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Release(done)).is_ok() {
+            let _ = wait.await;
+        }
+        let _ = self.task.await;
+    }
+
+    /// Stop at once (fencing): no release, no further writes.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+
+    /// The actor has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Start the actor for `app_id`.
+pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut actor = Actor { app_id, shared, epoch: 0, app: None };
+        actor.run(rx).await;
+    });
+    Handle { tx, task }
+}
+
+/// This node no longer owns the application at its epoch: stop without writing.
+struct Lost;
+
+struct Actor {
+    app_id: i64,
+    shared: Arc<Shared>,
+    /// The epoch the application was acquired at (its fencing token).
+    epoch: i64,
+    app: Option<Application>,
+}
+
+impl Actor {
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        if !self.acquire(&mut rx).await {
+            return;
+        }
+        let default_interval = self.shared.cfg.monitor_interval_ms;
+        let interval_ms = self.app.as_ref().and_then(|a| a.monitor_interval_ms).map(|v| v.max(1) as u64).unwrap_or(default_interval);
+        let mut monitor = tokio::time::interval(Duration::from_millis(interval_ms));
+        monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let step = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Task(t)) => self.execute(t).await,
+                    Some(Msg::Release(done)) => {
+                        self.release().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = monitor.tick() => self.monitor().await,
+            };
+            if step.is_err() {
+                tracing::warn!(app.id = self.app_id, "lost the application; the actor stops");
+                return;
+            }
+        }
+    }
+
+    /// Acquire the application; meanwhile, give claimed commands back. False when the actor
+    /// should end (released, or the application does not exist).
+    async fn acquire(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
+        let mut logged_wait = false;
+        loop {
+            let ms = self.shared.snapshot();
+            if ms.may_act(Instant::now()) {
+                let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
+                let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), ms.view.epoch as i64);
+                match self.shared.store.run(move |c| q::acquire_app(c, id, &me, epoch, &live)).await {
+                    Ok(Some(app)) => {
+                        self.epoch = epoch;
+                        tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
+                        self.app = Some(app);
+                        self.adopt().await;
+                        return true;
+                    }
+                    Ok(None) => {
+                        let exists = self.shared.store.run(move |c| q::app(c, id)).await.map(|a| a.is_some());
+                        if let Ok(false) = exists {
+                            return self.drain_missing(rx).await;
+                        }
+                        if !logged_wait {
+                            tracing::info!(app.id = id, "waiting for the previous owner to release the application");
+                            logged_wait = true;
+                        }
+                    }
+                    Err(e) => tracing::warn!(app.id = id, error = %e, "acquiring the application failed"),
+                }
+            }
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Task(t)) => self.give_back(t).await,
+                    Some(Msg::Release(done)) => {
+                        let _ = done.send(());
+                        return false;
+                    }
+                    None => return false,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// The application does not exist: fail what was claimed for it, then end.
+    async fn drain_missing(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Task(t) => {
+                    let why = format!("application {} does not exist: create it first, or fix app_id", self.app_id);
+                    self.shared.finish(&t, Outcome::Failed(why)).await;
+                    self.shared.wake.notify_one();
+                }
+                Msg::Release(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        false
+    }
+
+    async fn give_back(&self, t: Task) {
+        let (id, me, epoch) = (t.id, self.shared.node_id.clone(), t.owner_epoch.unwrap_or_default());
+        if let Err(e) = self.shared.store.run(move |c| q::unclaim(c, id, &me, epoch)).await {
+            tracing::warn!(task.id = id, error = %e, "could not give a task back; it will be recovered");
+        }
+    }
+
+    fn driver(&self) -> Result<(Arc<dyn Driver>, Value), String> {
+        let app = self.app.as_ref().ok_or("internal: no application loaded")?;
+        let driver = self
+            .shared
+            .drivers
+            .get(&app.driver)
+            .ok_or_else(|| format!("driver `{}` is not available on this node (have: {:?})", app.driver, self.shared.drivers.names()))?;
+        let spec: Value =
+            serde_json::from_str(&app.spec).map_err(|e| format!("application {} has a spec that is not valid JSON: {e}", app.id))?;
+        driver.validate(&spec).map_err(|errors| {
+            let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+            format!("application {} has an invalid {} spec: {text}", app.id, app.driver)
+        })?;
+        Ok((driver, spec))
+    }
+
+    fn ctx(&self, spec: Value, task: Option<&Task>, params: Value) -> Ctx {
+        Ctx {
+            app_id: Some(self.app_id),
+            app_name: self.app.as_ref().map(|a| a.name.clone()).unwrap_or_default(),
+            task_id: task.map(|t| t.id),
+            spec,
+            params,
+            node_id: self.shared.node_id.clone(),
+            epoch: self.epoch.max(0) as u64,
+        }
+    }
+
+    async fn refresh(&mut self) -> Result<(), Lost> {
+        let id = self.app_id;
+        match self.shared.store.run(move |c| q::app(c, id)).await {
+            Ok(Some(app)) if app.owner_node.as_deref() == Some(self.shared.node_id.as_str()) && app.owner_epoch == Some(self.epoch) => {
+                self.app = Some(app);
+                Ok(())
+            }
+            Ok(_) => Err(Lost),
+            Err(e) => {
+                tracing::warn!(app.id = id, error = %e, "could not read the application");
+                Ok(())
+            }
+        }
+    }
+
+    async fn change(&mut self, change: AppChange) -> Result<(), Lost> {
+        let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
+        let c2 = change.clone();
+        match self.shared.store.run(move |c| q::update_owned_app(c, id, &me, epoch, &c2)).await {
+            Ok(true) => {
+                if let Some(app) = self.app.as_mut() {
+                    if let Some(s) = change.state {
+                        app.state = s;
+                    }
+                    if let Some(d) = change.desired_state {
+                        app.desired_state = d;
+                    }
+                    if let Some(e) = change.last_error {
+                        app.last_error = e;
+                    }
+                    if let Some(r) = change.restart_count {
+                        app.restart_count = r;
+                    }
+                }
+                Ok(())
+            }
+            Ok(false) => Err(Lost),
+            Err(e) => {
+                tracing::warn!(app.id = id, error = %e, "could not update the application");
+                Ok(())
+            }
+        }
+    }
+
+    fn check_may_act(&self) -> Result<(), Lost> {
+        if self.shared.may_act() {
+            Ok(())
+        } else {
+            Err(Lost)
+        }
+    }
+
+    /// After acquiring: an application that should run but does not run here is started
+    /// (a hand-off, not a failure: the restart count is untouched).
+    async fn adopt(&mut self) {
+        let Some(app) = self.app.clone() else { return };
+        if app.desired_state != "running" {
+            return;
+        }
+        let Ok((driver, spec)) = self.driver() else { return };
+        let ctx = self.ctx(spec, None, json!({}));
+        if self.check_may_act().is_err() {
+            return;
+        }
+        let observed = driver.status(&ctx).await;
+        if matches!(observed, Ok(Observed::Running)) {
+            let _ = self.record_observed(&Observed::Running).await;
+            return;
+        }
+        tracing::info!(app.id = app.id, "adopted an application that should run: starting it here");
+        let result = driver.start(&ctx).await;
+        let _ = self.after_start(&*driver, &ctx, result).await;
+    }
+
+    async fn execute(&mut self, task: Task) -> Result<(), Lost> {
+        self.check_may_act()?;
+        self.refresh().await?;
+        let outcome = match plan::plan(&task) {
+            Plan::Poison(msg) => Outcome::Failed(msg),
+            Plan::Job { .. } => Outcome::Failed("internal: a job reached an application actor".into()),
+            Plan::App { command, params, .. } => match self.driver() {
+                Err(msg) => Outcome::Failed(msg),
+                Ok((driver, spec)) => {
+                    let ctx = self.ctx(spec, Some(&task), params);
+                    match self.command(&*driver, &ctx, command).await? {
+                        Ok(result) => Outcome::Succeeded(result.map(|v| v.to_string())),
+                        Err(e) => self.shared.outcome_of_error(&task, &e),
+                    }
+                }
+            },
+        };
+        self.check_may_act()?;
+        self.shared.finish(&task, outcome).await;
+        // The next command of this application can be claimed now.
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    async fn command(&mut self, driver: &dyn Driver, ctx: &Ctx, command: Command) -> Result<Result<Option<Value>, DriverError>, Lost> {
+        match command {
+            Command::Start => {
+                self.change(AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() }).await?;
+                self.check_may_act()?;
+                let r = driver.start(ctx).await;
+                Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
+            }
+            Command::Stop => Ok(self.stop(driver, ctx).await?.map(|_| None)),
+            Command::Restart => {
+                if let Err(e) = self.stop(driver, ctx).await? {
+                    return Ok(Err(e));
+                }
+                self.change(AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() }).await?;
+                self.check_may_act()?;
+                let r = driver.start(ctx).await;
+                Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
+            }
+            Command::Run => {
+                self.check_may_act()?;
+                Ok(driver.run(ctx).await.map(Some))
+            }
+        }
+    }
+
+    async fn stop(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
+        self.change(AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() }).await?;
+        self.check_may_act()?;
+        match driver.stop(ctx).await {
+            Ok(()) => {
+                self.change(AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() }).await?;
+                self.event_state("stopped", None).await;
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                self.change(AppChange { state: Some("unknown".into()), last_error: Some(Some(e.to_string())), ..Default::default() }).await?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    async fn after_start(&mut self, driver: &dyn Driver, ctx: &Ctx, result: Result<(), DriverError>) -> Result<Result<(), DriverError>, Lost> {
+        match result {
+            Ok(()) => {
+                self.check_may_act()?;
+                let state = match driver.status(ctx).await {
+                    Ok(o) => o,
+                    Err(e) => Observed::Unknown(e.to_string()),
+                };
+                self.change(AppChange {
+                    state: Some(state.state().to_string()),
+                    restart_count: Some(0),
+                    last_error: Some(None),
+                    ..Default::default()
+                })
+                .await?;
+                self.event_state(state.state(), None).await;
+                Ok(Ok(()))
+            }
+            Err(e) => {
+                self.change(AppChange { state: Some("failed".into()), last_error: Some(Some(e.to_string())), ..Default::default() }).await?;
+                self.event_state("failed", Some(e.to_string())).await;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    async fn event_state(&self, state: &str, detail: Option<String>) {
+        self.shared
+            .event(
+                "app.state",
+                Some(self.app_id),
+                None,
+                format!("application {} is {state}{}", self.app_id, detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()),
+                json!({ "state": state, "epoch": self.epoch }),
+            )
+            .await;
+    }
+
+    async fn record_observed(&mut self, observed: &Observed) -> Result<(), Lost> {
+        let state = observed.state();
+        let changed = self.app.as_ref().is_some_and(|a| a.state != state);
+        if changed {
+            let detail = match observed {
+                Observed::Failed(d) | Observed::Unknown(d) => Some(d.clone()),
+                _ => None,
+            };
+            let mut change = AppChange { state: Some(state.to_string()), ..Default::default() };
+            if let Some(d) = &detail {
+                change.last_error = Some(Some(d.clone()));
+            }
+            self.change(change).await?;
+            tracing::info!(app.id = self.app_id, app.state = state, "application state changed");
+            self.event_state(state, detail).await;
+        }
+        Ok(())
+    }
+
+    /// A status check, then the restart policy.
+    async fn monitor(&mut self) -> Result<(), Lost> {
+        self.check_may_act()?;
+        self.refresh().await?;
+        let Ok((driver, spec)) = self.driver() else { return Ok(()) };
+        let ctx = self.ctx(spec, None, json!({}));
+        let observed = match driver.status(&ctx).await {
+            Ok(o) => o,
+            Err(e) => Observed::Unknown(e.to_string()),
+        };
+        self.check_may_act()?;
+        self.record_observed(&observed).await?;
+        let Some(app) = self.app.clone() else { return Ok(()) };
+        match plan::restart(&app.desired_state, observed.state(), &app.restart_policy, app.restart_count, app.max_restarts) {
+            Restart::No => Ok(()),
+            Restart::Yes(n) => {
+                tracing::info!(app.id = app.id, restart = n, "restarting per policy");
+                self.shared
+                    .event("app.restart", Some(app.id), None, format!("restart {n} of {} per policy {}", app.max_restarts, app.restart_policy), json!({ "restart": n }))
+                    .await;
+                self.change(AppChange { restart_count: Some(n), state: Some("starting".into()), ..Default::default() }).await?;
+                self.check_may_act()?;
+                let r = driver.start(&ctx).await;
+                let outcome = self.after_start(&*driver, &ctx, r).await?;
+                // after_start resets the count on success; keep it so the limit means something.
+                if outcome.is_ok() {
+                    self.change(AppChange { restart_count: Some(n), ..Default::default() }).await?;
+                }
+                Ok(())
+            }
+            Restart::GiveUp => {
+                let why = format!("gave up after {} restarts", app.restart_count);
+                if app.last_error.as_deref().is_some_and(|e| e.starts_with("gave up")) {
+                    return Ok(());
+                }
+                let last = app.last_error.clone().unwrap_or_default();
+                self.change(AppChange { state: Some("failed".into()), last_error: Some(Some(format!("{why}: {last}"))), ..Default::default() }).await?;
+                self.shared.event("app.failed", Some(app.id), None, format!("{why}: {last}"), json!({})).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Hand the application off: stop what this node runs for it (only for drivers that run it
+    /// here — `process`), then clear the ownership.
+    async fn release(&mut self) {
+        if let (Some(app), Ok((driver, spec))) = (self.app.clone(), self.driver()) {
+            if app.driver == "process" && self.shared.may_act() {
+                let ctx = self.ctx(spec, None, json!({}));
+                if let Err(e) = driver.stop(&ctx).await {
+                    tracing::warn!(app.id = app.id, error = %e, "stopping the process on release failed");
+                }
+            }
+        }
+        let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
+        match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch)).await {
+            Ok(true) => tracing::info!(app.id = id, ring.epoch = epoch, "released application"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(app.id = id, error = %e, "could not release the application; it is freed when this node leaves"),
+        }
+    }
+}

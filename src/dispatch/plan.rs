@@ -1,0 +1,244 @@
+//! Pure decisions of the dispatch path: what a task row asks for (or why it cannot be done),
+//! when a failed attempt runs again, and whether a failed application is restarted.
+//!
+//! Why pure: these rules decide what happens to rows written by hand, by people who will read
+//! the `error` column to find out what they did wrong. They are property-tested here without a
+//! database or a driver.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::drivers::DriverError;
+use crate::store::models::Task;
+
+/// An application command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Bring it up (desired state `running`).
+    Start,
+    /// Bring it down (desired state `stopped`).
+    Stop,
+    /// Stop, then start.
+    Restart,
+    /// Run the application's one-shot job with the task's parameters.
+    Run,
+}
+
+/// What a task row asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// A command for an application.
+    App {
+        /// The application.
+        app_id: i64,
+        /// The command.
+        command: Command,
+        /// Parameters (a JSON object).
+        params: Value,
+    },
+    /// A job without an application; only the `noop` driver may run one (commands and URLs
+    /// come from application specs, never from task rows).
+    Job {
+        /// Parameters (a JSON object).
+        params: Value,
+    },
+    /// The row cannot be done; the message says what to fix.
+    Poison(String),
+}
+
+/// Read a task row.
+pub fn plan(task: &Task) -> Plan {
+    let command = match task.action.as_str() {
+        "start" => Command::Start,
+        "stop" => Command::Stop,
+        "restart" => Command::Restart,
+        "run" => Command::Run,
+        other => {
+            return Plan::Poison(format!(
+                "unknown action `{}`: use start, stop, restart or run",
+                other.chars().take(64).collect::<String>()
+            ))
+        }
+    };
+    let params = match serde_json::from_str::<Value>(&task.payload) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(other) => {
+            return Plan::Poison(format!("payload must be a JSON object, got {}", kind(&other)));
+        }
+        Err(e) => return Plan::Poison(format!("payload is not valid JSON: {e}")),
+    };
+    match (task.app_id, command) {
+        (Some(app_id), _) => Plan::App { app_id, command, params },
+        (None, Command::Run) => match params.get("driver").map(|d| d.as_str()) {
+            None | Some(Some("noop")) => Plan::Job { params },
+            Some(d) => Plan::Poison(format!(
+                "a job without an application can only use the noop driver (got {}); create an application \
+                 with the driver's spec and insert (app_id, 'run', payload)",
+                d.map(str::to_string).unwrap_or_else(|| "a non-string".into())
+            )),
+        },
+        (None, _) => Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action)),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Delay before attempt `attempts + 1` after attempt `attempts` (1-based) failed:
+/// `base · 2^(attempts-1)`, at most `max`.
+pub fn retry_delay(attempts: i32, base: Duration, max: Duration) -> Duration {
+    let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
+    base.saturating_mul(1u32 << exp).min(max)
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterError {
+    /// Pending again after this delay.
+    Retry(Duration),
+    /// Failed for good.
+    Fail,
+}
+
+/// Retry a failed attempt unless the error is permanent or the attempts are used up.
+pub fn after_error(attempts: i32, max_attempts: i32, error: &DriverError, base: Duration, max: Duration) -> AfterError {
+    if error.is_permanent() || attempts >= max_attempts {
+        AfterError::Fail
+    } else {
+        AfterError::Retry(retry_delay(attempts, base, max))
+    }
+}
+
+/// What the monitor does about what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    /// Nothing to do.
+    No,
+    /// Start it again (the n-th restart).
+    Yes(i32),
+    /// It keeps failing: mark it `failed` and stop trying.
+    GiveUp,
+}
+
+/// Restart policy: an application that should run but is not running is started again, per
+/// its policy (`never`, `on_failure` — only when it failed —, `always` — also when it stopped or
+/// is unknown to this node), up to `max_restarts`.
+pub fn restart(desired: &str, observed: &str, policy: &str, restarts: i32, max_restarts: i32) -> Restart {
+    if desired != "running" || observed == "running" || observed == "starting" {
+        return Restart::No;
+    }
+    let wanted = match policy {
+        "never" => false,
+        "always" => true,
+        _ => observed == "failed",
+    };
+    if !wanted {
+        Restart::No
+    } else if restarts >= max_restarts {
+        Restart::GiveUp
+    } else {
+        Restart::Yes(restarts + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn task(app_id: Option<i64>, action: &str, payload: &str) -> Task {
+        Task {
+            id: 1,
+            app_id,
+            action: action.into(),
+            payload: payload.into(),
+            status: "running".into(),
+            priority: 0,
+            run_after: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            attempts: 1,
+            max_attempts: 3,
+            owner_node: None,
+            owner_epoch: None,
+            idempotency_key: None,
+            parent_id: None,
+            shard_index: None,
+            shard_total: None,
+            target_node: None,
+            result: None,
+            error: None,
+            created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
+            claimed_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn good_rows_plan() {
+        assert!(matches!(plan(&task(Some(4), "start", "{}")), Plan::App { app_id: 4, command: Command::Start, .. }));
+        assert!(matches!(plan(&task(Some(4), "run", r#"{"n":1}"#)), Plan::App { command: Command::Run, .. }));
+        assert!(matches!(plan(&task(None, "run", "{}")), Plan::Job { .. }));
+        assert!(matches!(plan(&task(None, "run", r#"{"driver":"noop"}"#)), Plan::Job { .. }));
+    }
+
+    #[test]
+    fn poison_rows_say_what_to_fix() {
+        let cases = [
+            (task(Some(1), "launch", "{}"), "unknown action `launch`"),
+            (task(Some(1), "start", "{oops"), "not valid JSON"),
+            (task(Some(1), "start", "[1,2]"), "must be a JSON object, got an array"),
+            (task(None, "start", "{}"), "needs an app_id"),
+            (task(None, "run", r#"{"driver":"shell"}"#), "only use the noop driver"),
+        ];
+        for (t, needle) in cases {
+            match plan(&t) {
+                Plan::Poison(msg) => assert!(msg.contains(needle), "{msg}"),
+                other => panic!("{t:?} should be poison, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn restart_policy() {
+        assert_eq!(restart("running", "failed", "on_failure", 0, 3), Restart::Yes(1));
+        assert_eq!(restart("running", "stopped", "on_failure", 0, 3), Restart::No);
+        assert_eq!(restart("running", "unknown", "always", 2, 3), Restart::Yes(3));
+        assert_eq!(restart("running", "failed", "on_failure", 3, 3), Restart::GiveUp);
+        assert_eq!(restart("running", "failed", "never", 0, 3), Restart::No);
+        assert_eq!(restart("stopped", "failed", "always", 0, 3), Restart::No);
+        assert_eq!(restart("running", "running", "always", 0, 3), Restart::No);
+    }
+
+    proptest! {
+        #[test]
+        fn any_row_plans_without_panicking(action in ".{0,80}", payload in ".{0,200}", app in proptest::option::of(any::<i64>())) {
+            let _ = plan(&task(app, &action, &payload));
+        }
+
+        #[test]
+        fn retry_delays_grow_and_stay_bounded(a in 1i32..100, base_ms in 1u64..10_000, max_ms in 10_000u64..1_000_000) {
+            let (base, max) = (Duration::from_millis(base_ms), Duration::from_millis(max_ms));
+            let d = retry_delay(a, base, max);
+            prop_assert!(d >= base.min(max) && d <= max);
+            prop_assert!(retry_delay(a + 1, base, max) >= d);
+        }
+
+        #[test]
+        fn no_retry_past_max_attempts_or_for_invalid(attempts in 0i32..20, max in 1i32..20) {
+            let base = Duration::from_secs(1);
+            let failed = DriverError::Failed("x".into());
+            let r = after_error(attempts, max, &failed, base, base * 60);
+            prop_assert_eq!(matches!(r, AfterError::Fail), attempts >= max);
+            let invalid = DriverError::Invalid("x".into());
+            prop_assert_eq!(after_error(attempts, max, &invalid, base, base * 60), AfterError::Fail);
+        }
+    }
+}

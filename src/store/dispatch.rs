@@ -1,0 +1,327 @@
+//! The dispatch path's queries: read due rows, claim, complete, hand back, recover, own
+//! applications, prune. Every write that concerns work a node is doing is conditional on that
+//! node's `owner_node` and `owner_epoch` (invariant I3): a paused node that wakes up with an old
+//! view changes nothing.
+//!
+//! The read and the claim are per-backend SQL (PostgreSQL: `FOR UPDATE SKIP LOCKED`, `ANY($1)`;
+//! SQLite: one writer, `IN (…)` of integers); the rest goes through the shared diesel type.
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
+
+use super::models::{Application, Task};
+use super::schema::{application, task};
+use super::{AnyConnection, StoreError};
+
+/// Statuses no row leaves.
+pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
+
+const PG_NOW: &str = "(now() AT TIME ZONE 'utc')";
+const SQLITE_NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
+
+/// A pending, due row: enough to decide ownership.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct Due {
+    /// Task id.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// Its application, if any.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub app_id: Option<i64>,
+}
+
+/// Pending rows due now with `id > after`, in id order, at most `limit`.
+pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
+    let sql = |now: &str| {
+        format!(
+            "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND run_after <= {now} \
+             ORDER BY id LIMIT $2"
+        )
+    };
+    Ok(match conn {
+        AnyConnection::Postgresql(c) => {
+            diesel::sql_query(sql(PG_NOW)).bind::<BigInt, _>(after).bind::<BigInt, _>(limit).load(c)?
+        }
+        AnyConnection::Sqlite(c) => {
+            diesel::sql_query(sql(SQLITE_NOW).replace('$', "?"))
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(limit)
+                .load(c)?
+        }
+    })
+}
+
+/// Claim the given pending rows for `node` at `epoch` in one statement: each becomes `running`
+/// with its attempt counted — unless it is no longer pending and due, or an earlier due command
+/// of the same application is still pending or running (commands of one application run one at
+/// a time, in id order; a delayed earlier command does not hold back the ones behind it).
+pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let body = |now: &str, ids: &str, lock: &str| {
+        format!(
+            "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
+             claimed_at = {now} \
+             WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND t.run_after <= {now} \
+               AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id AND e.id < t.id \
+                    AND (e.status = 'running' OR (e.status = 'pending' AND e.run_after <= {now})))) {lock}) \
+             RETURNING *"
+        )
+    };
+    let mut claimed: Vec<Task> = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(body(PG_NOW, "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
+            .bind::<Text, _>(node)
+            .bind::<BigInt, _>(epoch)
+            .bind::<Array<BigInt>, _>(ids)
+            .load(c)?,
+        AnyConnection::Sqlite(c) => {
+            let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            diesel::sql_query(body(SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
+                .bind::<Text, _>(node)
+                .bind::<BigInt, _>(epoch)
+                .load(c)?
+        }
+    };
+    claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
+    Ok(claimed)
+}
+
+/// How a claimed task ends (or does not, for a retry).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done; the result as JSON.
+    Succeeded(Option<String>),
+    /// Failed for good; the error says what to fix.
+    Failed(String),
+    /// Failed this attempt; pending again from `run_after`.
+    Retry {
+        /// This attempt's error.
+        error: String,
+        /// Not before.
+        run_after: NaiveDateTime,
+    },
+}
+
+/// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
+/// ours (recovered by another node, cancelled): nothing is written then.
+pub fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+    let now = Utc::now().naive_utc();
+    let target = task::table
+        .filter(task::id.eq(id))
+        .filter(task::status.eq("running"))
+        .filter(task::owner_node.eq(node))
+        .filter(task::owner_epoch.eq(epoch));
+    let n = match outcome {
+        Outcome::Succeeded(result) => diesel::update(target)
+            .set((task::status.eq("succeeded"), task::result.eq(result), task::error.eq(None::<String>), task::finished_at.eq(now)))
+            .execute(conn)?,
+        Outcome::Failed(error) => diesel::update(target)
+            .set((task::status.eq("failed"), task::error.eq(error), task::finished_at.eq(now)))
+            .execute(conn)?,
+        Outcome::Retry { error, run_after } => diesel::update(target)
+            .set((
+                task::status.eq("pending"),
+                task::error.eq(error),
+                task::run_after.eq(run_after),
+                task::owner_node.eq(None::<String>),
+                task::owner_epoch.eq(None::<i64>),
+            ))
+            .execute(conn)?,
+    };
+    Ok(n == 1)
+}
+
+/// Give a claimed task back untouched (its attempt uncounted): the application could not be
+/// acquired yet (its previous owner has not released it).
+pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        task::table
+            .filter(task::id.eq(id))
+            .filter(task::status.eq("running"))
+            .filter(task::owner_node.eq(node))
+            .filter(task::owner_epoch.eq(epoch)),
+    )
+    .set((
+        task::status.eq("pending"),
+        task::attempts.eq(task::attempts - 1),
+        task::owner_node.eq(None::<String>),
+        task::owner_epoch.eq(None::<i64>),
+        task::claimed_at.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// A running task whose owner is gone (or is this node in an earlier life).
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct Orphan {
+    /// Task id.
+    pub id: i64,
+    /// Its application.
+    pub app_id: Option<i64>,
+    /// The owner that claimed it.
+    pub owner_node: Option<String>,
+    /// The epoch it claimed it at.
+    pub owner_epoch: Option<i64>,
+}
+
+/// Running tasks whose owner is not in `live`, or is `me` from before `joined_epoch`.
+pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str, joined_epoch: i64) -> Result<Vec<Orphan>, StoreError> {
+    Ok(task::table
+        .filter(task::status.eq("running"))
+        .filter(
+            task::owner_node
+                .ne_all(live.to_vec())
+                .or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
+        )
+        .select((task::id, task::app_id, task::owner_node, task::owner_epoch))
+        .order(task::id)
+        .load(conn)?)
+}
+
+/// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
+/// are used up. Conditional on the orphan's owner and epoch. Returns the new status, if changed.
+pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Option<&'static str>, StoreError> {
+    let now = Utc::now().naive_utc();
+    let same = || {
+        task::table
+            .filter(task::id.eq(o.id))
+            .filter(task::status.eq("running"))
+            .filter(task::owner_node.eq(o.owner_node.clone()))
+            .filter(task::owner_epoch.eq(o.owner_epoch))
+    };
+    let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)))
+        .set((task::status.eq("failed"), task::error.eq(format!("{reason}; no attempts left")), task::finished_at.eq(now)))
+        .execute(conn)?;
+    if failed == 1 {
+        return Ok(Some("failed"));
+    }
+    let pending = diesel::update(same().filter(task::attempts.lt(task::max_attempts)))
+        .set((
+            task::status.eq("pending"),
+            task::error.eq(reason),
+            task::owner_node.eq(None::<String>),
+            task::owner_epoch.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    Ok((pending == 1).then_some("pending"))
+}
+
+/// Cancel a pending task; false when it is not pending (any more).
+pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq("pending")))
+        .set((task::status.eq("cancelled"), task::finished_at.eq(Utc::now().naive_utc())))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Delete up to `limit` finished tasks that finished before `cutoff`; returns how many.
+pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i64) -> Result<usize, StoreError> {
+    let old: Vec<i64> = task::table
+        .filter(task::status.eq_any(TERMINAL))
+        .filter(task::finished_at.lt(cutoff))
+        .select(task::id)
+        .limit(limit)
+        .load(conn)?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TERMINAL))).execute(conn)?)
+}
+
+/// Every application's id and owner.
+pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+    Ok(application::table.select((application::id, application::owner_node)).order(application::id).load(conn)?)
+}
+
+/// Take ownership of an application at `epoch` — only when it has no owner, its owner has left
+/// (`live` does not name it), or it is already ours. Hand-off invariant I4: never while another
+/// live node still holds it. Returns the application when acquired.
+pub fn acquire_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    live: &[String],
+) -> Result<Option<Application>, StoreError> {
+    let n = diesel::update(
+        application::table.filter(application::id.eq(id)).filter(
+            application::owner_node
+                .is_null()
+                .or(application::owner_node.eq(me))
+                .or(application::owner_node.ne_all(live.to_vec())),
+        ),
+    )
+    .set((
+        application::owner_node.eq(me),
+        application::owner_epoch.eq(epoch),
+        application::updated_at.eq(Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+}
+
+/// Give an application up (after stopping whatever this node ran for it).
+pub fn release_app(conn: &mut AnyConnection, id: i64, me: &str, epoch: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        application::table
+            .filter(application::id.eq(id))
+            .filter(application::owner_node.eq(me))
+            .filter(application::owner_epoch.eq(epoch)),
+    )
+    .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Release an application that this node owned in an earlier life (any epoch): no actor of
+/// this process runs it, and the ring gives it to another node.
+pub fn release_stale_app(conn: &mut AnyConnection, id: i64, me: &str) -> Result<bool, StoreError> {
+    let n = diesel::update(application::table.filter(application::id.eq(id)).filter(application::owner_node.eq(me)))
+        .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Fields of an application its owner may change.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = application)]
+pub struct AppChange {
+    /// New desired state.
+    pub desired_state: Option<String>,
+    /// New observed state.
+    pub state: Option<String>,
+    /// New last error (`Some(None)` clears it).
+    pub last_error: Option<Option<String>>,
+    /// New restart count.
+    pub restart_count: Option<i32>,
+}
+
+/// Apply `change` to an application this node owns at `epoch`; false when it does not.
+pub fn update_owned_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    change: &AppChange,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        application::table
+            .filter(application::id.eq(id))
+            .filter(application::owner_node.eq(me))
+            .filter(application::owner_epoch.eq(epoch)),
+    )
+    .set((change, application::updated_at.eq(Utc::now().naive_utc())))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// The application, read fresh.
+pub fn app(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, StoreError> {
+    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+}
