@@ -387,7 +387,10 @@ impl Actor {
 
     async fn record_observed(&mut self, observed: &Observed) -> Result<(), Lost> {
         let state = observed.state();
-        let changed = self.app.as_ref().is_some_and(|a| a.state != state);
+        // "Cannot tell" adds nothing to a known `failed` or `stopped`.
+        let uninformative =
+            matches!(observed, Observed::Unknown(_)) && self.app.as_ref().is_some_and(|a| a.state == "failed" || a.state == "stopped");
+        let changed = !uninformative && self.app.as_ref().is_some_and(|a| a.state != state);
         if changed {
             let detail = match observed {
                 Observed::Failed(d) | Observed::Unknown(d) => Some(d.clone()),

@@ -60,10 +60,12 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let body = |now: &str, ids: &str, lock: &str| {
+    // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
+    // snapshot: it is never earlier than the completion of the command before it.
+    let body = |now: &str, claimed: &str, ids: &str, lock: &str| {
         format!(
             "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-             claimed_at = {now} \
+             claimed_at = {claimed} \
              WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND t.run_after <= {now} \
                AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id AND e.id < t.id \
                     AND (e.status = 'running' OR (e.status = 'pending' AND e.run_after <= {now})))) {lock}) \
@@ -71,14 +73,14 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
         )
     };
     let mut claimed: Vec<Task> = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(body(PG_NOW, "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
+        AnyConnection::Postgresql(c) => diesel::sql_query(body(PG_NOW, "(clock_timestamp() AT TIME ZONE 'utc')", "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
             .bind::<Text, _>(node)
             .bind::<BigInt, _>(epoch)
             .bind::<Array<BigInt>, _>(ids)
             .load(c)?,
         AnyConnection::Sqlite(c) => {
             let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            diesel::sql_query(body(SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
+            diesel::sql_query(body(SQLITE_NOW, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
                 .bind::<Text, _>(node)
                 .bind::<BigInt, _>(epoch)
                 .load(c)?
