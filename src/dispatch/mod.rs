@@ -390,6 +390,9 @@ async fn run_job(shared: &Shared, task: Task) {
                 node_id: shared.node_id.clone(),
                 epoch: task.owner_epoch.unwrap_or_default() as u64,
             };
+            if !shared.may_act() {
+                return;
+            }
             if let Err(errors) = driver.validate(&ctx.spec) {
                 let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
                 Outcome::Failed(format!("job spec is invalid: {text}"))
@@ -401,5 +404,8 @@ async fn run_job(shared: &Shared, task: Task) {
             }
         }
     };
-    shared.finish(&task, outcome).await;
+    // Fenced meanwhile: write nothing; the task is recovered by its key's owner.
+    if shared.may_act() {
+        shared.finish(&task, outcome).await;
+    }
 }

@@ -1,0 +1,643 @@
+//! `http`: start, stop and status are HTTP calls to an outside system (a Flink REST endpoint, a
+//! deployment API, a webhook).
+//!
+//! Why it exists: some applications are run by a system with an API; Rota only has to call it
+//! from the node that owns the application, and read the state back from the JSON it answers.
+//! A hand-off is cheap: nothing runs on the node, only the monitoring moves.
+//!
+//! Must never: put task parameters into a URL (they go into the body, where the spec has the
+//! value `"{{params}}"`, and the caller's identity into `X-Rota-*` headers); retry on its own;
+//! block a tokio worker (ureq is blocking, so every call runs in `spawn_blocking`); quote the
+//! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs.
+//!
+//! Plain `http://` only: the build has no TLS, so an `https://` URL passes validation (it is a
+//! well-formed URL) but fails at call time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use ureq::http::{HeaderName, HeaderValue, Method, Uri};
+
+use super::process::{check_ms, join_spec_errors, problem, spec_object};
+use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
+
+/// Default time a call may take, connecting included.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// A JSON value in a request body that is replaced by the task's parameters.
+pub const PARAMS_PLACEHOLDER: &str = "{{params}}";
+/// Bytes of an error response quoted in the error.
+const ERROR_BODY_BYTES: usize = 500;
+/// Largest response read; a result goes into a task row.
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+const OPERATIONS: [&str; 4] = ["start", "stop", "status", "run"];
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+const STATES: [&str; 3] = ["running", "stopped", "failed"];
+/// Headers Rota sets itself; a spec may not forge them.
+const ROTA_HEADER_PREFIX: &str = "x-rota-";
+
+/// The HTTP driver. Stateless; one agent (connection pool) for every call.
+#[derive(Debug)]
+pub struct HttpDriver {
+    agent: ureq::Agent,
+}
+
+impl Default for HttpDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpDriver {
+    /// A driver with its own connection pool. Non-2xx statuses are answers, not transport errors,
+    /// so they can be reported with their body.
+    pub fn new() -> Self {
+        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        Self { agent: ureq::Agent::new_with_config(config) }
+    }
+}
+
+/// One request of the spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestSpec {
+    method: Option<String>,
+    url: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    body: Option<Value>,
+    timeout_ms: Option<u64>,
+    /// Status only: where the state is in the response.
+    state_pointer: Option<String>,
+    /// Status only: state value → running | stopped | failed.
+    #[serde(default)]
+    states: BTreeMap<String, String>,
+}
+
+/// The parsed spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSpec {
+    start: Option<RequestSpec>,
+    stop: Option<RequestSpec>,
+    status: Option<RequestSpec>,
+    run: Option<RequestSpec>,
+}
+
+impl HttpSpec {
+    fn parse(spec: &Value) -> Result<Self, DriverError> {
+        validate_http(spec).map_err(|errors| DriverError::Invalid(join_spec_errors(&errors)))?;
+        serde_json::from_value(spec.clone()).map_err(|e| DriverError::Invalid(format!("spec: {e}")))
+    }
+
+    fn request(self, op: &str) -> Result<RequestSpec, DriverError> {
+        let request = match op {
+            "start" => self.start,
+            "stop" => self.stop,
+            "status" => self.status,
+            _ => self.run,
+        };
+        request.ok_or_else(|| DriverError::Invalid(format!("this application has no `{op}` request")))
+    }
+}
+
+/// What came back.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `"{{params}}"` as a whole JSON value, anywhere in `body`, becomes the parameters. Only whole
+/// values: a string that merely contains the placeholder is left as it is, so nothing is ever
+/// spliced into text.
+fn substitute(body: &mut Value, params: &Value) {
+    match body {
+        Value::String(s) if s == PARAMS_PLACEHOLDER => *body = params.clone(),
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, params)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| substitute(v, params)),
+        _ => {}
+    }
+}
+
+/// The URL without user info, query or fragment: safe to show.
+fn shown(url: &str) -> String {
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..cut];
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***@{}", &url[..scheme + 3], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// The first `ERROR_BODY_BYTES` of a body, cut on a character boundary.
+fn excerpt(text: &str) -> &str {
+    let mut end = text.len().min(ERROR_BODY_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl HttpDriver {
+    /// Make the `op` request of the application.
+    async fn call(&self, ctx: &Ctx, op: &str) -> Result<(RequestSpec, Answer), DriverError> {
+        let spec = HttpSpec::parse(&ctx.spec)?.request(op)?;
+        let default_method = if op == "status" { "GET" } else { "POST" };
+        let method = spec.method.clone().unwrap_or_else(|| default_method.to_string());
+        let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
+        let what = format!("`{op}`: {method} {}", shown(&spec.url));
+
+        let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(spec.url.as_str());
+        let mut has_content_type = false;
+        for (name, value) in &spec.headers {
+            has_content_type |= name.eq_ignore_ascii_case("content-type");
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        if let Some(app) = ctx.app_id {
+            builder = builder.header("X-Rota-App-Id", app.to_string());
+        }
+        if let Some(task) = ctx.task_id {
+            builder = builder.header("X-Rota-Task-Id", task.to_string());
+        }
+        builder = builder.header("X-Rota-Node-Id", ctx.node_id.as_str());
+        // The ring epoch is a fencing token: the outside system may refuse a call from an older one.
+        builder = builder.header("X-Rota-Epoch", ctx.epoch.to_string());
+        let body = match &spec.body {
+            Some(template) => {
+                let mut body = template.clone();
+                substitute(&mut body, &ctx.params);
+                if !has_content_type {
+                    builder = builder.header("Content-Type", "application/json");
+                }
+                Some(serde_json::to_vec(&body).map_err(|e| DriverError::Invalid(format!("{what}: body: {e}")))?)
+            }
+            None => None,
+        };
+        let invalid = |e: ureq::http::Error| DriverError::Invalid(format!("{what}: cannot build the request: {e}"));
+        let agent = self.agent.clone();
+        let request = match body {
+            Some(bytes) => {
+                let request = builder.body(bytes).map_err(invalid)?;
+                agent.configure_request(request).timeout_global(Some(timeout)).build().map(Payload::Bytes)
+            }
+            None => {
+                let request = builder.body(()).map_err(invalid)?;
+                agent.configure_request(request).timeout_global(Some(timeout)).build().map(|()| Payload::Empty)
+            }
+        };
+
+        tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, url = %shown(&spec.url), "http call");
+        let outcome = tokio::task::spawn_blocking(move || {
+            let response = match request.into_parts() {
+                (parts, Payload::Bytes(bytes)) => agent.run(ureq::http::Request::from_parts(parts, bytes)),
+                (parts, Payload::Empty) => agent.run(ureq::http::Request::from_parts(parts, ())),
+            };
+            let mut response = response?;
+            let status = response.status().as_u16();
+            let body = response.body_mut().with_config().limit(MAX_RESPONSE_BYTES).read_to_vec()?;
+            Ok::<_, ureq::Error>(Answer { status, body })
+        })
+        .await
+        .map_err(|e| DriverError::Failed(format!("{what}: the call was lost: {e}")))?;
+
+        match outcome {
+            Ok(answer) => Ok((spec, answer)),
+            Err(ureq::Error::Timeout(_)) => {
+                Err(DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis())))
+            }
+            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis())))
+            }
+            Err(e) => Err(DriverError::Failed(format!("{what}: {e}"))),
+        }
+    }
+
+    /// A call whose answer must be 2xx.
+    async fn call_ok(&self, ctx: &Ctx, op: &str) -> Result<(RequestSpec, Answer), DriverError> {
+        let (spec, answer) = self.call(ctx, op).await?;
+        if answer.is_success() {
+            return Ok((spec, answer));
+        }
+        let method = spec.method.as_deref().unwrap_or(if op == "status" { "GET" } else { "POST" });
+        let text = answer.text();
+        Err(DriverError::Failed(format!(
+            "`{op}`: {method} {} answered {}: {}",
+            shown(&spec.url),
+            answer.status,
+            excerpt(&text)
+        )))
+    }
+}
+
+/// A request body, or none (so no `Content-Length: 0` is sent with a GET).
+enum Payload {
+    Bytes(Vec<u8>),
+    Empty,
+}
+
+impl Driver for HttpDriver {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
+        validate_http(spec)
+    }
+
+    fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+        Box::pin(async move { self.call_ok(ctx, "start").await.map(|_| ()) })
+    }
+
+    fn stop<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+        Box::pin(async move { self.call_ok(ctx, "stop").await.map(|_| ()) })
+    }
+
+    fn status<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>> {
+        Box::pin(async move {
+            let (spec, answer) = self.call_ok(ctx, "status").await?;
+            let pointer = spec.state_pointer.unwrap_or_default();
+            let Ok(json) = serde_json::from_slice::<Value>(&answer.body) else {
+                return Ok(Observed::Unknown(format!("the status answer is not JSON: {}", excerpt(&answer.text()))));
+            };
+            let Some(found) = json.pointer(&pointer) else {
+                return Ok(Observed::Unknown(format!("the status answer has nothing at `{pointer}`")));
+            };
+            // Strings are compared as they are; numbers and booleans by their JSON text.
+            let value = match found {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok(match spec.states.get(&value).map(String::as_str) {
+                Some("running") => Observed::Running,
+                Some("stopped") => Observed::Stopped,
+                Some("failed") => Observed::Failed(format!("`{pointer}` is {value:?}")),
+                _ => Observed::Unknown(format!("`{pointer}` is {value:?}, which `states` does not map")),
+            })
+        })
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
+        Box::pin(async move {
+            let (_, answer) = self.call_ok(ctx, "run").await?;
+            Ok(match serde_json::from_slice::<Value>(&answer.body) {
+                Ok(json) => json,
+                Err(_) => json!({ "status": answer.status, "body": answer.text() }),
+            })
+        })
+    }
+
+    fn shutdown(&self) -> BoxFut<'_, ()> {
+        // Nothing runs here: the outside system keeps its applications through a node's exit.
+        Box::pin(async {})
+    }
+}
+
+fn validate_http(spec: &Value) -> Result<(), Vec<SpecError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = spec_object(spec, &mut errors) else { return Err(errors) };
+    if !OPERATIONS.iter().any(|op| obj.contains_key(*op)) {
+        problem(&mut errors, "", "needs at least one of the requests start, stop, status, run");
+    }
+    for (key, value) in obj {
+        match key.as_str() {
+            "start" | "stop" | "status" | "run" => validate_request(&mut errors, key, value),
+            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run)"),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn validate_request(errors: &mut Vec<SpecError>, op: &str, request: &Value) {
+    let Some(fields) = request.as_object() else {
+        return problem(errors, op, "must be an object with at least `url`");
+    };
+    let is_status = op == "status";
+    match fields.get("url").map(|u| (u, u.as_str())) {
+        None => problem(errors, format!("{op}.url"), "required"),
+        Some((_, Some(url))) if url.starts_with("http://") || url.starts_with("https://") => {
+            if url.parse::<Uri>().is_err() {
+                problem(errors, format!("{op}.url"), "is not a valid URL");
+            }
+        }
+        Some(_) => problem(errors, format!("{op}.url"), "must be a string starting with http:// or https://"),
+    }
+    if is_status {
+        if !fields.contains_key("state_pointer") {
+            problem(errors, "status.state_pointer", "required: a JSON pointer to the state in the answer, e.g. /state");
+        }
+        if !fields.contains_key("states") {
+            problem(errors, "status.states", "required: maps each state value to running, stopped or failed");
+        }
+    }
+    for (key, value) in fields {
+        let field = format!("{op}.{key}");
+        match key.as_str() {
+            "url" | "body" => {}
+            "method" => {
+                if !value.as_str().is_some_and(|m| METHODS.contains(&m) && m.parse::<Method>().is_ok()) {
+                    problem(errors, field, format!("must be one of {}", METHODS.join(", ")));
+                }
+            }
+            "headers" => match value.as_object() {
+                Some(headers) => {
+                    for (name, v) in headers {
+                        let field = format!("{op}.headers.{name}");
+                        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                            problem(errors, &field, "is not a valid header name");
+                        } else if name.to_ascii_lowercase().starts_with(ROTA_HEADER_PREFIX) {
+                            problem(errors, &field, "X-Rota-* headers are set by Rota");
+                        }
+                        if v.as_str().is_none_or(|s| HeaderValue::from_str(s).is_err()) {
+                            problem(errors, &field, "must be a string without control characters");
+                        }
+                    }
+                }
+                None => problem(errors, field, "must be an object of name: \"value\" strings"),
+            },
+            "timeout_ms" => check_ms(errors, &field, value, 1, u64::MAX),
+            "state_pointer" if is_status => match value.as_str() {
+                Some(p) if p.is_empty() || p.starts_with('/') => {}
+                _ => problem(errors, field, "must be a JSON pointer: \"\" or starting with /"),
+            },
+            "states" if is_status => match value.as_object() {
+                Some(states) if !states.is_empty() => {
+                    for (name, v) in states {
+                        if !v.as_str().is_some_and(|s| STATES.contains(&s)) {
+                            problem(errors, format!("{field}.{name}"), "must be running, stopped or failed");
+                        }
+                    }
+                }
+                _ => problem(errors, field, "must be a non-empty object: {\"RUNNING\": \"running\", …}"),
+            },
+            "state_pointer" | "states" => problem(errors, field, "only the status request reads a state"),
+            _ => problem(
+                errors,
+                field,
+                "unknown field (known: method, url, headers, body, timeout_ms; status also state_pointer, states)",
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::process::tests::ctx;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+
+    /// A request the test server saw.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: String,
+        path: String,
+        headers: BTreeMap<String, String>,
+        body: String,
+    }
+
+    /// A small HTTP/1.1 server on 127.0.0.1:0 standing in for the outside system: it answers each
+    /// request with `answer(&request)` and records what it saw.
+    struct Server {
+        base: String,
+        seen: Arc<Mutex<Vec<Seen>>>,
+    }
+
+    fn read_request(stream: &mut TcpStream) -> Option<Seen> {
+        let mut reader = BufReader::new(stream.try_clone().ok()?);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+        let mut headers = BTreeMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':')?;
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let len = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).ok()?;
+        Some(Seen { method, path, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    fn serve(answer: impl Fn(&Seen) -> (u16, String) + Send + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(request) = read_request(&mut stream) else { continue };
+                let (code, body) = answer(&request);
+                record.lock().unwrap().push(request);
+                let reply =
+                    format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Server { base, seen }
+    }
+
+    /// Answers by path: /ok → 200 JSON, /fail → 500 with a long body, /state/X → `{"job":{"state":X}}`,
+    /// /text → 200 plain text, anything else → 404.
+    fn outside_system() -> Server {
+        serve(|r| match r.path.split('?').next().unwrap_or_default() {
+            "/ok" => (200, r#"{"accepted":true}"#.into()),
+            "/fail" => (500, format!("kaboom {}", "x".repeat(1000))),
+            "/text" => (200, "plain words".into()),
+            p if p.starts_with("/state/") => (200, json!({ "job": { "state": &p[7..] } }).to_string()),
+            _ => (404, "no such thing".into()),
+        })
+    }
+
+    fn status_spec(base: &str, state: &str) -> Value {
+        json!({ "status": {
+            "url": format!("{base}/state/{state}"),
+            "state_pointer": "/job/state",
+            "states": { "RUNNING": "running", "FINISHED": "stopped", "FAILED": "failed" }
+        } })
+    }
+
+    #[tokio::test]
+    async fn start_and_stop_send_params_and_identity() {
+        let s = outside_system();
+        let spec = json!({
+            "start": { "url": format!("{}/ok", s.base), "headers": { "Authorization": "Bearer t" },
+                       "body": { "args": "{{params}}", "list": ["{{params}}", "x {{params}}"], "n": 1 } },
+            "stop": { "method": "DELETE", "url": format!("{}/ok", s.base) }
+        });
+        let params = json!({ "parallelism": 4 });
+        let d = HttpDriver::new();
+        let c = ctx(Some(42), spec, params.clone());
+        d.start(&c).await.unwrap();
+        d.stop(&c).await.unwrap();
+        let seen = s.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        let start = &seen[0];
+        assert_eq!(start.method, "POST");
+        assert_eq!(start.headers["x-rota-app-id"], "42");
+        assert_eq!(start.headers["x-rota-task-id"], "77");
+        assert_eq!(start.headers["x-rota-node-id"], "node-a");
+        assert_eq!(start.headers["x-rota-epoch"], "9");
+        assert_eq!(start.headers["authorization"], "Bearer t");
+        assert_eq!(start.headers["content-type"], "application/json");
+        let body: Value = serde_json::from_str(&start.body).unwrap();
+        assert_eq!(body, json!({ "args": params, "list": [params, "x {{params}}"], "n": 1 }));
+        assert_eq!(seen[1].method, "DELETE");
+        assert_eq!(seen[1].body, "");
+    }
+
+    #[tokio::test]
+    async fn non_2xx_fails_with_status_and_body_excerpt() {
+        let s = outside_system();
+        let d = HttpDriver::new();
+        let c = ctx(Some(1), json!({ "start": { "url": format!("{}/fail?token=secret", s.base) } }), json!({}));
+        let err = d.start(&c).await.unwrap_err();
+        let DriverError::Failed(msg) = err else { panic!("expected Failed, got {err:?}") };
+        assert!(msg.contains("answered 500: kaboom"), "{msg}");
+        assert!(!msg.contains("secret"), "the query must not be quoted: {msg}");
+        assert!(msg.len() < ERROR_BODY_BYTES + 200, "body not cut: {} bytes", msg.len());
+    }
+
+    #[tokio::test]
+    async fn status_reads_the_pointer_and_maps_it() {
+        let s = outside_system();
+        let d = HttpDriver::new();
+        let status = |state: &str| ctx(Some(1), status_spec(&s.base, state), json!({}));
+        assert_eq!(d.status(&status("RUNNING")).await.unwrap(), Observed::Running);
+        assert_eq!(d.status(&status("FINISHED")).await.unwrap(), Observed::Stopped);
+        assert!(matches!(d.status(&status("FAILED")).await.unwrap(), Observed::Failed(m) if m.contains("FAILED")));
+        assert!(
+            matches!(d.status(&status("RESTARTING")).await.unwrap(), Observed::Unknown(m) if m.contains("RESTARTING"))
+        );
+        assert_eq!(s.seen.lock().unwrap()[0].method, "GET");
+        // Nothing at the pointer, and not JSON at all.
+        let mut spec = status_spec(&s.base, "RUNNING");
+        spec["status"]["state_pointer"] = json!("/missing");
+        assert!(matches!(d.status(&ctx(Some(1), spec.clone(), json!({}))).await.unwrap(), Observed::Unknown(_)));
+        spec["status"]["url"] = json!(format!("{}/text", s.base));
+        assert!(matches!(d.status(&ctx(Some(1), spec, json!({}))).await.unwrap(), Observed::Unknown(_)));
+    }
+
+    #[tokio::test]
+    async fn run_returns_json_or_status_and_text() {
+        let s = outside_system();
+        let d = HttpDriver::new();
+        let out = d.run(&ctx(None, json!({ "run": { "url": format!("{}/ok", s.base) } }), json!({}))).await.unwrap();
+        assert_eq!(out, json!({ "accepted": true }));
+        let out = d.run(&ctx(None, json!({ "run": { "url": format!("{}/text", s.base) } }), json!({}))).await.unwrap();
+        assert_eq!(out, json!({ "status": 200, "body": "plain words" }));
+        // No app id for a job: no X-Rota-App-Id header.
+        assert!(!s.seen.lock().unwrap()[0].headers.contains_key("x-rota-app-id"));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_failed() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = HttpDriver::new();
+        let c = ctx(Some(1), json!({ "stop": { "url": format!("http://127.0.0.1:{port}/x") } }), json!({}));
+        let err = d.stop(&c).await.unwrap_err();
+        assert!(matches!(err, DriverError::Failed(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out() {
+        // Accepts, reads, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        let d = HttpDriver::new();
+        let c = ctx(Some(1), json!({ "start": { "url": format!("{base}/slow"), "timeout_ms": 300 } }), json!({}));
+        let t = Instant::now();
+        let err = d.start(&c).await.unwrap_err();
+        assert!(matches!(err, DriverError::Timeout(_)), "{err:?}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn https_fails_at_call_time_without_tls() {
+        let s = outside_system();
+        let url = format!("{}/ok", s.base.replace("http://", "https://"));
+        let d = HttpDriver::new();
+        let c = ctx(Some(1), json!({ "start": { "url": url, "timeout_ms": 2000 } }), json!({}));
+        let err = d.start(&c).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Failed(m) if m.contains("TLS")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn missing_request_is_invalid() {
+        let d = HttpDriver::new();
+        let err =
+            d.stop(&ctx(Some(1), json!({ "start": { "url": "http://127.0.0.1:1/" } }), json!({}))).await.unwrap_err();
+        assert_eq!(err, DriverError::Invalid("this application has no `stop` request".into()));
+    }
+
+    #[test]
+    fn validate_names_every_field() {
+        let d = HttpDriver::new();
+        assert!(d.validate(&status_spec("http://flink:8081", "x")).is_ok());
+        let errors = d
+            .validate(&json!({
+                "start": { "method": "FETCH", "url": "ftp://x", "headers": { "X-Rota-App-Id": "1", "A": 2 }, "states": {} },
+                "stop": {},
+                "status": { "url": "http://x/", "state_pointer": "state", "states": { "RUNNING": "up" } },
+                "run": { "url": "http://x/", "timeout_ms": 0, "extra": 1 },
+                "restart": {}
+            }))
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "start.method",
+            "start.url",
+            "start.headers.X-Rota-App-Id",
+            "start.headers.A",
+            "start.states",
+            "stop.url",
+            "status.state_pointer",
+            "status.states.RUNNING",
+            "run.timeout_ms",
+            "run.extra",
+            "restart",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        let errors = d.validate(&json!({ "status": { "url": "http://x/" } })).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["status.state_pointer", "status.states"]);
+        assert_eq!(d.validate(&json!({})).unwrap_err()[0].field, "");
+    }
+
+    #[test]
+    fn urls_are_shown_without_secrets() {
+        assert_eq!(shown("http://user:pw@host:1/a?token=x#f"), "http://***@host:1/a");
+        assert_eq!(shown("http://host/a"), "http://host/a");
+    }
+}

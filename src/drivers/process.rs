@@ -1,0 +1,1098 @@
+//! `process`: a supervised child process on the node that owns the application.
+//!
+//! Why it exists: the simplest application is a program that should be running somewhere. The
+//! dispatcher decides where (the owner) and when; this driver starts the program, watches it and
+//! stops it. The child gets its own process group, so `stop` reaches everything it forked, and is
+//! tied to the node with `PR_SET_PDEATHSIG = SIGKILL`, so a SIGKILLed node does not leave orphans
+//! behind that the next owner would run a second copy next to. The last lines of stdout/stderr are
+//! kept so that a crash can be reported with its cause.
+//!
+//! Must never: run the command through a shell or splice task parameters into it (parameters reach
+//! the child only as environment variables); restart a child on its own (the dispatcher owns the
+//! restart policy); block a tokio worker; leave part of a process group running once its leader has
+//! exited.
+//!
+//! Supervision is in memory and per node: after a hand-off the new owner has no record of the
+//! application and says so (`Unknown`), and the dispatcher restarts it there per its policy.
+//!
+//! This module also holds what the `shell` driver shares with it: the task environment, spawning
+//! (group, death signal), the output tails and running a command to completion.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
+
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE_MS: u64 = 5_000;
+/// Default number of lines kept of stdout and of stderr.
+pub const DEFAULT_TAIL_LINES: usize = 50;
+/// Longest grace accepted (one hour): a longer one would hold a stop, and the node's exit, hostage.
+const MAX_STOP_GRACE_MS: u64 = 3_600_000;
+/// Most lines kept per stream; the tails live in memory for every supervised child.
+const MAX_TAIL_LINES: u64 = 10_000;
+/// A line longer than this is cut, so a child writing without newlines cannot exhaust memory.
+const MAX_LINE_BYTES: usize = 4_096;
+/// How long SIGKILL may take to be reaped before `stop` reports failure (a process stuck in
+/// uninterruptible sleep cannot be killed sooner).
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// After a command exits, how long to wait for its pipes to reach end-of-file: a background
+/// grandchild may hold them open for ever, and the result must not wait for it.
+const PIPE_DRAIN: Duration = Duration::from_millis(500);
+/// Lines of stderr quoted in an error message, and its cap in bytes (it ends up in a task row).
+const ERROR_TAIL_LINES: usize = 20;
+const ERROR_TAIL_BYTES: usize = 2_000;
+
+/// The process driver: one supervised child per application on this node.
+#[derive(Debug, Default)]
+pub struct ProcessDriver {
+    /// Supervised children by application id. Held across a spawn, so two starts of one
+    /// application cannot both spawn; never held across a wait.
+    children: Mutex<HashMap<i64, Arc<Supervised>>>,
+}
+
+impl ProcessDriver {
+    /// A driver supervising nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// One supervised child.
+#[derive(Debug)]
+struct Supervised {
+    app: i64,
+    /// The leader's pid, which is also the process group id.
+    pid: libc::pid_t,
+    grace: Duration,
+    /// Set by `stop`/`shutdown` before signalling, so the exit that follows is read as asked for.
+    stop_requested: Arc<AtomicBool>,
+    /// `None` while the leader lives; how it ended afterwards.
+    exit: watch::Receiver<Option<Exit>>,
+    stdout: Tail,
+    stderr: Tail,
+}
+
+#[derive(Debug, Clone)]
+struct Exit {
+    status: Result<ExitStatus, String>,
+    /// A stop had been requested when the leader exited.
+    during_stop: bool,
+}
+
+impl Supervised {
+    fn exited(&self) -> Option<Exit> {
+        self.exit.borrow().clone()
+    }
+
+    /// What a status check reports.
+    fn observe(&self) -> Observed {
+        let Some(exit) = self.exited() else { return Observed::Running };
+        let stopped = self.stop_requested.load(Ordering::SeqCst);
+        // A child that crashed before the stop is acknowledged by it: it is down, as asked.
+        // One that exited during the stop is stopped if it ended the way a stop ends it.
+        if stopped && (!exit.during_stop || exit.status.as_ref().is_ok_and(ends_like_a_stop)) {
+            return Observed::Stopped;
+        }
+        let how = match &exit.status {
+            Ok(status) if status.code() == Some(0) => "exited with code 0 without being asked to stop".to_string(),
+            Ok(status) => describe_exit(*status),
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        Observed::Failed(format!("{how}; {}", output_summary(&self.stdout.snapshot(), &self.stderr.snapshot())))
+    }
+}
+
+/// SIGTERM (and the shell's 128+15), SIGKILL after the grace, or a clean exit.
+fn ends_like_a_stop(status: &ExitStatus) -> bool {
+    matches!(status.code(), Some(0) | Some(143)) || matches!(status.signal(), Some(libc::SIGTERM | libc::SIGKILL))
+}
+
+/// The parsed spec.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProcessSpec {
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    #[serde(default = "default_grace")]
+    stop_grace_ms: u64,
+    #[serde(default = "default_tail")]
+    tail_lines: usize,
+    timeout_ms: Option<u64>,
+}
+
+fn default_grace() -> u64 {
+    DEFAULT_STOP_GRACE_MS
+}
+
+fn default_tail() -> usize {
+    DEFAULT_TAIL_LINES
+}
+
+impl ProcessSpec {
+    /// Validate, then parse: the same rules as at creation, so a spec edited in the database
+    /// behind the API's back still fails with field names.
+    fn parse(spec: &Value) -> Result<Self, DriverError> {
+        validate_process(spec).map_err(|errors| DriverError::Invalid(join_spec_errors(&errors)))?;
+        serde_json::from_value(spec.clone()).map_err(|e| DriverError::Invalid(format!("spec: {e}")))
+    }
+
+    fn command(&self, ctx: &Ctx) -> Result<Command, DriverError> {
+        let (program, args) =
+            self.command.split_first().ok_or_else(|| DriverError::Invalid("spec: `command` is empty".into()))?;
+        command_for(program, args, &self.env, self.cwd.as_deref(), ctx)
+    }
+}
+
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
+        validate_process(spec)
+    }
+
+    fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let app = app_id(ctx)?;
+            let spec = ProcessSpec::parse(&ctx.spec)?;
+            let mut children = self.children.lock().await;
+            if let Some(existing) = children.get(&app) {
+                if existing.exited().is_none() {
+                    tracing::debug!(app.id = app, pid = existing.pid, "process already running; start is a no-op");
+                    return Ok(());
+                }
+            }
+            let cmd = spec.command(ctx)?;
+            let mut child = spawn(cmd).await?;
+            let pid = child_pid(&child)?;
+            let tail_lines = spec.tail_lines;
+            let (stdout, _) = capture(child.stdout.take(), tail_lines);
+            let (stderr, _) = capture(child.stderr.take(), tail_lines);
+            let stop_requested = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = watch::channel(None);
+            let flag = Arc::clone(&stop_requested);
+            tokio::spawn(async move {
+                let status = child.wait().await.map_err(|e| e.to_string());
+                // The group lives as long as its leader: sweep what it left behind now. The kernel
+                // does not hand out a pid still used as a group id, so while members remain this
+                // reaches only them; once the group is empty the signal finds nothing (ESRCH).
+                signal_group(pid, libc::SIGKILL);
+                let during_stop = flag.load(Ordering::SeqCst);
+                match &status {
+                    Ok(s) => {
+                        tracing::info!(app.id = app, pid, during_stop, exit = %describe_exit(*s), "process exited")
+                    }
+                    Err(e) => tracing::warn!(app.id = app, pid, error = %e, "cannot wait for process"),
+                }
+                // No receiver left means the record was replaced; nobody needs this exit.
+                let _ = tx.send(Some(Exit { status, during_stop }));
+            });
+            tracing::info!(app.id = app, task.id = ?ctx.task_id, pid, command = ?spec.command, "process started");
+            let grace = Duration::from_millis(spec.stop_grace_ms);
+            children.insert(app, Arc::new(Supervised { app, pid, grace, stop_requested, exit: rx, stdout, stderr }));
+            Ok(())
+        })
+    }
+
+    fn stop<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let app = app_id(ctx)?;
+            let Some(child) = self.children.lock().await.get(&app).cloned() else {
+                tracing::debug!(app.id = app, "process not supervised here; stop is a no-op");
+                return Ok(());
+            };
+            terminate(&child).await
+        })
+    }
+
+    fn status<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>> {
+        Box::pin(async move {
+            let app = app_id(ctx)?;
+            Ok(match self.children.lock().await.get(&app) {
+                Some(child) => child.observe(),
+                None => Observed::Unknown("not started on this node".into()),
+            })
+        })
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
+        Box::pin(async move {
+            let spec = ProcessSpec::parse(&ctx.spec)?;
+            let cmd = spec.command(ctx)?;
+            let timeout = spec.timeout_ms.map(Duration::from_millis);
+            let done = run_to_completion(cmd, timeout, spec.tail_lines, true).await?;
+            if done.status.success() {
+                Ok(done.to_json())
+            } else {
+                Err(DriverError::Failed(format!(
+                    "{}; {}",
+                    describe_exit(done.status),
+                    output_summary(&done.stdout, &done.stderr)
+                )))
+            }
+        })
+    }
+
+    fn shutdown(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let children: Vec<(i64, Arc<Supervised>)> =
+                self.children.lock().await.iter().map(|(app, c)| (*app, Arc::clone(c))).collect();
+            // In parallel: the node's exit should take one grace period, not one per child.
+            let mut set = tokio::task::JoinSet::new();
+            for (app, child) in children {
+                set.spawn(async move { (app, terminate(&child).await) });
+            }
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    Ok((app, Err(e))) => tracing::error!(app.id = app, error = %e, "process survived shutdown"),
+                    Err(e) => tracing::error!(error = %e, "process shutdown task failed"),
+                    Ok((_, Ok(()))) => {}
+                }
+            }
+        })
+    }
+}
+
+/// SIGTERM to the group, SIGKILL after the grace; done when the leader is gone (its exit sweeps
+/// the rest of the group).
+async fn terminate(child: &Supervised) -> Result<(), DriverError> {
+    child.stop_requested.store(true, Ordering::SeqCst);
+    if child.exited().is_some() {
+        return Ok(());
+    }
+    tracing::info!(
+        app.id = child.app,
+        pid = child.pid,
+        grace_ms = child.grace.as_millis() as u64,
+        "stopping process group"
+    );
+    signal_group(child.pid, libc::SIGTERM);
+    if wait_exit(child, child.grace).await {
+        return Ok(());
+    }
+    tracing::warn!(app.id = child.app, pid = child.pid, "process ignored SIGTERM for the whole grace; sending SIGKILL");
+    signal_group(child.pid, libc::SIGKILL);
+    if wait_exit(child, KILL_WAIT).await {
+        return Ok(());
+    }
+    Err(DriverError::Failed(format!(
+        "process {} still alive {} s after SIGKILL (uninterruptible sleep?)",
+        child.pid,
+        KILL_WAIT.as_secs()
+    )))
+}
+
+/// Whether the leader exited within `limit`.
+async fn wait_exit(child: &Supervised, limit: Duration) -> bool {
+    let mut exit = child.exit.clone();
+    tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
+}
+
+fn app_id(ctx: &Ctx) -> Result<i64, DriverError> {
+    ctx.app_id.ok_or_else(|| {
+        DriverError::Invalid("this call has no application id; the driver supervises applications".into())
+    })
+}
+
+fn child_pid(child: &Child) -> Result<libc::pid_t, DriverError> {
+    child
+        .id()
+        .and_then(|id| libc::pid_t::try_from(id).ok())
+        .ok_or_else(|| DriverError::Failed("the child exited before its pid could be read".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared with the shell driver.
+// ---------------------------------------------------------------------------------------------
+
+/// The variables every command gets: who is calling, and the task's parameters.
+///
+/// Parameters travel only here (and in `ROTA_PARAMS`), never in a command line. A parameter
+/// containing a NUL byte cannot be an environment variable and makes the call `Invalid`.
+pub(crate) fn task_env(ctx: &Ctx) -> Result<Vec<(String, String)>, DriverError> {
+    let mut env = Vec::new();
+    if let Some(app) = ctx.app_id {
+        env.push(("ROTA_APP_ID".to_string(), app.to_string()));
+    }
+    env.push(("ROTA_APP_NAME".to_string(), ctx.app_name.clone()));
+    env.push(("ROTA_NODE_ID".to_string(), ctx.node_id.clone()));
+    env.push(("ROTA_EPOCH".to_string(), ctx.epoch.to_string()));
+    if let Some(task) = ctx.task_id {
+        env.push(("ROTA_TASK_ID".to_string(), task.to_string()));
+    }
+    env.push(("ROTA_PARAMS".to_string(), ctx.params.to_string()));
+    if let Some(params) = ctx.params.as_object() {
+        for (key, value) in params {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                // Objects, arrays and null are only in ROTA_PARAMS.
+                _ => continue,
+            };
+            if text.contains('\0') {
+                return Err(DriverError::Invalid(format!(
+                    "parameter `{key}` contains a NUL byte and cannot be passed as an environment variable"
+                )));
+            }
+            env.push((format!("ROTA_PARAM_{}", env_key(key)), text));
+        }
+    }
+    Ok(env)
+}
+
+/// `foo-bar` → `FOO_BAR`: upper-case ASCII, everything else `_`.
+fn env_key(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+/// A command ready to spawn: no shell, own process group, death signal, stdin closed, the node's
+/// environment without its own `ROTA_*` variables (which may hold credentials, and must not be
+/// confused with the task's), then the spec's `env`, then the task variables.
+pub(crate) fn command_for(
+    program: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: Option<&std::path::Path>,
+    ctx: &Ctx,
+) -> Result<Command, DriverError> {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ROTA_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(env);
+    cmd.envs(task_env(ctx)?);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.kill_on_drop(false);
+    cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+        // (prctl, getppid) and builds an io::Error without allocating.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The node may have died between fork and prctl; no signal would ever come then.
+                if libc::getppid() != parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+    Ok(cmd)
+}
+
+struct SpawnRequest {
+    cmd: Command,
+    reply: oneshot::Sender<io::Result<Child>>,
+}
+
+/// The thread every child is forked from.
+///
+/// Why: `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
+/// Forking from whatever thread a tokio task happens to run on (a blocking-pool thread retires
+/// after 10 s idle) would kill healthy children at random. This thread lives as long as the node,
+/// and runs its own small runtime so the children's pipes and exits are driven there.
+fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError> {
+    static SPAWNER: OnceLock<Result<mpsc::UnboundedSender<SpawnRequest>, String>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot build the spawner runtime: {e}"))?;
+            let (tx, mut rx) = mpsc::unbounded_channel::<SpawnRequest>();
+            std::thread::Builder::new()
+                .name("rota-spawner".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some(SpawnRequest { mut cmd, reply }) = rx.recv().await {
+                            // The caller may have gone; the child then is dropped and reaped.
+                            let _ = reply.send(cmd.spawn());
+                        }
+                    })
+                })
+                .map_err(|e| format!("cannot start the spawner thread: {e}"))?;
+            Ok(tx)
+        })
+        .as_ref()
+        .map_err(|e| DriverError::Failed(e.clone()))
+}
+
+/// Spawn on the spawner thread.
+pub(crate) async fn spawn(cmd: Command) -> Result<Child, DriverError> {
+    let program = format!("{:?}", cmd.as_std().get_program());
+    let (reply, answer) = oneshot::channel();
+    spawner()?
+        .send(SpawnRequest { cmd, reply })
+        .map_err(|_| DriverError::Failed("the spawner thread has stopped".into()))?;
+    match answer.await {
+        Ok(Ok(child)) => Ok(child),
+        Ok(Err(e)) => Err(DriverError::Failed(format!("cannot start {program}: {e}"))),
+        Err(_) => Err(DriverError::Failed("the spawner thread dropped the request".into())),
+    }
+}
+
+/// Send `signal` to the whole process group led by `pid`. A group that is already gone is fine.
+pub(crate) fn signal_group(pid: libc::pid_t, signal: libc::c_int) {
+    if pid <= 1 {
+        // kill(-1) or kill(0) would signal far more than the group.
+        return;
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(-pid, signal) };
+    if rc == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            tracing::warn!(pid, signal, error = %e, "cannot signal process group");
+        }
+    }
+}
+
+/// "exited with code 3" / "killed by signal 9 (SIGKILL)".
+pub(crate) fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}{}", signal_name(sig)),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => " (SIGTERM)",
+        libc::SIGKILL => " (SIGKILL)",
+        libc::SIGINT => " (SIGINT)",
+        libc::SIGSEGV => " (SIGSEGV)",
+        libc::SIGABRT => " (SIGABRT)",
+        libc::SIGHUP => " (SIGHUP)",
+        libc::SIGBUS => " (SIGBUS)",
+        libc::SIGPIPE => " (SIGPIPE)",
+        _ => "",
+    }
+}
+
+/// "stderr tail: a | b" (the last lines, capped), or "stderr empty".
+pub(crate) fn stderr_summary(lines: &[String]) -> String {
+    summary("stderr", lines)
+}
+
+/// The stderr tail; when stderr is empty, the stdout tail instead (some programs report errors
+/// there, e.g. `systemctl status`).
+pub(crate) fn output_summary(stdout: &[String], stderr: &[String]) -> String {
+    if stderr.is_empty() && !stdout.is_empty() {
+        format!("stderr empty; {}", summary("stdout", stdout))
+    } else {
+        stderr_summary(stderr)
+    }
+}
+
+/// "stdout tail: …" or "stdout empty", capped like [`stderr_summary`].
+pub(crate) fn summary(stream: &str, lines: &[String]) -> String {
+    if lines.is_empty() {
+        return format!("{stream} empty");
+    }
+    let start = lines.len().saturating_sub(ERROR_TAIL_LINES);
+    let mut text = lines[start..].join(" | ");
+    if text.len() > ERROR_TAIL_BYTES {
+        // Keep the end: the last words are usually the reason.
+        let mut cut = text.len() - ERROR_TAIL_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text = format!("…{}", &text[cut..]);
+    }
+    format!("{stream} tail: {text}")
+}
+
+/// The last lines of one output stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    lines: Arc<std::sync::Mutex<VecDeque<String>>>,
+    cap: usize,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Self {
+        Self { lines: Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(cap.min(64)))), cap }
+    }
+
+    fn push(&self, line: String) {
+        if self.cap == 0 {
+            return;
+        }
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        if lines.len() == self.cap {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The kept lines, oldest first.
+    pub(crate) fn snapshot(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+}
+
+/// Read `pipe` to its end in the background, keeping its last `cap` lines.
+fn capture<R>(pipe: Option<R>, cap: usize) -> (Tail, Option<JoinHandle<()>>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let tail = Tail::new(cap);
+    let handle = pipe.map(|mut pipe| {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8_192];
+            let mut line = Vec::new();
+            let mut cut = false;
+            loop {
+                let n = match pipe.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                for &byte in &buf[..n] {
+                    if byte == b'\n' {
+                        tail.push(finish_line(&mut line, &mut cut));
+                    } else if line.len() < MAX_LINE_BYTES {
+                        line.push(byte);
+                    } else {
+                        cut = true;
+                    }
+                }
+            }
+            if !line.is_empty() {
+                tail.push(finish_line(&mut line, &mut cut));
+            }
+        })
+    });
+    (tail, handle)
+}
+
+fn finish_line(line: &mut Vec<u8>, cut: &mut bool) -> String {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if *cut {
+        text.push_str(" [line cut]");
+    }
+    line.clear();
+    *cut = false;
+    text
+}
+
+/// A command that ran to its end.
+#[derive(Debug)]
+pub(crate) struct Completed {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: Vec<String>,
+    pub(crate) stderr: Vec<String>,
+}
+
+impl Completed {
+    /// `{"exit_code": N, "stdout_tail": [...], "stderr_tail": [...]}`
+    pub(crate) fn to_json(&self) -> Value {
+        json!({ "exit_code": self.status.code(), "stdout_tail": self.stdout, "stderr_tail": self.stderr })
+    }
+}
+
+/// Kills the group if the caller stops waiting (the future is dropped) before the leader exits,
+/// so a cancelled call does not leave a command running unsupervised.
+struct GroupGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Spawn `cmd`, wait for it (at most `timeout`: then SIGKILL its group and answer `Timeout`) and
+/// collect the last `tail_lines` lines of its output. With `sweep`, whatever is left of the group
+/// after the leader exits is killed too (the process driver's rule: the group lives as long as
+/// its leader); without, background processes it started are left alone (a shell `start` command
+/// may daemonize on purpose).
+pub(crate) async fn run_to_completion(
+    cmd: Command,
+    timeout: Option<Duration>,
+    tail_lines: usize,
+    sweep: bool,
+) -> Result<Completed, DriverError> {
+    let started = Instant::now();
+    let mut child = spawn(cmd).await?;
+    let pid = child_pid(&child)?;
+    let mut guard = GroupGuard { pid, armed: true };
+    let (stdout, out_reader) = capture(child.stdout.take(), tail_lines);
+    let (stderr, err_reader) = capture(child.stderr.take(), tail_lines);
+    let waited = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(waited) => waited,
+            Err(_) => {
+                signal_group(pid, libc::SIGKILL);
+                // Reap it, so no zombie is left; SIGKILL makes this quick.
+                let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
+                guard.armed = false;
+                drain(out_reader, err_reader).await;
+                return Err(DriverError::Timeout(format!(
+                    "did not finish within {} ms; its process group was killed; {}",
+                    limit.as_millis(),
+                    stderr_summary(&stderr.snapshot())
+                )));
+            }
+        },
+        None => child.wait().await,
+    };
+    guard.armed = false;
+    let status = waited.map_err(|e| DriverError::Failed(format!("cannot wait for the command: {e}")))?;
+    if sweep {
+        signal_group(pid, libc::SIGKILL);
+    }
+    drain(out_reader, err_reader).await;
+    tracing::debug!(pid, elapsed_ms = started.elapsed().as_millis() as u64, exit = %describe_exit(status), "command finished");
+    Ok(Completed { status, stdout: stdout.snapshot(), stderr: stderr.snapshot() })
+}
+
+async fn drain(a: Option<JoinHandle<()>>, b: Option<JoinHandle<()>>) {
+    let _ = tokio::time::timeout(PIPE_DRAIN, async move {
+        for handle in [a, b].into_iter().flatten() {
+            let _ = handle.await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation (shared helpers first).
+// ---------------------------------------------------------------------------------------------
+
+/// Push a spec error.
+pub(crate) fn problem(errors: &mut Vec<SpecError>, field: impl Into<String>, message: impl Into<String>) {
+    errors.push(SpecError { field: field.into(), message: message.into() });
+}
+
+/// One line listing every problem, for a `DriverError::Invalid`.
+pub(crate) fn join_spec_errors(errors: &[SpecError]) -> String {
+    let parts: Vec<String> = errors.iter().map(|e| format!("`{}` {}", e.field, e.message)).collect();
+    format!("spec: {}", parts.join("; "))
+}
+
+/// A whole number of ms in `min..=max`.
+pub(crate) fn check_ms(errors: &mut Vec<SpecError>, field: &str, value: &Value, min: u64, max: u64) {
+    match value.as_u64() {
+        Some(ms) if (min..=max).contains(&ms) => {}
+        _ => problem(errors, field, format!("must be a whole number of milliseconds from {min} to {max}")),
+    }
+}
+
+/// `env`: an object of string values whose names are usable and not reserved.
+pub(crate) fn check_env(errors: &mut Vec<SpecError>, value: &Value) {
+    let Some(vars) = value.as_object() else {
+        return problem(errors, "env", "must be an object of NAME: \"value\" strings");
+    };
+    for (name, v) in vars {
+        let field = format!("env.{name}");
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            problem(errors, &field, "a variable name must be non-empty and contain neither `=` nor NUL");
+        } else if name.starts_with("ROTA_") {
+            problem(errors, &field, "names starting with ROTA_ are reserved for the task's variables");
+        }
+        match v.as_str() {
+            Some(s) if s.contains('\0') => problem(errors, &field, "must not contain a NUL byte"),
+            Some(_) => {}
+            None => problem(errors, &field, "must be a string (quote numbers)"),
+        }
+    }
+}
+
+/// The spec must be an object; its fields, for the checks that follow.
+pub(crate) fn spec_object<'a>(spec: &'a Value, errors: &mut Vec<SpecError>) -> Option<&'a Map<String, Value>> {
+    let obj = spec.as_object();
+    if obj.is_none() {
+        problem(errors, "", "the spec must be a JSON object");
+    }
+    obj
+}
+
+fn validate_process(spec: &Value) -> Result<(), Vec<SpecError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = spec_object(spec, &mut errors) else { return Err(errors) };
+    match obj.get("command") {
+        None => problem(
+            &mut errors,
+            "command",
+            "required: the program and its arguments, e.g. [\"/usr/bin/app\", \"--flag\"]",
+        ),
+        Some(Value::Array(items)) if items.is_empty() => {
+            problem(&mut errors, "command", "must name at least the program")
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("command[{i}]");
+                match item.as_str() {
+                    None => problem(&mut errors, field, "must be a string"),
+                    Some("") if i == 0 => problem(&mut errors, field, "the program must not be empty"),
+                    Some(s) if s.contains('\0') => problem(&mut errors, field, "must not contain a NUL byte"),
+                    Some(_) => {}
+                }
+            }
+        }
+        Some(_) => problem(&mut errors, "command", "must be an array of strings (no shell is involved)"),
+    }
+    for (key, value) in obj {
+        match key.as_str() {
+            "command" => {}
+            "env" => check_env(&mut errors, value),
+            "cwd" => match value.as_str() {
+                Some(dir) if dir.starts_with('/') && !dir.contains('\0') => {}
+                _ => problem(&mut errors, "cwd", "must be an absolute directory path"),
+            },
+            "stop_grace_ms" => check_ms(&mut errors, key, value, 0, MAX_STOP_GRACE_MS),
+            "timeout_ms" => check_ms(&mut errors, key, value, 1, u64::MAX),
+            "tail_lines" => {
+                if value.as_u64().is_none_or(|n| n > MAX_TAIL_LINES) {
+                    problem(&mut errors, key, format!("must be a whole number from 0 to {MAX_TAIL_LINES}"));
+                }
+            }
+            _ => problem(
+                &mut errors,
+                key,
+                "unknown field (known: command, env, cwd, stop_grace_ms, tail_lines, timeout_ms)",
+            ),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::future::Future;
+
+    /// A call context for app `app` with `spec` and `params`.
+    pub(crate) fn ctx(app: Option<i64>, spec: Value, params: Value) -> Ctx {
+        Ctx {
+            app_id: app,
+            app_name: "demo".into(),
+            task_id: Some(77),
+            spec,
+            params,
+            node_id: "node-a".into(),
+            epoch: 9,
+        }
+    }
+
+    /// Poll `check` until it is true or `limit` passes.
+    pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + limit;
+        loop {
+            if check().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Alive and not a zombie (an orphan's zombie may linger under an init that does not reap).
+    pub(crate) fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
+            Err(_) => false,
+        }
+    }
+
+    async fn pid_of(driver: &ProcessDriver, app: i64) -> i32 {
+        driver.children.lock().await.get(&app).map(|c| c.pid).unwrap()
+    }
+
+    async fn read_pid(path: &std::path::Path) -> i32 {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n'))
+            })
+            .await
+        );
+        std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
+    }
+
+    fn sh(script: &str) -> Value {
+        json!({ "command": ["/bin/sh", "-c", script], "stop_grace_ms": 2000 })
+    }
+
+    #[tokio::test]
+    async fn start_status_stop() {
+        let d = ProcessDriver::new();
+        let c = ctx(Some(1), json!({ "command": ["sleep", "30"] }), json!({}));
+        d.start(&c).await.unwrap();
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Running);
+        let pid = pid_of(&d, 1).await;
+        assert!(alive(pid));
+        d.stop(&c).await.unwrap();
+        assert!(!alive(pid));
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped);
+    }
+
+    #[tokio::test]
+    async fn start_and_stop_are_idempotent() {
+        let d = ProcessDriver::new();
+        let c = ctx(Some(2), json!({ "command": ["sleep", "30"] }), json!({}));
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Unknown("not started on this node".into()));
+        d.stop(&c).await.unwrap(); // never started: fine
+        d.start(&c).await.unwrap();
+        let pid = pid_of(&d, 2).await;
+        d.start(&c).await.unwrap();
+        assert_eq!(pid_of(&d, 2).await, pid, "a second start must not spawn a second child");
+        d.stop(&c).await.unwrap();
+        d.stop(&c).await.unwrap();
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped);
+        // Started again after a stop: a new child.
+        d.start(&c).await.unwrap();
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Running);
+        assert_ne!(pid_of(&d, 2).await, pid);
+        d.stop(&c).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sigterm_ignoring_child_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+        let d = ProcessDriver::new();
+        let c = ctx(Some(3), json!({ "command": ["/bin/sh", "-c", script], "stop_grace_ms": 300 }), json!({}));
+        d.start(&c).await.unwrap();
+        let pid = read_pid(&ready).await;
+        let t = Instant::now();
+        d.stop(&c).await.unwrap();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(300), "stop returned before the grace: {took:?}");
+        assert!(took < Duration::from_secs(3), "stop took too long: {took:?}");
+        assert!(!alive(pid));
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped);
+    }
+
+    #[tokio::test]
+    async fn crashed_child_is_failed_with_code_and_stderr() {
+        let d = ProcessDriver::new();
+        let c = ctx(Some(4), sh("echo first >&2; echo 'disk on fire' >&2; exit 7"), json!({}));
+        d.start(&c).await.unwrap();
+        let failed =
+            eventually(Duration::from_secs(5), || async { matches!(d.status(&c).await, Ok(Observed::Failed(_))) })
+                .await;
+        assert!(failed);
+        let Observed::Failed(detail) = d.status(&c).await.unwrap() else { unreachable!() };
+        assert!(detail.contains("exited with code 7"), "{detail}");
+        assert!(detail.contains("first | disk on fire"), "{detail}");
+        // A stop acknowledges the crash.
+        d.stop(&c).await.unwrap();
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped);
+    }
+
+    #[tokio::test]
+    async fn clean_exit_without_stop_is_a_failure() {
+        let d = ProcessDriver::new();
+        let c = ctx(Some(5), json!({ "command": ["true"] }), json!({}));
+        d.start(&c).await.unwrap();
+        assert!(
+            eventually(Duration::from_secs(5), || async { !matches!(d.status(&c).await, Ok(Observed::Running)) }).await
+        );
+        let Observed::Failed(detail) = d.status(&c).await.unwrap() else { panic!("expected Failed") };
+        assert!(detail.contains("code 0 without being asked"), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn the_whole_group_goes_including_a_term_ignoring_grandchild() {
+        let dir = tempfile::tempdir().unwrap();
+        let gc = dir.path().join("gc.pid");
+        // The grandchild ignores SIGTERM; the leader exits on it; the group sweep kills the rest.
+        let script = format!("sh -c \"trap '' TERM; echo \\$\\$ > {}; exec sleep 30\" & wait", gc.display());
+        let d = ProcessDriver::new();
+        let c = ctx(Some(6), sh(&script), json!({}));
+        d.start(&c).await.unwrap();
+        let grandchild = read_pid(&gc).await;
+        assert!(alive(grandchild));
+        d.stop(&c).await.unwrap();
+        assert!(eventually(Duration::from_secs(2), || async { !alive(grandchild) }).await, "grandchild survived");
+    }
+
+    /// Not a test on its own: the stand-in node for `children_die_with_a_killed_node`.
+    #[tokio::test]
+    #[ignore = "run by children_die_with_a_killed_node"]
+    async fn stand_in_node() {
+        let Ok(pidfile) = std::env::var("ROTA_TEST_PIDFILE") else { return };
+        let d = ProcessDriver::new();
+        let script = format!("echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}; exec sleep 30");
+        d.start(&ctx(Some(1), sh(&script), json!({}))).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await; // until SIGKILLed
+    }
+
+    #[tokio::test]
+    async fn children_die_with_a_killed_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("child.pid");
+        let mut node = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "drivers::process::tests::stand_in_node", "--ignored", "--nocapture"])
+            .env("ROTA_TEST_PIDFILE", &pidfile)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = read_pid(&pidfile).await;
+        assert!(alive(child));
+        node.kill().unwrap(); // SIGKILL: no shutdown hook runs
+        node.wait().unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { !alive(child) }).await, "child outlived its node");
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_everything() {
+        let d = ProcessDriver::new();
+        let a = ctx(Some(7), json!({ "command": ["sleep", "30"] }), json!({}));
+        let b = ctx(Some(8), json!({ "command": ["sleep", "30"] }), json!({}));
+        d.start(&a).await.unwrap();
+        d.start(&b).await.unwrap();
+        let (pa, pb) = (pid_of(&d, 7).await, pid_of(&d, 8).await);
+        d.shutdown().await;
+        assert!(!alive(pa) && !alive(pb));
+        assert_eq!(d.status(&a).await.unwrap(), Observed::Stopped);
+    }
+
+    #[tokio::test]
+    async fn run_returns_output_and_exit_code() {
+        let d = ProcessDriver::new();
+        let params = json!({ "foo-bar": 5, "name": "x y", "flag": true, "obj": { "k": 1 } });
+        let script = "echo \"$ROTA_APP_ID $ROTA_APP_NAME $ROTA_NODE_ID $ROTA_EPOCH $ROTA_TASK_ID\"; \
+                      echo \"$ROTA_PARAM_FOO_BAR|$ROTA_PARAM_NAME|$ROTA_PARAM_FLAG|${ROTA_PARAM_OBJ-unset}\"; \
+                      echo \"$ROTA_PARAMS\"; echo \"$EXTRA\"";
+        let spec = json!({ "command": ["/bin/sh", "-c", script], "env": { "EXTRA": "from-spec" } });
+        let out = d.run(&ctx(None, spec, params.clone())).await.unwrap();
+        assert_eq!(out["exit_code"], 0);
+        let lines: Vec<&str> = out["stdout_tail"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+        assert_eq!(lines[0], " demo node-a 9 77");
+        assert_eq!(lines[1], "5|x y|true|unset");
+        assert_eq!(serde_json::from_str::<Value>(lines[2]).unwrap(), params);
+        assert_eq!(lines[3], "from-spec");
+    }
+
+    #[tokio::test]
+    async fn run_keeps_only_the_tail() {
+        let d = ProcessDriver::new();
+        let spec = json!({ "command": ["/bin/sh", "-c", "for i in $(seq 1 100); do echo $i; done"], "tail_lines": 3 });
+        let out = d.run(&ctx(None, spec, json!({}))).await.unwrap();
+        assert_eq!(out["stdout_tail"], json!(["98", "99", "100"]));
+    }
+
+    #[tokio::test]
+    async fn run_nonzero_exit_fails_with_stderr() {
+        let d = ProcessDriver::new();
+        let err = d.run(&ctx(None, sh("echo nope >&2; exit 3"), json!({}))).await.unwrap_err();
+        let DriverError::Failed(msg) = err else { panic!("expected Failed, got {err:?}") };
+        assert!(msg.contains("exited with code 3") && msg.contains("stderr tail: nope"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn run_timeout_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!("echo $$ > {}; sleep 30", pidfile.display());
+        let d = ProcessDriver::new();
+        let spec = json!({ "command": ["/bin/sh", "-c", script], "timeout_ms": 300 });
+        let t = Instant::now();
+        let err = d.run(&ctx(None, spec, json!({}))).await.unwrap_err();
+        assert!(matches!(err, DriverError::Timeout(_)), "{err:?}");
+        assert!(t.elapsed() < Duration::from_secs(3));
+        let pid = read_pid(&pidfile).await;
+        assert!(eventually(Duration::from_secs(2), || async { !alive(pid) }).await);
+    }
+
+    #[tokio::test]
+    async fn spawn_error_is_failed() {
+        let d = ProcessDriver::new();
+        let err = d.run(&ctx(None, json!({ "command": ["/nonexistent/bin"] }), json!({}))).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Failed(m) if m.contains("/nonexistent/bin")), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn start_without_app_id_is_invalid() {
+        let d = ProcessDriver::new();
+        let err = d.start(&ctx(None, json!({ "command": ["true"] }), json!({}))).await.unwrap_err();
+        assert!(err.is_permanent());
+    }
+
+    #[test]
+    fn validate_names_every_field() {
+        let d = ProcessDriver::new();
+        assert!(d
+            .validate(&json!({ "command": ["/bin/app", "--x"], "env": { "A": "1" }, "cwd": "/tmp",
+            "stop_grace_ms": 10, "tail_lines": 5, "timeout_ms": 100 }))
+            .is_ok());
+        let errors = d
+            .validate(&json!({
+                "command": ["/bin/app", 5],
+                "env": { "FOO": 1, "ROTA_X": "y" },
+                "cwd": "relative",
+                "stop_grace_ms": -1,
+                "tail_lines": "many",
+                "bogus": true
+            }))
+            .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        for f in ["command[1]", "env.FOO", "env.ROTA_X", "cwd", "stop_grace_ms", "tail_lines", "bogus"] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+        let errors = d.validate(&json!({})).unwrap_err();
+        assert_eq!(errors[0].field, "command");
+        let errors = d.validate(&json!({ "command": [] })).unwrap_err();
+        assert_eq!(errors[0].field, "command");
+        assert_eq!(d.validate(&json!([])).unwrap_err()[0].field, "");
+    }
+
+    #[test]
+    fn env_keys_are_sanitised() {
+        assert_eq!(env_key("foo-bar.baz"), "FOO_BAR_BAZ");
+        assert_eq!(env_key("é1"), "_1");
+        let err = task_env(&ctx(None, json!({}), json!({ "a": "x\u{0}y" }))).unwrap_err();
+        assert!(err.is_permanent());
+    }
+}
