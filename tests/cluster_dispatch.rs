@@ -63,7 +63,7 @@ impl Cluster {
     }
 
     fn task(&self, id: i64) -> TaskRow {
-        diesel::sql_query(format!("SELECT id, status, attempts, owner_node, error FROM task WHERE id = {id}"))
+        diesel::sql_query(format!("SELECT status, attempts, owner_node, error FROM task WHERE id = {id}"))
             .get_result(&mut *self.store.conn().unwrap())
             .unwrap()
     }
@@ -107,8 +107,6 @@ struct App {
 
 #[derive(Debug, QueryableByName)]
 struct TaskRow {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
     #[diesel(sql_type = Text)]
     status: String,
     #[diesel(sql_type = Integer)]

@@ -50,7 +50,7 @@ impl Fixture {
     }
 
     fn tasks(&self) -> Vec<Row> {
-        diesel::sql_query("SELECT id, app_id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id")
+        diesel::sql_query("SELECT id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id")
             .load(&mut *self.store.conn().unwrap())
             .unwrap()
     }
@@ -85,8 +85,6 @@ impl Fixture {
 struct Row {
     #[diesel(sql_type = BigInt)]
     id: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    app_id: Option<i64>,
     #[diesel(sql_type = Text)]
     action: String,
     #[diesel(sql_type = Text)]

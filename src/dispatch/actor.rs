@@ -24,7 +24,7 @@ use crate::store::models::{Application, Task};
 
 /// A message to an actor.
 enum Msg {
-    Task(Task),
+    Task(Box<Task>),
     Release(oneshot::Sender<()>),
 }
 
@@ -37,7 +37,7 @@ pub struct Handle {
 impl Handle {
     /// Queue a claimed command.
     pub fn send(&self, task: Task) {
-        if let Err(mpsc::error::SendError(Msg::Task(t))) = self.tx.send(Msg::Task(task)) {
+        if let Err(mpsc::error::SendError(Msg::Task(t))) = self.tx.send(Msg::Task(Box::new(task))) {
             tracing::warn!(task.id = t.id, "actor is gone; the task will be recovered");
         }
     }
@@ -95,7 +95,7 @@ impl Actor {
         loop {
             let step = tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Task(t)) => self.execute(t).await,
+                    Some(Msg::Task(t)) => self.execute(*t).await,
                     Some(Msg::Release(done)) => {
                         self.release().await;
                         let _ = done.send(());
@@ -144,7 +144,7 @@ impl Actor {
             }
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Task(t)) => self.give_back(t).await,
+                    Some(Msg::Task(t)) => self.give_back(*t).await,
                     Some(Msg::Release(done)) => {
                         let _ = done.send(());
                         return false;
@@ -161,6 +161,7 @@ impl Actor {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Task(t) => {
+                    let t = *t;
                     let why = format!("application {} does not exist: create it first, or fix app_id", self.app_id);
                     self.shared.finish(&t, Outcome::Failed(why)).await;
                     self.shared.wake.notify_one();

@@ -308,7 +308,7 @@ impl Dispatcher {
             }
         };
         for o in orphans {
-            if !ms.ring.owner(task_key(o.id, o.app_id).as_bytes()).is_some_and(|m| m.node_id == me) {
+            if ms.ring.owner(task_key(o.id, o.app_id).as_bytes()).is_none_or(|m| m.node_id != me) {
                 continue;
             }
             let reason = format!(
@@ -351,7 +351,7 @@ impl Dispatcher {
             a.abort();
         }
         self.jobs.abort_all();
-        self.shared.drivers.shutdown().await;
+        self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }
 
@@ -367,7 +367,7 @@ impl Dispatcher {
         if tokio::time::timeout(grace, async { while self.jobs.join_next().await.is_some() {} }).await.is_err() {
             self.jobs.abort_all();
         }
-        self.shared.drivers.shutdown().await;
+        self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
     }
 }
 

@@ -11,7 +11,10 @@
 //! Must never: retry on its own (the dispatcher owns retries and backoff), or block a tokio
 //! worker (blocking work goes to `spawn_blocking`).
 
+pub mod http;
 pub mod noop;
+pub mod process;
+pub mod shell;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -137,7 +140,11 @@ impl Registry {
 
     /// Every built-in driver.
     pub fn builtin() -> Self {
-        Self::empty().with(Arc::new(noop::NoopDriver))
+        Self::empty()
+            .with(Arc::new(noop::NoopDriver))
+            .with(Arc::new(process::ProcessDriver::new()))
+            .with(Arc::new(shell::ShellDriver::new()))
+            .with(Arc::new(http::HttpDriver::new()))
     }
 
     /// The driver called `name`.
@@ -150,10 +157,11 @@ impl Registry {
         self.drivers.keys().copied().collect()
     }
 
-    /// Stop everything every driver supervises.
-    pub async fn shutdown(&self) {
-        for d in self.drivers.values() {
-            d.shutdown().await;
+    /// Stop everything every driver supervises, in parallel, waiting at most `limit`.
+    pub async fn shutdown_within(&self, limit: std::time::Duration) {
+        let all = futures_util::future::join_all(self.drivers.values().map(|d| d.shutdown()));
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::warn!("drivers took longer than {limit:?} to stop what they supervise");
         }
     }
 }
