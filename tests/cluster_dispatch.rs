@@ -235,3 +235,36 @@ fn a_paused_node_changes_nothing_when_it_wakes() {
     // And the application settles back on the ring's owner, running.
     wait_owned_as(&c, &three, "the application back on n3, running");
 }
+
+#[test]
+fn a_crashed_nodes_process_applications_die_with_it_and_run_again_on_a_survivor() {
+    let mut c = Cluster::new(&["n1", "n2", "n3"]);
+    c.converge(&["n1", "n2", "n3"]);
+    let three = ring(&["n1", "n2", "n3"]);
+    let id = (1..).find(|id| owner(&three, *id) == "n3").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "echo $$ > \"$DIR/pid-$ROTA_NODE_ID\"; exec sleep 300"],
+        "env": { "DIR": dir.path().to_str().unwrap() },
+    });
+    for i in 1..id {
+        c.sql(&format!("INSERT INTO application (id, name, driver) VALUES ({i}, 'filler-{i}', 'noop')"));
+    }
+    c.sql(&format!("INSERT INTO application (id, name, driver, spec) VALUES ({id}, 'worker', 'process', '{spec}')"));
+    c.sql(&format!("INSERT INTO task (app_id, action) VALUES ({id}, 'start')"));
+    let pid_of = |node: &str| std::fs::read_to_string(dir.path().join(format!("pid-{node}"))).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    wait_until(Duration::from_secs(20), "the process to run on n3", || pid_of("n3").is_some());
+    let old = pid_of("n3").unwrap();
+
+    let victim = c.nodes.remove("n3").unwrap();
+    victim.signal("KILL");
+    let t0 = Instant::now();
+    let alive = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    wait_until(Duration::from_secs(5), "the child to die with its node", || !alive(old));
+    let survivor = owner(&ring(&["n1", "n2"]), id);
+    wait_until(Duration::from_secs(20), "the process to run again on the survivor", || pid_of(&survivor).is_some_and(alive));
+    eprintln!("measured: process application running again on {survivor} {:?} after SIGKILL (ttl {TTL} s)", t0.elapsed());
+    let apps = c.apps();
+    let app = apps.iter().find(|a| a.id == id).unwrap();
+    assert_eq!((app.owner_node.as_deref(), app.state.as_str()), (Some(survivor.as_str()), "running"));
+}

@@ -280,3 +280,126 @@ fn cancelled_pending_tasks_never_run_and_old_rows_are_pruned() {
         rows.len() == 1 && rows[0].id == 2 && rows[0].status == "succeeded"
     });
 }
+
+/// Wait until the application's observed state is `state`.
+fn wait_state(f: &Fixture, app: i64, state: &str) {
+    wait_until(Duration::from_secs(20), &format!("application {app} to be {state}"), || f.app_state(app).0 == state);
+}
+
+#[test]
+fn process_applications_start_stop_and_restart_after_a_crash() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "echo $$ > \"$PIDFILE\"; exec sleep 300"],
+        "env": { "PIDFILE": pidfile.to_str().unwrap() },
+        "stop_grace_ms": 2000,
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('worker', 'process', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
+    wait_state(&f, 1, "running");
+    let read_pid = || std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    wait_until(Duration::from_secs(5), "the pid file", || read_pid().is_some());
+    let first = read_pid().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{first}")).exists());
+
+    // The child dies behind our back: the monitor sees it failed and the policy restarts it.
+    std::process::Command::new("kill").arg("-KILL").arg(first.to_string()).status().unwrap();
+    wait_until(Duration::from_secs(20), "a new child", || read_pid().is_some_and(|p| p != first) && f.app_state(1).0 == "running");
+
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop')");
+    wait_state(&f, 1, "stopped");
+    let second = read_pid().unwrap();
+    wait_until(Duration::from_secs(5), "the child to be gone", || {
+        std::fs::read_to_string(format!("/proc/{second}/stat")).map_or(true, |s| s.contains(") Z "))
+    });
+}
+
+#[test]
+fn shell_applications_pass_parameters_only_as_environment() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("up");
+    let spec = serde_json::json!({
+        "start": "touch \"$FLAG\"",
+        "stop": "rm -f \"$FLAG\"",
+        "status": "test -f \"$FLAG\" || exit 3",
+        "run": "printf %s \"$ROTA_PARAM_WHO\" > \"$FLAG.who\"",
+        "env": { "FLAG": flag.to_str().unwrap() },
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('svc', 'shell', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
+    wait_state(&f, 1, "running");
+    assert!(flag.exists());
+    let hostile = "x; touch /tmp/rota-injected-$$; echo";
+    f.sql(&format!(r#"INSERT INTO task (app_id, action, payload) VALUES (1, 'run', '{{"who": "{hostile}"}}')"#));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop')");
+    wait_state(&f, 1, "stopped");
+    assert!(!flag.exists());
+    let rows = f.wait_all_terminal(Duration::from_secs(10));
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("up.who")).unwrap(), hostile, "the parameter arrives verbatim");
+}
+
+/// A stand-in for an outside system: POST /start, POST /stop, GET /status → {"job": {"state": …}}.
+fn fake_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    std::thread::spawn(move || {
+        let mut state = "FINISHED";
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(format!("{} {}", line.split_whitespace().next().unwrap_or(""), path));
+            match path.as_str() {
+                "/start" => state = "RUNNING",
+                "/stop" => state = "FINISHED",
+                _ => {}
+            }
+            let reply = format!(r#"{{"job": {{"state": "{state}"}}}}"#);
+            let mut s = stream;
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}", reply.len());
+        }
+    });
+    (addr, calls)
+}
+
+#[test]
+fn http_applications_follow_the_outside_systems_state() {
+    let f = fixture(false, &[]);
+    let (addr, calls) = fake_service();
+    let spec = serde_json::json!({
+        "start": { "method": "POST", "url": format!("http://{addr}/start") },
+        "stop": { "method": "POST", "url": format!("http://{addr}/stop") },
+        "status": { "url": format!("http://{addr}/status"), "state_pointer": "/job/state",
+                    "states": { "RUNNING": "running", "FINISHED": "stopped", "FAILED": "failed" } },
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('flink-job', 'http', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
+    wait_state(&f, 1, "running");
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop')");
+    wait_state(&f, 1, "stopped");
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.contains(&"POST /start".to_string()) && calls.contains(&"POST /stop".to_string()), "{calls:?}");
+    assert!(calls.iter().any(|c| c == "GET /status"), "{calls:?}");
+}
