@@ -87,15 +87,14 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
     let dispatch_stop = CancellationToken::new();
-    let shared = Arc::new(dispatch::Shared {
-        store: store.clone(),
-        drivers: Registry::builtin(),
-        node_id: node_id.clone(),
-        membership: membership.subscribe(),
-        cfg: cfg.dispatch.clone(),
-        wake: Arc::new(tokio::sync::Notify::new()),
-        metrics: metrics.clone(),
-    });
+    let shared = dispatch::Shared::new(
+        store.clone(),
+        Registry::builtin(),
+        node_id.clone(),
+        membership.subscribe(),
+        cfg.dispatch.clone(),
+        metrics.clone(),
+    );
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
     let state = ApiState {
         store: store.clone(),

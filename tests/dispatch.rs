@@ -403,3 +403,24 @@ fn http_applications_follow_the_outside_systems_state() {
     assert!(calls.contains(&"POST /start".to_string()) && calls.contains(&"POST /stop".to_string()), "{calls:?}");
     assert!(calls.iter().any(|c| c == "GET /status"), "{calls:?}");
 }
+
+fn a_backlog_of_jobs_drains(postgres: bool) {
+    let f = fixture(postgres, &[]);
+    let values = vec!["('run')"; 2000].join(",");
+    f.sql(&format!("INSERT INTO task (action) VALUES {values}"));
+    let t0 = std::time::Instant::now();
+    let rows = f.wait_all_terminal(Duration::from_secs(120));
+    eprintln!("measured: 2000 noop jobs drained in {:?} on {}", t0.elapsed(), if postgres { "postgres" } else { "sqlite" });
+    assert_eq!(rows.len(), 2000);
+    assert!(rows.iter().all(|r| r.status == "succeeded" && r.attempts == 1), "every job once");
+}
+
+#[test]
+fn a_backlog_of_jobs_drains_with_batched_completion_on_postgres() {
+    a_backlog_of_jobs_drains(true);
+}
+
+#[test]
+fn a_backlog_of_jobs_drains_with_batched_completion_on_sqlite() {
+    a_backlog_of_jobs_drains(false);
+}

@@ -17,6 +17,7 @@
 //! not own at the epoch it claimed it (every completion is conditional, invariant I3).
 
 mod actor;
+mod complete;
 pub mod plan;
 pub mod wake;
 
@@ -54,9 +55,23 @@ pub struct Shared {
     pub wake: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    completer: complete::Completer,
 }
 
 impl Shared {
+    /// Everything the dispatcher needs; starts the batched completer.
+    pub fn new(
+        store: Store,
+        drivers: Registry,
+        node_id: String,
+        membership: watch::Receiver<MembershipState>,
+        cfg: DispatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Shared> {
+        let completer = complete::Completer::spawn(store.clone(), node_id.clone());
+        Arc::new(Shared { store, drivers, node_id, membership, cfg, wake: Arc::new(Notify::new()), metrics, completer })
+    }
+
     /// True when this node may claim and act right now.
     pub fn may_act(&self) -> bool {
         self.membership.borrow().may_act(Instant::now())
@@ -85,9 +100,8 @@ impl Shared {
     /// Record how a claimed task ended, conditional on our claim. Returns false when the row was
     /// no longer ours (nothing written).
     async fn finish(&self, task: &Task, outcome: Outcome) -> bool {
-        let (id, node, epoch) = (task.id, self.node_id.clone(), task.owner_epoch.unwrap_or_default());
-        let o = outcome.clone();
-        match self.store.run(move |c| q::finish(c, id, &node, epoch, &o)).await {
+        let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
+        match self.completer.finish(id, epoch, outcome.clone()).await {
             Ok(true) => {
                 match &outcome {
                     Outcome::Succeeded(_) => tracing::debug!(task.id = id, app.id = ?task.app_id, "task succeeded"),

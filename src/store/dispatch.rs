@@ -135,6 +135,14 @@ pub fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome
     Ok(n == 1)
 }
 
+/// [`finish`] for many tasks in one transaction; one flag per row, in order.
+pub fn finish_batch(conn: &mut AnyConnection, node: &str, rows: &[(i64, i64, Outcome)]) -> Result<Vec<bool>, StoreError> {
+    if let [(id, epoch, outcome)] = rows {
+        return Ok(vec![finish(conn, *id, node, *epoch, outcome)?]);
+    }
+    conn.transaction(|c| rows.iter().map(|(id, epoch, outcome)| finish(c, *id, node, *epoch, outcome)).collect())
+}
+
 /// Give a claimed task back untouched (its attempt uncounted): the application could not be
 /// acquired yet (its previous owner has not released it).
 pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64) -> Result<bool, StoreError> {
