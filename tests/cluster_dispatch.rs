@@ -158,6 +158,42 @@ fn ownership_follows_the_ring_and_a_join_moves_about_a_quarter() {
     assert_eq!(moved, to_new, "applications move only to the joining node");
     assert!((5..=25).contains(&moved), "about a quarter should move, moved {moved}");
     assert!(after.iter().all(|a| a.desired_state == "running"));
+    assert_graceful_handoffs(&c);
+}
+
+/// I4 on a graceful ring change: every application is acquired only when nobody holds it —
+/// the previous holder released it first. Read from the `app.acquired` / `app.released` events.
+fn assert_graceful_handoffs(c: &Cluster) {
+    #[derive(QueryableByName)]
+    struct Ev {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        app_id: Option<i64>,
+        #[diesel(sql_type = Text)]
+        kind: String,
+        #[diesel(sql_type = Nullable<Text>)]
+        node_id: Option<String>,
+    }
+    let events: Vec<Ev> = diesel::sql_query(
+        "SELECT app_id, kind, node_id FROM event WHERE kind IN ('app.acquired', 'app.released') ORDER BY id",
+    )
+    .load(&mut *c.store.conn().unwrap())
+    .unwrap();
+    let mut holder: BTreeMap<i64, String> = BTreeMap::new();
+    for e in &events {
+        let (app, node) = (e.app_id.unwrap(), e.node_id.clone().unwrap());
+        match e.kind.as_str() {
+            "app.acquired" => {
+                if let Some(h) = holder.get(&app) {
+                    assert_eq!(h, &node, "application {app} acquired by {node} while {h} still held it");
+                }
+                holder.insert(app, node);
+            }
+            _ => {
+                assert_eq!(holder.remove(&app).as_deref(), Some(node.as_str()), "application {app} released by a non-holder");
+            }
+        }
+    }
+    assert!(events.iter().any(|e| e.kind == "app.released"), "the join must have moved something");
 }
 
 #[test]

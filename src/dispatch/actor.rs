@@ -125,6 +125,9 @@ impl Actor {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
+                        self.shared
+                            .event("app.acquired", Some(id), None, format!("application {id} acquired at epoch {epoch}"), json!({ "epoch": epoch }))
+                            .await;
                         self.app = Some(app);
                         self.adopt().await;
                         return true;
@@ -464,7 +467,10 @@ impl Actor {
         }
         let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
         match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch)).await {
-            Ok(true) => tracing::info!(app.id = id, ring.epoch = epoch, "released application"),
+            Ok(true) => {
+                tracing::info!(app.id = id, ring.epoch = epoch, "released application");
+                self.shared.event("app.released", Some(id), None, format!("application {id} released"), json!({ "epoch": epoch })).await;
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(app.id = id, error = %e, "could not release the application; it is freed when this node leaves"),
         }
