@@ -127,6 +127,12 @@ pub struct NewApplication {
     pub spec: Option<String>,
     /// Selector (JSON).
     pub selector: Option<String>,
+    /// Restart policy.
+    pub restart_policy: Option<String>,
+    /// Restarts allowed.
+    pub max_restarts: Option<i32>,
+    /// Monitor interval.
+    pub monitor_interval_ms: Option<i32>,
 }
 
 /// A row of `event`.

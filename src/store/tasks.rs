@@ -1,10 +1,11 @@
-//! Queries on `task`.
+//! Queries on `task` for the admin API (the dispatch path's live in `dispatch`).
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::models::{NewTask, Task};
 use super::schema::task;
-use super::{AnyConnection, StoreError};
+use super::{AnyConnection, MultiBackend, StoreError};
 
 /// Insert a task; returns its id. A duplicate `idempotency_key` is refused by the database's
 /// unique index ([`diesel::result::DatabaseErrorKind::UniqueViolation`]).
@@ -15,4 +16,45 @@ pub fn insert_task(conn: &mut AnyConnection, new: &NewTask) -> Result<i64, Store
 /// The task with this id, if any.
 pub fn find_task(conn: &mut AnyConnection, id: i64) -> Result<Option<Task>, StoreError> {
     Ok(task::table.find(id).select(Task::as_select()).first(conn).optional()?)
+}
+
+/// The task holding an idempotency key, if any.
+pub fn find_by_idempotency_key(conn: &mut AnyConnection, key: &str) -> Result<Option<Task>, StoreError> {
+    Ok(task::table.filter(task::idempotency_key.eq(key)).select(Task::as_select()).first(conn).optional()?)
+}
+
+/// Filters for [`list_tasks`].
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    /// Status.
+    pub status: Option<String>,
+    /// Application.
+    pub app_id: Option<i64>,
+    /// Claiming node.
+    pub owner: Option<String>,
+    /// Created at or after.
+    pub since: Option<NaiveDateTime>,
+    /// Created before.
+    pub until: Option<NaiveDateTime>,
+}
+
+/// Tasks with `id > after`, in id order, at most `limit`.
+pub fn list_tasks(conn: &mut AnyConnection, f: &TaskFilter, after: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
+    let mut q = task::table.into_boxed::<MultiBackend>().filter(task::id.gt(after));
+    if let Some(s) = &f.status {
+        q = q.filter(task::status.eq(s.clone()));
+    }
+    if let Some(a) = f.app_id {
+        q = q.filter(task::app_id.eq(a));
+    }
+    if let Some(o) = &f.owner {
+        q = q.filter(task::owner_node.eq(o.clone()));
+    }
+    if let Some(t) = f.since {
+        q = q.filter(task::created_at.ge(t));
+    }
+    if let Some(t) = f.until {
+        q = q.filter(task::created_at.lt(t));
+    }
+    Ok(q.order(task::id).limit(limit).select(Task::as_select()).load(conn)?)
 }
