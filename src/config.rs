@@ -29,10 +29,57 @@ pub struct Config {
     pub server: ServerConfig,
     /// Who is in the cluster.
     pub membership: MembershipConfig,
+    /// The admin API.
+    pub api: ApiConfig,
     /// The dispatcher.
     pub dispatch: DispatchConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// A token's rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read everything.
+    Read,
+    /// Read and change everything.
+    Admin,
+}
+
+/// One bearer token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (recorded as the actor of what it does; never the token itself).
+    pub name: String,
+    /// The secret.
+    pub token: String,
+    /// `read` or `admin`.
+    pub scope: Scope,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("TokenConfig").field("name", &self.name).field("scope", &self.scope).finish_non_exhaustive()
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Bearer tokens. None configured: the API answers only on a loopback address.
+    pub tokens: Vec<TokenConfig>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { tokens: Vec::new(), max_body_bytes: 256 * 1024 }
+    }
 }
 
 /// `[dispatch]`
@@ -405,6 +452,28 @@ impl Config {
             m.advertise_addr.parse::<SocketAddr>().map_err(|e| {
                 invalid("membership.advertise_addr", format!("`{}` is not host:port: {e}", m.advertise_addr))
             })?;
+        }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            if t.name.is_empty() {
+                return Err(invalid("api.tokens", format!("token {} has an empty name", i + 1)));
+            }
+            if t.token.len() < 16 {
+                return Err(invalid("api.tokens", format!("token `{}` is shorter than 16 characters", t.name)));
+            }
+        }
+        if self.api.max_body_bytes == 0 {
+            return Err(invalid("api.max_body_bytes", "must be at least 1"));
+        }
+        let listen: SocketAddr = self.server.listen.parse().map_err(|e| invalid("server.listen", format!("{e}")))?;
+        if self.api.tokens.is_empty() && !listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{listen} is not a loopback address and no API token is configured: anyone could drive this \
+                     node. Add tokens under [api] (e.g. `tokens = [{{ name = \"ops\", token = \"<32 random \
+                     characters>\", scope = \"admin\" }}]`) or listen on 127.0.0.1"
+                ),
+            ));
         }
         let d = &self.dispatch;
         for (key, value) in [

@@ -95,6 +95,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         cfg.dispatch.clone(),
         metrics.clone(),
     );
+    let wake = shared.wake.clone();
+    let drivers = shared.drivers.clone();
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
     let state = ApiState {
         store: store.clone(),
@@ -105,6 +107,10 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             MembershipBackend::Standalone => "standalone",
             MembershipBackend::Etcd => "etcd",
         },
+        tokens: Arc::new(cfg.api.tokens.clone()),
+        wake,
+        drivers,
+        max_body_bytes: cfg.api.max_body_bytes,
         ready_timeout: Duration::from_secs(2),
     };
     let server_opts = ServerOptions {

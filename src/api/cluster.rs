@@ -9,9 +9,38 @@ use serde_json::json;
 use super::ApiState;
 use crate::membership::Status;
 
-/// Register the route.
+/// Register the routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/v1/cluster", web::get().to(cluster));
+    cfg.route("/cluster", web::get().to(cluster)).route("/owner", web::get().to(owner));
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerQuery {
+    key: String,
+    /// `k=v,k2=v2`
+    selector: Option<String>,
+}
+
+/// `GET /api/v1/owner?key=K[&selector=dc=eu]`: who owns K on this node's ring, and why.
+async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<HttpResponse, super::error::ApiError> {
+    let mut selector = crate::ring::Selector::new();
+    for pair in q.selector.as_deref().unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = crate::config::parse_label(pair).map_err(|e| super::error::ApiError::field("selector", e))?;
+        selector.insert(k, v);
+    }
+    let m = state.membership.borrow().clone();
+    let explanation = m.ring.explain(q.key.as_bytes(), &selector);
+    let candidates: Vec<&str> =
+        m.ring.members().iter().filter(|mem| mem.matches(&selector) && mem.weight > 0).map(|mem| mem.node_id.as_str()).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "key": q.key,
+        "ring_epoch": m.ring.epoch(),
+        "explanation": explanation,
+        "candidates": candidates,
+        "why": "the key is hashed with Murmur3 (x64_128, low 64 bits); the owner is the node of the first ring point \
+                at or after the hash, clockwise, whose labels match the selector",
+    })))
 }
 
 async fn cluster(state: web::Data<ApiState>) -> HttpResponse {

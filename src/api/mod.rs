@@ -7,10 +7,15 @@
 //! Must never: run SQL itself (it calls the store), or block a worker on the database outside
 //! `Store::run`.
 
+pub mod apps;
+pub mod auth;
 pub mod cluster;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod tasks;
+pub mod views;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -36,6 +41,14 @@ pub struct ApiState {
     pub node_id: String,
     /// Membership backend name (`standalone`, `etcd`).
     pub backend: &'static str,
+    /// API tokens (empty: loopback callers only).
+    pub tokens: Arc<Vec<crate::config::TokenConfig>>,
+    /// Wakes this node's dispatcher after an insert (the only wake-up on SQLite).
+    pub wake: Arc<tokio::sync::Notify>,
+    /// Drivers, to validate specs.
+    pub drivers: crate::drivers::Registry,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
     /// How long `/readyz` waits for the database.
     pub ready_timeout: Duration,
 }
@@ -52,13 +65,26 @@ pub struct ServerOptions {
 /// Start serving on an already bound listener (tests bind `127.0.0.1:0`). The caller stops it
 /// through the returned server's handle; signals are the caller's business.
 pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> std::io::Result<actix_web::dev::Server> {
+    let limit = state.max_body_bytes;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(web::JsonConfig::default().limit(limit).error_handler(error::json_error))
+            .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
+            .app_data(web::PayloadConfig::default().limit(limit))
             .configure(health::config)
             .configure(metrics::config)
-            .configure(cluster::config)
+            .service(
+                web::scope("/api/v1")
+                    .wrap(actix_web::middleware::from_fn(auth::middleware))
+                    .configure(cluster::config)
+                    .configure(apps::config)
+                    .configure(tasks::config)
+                    .configure(events::config)
+                    .default_service(web::to(error::not_found)),
+            )
             .default_service(web::to(error::not_found))
     })
     .workers(opts.workers)

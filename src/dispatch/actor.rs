@@ -219,7 +219,20 @@ impl Actor {
                 self.app = Some(app);
                 Ok(())
             }
-            Ok(_) => Err(Lost),
+            Ok(Some(_)) => Err(Lost),
+            Ok(None) => {
+                // Deleted (with force) while we ran it: stop what runs here, then end.
+                if let (Some(app), Ok((driver, spec))) = (self.app.clone(), self.driver()) {
+                    if self.shared.may_act() {
+                        let ctx = self.ctx(spec, None, json!({}));
+                        if let Err(e) = driver.stop(&ctx).await {
+                            tracing::warn!(app.id = app.id, error = %e, "stopping a deleted application failed");
+                        }
+                    }
+                }
+                tracing::info!(app.id = id, "application deleted; its actor stops");
+                Err(Lost)
+            }
             Err(e) => {
                 tracing::warn!(app.id = id, error = %e, "could not read the application");
                 Ok(())

@@ -224,12 +224,29 @@ impl Drop for Node {
 
 /// GET a URL without treating 4xx/5xx as errors: (status, body); (0, error) when unreachable.
 pub fn http_get(url: &str) -> (u16, String) {
+    http("GET", url, None, None)
+}
+
+/// Any request, JSON body optional, bearer token optional: (status, body).
+pub fn http(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
+        .allow_non_standard_methods(true)
         .build()
         .into();
-    match agent.get(url).call() {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("Content-Type", "application/json");
+    }
+    let result = match body {
+        Some(b) => agent.run(req.body(b.to_string()).unwrap()),
+        None => agent.run(req.body(()).unwrap()),
+    };
+    match result {
         Ok(mut resp) => (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default()),
         Err(e) => (0, e.to_string()),
     }

@@ -1,0 +1,305 @@
+//! `/api/v1/apps`: create, list, show, update, delete applications, and start / stop / restart
+//! them (each writes a `task` and answers 202 with its id and link).
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{ApiError, FieldError};
+use super::views::{AppView, EventView, Page};
+use super::ApiState;
+use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
+use crate::store::events::{self, EventFilter};
+use crate::store::models::{NewApplication, NewEvent, NewTask};
+use crate::store::{tasks, StoreError};
+
+/// Register the routes.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/apps", web::post().to(create))
+        .route("/apps", web::get().to(list))
+        .route("/apps/{id}", web::get().to(show))
+        .route("/apps/{id}", web::patch().to(update))
+        .route("/apps/{id}", web::delete().to(delete))
+        .route("/apps/{id}/start", web::post().to(start))
+        .route("/apps/{id}/stop", web::post().to(stop))
+        .route("/apps/{id}/restart", web::post().to(restart));
+}
+
+/// The caller set by the auth middleware.
+pub fn caller(req: &HttpRequest) -> String {
+    req.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Record an admin action in `event`.
+pub async fn audit(state: &ApiState, kind: &str, app_id: Option<i64>, task_id: Option<i64>, actor: String, message: String) {
+    let ev = NewEvent {
+        kind: kind.into(),
+        app_id,
+        task_id,
+        node_id: Some(state.node_id.clone()),
+        actor: Some(actor),
+        message,
+        data: None,
+    };
+    if let Err(e) = state.store.run(move |c| events::record_event(c, &ev)).await {
+        tracing::warn!(error = %e, "could not record an audit event");
+    }
+}
+
+/// `limit` within 1..=500 (default 50).
+pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::field("limit", format!("must be between 1 and 500, got {n}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    name: String,
+    driver: String,
+    #[serde(default = "empty_object")]
+    spec: Value,
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+    restart_policy: Option<String>,
+    max_restarts: Option<i32>,
+    monitor_interval_ms: Option<i32>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+const POLICIES: [&str; 3] = ["never", "on_failure", "always"];
+
+fn check_name(name: &str, errors: &mut Vec<FieldError>) {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        errors.push(FieldError { field: "name".into(), message: "1 to 128 letters, digits, `-`, `_` or `.`".into() });
+    }
+}
+
+fn check_policy(policy: Option<&str>, max: Option<i32>, interval: Option<i32>, errors: &mut Vec<FieldError>) {
+    if let Some(p) = policy.filter(|p| !POLICIES.contains(p)) {
+        errors.push(FieldError { field: "restart_policy".into(), message: format!("`{p}` is not one of never, on_failure, always") });
+    }
+    if max.is_some_and(|m| m < 0) {
+        errors.push(FieldError { field: "max_restarts".into(), message: "must be 0 or more".into() });
+    }
+    if interval.is_some_and(|i| i <= 0) {
+        errors.push(FieldError { field: "monitor_interval_ms".into(), message: "must be at least 1".into() });
+    }
+}
+
+fn check_spec(state: &ApiState, driver: &str, spec: &Value, errors: &mut Vec<FieldError>) {
+    match state.drivers.get(driver) {
+        None => errors.push(FieldError {
+            field: "driver".into(),
+            message: format!("unknown driver `{driver}` (available: {})", state.drivers.names().join(", ")),
+        }),
+        Some(d) => {
+            if let Err(found) = d.validate(spec) {
+                errors.extend(found.into_iter().map(|e| FieldError {
+                    field: if e.field.is_empty() { "spec".into() } else { format!("spec.{}", e.field) },
+                    message: e.message,
+                }));
+            }
+        }
+    }
+}
+
+fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let message = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+    Err(ApiError::Invalid { message, fields: errors })
+}
+
+async fn create(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<CreateApp>) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    let mut errors = Vec::new();
+    check_name(&b.name, &mut errors);
+    check_spec(&state, &b.driver, &b.spec, &mut errors);
+    check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms, &mut errors);
+    invalid(errors)?;
+    let new = NewApplication {
+        name: b.name.clone(),
+        driver: b.driver,
+        spec: Some(b.spec.to_string()),
+        selector: Some(json!(b.selector).to_string()),
+        restart_policy: b.restart_policy,
+        max_restarts: b.max_restarts,
+        monitor_interval_ms: b.monitor_interval_ms,
+    };
+    let id = match state.store.run(move |c| apps::insert_application(c, &new)).await {
+        Ok(id) => id,
+        Err(StoreError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+            return Err(ApiError::Conflict(format!("an application named `{}` already exists", b.name)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit(&state, "app.created", Some(id), None, caller(&req), format!("application {id} `{}` created", b.name)).await;
+    let app = load(&state, id).await?;
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/apps/{id}"))).json(AppView::from(app)))
+}
+
+async fn load(state: &ApiState, id: i64) -> Result<crate::store::models::Application, ApiError> {
+    state
+        .store
+        .run(move |c| apps::find_application(c, id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no application with id {id}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    driver: Option<String>,
+    owner: Option<String>,
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let limit = page_size(q.limit)?;
+    let filter = AppFilter { state: q.state.clone(), driver: q.driver.clone(), owner: q.owner.clone() };
+    let after = q.after.unwrap_or(0);
+    let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
+    let next = (rows.len() as i64 == limit).then(|| {
+        let mut url = format!("/api/v1/apps?limit={limit}&after={}", rows.last().map(|a| a.id).unwrap_or(0));
+        for (k, v) in [("state", &q.state), ("driver", &q.driver), ("owner", &q.owner)] {
+            if let Some(v) = v {
+                url.push_str(&format!("&{k}={v}"));
+            }
+        }
+        url
+    });
+    Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(AppView::from).collect(), next }))
+}
+
+async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let app = load(&state, id).await?;
+    let filter = EventFilter { app_id: Some(id), ..Default::default() };
+    let recent = state.store.run(move |c| events::list_events(c, &filter, None, 20)).await?;
+    let mut body = json!(AppView::from(app));
+    body["recent_events"] = json!(recent.into_iter().map(EventView::from).collect::<Vec<_>>());
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `Some(None)` for an explicit `null`, `None` when absent.
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateApp {
+    spec: Option<Value>,
+    selector: Option<BTreeMap<String, String>>,
+    restart_policy: Option<String>,
+    max_restarts: Option<i32>,
+    #[serde(default, deserialize_with = "double_option")]
+    monitor_interval_ms: Option<Option<i32>>,
+}
+
+async fn update(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: web::Json<UpdateApp>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let b = body.into_inner();
+    let app = load(&state, id).await?;
+    let mut errors = Vec::new();
+    if let Some(spec) = &b.spec {
+        check_spec(&state, &app.driver, spec, &mut errors);
+    }
+    check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms.flatten(), &mut errors);
+    invalid(errors)?;
+    let change = AppUpdate {
+        spec: b.spec.map(|s| s.to_string()),
+        selector: b.selector.map(|s| json!(s).to_string()),
+        restart_policy: b.restart_policy,
+        max_restarts: b.max_restarts,
+        monitor_interval_ms: b.monitor_interval_ms,
+    };
+    if !state.store.run(move |c| apps::update_application(c, id, &change)).await? {
+        return Err(ApiError::NotFound(format!("no application with id {id}")));
+    }
+    audit(&state, "app.updated", Some(id), None, caller(&req), format!("application {id} updated")).await;
+    Ok(HttpResponse::Ok().json(AppView::from(load(&state, id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, q: web::Query<DeleteQuery>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let force = q.force;
+    match state.store.run(move |c| apps::delete_application(c, id, force)).await? {
+        Deleted::Yes => {
+            audit(&state, "app.deleted", Some(id), None, caller(&req), format!("application {id} deleted{}", if force { " (forced)" } else { "" })).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Deleted::Missing => Err(ApiError::NotFound(format!("no application with id {id}"))),
+        Deleted::NotStopped(s, d) => Err(ApiError::Conflict(format!(
+            "application {id} is not stopped (state {s}, desired {d}): stop it first, or delete with ?force=true"
+        ))),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    idempotency_key: Option<String>,
+    payload: Option<Value>,
+}
+
+async fn start(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+    command(&state, &req, id.into_inner(), "start", body.map(|b| b.into_inner()).unwrap_or_default()).await
+}
+
+async fn stop(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+    command(&state, &req, id.into_inner(), "stop", body.map(|b| b.into_inner()).unwrap_or_default()).await
+}
+
+async fn restart(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+    command(&state, &req, id.into_inner(), "restart", body.map(|b| b.into_inner()).unwrap_or_default()).await
+}
+
+async fn command(state: &ApiState, req: &HttpRequest, id: i64, action: &str, body: CommandBody) -> Result<HttpResponse, ApiError> {
+    load(state, id).await?;
+    if let Some(p) = body.payload.as_ref().filter(|p| !p.is_object()) {
+        return Err(ApiError::field("payload", format!("must be a JSON object, got {p}")));
+    }
+    let new = NewTask {
+        app_id: Some(id),
+        action: action.into(),
+        payload: body.payload.map(|p| p.to_string()),
+        idempotency_key: body.idempotency_key.clone(),
+        ..Default::default()
+    };
+    let task_id = super::tasks::insert(state, new).await?;
+    audit(state, "app.command", Some(id), Some(task_id), caller(req), format!("{action} requested for application {id} (task {task_id})")).await;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/api/v1/tasks/{task_id}")))
+        .json(json!({ "task_id": task_id, "task": format!("/api/v1/tasks/{task_id}") })))
+}
+
+/// Used by the tasks module to resolve an idempotency conflict into the existing task.
+pub async fn existing_task(state: &ApiState, key: String) -> Result<Option<i64>, ApiError> {
+    Ok(state.store.run(move |c| tasks::find_by_idempotency_key(c, &key)).await?.map(|t| t.id))
+}

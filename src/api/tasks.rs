@@ -1,0 +1,158 @@
+//! `/api/v1/tasks`: submit any task, list with filters, show, cancel.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::apps::{audit, caller, existing_task, page_size};
+use super::error::ApiError;
+use super::views::{Page, TaskView};
+use super::ApiState;
+use crate::store::dispatch as q;
+use crate::store::models::NewTask;
+use crate::store::tasks::{self, TaskFilter};
+use crate::store::StoreError;
+
+/// Register the routes.
+pub fn config(cfg: &mut web::ServiceConfig) {
+    cfg.route("/tasks", web::post().to(submit))
+        .route("/tasks", web::get().to(list))
+        .route("/tasks/{id}", web::get().to(show))
+        .route("/tasks/{id}/cancel", web::post().to(cancel));
+}
+
+/// Insert a task and wake this node's dispatcher; a taken idempotency key is a 409 naming the
+/// task that holds it.
+pub async fn insert(state: &ApiState, new: NewTask) -> Result<i64, ApiError> {
+    let key = new.idempotency_key.clone();
+    match state.store.run(move |c| tasks::insert_task(c, &new)).await {
+        Ok(id) => {
+            state.wake.notify_one();
+            Ok(id)
+        }
+        Err(StoreError::Query(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))) => {
+            let key = key.unwrap_or_default();
+            let holder = existing_task(state, key.clone()).await?;
+            Err(ApiError::Conflict(format!(
+                "idempotency key `{key}` is already used by task {}",
+                holder.map(|h| h.to_string()).unwrap_or_else(|| "?".into())
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Submit {
+    action: String,
+    app_id: Option<i64>,
+    payload: Option<Value>,
+    priority: Option<i32>,
+    run_after: Option<DateTime<Utc>>,
+    max_attempts: Option<i32>,
+    idempotency_key: Option<String>,
+}
+
+async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Submit>) -> Result<HttpResponse, ApiError> {
+    let b = body.into_inner();
+    if b.action.is_empty() || b.action.len() > 64 {
+        return Err(ApiError::field("action", "1 to 64 characters: start, stop, restart or run"));
+    }
+    if let Some(p) = b.payload.as_ref().filter(|p| !p.is_object()) {
+        return Err(ApiError::field("payload", format!("must be a JSON object, got {p}")));
+    }
+    if b.max_attempts.is_some_and(|m| m < 1) {
+        return Err(ApiError::field("max_attempts", "must be at least 1"));
+    }
+    if b.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256) {
+        return Err(ApiError::field("idempotency_key", "1 to 256 characters"));
+    }
+    let new = NewTask {
+        app_id: b.app_id,
+        action: b.action.clone(),
+        payload: b.payload.map(|p| p.to_string()),
+        priority: b.priority,
+        run_after: b.run_after.map(|t| t.naive_utc()),
+        max_attempts: b.max_attempts,
+        idempotency_key: b.idempotency_key,
+        parent_id: None,
+    };
+    let id = insert(&state, new).await?;
+    audit(&state, "task.submitted", b.app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action)).await;
+    Ok(HttpResponse::Accepted()
+        .insert_header(("Location", format!("/api/v1/tasks/{id}")))
+        .json(json!({ "task_id": id, "task": format!("/api/v1/tasks/{id}") })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    app_id: Option<i64>,
+    owner: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+const STATUSES: [&str; 6] = ["pending", "running", "succeeded", "failed", "cancelled", "lost"];
+
+async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let qy = query.into_inner();
+    let limit = page_size(qy.limit)?;
+    if let Some(s) = qy.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(ApiError::field("status", format!("`{s}` is not one of {}", STATUSES.join(", "))));
+    }
+    let naive = |t: Option<DateTime<Utc>>| t.map(|t| t.naive_utc());
+    let filter = TaskFilter {
+        status: qy.status.clone(),
+        app_id: qy.app_id,
+        owner: qy.owner.clone(),
+        since: naive(qy.since),
+        until: naive(qy.until),
+    };
+    let after = qy.after.unwrap_or(0);
+    let rows = state.store.run(move |c| tasks::list_tasks(c, &filter, after, limit)).await?;
+    let next = (rows.len() as i64 == limit).then(|| {
+        let mut url = format!("/api/v1/tasks?limit={limit}&after={}", rows.last().map(|t| t.id).unwrap_or(0));
+        if let Some(s) = &qy.status {
+            url.push_str(&format!("&status={s}"));
+        }
+        if let Some(a) = qy.app_id {
+            url.push_str(&format!("&app_id={a}"));
+        }
+        if let Some(o) = &qy.owner {
+            url.push_str(&format!("&owner={o}"));
+        }
+        for (k, v) in [("since", qy.since), ("until", qy.until)] {
+            if let Some(t) = v {
+                url.push_str(&format!("&{k}={}", t.format("%Y-%m-%dT%H:%M:%S%.fZ")));
+            }
+        }
+        url
+    });
+    Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(TaskView::from).collect(), next }))
+}
+
+async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let task = state.store.run(move |c| tasks::find_task(c, id)).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
+    Ok(HttpResponse::Ok().json(TaskView::from(task)))
+}
+
+async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if state.store.run(move |c| q::cancel(c, id)).await? {
+        audit(&state, "task.cancelled", None, Some(id), caller(&req), format!("task {id} cancelled")).await;
+        let task = state.store.run(move |c| tasks::find_task(c, id)).await?;
+        return Ok(HttpResponse::Ok().json(task.map(TaskView::from)));
+    }
+    match state.store.run(move |c| tasks::find_task(c, id)).await? {
+        None => Err(ApiError::NotFound(format!("no task with id {id}"))),
+        Some(t) => Err(ApiError::Conflict(format!("task {id} is {}; only pending tasks can be cancelled", t.status))),
+    }
+}

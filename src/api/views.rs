@@ -1,0 +1,152 @@
+//! JSON shapes of resources: JSON columns (stored as TEXT) become JSON values, timestamps RFC 3339.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::models::{Application, Event, Task};
+
+/// Parse a JSON column; a value that is not JSON (written by hand) is returned as a string.
+pub fn json_column(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn ts(t: chrono::NaiveDateTime) -> String {
+    t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An application as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct AppView {
+    id: i64,
+    name: String,
+    driver: String,
+    spec: Value,
+    selector: Value,
+    desired_state: String,
+    state: String,
+    owner_node: Option<String>,
+    owner_epoch: Option<i64>,
+    restart_policy: String,
+    max_restarts: i32,
+    restart_count: i32,
+    monitor_interval_ms: Option<i32>,
+    last_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Application> for AppView {
+    fn from(a: Application) -> Self {
+        AppView {
+            id: a.id,
+            spec: json_column(&a.spec),
+            selector: json_column(&a.selector),
+            name: a.name,
+            driver: a.driver,
+            desired_state: a.desired_state,
+            state: a.state,
+            owner_node: a.owner_node,
+            owner_epoch: a.owner_epoch,
+            restart_policy: a.restart_policy,
+            max_restarts: a.max_restarts,
+            restart_count: a.restart_count,
+            monitor_interval_ms: a.monitor_interval_ms,
+            last_error: a.last_error,
+            created_at: ts(a.created_at),
+            updated_at: ts(a.updated_at),
+        }
+    }
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    id: i64,
+    app_id: Option<i64>,
+    action: String,
+    payload: Value,
+    status: String,
+    priority: i32,
+    run_after: String,
+    attempts: i32,
+    max_attempts: i32,
+    owner_node: Option<String>,
+    owner_epoch: Option<i64>,
+    idempotency_key: Option<String>,
+    parent_id: Option<i64>,
+    shard_index: Option<i32>,
+    shard_total: Option<i32>,
+    target_node: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+    created_at: String,
+    claimed_at: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl From<Task> for TaskView {
+    fn from(t: Task) -> Self {
+        TaskView {
+            id: t.id,
+            app_id: t.app_id,
+            payload: json_column(&t.payload),
+            action: t.action,
+            status: t.status,
+            priority: t.priority,
+            run_after: ts(t.run_after),
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            owner_node: t.owner_node,
+            owner_epoch: t.owner_epoch,
+            idempotency_key: t.idempotency_key,
+            parent_id: t.parent_id,
+            shard_index: t.shard_index,
+            shard_total: t.shard_total,
+            target_node: t.target_node,
+            result: t.result.as_deref().map(json_column),
+            error: t.error,
+            created_at: ts(t.created_at),
+            claimed_at: t.claimed_at.map(ts),
+            finished_at: t.finished_at.map(ts),
+        }
+    }
+}
+
+/// An event as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    id: i64,
+    at: String,
+    kind: String,
+    app_id: Option<i64>,
+    task_id: Option<i64>,
+    node_id: Option<String>,
+    actor: Option<String>,
+    message: String,
+    data: Value,
+}
+
+impl From<Event> for EventView {
+    fn from(e: Event) -> Self {
+        EventView {
+            id: e.id,
+            at: ts(e.at),
+            data: json_column(&e.data),
+            kind: e.kind,
+            app_id: e.app_id,
+            task_id: e.task_id,
+            node_id: e.node_id,
+            actor: e.actor,
+            message: e.message,
+        }
+    }
+}
+
+/// A page of a list, with the link to the next page (None on the last).
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The next page's URL.
+    pub next: Option<String>,
+}
