@@ -1,14 +1,24 @@
 //! Prometheus metrics: one registry per node, handles shared by the services that update them.
 //!
-//! Why here and not in `api`: membership, the store and (later) the dispatcher update these;
-//! the API only encodes them. Gauges that mirror state (ring epoch, pool use) are set at scrape
+//! Why here and not in `api`: membership, the store and the dispatcher update these; the API only
+//! encodes them. Gauges that mirror state (ring epoch, pool use, queue depth) are set at scrape
 //! time from the source of truth, so they can never drift from it.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+/// Label set of the task metrics: `[("action", …), ("status", …)]` or `[("action", …)]`.
+pub type Labels = Vec<(String, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
 
 /// The node's metrics.
 pub struct Metrics {
@@ -25,6 +35,16 @@ pub struct Metrics {
     pub db_pool_connections: Gauge,
     /// Idle database connections in the pool.
     pub db_pool_idle: Gauge,
+    /// Tasks this node finished, by action and final (or retry) status.
+    pub tasks: Family<Labels, Counter>,
+    /// Seconds from when a task was due (created or `run_after`) to its claim.
+    pub claim_latency: Histogram,
+    /// Seconds a task took to execute on this node, by action.
+    pub execution: Family<Labels, Histogram>,
+    /// Pending tasks that are due now (all nodes' queue).
+    pub queue_depth: Gauge,
+    /// Applications this node owns (one actor each).
+    pub owned_applications: Gauge,
 }
 
 impl Metrics {
@@ -43,6 +63,11 @@ impl Metrics {
             ring_epoch: Gauge::default(),
             db_pool_connections: Gauge::default(),
             db_pool_idle: Gauge::default(),
+            tasks: Family::default(),
+            claim_latency: latency_histogram(),
+            execution: Family::new_with_constructor(latency_histogram),
+            queue_depth: Gauge::default(),
+            owned_applications: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("membership_errors", "Failed membership operations", m.membership_errors.clone());
@@ -51,6 +76,11 @@ impl Metrics {
         registry.register("ring_epoch", "Epoch of the current ring", m.ring_epoch.clone());
         registry.register("db_pool_connections", "Open connections in the database pool", m.db_pool_connections.clone());
         registry.register("db_pool_idle_connections", "Idle connections in the database pool", m.db_pool_idle.clone());
+        registry.register("tasks", "Tasks finished by this node, by action and status", m.tasks.clone());
+        registry.register("task_claim_latency_seconds", "Seconds from a task being due to its claim", m.claim_latency.clone());
+        registry.register("task_execution_seconds", "Seconds a task took to execute, by action", m.execution.clone());
+        registry.register("queue_depth", "Pending tasks due now, cluster-wide", m.queue_depth.clone());
+        registry.register("owned_applications", "Applications this node owns", m.owned_applications.clone());
         Self { registry, ..m }
     }
 

@@ -64,6 +64,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     };
     let metrics = Arc::new(Metrics::new());
     let membership_stop = CancellationToken::new();
+    let (weight_tx, weight_rx) = tokio::sync::watch::channel(cfg.membership.weight);
     let membership = match cfg.membership.backend {
         MembershipBackend::Standalone => {
             let opts = standalone::Options {
@@ -83,7 +84,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
                 ttl: Duration::from_secs(cfg.membership.lease_ttl_s),
                 vnodes: cfg.membership.vnodes,
             };
-            etcd::start(me.clone(), opts, metrics.clone(), membership_stop.clone())
+            etcd::start(me.clone(), opts, weight_rx, metrics.clone(), membership_stop.clone())
         }
     };
     let dispatch_stop = CancellationToken::new();
@@ -111,6 +112,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         wake,
         drivers,
         max_body_bytes: cfg.api.max_body_bytes,
+        drain: (cfg.membership.backend == MembershipBackend::Etcd)
+            .then(|| Arc::new(api::Drain { weight: weight_tx, configured: cfg.membership.weight })),
         ready_timeout: Duration::from_secs(2),
     };
     let server_opts = ServerOptions {

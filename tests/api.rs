@@ -212,3 +212,30 @@ fn without_tokens_only_loopback_is_served_and_serve_refuses_a_public_listen() {
     assert!(!status.success());
     assert!(err.contains("server.listen") && err.contains("[api]") && err.contains("tokens"), "{err}");
 }
+
+#[test]
+fn metrics_cover_tasks_latency_queue_and_ownership() {
+    let (_dir, node) = node_with_tokens();
+    admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "m", "driver": "noop"})));
+    let (_, a) = admin(&node, "POST", "/api/v1/apps/1/start", None);
+    let task = a["task"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(10), "the start to succeed", || admin(&node, "GET", &task, None).1["status"] == "succeeded");
+    admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "run", "run_after": "2999-01-01T00:00:00Z"})));
+    let mut text = String::new();
+    wait_until(Duration::from_secs(10), "metrics to show the finished task", || {
+        text = node.get("/metrics").1;
+        text.contains(r#"rota_tasks_total{action="start",status="succeeded"} 1"#)
+    });
+    for needle in [
+        "rota_task_claim_latency_seconds_count 1",
+        "rota_task_execution_seconds_count{action=\"start\"} 1",
+        "rota_queue_depth 0",
+        "rota_owned_applications 1",
+        "rota_ring_epoch 1",
+        "rota_members 1",
+        "rota_db_pool_connections",
+        "rota_membership_errors_total 0",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+}

@@ -304,3 +304,38 @@ fn a_crashed_nodes_process_applications_die_with_it_and_run_again_on_a_survivor(
     let app = apps.iter().find(|a| a.id == id).unwrap();
     assert_eq!((app.owner_node.as_deref(), app.state.as_str()), (Some(survivor.as_str()), "running"));
 }
+
+#[test]
+fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
+    let c = Cluster::new(&["n1", "n2", "n3"]);
+    c.converge(&["n1", "n2", "n3"]);
+    let values: Vec<String> = (1..=30).map(|i| format!("('app-{i}', 'noop')")).collect();
+    c.sql(&format!("INSERT INTO application (name, driver) VALUES {}", values.join(",")));
+    c.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
+    let three = ring(&["n1", "n2", "n3"]);
+    wait_owned_as(&c, &three, "applications running on their ring owners");
+
+    let n3 = &c.nodes["n3"];
+    let (s, body) = common::http("POST", &n3.url("/api/v1/nodes/n3/drain"), None, None);
+    assert_eq!(s, 202, "{body}");
+    // Asking another node to drain n3 names n3's address.
+    let (s, body) = common::http("POST", &c.nodes["n1"].url("/api/v1/nodes/n3/drain"), None, None);
+    assert_eq!(s, 409);
+    assert!(body.contains(&n3.addr), "{body}");
+    let two = ring(&["n1", "n2"]);
+    wait_owned_as(&c, &two, "n3's applications to move to n1 and n2");
+    wait_until(Duration::from_secs(20), "n3 to report itself drained", || {
+        let (_, body) = n3.get("/api/v1/nodes/n3");
+        serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["drained"] == true)
+    });
+    // Still a member, with weight 0.
+    let (_, view) = c.nodes["n1"].get("/api/v1/cluster");
+    let v: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let w = v["members"].as_array().unwrap().iter().find(|m| m["node_id"] == "n3").map(|m| m["weight"].clone());
+    assert_eq!(w, Some(serde_json::json!(0)));
+
+    let (s, _) = common::http("DELETE", &n3.url("/api/v1/nodes/n3/drain"), None, None);
+    assert_eq!(s, 200);
+    wait_owned_as(&c, &three, "applications back on the full ring");
+    assert_graceful_handoffs(&c);
+}

@@ -21,6 +21,13 @@ async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
         m.members.set(ms.view.members.len() as i64);
         m.ring_epoch.set(ms.view.epoch as i64);
     }
+    match tokio::time::timeout(state.ready_timeout, state.store.run(crate::store::dispatch::queue_depth)).await {
+        Ok(Ok(n)) => {
+            m.queue_depth.set(n);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "queue depth unavailable for /metrics"),
+        Err(_) => tracing::debug!("queue depth timed out for /metrics"),
+    }
     let (open, idle) = state.store.pool_state();
     m.db_pool_connections.set(i64::from(open));
     m.db_pool_idle.set(i64::from(idle));

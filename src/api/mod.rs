@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod nodes;
 pub mod tasks;
 pub mod views;
 
@@ -49,8 +50,18 @@ pub struct ApiState {
     pub drivers: crate::drivers::Registry,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Drain control (etcd membership only).
+    pub drain: Option<Arc<Drain>>,
     /// How long `/readyz` waits for the database.
     pub ready_timeout: Duration,
+}
+
+/// Drain control: this node's ring weight as published in membership.
+pub struct Drain {
+    /// Set 0 to drain, the configured weight to undrain.
+    pub weight: watch::Sender<u32>,
+    /// The weight from the configuration.
+    pub configured: u32,
 }
 
 /// Server settings.
@@ -83,6 +94,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(apps::config)
                     .configure(tasks::config)
                     .configure(events::config)
+                    .configure(nodes::config)
                     .default_service(web::to(error::not_found)),
             )
             .default_service(web::to(error::not_found))

@@ -103,6 +103,16 @@ impl Shared {
         let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
         match self.completer.finish(id, epoch, outcome.clone()).await {
             Ok(true) => {
+                let status = match &outcome {
+                    Outcome::Succeeded(_) => "succeeded",
+                    Outcome::Failed(_) => "failed",
+                    Outcome::Retry { .. } => "retried",
+                };
+                self.metrics.tasks.get_or_create(&vec![("action".into(), task.action.clone()), ("status".into(), status.into())]).inc();
+                if let Some(claimed) = task.claimed_at {
+                    let secs = (chrono::Utc::now().naive_utc() - claimed).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    self.metrics.execution.get_or_create(&vec![("action".into(), task.action.clone())]).observe(secs);
+                }
                 match &outcome {
                     Outcome::Succeeded(_) => tracing::debug!(task.id = id, app.id = ?task.app_id, "task succeeded"),
                     Outcome::Failed(error) => {
@@ -256,6 +266,11 @@ impl Dispatcher {
         let claimed = self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?;
         for task in claimed {
             tracing::debug!(task.id = task.id, app.id = ?task.app_id, ring.epoch = epoch, "claimed");
+            if let Some(claimed_at) = task.claimed_at {
+                let due = task.created_at.max(task.run_after);
+                let secs = (claimed_at - due).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                self.shared.metrics.claim_latency.observe(secs);
+            }
             match task.app_id {
                 Some(app_id) => self.actor(app_id).send(task),
                 None => self.spawn_job(task).await,
@@ -268,6 +283,7 @@ impl Dispatcher {
         let alive = self.actors.get(&app_id).is_some_and(|a| !a.is_finished());
         if !alive {
             self.actors.insert(app_id, actor::spawn(app_id, self.shared.clone()));
+            self.shared.metrics.owned_applications.set(self.actors.len() as i64);
         }
         &self.actors[&app_id]
     }
@@ -294,6 +310,7 @@ impl Dispatcher {
                     if mine {
                         self.actor(id);
                     } else if let Some(handle) = self.actors.remove(&id) {
+                        self.shared.metrics.owned_applications.set(self.actors.len() as i64);
                         handle.release().await;
                     } else if owner.as_deref() == Some(me.as_str()) {
                         // Ours from an earlier life (no actor runs it): let the new owner have it.
@@ -306,6 +323,7 @@ impl Dispatcher {
             }
             Err(e) => tracing::warn!(error = %e, "could not list applications"),
         }
+        self.shared.metrics.owned_applications.set(self.actors.len() as i64);
         self.recover(&ms).await;
         self.prune().await;
     }
@@ -364,6 +382,7 @@ impl Dispatcher {
         for (_, a) in self.actors.drain() {
             a.abort();
         }
+        self.shared.metrics.owned_applications.set(0);
         self.jobs.abort_all();
         self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");

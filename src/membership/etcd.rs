@@ -49,7 +49,16 @@ pub struct Options {
 
 /// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
 /// reports `Joining` with the reason (so `/readyz` says why).
-pub fn start(me: LocalNode, opts: Options, metrics: Arc<Metrics>, shutdown: CancellationToken) -> MembershipHandle {
+///
+/// `weight` changes (a drain sets 0) re-register the member record with the new weight, so every
+/// node rebuilds its ring and this node's applications move away gracefully.
+pub fn start(
+    me: LocalNode,
+    opts: Options,
+    weight: watch::Receiver<u32>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> MembershipHandle {
     let (tx, rx) = watch::channel(MembershipState::joining());
     let prefix = format!("/{}/members/", opts.cluster);
     let record = MemberRecord {
@@ -60,8 +69,11 @@ pub fn start(me: LocalNode, opts: Options, metrics: Arc<Metrics>, shutdown: Canc
         instance: me.instance.clone(),
     };
     let runner = Runner {
+        record,
+        weight,
+        weight_open: true,
         key: format!("{prefix}{}", me.node_id),
-        value: serde_json::to_vec(&record).unwrap_or_default(),
+        value: Vec::new(),
         prefix,
         me,
         opts,
@@ -72,6 +84,8 @@ pub fn start(me: LocalNode, opts: Options, metrics: Arc<Metrics>, shutdown: Canc
         last_rev: 0,
         table: MemberTable::new(),
     };
+    let mut runner = runner;
+    runner.encode_record();
     MembershipHandle::new(rx, tokio::spawn(runner.run()))
 }
 
@@ -97,6 +111,9 @@ enum End {
 }
 
 struct Runner {
+    record: MemberRecord,
+    weight: watch::Receiver<u32>,
+    weight_open: bool,
     me: LocalNode,
     opts: Options,
     metrics: Arc<Metrics>,
@@ -119,6 +136,11 @@ async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Resu
 }
 
 impl Runner {
+    fn encode_record(&mut self) {
+        self.record.weight = *self.weight.borrow_and_update();
+        self.value = serde_json::to_vec(&self.record).unwrap_or_default();
+    }
+
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         let mut need_anchor = true;
@@ -315,6 +337,14 @@ impl Runner {
                     return End::LostLease("lease deadline passed without a keep-alive answer".into());
                 }
                 _ = self.shutdown.cancelled() => return End::Shutdown,
+                changed = self.weight.changed(), if self.weight_open => {
+                    if changed.is_err() {
+                        self.weight_open = false;
+                        continue;
+                    }
+                    self.encode_record();
+                    return End::Resync(format!("weight set to {}", self.record.weight));
+                }
                 _ = ticker.tick() => {
                     in_flight.push_back(Instant::now());
                     if let Err(e) = keeper.keep_alive().await {

@@ -219,6 +219,26 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
     Ok((pending == 1).then_some("pending"))
 }
 
+/// Pending tasks due now (the queue's depth).
+pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let sql = |now: &str| format!("SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND run_after <= {now}");
+    let n: N = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(sql(PG_NOW)).get_result(c)?,
+        AnyConnection::Sqlite(c) => diesel::sql_query(sql(SQLITE_NOW)).get_result(c)?,
+    };
+    Ok(n.n)
+}
+
+/// Running tasks claimed by `node`.
+pub fn running_on(conn: &mut AnyConnection, node: &str) -> Result<i64, StoreError> {
+    Ok(task::table.filter(task::status.eq("running")).filter(task::owner_node.eq(node)).count().get_result(conn)?)
+}
+
 /// Cancel a pending task; false when it is not pending (any more).
 pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
     let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq("pending")))
