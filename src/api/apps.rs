@@ -3,30 +3,32 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpMessage, HttpRequest, HttpResponse};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, FieldError};
-use super::views::{AppView, EventView, Page};
+use super::views::{Accepted, AppView, ErrorBody, EventView, Page};
 use super::ApiState;
 use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
 use crate::store::events::{self, EventFilter};
 use crate::store::models::{NewApplication, NewEvent, NewTask};
 use crate::store::{tasks, StoreError};
 
-/// Register the routes.
-pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/apps", web::post().to(create))
-        .route("/apps", web::get().to(list))
-        .route("/apps/{id}", web::get().to(show))
-        .route("/apps/{id}", web::patch().to(update))
-        .route("/apps/{id}", web::delete().to(delete))
-        .route("/apps/{id}/start", web::post().to(start))
-        .route("/apps/{id}/stop", web::post().to(stop))
-        .route("/apps/{id}/restart", web::post().to(restart));
+/// Register the routes (each handler's `#[utoipa::path]` puts it in the OpenAPI document).
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.service(create)
+        .service(list)
+        .service(show)
+        .service(update)
+        .service(delete)
+        .service(start)
+        .service(stop)
+        .service(restart);
 }
 
 /// The caller set by the auth middleware.
@@ -59,12 +61,17 @@ pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new application.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateApp {
+pub struct CreateApp {
+    /// Unique name: letters, digits, `-`, `_`, `.`.
     name: String,
+    /// `process`, `shell`, `http` or `noop` (docs/drivers.md).
     driver: String,
+    /// The driver's spec (validated now; errors per field).
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     spec: Value,
     #[serde(default)]
     selector: BTreeMap<String, String>,
@@ -125,6 +132,11 @@ fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
     Err(ApiError::Invalid { message, fields: errors })
 }
 
+#[utoipa::path(tag = "apps", request_body = CreateApp, responses(
+    (status = 201, description = "Created", body = AppView),
+    (status = 409, description = "The name is taken", body = ErrorBody),
+    (status = 422, description = "Invalid fields, each named", body = ErrorBody)))]
+#[post("/apps")]
 async fn create(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<CreateApp>) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let mut errors = Vec::new();
@@ -161,16 +173,25 @@ async fn load(state: &ApiState, id: i64) -> Result<crate::store::models::Applica
         .ok_or_else(|| ApiError::NotFound(format!("no application with id {id}")))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the application list.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Observed state.
     state: Option<String>,
+    /// Driver.
     driver: Option<String>,
+    /// Owning node.
     owner: Option<String>,
+    /// Page size, 1–500 (default 50).
     limit: Option<i64>,
+    /// Return ids greater than this (the `next` link sets it).
     after: Option<i64>,
 }
 
+#[utoipa::path(tag = "apps", params(ListQuery), responses((status = 200, description = "A page of applications", body = Page<AppView>)))]
+#[get("/apps")]
 async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = page_size(q.limit)?;
@@ -189,6 +210,10 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(AppView::from).collect(), next }))
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), responses(
+    (status = 200, description = "The application with its recent events", body = AppView),
+    (status = 404, description = "No such application", body = ErrorBody)))]
+#[get("/apps/{id}")]
 async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let app = load(&state, id).await?;
@@ -204,9 +229,11 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to an application (absent fields stay as they are).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateApp {
+pub struct UpdateApp {
+    #[schema(value_type = Option<Object>)]
     spec: Option<Value>,
     selector: Option<BTreeMap<String, String>>,
     restart_policy: Option<String>,
@@ -215,6 +242,11 @@ struct UpdateApp {
     monitor_interval_ms: Option<Option<i32>>,
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body = UpdateApp, responses(
+    (status = 200, description = "Updated", body = AppView),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 422, description = "Invalid fields", body = ErrorBody)))]
+#[patch("/apps/{id}")]
 async fn update(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: web::Json<UpdateApp>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let b = body.into_inner();
@@ -239,13 +271,21 @@ async fn update(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>
     Ok(HttpResponse::Ok().json(AppView::from(load(&state, id).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Delete options.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DeleteQuery {
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Delete even when not stopped.
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id"), DeleteQuery), responses(
+    (status = 204, description = "Deleted"),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 409, description = "Not stopped (use force)", body = ErrorBody)))]
+#[delete("/apps/{id}")]
 async fn delete(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, q: web::Query<DeleteQuery>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let force = q.force;
@@ -261,21 +301,40 @@ async fn delete(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Optional body of start / stop / restart.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CommandBody {
+pub struct CommandBody {
+    /// A second command with the same key is refused (409).
     idempotency_key: Option<String>,
+    /// Parameters for the driver (a JSON object).
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
+    (status = 202, description = "A task was written", body = Accepted),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
+#[post("/apps/{id}/start")]
 async fn start(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "start", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
+    (status = 202, description = "A task was written", body = Accepted),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
+#[post("/apps/{id}/stop")]
 async fn stop(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "stop", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }
 
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
+    (status = 202, description = "A task was written", body = Accepted),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
+#[post("/apps/{id}/restart")]
 async fn restart(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "restart", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }

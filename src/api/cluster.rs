@@ -3,26 +3,34 @@
 
 use std::time::Instant;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
+use utoipa_actix_web::service_config::ServiceConfig;
 use serde_json::json;
 
 use super::ApiState;
 use crate::membership::Status;
 
 /// Register the routes.
-pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/cluster", web::get().to(cluster)).route("/owner", web::get().to(owner));
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.service(cluster).service(owner);
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// Which key, under which selector.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct OwnerQuery {
+#[into_params(parameter_in = Query)]
+pub struct OwnerQuery {
+    /// The key: an application id, or a task id for jobs.
     key: String,
     /// `k=v,k2=v2`
     selector: Option<String>,
 }
 
 /// `GET /api/v1/owner?key=K[&selector=dc=eu]`: who owns K on this node's ring, and why.
+#[utoipa::path(tag = "cluster", params(OwnerQuery), responses(
+    (status = 200, description = "The owner, the hash, the ring position, the candidates", body = Object),
+    (status = 422, description = "A malformed selector", body = super::views::ErrorBody)))]
+#[get("/owner")]
 async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<HttpResponse, super::error::ApiError> {
     let mut selector = crate::ring::Selector::new();
     for pair in q.selector.as_deref().unwrap_or("").split(',').filter(|p| !p.is_empty()) {
@@ -43,6 +51,9 @@ async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<
     })))
 }
 
+/// The membership view this node acts on.
+#[utoipa::path(tag = "cluster", responses((status = 200, description = "Epoch, members with labels and weights, this node's status", body = Object)))]
+#[get("/cluster")]
 async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
     let m = state.membership.borrow().clone();
     let now = Instant::now();

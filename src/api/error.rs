@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::store::StoreError;
 
 /// One invalid field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted path, e.g. `spec.command`.
     pub field: String,

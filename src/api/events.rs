@@ -1,6 +1,8 @@
 //! `/api/v1/events`: the history, newest first, with filters.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
+use utoipa::IntoParams;
+use utoipa_actix_web::service_config::ServiceConfig;
 use serde::Deserialize;
 
 use super::apps::page_size;
@@ -10,21 +12,31 @@ use super::ApiState;
 use crate::store::events::{self, EventFilter};
 
 /// Register the route.
-pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/events", web::get().to(list));
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.service(list);
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the event list (newest first).
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Application.
     app_id: Option<i64>,
+    /// Task.
     task_id: Option<i64>,
+    /// Kind prefix, e.g. `app.`.
     kind: Option<String>,
+    /// Node that wrote it.
     node_id: Option<String>,
+    /// Page size, 1–500 (default 50).
     limit: Option<i64>,
+    /// Return ids smaller than this.
     before: Option<i64>,
 }
 
+#[utoipa::path(tag = "events", params(ListQuery), responses((status = 200, description = "A page of events, newest first", body = Page<EventView>)))]
+#[get("/events")]
 async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = page_size(q.limit)?;

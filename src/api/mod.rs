@@ -73,13 +73,39 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
 }
 
+/// The fixed parts of the OpenAPI document; paths and schemas are collected from the handlers.
+fn base_document() -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+    use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, SecurityRequirement};
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Rota admin API")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Applications, tasks, events and cluster of a Rota node. Errors are JSON {\"error\": {\"code\", \"message\"}}.")),
+        )
+        .components(Some(
+            ComponentsBuilder::new().security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer))).build(),
+        ))
+        .security(Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]))
+        .build()
+}
+
+/// The OpenAPI document as served at `/api/v1/openapi.json`.
+struct Document(String);
+
+async fn openapi_json(doc: web::Data<Document>) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
+}
+
 /// Start serving on an already bound listener (tests bind `127.0.0.1:0`). The caller stops it
 /// through the returned server's handle; signals are the caller's business.
 pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> std::io::Result<actix_web::dev::Server> {
+    use utoipa_actix_web::AppExt;
     let limit = state.max_body_bytes;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
-        App::new()
+        let (app, mut doc) = App::new()
             .app_data(data.clone())
             .app_data(web::JsonConfig::default().limit(limit).error_handler(error::json_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))
@@ -87,8 +113,11 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
             .app_data(web::PayloadConfig::default().limit(limit))
             .configure(health::config)
             .configure(metrics::config)
+            .route("/api/v1/openapi.json", web::get().to(openapi_json))
+            .into_utoipa_app()
+            .openapi(base_document())
             .service(
-                web::scope("/api/v1")
+                utoipa_actix_web::scope("/api/v1")
                     .wrap(actix_web::middleware::from_fn(auth::middleware))
                     .configure(cluster::config)
                     .configure(apps::config)
@@ -97,7 +126,18 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(nodes::config)
                     .default_service(web::to(error::not_found)),
             )
-            .default_service(web::to(error::not_found))
+            .split_for_parts();
+        doc.paths.paths.insert(
+            "/api/v1/openapi.json".into(),
+            utoipa::openapi::path::PathItem::new(
+                utoipa::openapi::HttpMethod::Get,
+                utoipa::openapi::path::OperationBuilder::new()
+                    .summary(Some("This document"))
+                    .response("200", utoipa::openapi::Response::new("The OpenAPI 3 document")),
+            ),
+        );
+        let json = doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        app.app_data(web::Data::new(Document(json))).default_service(web::to(error::not_found))
     })
     .workers(opts.workers)
     .disable_signals()

@@ -4,7 +4,10 @@
 //! …/drain` to bring it back. A node answers for itself only; the error names the address of
 //! the node asked for.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use super::views::ErrorBody;
 use serde_json::json;
 
 use super::apps::{audit, caller};
@@ -13,10 +16,8 @@ use super::ApiState;
 use crate::store::dispatch as q;
 
 /// Register the routes.
-pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/nodes/{id}", web::get().to(status))
-        .route("/nodes/{id}/drain", web::post().to(drain))
-        .route("/nodes/{id}/drain", web::delete().to(undrain));
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.service(status).service(drain).service(undrain);
 }
 
 fn this_node(state: &ApiState, id: &str) -> Result<(), ApiError> {
@@ -49,11 +50,21 @@ async fn report(state: &ApiState) -> Result<serde_json::Value, ApiError> {
     }))
 }
 
+#[utoipa::path(tag = "nodes", params(("id" = String, Path, description = "Node id")), responses(
+    (status = 200, description = "Drain status: weight, owned applications, running tasks, drained", body = Object),
+    (status = 404, description = "Not a member", body = ErrorBody),
+    (status = 409, description = "Another node (its address is named) or a standalone node", body = ErrorBody)))]
+#[get("/nodes/{id}")]
 async fn status(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     Ok(HttpResponse::Ok().json(report(&state).await?))
 }
 
+#[utoipa::path(tag = "nodes", params(("id" = String, Path, description = "Node id")), responses(
+    (status = 202, description = "Draining: weight 0; poll GET /nodes/{id} until drained", body = Object),
+    (status = 404, description = "Not a member", body = ErrorBody),
+    (status = 409, description = "Another node (its address is named) or a standalone node", body = ErrorBody)))]
+#[post("/nodes/{id}/drain")]
 async fn drain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {
@@ -66,6 +77,11 @@ async fn drain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<Strin
         .json(report(&state).await?))
 }
 
+#[utoipa::path(tag = "nodes", params(("id" = String, Path, description = "Node id")), responses(
+    (status = 200, description = "Back in the ring with its configured weight", body = Object),
+    (status = 404, description = "Not a member", body = ErrorBody),
+    (status = 409, description = "Another node (its address is named) or a standalone node", body = ErrorBody)))]
+#[delete("/nodes/{id}/drain")]
 async fn undrain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {

@@ -1,6 +1,8 @@
 //! `/api/v1/tasks`: submit any task, list with filters, show, cancel.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Deserialize;
@@ -8,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::apps::{audit, caller, existing_task, page_size};
 use super::error::ApiError;
-use super::views::{Page, TaskView};
+use super::views::{Accepted, ErrorBody, Page, TaskView};
 use super::ApiState;
 use crate::store::dispatch as q;
 use crate::store::models::NewTask;
@@ -16,11 +18,8 @@ use crate::store::tasks::{self, TaskFilter};
 use crate::store::StoreError;
 
 /// Register the routes.
-pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tasks", web::post().to(submit))
-        .route("/tasks", web::get().to(list))
-        .route("/tasks/{id}", web::get().to(show))
-        .route("/tasks/{id}/cancel", web::post().to(cancel));
+pub fn config(cfg: &mut ServiceConfig) {
+    cfg.service(submit).service(list).service(show).service(cancel);
 }
 
 /// Insert a task and wake this node's dispatcher; a taken idempotency key is a 409 naming the
@@ -44,18 +43,32 @@ pub async fn insert(state: &ApiState, new: NewTask) -> Result<i64, ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A task to write.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Submit {
+pub struct Submit {
+    /// `start`, `stop`, `restart` or `run`.
     action: String,
+    /// The application (absent for a job).
     app_id: Option<i64>,
+    /// Parameters (a JSON object).
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
+    /// Higher first within a claimed batch.
     priority: Option<i32>,
+    /// Not before this time (RFC 3339).
     run_after: Option<DateTime<Utc>>,
+    /// Attempts allowed (default 3).
     max_attempts: Option<i32>,
+    /// A second task with the same key is refused (409).
     idempotency_key: Option<String>,
 }
 
+#[utoipa::path(tag = "tasks", request_body = Submit, responses(
+    (status = 202, description = "Written", body = Accepted),
+    (status = 409, description = "Idempotency key already used", body = ErrorBody),
+    (status = 422, description = "Invalid fields", body = ErrorBody)))]
+#[post("/tasks")]
 async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Submit>) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     if b.action.is_empty() || b.action.len() > 64 {
@@ -87,20 +100,31 @@ async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Su
         .json(json!({ "task_id": id, "task": format!("/api/v1/tasks/{id}") })))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of the task list.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// pending, running, succeeded, failed, cancelled, lost.
     status: Option<String>,
+    /// Application.
     app_id: Option<i64>,
+    /// Claiming node.
     owner: Option<String>,
+    /// Created at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Page size, 1–500 (default 50).
     limit: Option<i64>,
+    /// Return ids greater than this.
     after: Option<i64>,
 }
 
 const STATUSES: [&str; 6] = ["pending", "running", "succeeded", "failed", "cancelled", "lost"];
 
+#[utoipa::path(tag = "tasks", params(ListQuery), responses((status = 200, description = "A page of tasks", body = Page<TaskView>)))]
+#[get("/tasks")]
 async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let qy = query.into_inner();
     let limit = page_size(qy.limit)?;
@@ -138,12 +162,21 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(TaskView::from).collect(), next }))
 }
 
+#[utoipa::path(tag = "tasks", params(("id" = i64, Path, description = "Task id")), responses(
+    (status = 200, description = "The task", body = TaskView),
+    (status = 404, description = "No such task", body = ErrorBody)))]
+#[get("/tasks/{id}")]
 async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let task = state.store.run(move |c| tasks::find_task(c, id)).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
     Ok(HttpResponse::Ok().json(TaskView::from(task)))
 }
 
+#[utoipa::path(tag = "tasks", params(("id" = i64, Path, description = "Task id")), responses(
+    (status = 200, description = "Cancelled", body = TaskView),
+    (status = 404, description = "No such task", body = ErrorBody),
+    (status = 409, description = "Not pending", body = ErrorBody)))]
+#[post("/tasks/{id}/cancel")]
 async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if state.store.run(move |c| q::cancel(c, id)).await? {

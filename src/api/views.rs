@@ -1,6 +1,7 @@
 //! JSON shapes of resources: JSON columns (stored as TEXT) become JSON values, timestamps RFC 3339.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 use serde_json::Value;
 
 use crate::store::models::{Application, Event, Task};
@@ -15,12 +16,14 @@ fn ts(t: chrono::NaiveDateTime) -> String {
 }
 
 /// An application as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppView {
     id: i64,
     name: String,
     driver: String,
+    #[schema(value_type = Object)]
     spec: Value,
+    #[schema(value_type = Object)]
     selector: Value,
     desired_state: String,
     state: String,
@@ -59,11 +62,12 @@ impl From<Application> for AppView {
 }
 
 /// A task as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TaskView {
     id: i64,
     app_id: Option<i64>,
     action: String,
+    #[schema(value_type = Object)]
     payload: Value,
     status: String,
     priority: i32,
@@ -77,6 +81,7 @@ pub struct TaskView {
     shard_index: Option<i32>,
     shard_total: Option<i32>,
     target_node: Option<String>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     error: Option<String>,
     created_at: String,
@@ -113,7 +118,7 @@ impl From<Task> for TaskView {
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
     id: i64,
     at: String,
@@ -123,6 +128,7 @@ pub struct EventView {
     node_id: Option<String>,
     actor: Option<String>,
     message: String,
+    #[schema(value_type = Object)]
     data: Value,
 }
 
@@ -143,10 +149,38 @@ impl From<Event> for EventView {
 }
 
 /// A page of a list, with the link to the next page (None on the last).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,
     /// The next page's URL.
     pub next: Option<String>,
+}
+
+/// The answer to a request that wrote a task (202).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The task's id.
+    pub task_id: i64,
+    /// Its URL.
+    pub task: String,
+}
+
+/// Every error: `{"error": {"code", "message", "fields"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `bad_request`, `invalid`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// For `invalid`: each bad field.
+    pub fields: Option<Vec<super::error::FieldError>>,
 }
