@@ -5,9 +5,12 @@
 //! API through [`client`] and never touch the database, so they work against any node of a
 //! cluster with only a URL and a token.
 
+pub mod app;
 pub mod client;
+pub mod cluster;
 pub mod ring;
 pub mod table;
+pub mod task;
 
 use serde_json::Value;
 
