@@ -182,6 +182,12 @@ fn cluster_status_and_owner() {
     // A read token is enough for the read-only views.
     let (s, out, err) = cli_as(&node, READER, &["cluster", "status"]);
     assert!(s.success(), "{out}{err}");
+
+    // Events recorded by this node, and by no other.
+    ok(&node, &["app", "create", "a", "--driver", "noop"]);
+    let mine = json(&node, &["events", "--node", &me]);
+    assert!(!mine["items"].as_array().unwrap().is_empty(), "{mine}");
+    assert_eq!(json(&node, &["events", "--node", "someone-else"])["items"], serde_json::json!([]));
 }
 
 #[test]

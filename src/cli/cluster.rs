@@ -40,6 +40,9 @@ pub struct EventsArgs {
     /// Only kinds starting with this (e.g. `app.` or `app.state`).
     #[arg(long, value_name = "PREFIX")]
     pub kind: Option<String>,
+    /// Only events recorded by this node id.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
     /// How many, newest first (1..=500; the API's default is 50).
     #[arg(long, value_name = "N")]
     pub limit: Option<i64>,
@@ -130,6 +133,9 @@ pub fn events(api: &ApiArgs, args: &EventsArgs) -> Result<(), CliError> {
     }
     if let Some(k) = &args.kind {
         query.push(("kind", k.clone()));
+    }
+    if let Some(n) = &args.node {
+        query.push(("node_id", n.clone()));
     }
     if let Some(n) = args.limit {
         query.push(("limit", n.to_string()));
