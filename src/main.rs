@@ -1,4 +1,5 @@
-//! The `rota` command: `serve`, `migrate`, and (with later issues) the admin commands.
+//! The `rota` command: `serve` and `migrate` run a node; `app`, `task`, `cluster` and `events` are
+//! clients of a node's REST API; `ring` works offline.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,6 +8,10 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use rota::cli::app::AppCommand;
+use rota::cli::client::{ApiArgs, CliError};
+use rota::cli::cluster::{ClusterCommand, EventsArgs};
+use rota::cli::task::TaskCommand;
 use rota::config::{parse_label, Config, ConfigError, LogFormat, MembershipBackend, Overrides};
 
 #[derive(Parser)]
@@ -26,6 +31,34 @@ enum Command {
     Ring {
         #[command(subcommand)]
         command: RingCommand,
+    },
+    /// Applications: create, list, show, start, stop, restart, delete (through the REST API).
+    App {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Tasks: submit, list, show, cancel (through the REST API).
+    Task {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+    /// The cluster as a node sees it: members, status, key ownership.
+    Cluster {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// The event history, newest first.
+    Events {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        args: EventsArgs,
     },
 }
 
@@ -135,6 +168,10 @@ fn main() -> ExitCode {
             })
         }),
         Command::Ring { command: RingCommand::Simulate(args) } => rota::cli::ring::simulate(&args),
+        Command::App { api, command } => return api_exit(rota::cli::app::run(&api, &command)),
+        Command::Task { api, command } => return api_exit(rota::cli::task::run(&api, &command)),
+        Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
+        Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,6 +182,17 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// API commands: the error's own lines on stderr and exit 1 (usage errors exit 2 in clap).
+fn api_exit(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            ExitCode::FAILURE
         }
     }
 }

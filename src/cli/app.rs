@@ -1,0 +1,379 @@
+//! `rota app …`: create, list, show, start / stop / restart (optionally waiting for the outcome)
+//! and delete applications through the REST API.
+//!
+//! Why it exists: an operator should not need curl and jq to run an application and see whether
+//! it came up. `--wait` turns the API's asynchronous commands (202 + a task) into a command that
+//! returns when the application is where it was asked to be, or fails with the task's error.
+//!
+//! It must never decide anything the node decides (validation, state transitions): it sends the
+//! request, polls what the API reports, and prints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::client::{ApiArgs, CliError, Client};
+use super::table::{self, Table};
+use super::{items, list_pages, parse_json, parse_pair, print_json};
+
+/// How often `--wait` asks the node.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// `rota app` subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AppCommand {
+    /// Create an application (it starts `stopped`; `rota app start` runs it).
+    Create(CreateArgs),
+    /// List applications.
+    List(ListArgs),
+    /// Show an application and its recent events.
+    Show {
+        /// Application id or name.
+        app: String,
+    },
+    /// Ask the owning node to start the application.
+    Start(CommandArgs),
+    /// Ask the owning node to stop the application.
+    Stop(CommandArgs),
+    /// Ask the owning node to stop, then start the application.
+    Restart(CommandArgs),
+    /// Delete an application (it must be stopped unless --force).
+    Delete {
+        /// Application id or name.
+        app: String,
+        /// Delete even if it is not stopped (the node stops managing it; nothing is stopped).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `rota app create`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Unique name: letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// Driver: noop, process, shell or http.
+    #[arg(long, value_name = "DRIVER")]
+    pub driver: String,
+    /// Driver spec as JSON, e.g. '{"command": "sleep", "args": ["60"]}'.
+    #[arg(long, value_name = "JSON", value_parser = parse_json, conflicts_with = "spec_file")]
+    pub spec: Option<Value>,
+    /// Read the driver spec (JSON) from a file.
+    #[arg(long, value_name = "FILE")]
+    pub spec_file: Option<PathBuf>,
+    /// Run only on nodes with this label, key=value (repeatable).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub selector: Vec<(String, String)>,
+    /// never, on_failure or always.
+    #[arg(long, value_name = "POLICY")]
+    pub restart_policy: Option<String>,
+    /// Restarts allowed before the application is left `failed`.
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<i32>,
+    /// How often the owner checks the application (default: the node's setting).
+    #[arg(long, value_name = "MS")]
+    pub monitor_interval_ms: Option<i32>,
+}
+
+/// `rota app list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only applications in this observed state (running, stopped, failed, …).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only applications with this driver.
+    #[arg(long)]
+    pub driver: Option<String>,
+    /// Only applications owned by this node id.
+    #[arg(long, value_name = "NODE")]
+    pub owner: Option<String>,
+    /// Page size (1..=500; the API's default is 50).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<i64>,
+    /// Follow `next` links and print every page.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `rota app start|stop|restart`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommandArgs {
+    /// Application id or name.
+    pub app: String,
+    /// Wait until the task is done and the application is running (start, restart) or stopped.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (the command still runs on the node).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, requires = "wait")]
+    pub timeout: u64,
+}
+
+/// Run one `rota app` command.
+pub fn run(api: &ApiArgs, command: &AppCommand) -> Result<(), CliError> {
+    let client = Client::new(api);
+    match command {
+        AppCommand::Create(args) => create(&client, api.json, args),
+        AppCommand::List(args) => list(&client, api.json, args),
+        AppCommand::Show { app } => show(&client, api.json, app),
+        AppCommand::Start(args) => command_and_wait(&client, api.json, "start", args),
+        AppCommand::Stop(args) => command_and_wait(&client, api.json, "stop", args),
+        AppCommand::Restart(args) => command_and_wait(&client, api.json, "restart", args),
+        AppCommand::Delete { app, force } => delete(&client, api.json, app, *force),
+    }
+}
+
+/// An application id, or the id of the application with that name (a name that is all digits
+/// cannot be used: the id wins). The API has no lookup by name, so names are found by listing.
+pub fn resolve(client: &Client, app: &str) -> Result<i64, CliError> {
+    if let Ok(id) = app.parse::<i64>() {
+        return Ok(id);
+    }
+    let all = list_pages(client, "/api/v1/apps", &[("limit", "500".into())], true)?;
+    items(&all)
+        .iter()
+        .find(|a| a["name"].as_str() == Some(app))
+        .and_then(|a| a["id"].as_i64())
+        .ok_or_else(|| CliError::Input(format!("no application named `{app}` (see `rota app list`)")))
+}
+
+fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError> {
+    let spec = match (&args.spec, &args.spec_file) {
+        (Some(spec), _) => spec.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Input(format!("cannot read --spec-file {}: {e}", path.display())))?;
+            parse_json(&text).map_err(|e| CliError::Input(format!("--spec-file {}: {e}", path.display())))?
+        }
+        (None, None) => json!({}),
+    };
+    let mut body = json!({
+        "name": args.name,
+        "driver": args.driver,
+        "spec": spec,
+        "selector": args.selector.iter().cloned().collect::<BTreeMap<_, _>>(),
+    });
+    if let Some(p) = &args.restart_policy {
+        body["restart_policy"] = json!(p);
+    }
+    if let Some(n) = args.max_restarts {
+        body["max_restarts"] = json!(n);
+    }
+    if let Some(n) = args.monitor_interval_ms {
+        body["monitor_interval_ms"] = json!(n);
+    }
+    let app = client.post("/api/v1/apps", Some(&body))?;
+    if json {
+        return print_json(&app);
+    }
+    println!(
+        "created application {} `{}` ({}, {}); start it with: rota app start {}",
+        table::cell(&app["id"]),
+        table::cell(&app["name"]),
+        table::cell(&app["driver"]),
+        table::cell(&app["state"]),
+        table::cell(&app["id"]),
+    );
+    Ok(())
+}
+
+fn list(client: &Client, json: bool, args: &ListArgs) -> Result<(), CliError> {
+    let mut query = Vec::new();
+    for (k, v) in [("state", &args.state), ("driver", &args.driver), ("owner", &args.owner)] {
+        if let Some(v) = v {
+            query.push((k, v.clone()));
+        }
+    }
+    if let Some(n) = args.limit.or(args.all.then_some(500)) {
+        query.push(("limit", n.to_string()));
+    }
+    let page = list_pages(client, "/api/v1/apps", &query, args.all)?;
+    if json {
+        return print_json(&page);
+    }
+    let mut t = Table::new(&["ID", "NAME", "DRIVER", "STATE", "DESIRED", "OWNER", "RESTARTS", "UPDATED"]);
+    for a in items(&page) {
+        t.row(vec![
+            table::cell(&a["id"]),
+            table::cell(&a["name"]),
+            table::cell(&a["driver"]),
+            table::cell(&a["state"]),
+            table::cell(&a["desired_state"]),
+            table::cell(&a["owner_node"]),
+            table::cell(&a["restart_count"]),
+            table::cell(&a["updated_at"]),
+        ]);
+    }
+    print!("{}", t.render());
+    if let Some(next) = page["next"].as_str() {
+        eprintln!("(more: use --all, or --limit; next page at {next})");
+    }
+    Ok(())
+}
+
+fn show(client: &Client, json: bool, app: &str) -> Result<(), CliError> {
+    let id = resolve(client, app)?;
+    let a = client.get(&format!("/api/v1/apps/{id}"), &[])?;
+    if json {
+        return print_json(&a);
+    }
+    let restarts = format!("{} of {} ({})", table::cell(&a["restart_count"]), table::cell(&a["max_restarts"]), table::cell(&a["restart_policy"]));
+    let owner = format!("{} (epoch {})", table::cell(&a["owner_node"]), table::cell(&a["owner_epoch"]));
+    print!(
+        "{}",
+        table::fields(&[
+            ("id", table::cell(&a["id"])),
+            ("name", table::cell(&a["name"])),
+            ("driver", table::cell(&a["driver"])),
+            ("state", table::cell(&a["state"])),
+            ("desired", table::cell(&a["desired_state"])),
+            ("owner", owner),
+            ("restarts", restarts),
+            ("monitor every", a["monitor_interval_ms"].as_i64().map_or("node default".into(), |ms| format!("{ms} ms"))),
+            ("selector", table::labels(&a["selector"])),
+            ("spec", a["spec"].to_string()),
+            ("last error", table::cell(&a["last_error"])),
+            ("created", table::cell(&a["created_at"])),
+            ("updated", table::cell(&a["updated_at"])),
+        ])
+    );
+    let events = a["recent_events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    println!("\nrecent events:");
+    print!("{}", super::cluster::events_table(events).render());
+    Ok(())
+}
+
+fn delete(client: &Client, json: bool, app: &str, force: bool) -> Result<(), CliError> {
+    let id = resolve(client, app)?;
+    let query = if force { vec![("force", "true".to_string())] } else { Vec::new() };
+    client.delete(&format!("/api/v1/apps/{id}"), &query)?;
+    if json {
+        return print_json(&json!({ "deleted": id }));
+    }
+    println!("deleted application {id}");
+    Ok(())
+}
+
+fn command_and_wait(client: &Client, json: bool, action: &str, args: &CommandArgs) -> Result<(), CliError> {
+    let id = resolve(client, &args.app)?;
+    let accepted = client.post(&format!("/api/v1/apps/{id}/{action}"), None)?;
+    let task_id = accepted["task_id"]
+        .as_i64()
+        .ok_or_else(|| CliError::Transport(format!("the node accepted the {action} but named no task_id: {accepted}")))?;
+    if !args.wait {
+        if json {
+            return print_json(&accepted);
+        }
+        println!("{action} requested for application {id}: task {task_id} (follow it with `rota task show {task_id}`)");
+        return Ok(());
+    }
+    let expected = if action == "stop" { "stopped" } else { "running" };
+    eprintln!("{action} requested for application {id}: task {task_id}; waiting up to {}s for `{expected}`", args.timeout);
+    let task = wait(client, id, task_id, expected, Duration::from_secs(args.timeout))?;
+    if json {
+        return print_json(&task);
+    }
+    println!("application {id} is {expected} (task {task_id} succeeded)");
+    Ok(())
+}
+
+/// What `--wait` has seen so far.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Seen {
+    task_status: String,
+    app_state: String,
+}
+
+/// What to do after one look at the task and the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Done,
+    Wait,
+    Fail(String),
+}
+
+/// Pure: decide from one observation. The task must be terminal first (a `running` app before
+/// the task finishes may be the old state), then the application must reach `expected`.
+fn judge(task_id: i64, task: &Value, app: &Value, expected: &str) -> Verdict {
+    let status = task["status"].as_str().unwrap_or("");
+    match status {
+        "succeeded" => {}
+        "failed" | "cancelled" | "lost" => {
+            let why = task["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+            return Verdict::Fail(format!("task {task_id} {status}{why}"));
+        }
+        _ => return Verdict::Wait,
+    }
+    match app["state"].as_str().unwrap_or("") {
+        s if s == expected => Verdict::Done,
+        "failed" => {
+            let why = app["last_error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+            Verdict::Fail(format!("task {task_id} succeeded but the application failed{why}"))
+        }
+        _ => Verdict::Wait,
+    }
+}
+
+/// Poll until [`judge`] says done or fail, printing each change on stderr; the last task document.
+fn wait(client: &Client, app_id: i64, task_id: i64, expected: &str, timeout: Duration) -> Result<Value, CliError> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Seen::default();
+    loop {
+        let task = client.get(&format!("/api/v1/tasks/{task_id}"), &[])?;
+        let app = client.get(&format!("/api/v1/apps/{app_id}"), &[])?;
+        let now = Seen {
+            task_status: task["status"].as_str().unwrap_or("?").to_string(),
+            app_state: app["state"].as_str().unwrap_or("?").to_string(),
+        };
+        if now.task_status != seen.task_status {
+            // A retried attempt goes back to pending with the last error: say why.
+            match task["error"].as_str().filter(|_| now.task_status == "pending") {
+                Some(e) => eprintln!("task {task_id}: {} (last error: {e})", now.task_status),
+                None => eprintln!("task {task_id}: {}", now.task_status),
+            }
+        }
+        if now.app_state != seen.app_state {
+            eprintln!("application {app_id}: {}", now.app_state);
+        }
+        seen = now;
+        match judge(task_id, &task, &app, expected) {
+            Verdict::Done => return Ok(task),
+            Verdict::Fail(why) => return Err(CliError::Failed(why)),
+            Verdict::Wait => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::Failed(format!(
+                "timed out after {}s: task {task_id} is {}, application {app_id} is {} (wanted {expected}); \
+                 the node keeps working on it — check with `rota task show {task_id}`",
+                timeout.as_secs(),
+                seen.task_status,
+                seen.app_state
+            )));
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_for_the_task_then_the_state() {
+        let running = json!({"state": "running"});
+        assert_eq!(judge(1, &json!({"status": "running"}), &running, "running"), Verdict::Wait);
+        assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "starting"}), "running"), Verdict::Wait);
+        assert_eq!(judge(1, &json!({"status": "succeeded"}), &running, "running"), Verdict::Done);
+        assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "stopped"}), "stopped"), Verdict::Done);
+    }
+
+    #[test]
+    fn failures_carry_the_reason() {
+        let v = judge(7, &json!({"status": "failed", "error": "exit 3"}), &json!({"state": "failed"}), "running");
+        assert_eq!(v, Verdict::Fail("task 7 failed: exit 3".into()));
+        let v = judge(7, &json!({"status": "succeeded"}), &json!({"state": "failed", "last_error": "crashed"}), "running");
+        assert_eq!(v, Verdict::Fail("task 7 succeeded but the application failed: crashed".into()));
+        assert!(matches!(judge(7, &json!({"status": "cancelled"}), &json!({}), "running"), Verdict::Fail(_)));
+    }
+}
