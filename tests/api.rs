@@ -119,6 +119,8 @@ fn tasks_submit_show_cancel_and_idempotency() {
     assert_eq!((s, t["status"].as_str(), t["idempotency_key"].as_str()), (200, Some("pending"), Some("k-1")));
     let (s, c) = admin(&node, "POST", &format!("/api/v1/tasks/{id}/cancel"), None);
     assert_eq!((s, c["status"].as_str()), (200, Some("cancelled")));
+    let (_, events) = admin(&node, "GET", &format!("/api/v1/events?task_id={id}&kind=task.cancelled"), None);
+    assert_eq!(events["items"][0]["actor"], "ops");
     let (s, again) = admin(&node, "POST", &format!("/api/v1/tasks/{id}/cancel"), None);
     assert_eq!(s, 409, "{again}");
     assert_eq!(admin(&node, "POST", "/api/v1/tasks/999/cancel", None).0, 404);
@@ -200,6 +202,10 @@ fn bad_input_gets_clear_json_errors() {
     let (s, e) = admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "run", "payload": [1]})));
     assert_eq!(s, 422, "{e}");
     assert_eq!(admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": ""}))).0, 422);
+    assert_eq!(admin(&node, "GET", "/api/v1/apps?state=bogus", None).0, 422);
+    let (s, e) = admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "start", "app_id": 999})));
+    assert_eq!(s, 422);
+    assert_eq!(e["error"]["fields"][0]["field"], "app_id");
     assert_eq!(node.get("/readyz").0, 200, "still up");
 }
 

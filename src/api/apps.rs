@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::error::{ApiError, FieldError};
-use super::views::{Accepted, AppView, ErrorBody, EventView, Page};
+use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Page};
 use super::ApiState;
 use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
 use crate::store::events::{self, EventFilter};
@@ -195,17 +195,16 @@ pub struct ListQuery {
 async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let limit = page_size(q.limit)?;
+    const STATES: [&str; 6] = ["stopped", "starting", "running", "stopping", "failed", "unknown"];
+    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(ApiError::field("state", format!("`{s}` is not one of {}", STATES.join(", "))));
+    }
     let filter = AppFilter { state: q.state.clone(), driver: q.driver.clone(), owner: q.owner.clone() };
     let after = q.after.unwrap_or(0);
     let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
     let next = (rows.len() as i64 == limit).then(|| {
-        let mut url = format!("/api/v1/apps?limit={limit}&after={}", rows.last().map(|a| a.id).unwrap_or(0));
-        for (k, v) in [("state", &q.state), ("driver", &q.driver), ("owner", &q.owner)] {
-            if let Some(v) = v {
-                url.push_str(&format!("&{k}={v}"));
-            }
-        }
-        url
+        let cursor = ("after", rows.last().map(|a| a.id).unwrap_or(0));
+        next_link("/api/v1/apps", limit, cursor, &[("state", q.state.clone()), ("driver", q.driver.clone()), ("owner", q.owner.clone())])
     });
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(AppView::from).collect(), next }))
 }

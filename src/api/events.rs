@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::apps::page_size;
 use super::error::ApiError;
-use super::views::{EventView, Page};
+use super::views::{next_link, EventView, Page};
 use super::ApiState;
 use crate::store::events::{self, EventFilter};
 
@@ -44,20 +44,17 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let before = q.before;
     let rows = state.store.run(move |c| events::list_events(c, &filter, before, limit)).await?;
     let next = (rows.len() as i64 == limit).then(|| {
-        let mut url = format!("/api/v1/events?limit={limit}&before={}", rows.last().map(|e| e.id).unwrap_or(0));
-        if let Some(a) = q.app_id {
-            url.push_str(&format!("&app_id={a}"));
-        }
-        if let Some(t) = q.task_id {
-            url.push_str(&format!("&task_id={t}"));
-        }
-        if let Some(k) = &q.kind {
-            url.push_str(&format!("&kind={k}"));
-        }
-        if let Some(n) = &q.node_id {
-            url.push_str(&format!("&node_id={n}"));
-        }
-        url
+        next_link(
+            "/api/v1/events",
+            limit,
+            ("before", rows.last().map(|e| e.id).unwrap_or(0)),
+            &[
+                ("app_id", q.app_id.map(|a| a.to_string())),
+                ("task_id", q.task_id.map(|t| t.to_string())),
+                ("kind", q.kind.clone()),
+                ("node_id", q.node_id.clone()),
+            ],
+        )
     });
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(EventView::from).collect(), next }))
 }

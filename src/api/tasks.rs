@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::apps::{audit, caller, existing_task, page_size};
 use super::error::ApiError;
-use super::views::{Accepted, ErrorBody, Page, TaskView};
+use super::views::{next_link, Accepted, ErrorBody, Page, TaskView};
 use super::ApiState;
 use crate::store::dispatch as q;
 use crate::store::models::NewTask;
@@ -83,6 +83,12 @@ async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Su
     if b.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256) {
         return Err(ApiError::field("idempotency_key", "1 to 256 characters"));
     }
+    if let Some(app_id) = b.app_id {
+        let exists = state.store.run(move |c| crate::store::apps::find_application(c, app_id)).await?.is_some();
+        if !exists {
+            return Err(ApiError::field("app_id", format!("no application with id {app_id}")));
+        }
+    }
     let new = NewTask {
         app_id: b.app_id,
         action: b.action.clone(),
@@ -142,22 +148,19 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
     let after = qy.after.unwrap_or(0);
     let rows = state.store.run(move |c| tasks::list_tasks(c, &filter, after, limit)).await?;
     let next = (rows.len() as i64 == limit).then(|| {
-        let mut url = format!("/api/v1/tasks?limit={limit}&after={}", rows.last().map(|t| t.id).unwrap_or(0));
-        if let Some(s) = &qy.status {
-            url.push_str(&format!("&status={s}"));
-        }
-        if let Some(a) = qy.app_id {
-            url.push_str(&format!("&app_id={a}"));
-        }
-        if let Some(o) = &qy.owner {
-            url.push_str(&format!("&owner={o}"));
-        }
-        for (k, v) in [("since", qy.since), ("until", qy.until)] {
-            if let Some(t) = v {
-                url.push_str(&format!("&{k}={}", t.format("%Y-%m-%dT%H:%M:%S%.fZ")));
-            }
-        }
-        url
+        let time = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string());
+        next_link(
+            "/api/v1/tasks",
+            limit,
+            ("after", rows.last().map(|t| t.id).unwrap_or(0)),
+            &[
+                ("status", qy.status.clone()),
+                ("app_id", qy.app_id.map(|a| a.to_string())),
+                ("owner", qy.owner.clone()),
+                ("since", time(qy.since)),
+                ("until", time(qy.until)),
+            ],
+        )
     });
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(TaskView::from).collect(), next }))
 }
@@ -180,9 +183,11 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
 async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if state.store.run(move |c| q::cancel(c, id)).await? {
-        audit(&state, "task.cancelled", None, Some(id), caller(&req), format!("task {id} cancelled")).await;
         let task = state.store.run(move |c| tasks::find_task(c, id)).await?;
-        return Ok(HttpResponse::Ok().json(task.map(TaskView::from)));
+        let app_id = task.as_ref().and_then(|t| t.app_id);
+        audit(&state, "task.cancelled", app_id, Some(id), caller(&req), format!("task {id} cancelled")).await;
+        let task = task.ok_or_else(|| ApiError::NotFound(format!("task {id} was deleted after it was cancelled")))?;
+        return Ok(HttpResponse::Ok().json(TaskView::from(task)));
     }
     match state.store.run(move |c| tasks::find_task(c, id)).await? {
         None => Err(ApiError::NotFound(format!("no task with id {id}"))),

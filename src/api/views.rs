@@ -184,3 +184,38 @@ pub struct ErrorDetail {
     /// For `invalid`: each bad field.
     pub fields: Option<Vec<super::error::FieldError>>,
 }
+
+/// Percent-encode a query value (everything but RFC 3986 unreserved characters).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `next` link of a list: same filters, the cursor moved on.
+pub fn next_link(path: &str, limit: i64, cursor: (&str, i64), filters: &[(&str, Option<String>)]) -> String {
+    let mut url = format!("{path}?limit={limit}&{}={}", cursor.0, cursor.1);
+    for (k, v) in filters {
+        if let Some(v) = v {
+            url.push_str(&format!("&{k}={}", encode(v)));
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_encode_values() {
+        let url = next_link("/api/v1/apps", 2, ("after", 7), &[("owner", Some("a b&c=d".into())), ("state", None)]);
+        assert_eq!(url, "/api/v1/apps?limit=2&after=7&owner=a%20b%26c%3Dd");
+    }
+}
