@@ -150,8 +150,14 @@ fn print_next_steps(addr: &str, url: &DbUrl) {
         DbUrl::Sqlite(p) => format!("sqlite3 {} \"SELECT id, action, status FROM task\"", p.display()),
         DbUrl::Postgres(_) => format!("psql '{url}' -c 'SELECT id, action, status FROM task'"),
     };
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "rota".into());
+    let url = if addr == "127.0.0.1:8080" { String::new() } else { format!(" --url http://{addr}") };
     eprintln!(
-        "\nRota is up.  Next:\n  curl http://{addr}/readyz       # ready: database + membership\n  \
+        "\nRota is up.  Next, in another terminal:\n  \
+         {exe} app create demo --driver noop{url}\n  \
+         {exe} app start demo --wait{url}\n  \
+         {exe} events --app demo{url}\n  \
+         curl http://{addr}/readyz       # ready: database + membership\n  \
          curl http://{addr}/metrics      # Prometheus metrics\n  {sql}\n  \
          README.md \"What next\" for clusters (PostgreSQL + etcd) and the SQL interface.\n  Ctrl-C stops the node.\n"
     );
