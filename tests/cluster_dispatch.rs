@@ -316,8 +316,10 @@ fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
     wait_owned_as(&c, &three, "applications running on their ring owners");
 
     let n3 = &c.nodes["n3"];
-    let (s, body) = common::http("POST", &n3.url("/api/v1/nodes/n3/drain"), None, None);
-    assert_eq!(s, 202, "{body}");
+    // The CLI drains and waits until the node owns and runs nothing.
+    let (status, out, err) = common::run(common::rota().args(["cluster", "drain", "n3", "--wait", "--timeout", "60", "--url", &n3.url("")]));
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("drained"), "{out}");
     // Asking another node to drain n3 names n3's address.
     let (s, body) = common::http("POST", &c.nodes["n1"].url("/api/v1/nodes/n3/drain"), None, None);
     assert_eq!(s, 409);
@@ -328,11 +330,13 @@ fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
         let (_, body) = n3.get("/api/v1/nodes/n3");
         serde_json::from_str::<serde_json::Value>(&body).is_ok_and(|v| v["drained"] == true)
     });
-    // Still a member, with weight 0.
+    // Still a member, with weight 0 and nothing owned; the others own all 30.
     let (_, view) = c.nodes["n1"].get("/api/v1/cluster");
     let v: serde_json::Value = serde_json::from_str(&view).unwrap();
-    let w = v["members"].as_array().unwrap().iter().find(|m| m["node_id"] == "n3").map(|m| m["weight"].clone());
-    assert_eq!(w, Some(serde_json::json!(0)));
+    let members = v["members"].as_array().unwrap();
+    let n3m = members.iter().find(|m| m["node_id"] == "n3").unwrap();
+    assert_eq!((n3m["weight"].as_i64(), n3m["owned_applications"].as_i64()), (Some(0), Some(0)));
+    assert_eq!(members.iter().filter_map(|m| m["owned_applications"].as_i64()).sum::<i64>(), 30);
 
     let (s, _) = common::http("DELETE", &n3.url("/api/v1/nodes/n3/drain"), None, None);
     assert_eq!(s, 200);

@@ -54,8 +54,25 @@ async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<
 /// The membership view this node acts on.
 #[utoipa::path(tag = "cluster", responses((status = 200, description = "Epoch, members with labels and weights, this node's status", body = Object)))]
 #[get("/cluster")]
-async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
+async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, super::error::ApiError> {
+    let counts: std::collections::HashMap<String, i64> = state
+        .store
+        .run(crate::store::apps::owned_counts)
+        .await?
+        .into_iter()
+        .filter_map(|(node, n)| node.map(|node| (node, n)))
+        .collect();
     let m = state.membership.borrow().clone();
+    let members: Vec<serde_json::Value> = m
+        .view
+        .members
+        .iter()
+        .map(|mem| {
+            let mut v = json!(mem);
+            v["owned_applications"] = json!(counts.get(&mem.node_id).copied().unwrap_or(0));
+            v
+        })
+        .collect();
     let now = Instant::now();
     let status = m.effective_status(now);
     let (name, reason) = match &status {
@@ -64,10 +81,10 @@ async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
         Status::Fenced(r) => ("fenced", Some(r.clone())),
         Status::Left => ("left", None),
     };
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
         "epoch": m.view.epoch,
         "backend": state.backend,
-        "members": m.view.members,
+        "members": members,
         "ring": { "epoch": m.ring.epoch(), "points": m.ring.point_count() },
         "self": {
             "node_id": state.node_id,
@@ -76,5 +93,5 @@ async fn cluster(state: web::Data<ApiState>) -> HttpResponse {
             "session": m.session,
             "valid_for_ms": m.valid_until.map(|d| d.saturating_duration_since(now).as_millis() as u64),
         },
-    }))
+    })))
 }

@@ -26,6 +26,21 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "KEY=VALUE,…", value_delimiter = ',', value_parser = parse_pair)]
         selector: Vec<(String, String)>,
     },
+    /// Take NODE out of the ring gracefully (send it to that node's --url): its applications move
+    /// to the others. `--undo` brings it back.
+    Drain {
+        /// The node id.
+        node: String,
+        /// Bring the node back into the ring instead.
+        #[arg(long)]
+        undo: bool,
+        /// Wait until the node reports itself drained.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        timeout: u64,
+    },
 }
 
 /// `rota events`.
@@ -54,7 +69,45 @@ pub fn run(api: &ApiArgs, command: &ClusterCommand) -> Result<(), CliError> {
     match command {
         ClusterCommand::Status => status(&client, api.json),
         ClusterCommand::Owner { key, selector } => owner(&client, api.json, key, selector),
+        ClusterCommand::Drain { node, undo, wait, timeout } => drain(&client, api.json, node, *undo, *wait, *timeout),
     }
+}
+
+fn drain(client: &Client, json: bool, node: &str, undo: bool, wait: bool, timeout: u64) -> Result<(), CliError> {
+    let path = format!("/api/v1/nodes/{node}/drain");
+    let mut report = if undo { client.delete(&path, &[])? } else { client.post(&path, None)? };
+    if wait && !undo {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout);
+        let mut last = String::new();
+        while report["drained"] != true {
+            let line = format!(
+                "node {node}: {} application(s) owned, {} task(s) running",
+                table::cell(&report["owned_applications"]),
+                table::cell(&report["running_tasks"])
+            );
+            if line != last {
+                eprintln!("{line}");
+                last = line;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CliError::Failed(format!("node {node} was not drained within {timeout} s")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            report = client.get(&format!("/api/v1/nodes/{node}"), &[])?;
+        }
+    }
+    if json {
+        return print_json(&report);
+    }
+    let state = if undo {
+        "back in the ring".to_string()
+    } else if report["drained"] == true {
+        "drained: it owns nothing and runs nothing".to_string()
+    } else {
+        format!("draining ({} application(s) still owned; `rota cluster drain {node} --wait` waits)", table::cell(&report["owned_applications"]))
+    };
+    println!("node {node}: {state}");
+    Ok(())
 }
 
 fn status(client: &Client, json: bool) -> Result<(), CliError> {
@@ -78,13 +131,20 @@ fn status(client: &Client, json: bool) -> Result<(), CliError> {
         ])
     );
     let members = c["members"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let mut t = Table::new(&["NODE", "ADDR", "WEIGHT", "LABELS", "STARTED"]);
+    let mut t = Table::new(&["NODE", "ADDR", "WEIGHT", "APPS", "LABELS", "STARTED"]);
     for m in members {
         let mut node = table::cell(&m["node_id"]);
         if m["node_id"] == me["node_id"] {
             node.push_str(" *");
         }
-        t.row(vec![node, table::cell(&m["addr"]), table::cell(&m["weight"]), table::labels(&m["labels"]), table::cell(&m["started_at"])]);
+        t.row(vec![
+            node,
+            table::cell(&m["addr"]),
+            table::cell(&m["weight"]),
+            table::cell(&m["owned_applications"]),
+            table::labels(&m["labels"]),
+            table::cell(&m["started_at"]),
+        ]);
     }
     println!("\n{} member(s) (* = this node):", t.len());
     print!("{}", t.render());

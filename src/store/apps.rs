@@ -92,3 +92,12 @@ pub fn delete_application(conn: &mut AnyConnection, id: i64, force: bool) -> Res
     let n = diesel::delete(application::table.filter(application::id.eq_any(ids))).execute(conn)?;
     Ok(if n == 1 { Deleted::Yes } else { Deleted::Missing })
 }
+
+/// How many applications each node owns.
+pub fn owned_counts(conn: &mut AnyConnection) -> Result<Vec<(Option<String>, i64)>, StoreError> {
+    Ok(application::table
+        .filter(application::owner_node.is_not_null())
+        .group_by(application::owner_node)
+        .select((application::owner_node, diesel::dsl::count_star()))
+        .load(conn)?)
+}
