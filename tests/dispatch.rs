@@ -250,6 +250,16 @@ fn delayed_tasks_wait_and_do_not_hold_back_later_ones() {
 }
 
 #[test]
+fn sqlite_run_after_written_in_iso_format_is_due_on_time() {
+    let f = fixture(false, &[]);
+    // A `T` separator sorts after a space: compared as text this row would wait for tomorrow.
+    f.sql("INSERT INTO task (action, run_after) VALUES ('run', strftime('%Y-%m-%dT%H:%M:%S', 'now', '-1 second'))");
+    f.sql("INSERT INTO task (action, run_after) VALUES ('run', strftime('%Y-%m-%dT%H:%M:%S', 'now', '+1 hour'))");
+    wait_until(Duration::from_secs(10), "the due row to run", || f.tasks()[0].status == "succeeded");
+    assert_eq!(f.tasks()[1].status, "pending");
+}
+
+#[test]
 fn a_row_inserted_by_sql_runs_within_the_poll_interval_without_notify() {
     let f = fixture(true, &[("ROTA__DISPATCH__LISTEN_NOTIFY", "false")]);
     f.sql("INSERT INTO task (action) VALUES ('run')");

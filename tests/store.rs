@@ -45,7 +45,7 @@ fn migrations_apply_from_scratch_and_twice_on_both_backends() {
         // And through the command, twice.
         for _ in 0..2 {
             let (status, out, err) = run(rota().args(["migrate", "--database-url", url]));
-            assert!(status.success(), "{url}: {err}");
+            assert!(status.success(), "{url}: {status}: {err}");
             assert!(out.contains("up to date"), "{url}: {out}");
         }
     }

@@ -20,6 +20,28 @@ pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
 const PG_NOW: &str = "(now() AT TIME ZONE 'utc')";
 const SQLITE_NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
 
+/// Rewrite every `DUE(column)` into "column is due now" for the backend. On SQLite the times are
+/// compared as julian days, not as text: a `run_after` written by hand as `2026-11-22T05:00:00`
+/// (with a `T`) would otherwise sort after every `2026-11-22 …` of the same day.
+fn due(sql: &str, postgres: bool) -> String {
+    let mut out = String::with_capacity(sql.len() + 64);
+    let mut rest = sql;
+    while let Some(start) = rest.find("DUE(") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 4..];
+        let Some(end) = after.find(')') else { break };
+        let column = &after[..end];
+        if postgres {
+            out.push_str(&format!("{column} <= {PG_NOW}"));
+        } else {
+            out.push_str(&format!("julianday({column}) <= julianday('now')"));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A pending, due row: enough to decide ownership.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
 pub struct Due {
@@ -33,18 +55,13 @@ pub struct Due {
 
 /// Pending rows due now with `id > after`, in id order, at most `limit`.
 pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
-    let sql = |now: &str| {
-        format!(
-            "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND run_after <= {now} \
-             ORDER BY id LIMIT $2"
-        )
-    };
+    let sql = "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND DUE(run_after) ORDER BY id LIMIT $2";
     Ok(match conn {
         AnyConnection::Postgresql(c) => {
-            diesel::sql_query(sql(PG_NOW)).bind::<BigInt, _>(after).bind::<BigInt, _>(limit).load(c)?
+            diesel::sql_query(due(sql, true)).bind::<BigInt, _>(after).bind::<BigInt, _>(limit).load(c)?
         }
         AnyConnection::Sqlite(c) => {
-            diesel::sql_query(sql(SQLITE_NOW).replace('$', "?"))
+            diesel::sql_query(due(sql, false).replace('$', "?"))
                 .bind::<BigInt, _>(after)
                 .bind::<BigInt, _>(limit)
                 .load(c)?
@@ -62,25 +79,28 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     }
     // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
     // snapshot: it is never earlier than the completion of the command before it.
-    let body = |now: &str, claimed: &str, ids: &str, lock: &str| {
-        format!(
-            "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-             claimed_at = {claimed} \
-             WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND t.run_after <= {now} \
-               AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id AND e.id < t.id \
-                    AND (e.status = 'running' OR (e.status = 'pending' AND e.run_after <= {now})))) {lock}) \
-             RETURNING *"
+    let body = |postgres: bool, claimed: &str, ids: &str, lock: &str| {
+        due(
+            &format!(
+                "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
+                 claimed_at = {claimed} \
+                 WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
+                   AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id AND e.id < t.id \
+                        AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) {lock}) \
+                 RETURNING *"
+            ),
+            postgres,
         )
     };
     let mut claimed: Vec<Task> = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(body(PG_NOW, "(clock_timestamp() AT TIME ZONE 'utc')", "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
+        AnyConnection::Postgresql(c) => diesel::sql_query(body(true, "(clock_timestamp() AT TIME ZONE 'utc')", "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
             .bind::<Text, _>(node)
             .bind::<BigInt, _>(epoch)
             .bind::<Array<BigInt>, _>(ids)
             .load(c)?,
         AnyConnection::Sqlite(c) => {
             let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            diesel::sql_query(body(SQLITE_NOW, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
+            diesel::sql_query(body(false, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
                 .bind::<Text, _>(node)
                 .bind::<BigInt, _>(epoch)
                 .load(c)?
@@ -226,10 +246,10 @@ pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    let sql = |now: &str| format!("SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND run_after <= {now}");
+    let sql = "SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND DUE(run_after)";
     let n: N = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(sql(PG_NOW)).get_result(c)?,
-        AnyConnection::Sqlite(c) => diesel::sql_query(sql(SQLITE_NOW)).get_result(c)?,
+        AnyConnection::Postgresql(c) => diesel::sql_query(due(sql, true)).get_result(c)?,
+        AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false)).get_result(c)?,
     };
     Ok(n.n)
 }
@@ -354,4 +374,16 @@ pub fn update_owned_app(
 /// The application, read fresh.
 pub fn app(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, StoreError> {
     Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due;
+
+    #[test]
+    fn due_rewrites_every_column() {
+        let sql = "a AND DUE(t.run_after) OR (DUE(e.run_after))";
+        assert_eq!(due(sql, true), "a AND t.run_after <= (now() AT TIME ZONE 'utc') OR (e.run_after <= (now() AT TIME ZONE 'utc'))");
+        assert_eq!(due(sql, false), "a AND julianday(t.run_after) <= julianday('now') OR (julianday(e.run_after) <= julianday('now'))");
+    }
 }

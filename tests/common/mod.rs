@@ -103,11 +103,12 @@ pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let read = |r: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
-            let mut s = String::new();
+            // Bytes, then lossy: a stray non-UTF-8 byte must not swallow the whole output.
+            let mut bytes = Vec::new();
             if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
+                let _ = r.read_to_end(&mut bytes);
             }
-            s
+            String::from_utf8_lossy(&bytes).into_owned()
         })
     };
     use std::io::Read;
