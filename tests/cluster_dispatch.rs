@@ -26,6 +26,7 @@ const FAST: [(&str, &str); 4] = [
 struct Cluster {
     pg: PgDb,
     etcd: Etcd,
+    endpoint: String,
     dirs: Vec<tempfile::TempDir>,
     nodes: BTreeMap<String, Node>,
     store: Store,
@@ -36,7 +37,9 @@ impl Cluster {
         let pg = PgDb::create();
         let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) }).unwrap();
         store.migrate().unwrap();
-        let mut c = Cluster { pg, etcd: Etcd::start(), dirs: Vec::new(), nodes: BTreeMap::new(), store };
+        let etcd = Etcd::start();
+        let endpoint = etcd.endpoint();
+        let mut c = Cluster { pg, etcd, endpoint, dirs: Vec::new(), nodes: BTreeMap::new(), store };
         for id in ids {
             c.add(id);
         }
@@ -44,14 +47,22 @@ impl Cluster {
     }
 
     fn add(&mut self, id: &str) {
+        self.add_labelled(id, &[]);
+    }
+
+    fn add_labelled(&mut self, id: &str, labels: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(
-            dir.path(),
-            &["--database-url", &self.pg.url, "--membership", "etcd", "--etcd-endpoints", &self.etcd.endpoint(), "--node-id", id, "--lease-ttl", TTL],
-            &FAST,
-        );
+        let mut args = vec!["--database-url", &self.pg.url, "--membership", "etcd", "--etcd-endpoints", self.etcd_endpoint(), "--node-id", id, "--lease-ttl", TTL];
+        for l in labels {
+            args.extend(["--label", l]);
+        }
+        let node = Node::start(dir.path(), &args, &FAST);
         self.dirs.push(dir);
         self.nodes.insert(id.to_string(), node);
+    }
+
+    fn etcd_endpoint(&self) -> &str {
+        self.endpoint.as_str()
     }
 
     fn sql(&self, sql: &str) {
@@ -342,4 +353,42 @@ fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
     assert_eq!(s, 200);
     wait_owned_as(&c, &three, "applications back on the full ring");
     assert_graceful_handoffs(&c);
+}
+
+#[test]
+fn application_selectors_pick_matching_nodes_and_nothing_runs_where_none_matches() {
+    let mut c = Cluster::new(&[]);
+    c.add_labelled("n1", &["dc=dc1"]);
+    c.add_labelled("n2", &["dc=dc1"]);
+    c.add_labelled("n3", &["dc=dc2"]);
+    c.converge(&["n1", "n2", "n3"]);
+    let values: Vec<String> = (1..=20)
+        .map(|i| format!("('app-{i}', 'noop', '{}')", if i <= 10 { r#"{"dc":"dc2"}"# } else { r#"{"dc":"dc1"}"# }))
+        .collect();
+    c.sql(&format!("INSERT INTO application (name, driver, selector) VALUES {}", values.join(",")));
+    c.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
+    let labelled: Vec<Member> = [("n1", "dc1"), ("n2", "dc1"), ("n3", "dc2")]
+        .iter()
+        .map(|(id, dc)| Member { node_id: id.to_string(), weight: 1, labels: [("dc".to_string(), dc.to_string())].into() })
+        .collect();
+    let ring = Ring::build(1, labelled, rota::ring::DEFAULT_VNODES).unwrap();
+    let expected = |id: i64| {
+        let sel: rota::ring::Selector = [("dc".to_string(), if id <= 10 { "dc2" } else { "dc1" }.to_string())].into();
+        ring.owner_matching(id.to_string().as_bytes(), &sel).unwrap().node_id.clone()
+    };
+    let mut apps = Vec::new();
+    wait_until(Duration::from_secs(30), "every application running on a node its selector matches", || {
+        apps = c.apps();
+        apps.iter().all(|a| a.state == "running" && a.owner_node.as_deref() == Some(expected(a.id).as_str()))
+    });
+    assert!(apps.iter().filter(|a| a.id <= 10).all(|a| a.owner_node.as_deref() == Some("n3")));
+    assert!(apps.iter().filter(|a| a.id > 10).all(|a| a.owner_node.as_deref() != Some("n3")));
+
+    // No node in "mars": its command waits, unclaimed.
+    c.sql(r#"INSERT INTO application (id, name, driver, selector) VALUES (100, 'lost', 'noop', '{"dc":"mars"}')"#);
+    c.sql("INSERT INTO task (id, app_id, action) VALUES (5000, 100, 'start')");
+    c.sql("INSERT INTO task (action) VALUES ('run')");
+    wait_until(Duration::from_secs(10), "a later job to run past it", || c.pending_or_running() == 1);
+    let t = c.task(5000);
+    assert_eq!((t.status.as_str(), t.attempts), ("pending", 0));
 }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DispatchConfig;
 use crate::drivers::{Ctx, DriverError, Registry};
 use crate::membership::MembershipState;
+use crate::ring::Selector;
 use crate::metrics::Metrics;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
@@ -161,6 +162,29 @@ pub fn task_key(id: i64, app_id: Option<i64>) -> String {
     app_id.unwrap_or(id).to_string()
 }
 
+/// Parse an application's `selector` column: a JSON object of string values. Anything else
+/// (written by hand) constrains nothing, with a warning — a selector that matched no node would
+/// leave the application without an owner and its commands pending for ever.
+pub fn parse_selector(app_id: i64, text: &str) -> Selector {
+    match serde_json::from_str::<Selector>(text) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(app.id = app_id, error = %e, "application selector is not an object of strings; ignoring it");
+            Selector::new()
+        }
+    }
+}
+
+/// Does `me` own the work under `key`, honouring the application's selector (first matching node
+/// clockwise; none when no member matches)?
+fn owns(ring: &crate::ring::Ring, me: &str, key: &str, selector: Option<&Selector>) -> bool {
+    let owner = match selector.filter(|s| !s.is_empty()) {
+        Some(sel) => ring.owner_matching(key.as_bytes(), sel),
+        None => ring.owner(key.as_bytes()),
+    };
+    owner.is_some_and(|m| m.node_id == me)
+}
+
 /// Run the dispatcher until `shutdown`; then release owned applications gracefully.
 pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
     let listener_stop = CancellationToken::new();
@@ -171,6 +195,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         job_slots: Arc::new(Semaphore::new(shared.cfg.max_concurrency as usize)),
         shared,
         actors: HashMap::new(),
+        selectors: HashMap::new(),
         jobs: JoinSet::new(),
         cursor: 0,
         fenced: true,
@@ -183,6 +208,8 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
 struct Dispatcher {
     shared: Arc<Shared>,
     actors: HashMap<i64, actor::Handle>,
+    /// Application selectors, refreshed at each reconciliation and loaded on a miss.
+    selectors: HashMap<i64, Selector>,
     jobs: JoinSet<()>,
     job_slots: Arc<Semaphore>,
     cursor: i64,
@@ -253,10 +280,22 @@ impl Dispatcher {
         let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
         let full = due.len() as i64 == batch;
         self.cursor = if full { due.last().map(|d| d.id).unwrap_or(0) } else { 0 };
+        let unknown: Vec<i64> = due.iter().filter_map(|d| d.app_id).filter(|a| !self.selectors.contains_key(a)).collect();
+        if !unknown.is_empty() {
+            let ids = unknown.clone();
+            let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
+            for a in unknown {
+                // Missing applications constrain nothing (their commands fail on their owner).
+                self.selectors.insert(a, Selector::new());
+            }
+            for (id, text) in found {
+                self.selectors.insert(id, parse_selector(id, &text));
+            }
+        }
         let me = self.shared.node_id.as_str();
         let mine: Vec<i64> = due
             .iter()
-            .filter(|d| ms.ring.owner(task_key(d.id, d.app_id).as_bytes()).is_some_and(|m| m.node_id == me))
+            .filter(|d| owns(&ms.ring, me, &task_key(d.id, d.app_id), d.app_id.and_then(|a| self.selectors.get(&a))))
             .map(|d| d.id)
             .collect();
         if mine.is_empty() {
@@ -305,8 +344,11 @@ impl Dispatcher {
         self.actors.retain(|_, a| !a.is_finished());
         match self.shared.store.run(q::app_owners).await {
             Ok(apps) => {
-                for (id, owner) in apps {
-                    let mine = ms.ring.owner(id.to_string().as_bytes()).is_some_and(|m| m.node_id == me);
+                self.selectors.clear();
+                for (id, owner, selector) in apps {
+                    let selector = parse_selector(id, &selector);
+                    let mine = owns(&ms.ring, &me, &id.to_string(), Some(&selector));
+                    self.selectors.insert(id, selector);
                     if mine {
                         self.actor(id);
                     } else if let Some(handle) = self.actors.remove(&id) {
@@ -340,7 +382,8 @@ impl Dispatcher {
             }
         };
         for o in orphans {
-            if ms.ring.owner(task_key(o.id, o.app_id).as_bytes()).is_none_or(|m| m.node_id != me) {
+            let selector = o.app_id.and_then(|a| self.selectors.get(&a));
+            if !owns(&ms.ring, &me, &task_key(o.id, o.app_id), selector) {
                 continue;
             }
             let reason = format!(

@@ -281,9 +281,20 @@ pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i6
     Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TERMINAL))).execute(conn)?)
 }
 
-/// Every application's id and owner.
-pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<(i64, Option<String>)>, StoreError> {
-    Ok(application::table.select((application::id, application::owner_node)).order(application::id).load(conn)?)
+/// Every application's id, owner and selector (JSON).
+pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<(i64, Option<String>, String)>, StoreError> {
+    Ok(application::table
+        .select((application::id, application::owner_node, application::selector))
+        .order(application::id)
+        .load(conn)?)
+}
+
+/// The selectors (JSON) of these applications; missing ones are absent.
+pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(application::table
+        .filter(application::id.eq_any(ids.to_vec()))
+        .select((application::id, application::selector))
+        .load(conn)?)
 }
 
 /// Take ownership of an application at `epoch` — only when it has no owner, its owner has left
