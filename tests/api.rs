@@ -19,7 +19,8 @@ fn node_with_tokens() -> (tempfile::TempDir, Node) {
         format!(
             "[api]\nmax_body_bytes = 4096\ntokens = [{{ name = \"ops\", token = \"{ADMIN}\", scope = \"admin\" }}, \
              {{ name = \"grafana\", token = \"{READER}\", scope = \"read\" }}]\n\
-             [dispatch]\npoll_interval_ms = 200\nmonitor_interval_ms = 300\nreconcile_interval_ms = 500\n"
+             [dispatch]\npoll_interval_ms = 200\nmonitor_interval_ms = 300\nreconcile_interval_ms = 500\n\
+             [membership.labels]\ndc = \"eu\"\n"
         ),
     )
     .unwrap();

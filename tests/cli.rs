@@ -21,7 +21,8 @@ fn node() -> (tempfile::TempDir, Node) {
             "[api]\ntokens = [{{ name = \"ops\", token = \"{ADMIN}\", scope = \"admin\" }}, \
              {{ name = \"grafana\", token = \"{READER}\", scope = \"read\" }}]\n\
              [dispatch]\npoll_interval_ms = 200\nmonitor_interval_ms = 300\nreconcile_interval_ms = 500\n\
-             retry_base_ms = 50\nretry_max_ms = 100\n"
+             retry_base_ms = 50\nretry_max_ms = 100\n\
+             [membership.labels]\ntier = \"web\"\n"
         ),
     )
     .unwrap();

@@ -25,7 +25,7 @@ const FAST: [(&str, &str); 4] = [
 
 struct Cluster {
     pg: PgDb,
-    etcd: Etcd,
+    _etcd: Etcd,
     endpoint: String,
     dirs: Vec<tempfile::TempDir>,
     nodes: BTreeMap<String, Node>,
@@ -39,7 +39,7 @@ impl Cluster {
         store.migrate().unwrap();
         let etcd = Etcd::start();
         let endpoint = etcd.endpoint();
-        let mut c = Cluster { pg, etcd, endpoint, dirs: Vec::new(), nodes: BTreeMap::new(), store };
+        let mut c = Cluster { pg, _etcd: etcd, endpoint, dirs: Vec::new(), nodes: BTreeMap::new(), store };
         for id in ids {
             c.add(id);
         }

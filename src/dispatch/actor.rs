@@ -121,13 +121,11 @@ impl Actor {
             if ms.may_act(Instant::now()) {
                 let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
                 let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), ms.view.epoch as i64);
-                match self.shared.store.run(move |c| q::acquire_app(c, id, &me, epoch, &live)).await {
+                let event = self.shared.new_event("app.acquired", Some(id), None, format!("application {id} acquired at epoch {epoch}"), json!({ "epoch": epoch }));
+                match self.shared.store.run(move |c| q::acquire_app(c, id, &me, epoch, &live, &event)).await {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
-                        self.shared
-                            .event("app.acquired", Some(id), None, format!("application {id} acquired at epoch {epoch}"), json!({ "epoch": epoch }))
-                            .await;
                         self.app = Some(app);
                         self.adopt().await;
                         return true;
@@ -479,10 +477,10 @@ impl Actor {
             }
         }
         let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
-        match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch)).await {
+        let event = self.shared.new_event("app.released", Some(id), None, format!("application {id} released"), json!({ "epoch": epoch }));
+        match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch, &event)).await {
             Ok(true) => {
                 tracing::info!(app.id = id, ring.epoch = epoch, "released application");
-                self.shared.event("app.released", Some(id), None, format!("application {id} released"), json!({ "epoch": epoch })).await;
             }
             Ok(false) => {}
             Err(e) => tracing::warn!(app.id = id, error = %e, "could not release the application; it is freed when this node leaves"),

@@ -82,9 +82,9 @@ impl Shared {
         self.membership.borrow().clone()
     }
 
-    /// Record an event; failures are logged, never fatal.
-    async fn event(&self, kind: &str, app_id: Option<i64>, task_id: Option<i64>, message: String, data: Value) {
-        let ev = NewEvent {
+    /// An event written by this node's dispatcher.
+    fn new_event(&self, kind: &str, app_id: Option<i64>, task_id: Option<i64>, message: String, data: Value) -> NewEvent {
+        NewEvent {
             kind: kind.to_string(),
             app_id,
             task_id,
@@ -92,7 +92,12 @@ impl Shared {
             actor: Some("dispatcher".into()),
             message,
             data: Some(data.to_string()),
-        };
+        }
+    }
+
+    /// Record an event; failures are logged, never fatal.
+    async fn event(&self, kind: &str, app_id: Option<i64>, task_id: Option<i64>, message: String, data: Value) {
+        let ev = self.new_event(kind, app_id, task_id, message, data);
         if let Err(e) = self.store.run(move |c| events::record_event(c, &ev)).await {
             tracing::warn!(error = %e, "could not record an event");
         }
@@ -198,6 +203,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         selectors: HashMap::new(),
         jobs: JoinSet::new(),
         cursor: 0,
+        unplaced_logged: (0, 0),
         fenced: true,
         seen_epoch: 0,
     };
@@ -213,6 +219,8 @@ struct Dispatcher {
     jobs: JoinSet<()>,
     job_slots: Arc<Semaphore>,
     cursor: i64,
+    /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
+    unplaced_logged: (u64, usize),
     fenced: bool,
     seen_epoch: u64,
 }
@@ -345,8 +353,12 @@ impl Dispatcher {
         match self.shared.store.run(q::app_owners).await {
             Ok(apps) => {
                 self.selectors.clear();
+                let mut unplaced = Vec::new();
                 for (id, owner, selector) in apps {
                     let selector = parse_selector(id, &selector);
+                    if !selector.is_empty() && ms.ring.owner_matching(id.to_string().as_bytes(), &selector).is_none() {
+                        unplaced.push(id);
+                    }
                     let mine = owns(&ms.ring, &me, &id.to_string(), Some(&selector));
                     self.selectors.insert(id, selector);
                     if mine {
@@ -361,6 +373,13 @@ impl Dispatcher {
                             tracing::warn!(app.id = id, error = %e, "could not release a stale application");
                         }
                     }
+                }
+                if !unplaced.is_empty() && self.unplaced_logged != (ms.view.epoch, unplaced.len()) {
+                    self.unplaced_logged = (ms.view.epoch, unplaced.len());
+                    tracing::warn!(
+                        ring.epoch = ms.view.epoch, apps = ?unplaced,
+                        "no member matches these applications' selectors: their commands wait until one joins"
+                    );
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not list applications"),

@@ -10,7 +10,8 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
-use super::models::{Application, Task};
+use super::events;
+use super::models::{Application, NewEvent, Task};
 use super::schema::{application, task};
 use super::{AnyConnection, StoreError};
 
@@ -299,13 +300,26 @@ pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<(i64, 
 
 /// Take ownership of an application at `epoch` — only when it has no owner, its owner has left
 /// (`live` does not name it), or it is already ours. Hand-off invariant I4: never while another
-/// live node still holds it. Returns the application when acquired.
+/// live node still holds it. Returns the application when acquired. `event` is recorded in the
+/// same transaction, so the history orders acquisitions and releases as the database did.
 pub fn acquire_app(
     conn: &mut AnyConnection,
     id: i64,
     me: &str,
     epoch: i64,
     live: &[String],
+    event: &NewEvent,
+) -> Result<Option<Application>, StoreError> {
+    conn.transaction(|c| acquire_app_in(c, id, me, epoch, live, event))
+}
+
+fn acquire_app_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    live: &[String],
+    event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
     let n = diesel::update(
         application::table.filter(application::id.eq(id)).filter(
@@ -324,20 +338,27 @@ pub fn acquire_app(
     if n == 0 {
         return Ok(None);
     }
+    events::record_event(conn, event)?;
     Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
 }
 
-/// Give an application up (after stopping whatever this node ran for it).
-pub fn release_app(conn: &mut AnyConnection, id: i64, me: &str, epoch: i64) -> Result<bool, StoreError> {
-    let n = diesel::update(
-        application::table
-            .filter(application::id.eq(id))
-            .filter(application::owner_node.eq(me))
-            .filter(application::owner_epoch.eq(epoch)),
-    )
-    .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
-    .execute(conn)?;
-    Ok(n == 1)
+/// Give an application up (after stopping whatever this node ran for it); `event` is recorded
+/// in the same transaction.
+pub fn release_app(conn: &mut AnyConnection, id: i64, me: &str, epoch: i64, event: &NewEvent) -> Result<bool, StoreError> {
+    conn.transaction(|c| {
+        let n = diesel::update(
+            application::table
+                .filter(application::id.eq(id))
+                .filter(application::owner_node.eq(me))
+                .filter(application::owner_epoch.eq(epoch)),
+        )
+        .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+        .execute(c)?;
+        if n == 1 {
+            events::record_event(c, event)?;
+        }
+        Ok(n == 1)
+    })
 }
 
 /// Release an application that this node owned in an earlier life (any epoch): no actor of
