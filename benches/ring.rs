@@ -9,9 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
 use rota::ring::{Member, Ring, Selector};
 
 const NODES: [u32; 3] = [3, 10, 100];
@@ -46,10 +44,7 @@ fn hash(c: &mut Criterion) {
             b.iter(|| rota::ring::hash_key(black_box(key)))
         });
         group.bench_function(BenchmarkId::new("murmur3_crate", &label), |b| {
-            b.iter(|| {
-                murmur3::murmur3_x64_128(&mut std::io::Cursor::new(black_box(key)), 0)
-                    .map(|h| h as u64)
-            })
+            b.iter(|| murmur3::murmur3_x64_128(&mut std::io::Cursor::new(black_box(key)), 0).map(|h| h as u64))
         });
     }
     group.finish();

@@ -443,7 +443,10 @@ impl Config {
             return Err(invalid("membership.cluster", format!("`{}` must be non-empty and contain no `/`", m.cluster)));
         }
         if m.lease_ttl_s < 2 {
-            return Err(invalid("membership.lease_ttl_s", format!("etcd's minimum lease is 2 s, got {}", m.lease_ttl_s)));
+            return Err(invalid(
+                "membership.lease_ttl_s",
+                format!("etcd's minimum lease is 2 s, got {}", m.lease_ttl_s),
+            ));
         }
         if m.vnodes == 0 {
             return Err(invalid("membership.vnodes", "must be at least 1"));
@@ -523,9 +526,7 @@ fn describe(e: figment::Error) -> String {
 
 /// Node ids end up in etcd keys, log fields and SQL rows: keep them plain.
 pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Parse one `key=value` label given on the command line.

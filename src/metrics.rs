@@ -71,13 +71,25 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("membership_errors", "Failed membership operations", m.membership_errors.clone());
-        registry.register("membership_joined", "1 while this node is a member and may act", m.membership_joined.clone());
+        registry.register(
+            "membership_joined",
+            "1 while this node is a member and may act",
+            m.membership_joined.clone(),
+        );
         registry.register("members", "Members in the current membership view", m.members.clone());
         registry.register("ring_epoch", "Epoch of the current ring", m.ring_epoch.clone());
-        registry.register("db_pool_connections", "Open connections in the database pool", m.db_pool_connections.clone());
+        registry.register(
+            "db_pool_connections",
+            "Open connections in the database pool",
+            m.db_pool_connections.clone(),
+        );
         registry.register("db_pool_idle_connections", "Idle connections in the database pool", m.db_pool_idle.clone());
         registry.register("tasks", "Tasks finished by this node, by action and status", m.tasks.clone());
-        registry.register("task_claim_latency_seconds", "Seconds from a task being due to its claim", m.claim_latency.clone());
+        registry.register(
+            "task_claim_latency_seconds",
+            "Seconds from a task being due to its claim",
+            m.claim_latency.clone(),
+        );
         registry.register("task_execution_seconds", "Seconds a task took to execute, by action", m.execution.clone());
         registry.register("queue_depth", "Pending tasks due now, cluster-wide", m.queue_depth.clone());
         registry.register("owned_applications", "Applications this node owns", m.owned_applications.clone());

@@ -31,9 +31,9 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
         connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms),
     };
     let shown = url.to_string();
-    tokio::task::spawn_blocking(move || Store::connect(&url, &opts))
-        .await?
-        .with_context(|| format!("cannot open the database {shown} (check --database-url / ROTA_DATABASE_URL and that the server is up)"))
+    tokio::task::spawn_blocking(move || Store::connect(&url, &opts)).await?.with_context(|| {
+        format!("cannot open the database {shown} (check --database-url / ROTA_DATABASE_URL and that the server is up)")
+    })
 }
 
 /// Run one node until `shutdown` is cancelled.
@@ -47,11 +47,15 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             tracing::info!(migrations = ?applied, "applied migrations");
         }
     }
-    let listener = TcpListener::bind(&cfg.server.listen)
-        .with_context(|| format!("cannot listen on {} (set --listen / ROTA_LISTEN to a free address)", cfg.server.listen))?;
+    let listener = TcpListener::bind(&cfg.server.listen).with_context(|| {
+        format!("cannot listen on {} (set --listen / ROTA_LISTEN to a free address)", cfg.server.listen)
+    })?;
     let bound = listener.local_addr()?;
-    let advertise =
-        if cfg.membership.advertise_addr.is_empty() { bound.to_string() } else { cfg.membership.advertise_addr.clone() };
+    let advertise = if cfg.membership.advertise_addr.is_empty() {
+        bound.to_string()
+    } else {
+        cfg.membership.advertise_addr.clone()
+    };
     let me = LocalNode {
         node_id: node_id.clone(),
         addr: advertise,

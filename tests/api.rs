@@ -42,18 +42,25 @@ fn admin(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Va
 #[test]
 fn applications_lifecycle_through_the_api() {
     let (_dir, node) = node_with_tokens();
-    let (s, app) = admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "web", "driver": "noop", "selector": {"dc": "eu"}})));
+    let (s, app) =
+        admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "web", "driver": "noop", "selector": {"dc": "eu"}})));
     assert_eq!(s, 201, "{app}");
-    assert_eq!((app["id"].as_i64(), app["state"].as_str(), app["selector"]["dc"].as_str()), (Some(1), Some("stopped"), Some("eu")));
+    assert_eq!(
+        (app["id"].as_i64(), app["state"].as_str(), app["selector"]["dc"].as_str()),
+        (Some(1), Some("stopped"), Some("eu"))
+    );
 
     let (s, accepted) = admin(&node, "POST", "/api/v1/apps/1/start", None);
     assert_eq!(s, 202);
     let task = accepted["task"].as_str().unwrap().to_string();
-    wait_until(Duration::from_secs(10), "the start to succeed", || admin(&node, "GET", &task, None).1["status"] == "succeeded");
+    wait_until(Duration::from_secs(10), "the start to succeed", || {
+        admin(&node, "GET", &task, None).1["status"] == "succeeded"
+    });
     let (_, shown) = admin(&node, "GET", "/api/v1/apps/1", None);
     assert_eq!(shown["state"], "running");
     assert!(shown["owner_node"].is_string() && shown["owner_epoch"].is_i64());
-    let kinds: Vec<&str> = shown["recent_events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> =
+        shown["recent_events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"app.created") && kinds.contains(&"app.state"), "{kinds:?}");
 
     // Deleting a running application is refused unless forced.
@@ -61,8 +68,15 @@ fn applications_lifecycle_through_the_api() {
     assert_eq!((s, err["error"]["code"].as_str()), (409, Some("conflict")));
     let (s, _) = admin(&node, "POST", "/api/v1/apps/1/stop", None);
     assert_eq!(s, 202);
-    wait_until(Duration::from_secs(10), "stopped", || admin(&node, "GET", "/api/v1/apps/1", None).1["state"] == "stopped");
-    let (s, updated) = admin(&node, "PATCH", "/api/v1/apps/1", Some(json!({"spec": {"delay_ms": 1}, "max_restarts": 5, "monitor_interval_ms": null})));
+    wait_until(Duration::from_secs(10), "stopped", || {
+        admin(&node, "GET", "/api/v1/apps/1", None).1["state"] == "stopped"
+    });
+    let (s, updated) = admin(
+        &node,
+        "PATCH",
+        "/api/v1/apps/1",
+        Some(json!({"spec": {"delay_ms": 1}, "max_restarts": 5, "monitor_interval_ms": null})),
+    );
     assert_eq!(s, 200, "{updated}");
     assert_eq!((updated["spec"]["delay_ms"].as_i64(), updated["max_restarts"].as_i64()), (Some(1), Some(5)));
     assert_eq!(admin(&node, "DELETE", "/api/v1/apps/1", None).0, 204);
@@ -79,7 +93,16 @@ fn lists_filter_and_paginate() {
     for i in 0..5 {
         let driver = if i % 2 == 0 { "noop" } else { "shell" };
         let spec = if driver == "shell" { json!({"status": "exit 3"}) } else { json!({}) };
-        assert_eq!(admin(&node, "POST", "/api/v1/apps", Some(json!({"name": format!("a{i}"), "driver": driver, "spec": spec}))).0, 201);
+        assert_eq!(
+            admin(
+                &node,
+                "POST",
+                "/api/v1/apps",
+                Some(json!({"name": format!("a{i}"), "driver": driver, "spec": spec}))
+            )
+            .0,
+            201
+        );
     }
     let (_, page) = admin(&node, "GET", "/api/v1/apps?limit=2", None);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
@@ -161,7 +184,11 @@ fn auth_is_required_and_scoped() {
         ("POST", "/api/v1/tasks/1/cancel"),
     ] {
         assert_eq!(call(&node, method, path, Some(json!({})), None).0, 401, "{method} {path} without a token");
-        assert_eq!(call(&node, method, path, Some(json!({})), Some("nope-nope-nope-nope")).0, 401, "{method} {path} bad token");
+        assert_eq!(
+            call(&node, method, path, Some(json!({})), Some("nope-nope-nope-nope")).0,
+            401,
+            "{method} {path} bad token"
+        );
         let (s, e) = call(&node, method, path, Some(json!({})), Some(READER));
         assert_eq!(s, 403, "{method} {path} with a read token: {e}");
     }
@@ -183,10 +210,20 @@ fn bad_input_gets_clear_json_errors() {
     let (s, e) = raw("POST", "/api/v1/apps", r#"{"name": "x", "driver": "noop", "colour": "red"}"#);
     assert_eq!(s, 422);
     assert!(e["error"]["message"].as_str().unwrap().contains("colour"));
-    let (s, e) = admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "p", "driver": "process", "spec": {"command": "ls", "stop_grace_ms": -1}})));
+    let (s, e) = admin(
+        &node,
+        "POST",
+        "/api/v1/apps",
+        Some(json!({"name": "p", "driver": "process", "spec": {"command": "ls", "stop_grace_ms": -1}})),
+    );
     assert_eq!(s, 422);
-    let fields: Vec<&str> = e["error"]["fields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
-    assert!(fields.iter().any(|f| f.starts_with("spec.command")) && fields.iter().any(|f| f.starts_with("spec.stop_grace_ms")), "{e}");
+    let fields: Vec<&str> =
+        e["error"]["fields"].as_array().unwrap().iter().filter_map(|f| f["field"].as_str()).collect();
+    assert!(
+        fields.iter().any(|f| f.starts_with("spec.command"))
+            && fields.iter().any(|f| f.starts_with("spec.stop_grace_ms")),
+        "{e}"
+    );
     let (s, e) = admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "d", "driver": "docker"})));
     assert_eq!(s, 422);
     assert!(e["error"]["message"].as_str().unwrap().contains("unknown driver"));
@@ -215,7 +252,8 @@ fn without_tokens_only_loopback_is_served_and_serve_refuses_a_public_listen() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &[], &[]);
     assert_eq!(call(&node, "GET", "/api/v1/apps", None, None).0, 200, "loopback callers need no token");
-    let (status, _, err) = run(rota().args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(dir.path().join("other")));
+    let (status, _, err) =
+        run(rota().args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(dir.path().join("other")));
     assert!(!status.success());
     assert!(err.contains("server.listen") && err.contains("[api]") && err.contains("tokens"), "{err}");
 }
@@ -226,7 +264,9 @@ fn metrics_cover_tasks_latency_queue_and_ownership() {
     admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "m", "driver": "noop"})));
     let (_, a) = admin(&node, "POST", "/api/v1/apps/1/start", None);
     let task = a["task"].as_str().unwrap().to_string();
-    wait_until(Duration::from_secs(10), "the start to succeed", || admin(&node, "GET", &task, None).1["status"] == "succeeded");
+    wait_until(Duration::from_secs(10), "the start to succeed", || {
+        admin(&node, "GET", &task, None).1["status"] == "succeeded"
+    });
     admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "run", "run_after": "2999-01-01T00:00:00Z"})));
     let mut text = String::new();
     wait_until(Duration::from_secs(10), "metrics to show the finished task", || {
@@ -262,12 +302,25 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
     }
     documented.sort();
     let mut expected: Vec<(String, String)> = [
-        ("GET", "/api/v1/apps"), ("POST", "/api/v1/apps"), ("GET", "/api/v1/apps/{id}"), ("PATCH", "/api/v1/apps/{id}"),
-        ("DELETE", "/api/v1/apps/{id}"), ("POST", "/api/v1/apps/{id}/start"), ("POST", "/api/v1/apps/{id}/stop"),
-        ("POST", "/api/v1/apps/{id}/restart"), ("GET", "/api/v1/tasks"), ("POST", "/api/v1/tasks"),
-        ("GET", "/api/v1/tasks/{id}"), ("POST", "/api/v1/tasks/{id}/cancel"), ("GET", "/api/v1/events"),
-        ("GET", "/api/v1/cluster"), ("GET", "/api/v1/owner"), ("GET", "/api/v1/nodes/{id}"),
-        ("POST", "/api/v1/nodes/{id}/drain"), ("DELETE", "/api/v1/nodes/{id}/drain"), ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/apps"),
+        ("POST", "/api/v1/apps"),
+        ("GET", "/api/v1/apps/{id}"),
+        ("PATCH", "/api/v1/apps/{id}"),
+        ("DELETE", "/api/v1/apps/{id}"),
+        ("POST", "/api/v1/apps/{id}/start"),
+        ("POST", "/api/v1/apps/{id}/stop"),
+        ("POST", "/api/v1/apps/{id}/restart"),
+        ("GET", "/api/v1/tasks"),
+        ("POST", "/api/v1/tasks"),
+        ("GET", "/api/v1/tasks/{id}"),
+        ("POST", "/api/v1/tasks/{id}/cancel"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/cluster"),
+        ("GET", "/api/v1/owner"),
+        ("GET", "/api/v1/nodes/{id}"),
+        ("POST", "/api/v1/nodes/{id}/drain"),
+        ("DELETE", "/api/v1/nodes/{id}/drain"),
+        ("GET", "/api/v1/openapi.json"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -275,7 +328,8 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
     expected.sort();
     assert_eq!(documented, expected);
     // Every documented operation reaches a handler (not the unknown-route 404).
-    let me = call(&node, "GET", "/api/v1/cluster", None, Some(ADMIN)).1["self"]["node_id"].as_str().unwrap().to_string();
+    let me =
+        call(&node, "GET", "/api/v1/cluster", None, Some(ADMIN)).1["self"]["node_id"].as_str().unwrap().to_string();
     for (method, path) in &documented {
         let concrete = path.replace("/nodes/{id}", &format!("/nodes/{me}")).replace("{id}", "1");
         let (s, body) = http(method, &node.url(&concrete), Some("{}"), Some(ADMIN));

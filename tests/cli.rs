@@ -66,7 +66,8 @@ fn fails(node: &Node, args: &[&str]) -> String {
 #[test]
 fn application_lifecycle() {
     let (_dir, node) = node();
-    let out = ok(&node, &["app", "create", "demo", "--driver", "noop", "--selector", "tier=web", "--max-restarts", "2"]);
+    let out =
+        ok(&node, &["app", "create", "demo", "--driver", "noop", "--selector", "tier=web", "--max-restarts", "2"]);
     assert!(out.contains("created application 1 `demo`"), "{out}");
     let other = json(&node, &["app", "create", "other", "--driver", "noop", "--spec", r#"{"delay_ms": 1}"#]);
     assert_eq!((other["id"].as_i64(), other["spec"]["delay_ms"].as_i64()), (Some(2), Some(1)));
@@ -137,7 +138,20 @@ fn start_wait_reports_the_task_error() {
 #[test]
 fn tasks_submit_list_show_cancel() {
     let (_dir, node) = node();
-    let out = ok(&node, &["task", "submit", "run", "--run-after", "2999-01-01T00:00:00Z", "--idempotency-key", "k-1", "--priority", "-1"]);
+    let out = ok(
+        &node,
+        &[
+            "task",
+            "submit",
+            "run",
+            "--run-after",
+            "2999-01-01T00:00:00Z",
+            "--idempotency-key",
+            "k-1",
+            "--priority",
+            "-1",
+        ],
+    );
     assert!(out.contains("submitted task 1"), "{out}");
     let err = fails(&node, &["task", "submit", "run", "--idempotency-key", "k-1"]);
     assert!(err.contains("already used by task 1"), "{err}");
@@ -155,7 +169,9 @@ fn tasks_submit_list_show_cancel() {
 
     let accepted = json(&node, &["task", "submit", "run", "--payload", r#"{"n": 1}"#, "--max-attempts", "2"]);
     let id = accepted["task_id"].as_i64().unwrap().to_string();
-    wait_until(Duration::from_secs(15), "the run task to succeed", || json(&node, &["task", "show", &id])["status"] == "succeeded");
+    wait_until(Duration::from_secs(15), "the run task to succeed", || {
+        json(&node, &["task", "show", &id])["status"] == "succeeded"
+    });
     let done = json(&node, &["task", "list", "--status", "succeeded", "--all"]);
     assert_eq!(done["items"][0]["payload"]["n"], 1, "{done}");
     let events = ok(&node, &["events", "--task", &id]);
@@ -232,7 +248,10 @@ fn errors_are_clear_and_exit_1() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let (s, _, err) = run(rota().args(["app", "list", "--url", &url]));
     assert_eq!(s.code(), Some(1));
-    assert!(err.starts_with(&format!("error: cannot reach the Rota node at {url} (is it running? set --url or ROTA_URL)")), "{err}");
+    assert!(
+        err.starts_with(&format!("error: cannot reach the Rota node at {url} (is it running? set --url or ROTA_URL)")),
+        "{err}"
+    );
 
     // Usage errors are clap's: exit 2.
     for args in [

@@ -35,7 +35,11 @@ struct Cluster {
 impl Cluster {
     fn new(ids: &[&str]) -> Cluster {
         let pg = PgDb::create();
-        let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) }).unwrap();
+        let store = Store::connect(
+            &DbUrl::parse(&pg.url).unwrap(),
+            &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) },
+        )
+        .unwrap();
         store.migrate().unwrap();
         let etcd = Etcd::start();
         let endpoint = etcd.endpoint();
@@ -52,7 +56,18 @@ impl Cluster {
 
     fn add_labelled(&mut self, id: &str, labels: &[&str]) {
         let dir = tempfile::tempdir().unwrap();
-        let mut args = vec!["--database-url", &self.pg.url, "--membership", "etcd", "--etcd-endpoints", self.etcd_endpoint(), "--node-id", id, "--lease-ttl", TTL];
+        let mut args = vec![
+            "--database-url",
+            &self.pg.url,
+            "--membership",
+            "etcd",
+            "--etcd-endpoints",
+            self.etcd_endpoint(),
+            "--node-id",
+            id,
+            "--lease-ttl",
+            TTL,
+        ];
         for l in labels {
             args.extend(["--label", l]);
         }
@@ -70,7 +85,9 @@ impl Cluster {
     }
 
     fn apps(&self) -> Vec<App> {
-        diesel::sql_query("SELECT id, state, desired_state, owner_node FROM application ORDER BY id").load(&mut *self.store.conn().unwrap()).unwrap()
+        diesel::sql_query("SELECT id, state, desired_state, owner_node FROM application ORDER BY id")
+            .load(&mut *self.store.conn().unwrap())
+            .unwrap()
     }
 
     fn task(&self, id: i64) -> TaskRow {
@@ -97,7 +114,10 @@ impl Cluster {
             self.nodes.iter().filter(|(id, _)| ids.contains(&id.as_str())).all(|(_, n)| {
                 let (status, body) = n.get("/api/v1/cluster");
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let members: Vec<&str> = v["members"].as_array().map(|a| a.iter().filter_map(|m| m["node_id"].as_str()).collect()).unwrap_or_default();
+                let members: Vec<&str> = v["members"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|m| m["node_id"].as_str()).collect())
+                    .unwrap_or_default();
                 status == 200 && members == ids && v["self"]["status"] == "joined"
             })
         });
@@ -200,7 +220,11 @@ fn assert_graceful_handoffs(c: &Cluster) {
                 holder.insert(app, node);
             }
             _ => {
-                assert_eq!(holder.remove(&app).as_deref(), Some(node.as_str()), "application {app} released by a non-holder");
+                assert_eq!(
+                    holder.remove(&app).as_deref(),
+                    Some(node.as_str()),
+                    "application {app} released by a non-holder"
+                );
             }
         }
     }
@@ -218,7 +242,9 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
     c.sql(&format!("INSERT INTO application (name, driver, spec) VALUES {}", values.join(",")));
     c.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
     wait_owned_as(&c, &three, "quick applications running");
-    c.sql(&format!(r#"INSERT INTO application (id, name, driver, spec) VALUES ({slow}, 'slow', 'noop', '{{"delay_ms": 3000}}')"#));
+    c.sql(&format!(
+        r#"INSERT INTO application (id, name, driver, spec) VALUES ({slow}, 'slow', 'noop', '{{"delay_ms": 3000}}')"#
+    ));
     c.sql(&format!("INSERT INTO task (app_id, action) VALUES ({slow}, 'start')"));
     let task_id: i64 = {
         #[derive(QueryableByName)]
@@ -226,7 +252,9 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
             #[diesel(sql_type = BigInt)]
             id: i64,
         }
-        let r: Id = diesel::sql_query(format!("SELECT MAX(id) AS id FROM task WHERE app_id = {slow}")).get_result(&mut *c.store.conn().unwrap()).unwrap();
+        let r: Id = diesel::sql_query(format!("SELECT MAX(id) AS id FROM task WHERE app_id = {slow}"))
+            .get_result(&mut *c.store.conn().unwrap())
+            .unwrap();
         r.id
     };
     wait_until(Duration::from_secs(10), "n3 to be running the slow start", || {
@@ -240,9 +268,14 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
     let two = ring(&["n1", "n2"]);
     wait_owned_as(&c, &two, "the survivors to own and run every application");
     let took_over = t0.elapsed();
-    wait_until(Duration::from_secs(20), "the interrupted start to be recovered and run again", || c.task(task_id).status == "succeeded");
+    wait_until(Duration::from_secs(20), "the interrupted start to be recovered and run again", || {
+        c.task(task_id).status == "succeeded"
+    });
     let t = c.task(task_id);
-    eprintln!("measured: applications taken over {took_over:?} after SIGKILL, task recovered after {:?} (ttl {TTL} s)", t0.elapsed());
+    eprintln!(
+        "measured: applications taken over {took_over:?} after SIGKILL, task recovered after {:?} (ttl {TTL} s)",
+        t0.elapsed()
+    );
     assert_eq!(t.attempts, 2, "the interrupted attempt counts: {t:?}");
     assert_ne!(t.owner_node.as_deref(), Some("n3"));
     assert!(t.error.is_none(), "{t:?}");
@@ -258,7 +291,9 @@ fn a_paused_node_changes_nothing_when_it_wakes() {
     if !values.is_empty() {
         c.sql(&format!("INSERT INTO application (name, driver, spec) VALUES {}", values.join(",")));
     }
-    c.sql(&format!(r#"INSERT INTO application (id, name, driver, spec) VALUES ({slow}, 'slow', 'noop', '{{"delay_ms": 5000}}')"#));
+    c.sql(&format!(
+        r#"INSERT INTO application (id, name, driver, spec) VALUES ({slow}, 'slow', 'noop', '{{"delay_ms": 5000}}')"#
+    ));
     c.sql(&format!("INSERT INTO task (id, app_id, action) VALUES (1000, {slow}, 'start')"));
     wait_until(Duration::from_secs(10), "n3 to be running the slow start", || {
         let t = c.task(1000);
@@ -278,7 +313,10 @@ fn a_paused_node_changes_nothing_when_it_wakes() {
     let logs = c.nodes["n3"].logs();
     assert!(logs.contains("fenced"), "{logs}");
     let after = c.task(1000);
-    assert_eq!((after.status.as_str(), after.owner_node.clone(), after.attempts), (done.status.as_str(), done.owner_node.clone(), done.attempts));
+    assert_eq!(
+        (after.status.as_str(), after.owner_node.clone(), after.attempts),
+        (done.status.as_str(), done.owner_node.clone(), done.attempts)
+    );
     // And the application settles back on the ring's owner, running.
     wait_owned_as(&c, &three, "the application back on n3, running");
 }
@@ -299,7 +337,9 @@ fn a_crashed_nodes_process_applications_die_with_it_and_run_again_on_a_survivor(
     }
     c.sql(&format!("INSERT INTO application (id, name, driver, spec) VALUES ({id}, 'worker', 'process', '{spec}')"));
     c.sql(&format!("INSERT INTO task (app_id, action) VALUES ({id}, 'start')"));
-    let pid_of = |node: &str| std::fs::read_to_string(dir.path().join(format!("pid-{node}"))).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let pid_of = |node: &str| {
+        std::fs::read_to_string(dir.path().join(format!("pid-{node}"))).ok().and_then(|s| s.trim().parse::<i32>().ok())
+    };
     wait_until(Duration::from_secs(20), "the process to run on n3", || pid_of("n3").is_some());
     let old = pid_of("n3").unwrap();
 
@@ -309,8 +349,13 @@ fn a_crashed_nodes_process_applications_die_with_it_and_run_again_on_a_survivor(
     let alive = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
     wait_until(Duration::from_secs(5), "the child to die with its node", || !alive(old));
     let survivor = owner(&ring(&["n1", "n2"]), id);
-    wait_until(Duration::from_secs(20), "the process to run again on the survivor", || pid_of(&survivor).is_some_and(alive));
-    eprintln!("measured: process application running again on {survivor} {:?} after SIGKILL (ttl {TTL} s)", t0.elapsed());
+    wait_until(Duration::from_secs(20), "the process to run again on the survivor", || {
+        pid_of(&survivor).is_some_and(alive)
+    });
+    eprintln!(
+        "measured: process application running again on {survivor} {:?} after SIGKILL (ttl {TTL} s)",
+        t0.elapsed()
+    );
     let apps = c.apps();
     let app = apps.iter().find(|a| a.id == id).unwrap();
     assert_eq!((app.owner_node.as_deref(), app.state.as_str()), (Some(survivor.as_str()), "running"));
@@ -328,7 +373,8 @@ fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
 
     let n3 = &c.nodes["n3"];
     // The CLI drains and waits until the node owns and runs nothing.
-    let (status, out, err) = common::run(common::rota().args(["cluster", "drain", "n3", "--wait", "--timeout", "60", "--url", &n3.url("")]));
+    let (status, out, err) =
+        common::run(common::rota().args(["cluster", "drain", "n3", "--wait", "--timeout", "60", "--url", &n3.url("")]));
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("drained"), "{out}");
     // Asking another node to drain n3 names n3's address.
@@ -369,7 +415,11 @@ fn application_selectors_pick_matching_nodes_and_nothing_runs_where_none_matches
     c.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
     let labelled: Vec<Member> = [("n1", "dc1"), ("n2", "dc1"), ("n3", "dc2")]
         .iter()
-        .map(|(id, dc)| Member { node_id: id.to_string(), weight: 1, labels: [("dc".to_string(), dc.to_string())].into() })
+        .map(|(id, dc)| Member {
+            node_id: id.to_string(),
+            weight: 1,
+            labels: [("dc".to_string(), dc.to_string())].into(),
+        })
         .collect();
     let ring = Ring::build(1, labelled, rota::ring::DEFAULT_VNODES).unwrap();
     let expected = |id: i64| {

@@ -40,7 +40,11 @@ fn fixture(postgres: bool, extra_env: &[(&str, &str)]) -> Fixture {
     env.extend_from_slice(extra_env);
     let node = Node::start(dir.path(), &["--database-url", &url], &env);
     wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
-    let store = Store::connect(&DbUrl::parse(&url).unwrap(), &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) }).unwrap();
+    let store = Store::connect(
+        &DbUrl::parse(&url).unwrap(),
+        &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) },
+    )
+    .unwrap();
     Fixture { _pg: pg, _dir: dir, node, store }
 }
 
@@ -50,9 +54,11 @@ impl Fixture {
     }
 
     fn tasks(&self) -> Vec<Row> {
-        diesel::sql_query("SELECT id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id")
-            .load(&mut *self.store.conn().unwrap())
-            .unwrap()
+        diesel::sql_query(
+            "SELECT id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id",
+        )
+        .load(&mut *self.store.conn().unwrap())
+        .unwrap()
     }
 
     fn app_state(&self, id: i64) -> (String, String, Option<String>) {
@@ -65,9 +71,10 @@ impl Fixture {
             #[diesel(sql_type = Nullable<Text>)]
             owner_node: Option<String>,
         }
-        let a: A = diesel::sql_query(format!("SELECT state, desired_state, owner_node FROM application WHERE id = {id}"))
-            .get_result(&mut *self.store.conn().unwrap())
-            .unwrap();
+        let a: A =
+            diesel::sql_query(format!("SELECT state, desired_state, owner_node FROM application WHERE id = {id}"))
+                .get_result(&mut *self.store.conn().unwrap())
+                .unwrap();
         (a.state, a.desired_state, a.owner_node)
     }
 
@@ -75,7 +82,8 @@ impl Fixture {
         let mut rows = Vec::new();
         wait_until(timeout, "every task to be terminal", || {
             rows = self.tasks();
-            !rows.is_empty() && rows.iter().all(|r| matches!(r.status.as_str(), "succeeded" | "failed" | "cancelled" | "lost"))
+            !rows.is_empty()
+                && rows.iter().all(|r| matches!(r.status.as_str(), "succeeded" | "failed" | "cancelled" | "lost"))
         });
         rows
     }
@@ -132,7 +140,8 @@ fn start_stop_restart_on_postgres() {
 fn commands_run_in_order_one_at_a_time(postgres: bool) {
     let f = fixture(postgres, &[]);
     f.sql(r#"INSERT INTO application (name, driver, spec) VALUES ('serial', 'noop', '{"delay_ms": 5}')"#);
-    let values: Vec<String> = (0..100).map(|i| format!("(1, '{}')", if i % 2 == 0 { "start" } else { "stop" })).collect();
+    let values: Vec<String> =
+        (0..100).map(|i| format!("(1, '{}')", if i % 2 == 0 { "start" } else { "stop" })).collect();
     f.sql(&format!("INSERT INTO task (app_id, action) VALUES {}", values.join(",")));
     let rows = f.wait_all_terminal(Duration::from_secs(60));
     assert_eq!(rows.len(), 100);
@@ -268,7 +277,10 @@ fn a_row_inserted_by_sql_runs_within_the_poll_interval_without_notify() {
 
 #[test]
 fn notify_wakes_the_node_long_before_the_poll_interval() {
-    let f = fixture(true, &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "600000"), ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "600000")]);
+    let f = fixture(
+        true,
+        &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "600000"), ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "600000")],
+    );
     // Inserted before or after the listener subscribed, the row is found: the listener wakes
     // the dispatcher once when it subscribes, and on every notification after.
     f.sql("INSERT INTO task (action) VALUES ('run')");
@@ -316,7 +328,9 @@ fn process_applications_start_stop_and_restart_after_a_crash() {
 
     // The child dies behind our back: the monitor sees it failed and the policy restarts it.
     std::process::Command::new("kill").arg("-KILL").arg(first.to_string()).status().unwrap();
-    wait_until(Duration::from_secs(20), "a new child", || read_pid().is_some_and(|p| p != first) && f.app_state(1).0 == "running");
+    wait_until(Duration::from_secs(20), "a new child", || {
+        read_pid().is_some_and(|p| p != first) && f.app_state(1).0 == "running"
+    });
 
     f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop')");
     wait_state(&f, 1, "stopped");
@@ -420,7 +434,11 @@ fn a_backlog_of_jobs_drains(postgres: bool) {
     f.sql(&format!("INSERT INTO task (action) VALUES {values}"));
     let t0 = std::time::Instant::now();
     let rows = f.wait_all_terminal(Duration::from_secs(120));
-    eprintln!("measured: 2000 noop jobs drained in {:?} on {}", t0.elapsed(), if postgres { "postgres" } else { "sqlite" });
+    eprintln!(
+        "measured: 2000 noop jobs drained in {:?} on {}",
+        t0.elapsed(),
+        if postgres { "postgres" } else { "sqlite" }
+    );
     assert_eq!(rows.len(), 2000);
     assert!(rows.iter().all(|r| r.status == "succeeded" && r.attempts == 1), "every job once");
 }

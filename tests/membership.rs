@@ -18,8 +18,18 @@ fn etcd_node(pg: &PgDb, endpoint: &str, id: &str, dir: &std::path::Path) -> Node
     Node::start(
         dir,
         &[
-            "--database-url", &pg.url, "--membership", "etcd", "--etcd-endpoints", endpoint,
-            "--node-id", id, "--lease-ttl", &ttl, "--label", &format!("name={id}"),
+            "--database-url",
+            &pg.url,
+            "--membership",
+            "etcd",
+            "--etcd-endpoints",
+            endpoint,
+            "--node-id",
+            id,
+            "--lease-ttl",
+            &ttl,
+            "--label",
+            &format!("name={id}"),
         ],
         &[],
     )
@@ -31,7 +41,10 @@ fn cluster(node: &Node) -> Option<Value> {
 }
 
 fn members(v: &Value) -> Vec<String> {
-    v["members"].as_array().map(|a| a.iter().map(|m| m["node_id"].as_str().unwrap_or("").to_string()).collect()).unwrap_or_default()
+    v["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["node_id"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Wait until every node reports `expected` members with one epoch; returns that epoch.
@@ -62,7 +75,8 @@ fn three_nodes() -> Cluster {
     let pg = PgDb::create();
     let etcd = Etcd::start();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let nodes = ["n1", "n2", "n3"].iter().zip(&dirs).map(|(id, d)| etcd_node(&pg, &etcd.endpoint(), id, d.path())).collect();
+    let nodes =
+        ["n1", "n2", "n3"].iter().zip(&dirs).map(|(id, d)| etcd_node(&pg, &etcd.endpoint(), id, d.path())).collect();
     let c = Cluster { _pg: pg, etcd, _dirs: dirs, nodes };
     converge(&c.nodes.iter().collect::<Vec<_>>(), &["n1", "n2", "n3"], Duration::from_secs(20));
     c

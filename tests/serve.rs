@@ -118,9 +118,7 @@ fn readyz_follows_the_database_away_and_back() {
     assert_eq!(v["checks"]["database"]["ok"], false, "{body}");
     assert!(v["reason"].as_str().unwrap().contains("database"), "{body}");
     // Past the lock TTL without a heartbeat the node fences itself.
-    wait_until(Duration::from_secs(15), "the node to fence itself", || {
-        node.get("/readyz").1.contains("fenced")
-    });
+    wait_until(Duration::from_secs(15), "the node to fence itself", || node.get("/readyz").1.contains("fenced"));
 
     pg.come_back();
     wait_until(Duration::from_secs(20), "/readyz 200 once the database is back", || node.get("/readyz").0 == 200);

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use actix_web::{delete, get, patch, post, web, HttpMessage, HttpRequest, HttpResponse};
-use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::auth::Caller;
 use super::error::{ApiError, FieldError};
@@ -37,7 +37,14 @@ pub fn caller(req: &HttpRequest) -> String {
 }
 
 /// Record an admin action in `event`.
-pub async fn audit(state: &ApiState, kind: &str, app_id: Option<i64>, task_id: Option<i64>, actor: String, message: String) {
+pub async fn audit(
+    state: &ApiState,
+    kind: &str,
+    app_id: Option<i64>,
+    task_id: Option<i64>,
+    actor: String,
+    message: String,
+) {
     let ev = NewEvent {
         kind: kind.into(),
         app_id,
@@ -97,7 +104,10 @@ fn check_name(name: &str, errors: &mut Vec<FieldError>) {
 
 fn check_policy(policy: Option<&str>, max: Option<i32>, interval: Option<i32>, errors: &mut Vec<FieldError>) {
     if let Some(p) = policy.filter(|p| !POLICIES.contains(p)) {
-        errors.push(FieldError { field: "restart_policy".into(), message: format!("`{p}` is not one of never, on_failure, always") });
+        errors.push(FieldError {
+            field: "restart_policy".into(),
+            message: format!("`{p}` is not one of never, on_failure, always"),
+        });
     }
     if max.is_some_and(|m| m < 0) {
         errors.push(FieldError { field: "max_restarts".into(), message: "must be 0 or more".into() });
@@ -137,7 +147,11 @@ fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
     (status = 409, description = "The name is taken", body = ErrorBody),
     (status = 422, description = "Invalid fields, each named", body = ErrorBody)))]
 #[post("/apps")]
-async fn create(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<CreateApp>) -> Result<HttpResponse, ApiError> {
+async fn create(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Json<CreateApp>,
+) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     let mut errors = Vec::new();
     check_name(&b.name, &mut errors);
@@ -204,7 +218,12 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
     let next = (rows.len() as i64 == limit).then(|| {
         let cursor = ("after", rows.last().map(|a| a.id).unwrap_or(0));
-        next_link("/api/v1/apps", limit, cursor, &[("state", q.state.clone()), ("driver", q.driver.clone()), ("owner", q.owner.clone())])
+        next_link(
+            "/api/v1/apps",
+            limit,
+            cursor,
+            &[("state", q.state.clone()), ("driver", q.driver.clone()), ("owner", q.owner.clone())],
+        )
     });
     Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(AppView::from).collect(), next }))
 }
@@ -246,7 +265,12 @@ pub struct UpdateApp {
     (status = 404, description = "No such application", body = ErrorBody),
     (status = 422, description = "Invalid fields", body = ErrorBody)))]
 #[patch("/apps/{id}")]
-async fn update(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: web::Json<UpdateApp>) -> Result<HttpResponse, ApiError> {
+async fn update(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: web::Json<UpdateApp>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let b = body.into_inner();
     let app = load(&state, id).await?;
@@ -285,12 +309,25 @@ pub struct DeleteQuery {
     (status = 404, description = "No such application", body = ErrorBody),
     (status = 409, description = "Not stopped (use force)", body = ErrorBody)))]
 #[delete("/apps/{id}")]
-async fn delete(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, q: web::Query<DeleteQuery>) -> Result<HttpResponse, ApiError> {
+async fn delete(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    q: web::Query<DeleteQuery>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let force = q.force;
     match state.store.run(move |c| apps::delete_application(c, id, force)).await? {
         Deleted::Yes => {
-            audit(&state, "app.deleted", Some(id), None, caller(&req), format!("application {id} deleted{}", if force { " (forced)" } else { "" })).await;
+            audit(
+                &state,
+                "app.deleted",
+                Some(id),
+                None,
+                caller(&req),
+                format!("application {id} deleted{}", if force { " (forced)" } else { "" }),
+            )
+            .await;
             Ok(HttpResponse::NoContent().finish())
         }
         Deleted::Missing => Err(ApiError::NotFound(format!("no application with id {id}"))),
@@ -316,7 +353,12 @@ pub struct CommandBody {
     (status = 404, description = "No such application", body = ErrorBody),
     (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
 #[post("/apps/{id}/start")]
-async fn start(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+async fn start(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: Option<web::Json<CommandBody>>,
+) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "start", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }
 
@@ -325,7 +367,12 @@ async fn start(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>,
     (status = 404, description = "No such application", body = ErrorBody),
     (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
 #[post("/apps/{id}/stop")]
-async fn stop(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+async fn stop(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: Option<web::Json<CommandBody>>,
+) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "stop", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }
 
@@ -334,11 +381,22 @@ async fn stop(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, 
     (status = 404, description = "No such application", body = ErrorBody),
     (status = 409, description = "Idempotency key already used", body = ErrorBody)))]
 #[post("/apps/{id}/restart")]
-async fn restart(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>, body: Option<web::Json<CommandBody>>) -> Result<HttpResponse, ApiError> {
+async fn restart(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: Option<web::Json<CommandBody>>,
+) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "restart", body.map(|b| b.into_inner()).unwrap_or_default()).await
 }
 
-async fn command(state: &ApiState, req: &HttpRequest, id: i64, action: &str, body: CommandBody) -> Result<HttpResponse, ApiError> {
+async fn command(
+    state: &ApiState,
+    req: &HttpRequest,
+    id: i64,
+    action: &str,
+    body: CommandBody,
+) -> Result<HttpResponse, ApiError> {
     load(state, id).await?;
     if let Some(p) = body.payload.as_ref().filter(|p| !p.is_object()) {
         return Err(ApiError::field("payload", format!("must be a JSON object, got {p}")));
@@ -351,7 +409,15 @@ async fn command(state: &ApiState, req: &HttpRequest, id: i64, action: &str, bod
         ..Default::default()
     };
     let task_id = super::tasks::insert(state, new).await?;
-    audit(state, "app.command", Some(id), Some(task_id), caller(req), format!("{action} requested for application {id} (task {task_id})")).await;
+    audit(
+        state,
+        "app.command",
+        Some(id),
+        Some(task_id),
+        caller(req),
+        format!("{action} requested for application {id} (task {task_id})"),
+    )
+    .await;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/tasks/{task_id}")))
         .json(json!({ "task_id": task_id, "task": format!("/api/v1/tasks/{task_id}") })))

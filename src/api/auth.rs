@@ -29,7 +29,12 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Authenticate one request against the configured tokens.
-pub fn authenticate(state: &ApiState, header: Option<&str>, peer_is_loopback: bool, write: bool) -> Result<Caller, ApiError> {
+pub fn authenticate(
+    state: &ApiState,
+    header: Option<&str>,
+    peer_is_loopback: bool,
+    write: bool,
+) -> Result<Caller, ApiError> {
     if state.tokens.is_empty() {
         return if peer_is_loopback {
             Ok(Caller { name: "local".into(), scope: Scope::Admin })
@@ -52,13 +57,19 @@ pub fn authenticate(state: &ApiState, header: Option<&str>, peer_is_loopback: bo
     }
     let caller = found.ok_or_else(|| ApiError::Unauthorized("unknown token".into()))?;
     if write && caller.scope != Scope::Admin {
-        return Err(ApiError::Forbidden(format!("token `{}` has the read scope; this request needs admin", caller.name)));
+        return Err(ApiError::Forbidden(format!(
+            "token `{}` has the read scope; this request needs admin",
+            caller.name
+        )));
     }
     Ok(caller)
 }
 
 /// actix middleware for the `/api/v1` scope.
-pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<ApiState>>().cloned();
     let Some(state) = state else {
         return Err(ApiError::Internal("API state missing".into()).into());

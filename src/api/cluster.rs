@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use actix_web::{get, web, HttpResponse};
-use utoipa_actix_web::service_config::ServiceConfig;
 use serde_json::json;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::ApiState;
 use crate::membership::Status;
@@ -39,8 +39,13 @@ async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<
     }
     let m = state.membership.borrow().clone();
     let explanation = m.ring.explain(q.key.as_bytes(), &selector);
-    let candidates: Vec<&str> =
-        m.ring.members().iter().filter(|mem| mem.matches(&selector) && mem.weight > 0).map(|mem| mem.node_id.as_str()).collect();
+    let candidates: Vec<&str> = m
+        .ring
+        .members()
+        .iter()
+        .filter(|mem| mem.matches(&selector) && mem.weight > 0)
+        .map(|mem| mem.node_id.as_str())
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "key": q.key,
         "ring_epoch": m.ring.epoch(),

@@ -75,7 +75,10 @@ impl ApiError {
     /// A 422 for one field.
     pub fn field(field: &str, message: impl Into<String>) -> ApiError {
         let message = message.into();
-        ApiError::Invalid { message: format!("{field}: {message}"), fields: vec![FieldError { field: field.into(), message }] }
+        ApiError::Invalid {
+            message: format!("{field}: {message}"),
+            fields: vec![FieldError { field: field.into(), message }],
+        }
     }
 }
 
@@ -125,8 +128,12 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         JsonPayloadError::Overflow { limit } | JsonPayloadError::OverflowKnownLength { limit, .. } => {
             ApiError::TooLarge(format!("the body is larger than {limit} bytes (api.max_body_bytes)"))
         }
-        JsonPayloadError::ContentType => ApiError::BadRequest("send the body as JSON with Content-Type: application/json".into()),
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::Invalid { message: e.to_string(), fields: Vec::new() },
+        JsonPayloadError::ContentType => {
+            ApiError::BadRequest("send the body as JSON with Content-Type: application/json".into())
+        }
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::Invalid { message: e.to_string(), fields: Vec::new() }
+        }
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest(format!("the body is not valid JSON: {e}")),
         other => ApiError::BadRequest(format!("cannot read the body: {other}")),
     };

@@ -1,9 +1,9 @@
 //! `/api/v1/events`: the history, newest first, with filters.
 
 use actix_web::{get, web, HttpResponse};
+use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
-use serde::Deserialize;
 
 use super::apps::page_size;
 use super::error::ApiError;

@@ -68,7 +68,9 @@ async fn status(state: web::Data<ApiState>, id: web::Path<String>) -> Result<Htt
 async fn drain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {
-        return Err(ApiError::Conflict("a standalone node has nobody to hand its work to; drain needs etcd membership".into()));
+        return Err(ApiError::Conflict(
+            "a standalone node has nobody to hand its work to; drain needs etcd membership".into(),
+        ));
     };
     d.weight.send_replace(0);
     audit(&state, "node.drain", None, None, caller(&req), format!("node {} draining: weight 0", state.node_id)).await;
@@ -82,12 +84,24 @@ async fn drain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<Strin
     (status = 404, description = "Not a member", body = ErrorBody),
     (status = 409, description = "Another node (its address is named) or a standalone node", body = ErrorBody)))]
 #[delete("/nodes/{id}/drain")]
-async fn undrain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn undrain(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {
         return Err(ApiError::Conflict("a standalone node cannot be drained".into()));
     };
     d.weight.send_replace(d.configured);
-    audit(&state, "node.undrain", None, None, caller(&req), format!("node {} back in the ring: weight {}", state.node_id, d.configured)).await;
+    audit(
+        &state,
+        "node.undrain",
+        None,
+        None,
+        caller(&req),
+        format!("node {} back in the ring: weight {}", state.node_id, d.configured),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(report(&state).await?))
 }

@@ -1,12 +1,12 @@
 //! `/api/v1/tasks`: submit any task, list with filters, show, cancel.
 
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use utoipa::{IntoParams, ToSchema};
-use utoipa_actix_web::service_config::ServiceConfig;
 use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::apps::{audit, caller, existing_task, page_size};
 use super::error::ApiError;
@@ -69,7 +69,11 @@ pub struct Submit {
     (status = 409, description = "Idempotency key already used", body = ErrorBody),
     (status = 422, description = "Invalid fields", body = ErrorBody)))]
 #[post("/tasks")]
-async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Submit>) -> Result<HttpResponse, ApiError> {
+async fn submit(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Json<Submit>,
+) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
     if b.action.is_empty() || b.action.len() > 64 {
         return Err(ApiError::field("action", "1 to 64 characters: start, stop, restart or run"));
@@ -100,7 +104,8 @@ async fn submit(state: web::Data<ApiState>, req: HttpRequest, body: web::Json<Su
         parent_id: None,
     };
     let id = insert(&state, new).await?;
-    audit(&state, "task.submitted", b.app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action)).await;
+    audit(&state, "task.submitted", b.app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action))
+        .await;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/tasks/{id}")))
         .json(json!({ "task_id": id, "task": format!("/api/v1/tasks/{id}") })))
@@ -171,7 +176,11 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
 #[get("/tasks/{id}")]
 async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let task = state.store.run(move |c| tasks::find_task(c, id)).await?.ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
+    let task = state
+        .store
+        .run(move |c| tasks::find_task(c, id))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
     Ok(HttpResponse::Ok().json(TaskView::from(task)))
 }
 

@@ -1,8 +1,8 @@
 //! JSON shapes of resources: JSON columns (stored as TEXT) become JSON values, timestamps RFC 3339.
 
 use serde::Serialize;
-use utoipa::ToSchema;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::store::models::{Application, Event, Task};
 

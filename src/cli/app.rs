@@ -218,7 +218,12 @@ fn show(client: &Client, json: bool, app: &str) -> Result<(), CliError> {
     if json {
         return print_json(&a);
     }
-    let restarts = format!("{} of {} ({})", table::cell(&a["restart_count"]), table::cell(&a["max_restarts"]), table::cell(&a["restart_policy"]));
+    let restarts = format!(
+        "{} of {} ({})",
+        table::cell(&a["restart_count"]),
+        table::cell(&a["max_restarts"]),
+        table::cell(&a["restart_policy"])
+    );
     let owner = format!("{} (epoch {})", table::cell(&a["owner_node"]), table::cell(&a["owner_epoch"]));
     print!(
         "{}",
@@ -258,9 +263,9 @@ fn delete(client: &Client, json: bool, app: &str, force: bool) -> Result<(), Cli
 fn command_and_wait(client: &Client, json: bool, action: &str, args: &CommandArgs) -> Result<(), CliError> {
     let id = resolve(client, &args.app)?;
     let accepted = client.post(&format!("/api/v1/apps/{id}/{action}"), None)?;
-    let task_id = accepted["task_id"]
-        .as_i64()
-        .ok_or_else(|| CliError::Transport(format!("the node accepted the {action} but named no task_id: {accepted}")))?;
+    let task_id = accepted["task_id"].as_i64().ok_or_else(|| {
+        CliError::Transport(format!("the node accepted the {action} but named no task_id: {accepted}"))
+    })?;
     if !args.wait {
         if json {
             return print_json(&accepted);
@@ -269,7 +274,10 @@ fn command_and_wait(client: &Client, json: bool, action: &str, args: &CommandArg
         return Ok(());
     }
     let expected = if action == "stop" { "stopped" } else { "running" };
-    eprintln!("{action} requested for application {id}: task {task_id}; waiting up to {}s for `{expected}`", args.timeout);
+    eprintln!(
+        "{action} requested for application {id}: task {task_id}; waiting up to {}s for `{expected}`",
+        args.timeout
+    );
     let task = wait(client, id, task_id, expected, Duration::from_secs(args.timeout))?;
     if json {
         return print_json(&task);
@@ -372,7 +380,8 @@ mod tests {
     fn failures_carry_the_reason() {
         let v = judge(7, &json!({"status": "failed", "error": "exit 3"}), &json!({"state": "failed"}), "running");
         assert_eq!(v, Verdict::Fail("task 7 failed: exit 3".into()));
-        let v = judge(7, &json!({"status": "succeeded"}), &json!({"state": "failed", "last_error": "crashed"}), "running");
+        let v =
+            judge(7, &json!({"status": "succeeded"}), &json!({"state": "failed", "last_error": "crashed"}), "running");
         assert_eq!(v, Verdict::Fail("task 7 succeeded but the application failed: crashed".into()));
         assert!(matches!(judge(7, &json!({"status": "cancelled"}), &json!({}), "running"), Verdict::Fail(_)));
     }

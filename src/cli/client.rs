@@ -101,14 +101,21 @@ pub struct Client {
 impl fmt::Debug for Client {
     // By hand, so the token cannot reach a debug print.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
 impl Client {
     /// A client for the node at `args.url` (a trailing `/` is ignored).
     pub fn new(args: &ApiArgs) -> Client {
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(REQUEST_TIMEOUT)).build().into();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .into();
         Client {
             agent,
             base: args.url.trim_end_matches('/').to_string(),
@@ -207,12 +214,15 @@ fn parse_answer(status: u16, text: &str) -> Result<Value, CliError> {
         return Ok(body);
     }
     let err = &body["error"];
-    let message = err["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("the node answered HTTP {status}"));
+    let message =
+        err["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("the node answered HTTP {status}"));
     let fields = err["fields"]
         .as_array()
         .map(|fs| {
             fs.iter()
-                .map(|f| (f["field"].as_str().unwrap_or("?").to_string(), f["message"].as_str().unwrap_or("").to_string()))
+                .map(|f| {
+                    (f["field"].as_str().unwrap_or("?").to_string(), f["message"].as_str().unwrap_or("").to_string())
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -104,7 +104,10 @@ fn drain(client: &Client, json: bool, node: &str, undo: bool, wait: bool, timeou
     } else if report["drained"] == true {
         "drained: it owns nothing and runs nothing".to_string()
     } else {
-        format!("draining ({} application(s) still owned; `rota cluster drain {node} --wait` waits)", table::cell(&report["owned_applications"]))
+        format!(
+            "draining ({} application(s) still owned; `rota cluster drain {node} --wait` waits)",
+            table::cell(&report["owned_applications"])
+        )
     };
     println!("node {node}: {state}");
     Ok(())
@@ -127,7 +130,10 @@ fn status(client: &Client, json: bool) -> Result<(), CliError> {
             ("status", node_status),
             ("backend", table::cell(&c["backend"])),
             ("epoch", table::cell(&c["epoch"])),
-            ("ring", format!("epoch {}, {} points", table::cell(&c["ring"]["epoch"]), table::cell(&c["ring"]["points"]))),
+            (
+                "ring",
+                format!("epoch {}, {} points", table::cell(&c["ring"]["epoch"]), table::cell(&c["ring"]["points"]))
+            ),
         ])
     );
     let members = c["members"].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -165,7 +171,8 @@ fn owner(client: &Client, json: bool, key: &str, selector: &[(String, String)]) 
         Some(n) => n.to_string(),
         None => "none (no member with weight > 0 matches the selector)".into(),
     };
-    let candidates: Vec<String> = o["candidates"].as_array().map(|c| c.iter().map(table::cell).collect()).unwrap_or_default();
+    let candidates: Vec<String> =
+        o["candidates"].as_array().map(|c| c.iter().map(table::cell).collect()).unwrap_or_default();
     let mut pairs = vec![
         ("key", table::cell(&o["key"])),
         ("owner", owner),

@@ -41,10 +41,7 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let params = validate(args)?;
     let report = crate::ring::simulate(&params).context("ring simulation failed")?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).context("could not encode the report as JSON")?
-        );
+        println!("{}", serde_json::to_string(&report).context("could not encode the report as JSON")?);
     } else {
         print!("{}", report.render_table());
     }
@@ -66,10 +63,7 @@ fn validate(args: &SimulateArgs) -> anyhow::Result<SimulateParams> {
         bail!("--vnodes must be at least 1 (got 0); the default is {DEFAULT_VNODES}");
     }
     if args.keys == 0 || args.keys > MAX_SIMULATED_KEYS {
-        bail!(
-            "--keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})",
-            args.keys
-        );
+        bail!("--keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})", args.keys);
     }
     if let Some(weights) = &args.weights {
         if weights.len() != nodes {
@@ -83,12 +77,7 @@ fn validate(args: &SimulateArgs) -> anyhow::Result<SimulateParams> {
             bail!("--weights are all 0: at least one node must have a weight above 0");
         }
     }
-    Ok(SimulateParams {
-        nodes: args.nodes,
-        vnodes: args.vnodes,
-        keys: args.keys,
-        weights: args.weights.clone(),
-    })
+    Ok(SimulateParams { nodes: args.nodes, vnodes: args.vnodes, keys: args.keys, weights: args.weights.clone() })
 }
 
 #[cfg(test)]
@@ -96,39 +85,21 @@ mod tests {
     use super::*;
 
     fn args() -> SimulateArgs {
-        SimulateArgs {
-            nodes: 3,
-            vnodes: 16,
-            keys: 100,
-            weights: None,
-            json: false,
-        }
+        SimulateArgs { nodes: 3, vnodes: 16, keys: 100, weights: None, json: false }
     }
 
     #[test]
     fn weights_must_match_nodes() {
-        let a = SimulateArgs {
-            weights: Some(vec![1, 2]),
-            ..args()
-        };
+        let a = SimulateArgs { weights: Some(vec![1, 2]), ..args() };
         let err = validate(&a).unwrap_err().to_string();
-        assert!(
-            err.contains("--weights has 2 entries but --nodes is 3"),
-            "{err}"
-        );
+        assert!(err.contains("--weights has 2 entries but --nodes is 3"), "{err}");
     }
 
     #[test]
     fn zero_flags_are_named() {
         for (a, flag) in [
             (SimulateArgs { nodes: 0, ..args() }, "--nodes"),
-            (
-                SimulateArgs {
-                    vnodes: 0,
-                    ..args()
-                },
-                "--vnodes",
-            ),
+            (SimulateArgs { vnodes: 0, ..args() }, "--vnodes"),
             (SimulateArgs { keys: 0, ..args() }, "--keys"),
         ] {
             let err = validate(&a).unwrap_err().to_string();
@@ -138,10 +109,7 @@ mod tests {
 
     #[test]
     fn valid_flags_pass() {
-        let a = SimulateArgs {
-            weights: Some(vec![1, 2, 3]),
-            ..args()
-        };
+        let a = SimulateArgs { weights: Some(vec![1, 2, 3]), ..args() };
         let p = validate(&a).unwrap();
         assert_eq!(p.weights, Some(vec![1, 2, 3]));
     }

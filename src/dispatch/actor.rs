@@ -89,7 +89,8 @@ impl Actor {
             return;
         }
         let default_interval = self.shared.cfg.monitor_interval_ms;
-        let interval_ms = self.app.as_ref().and_then(|a| a.monitor_interval_ms).map(|v| v.max(1) as u64).unwrap_or(default_interval);
+        let interval_ms =
+            self.app.as_ref().and_then(|a| a.monitor_interval_ms).map(|v| v.max(1) as u64).unwrap_or(default_interval);
         let mut monitor = tokio::time::interval(Duration::from_millis(interval_ms));
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -121,7 +122,13 @@ impl Actor {
             if ms.may_act(Instant::now()) {
                 let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
                 let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), ms.view.epoch as i64);
-                let event = self.shared.new_event("app.acquired", Some(id), None, format!("application {id} acquired at epoch {epoch}"), json!({ "epoch": epoch }));
+                let event = self.shared.new_event(
+                    "app.acquired",
+                    Some(id),
+                    None,
+                    format!("application {id} acquired at epoch {epoch}"),
+                    json!({ "epoch": epoch }),
+                );
                 match self.shared.store.run(move |c| q::acquire_app(c, id, &me, epoch, &live, &event)).await {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
@@ -184,13 +191,11 @@ impl Actor {
 
     fn driver(&self) -> Result<(Arc<dyn Driver>, Value), String> {
         let app = self.app.as_ref().ok_or("internal: no application loaded")?;
-        let driver = self
-            .shared
-            .drivers
-            .get(&app.driver)
-            .ok_or_else(|| format!("driver `{}` is not available on this node (have: {:?})", app.driver, self.shared.drivers.names()))?;
-        let spec: Value =
-            serde_json::from_str(&app.spec).map_err(|e| format!("application {} has a spec that is not valid JSON: {e}", app.id))?;
+        let driver = self.shared.drivers.get(&app.driver).ok_or_else(|| {
+            format!("driver `{}` is not available on this node (have: {:?})", app.driver, self.shared.drivers.names())
+        })?;
+        let spec: Value = serde_json::from_str(&app.spec)
+            .map_err(|e| format!("application {} has a spec that is not valid JSON: {e}", app.id))?;
         driver.validate(&spec).map_err(|errors| {
             let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
             format!("application {} has an invalid {} spec: {text}", app.id, app.driver)
@@ -213,7 +218,10 @@ impl Actor {
     async fn refresh(&mut self) -> Result<(), Lost> {
         let id = self.app_id;
         match self.shared.store.run(move |c| q::app(c, id)).await {
-            Ok(Some(app)) if app.owner_node.as_deref() == Some(self.shared.node_id.as_str()) && app.owner_epoch == Some(self.epoch) => {
+            Ok(Some(app))
+                if app.owner_node.as_deref() == Some(self.shared.node_id.as_str())
+                    && app.owner_epoch == Some(self.epoch) =>
+            {
                 self.app = Some(app);
                 Ok(())
             }
@@ -321,10 +329,20 @@ impl Actor {
         Ok(())
     }
 
-    async fn command(&mut self, driver: &dyn Driver, ctx: &Ctx, command: Command) -> Result<Result<Option<Value>, DriverError>, Lost> {
+    async fn command(
+        &mut self,
+        driver: &dyn Driver,
+        ctx: &Ctx,
+        command: Command,
+    ) -> Result<Result<Option<Value>, DriverError>, Lost> {
         match command {
             Command::Start => {
-                self.change(AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() }).await?;
+                self.change(AppChange {
+                    desired_state: Some("running".into()),
+                    state: Some("starting".into()),
+                    ..Default::default()
+                })
+                .await?;
                 self.check_may_act()?;
                 let r = driver.start(ctx).await;
                 Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
@@ -334,7 +352,12 @@ impl Actor {
                 if let Err(e) = self.stop(driver, ctx).await? {
                     return Ok(Err(e));
                 }
-                self.change(AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() }).await?;
+                self.change(AppChange {
+                    desired_state: Some("running".into()),
+                    state: Some("starting".into()),
+                    ..Default::default()
+                })
+                .await?;
                 self.check_may_act()?;
                 let r = driver.start(ctx).await;
                 Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
@@ -347,22 +370,38 @@ impl Actor {
     }
 
     async fn stop(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
-        self.change(AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() }).await?;
+        self.change(AppChange {
+            desired_state: Some("stopped".into()),
+            state: Some("stopping".into()),
+            ..Default::default()
+        })
+        .await?;
         self.check_may_act()?;
         match driver.stop(ctx).await {
             Ok(()) => {
-                self.change(AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() }).await?;
+                self.change(AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() })
+                    .await?;
                 self.event_state("stopped", None).await;
                 Ok(Ok(()))
             }
             Err(e) => {
-                self.change(AppChange { state: Some("unknown".into()), last_error: Some(Some(e.to_string())), ..Default::default() }).await?;
+                self.change(AppChange {
+                    state: Some("unknown".into()),
+                    last_error: Some(Some(e.to_string())),
+                    ..Default::default()
+                })
+                .await?;
                 Ok(Err(e))
             }
         }
     }
 
-    async fn after_start(&mut self, driver: &dyn Driver, ctx: &Ctx, result: Result<(), DriverError>) -> Result<Result<(), DriverError>, Lost> {
+    async fn after_start(
+        &mut self,
+        driver: &dyn Driver,
+        ctx: &Ctx,
+        result: Result<(), DriverError>,
+    ) -> Result<Result<(), DriverError>, Lost> {
         match result {
             Ok(()) => {
                 self.check_may_act()?;
@@ -381,7 +420,12 @@ impl Actor {
                 Ok(Ok(()))
             }
             Err(e) => {
-                self.change(AppChange { state: Some("failed".into()), last_error: Some(Some(e.to_string())), ..Default::default() }).await?;
+                self.change(AppChange {
+                    state: Some("failed".into()),
+                    last_error: Some(Some(e.to_string())),
+                    ..Default::default()
+                })
+                .await?;
                 self.event_state("failed", Some(e.to_string())).await;
                 Ok(Err(e))
             }
@@ -394,7 +438,11 @@ impl Actor {
                 "app.state",
                 Some(self.app_id),
                 None,
-                format!("application {} is {state}{}", self.app_id, detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()),
+                format!(
+                    "application {} is {state}{}",
+                    self.app_id,
+                    detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+                ),
                 json!({ "state": state, "epoch": self.epoch }),
             )
             .await;
@@ -403,8 +451,8 @@ impl Actor {
     async fn record_observed(&mut self, observed: &Observed) -> Result<(), Lost> {
         let state = observed.state();
         // "Cannot tell" adds nothing to a known `failed` or `stopped`.
-        let uninformative =
-            matches!(observed, Observed::Unknown(_)) && self.app.as_ref().is_some_and(|a| a.state == "failed" || a.state == "stopped");
+        let uninformative = matches!(observed, Observed::Unknown(_))
+            && self.app.as_ref().is_some_and(|a| a.state == "failed" || a.state == "stopped");
         let changed = !uninformative && self.app.as_ref().is_some_and(|a| a.state != state);
         if changed {
             let detail = match observed {
@@ -435,14 +483,27 @@ impl Actor {
         self.check_may_act()?;
         self.record_observed(&observed).await?;
         let Some(app) = self.app.clone() else { return Ok(()) };
-        match plan::restart(&app.desired_state, observed.state(), &app.restart_policy, app.restart_count, app.max_restarts) {
+        match plan::restart(
+            &app.desired_state,
+            observed.state(),
+            &app.restart_policy,
+            app.restart_count,
+            app.max_restarts,
+        ) {
             Restart::No => Ok(()),
             Restart::Yes(n) => {
                 tracing::info!(app.id = app.id, restart = n, "restarting per policy");
                 self.shared
-                    .event("app.restart", Some(app.id), None, format!("restart {n} of {} per policy {}", app.max_restarts, app.restart_policy), json!({ "restart": n }))
+                    .event(
+                        "app.restart",
+                        Some(app.id),
+                        None,
+                        format!("restart {n} of {} per policy {}", app.max_restarts, app.restart_policy),
+                        json!({ "restart": n }),
+                    )
                     .await;
-                self.change(AppChange { restart_count: Some(n), state: Some("starting".into()), ..Default::default() }).await?;
+                self.change(AppChange { restart_count: Some(n), state: Some("starting".into()), ..Default::default() })
+                    .await?;
                 self.check_may_act()?;
                 let r = driver.start(&ctx).await;
                 let outcome = self.after_start(&*driver, &ctx, r).await?;
@@ -458,7 +519,12 @@ impl Actor {
                     return Ok(());
                 }
                 let last = app.last_error.clone().unwrap_or_default();
-                self.change(AppChange { state: Some("failed".into()), last_error: Some(Some(format!("{why}: {last}"))), ..Default::default() }).await?;
+                self.change(AppChange {
+                    state: Some("failed".into()),
+                    last_error: Some(Some(format!("{why}: {last}"))),
+                    ..Default::default()
+                })
+                .await?;
                 self.shared.event("app.failed", Some(app.id), None, format!("{why}: {last}"), json!({})).await;
                 Ok(())
             }
@@ -477,13 +543,21 @@ impl Actor {
             }
         }
         let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
-        let event = self.shared.new_event("app.released", Some(id), None, format!("application {id} released"), json!({ "epoch": epoch }));
+        let event = self.shared.new_event(
+            "app.released",
+            Some(id),
+            None,
+            format!("application {id} released"),
+            json!({ "epoch": epoch }),
+        );
         match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch, &event)).await {
             Ok(true) => {
                 tracing::info!(app.id = id, ring.epoch = epoch, "released application");
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(app.id = id, error = %e, "could not release the application; it is freed when this node leaves"),
+            Err(e) => {
+                tracing::warn!(app.id = id, error = %e, "could not release the application; it is freed when this node leaves")
+            }
         }
     }
 }

@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::DispatchConfig;
 use crate::drivers::{Ctx, DriverError, Registry};
 use crate::membership::MembershipState;
-use crate::ring::Selector;
 use crate::metrics::Metrics;
+use crate::ring::Selector;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
 use crate::store::{events, DbUrl, Store};
@@ -83,7 +83,14 @@ impl Shared {
     }
 
     /// An event written by this node's dispatcher.
-    fn new_event(&self, kind: &str, app_id: Option<i64>, task_id: Option<i64>, message: String, data: Value) -> NewEvent {
+    fn new_event(
+        &self,
+        kind: &str,
+        app_id: Option<i64>,
+        task_id: Option<i64>,
+        message: String,
+        data: Value,
+    ) -> NewEvent {
         NewEvent {
             kind: kind.to_string(),
             app_id,
@@ -114,18 +121,28 @@ impl Shared {
                     Outcome::Failed(_) => "failed",
                     Outcome::Retry { .. } => "retried",
                 };
-                self.metrics.tasks.get_or_create(&vec![("action".into(), task.action.clone()), ("status".into(), status.into())]).inc();
+                self.metrics
+                    .tasks
+                    .get_or_create(&vec![("action".into(), task.action.clone()), ("status".into(), status.into())])
+                    .inc();
                 if let Some(claimed) = task.claimed_at {
-                    let secs = (chrono::Utc::now().naive_utc() - claimed).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    let secs =
+                        (chrono::Utc::now().naive_utc() - claimed).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                     self.metrics.execution.get_or_create(&vec![("action".into(), task.action.clone())]).observe(secs);
                 }
                 match &outcome {
                     Outcome::Succeeded(_) => tracing::debug!(task.id = id, app.id = ?task.app_id, "task succeeded"),
                     Outcome::Failed(error) => {
                         tracing::warn!(task.id = id, app.id = ?task.app_id, error = %error, "task failed");
-                        self.event("task.failed", task.app_id, Some(id), error.clone(), serde_json::json!({
-                            "action": task.action, "attempts": task.attempts,
-                        }))
+                        self.event(
+                            "task.failed",
+                            task.app_id,
+                            Some(id),
+                            error.clone(),
+                            serde_json::json!({
+                                "action": task.action, "attempts": task.attempts,
+                            }),
+                        )
                         .await;
                     }
                     Outcome::Retry { error, run_after } => {
@@ -150,12 +167,16 @@ impl Shared {
         let base = Duration::from_millis(self.cfg.retry_base_ms);
         let max = Duration::from_millis(self.cfg.retry_max_ms);
         match plan::after_error(task.attempts, task.max_attempts, error, base, max) {
-            AfterError::Fail => Outcome::Failed(format!(
-                "{error} (attempt {} of {})",
-                task.attempts, task.max_attempts
-            )),
+            AfterError::Fail => {
+                Outcome::Failed(format!("{error} (attempt {} of {})", task.attempts, task.max_attempts))
+            }
             AfterError::Retry(delay) => Outcome::Retry {
-                error: format!("{error} (attempt {} of {}; retrying in {:.1} s)", task.attempts, task.max_attempts, delay.as_secs_f64()),
+                error: format!(
+                    "{error} (attempt {} of {}; retrying in {:.1} s)",
+                    task.attempts,
+                    task.max_attempts,
+                    delay.as_secs_f64()
+                ),
                 run_after: (chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()).naive_utc(),
             },
         }
@@ -288,7 +309,8 @@ impl Dispatcher {
         let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
         let full = due.len() as i64 == batch;
         self.cursor = if full { due.last().map(|d| d.id).unwrap_or(0) } else { 0 };
-        let unknown: Vec<i64> = due.iter().filter_map(|d| d.app_id).filter(|a| !self.selectors.contains_key(a)).collect();
+        let unknown: Vec<i64> =
+            due.iter().filter_map(|d| d.app_id).filter(|a| !self.selectors.contains_key(a)).collect();
         if !unknown.is_empty() {
             let ids = unknown.clone();
             let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
@@ -415,7 +437,13 @@ impl Dispatcher {
                 Ok(Some(status)) => {
                     tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, "recovered an orphaned task");
                     self.shared
-                        .event("task.recovered", o.app_id, Some(o.id), reason, serde_json::json!({ "status": status, "from": o.owner_node }))
+                        .event(
+                            "task.recovered",
+                            o.app_id,
+                            Some(o.id),
+                            reason,
+                            serde_json::json!({ "status": status, "from": o.owner_node }),
+                        )
                         .await;
                 }
                 Ok(None) => {}

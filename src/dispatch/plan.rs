@@ -78,7 +78,9 @@ pub fn plan(task: &Task) -> Plan {
                 d.map(str::to_string).unwrap_or_else(|| "a non-string".into())
             )),
         },
-        (None, _) => Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action)),
+        (None, _) => {
+            Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action))
+        }
     }
 }
 

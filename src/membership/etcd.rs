@@ -420,13 +420,16 @@ impl Runner {
             TxnOpResponse::Get(g) => g.kvs().first().map(|kv| (kv.mod_revision(), kv.value().to_vec())),
             _ => None,
         });
-        let Some((mod_rev, value)) = existing else { return Err(End::Retry("member key vanished while registering".into())) };
+        let Some((mod_rev, value)) = existing else {
+            return Err(End::Retry("member key vanished while registering".into()));
+        };
         match parse_member(&self.me.node_id, &value) {
             Ok((_, rec)) if rec.instance == self.me.instance => {
                 let retake = Txn::new()
                     .when([Compare::mod_revision(self.key.as_str(), CompareOp::Equal, mod_rev)])
                     .and_then([put()]);
-                let resp = call(client.txn(retake)).await.map_err(|e| End::Retry(format!("re-registering failed: {e}")))?;
+                let resp =
+                    call(client.txn(retake)).await.map_err(|e| End::Retry(format!("re-registering failed: {e}")))?;
                 if resp.succeeded() {
                     Ok(resp.header().map(|h| h.revision()).unwrap_or_default())
                 } else {
@@ -471,9 +474,13 @@ impl Runner {
             match client {
                 Some(mut c) => match call(c.lease_revoke(lease.id)).await {
                     Ok(_) => tracing::info!(node.id = %self.me.node_id, "left the cluster (lease revoked)"),
-                    Err(e) => tracing::warn!(node.id = %self.me.node_id, error = %e, "could not revoke the lease; it expires by itself"),
+                    Err(e) => {
+                        tracing::warn!(node.id = %self.me.node_id, error = %e, "could not revoke the lease; it expires by itself")
+                    }
                 },
-                None => tracing::warn!(node.id = %self.me.node_id, "etcd unreachable at shutdown; the lease expires by itself"),
+                None => {
+                    tracing::warn!(node.id = %self.me.node_id, "etcd unreachable at shutdown; the lease expires by itself")
+                }
             }
         }
         self.tx.send_modify(|s| {

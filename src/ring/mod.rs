@@ -77,9 +77,7 @@ impl Member {
     /// True when every `key=value` of `selector` is among this member's
     /// labels. The empty selector matches every member.
     pub fn matches(&self, selector: &Selector) -> bool {
-        selector
-            .iter()
-            .all(|(k, v)| self.labels.get(k).is_some_and(|mine| mine == v))
+        selector.iter().all(|(k, v)| self.labels.get(k).is_some_and(|mine| mine == v))
     }
 }
 
@@ -199,10 +197,7 @@ impl Ring {
             return Err(RingError::ZeroVnodes);
         }
         if members.len() > MAX_MEMBERS {
-            return Err(RingError::TooManyMembers {
-                count: members.len(),
-                max: MAX_MEMBERS,
-            });
+            return Err(RingError::TooManyMembers { count: members.len(), max: MAX_MEMBERS });
         }
         // Sorting first is what makes the ring independent of input order:
         // owner indices, and so tie-breaks, follow node id order.
@@ -217,15 +212,9 @@ impl Ring {
         }
         // Saturating: u32::MAX weights on many members would overflow u64,
         // and must still be refused rather than wrap to a small number.
-        let total: u64 = members
-            .iter()
-            .map(|m| u64::from(m.weight) * u64::from(vnodes))
-            .fold(0, u64::saturating_add);
+        let total: u64 = members.iter().map(|m| u64::from(m.weight) * u64::from(vnodes)).fold(0, u64::saturating_add);
         if total > MAX_POINTS {
-            return Err(RingError::TooManyPoints {
-                points: total,
-                max: MAX_POINTS,
-            });
+            return Err(RingError::TooManyPoints { points: total, max: MAX_POINTS });
         }
 
         // (point, owner) pairs; MAX_POINTS keeps `total` within usize.
@@ -274,15 +263,7 @@ impl Ring {
         }
         let owning_members = owns.iter().filter(|&&o| o).count();
         let (index, shift) = bucket_index(&points);
-        Ring {
-            epoch,
-            members,
-            points,
-            owners,
-            owning_members,
-            index,
-            shift,
-        }
+        Ring { epoch, members, points, owners, owning_members, index, shift }
     }
 
     /// A ring with no members: epoch 0, every lookup answers `None`. What a
@@ -396,11 +377,7 @@ impl Ring {
                 .members
                 .iter()
                 .map(|m| {
-                    m.node_id.capacity()
-                        + m.labels
-                            .iter()
-                            .map(|(k, v)| k.capacity() + v.capacity() + 32)
-                            .sum::<usize>()
+                    m.node_id.capacity() + m.labels.iter().map(|(k, v)| k.capacity() + v.capacity() + 32).sum::<usize>()
                 })
                 .sum::<usize>();
         arrays + members
@@ -437,10 +414,7 @@ impl Ring {
         // hash is in points[lo..hi] or, if none there, at `hi`.
         let bucket = usize::try_from(hash.checked_shr(self.shift).unwrap_or(0)).unwrap_or(0);
         let lo = self.index.get(bucket).map_or(0, |&i| i as usize);
-        let hi = self
-            .index
-            .get(bucket + 1)
-            .map_or(self.points.len(), |&i| i as usize);
+        let hi = self.index.get(bucket + 1).map_or(self.points.len(), |&i| i as usize);
         let i = match self.points.get(lo..hi) {
             Some(slice) => lo + slice.partition_point(|&p| p < hash),
             // Unreachable by construction; the full search is always right.
@@ -470,11 +444,7 @@ impl Ring {
         const YES: u8 = 1;
         const NO: u8 = 2;
         let mut verdict = vec![UNKNOWN; self.members.len()];
-        let mut walk = Walk {
-            found: None,
-            skipped_points: 0,
-            skipped_nodes: Vec::new(),
-        };
+        let mut walk = Walk { found: None, skipped_points: 0, skipped_nodes: Vec::new() };
         let n = self.points.len();
         for step in 0..n {
             let index = (start + step) % n;
@@ -485,10 +455,7 @@ impl Ring {
                 break;
             };
             if *v == UNKNOWN {
-                let matches = self
-                    .members
-                    .get(usize::from(owner))
-                    .is_some_and(|m| m.matches(selector));
+                let matches = self.members.get(usize::from(owner)).is_some_and(|m| m.matches(selector));
                 *v = if matches { YES } else { NO };
                 if !matches {
                     walk.skipped_nodes.push(owner);
@@ -563,9 +530,7 @@ pub struct SharedRing {
 impl SharedRing {
     /// Starts with `ring`.
     pub fn new(ring: Ring) -> SharedRing {
-        SharedRing {
-            current: RwLock::new(Arc::new(ring)),
-        }
+        SharedRing { current: RwLock::new(Arc::new(ring)) }
     }
 
     /// The current ring.
@@ -596,13 +561,7 @@ impl Default for SharedRing {
 
 impl fmt::Display for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ring epoch {} ({} members, {} points)",
-            self.epoch,
-            self.members.len(),
-            self.points.len()
-        )
+        write!(f, "ring epoch {} ({} members, {} points)", self.epoch, self.members.len(), self.points.len())
     }
 }
 

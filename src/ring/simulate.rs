@@ -114,19 +114,13 @@ pub fn simulate(params: &SimulateParams) -> Result<SimulationReport, RingError> 
         return Err(RingError::ZeroVnodes);
     }
     if params.keys == 0 || params.keys > MAX_SIMULATED_KEYS {
-        return invalid(&format!(
-            "keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})",
-            params.keys
-        ));
+        return invalid(&format!("keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})", params.keys));
     }
     let weights = match &params.weights {
         None => vec![1u32; n],
         Some(w) if w.len() == n => w.clone(),
         Some(w) => {
-            return invalid(&format!(
-                "{} weights given for {n} nodes: give exactly one weight per node",
-                w.len()
-            ))
+            return invalid(&format!("{} weights given for {n} nodes: give exactly one weight per node", w.len()))
         }
     };
     let total_weight: u64 = weights.iter().map(|&w| u64::from(w)).sum();
@@ -134,16 +128,9 @@ pub fn simulate(params: &SimulateParams) -> Result<SimulationReport, RingError> 
         return invalid("weights are all 0: at least one node must take keys");
     }
 
-    let member = |i: usize, weight: u32| Member {
-        node_id: format!("node-{}", i + 1),
-        weight,
-        labels: Default::default(),
-    };
-    let base: Vec<Member> = weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| member(i, w))
-        .collect();
+    let member =
+        |i: usize, weight: u32| Member { node_id: format!("node-{}", i + 1), weight, labels: Default::default() };
+    let base: Vec<Member> = weights.iter().enumerate().map(|(i, &w)| member(i, w)).collect();
 
     let started = Instant::now();
     let ring = Ring::build(1, base.clone(), params.vnodes)?;
@@ -277,11 +264,7 @@ impl SimulationReport {
     pub fn render_table(&self) -> String {
         let mut out = String::new();
         let points = self.points();
-        let per_point = if points == 0 {
-            0.0
-        } else {
-            self.bytes as f64 / points as f64
-        };
+        let per_point = if points == 0 { 0.0 } else { self.bytes as f64 / points as f64 };
         let pct = |moved: u64, ideal: f64| {
             if ideal > 0.0 {
                 format!("{:+.2}% vs ideal", (moved as f64 / ideal - 1.0) * 100.0)
@@ -332,9 +315,7 @@ impl SimulationReport {
             "node", "weight", "points", "keys", "fair keys", "ratio"
         );
         for p in &self.per_node {
-            let ratio = p
-                .ratio
-                .map_or_else(|| "-".to_string(), |r| format!("{r:.4}"));
+            let ratio = p.ratio.map_or_else(|| "-".to_string(), |r| format!("{r:.4}"));
             let _ = writeln!(
                 out,
                 "  {:<12} {:>6} {:>9} {:>10} {:>12.0} {:>8}",
@@ -354,22 +335,14 @@ fn invalid<T>(message: &str) -> Result<T, RingError> {
 fn node_numbers(ring: &Ring) -> Vec<u16> {
     ring.members()
         .iter()
-        .map(|m| {
-            m.node_id
-                .strip_prefix("node-")
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or(0)
-        })
+        .map(|m| m.node_id.strip_prefix("node-").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0))
         .collect()
 }
 
 /// Simulation node number owning `key` on `ring` (0 when none).
 #[inline]
 fn number_of(ring: &Ring, numbers: &[u16], key: &[u8]) -> u16 {
-    ring.owner_index(key)
-        .and_then(|i| numbers.get(i))
-        .copied()
-        .unwrap_or(0)
+    ring.owner_index(key).and_then(|i| numbers.get(i)).copied().unwrap_or(0)
 }
 
 /// Keys `"1".."K"` rendered contiguously, one batch at a time.
@@ -381,18 +354,13 @@ struct Batch {
 impl Batch {
     fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .filter_map(move |(s, e)| self.bytes.get(s..e))
+        starts.zip(self.ends.iter().copied()).filter_map(move |(s, e)| self.bytes.get(s..e))
     }
 }
 
 /// Calls `f` with successive batches of keys `"1"..="{keys}"`, in order.
 fn for_each_batch(keys: u64, mut f: impl FnMut(&Batch)) {
-    let mut batch = Batch {
-        bytes: Vec::new(),
-        ends: Vec::new(),
-    };
+    let mut batch = Batch { bytes: Vec::new(), ends: Vec::new() };
     let mut next = 1u64;
     while next <= keys {
         let last = keys.min(next.saturating_add(BATCH - 1));
@@ -417,10 +385,6 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
     let max = values.iter().copied().fold(f64::MIN, f64::max);
     let min = values.iter().copied().fold(f64::MAX, f64::min);
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / count;
-    let cv = if mean > 0.0 {
-        variance.sqrt() / mean
-    } else {
-        0.0
-    };
+    let cv = if mean > 0.0 { variance.sqrt() / mean } else { 0.0 };
     (max / mean, min / mean, cv)
 }

@@ -14,10 +14,7 @@ fn member(id: &str, weight: u32, labels: &[(&str, &str)]) -> Member {
     Member {
         node_id: id.to_string(),
         weight,
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
@@ -44,15 +41,8 @@ fn selector() -> impl Strategy<Value = Selector> {
 
 /// Members with unique ids (a BTreeMap keyed by id), weights 0..4.
 fn members(min: usize, max: usize) -> impl Strategy<Value = Vec<Member>> {
-    prop::collection::btree_map("[a-e]{1,3}", (0u32..4, labels()), min..max).prop_map(|m| {
-        m.into_iter()
-            .map(|(node_id, (weight, labels))| Member {
-                node_id,
-                weight,
-                labels,
-            })
-            .collect()
-    })
+    prop::collection::btree_map("[a-e]{1,3}", (0u32..4, labels()), min..max)
+        .prop_map(|m| m.into_iter().map(|(node_id, (weight, labels))| Member { node_id, weight, labels }).collect())
 }
 
 fn keys() -> impl Iterator<Item = Vec<u8>> {
@@ -67,10 +57,7 @@ fn owner_id(ring: &Ring, key: &[u8]) -> Option<String> {
 fn naive_owner_matching<'r>(ring: &'r Ring, key: &[u8], selector: &Selector) -> Option<&'r Member> {
     let n = ring.points.len();
     let (start, _) = ring.start(hash_key(key))?;
-    (0..n)
-        .map(|step| ring.member_at((start + step) % n))
-        .find(|m| m.is_some_and(|m| m.matches(selector)))
-        .flatten()
+    (0..n).map(|step| ring.member_at((start + step) % n)).find(|m| m.is_some_and(|m| m.matches(selector))).flatten()
 }
 
 proptest! {
@@ -219,26 +206,13 @@ fn hash_matches_published_vectors() {
     let cases: [(&str, [u8; 16]); 3] = [
         (
             "Hello, world!",
-            [
-                0xDF, 0x65, 0xD6, 0xD2, 0xD1, 0x2D, 0x51, 0xF1, 0x64, 0xC5, 0xF3, 0xA8, 0x50, 0x66,
-                0x32, 0x2C,
-            ],
+            [0xDF, 0x65, 0xD6, 0xD2, 0xD1, 0x2D, 0x51, 0xF1, 0x64, 0xC5, 0xF3, 0xA8, 0x50, 0x66, 0x32, 0x2C],
         ),
-        (
-            "1",
-            [
-                0x71, 0x7C, 0x7B, 0x8A, 0xFE, 0xBB, 0xFB, 0x71, 0x37, 0xF6, 0xF0, 0xF9, 0x9B, 0xEB,
-                0x2A, 0x94,
-            ],
-        ),
+        ("1", [0x71, 0x7C, 0x7B, 0x8A, 0xFE, 0xBB, 0xFB, 0x71, 0x37, 0xF6, 0xF0, 0xF9, 0x9B, 0xEB, 0x2A, 0x94]),
         ("", [0; 16]),
     ];
     for (input, bytes) in cases {
-        assert_eq!(
-            murmur3_x64_128(input.as_bytes()),
-            u128::from_le_bytes(bytes),
-            "{input:?}"
-        );
+        assert_eq!(murmur3_x64_128(input.as_bytes()), u128::from_le_bytes(bytes), "{input:?}");
     }
     // The 64-bit value every ring point and key uses.
     assert_eq!(hash_key(b"Hello, world!"), 0xF151_2DD1_D2D6_65DF);
@@ -298,10 +272,7 @@ fn selector_walk_skips_and_explains() {
     let dc3: Selector = [("dc".to_string(), "dc3".to_string())].into();
     let mut saw_skip = false;
     for key in keys() {
-        assert_eq!(
-            ring.owner_matching(&key, &dc2).map(|m| m.node_id.as_str()),
-            Some("b")
-        );
+        assert_eq!(ring.owner_matching(&key, &dc2).map(|m| m.node_id.as_str()), Some("b"));
         // "d" matches dc3 but has weight 0: nobody can take the key.
         assert_eq!(ring.owner_matching(&key, &dc3), None);
         let why = ring.explain(&key, &dc2);
@@ -321,46 +292,20 @@ fn selector_walk_skips_and_explains() {
     }
     assert!(saw_skip);
     let json = serde_json::to_value(ring.explain(b"42", &dc2)).unwrap();
-    for field in [
-        "hash",
-        "hash_hex",
-        "index",
-        "owner",
-        "skipped_nodes",
-        "skipped_points",
-    ] {
+    for field in ["hash", "hash_hex", "index", "owner", "skipped_nodes", "skipped_points"] {
         assert!(json.get(field).is_some(), "{field} missing from {json}");
     }
 }
 
 #[test]
 fn bad_builds_are_refused_with_reasons() {
-    assert_eq!(
-        Ring::build(1, vec![member("a", 1, &[])], 0),
-        Err(RingError::ZeroVnodes)
-    );
-    assert_eq!(
-        Ring::build(1, vec![member("", 1, &[])], 8),
-        Err(RingError::EmptyNodeId)
-    );
-    assert!(matches!(
-        Ring::build(1, vec![member("a", u32::MAX, &[])], 1024),
-        Err(RingError::TooManyPoints { .. })
-    ));
+    assert_eq!(Ring::build(1, vec![member("a", 1, &[])], 0), Err(RingError::ZeroVnodes));
+    assert_eq!(Ring::build(1, vec![member("", 1, &[])], 8), Err(RingError::EmptyNodeId));
+    assert!(matches!(Ring::build(1, vec![member("a", u32::MAX, &[])], 1024), Err(RingError::TooManyPoints { .. })));
     // Large enough to overflow a plain u64 sum.
-    let huge = (0..3)
-        .map(|i| member(&format!("n{i}"), u32::MAX, &[]))
-        .collect();
-    assert_eq!(
-        Ring::build(1, huge, u32::MAX),
-        Err(RingError::TooManyPoints {
-            points: u64::MAX,
-            max: MAX_POINTS
-        })
-    );
-    let msg = Ring::build(1, vec![member("a", 1, &[]), member("a", 2, &[])], 8)
-        .unwrap_err()
-        .to_string();
+    let huge = (0..3).map(|i| member(&format!("n{i}"), u32::MAX, &[])).collect();
+    assert_eq!(Ring::build(1, huge, u32::MAX), Err(RingError::TooManyPoints { points: u64::MAX, max: MAX_POINTS }));
+    let msg = Ring::build(1, vec![member("a", 1, &[]), member("a", 2, &[])], 8).unwrap_err().to_string();
     assert!(msg.contains("duplicate node id \"a\""), "{msg}");
 }
 
@@ -375,45 +320,22 @@ fn separator_keeps_vnode_names_apart() {
 fn balance_and_movement_at_default_vnodes() {
     // Fixed inputs (ids node-1..node-10, keys "1".."100000"), so the figures
     // are deterministic; 1M keys give max/mean 1.04 (docs/benchmarks.md).
-    let report = simulate(&SimulateParams {
-        nodes: 10,
-        vnodes: DEFAULT_VNODES,
-        keys: 100_000,
-        weights: None,
-    })
-    .unwrap();
-    assert!(
-        report.max_over_mean <= 1.06,
-        "max/mean {}",
-        report.max_over_mean
-    );
-    assert!(
-        report.min_over_mean >= 0.94,
-        "min/mean {}",
-        report.min_over_mean
-    );
+    let report = simulate(&SimulateParams { nodes: 10, vnodes: DEFAULT_VNODES, keys: 100_000, weights: None }).unwrap();
+    assert!(report.max_over_mean <= 1.06, "max/mean {}", report.max_over_mean);
+    assert!(report.min_over_mean >= 0.94, "min/mean {}", report.min_over_mean);
     assert_eq!(report.moved_between_survivors, 0);
     assert_eq!(report.per_node.iter().map(|p| p.keys).sum::<u64>(), 100_000);
     let join = report.moved_on_join as f64 / report.ideal_on_join;
     let leave = report.moved_on_leave as f64 / report.ideal_on_leave;
     assert!((0.9..1.1).contains(&join), "join moved {join} of ideal");
     assert!((0.9..1.1).contains(&leave), "leave moved {leave} of ideal");
-    assert!(
-        report.bytes <= report.points() * 16,
-        "bytes {}",
-        report.bytes
-    );
+    assert!(report.bytes <= report.points() * 16, "bytes {}", report.bytes);
 }
 
 #[test]
 fn weighted_simulation_normalizes_by_share() {
-    let report = simulate(&SimulateParams {
-        nodes: 3,
-        vnodes: 256,
-        keys: 30_000,
-        weights: Some(vec![1, 2, 0]),
-    })
-    .unwrap();
+    let report =
+        simulate(&SimulateParams { nodes: 3, vnodes: 256, keys: 30_000, weights: Some(vec![1, 2, 0]) }).unwrap();
     assert_eq!(report.per_node[2].keys, 0);
     assert_eq!(report.per_node[2].ratio, None);
     assert_eq!(report.per_node[1].points, 512);
@@ -444,44 +366,17 @@ fn weighted_simulation_normalizes_by_share() {
 
 #[test]
 fn simulation_refuses_bad_parameters() {
-    let ok = SimulateParams {
-        nodes: 2,
-        vnodes: 8,
-        keys: 10,
-        weights: None,
-    };
+    let ok = SimulateParams { nodes: 2, vnodes: 8, keys: 10, weights: None };
     let bad = [
-        SimulateParams {
-            nodes: 0,
-            ..ok.clone()
-        },
-        SimulateParams {
-            keys: 0,
-            ..ok.clone()
-        },
-        SimulateParams {
-            weights: Some(vec![1]),
-            ..ok.clone()
-        },
-        SimulateParams {
-            weights: Some(vec![0, 0]),
-            ..ok.clone()
-        },
+        SimulateParams { nodes: 0, ..ok.clone() },
+        SimulateParams { keys: 0, ..ok.clone() },
+        SimulateParams { weights: Some(vec![1]), ..ok.clone() },
+        SimulateParams { weights: Some(vec![0, 0]), ..ok.clone() },
     ];
     for p in bad {
-        assert!(
-            matches!(simulate(&p), Err(RingError::InvalidSimulation(_))),
-            "{p:?}"
-        );
+        assert!(matches!(simulate(&p), Err(RingError::InvalidSimulation(_))), "{p:?}");
     }
-    assert_eq!(
-        simulate(&SimulateParams {
-            vnodes: 0,
-            ..ok.clone()
-        })
-        .err(),
-        Some(RingError::ZeroVnodes)
-    );
+    assert_eq!(simulate(&SimulateParams { vnodes: 0, ..ok.clone() }).err(), Some(RingError::ZeroVnodes));
     // One node leaving empties the ring: every key moves, as it must.
     let single = simulate(&SimulateParams { nodes: 1, ..ok }).unwrap();
     assert_eq!(single.moved_on_leave, 10);
@@ -496,9 +391,7 @@ fn shared_ring_swaps_whole_rings() {
         let shared = Arc::clone(&shared);
         std::thread::spawn(move || {
             for epoch in 1..=50u64 {
-                let members = (0..(epoch % 5 + 1))
-                    .map(|i| member(&format!("n{i}"), 1, &[]))
-                    .collect();
+                let members = (0..(epoch % 5 + 1)).map(|i| member(&format!("n{i}"), 1, &[])).collect();
                 shared.store(Arc::new(Ring::build(epoch, members, 16).unwrap()));
             }
         })

@@ -28,7 +28,12 @@ pub struct AppFilter {
 }
 
 /// Applications with `id > after`, in id order, at most `limit`.
-pub fn list_applications(conn: &mut AnyConnection, f: &AppFilter, after: i64, limit: i64) -> Result<Vec<Application>, StoreError> {
+pub fn list_applications(
+    conn: &mut AnyConnection,
+    f: &AppFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Application>, StoreError> {
     let mut q = application::table.into_boxed::<MultiBackend>().filter(application::id.gt(after));
     if let Some(s) = &f.state {
         q = q.filter(application::state.eq(s.clone()));

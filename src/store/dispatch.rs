@@ -56,17 +56,16 @@ pub struct Due {
 
 /// Pending rows due now with `id > after`, in id order, at most `limit`.
 pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
-    let sql = "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND DUE(run_after) ORDER BY id LIMIT $2";
+    let sql =
+        "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND DUE(run_after) ORDER BY id LIMIT $2";
     Ok(match conn {
         AnyConnection::Postgresql(c) => {
             diesel::sql_query(due(sql, true)).bind::<BigInt, _>(after).bind::<BigInt, _>(limit).load(c)?
         }
-        AnyConnection::Sqlite(c) => {
-            diesel::sql_query(due(sql, false).replace('$', "?"))
-                .bind::<BigInt, _>(after)
-                .bind::<BigInt, _>(limit)
-                .load(c)?
-        }
+        AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false).replace('$', "?"))
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
     })
 }
 
@@ -94,11 +93,16 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
         )
     };
     let mut claimed: Vec<Task> = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(body(true, "(clock_timestamp() AT TIME ZONE 'utc')", "= ANY($3)", "FOR UPDATE SKIP LOCKED"))
-            .bind::<Text, _>(node)
-            .bind::<BigInt, _>(epoch)
-            .bind::<Array<BigInt>, _>(ids)
-            .load(c)?,
+        AnyConnection::Postgresql(c) => diesel::sql_query(body(
+            true,
+            "(clock_timestamp() AT TIME ZONE 'utc')",
+            "= ANY($3)",
+            "FOR UPDATE SKIP LOCKED",
+        ))
+        .bind::<Text, _>(node)
+        .bind::<BigInt, _>(epoch)
+        .bind::<Array<BigInt>, _>(ids)
+        .load(c)?,
         AnyConnection::Sqlite(c) => {
             let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             diesel::sql_query(body(false, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
@@ -129,7 +133,13 @@ pub enum Outcome {
 
 /// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
 /// ours (recovered by another node, cancelled): nothing is written then.
-pub fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    node: &str,
+    epoch: i64,
+    outcome: &Outcome,
+) -> Result<bool, StoreError> {
     let now = Utc::now().naive_utc();
     let target = task::table
         .filter(task::id.eq(id))
@@ -138,7 +148,12 @@ pub fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome
         .filter(task::owner_epoch.eq(epoch));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
-            .set((task::status.eq("succeeded"), task::result.eq(result), task::error.eq(None::<String>), task::finished_at.eq(now)))
+            .set((
+                task::status.eq("succeeded"),
+                task::result.eq(result),
+                task::error.eq(None::<String>),
+                task::finished_at.eq(now),
+            ))
             .execute(conn)?,
         Outcome::Failed(error) => diesel::update(target)
             .set((task::status.eq("failed"), task::error.eq(error), task::finished_at.eq(now)))
@@ -157,7 +172,11 @@ pub fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome
 }
 
 /// [`finish`] for many tasks in one transaction; one flag per row, in order.
-pub fn finish_batch(conn: &mut AnyConnection, node: &str, rows: &[(i64, i64, Outcome)]) -> Result<Vec<bool>, StoreError> {
+pub fn finish_batch(
+    conn: &mut AnyConnection,
+    node: &str,
+    rows: &[(i64, i64, Outcome)],
+) -> Result<Vec<bool>, StoreError> {
     if let [(id, epoch, outcome)] = rows {
         return Ok(vec![finish(conn, *id, node, *epoch, outcome)?]);
     }
@@ -199,13 +218,16 @@ pub struct Orphan {
 }
 
 /// Running tasks whose owner is not in `live`, or is `me` from before `joined_epoch`.
-pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str, joined_epoch: i64) -> Result<Vec<Orphan>, StoreError> {
+pub fn orphans(
+    conn: &mut AnyConnection,
+    live: &[String],
+    me: &str,
+    joined_epoch: i64,
+) -> Result<Vec<Orphan>, StoreError> {
     Ok(task::table
         .filter(task::status.eq("running"))
         .filter(
-            task::owner_node
-                .ne_all(live.to_vec())
-                .or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
+            task::owner_node.ne_all(live.to_vec()).or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
         )
         .select((task::id, task::app_id, task::owner_node, task::owner_epoch))
         .order(task::id)
@@ -224,7 +246,11 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
             .filter(task::owner_epoch.eq(o.owner_epoch))
     };
     let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)))
-        .set((task::status.eq("failed"), task::error.eq(format!("{reason}; no attempts left")), task::finished_at.eq(now)))
+        .set((
+            task::status.eq("failed"),
+            task::error.eq(format!("{reason}; no attempts left")),
+            task::finished_at.eq(now),
+        ))
         .execute(conn)?;
     if failed == 1 {
         return Ok(Some("failed"));
@@ -310,41 +336,38 @@ pub fn acquire_app(
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    conn.transaction(|c| acquire_app_in(c, id, me, epoch, live, event))
-}
-
-fn acquire_app_in(
-    conn: &mut AnyConnection,
-    id: i64,
-    me: &str,
-    epoch: i64,
-    live: &[String],
-    event: &NewEvent,
-) -> Result<Option<Application>, StoreError> {
-    let n = diesel::update(
-        application::table.filter(application::id.eq(id)).filter(
-            application::owner_node
-                .is_null()
-                .or(application::owner_node.eq(me))
-                .or(application::owner_node.ne_all(live.to_vec())),
-        ),
-    )
-    .set((
-        application::owner_node.eq(me),
-        application::owner_epoch.eq(epoch),
-        application::updated_at.eq(Utc::now().naive_utc()),
-    ))
-    .execute(conn)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    events::record_event(conn, event)?;
-    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+    conn.transaction(|conn| {
+        let n = diesel::update(
+            application::table.filter(application::id.eq(id)).filter(
+                application::owner_node
+                    .is_null()
+                    .or(application::owner_node.eq(me))
+                    .or(application::owner_node.ne_all(live.to_vec())),
+            ),
+        )
+        .set((
+            application::owner_node.eq(me),
+            application::owner_epoch.eq(epoch),
+            application::updated_at.eq(Utc::now().naive_utc()),
+        ))
+        .execute(conn)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        events::record_event(conn, event)?;
+        Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+    })
 }
 
 /// Give an application up (after stopping whatever this node ran for it); `event` is recorded
 /// in the same transaction.
-pub fn release_app(conn: &mut AnyConnection, id: i64, me: &str, epoch: i64, event: &NewEvent) -> Result<bool, StoreError> {
+pub fn release_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
     conn.transaction(|c| {
         let n = diesel::update(
             application::table
@@ -415,7 +438,13 @@ mod tests {
     #[test]
     fn due_rewrites_every_column() {
         let sql = "a AND DUE(t.run_after) OR (DUE(e.run_after))";
-        assert_eq!(due(sql, true), "a AND t.run_after <= (now() AT TIME ZONE 'utc') OR (e.run_after <= (now() AT TIME ZONE 'utc'))");
-        assert_eq!(due(sql, false), "a AND julianday(t.run_after) <= julianday('now') OR (julianday(e.run_after) <= julianday('now'))");
+        assert_eq!(
+            due(sql, true),
+            "a AND t.run_after <= (now() AT TIME ZONE 'utc') OR (e.run_after <= (now() AT TIME ZONE 'utc'))"
+        );
+        assert_eq!(
+            due(sql, false),
+            "a AND julianday(t.run_after) <= julianday('now') OR (julianday(e.run_after) <= julianday('now'))"
+        );
     }
 }

@@ -26,7 +26,12 @@ pub struct EventFilter {
 }
 
 /// Events with `id < before` (all when None), newest first, at most `limit`.
-pub fn list_events(conn: &mut AnyConnection, f: &EventFilter, before: Option<i64>, limit: i64) -> Result<Vec<Event>, StoreError> {
+pub fn list_events(
+    conn: &mut AnyConnection,
+    f: &EventFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
     let mut q = event::table.into_boxed::<MultiBackend>();
     if let Some(b) = before {
         q = q.filter(event::id.lt(b));

@@ -36,7 +36,8 @@ impl PgDb {
             N.fetch_add(1, Ordering::SeqCst),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
         );
-        let mut admin = PgConnection::establish(&pg_admin_url()).expect("PostgreSQL must be up (scripts/test.sh starts it)");
+        let mut admin =
+            PgConnection::establish(&pg_admin_url()).expect("PostgreSQL must be up (scripts/test.sh starts it)");
         admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
         PgDb { url: format!("{}/{name}", pg_base()), name }
     }
@@ -268,7 +269,8 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Etcd {
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: free_port(), peer_port: free_port() };
+        let mut e =
+            Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: free_port(), peer_port: free_port() };
         e.launch();
         e
     }
@@ -353,10 +355,9 @@ impl Proxy {
                 let mut kept = k2.lock().unwrap();
                 kept.push(inbound.try_clone().unwrap());
                 kept.push(outbound.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                    (outbound, inbound),
-                ] {
+                for (mut from, mut to) in
+                    [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
