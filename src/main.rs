@@ -156,16 +156,17 @@ fn main() -> ExitCode {
             })
         }),
         Command::Migrate(args) => load(args.config.as_deref(), &args.overrides()).and_then(|cfg| {
-            run_async(async move {
-                let store = rota::node::open_store(&cfg).await?;
-                let applied = tokio::task::spawn_blocking(move || store.migrate()).await??;
-                if applied.is_empty() {
-                    println!("database is up to date");
-                } else {
-                    println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
-                }
-                Ok(())
-            })
+            let url = rota::store::DbUrl::parse(&cfg.database_url())?;
+            let timeout = std::time::Duration::from_millis(cfg.database.connect_timeout_ms);
+            let applied = rota::store::migrate_url(&url, timeout).map_err(|e| {
+                anyhow::anyhow!("{e} (check --database-url / ROTA_DATABASE_URL and that the server is up)")
+            })?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            }
+            Ok(())
         }),
         Command::Ring { command: RingCommand::Simulate(args) } => rota::cli::ring::simulate(&args),
         Command::App { api, command } => return api_exit(rota::cli::app::run(&api, &command)),
