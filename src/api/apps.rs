@@ -3,21 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{delete, get, patch, post, web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::auth::Caller;
 use super::error::{ApiError, FieldError};
 use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Page};
-use super::ApiState;
+use super::{audit, caller, page_size, ApiState};
 use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
 use crate::store::events::{self, EventFilter};
-use crate::store::models::{NewApplication, NewEvent, NewTask};
-use crate::store::{tasks, StoreError};
+use crate::store::models::{NewApplication, NewTask};
+use crate::store::StoreError;
 
 /// Register the routes (each handler's `#[utoipa::path]` puts it in the OpenAPI document).
 pub fn config(cfg: &mut ServiceConfig) {
@@ -29,43 +28,6 @@ pub fn config(cfg: &mut ServiceConfig) {
         .service(start)
         .service(stop)
         .service(restart);
-}
-
-/// The caller set by the auth middleware.
-pub fn caller(req: &HttpRequest) -> String {
-    req.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_else(|| "unknown".into())
-}
-
-/// Record an admin action in `event`.
-pub async fn audit(
-    state: &ApiState,
-    kind: &str,
-    app_id: Option<i64>,
-    task_id: Option<i64>,
-    actor: String,
-    message: String,
-) {
-    let ev = NewEvent {
-        kind: kind.into(),
-        app_id,
-        task_id,
-        node_id: Some(state.node_id.clone()),
-        actor: Some(actor),
-        message,
-        data: None,
-    };
-    if let Err(e) = state.store.run(move |c| events::record_event(c, &ev)).await {
-        tracing::warn!(error = %e, "could not record an audit event");
-    }
-}
-
-/// `limit` within 1..=500 (default 50).
-pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
-    match limit {
-        None => Ok(50),
-        Some(n) if (1..=500).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::field("limit", format!("must be between 1 and 500, got {n}"))),
-    }
 }
 
 /// A new application.
@@ -421,9 +383,4 @@ async fn command(
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/tasks/{task_id}")))
         .json(json!({ "task_id": task_id, "task": format!("/api/v1/tasks/{task_id}") })))
-}
-
-/// Used by the tasks module to resolve an idempotency conflict into the existing task.
-pub async fn existing_task(state: &ApiState, key: String) -> Result<Option<i64>, ApiError> {
-    Ok(state.store.run(move |c| tasks::find_by_idempotency_key(c, &key)).await?.map(|t| t.id))
 }

@@ -5,8 +5,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::apps::page_size;
 use super::error::ApiError;
+use super::page_size;
 use super::views::{next_link, EventView, Page};
 use super::ApiState;
 use crate::store::events::{self, EventFilter};

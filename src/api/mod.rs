@@ -25,9 +25,15 @@ use std::time::Duration;
 use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 
+use actix_web::{HttpMessage, HttpRequest};
+
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
+use crate::store::events as event_store;
+use crate::store::models::NewEvent;
 use crate::store::Store;
+use auth::Caller;
+use error::ApiError;
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -54,6 +60,45 @@ pub struct ApiState {
     pub drain: Option<Arc<Drain>>,
     /// How long `/readyz` waits for the database.
     pub ready_timeout: Duration,
+}
+
+// Helpers every route module uses.
+
+/// The caller set by the auth middleware.
+pub fn caller(req: &HttpRequest) -> String {
+    req.extensions().get::<Caller>().map(|c| c.name.clone()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Record an admin action in `event`.
+pub async fn audit(
+    state: &ApiState,
+    kind: &str,
+    app_id: Option<i64>,
+    task_id: Option<i64>,
+    actor: String,
+    message: String,
+) {
+    let ev = NewEvent {
+        kind: kind.into(),
+        app_id,
+        task_id,
+        node_id: Some(state.node_id.clone()),
+        actor: Some(actor),
+        message,
+        data: None,
+    };
+    if let Err(e) = state.store.run(move |c| event_store::record_event(c, &ev)).await {
+        tracing::warn!(error = %e, "could not record an audit event");
+    }
+}
+
+/// `limit` within 1..=500 (default 50).
+pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::field("limit", format!("must be between 1 and 500, got {n}"))),
+    }
 }
 
 /// Drain control: this node's ring weight as published in membership.

@@ -10,9 +10,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::views::ErrorBody;
 use serde_json::json;
 
-use super::apps::{audit, caller};
 use super::error::ApiError;
 use super::ApiState;
+use super::{audit, caller};
 use crate::store::dispatch as q;
 
 /// Register the routes.

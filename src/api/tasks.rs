@@ -8,10 +8,10 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::apps::{audit, caller, existing_task, page_size};
 use super::error::ApiError;
 use super::views::{next_link, Accepted, ErrorBody, Page, TaskView};
 use super::ApiState;
+use super::{audit, caller, page_size};
 use crate::store::dispatch as q;
 use crate::store::models::NewTask;
 use crate::store::tasks::{self, TaskFilter};
@@ -202,4 +202,9 @@ async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>
         None => Err(ApiError::NotFound(format!("no task with id {id}"))),
         Some(t) => Err(ApiError::Conflict(format!("task {id} is {}; only pending tasks can be cancelled", t.status))),
     }
+}
+
+/// The task holding an idempotency key, if any.
+async fn existing_task(state: &ApiState, key: String) -> Result<Option<i64>, ApiError> {
+    Ok(state.store.run(move |c| tasks::find_by_idempotency_key(c, &key)).await?.map(|t| t.id))
 }

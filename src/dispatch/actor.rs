@@ -66,11 +66,14 @@ impl Handle {
 pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut actor = Actor { app_id, shared, epoch: 0, app: None };
+        let mut actor = Actor { app_id, shared, epoch: 0, app: None, checked: None };
         actor.run(rx).await;
     });
     Handle { tx, task }
 }
+
+/// An application's driver and parsed spec, or why they cannot be used.
+type Checked = Result<(Arc<dyn Driver>, Value), String>;
 
 /// This node no longer owns the application at its epoch: stop without writing.
 struct Lost;
@@ -81,6 +84,8 @@ struct Actor {
     /// The epoch the application was acquired at (its fencing token).
     epoch: i64,
     app: Option<Application>,
+    /// (driver, spec text) → the result of [`Actor::check`] for them.
+    checked: Option<(String, String, Checked)>,
 }
 
 impl Actor {
@@ -189,16 +194,28 @@ impl Actor {
         }
     }
 
-    fn driver(&self) -> Result<(Arc<dyn Driver>, Value), String> {
+    /// The application's driver and its parsed, validated spec. Parsed and validated once per
+    /// (driver, spec) seen — not at every monitor tick — and again only when an update changes them.
+    fn driver(&mut self) -> Checked {
         let app = self.app.as_ref().ok_or("internal: no application loaded")?;
+        if let Some((driver, spec_text, checked)) = &self.checked {
+            if *driver == app.driver && *spec_text == app.spec {
+                return checked.clone();
+            }
+        }
+        let checked = self.check(app);
+        self.checked = Some((app.driver.clone(), app.spec.clone(), checked.clone()));
+        checked
+    }
+
+    fn check(&self, app: &Application) -> Checked {
         let driver = self.shared.drivers.get(&app.driver).ok_or_else(|| {
             format!("driver `{}` is not available on this node (have: {:?})", app.driver, self.shared.drivers.names())
         })?;
         let spec: Value = serde_json::from_str(&app.spec)
             .map_err(|e| format!("application {} has a spec that is not valid JSON: {e}", app.id))?;
         driver.validate(&spec).map_err(|errors| {
-            let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-            format!("application {} has an invalid {} spec: {text}", app.id, app.driver)
+            format!("application {} has an invalid {} spec: {}", app.id, app.driver, crate::drivers::describe(&errors))
         })?;
         Ok((driver, spec))
     }
@@ -336,37 +353,32 @@ impl Actor {
         command: Command,
     ) -> Result<Result<Option<Value>, DriverError>, Lost> {
         match command {
-            Command::Start => {
-                self.change(AppChange {
-                    desired_state: Some("running".into()),
-                    state: Some("starting".into()),
-                    ..Default::default()
-                })
-                .await?;
-                self.check_may_act()?;
-                let r = driver.start(ctx).await;
-                Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
-            }
+            Command::Start => Ok(self.start(driver, ctx).await?.map(|_| None)),
             Command::Stop => Ok(self.stop(driver, ctx).await?.map(|_| None)),
             Command::Restart => {
                 if let Err(e) = self.stop(driver, ctx).await? {
                     return Ok(Err(e));
                 }
-                self.change(AppChange {
-                    desired_state: Some("running".into()),
-                    state: Some("starting".into()),
-                    ..Default::default()
-                })
-                .await?;
-                self.check_may_act()?;
-                let r = driver.start(ctx).await;
-                Ok(self.after_start(driver, ctx, r).await?.map(|_| None))
+                Ok(self.start(driver, ctx).await?.map(|_| None))
             }
             Command::Run => {
                 self.check_may_act()?;
                 Ok(driver.run(ctx).await.map(Some))
             }
         }
+    }
+
+    /// A `start` command: desired `running`, state `starting`, then the driver.
+    async fn start(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
+        self.change(AppChange {
+            desired_state: Some("running".into()),
+            state: Some("starting".into()),
+            ..Default::default()
+        })
+        .await?;
+        self.check_may_act()?;
+        let r = driver.start(ctx).await;
+        self.after_start(driver, ctx, r).await
     }
 
     async fn stop(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {

@@ -517,8 +517,7 @@ async fn run_job(shared: &Shared, task: Task) {
                 return;
             }
             if let Err(errors) = driver.validate(&ctx.spec) {
-                let text = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-                Outcome::Failed(format!("job spec is invalid: {text}"))
+                Outcome::Failed(format!("job spec is invalid: {}", crate::drivers::describe(&errors)))
             } else {
                 match driver.run(&ctx).await {
                     Ok(v) => Outcome::Succeeded(Some(v.to_string())),

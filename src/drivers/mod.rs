@@ -81,6 +81,11 @@ pub struct SpecError {
     pub message: String,
 }
 
+/// Every spec problem on one line: `field: message; field: message`.
+pub fn describe(errors: &[SpecError]) -> String {
+    errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
+}
+
 /// A driver call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DriverError {
