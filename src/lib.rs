@@ -11,6 +11,7 @@
 //!   node may act.
 //! - [`dispatch`]: poll, own, claim, per-application actors, recovery.
 //! - [`drivers`]: what start / stop / status / run mean per kind of application.
+//! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`node`]: `rota serve`, wiring the above together with a safe start and stop order.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod drivers;
+pub mod jobs;
 pub mod logging;
 pub mod membership;
 pub mod metrics;

@@ -128,6 +128,7 @@ async fn create(
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
         monitor_interval_ms: b.monitor_interval_ms,
+        traffic_group: None,
     };
     let id = match state.store.run(move |c| apps::insert_application(c, &new)).await {
         Ok(id) => id,

@@ -101,7 +101,7 @@ async fn submit(
         run_after: b.run_after.map(|t| t.naive_utc()),
         max_attempts: b.max_attempts,
         idempotency_key: b.idempotency_key,
-        parent_id: None,
+        ..Default::default()
     };
     let id = insert(&state, new).await?;
     audit(&state, "task.submitted", b.app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action))

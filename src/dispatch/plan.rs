@@ -180,6 +180,10 @@ mod tests {
             created_at: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             claimed_at: None,
             finished_at: None,
+            routing: None,
+            timeout_ms: None,
+            selector: None,
+            stage: None,
         }
     }
 

@@ -53,6 +53,14 @@ pub struct Task {
     pub claimed_at: Option<NaiveDateTime>,
     /// Terminal time (UTC).
     pub finished_at: Option<NaiveDateTime>,
+    /// How a job picks its node(s); None is `hash`.
+    pub routing: Option<String>,
+    /// Per-attempt time limit of a job, ms.
+    pub timeout_ms: Option<i32>,
+    /// A job's own selector (JSON); None uses its application's.
+    pub selector: Option<String>,
+    /// Fan-out stage of a parent: None, `gather`, `reduce`.
+    pub stage: Option<String>,
 }
 
 /// A new `task` row; unset fields take the database defaults.
@@ -75,6 +83,18 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// See [`Task::parent_id`].
     pub parent_id: Option<i64>,
+    /// See [`Task::routing`].
+    pub routing: Option<String>,
+    /// See [`Task::timeout_ms`].
+    pub timeout_ms: Option<i32>,
+    /// See [`Task::selector`].
+    pub selector: Option<String>,
+    /// See [`Task::shard_index`].
+    pub shard_index: Option<i32>,
+    /// See [`Task::shard_total`].
+    pub shard_total: Option<i32>,
+    /// See [`Task::target_node`].
+    pub target_node: Option<String>,
 }
 
 /// A row of `application`.
@@ -113,6 +133,8 @@ pub struct Application {
     pub created_at: NaiveDateTime,
     /// Last changed (UTC).
     pub updated_at: NaiveDateTime,
+    /// Traffic group (a `traffic_policy` picks its datacenter).
+    pub traffic_group: Option<String>,
 }
 
 /// A new `application` row.
@@ -133,6 +155,8 @@ pub struct NewApplication {
     pub max_restarts: Option<i32>,
     /// Monitor interval.
     pub monitor_interval_ms: Option<i32>,
+    /// Traffic group.
+    pub traffic_group: Option<String>,
 }
 
 /// A row of `event`.

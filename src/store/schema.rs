@@ -20,6 +20,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        traffic_group -> Nullable<Text>,
     }
 }
 
@@ -47,6 +48,10 @@ diesel::table! {
         created_at -> Timestamp,
         claimed_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        routing -> Nullable<Text>,
+        timeout_ms -> Nullable<Integer>,
+        selector -> Nullable<Text>,
+        stage -> Nullable<Text>,
     }
 }
 
@@ -78,5 +83,33 @@ diesel::table! {
         epoch -> BigInt,
         acquired_at -> Timestamp,
         heartbeat_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Routing memory per job: round-robin counter (node_id '') and per-node uses for lru/lfu.
+    job_route (route_key, node_id) {
+        route_key -> Text,
+        node_id -> Text,
+        uses -> BigInt,
+        last_seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    /// Which datacenter a traffic group runs in.
+    traffic_policy (group_name) {
+        group_name -> Text,
+        label -> Text,
+        preferred -> Text,
+        backup -> Nullable<Text>,
+        percent -> Integer,
+        sticky -> Bool,
+        auto_failover -> Bool,
+        auto_failback -> Bool,
+        failed_over -> Bool,
+        updated_by -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        updated_at -> Timestamp,
     }
 }
