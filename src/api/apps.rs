@@ -47,6 +47,16 @@ pub struct CreateApp {
     restart_policy: Option<String>,
     max_restarts: Option<i32>,
     monitor_interval_ms: Option<i32>,
+    /// Traffic group: a traffic policy of that name picks the datacenter it (and its jobs) run in.
+    traffic_group: Option<String>,
+}
+
+fn check_group(group: Option<&str>, errors: &mut Vec<FieldError>) {
+    if let Some(g) = group {
+        if let Err(msg) = super::traffic::check_group_name(g) {
+            errors.push(FieldError { field: "traffic_group".into(), message: msg });
+        }
+    }
 }
 
 fn empty_object() -> Value {
@@ -119,6 +129,7 @@ async fn create(
     check_name(&b.name, &mut errors);
     check_spec(&state, &b.driver, &b.spec, &mut errors);
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms, &mut errors);
+    check_group(b.traffic_group.as_deref(), &mut errors);
     invalid(errors)?;
     let new = NewApplication {
         name: b.name.clone(),
@@ -128,7 +139,7 @@ async fn create(
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
         monitor_interval_ms: b.monitor_interval_ms,
-        traffic_group: None,
+        traffic_group: b.traffic_group,
     };
     let id = match state.store.run(move |c| apps::insert_application(c, &new)).await {
         Ok(id) => id,
@@ -221,6 +232,9 @@ pub struct UpdateApp {
     max_restarts: Option<i32>,
     #[serde(default, deserialize_with = "double_option")]
     monitor_interval_ms: Option<Option<i32>>,
+    /// Traffic group (`null` leaves it).
+    #[serde(default, deserialize_with = "double_option")]
+    traffic_group: Option<Option<String>>,
 }
 
 #[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body = UpdateApp, responses(
@@ -242,6 +256,7 @@ async fn update(
         check_spec(&state, &app.driver, spec, &mut errors);
     }
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms.flatten(), &mut errors);
+    check_group(b.traffic_group.clone().flatten().as_deref(), &mut errors);
     invalid(errors)?;
     let change = AppUpdate {
         spec: b.spec.map(|s| s.to_string()),
@@ -249,6 +264,7 @@ async fn update(
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
         monitor_interval_ms: b.monitor_interval_ms,
+        traffic_group: b.traffic_group,
     };
     if !state.store.run(move |c| apps::update_application(c, id, &change)).await? {
         return Err(ApiError::NotFound(format!("no application with id {id}")));

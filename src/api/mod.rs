@@ -16,6 +16,7 @@ pub mod health;
 pub mod metrics;
 pub mod nodes;
 pub mod tasks;
+pub mod traffic;
 pub mod views;
 
 use std::net::TcpListener;
@@ -169,6 +170,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(tasks::config)
                     .configure(events::config)
                     .configure(nodes::config)
+                    .configure(traffic::config)
                     .default_service(web::to(error::not_found)),
             )
             .split_for_parts();

@@ -12,6 +12,8 @@ use super::error::ApiError;
 use super::views::{next_link, Accepted, ErrorBody, Page, TaskView};
 use super::ApiState;
 use super::{audit, caller, page_size};
+use crate::jobs::routing::check_shards;
+use crate::jobs::Strategy;
 use crate::store::dispatch as q;
 use crate::store::models::NewTask;
 use crate::store::tasks::{self, TaskFilter};
@@ -62,6 +64,18 @@ pub struct Submit {
     max_attempts: Option<i32>,
     /// A second task with the same key is refused (409).
     idempotency_key: Option<String>,
+    /// Jobs (`run`): hash (default), round_robin, random, least_busy, first, last, lru, lfu,
+    /// failover, broadcast, sharding, map, map_reduce.
+    routing: Option<String>,
+    /// Sharding: number of shards (default: one per matching node, or `payload.shard_params`'s
+    /// length).
+    shard_total: Option<i32>,
+    /// Jobs: per-attempt time limit in ms.
+    timeout_ms: Option<i32>,
+    /// Jobs: labels the executing node must have (default: the application's selector).
+    selector: Option<std::collections::BTreeMap<String, String>>,
+    /// A child of a running `map` / `map_reduce` job (its application by default).
+    parent_id: Option<i64>,
 }
 
 #[utoipa::path(tag = "tasks", request_body = Submit, responses(
@@ -87,14 +101,62 @@ async fn submit(
     if b.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256) {
         return Err(ApiError::field("idempotency_key", "1 to 256 characters"));
     }
-    if let Some(app_id) = b.app_id {
+    let is_job = b.action == "run";
+    for (field, set) in [
+        ("routing", b.routing.is_some()),
+        ("shard_total", b.shard_total.is_some()),
+        ("timeout_ms", b.timeout_ms.is_some()),
+        ("selector", b.selector.is_some()),
+        ("parent_id", b.parent_id.is_some()),
+    ] {
+        if set && !is_job {
+            return Err(ApiError::field(field, "only jobs (action `run`) take this"));
+        }
+    }
+    let strategy = Strategy::parse(b.routing.as_deref()).map_err(|e| ApiError::field("routing", e))?;
+    if b.shard_total.is_some() && strategy != Strategy::Sharding {
+        return Err(ApiError::field("shard_total", "only with routing `sharding`"));
+    }
+    if strategy == Strategy::Sharding {
+        let obj = b.payload.as_ref().and_then(Value::as_object).cloned().unwrap_or_default();
+        check_shards(b.shard_total, &obj).map_err(|(field, msg)| ApiError::field(&field, msg))?;
+    }
+    if b.timeout_ms.is_some_and(|t| t < 1) {
+        return Err(ApiError::field("timeout_ms", "must be at least 1"));
+    }
+    let mut app_id = b.app_id;
+    if let Some(pid) = b.parent_id {
+        let parent = state.store.run(move |c| tasks::find_task(c, pid)).await?;
+        let Some(parent) = parent else {
+            return Err(ApiError::field("parent_id", format!("no task with id {pid}")));
+        };
+        if !matches!(parent.routing.as_deref(), Some("map" | "map_reduce")) {
+            return Err(ApiError::field("parent_id", format!("task {pid} is not a map or map_reduce job")));
+        }
+        if parent.status != "running" || parent.stage.is_some() {
+            return Err(ApiError::field(
+                "parent_id",
+                format!("task {pid} is {} (children are added while its map step runs)", parent.status),
+            ));
+        }
+        if b.routing.is_some() {
+            return Err(ApiError::field("routing", "a map child runs on its own ring owner: leave routing out"));
+        }
+        app_id = app_id.or(parent.app_id);
+    }
+    if let Some(app_id) = app_id {
         let exists = state.store.run(move |c| crate::store::apps::find_application(c, app_id)).await?.is_some();
         if !exists {
             return Err(ApiError::field("app_id", format!("no application with id {app_id}")));
         }
     }
     let new = NewTask {
-        app_id: b.app_id,
+        app_id,
+        routing: b.routing,
+        shard_total: b.shard_total,
+        timeout_ms: b.timeout_ms,
+        selector: b.selector.map(|s| json!(s).to_string()),
+        parent_id: b.parent_id,
         action: b.action.clone(),
         payload: b.payload.map(|p| p.to_string()),
         priority: b.priority,
@@ -104,7 +166,7 @@ async fn submit(
         ..Default::default()
     };
     let id = insert(&state, new).await?;
-    audit(&state, "task.submitted", b.app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action))
+    audit(&state, "task.submitted", app_id, Some(id), caller(&req), format!("task {id} `{}` submitted", b.action))
         .await;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/tasks/{id}")))

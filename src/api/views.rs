@@ -33,6 +33,8 @@ pub struct AppView {
     max_restarts: i32,
     restart_count: i32,
     monitor_interval_ms: Option<i32>,
+    /// Traffic group.
+    traffic_group: Option<String>,
     last_error: Option<String>,
     created_at: String,
     updated_at: String,
@@ -54,6 +56,7 @@ impl From<Application> for AppView {
             max_restarts: a.max_restarts,
             restart_count: a.restart_count,
             monitor_interval_ms: a.monitor_interval_ms,
+            traffic_group: a.traffic_group,
             last_error: a.last_error,
             created_at: ts(a.created_at),
             updated_at: ts(a.updated_at),
@@ -87,6 +90,15 @@ pub struct TaskView {
     created_at: String,
     claimed_at: Option<String>,
     finished_at: Option<String>,
+    /// Jobs: how it picks its node(s) (`hash` when absent).
+    routing: Option<String>,
+    /// Jobs: per-attempt time limit (ms).
+    timeout_ms: Option<i32>,
+    /// Jobs: own selector.
+    #[schema(value_type = Option<Object>)]
+    selector: Option<Value>,
+    /// Fan-out parents: `gather` (waiting for children) or `reduce`.
+    stage: Option<String>,
 }
 
 impl From<Task> for TaskView {
@@ -113,6 +125,10 @@ impl From<Task> for TaskView {
             created_at: ts(t.created_at),
             claimed_at: t.claimed_at.map(ts),
             finished_at: t.finished_at.map(ts),
+            routing: t.routing,
+            timeout_ms: t.timeout_ms,
+            selector: t.selector.as_deref().map(json_column),
+            stage: t.stage,
         }
     }
 }

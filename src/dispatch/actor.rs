@@ -361,10 +361,6 @@ impl Actor {
                 }
                 Ok(self.start(driver, ctx).await?.map(|_| None))
             }
-            Command::Run => {
-                self.check_may_act()?;
-                Ok(driver.run(ctx).await.map(Some))
-            }
         }
     }
 

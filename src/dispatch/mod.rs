@@ -18,6 +18,8 @@
 
 mod actor;
 mod complete;
+mod jobs;
+pub mod place;
 pub mod plan;
 pub mod wake;
 
@@ -31,14 +33,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
-use crate::drivers::{Ctx, DriverError, Registry};
+use crate::drivers::{DriverError, Registry};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
+use crate::jobs::traffic::{Policy, Switch};
 use crate::ring::Selector;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
 use crate::store::{events, DbUrl, Store};
-use plan::{AfterError, Plan};
+use place::{AppPlace, Placement};
+use plan::AfterError;
 
 /// What the dispatcher and its actors share.
 pub struct Shared {
@@ -116,6 +120,10 @@ impl Shared {
         let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
         match self.completer.finish(id, epoch, outcome.clone()).await {
             Ok(true) => {
+                if task.parent_id.is_some() {
+                    // The parent's coordinator may be this node: let it gather now.
+                    self.wake.notify_one();
+                }
                 let status = match &outcome {
                     Outcome::Succeeded(_) => "succeeded",
                     Outcome::Failed(_) => "failed",
@@ -183,11 +191,6 @@ impl Shared {
     }
 }
 
-/// The key a task is owned by: its application's id, or its own id for a job.
-pub fn task_key(id: i64, app_id: Option<i64>) -> String {
-    app_id.unwrap_or(id).to_string()
-}
-
 /// Parse an application's `selector` column: a JSON object of string values. Anything else
 /// (written by hand) constrains nothing, with a warning — a selector that matched no node would
 /// leave the application without an owner and its commands pending for ever.
@@ -201,16 +204,6 @@ pub fn parse_selector(app_id: i64, text: &str) -> Selector {
     }
 }
 
-/// Does `me` own the work under `key`, honouring the application's selector (first matching node
-/// clockwise; none when no member matches)?
-fn owns(ring: &crate::ring::Ring, me: &str, key: &str, selector: Option<&Selector>) -> bool {
-    let owner = match selector.filter(|s| !s.is_empty()) {
-        Some(sel) => ring.owner_matching(key.as_bytes(), sel),
-        None => ring.owner(key.as_bytes()),
-    };
-    owner.is_some_and(|m| m.node_id == me)
-}
-
 /// Run the dispatcher until `shutdown`; then release owned applications gracefully.
 pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
     let listener_stop = CancellationToken::new();
@@ -221,7 +214,10 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         job_slots: Arc::new(Semaphore::new(shared.cfg.max_concurrency as usize)),
         shared,
         actors: HashMap::new(),
-        selectors: HashMap::new(),
+        apps: Arc::new(HashMap::new()),
+        policies: Arc::new(HashMap::new()),
+        gathering: HashMap::new(),
+        last_gather: Instant::now(),
         jobs: JoinSet::new(),
         cursor: 0,
         unplaced_logged: (0, 0),
@@ -235,9 +231,16 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
 struct Dispatcher {
     shared: Arc<Shared>,
     actors: HashMap<i64, actor::Handle>,
-    /// Application selectors, refreshed at each reconciliation and loaded on a miss.
-    selectors: HashMap<i64, Selector>,
-    jobs: JoinSet<()>,
+    /// Applications' selectors and traffic groups, refreshed at each reconciliation and loaded
+    /// on a miss.
+    apps: Arc<HashMap<i64, AppPlace>>,
+    /// Traffic policies by group, refreshed at each reconciliation.
+    policies: Arc<HashMap<String, Policy>>,
+    /// Fan-out parents this node coordinates, waiting for their children.
+    gathering: HashMap<i64, Task>,
+    last_gather: Instant,
+    /// Running jobs; a job that becomes a waiting parent returns it.
+    jobs: JoinSet<Option<Task>>,
     job_slots: Arc<Semaphore>,
     cursor: i64,
     /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
@@ -270,7 +273,11 @@ impl Dispatcher {
                         do_reconcile = true;
                     }
                 }
-                Some(_) = self.jobs.join_next(), if !self.jobs.is_empty() => {}
+                Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    if let Ok(Some(parent)) = done {
+                        self.gathering.insert(parent.id, parent);
+                    }
+                }
             }
             if !self.shared.may_act() {
                 if !self.fenced {
@@ -297,41 +304,61 @@ impl Dispatcher {
                     }
                 }
             }
+            if !self.gathering.is_empty() && self.last_gather.elapsed() >= Duration::from_millis(200) {
+                self.gather().await;
+            }
         }
         self.stop_gracefully().await;
     }
 
+    fn placement(&self) -> Placement {
+        Placement::new(&self.shared.node_id, &self.shared.snapshot(), self.apps.clone(), self.policies.clone())
+    }
+
+    /// Look at every waiting parent: move or lose the children of departed nodes, and finish
+    /// the parents whose children are all done.
+    async fn gather(&mut self) {
+        self.last_gather = Instant::now();
+        let place = self.placement();
+        let parents: Vec<Task> = self.gathering.values().cloned().collect();
+        for parent in parents {
+            if !self.shared.may_act() {
+                return;
+            }
+            if jobs::gather(&self.shared, &place, &parent).await {
+                self.gathering.remove(&parent.id);
+            }
+        }
+    }
+
     /// One read-and-claim round; true when the read was full (more may be waiting).
     async fn round(&mut self) -> Result<bool, crate::store::StoreError> {
-        let ms = self.shared.snapshot();
         let batch = i64::from(self.shared.cfg.batch_size);
         let after = self.cursor;
         let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
         let full = due.len() as i64 == batch;
         self.cursor = if full { due.last().map(|d| d.id).unwrap_or(0) } else { 0 };
-        let unknown: Vec<i64> =
-            due.iter().filter_map(|d| d.app_id).filter(|a| !self.selectors.contains_key(a)).collect();
+        let mut unknown: Vec<i64> = due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
         if !unknown.is_empty() {
+            unknown.sort_unstable();
+            unknown.dedup();
             let ids = unknown.clone();
             let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
+            let apps = Arc::make_mut(&mut self.apps);
             for a in unknown {
                 // Missing applications constrain nothing (their commands fail on their owner).
-                self.selectors.insert(a, Selector::new());
+                apps.insert(a, AppPlace::default());
             }
-            for (id, text) in found {
-                self.selectors.insert(id, parse_selector(id, &text));
+            for (id, _, selector, group) in found {
+                apps.insert(id, AppPlace { selector: parse_selector(id, &selector), group });
             }
         }
-        let me = self.shared.node_id.as_str();
-        let mine: Vec<i64> = due
-            .iter()
-            .filter(|d| owns(&ms.ring, me, &task_key(d.id, d.app_id), d.app_id.and_then(|a| self.selectors.get(&a))))
-            .map(|d| d.id)
-            .collect();
+        let place = self.placement();
+        let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
         if mine.is_empty() {
             return Ok(full);
         }
-        let (node, epoch) = (self.shared.node_id.clone(), ms.view.epoch as i64);
+        let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
         let claimed = self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?;
         for task in claimed {
             tracing::debug!(task.id = task.id, app.id = ?task.app_id, ring.epoch = epoch, "claimed");
@@ -341,8 +368,8 @@ impl Dispatcher {
                 self.shared.metrics.claim_latency.observe(secs);
             }
             match task.app_id {
-                Some(app_id) => self.actor(app_id).send(task),
-                None => self.spawn_job(task).await,
+                Some(app_id) if task.action != "run" => self.actor(app_id).send(task),
+                _ => self.spawn_job(task, place.clone()).await,
             }
         }
         Ok(full)
@@ -357,33 +384,41 @@ impl Dispatcher {
         &self.actors[&app_id]
     }
 
-    async fn spawn_job(&mut self, task: Task) {
+    async fn spawn_job(&mut self, task: Task, place: Placement) {
         let Ok(permit) = self.job_slots.clone().acquire_owned().await else { return };
         let shared = self.shared.clone();
         self.jobs.spawn(async move {
-            run_job(&shared, task).await;
+            let waiting = jobs::run(&shared, &place, task).await;
             drop(permit);
+            waiting
         });
     }
 
-    /// Adopt and release applications as the ring says, recover orphans, prune old rows.
+    /// Adopt and release applications as the ring says, apply traffic switches, recover
+    /// orphans, prune old rows.
     async fn reconcile(&mut self) {
         let ms = self.shared.snapshot();
         self.seen_epoch = ms.view.epoch;
         let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
+        self.traffic(&ms).await;
         match self.shared.store.run(q::app_owners).await {
-            Ok(apps) => {
-                self.selectors.clear();
+            Ok(rows) => {
+                self.apps = Arc::new(
+                    rows.iter()
+                        .map(|(id, _, selector, group)| {
+                            (*id, AppPlace { selector: parse_selector(*id, selector), group: group.clone() })
+                        })
+                        .collect(),
+                );
+                let place = self.placement();
                 let mut unplaced = Vec::new();
-                for (id, owner, selector) in apps {
-                    let selector = parse_selector(id, &selector);
-                    if !selector.is_empty() && ms.ring.owner_matching(id.to_string().as_bytes(), &selector).is_none() {
+                for (id, owner, _, _) in rows {
+                    let selector = place.app_selector(id);
+                    if place.owner_of(&id.to_string(), &selector).is_none() {
                         unplaced.push(id);
                     }
-                    let mine = owns(&ms.ring, &me, &id.to_string(), Some(&selector));
-                    self.selectors.insert(id, selector);
-                    if mine {
+                    if place.owns_app(id) {
                         self.actor(id);
                     } else if let Some(handle) = self.actors.remove(&id) {
                         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
@@ -407,11 +442,68 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not list applications"),
         }
         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-        self.recover(&ms).await;
+        self.recover().await;
         self.prune().await;
     }
 
-    async fn recover(&self, ms: &MembershipState) {
+    /// Reload the traffic policies and record the automatic switches the view calls for (each
+    /// is written once, by whichever node gets there first).
+    async fn traffic(&mut self, ms: &MembershipState) {
+        let rows = match self.shared.store.run(crate::store::jobs::traffic_policies).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read traffic policies; keeping the last ones");
+                return;
+            }
+        };
+        let mut policies = HashMap::new();
+        for row in rows {
+            let mut p = row.policy();
+            let live = |label: &str, v: &str| {
+                ms.view.members.iter().filter(|m| m.weight > 0 && m.labels.get(label).is_some_and(|x| x == v)).count()
+            };
+            let has_live = |v: &str| live(&p.label, v) > 0;
+            if let Some(switch) = p.switch_due(&has_live) {
+                let backup = p.backup.clone().unwrap_or_default();
+                let (kind, failed_over, reason) = match switch {
+                    Switch::FailOver => (
+                        "traffic.failover",
+                        true,
+                        format!(
+                            "no live node has {}={}; moving group {} to {}={} ({} live)",
+                            p.label, p.preferred, p.group, p.label, backup, live(&p.label, &backup)
+                        ),
+                    ),
+                    Switch::FailBack => (
+                        "traffic.failback",
+                        false,
+                        format!(
+                            "{}={} has {} live node(s) again; moving group {} back",
+                            p.label, p.preferred, live(&p.label, &p.preferred), p.group
+                        ),
+                    ),
+                };
+                let mut ev = self.shared.new_event(kind, None, None, reason.clone(), serde_json::json!({
+                    "group": p.group, "label": p.label, "preferred": p.preferred, "backup": p.backup,
+                    "ring_epoch": ms.view.epoch,
+                }));
+                ev.actor = Some("system".into());
+                let group = p.group.clone();
+                match self.shared.store.run(move |c| crate::store::jobs::record_switch(c, &group, failed_over, &reason, &ev)).await {
+                    Ok(true) => tracing::warn!(traffic.group = %p.group, switch = kind, "traffic switched automatically"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(traffic.group = %p.group, error = %e, "could not record a traffic switch"),
+                }
+                p.failed_over = failed_over;
+            }
+            policies.insert(p.group.clone(), p);
+        }
+        self.policies = Arc::new(policies);
+    }
+
+    async fn recover(&self) {
+        let ms = self.shared.snapshot();
+        let place = self.placement();
         let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
         let (me, joined) = (self.shared.node_id.clone(), ms.joined_epoch as i64);
         let m = me.clone();
@@ -423,8 +515,9 @@ impl Dispatcher {
             }
         };
         for o in orphans {
-            let selector = o.app_id.and_then(|a| self.selectors.get(&a));
-            if !owns(&ms.ring, &me, &task_key(o.id, o.app_id), selector) {
+            // An earlier life's rows are ours to recover; others' go to their key's owner.
+            let earlier_life = o.owner_node.as_deref() == Some(me.as_str());
+            if !earlier_life && !place.owns(o.id, o.app_id, &o.action, o.routing.as_deref(), o.selector.as_deref(), None) {
                 continue;
             }
             let reason = format!(
@@ -474,6 +567,7 @@ impl Dispatcher {
         }
         self.shared.metrics.owned_applications.set(0);
         self.jobs.abort_all();
+        self.gathering.clear();
         self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }
@@ -491,43 +585,5 @@ impl Dispatcher {
             self.jobs.abort_all();
         }
         self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
-    }
-}
-
-/// Run one job (a task without an application).
-async fn run_job(shared: &Shared, task: Task) {
-    let outcome = match plan::plan(&task) {
-        Plan::Poison(msg) => Outcome::Failed(msg),
-        Plan::App { .. } => Outcome::Failed("internal: an application task reached the job pool".into()),
-        Plan::Job { params } => {
-            let Some(driver) = shared.drivers.get("noop") else {
-                shared.finish(&task, Outcome::Failed("the noop driver is not available".into())).await;
-                return;
-            };
-            let ctx = Ctx {
-                app_id: None,
-                app_name: String::new(),
-                task_id: Some(task.id),
-                spec: params.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})),
-                params,
-                node_id: shared.node_id.clone(),
-                epoch: task.owner_epoch.unwrap_or_default() as u64,
-            };
-            if !shared.may_act() {
-                return;
-            }
-            if let Err(errors) = driver.validate(&ctx.spec) {
-                Outcome::Failed(format!("job spec is invalid: {}", crate::drivers::describe(&errors)))
-            } else {
-                match driver.run(&ctx).await {
-                    Ok(v) => Outcome::Succeeded(Some(v.to_string())),
-                    Err(e) => shared.outcome_of_error(&task, &e),
-                }
-            }
-        }
-    };
-    // Fenced meanwhile: write nothing; the task is recovered by its key's owner.
-    if shared.may_act() {
-        shared.finish(&task, outcome).await;
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::drivers::DriverError;
+use crate::jobs::Strategy;
 use crate::store::models::Task;
 
 /// An application command.
@@ -21,8 +22,6 @@ pub enum Command {
     Stop,
     /// Stop, then start.
     Restart,
-    /// Run the application's one-shot job with the task's parameters.
-    Run,
 }
 
 /// What a task row asks for.
@@ -37,11 +36,15 @@ pub enum Plan {
         /// Parameters (a JSON object).
         params: Value,
     },
-    /// A job without an application; only the `noop` driver may run one (commands and URLs
-    /// come from application specs, never from task rows).
+    /// A job (`run`): its application's driver and spec run it (without an application only
+    /// `noop` may: commands and URLs come from application specs, never from task rows).
     Job {
+        /// The application whose driver and spec run it.
+        app_id: Option<i64>,
         /// Parameters (a JSON object).
         params: Value,
+        /// Where it runs.
+        strategy: Strategy,
     },
     /// The row cannot be done; the message says what to fix.
     Poison(String),
@@ -50,10 +53,10 @@ pub enum Plan {
 /// Read a task row.
 pub fn plan(task: &Task) -> Plan {
     let command = match task.action.as_str() {
-        "start" => Command::Start,
-        "stop" => Command::Stop,
-        "restart" => Command::Restart,
-        "run" => Command::Run,
+        "start" => Some(Command::Start),
+        "stop" => Some(Command::Stop),
+        "restart" => Some(Command::Restart),
+        "run" => None,
         other => {
             return Plan::Poison(format!(
                 "unknown action `{}`: use start, stop, restart or run",
@@ -68,19 +71,40 @@ pub fn plan(task: &Task) -> Plan {
         }
         Err(e) => return Plan::Poison(format!("payload is not valid JSON: {e}")),
     };
-    match (task.app_id, command) {
-        (Some(app_id), _) => Plan::App { app_id, command, params },
-        (None, Command::Run) => match params.get("driver").map(|d| d.as_str()) {
-            None | Some(Some("noop")) => Plan::Job { params },
+    let Some(command) = command else {
+        let strategy = match Strategy::parse(task.routing.as_deref()) {
+            Ok(s) => s,
+            Err(e) => return Plan::Poison(e),
+        };
+        if let Some(sel) = &task.selector {
+            if let Err(e) = serde_json::from_str::<crate::ring::Selector>(sel) {
+                return Plan::Poison(format!("selector must be a JSON object of strings, like {{\"dc\":\"dc1\"}}: {e}"));
+            }
+        }
+        if matches!(task.timeout_ms, Some(t) if t < 1) {
+            return Plan::Poison(format!("timeout_ms must be at least 1 (got {})", task.timeout_ms.unwrap_or(0)));
+        }
+        if strategy == Strategy::Sharding && task.parent_id.is_none() {
+            let obj = params.as_object().cloned().unwrap_or_default();
+            if let Err((field, msg)) = crate::jobs::routing::check_shards(task.shard_total, &obj) {
+                return Plan::Poison(format!("{field} {msg}"));
+            }
+        }
+        if task.app_id.is_some() {
+            return Plan::Job { app_id: task.app_id, params, strategy };
+        }
+        return match params.get("driver").map(|d| d.as_str()) {
+            None | Some(Some("noop")) => Plan::Job { app_id: None, params, strategy },
             Some(d) => Plan::Poison(format!(
                 "a job without an application can only use the noop driver (got {}); create an application \
                  with the driver's spec and insert (app_id, 'run', payload)",
                 d.map(str::to_string).unwrap_or_else(|| "a non-string".into())
             )),
-        },
-        (None, _) => {
-            Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action))
-        }
+        };
+    };
+    match task.app_id {
+        Some(app_id) => Plan::App { app_id, command, params },
+        None => Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action)),
     }
 }
 
@@ -190,7 +214,7 @@ mod tests {
     #[test]
     fn good_rows_plan() {
         assert!(matches!(plan(&task(Some(4), "start", "{}")), Plan::App { app_id: 4, command: Command::Start, .. }));
-        assert!(matches!(plan(&task(Some(4), "run", r#"{"n":1}"#)), Plan::App { command: Command::Run, .. }));
+        assert!(matches!(plan(&task(Some(4), "run", r#"{"n":1}"#)), Plan::Job { app_id: Some(4), .. }));
         assert!(matches!(plan(&task(None, "run", "{}")), Plan::Job { .. }));
         assert!(matches!(plan(&task(None, "run", r#"{"driver":"noop"}"#)), Plan::Job { .. }));
     }
@@ -203,6 +227,10 @@ mod tests {
             (task(Some(1), "start", "[1,2]"), "must be a JSON object, got an array"),
             (task(None, "start", "{}"), "needs an app_id"),
             (task(None, "run", r#"{"driver":"shell"}"#), "only use the noop driver"),
+            (Task { routing: Some("fastest".into()), ..task(None, "run", "{}") }, "unknown routing `fastest`"),
+            (Task { routing: Some("sharding".into()), shard_total: Some(0), ..task(None, "run", "{}") }, "shard_total must be at least 1"),
+            (Task { selector: Some("[1]".into()), ..task(None, "run", "{}") }, "selector must be a JSON object"),
+            (Task { timeout_ms: Some(0), ..task(None, "run", "{}") }, "timeout_ms must be at least 1"),
         ];
         for (t, needle) in cases {
             match plan(&t) {

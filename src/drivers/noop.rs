@@ -98,7 +98,15 @@ impl Driver for NoopDriver {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
         Box::pin(async move {
             behave(ctx, "run").await?;
-            Ok(json!({ "node": ctx.node_id }))
+            // Echoed so tests (and people trying routing out) can see what reached the node:
+            // `echo` as given, the reduce step's `results`, a shard's `shard_index`.
+            let mut out = json!({ "node": ctx.node_id });
+            for key in ["echo", "results", "shard_index", "shard_total"] {
+                if let Some(v) = ctx.params.get(key) {
+                    out[key] = v.clone();
+                }
+            }
+            Ok(out)
         })
     }
 

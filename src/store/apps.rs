@@ -61,6 +61,8 @@ pub struct AppUpdate {
     pub max_restarts: Option<i32>,
     /// Monitor interval (`Some(None)` returns to the node default).
     pub monitor_interval_ms: Option<Option<i32>>,
+    /// Traffic group (`Some(None)` removes it).
+    pub traffic_group: Option<Option<String>>,
 }
 
 /// Apply an admin's update; false when the application does not exist.

@@ -52,12 +52,24 @@ pub struct Due {
     /// Its application, if any.
     #[diesel(sql_type = Nullable<BigInt>)]
     pub app_id: Option<i64>,
+    /// `run` rows are jobs; the rest are application commands.
+    #[diesel(sql_type = Text)]
+    pub action: String,
+    /// A fan-out child's node.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub target_node: Option<String>,
+    /// A job's routing strategy.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub routing: Option<String>,
+    /// A job's own selector.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub selector: Option<String>,
 }
 
 /// Pending rows due now with `id > after`, in id order, at most `limit`.
 pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec<Due>, StoreError> {
     let sql =
-        "SELECT id, app_id FROM task WHERE status = 'pending' AND id > $1 AND DUE(run_after) ORDER BY id LIMIT $2";
+        "SELECT id, app_id, action, target_node, routing, selector FROM task WHERE status = 'pending' AND id > $1 AND DUE(run_after) ORDER BY id LIMIT $2";
     Ok(match conn {
         AnyConnection::Postgresql(c) => {
             diesel::sql_query(due(sql, true)).bind::<BigInt, _>(after).bind::<BigInt, _>(limit).load(c)?
@@ -72,7 +84,8 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 /// Claim the given pending rows for `node` at `epoch` in one statement: each becomes `running`
 /// with its attempt counted — unless it is no longer pending and due, or an earlier due command
 /// of the same application is still pending or running (commands of one application run one at
-/// a time, in id order; a delayed earlier command does not hold back the ones behind it).
+/// a time, in id order; a delayed earlier command does not hold back the ones behind it). Jobs
+/// (`run`) are not commands: they neither wait for nor hold back anything.
 pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
@@ -85,7 +98,8 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
                 "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
                  claimed_at = {claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
-                   AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id AND e.id < t.id \
+                   AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
+                        AND e.id < t.id AND e.action <> 'run' \
                         AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) {lock}) \
                  RETURNING *"
             ),
@@ -211,13 +225,24 @@ pub struct Orphan {
     pub id: i64,
     /// Its application.
     pub app_id: Option<i64>,
+    /// Its action.
+    pub action: String,
+    /// A job's own selector.
+    pub selector: Option<String>,
     /// The owner that claimed it.
     pub owner_node: Option<String>,
     /// The epoch it claimed it at.
     pub owner_epoch: Option<i64>,
+    /// A fan-out child's node.
+    pub target_node: Option<String>,
+    /// Its routing (a child carries its parent's).
+    pub routing: Option<String>,
+    /// A fan-out parent's stage.
+    pub stage: Option<String>,
 }
 
-/// Running tasks whose owner is not in `live`, or is `me` from before `joined_epoch`.
+/// Running tasks whose owner is not in `live`, or is `me` from before `joined_epoch`. Children
+/// addressed to another node are left to their parent's coordinator (it loses or moves them).
 pub fn orphans(
     conn: &mut AnyConnection,
     live: &[String],
@@ -227,15 +252,30 @@ pub fn orphans(
     Ok(task::table
         .filter(task::status.eq("running"))
         .filter(
-            task::owner_node.ne_all(live.to_vec()).or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
+            task::owner_node
+                .ne_all(live.to_vec())
+                .and(task::target_node.is_null())
+                .or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
         )
-        .select((task::id, task::app_id, task::owner_node, task::owner_epoch))
+        .select((
+            task::id,
+            task::app_id,
+            task::action,
+            task::selector,
+            task::owner_node,
+            task::owner_epoch,
+            task::target_node,
+            task::routing,
+            task::stage,
+        ))
         .order(task::id)
         .load(conn)?)
 }
 
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
-/// are used up. Conditional on the orphan's owner and epoch. Returns the new status, if changed.
+/// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
+/// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
+/// orphan's owner and epoch. Returns the new status, if changed.
 pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Option<&'static str>, StoreError> {
     let now = Utc::now().naive_utc();
     let same = || {
@@ -245,7 +285,17 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
     };
-    let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)))
+    if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
+        let n = diesel::update(same())
+            .set((
+                task::status.eq("lost"),
+                task::error.eq(format!("{reason}; a broadcast child is not run again")),
+                task::finished_at.eq(now),
+            ))
+            .execute(conn)?;
+        return Ok((n == 1).then_some("lost"));
+    }
+    let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)).filter(task::stage.is_null()))
         .set((
             task::status.eq("failed"),
             task::error.eq(format!("{reason}; no attempts left")),
@@ -255,7 +305,7 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
     if failed == 1 {
         return Ok(Some("failed"));
     }
-    let pending = diesel::update(same().filter(task::attempts.lt(task::max_attempts)))
+    let pending = diesel::update(same().filter(task::attempts.lt(task::max_attempts).or(task::stage.is_not_null())))
         .set((
             task::status.eq("pending"),
             task::error.eq(reason),
@@ -308,19 +358,22 @@ pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i6
     Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TERMINAL))).execute(conn)?)
 }
 
-/// Every application's id, owner and selector (JSON).
-pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<(i64, Option<String>, String)>, StoreError> {
+/// An application's id, owner, selector (JSON) and traffic group.
+pub type AppOwner = (i64, Option<String>, String, Option<String>);
+
+/// Every application's id, owner, selector and traffic group.
+pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<AppOwner>, StoreError> {
     Ok(application::table
-        .select((application::id, application::owner_node, application::selector))
+        .select((application::id, application::owner_node, application::selector, application::traffic_group))
         .order(application::id)
         .load(conn)?)
 }
 
-/// The selectors (JSON) of these applications; missing ones are absent.
-pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+/// The selectors (JSON) and traffic groups of these applications; missing ones are absent.
+pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<AppOwner>, StoreError> {
     Ok(application::table
         .filter(application::id.eq_any(ids.to_vec()))
-        .select((application::id, application::selector))
+        .select((application::id, application::owner_node, application::selector, application::traffic_group))
         .load(conn)?)
 }
 

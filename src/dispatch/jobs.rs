@@ -1,0 +1,434 @@
+//! Jobs on the dispatch path: execute a claimed `run` row, coordinate a fan-out parent (pick
+//! nodes, write children), run a map step and the reduce step, and gather children into their
+//! parent's status. The pure rules are in [`crate::jobs`]; the SQL in [`crate::store::jobs`].
+//!
+//! ```text
+//!   claimed run row ─┬─ child (target_node) or hash ─► execute ─► finish
+//!                    ├─ fan-out strategy ─► fan_out (children + stage gather) ─┐
+//!                    ├─ map / map_reduce ─► map step ─► stage gather ──────────┤
+//!                    └─ stage gather (recovered) ──────────────────────────────┤
+//!   gather pass (coordinator): dead target ─► lost (broadcast) | moved ◄───────┘
+//!                              all terminal ─► parent succeeded/failed, or reduce ─► finish
+//! ```
+//!
+//! Must never: run a broadcast child on a node other than its own (I5); write about a child
+//! unless its parent is still this coordinator's at the claimed epoch (I3).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::place::Placement;
+use super::plan::{self, Plan};
+use super::Shared;
+use crate::drivers::{Ctx, Driver, DriverError};
+use crate::jobs::routing::{self, ChildState, Choice, Gathered, NodeStats};
+use crate::jobs::{Strategy, JOB_ROUTE_NONE};
+use crate::store::dispatch::{self as q, Outcome};
+use crate::store::jobs::{self as jq, FanOut};
+use crate::store::models::{NewTask, Task};
+
+/// A random number (SipHash with fresh random keys): enough for `random` routing.
+fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Run a claimed job row. Returns the row when it is a parent that now waits for its children.
+pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Option<Task> {
+    let (app_id, params, strategy) = match plan::plan(&task) {
+        Plan::Poison(msg) => {
+            shared.finish(&task, Outcome::Failed(msg)).await;
+            return None;
+        }
+        Plan::App { .. } => {
+            shared.finish(&task, Outcome::Failed("internal: an application command reached the job pool".into())).await;
+            return None;
+        }
+        Plan::Job { app_id, params, strategy } => (app_id, params, strategy),
+    };
+    match task.stage.as_deref() {
+        Some("gather") => return Some(task),
+        Some("reduce") => {
+            reduce(shared, task).await;
+            return None;
+        }
+        _ => {}
+    }
+    if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
+        let outcome = match execute(shared, &task, app_id, params).await {
+            Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
+            Some(Err(e)) => shared.outcome_of_error(&task, &e),
+            None => return None,
+        };
+        finish_checked(shared, &task, outcome).await;
+        if task.parent_id.is_some() {
+            // The parent's coordinator may be this node: let it gather now.
+            shared.wake.notify_one();
+        }
+        return None;
+    }
+    if strategy.is_map() {
+        return match execute(shared, &task, app_id, params).await {
+            Some(Ok(v)) => {
+                let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
+                let result = Some(v.to_string());
+                match shared.store.run(move |c| jq::set_stage(c, id, &me, epoch, "gather", result)).await {
+                    Ok(true) => Some(Task { stage: Some("gather".into()), ..task }),
+                    Ok(false) => None,
+                    Err(e) => {
+                        tracing::warn!(task.id = id, error = %e, "could not record the end of a map step; it will be recovered");
+                        None
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                let outcome = shared.outcome_of_error(&task, &e);
+                finish_checked(shared, &task, outcome).await;
+                None
+            }
+            None => None,
+        };
+    }
+    coordinate(shared, place, task, app_id, strategy, params).await
+}
+
+/// Finish unless fenced meanwhile (then the row is recovered by its key's owner).
+async fn finish_checked(shared: &Shared, task: &Task, outcome: Outcome) {
+    if shared.may_act() {
+        shared.finish(task, outcome).await;
+    }
+}
+
+/// Run the job's handler: its application's driver and spec, or `noop` with `params.spec`.
+/// None when this node may no longer act (nothing is written then).
+async fn execute(shared: &Shared, task: &Task, app_id: Option<i64>, params: Value) -> Option<Result<Value, DriverError>> {
+    let (driver, spec, app_name): (Arc<dyn Driver>, Value, String) = match app_id {
+        Some(id) => {
+            let app = match shared.store.run(move |c| q::app(c, id)).await {
+                Ok(Some(app)) => app,
+                Ok(None) => {
+                    return Some(Err(DriverError::Invalid(format!(
+                        "application {id} does not exist: create it (POST /api/v1/apps) or fix app_id"
+                    ))))
+                }
+                Err(e) => return Some(Err(DriverError::Failed(format!("could not read application {id}: {e}")))),
+            };
+            let Some(driver) = shared.drivers.get(&app.driver) else {
+                return Some(Err(DriverError::Invalid(format!("driver `{}` is not available", app.driver))));
+            };
+            let spec = match serde_json::from_str::<Value>(&app.spec) {
+                Ok(v) => v,
+                Err(e) => return Some(Err(DriverError::Invalid(format!("application spec is not valid JSON: {e}")))),
+            };
+            (driver, spec, app.name)
+        }
+        None => {
+            let Some(driver) = shared.drivers.get("noop") else {
+                return Some(Err(DriverError::Invalid("the noop driver is not available".into())));
+            };
+            (driver, params.get("spec").cloned().unwrap_or_else(|| json!({})), String::new())
+        }
+    };
+    if let Err(errors) = driver.validate(&spec) {
+        return Some(Err(DriverError::Invalid(format!("job spec is invalid: {}", crate::drivers::describe(&errors)))));
+    }
+    let ctx = Ctx {
+        app_id,
+        app_name,
+        task_id: Some(task.id),
+        spec,
+        params,
+        node_id: shared.node_id.clone(),
+        epoch: task.owner_epoch.unwrap_or_default() as u64,
+    };
+    if !shared.may_act() {
+        return None;
+    }
+    let result = match task.timeout_ms {
+        Some(ms) if ms > 0 => {
+            let limit = Duration::from_millis(ms as u64);
+            match tokio::time::timeout(limit, driver.run(&ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(DriverError::Timeout(format!("the job ran longer than its timeout_ms of {ms}"))),
+            }
+        }
+        _ => driver.run(&ctx).await,
+    };
+    shared.may_act().then_some(result)
+}
+
+/// Probe a member's `/livez` (500 ms): `failover` skips nodes that do not answer now, even
+/// before their lease runs out.
+async fn answers(addr: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_millis(500)))
+            .build()
+            .into();
+        agent.get(&format!("http://{addr}/livez")).call().map(|r| r.status().is_success()).unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Coordinate a fan-out parent: choose its nodes and write its children in one transaction.
+async fn coordinate(
+    shared: &Shared,
+    place: &Placement,
+    task: Task,
+    app_id: Option<i64>,
+    strategy: Strategy,
+    params: Value,
+) -> Option<Task> {
+    let selector = place.job_selector(task.id, app_id, task.selector.as_deref());
+    let mut candidates = place.candidates(&selector);
+    if strategy == Strategy::Failover {
+        let mut first = None;
+        for node in &candidates {
+            let Some(addr) = place.addr(node) else { continue };
+            if answers(addr.to_string()).await {
+                first = Some(node.clone());
+                break;
+            }
+            tracing::info!(task.id = task.id, node.id = %node, "failover: node did not answer its health probe; trying the next");
+        }
+        candidates = first.into_iter().collect();
+    }
+    let loads = if matches!(strategy, Strategy::LeastBusy) {
+        match shared.store.run(jq::node_loads).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(task.id = task.id, error = %e, "could not read node loads; the job waits for the next round");
+                return release(shared, &task).await;
+            }
+        }
+    } else {
+        HashMap::new()
+    };
+    let route_key = app_id.map(|a| a.to_string()).unwrap_or_else(|| JOB_ROUTE_NONE.to_string());
+    let obj = params.as_object().cloned().unwrap_or_default();
+    let shards = if strategy == Strategy::Sharding {
+        match routing::check_shards(task.shard_total, &obj) {
+            Ok(s) => s,
+            Err((field, msg)) => {
+                finish_checked(shared, &task, Outcome::Failed(format!("{field} {msg}"))).await;
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let random = random_u64();
+    let parent = task.clone();
+    let cands = candidates.clone();
+    let choose = move |mem: &jq::RouteMemory| -> Vec<NewTask> {
+        let mut stats = mem.stats.clone();
+        for (node, load) in &loads {
+            stats.entry(node.clone()).or_insert_with(NodeStats::default).load = *load;
+        }
+        let targets = routing::choose(strategy, &Choice { candidates: &cands, stats: &stats, seq: mem.seq, random, shards });
+        let total = targets.len();
+        let sharded = strategy == Strategy::Sharding;
+        targets
+            .into_iter()
+            .enumerate()
+            .map(|(i, node)| NewTask {
+                app_id: parent.app_id,
+                action: "run".into(),
+                payload: Some(routing::child_payload(&obj, sharded, i, total).to_string()),
+                priority: Some(parent.priority),
+                max_attempts: Some(parent.max_attempts),
+                parent_id: Some(parent.id),
+                routing: parent.routing.clone(),
+                timeout_ms: parent.timeout_ms,
+                shard_index: sharded.then_some(i as i32),
+                shard_total: sharded.then_some(total as i32),
+                target_node: Some(node),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
+    match shared.store.run(move |c| jq::fan_out(c, id, &me, epoch, &route_key, choose)).await {
+        Ok(FanOut::Done(children)) => {
+            tracing::info!(task.id = id, routing = strategy.as_str(), children = children.len(), "fanned out");
+            Some(Task { stage: Some("gather".into()), ..task })
+        }
+        Ok(FanOut::NotOurs) => None,
+        Ok(FanOut::NoCandidate) => {
+            let why = if selector.is_empty() {
+                "no live node can take it".to_string()
+            } else {
+                format!("no live node matches selector {}", json!(selector))
+            };
+            let why = if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
+            let outcome = shared.outcome_of_error(&task, &DriverError::Failed(why));
+            finish_checked(shared, &task, outcome).await;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(task.id = id, error = %e, "fan-out failed; the job is handed back");
+            release(shared, &task).await
+        }
+    }
+}
+
+/// Hand a claimed row back untouched (a passing database problem).
+async fn release(shared: &Shared, task: &Task) -> Option<Task> {
+    let (id, node, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
+    if let Err(e) = shared.store.run(move |c| q::unclaim(c, id, &node, epoch)).await {
+        tracing::warn!(task.id = id, error = %e, "could not hand a job back; it will be recovered");
+    }
+    None
+}
+
+/// One gather pass over a parent. Returns true when the parent is done with (finished, handed
+/// to the reduce step, or no longer ours).
+pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) -> bool {
+    let pid = parent.id;
+    let active = match shared.store.run(move |c| jq::active_children(c, pid)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(task.id = pid, error = %e, "could not read a job's children");
+            return false;
+        }
+    };
+    let strategy = Strategy::parse(parent.routing.as_deref()).unwrap_or(Strategy::Hash);
+    let epoch = parent.owner_epoch.unwrap_or_default();
+    let mut loads: Option<HashMap<String, i64>> = None;
+    for child in &active {
+        let Some(dead) = child.target_node.as_deref().filter(|t| !place.is_member(t)) else { continue };
+        let me = shared.node_id.clone();
+        let (cid, dead_s) = (child.id, dead.to_string());
+        match strategy.child_on_dead_node() {
+            routing::DeadChild::Lost => {
+                let ev = shared.new_event(
+                    "task.lost",
+                    parent.app_id,
+                    Some(cid),
+                    format!("node {dead} left before broadcast child {cid} of job {pid} finished: lost, not run elsewhere"),
+                    json!({ "parent": pid, "node": dead, "was": child.status }),
+                );
+                match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, epoch, &ev)).await {
+                    Ok(true) => tracing::warn!(task.id = cid, parent.id = pid, node.id = %dead, "broadcast child lost with its node"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(task.id = cid, error = %e, "could not mark a child lost"),
+                }
+            }
+            routing::DeadChild::Reassign => {
+                if loads.is_none() {
+                    loads = shared.store.run(jq::node_loads).await.ok();
+                }
+                let stats: HashMap<String, NodeStats> = loads
+                    .iter()
+                    .flatten()
+                    .map(|(n, l)| (n.clone(), NodeStats { load: *l, ..Default::default() }))
+                    .collect();
+                let candidates = place.candidates(&place.job_selector(pid, parent.app_id, parent.selector.as_deref()));
+                let Some(to) = routing::reassign_to(&candidates, dead, &stats) else {
+                    tracing::warn!(task.id = cid, node.id = %dead, "a child's node left and no other node matches: it waits");
+                    continue;
+                };
+                let ev = shared.new_event(
+                    "task.reassigned",
+                    parent.app_id,
+                    Some(cid),
+                    format!("node {dead} left before child {cid} of job {pid} finished: moved to {to}"),
+                    json!({ "parent": pid, "from": dead, "to": to, "was": child.status }),
+                );
+                let to_s = to.clone();
+                match shared.store.run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, &ev)).await {
+                    Ok(true) => {
+                        tracing::info!(task.id = cid, parent.id = pid, from.node = %dead, to.node = %to, "child moved off a departed node");
+                        if let Some(l) = loads.as_mut() {
+                            *l.entry(to).or_default() += 1;
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(task.id = cid, error = %e, "could not move a child"),
+                }
+            }
+        }
+    }
+    if !active.is_empty() {
+        return false;
+    }
+    let all = match shared.store.run(move |c| jq::children(c, pid)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(task.id = pid, error = %e, "could not read a job's children");
+            return false;
+        }
+    };
+    let states: Vec<ChildState> = all
+        .iter()
+        .map(|c| ChildState { id: c.id, status: c.status.clone(), node: c.owner_node.clone().or(c.target_node.clone()) })
+        .collect();
+    let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
+    if strategy == Strategy::MapReduce {
+        let (me, result) = (shared.node_id.clone(), parent.result.clone());
+        return match shared.store.run(move |c| jq::set_stage(c, pid, &me, epoch, "reduce", result)).await {
+            Ok(true) => {
+                reduce_with(shared, parent, &all).await;
+                true
+            }
+            Ok(false) => true,
+            Err(e) => {
+                tracing::warn!(task.id = pid, error = %e, "could not start a reduce step");
+                false
+            }
+        };
+    }
+    let mut result = summary;
+    if let Some(map) = parent.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()) {
+        result["map"] = map;
+    }
+    let outcome = match (succeeded, error) {
+        (true, _) | (_, None) => Outcome::Succeeded(Some(result.to_string())),
+        (false, Some(e)) => Outcome::Failed(e),
+    };
+    tracing::info!(task.id = pid, routing = strategy.as_str(), succeeded, "job gathered its children");
+    finish_checked(shared, parent, outcome).await;
+    true
+}
+
+/// The reduce step of a map_reduce parent recovered in stage `reduce`.
+async fn reduce(shared: &Shared, parent: Task) {
+    let pid = parent.id;
+    match shared.store.run(move |c| jq::children(c, pid)).await {
+        Ok(all) => reduce_with(shared, &parent, &all).await,
+        Err(e) => {
+            tracing::warn!(task.id = pid, error = %e, "could not read a job's children for its reduce step");
+            release(shared, &parent).await;
+        }
+    }
+}
+
+/// Run the reduce step with every child's outcome (`params.results`, in child id order).
+async fn reduce_with(shared: &Shared, parent: &Task, children: &[Task]) {
+    let results: Vec<Value> = children
+        .iter()
+        .map(|c| {
+            json!({
+                "task_id": c.id,
+                "shard_index": c.shard_index,
+                "status": c.status,
+                "result": c.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()),
+                "error": c.error,
+            })
+        })
+        .collect();
+    let Plan::Job { app_id, mut params, .. } = plan::plan(parent) else { return };
+    params["reduce"] = json!(true);
+    params["results"] = Value::Array(results);
+    let outcome = match execute(shared, parent, app_id, params).await {
+        Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
+        Some(Err(e)) => shared.outcome_of_error(parent, &e),
+        None => return,
+    };
+    finish_checked(shared, parent, outcome).await;
+}
