@@ -104,7 +104,12 @@ async fn finish_checked(shared: &Shared, task: &Task, outcome: Outcome) {
 
 /// Run the job's handler: its application's driver and spec, or `noop` with `params.spec`.
 /// None when this node may no longer act (nothing is written then).
-async fn execute(shared: &Shared, task: &Task, app_id: Option<i64>, params: Value) -> Option<Result<Value, DriverError>> {
+async fn execute(
+    shared: &Shared,
+    task: &Task,
+    app_id: Option<i64>,
+    params: Value,
+) -> Option<Result<Value, DriverError>> {
     let (driver, spec, app_name): (Arc<dyn Driver>, Value, String) = match app_id {
         Some(id) => {
             let app = match shared.store.run(move |c| q::app(c, id)).await {
@@ -230,7 +235,8 @@ async fn coordinate(
         for (node, load) in &loads {
             stats.entry(node.clone()).or_insert_with(NodeStats::default).load = *load;
         }
-        let targets = routing::choose(strategy, &Choice { candidates: &cands, stats: &stats, seq: mem.seq, random, shards });
+        let targets =
+            routing::choose(strategy, &Choice { candidates: &cands, stats: &stats, seq: mem.seq, random, shards });
         let total = targets.len();
         let sharded = strategy == Strategy::Sharding;
         targets
@@ -265,7 +271,8 @@ async fn coordinate(
             } else {
                 format!("no live node matches selector {}", json!(selector))
             };
-            let why = if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
+            let why =
+                if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
             let outcome = shared.outcome_of_error(&task, &DriverError::Failed(why));
             finish_checked(shared, &task, outcome).await;
             None
@@ -310,11 +317,15 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                     "task.lost",
                     parent.app_id,
                     Some(cid),
-                    format!("node {dead} left before broadcast child {cid} of job {pid} finished: lost, not run elsewhere"),
+                    format!(
+                        "node {dead} left before broadcast child {cid} of job {pid} finished: lost, not run elsewhere"
+                    ),
                     json!({ "parent": pid, "node": dead, "was": child.status }),
                 );
                 match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, epoch, &ev)).await {
-                    Ok(true) => tracing::warn!(task.id = cid, parent.id = pid, node.id = %dead, "broadcast child lost with its node"),
+                    Ok(true) => {
+                        tracing::warn!(task.id = cid, parent.id = pid, node.id = %dead, "broadcast child lost with its node")
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(task.id = cid, error = %e, "could not mark a child lost"),
                 }
@@ -341,7 +352,8 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                     json!({ "parent": pid, "from": dead, "to": to, "was": child.status }),
                 );
                 let to_s = to.clone();
-                match shared.store.run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, &ev)).await {
+                match shared.store.run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, &ev)).await
+                {
                     Ok(true) => {
                         tracing::info!(task.id = cid, parent.id = pid, from.node = %dead, to.node = %to, "child moved off a departed node");
                         if let Some(l) = loads.as_mut() {
@@ -366,7 +378,11 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     };
     let states: Vec<ChildState> = all
         .iter()
-        .map(|c| ChildState { id: c.id, status: c.status.clone(), node: c.owner_node.clone().or(c.target_node.clone()) })
+        .map(|c| ChildState {
+            id: c.id,
+            status: c.status.clone(),
+            node: c.owner_node.clone().or(c.target_node.clone()),
+        })
         .collect();
     let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
     if strategy == Strategy::MapReduce {

@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
 use crate::drivers::{DriverError, Registry};
+use crate::jobs::traffic::{Policy, Switch};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
-use crate::jobs::traffic::{Policy, Switch};
 use crate::ring::Selector;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
@@ -338,7 +338,8 @@ impl Dispatcher {
         let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
         let full = due.len() as i64 == batch;
         self.cursor = if full { due.last().map(|d| d.id).unwrap_or(0) } else { 0 };
-        let mut unknown: Vec<i64> = due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
+        let mut unknown: Vec<i64> =
+            due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
         if !unknown.is_empty() {
             unknown.sort_unstable();
             unknown.dedup();
@@ -471,7 +472,12 @@ impl Dispatcher {
                         true,
                         format!(
                             "no live node has {}={}; moving group {} to {}={} ({} live)",
-                            p.label, p.preferred, p.group, p.label, backup, live(&p.label, &backup)
+                            p.label,
+                            p.preferred,
+                            p.group,
+                            p.label,
+                            backup,
+                            live(&p.label, &backup)
                         ),
                     ),
                     Switch::FailBack => (
@@ -479,18 +485,34 @@ impl Dispatcher {
                         false,
                         format!(
                             "{}={} has {} live node(s) again; moving group {} back",
-                            p.label, p.preferred, live(&p.label, &p.preferred), p.group
+                            p.label,
+                            p.preferred,
+                            live(&p.label, &p.preferred),
+                            p.group
                         ),
                     ),
                 };
-                let mut ev = self.shared.new_event(kind, None, None, reason.clone(), serde_json::json!({
-                    "group": p.group, "label": p.label, "preferred": p.preferred, "backup": p.backup,
-                    "ring_epoch": ms.view.epoch,
-                }));
+                let mut ev = self.shared.new_event(
+                    kind,
+                    None,
+                    None,
+                    reason.clone(),
+                    serde_json::json!({
+                        "group": p.group, "label": p.label, "preferred": p.preferred, "backup": p.backup,
+                        "ring_epoch": ms.view.epoch,
+                    }),
+                );
                 ev.actor = Some("system".into());
                 let group = p.group.clone();
-                match self.shared.store.run(move |c| crate::store::jobs::record_switch(c, &group, failed_over, &reason, &ev)).await {
-                    Ok(true) => tracing::warn!(traffic.group = %p.group, switch = kind, "traffic switched automatically"),
+                match self
+                    .shared
+                    .store
+                    .run(move |c| crate::store::jobs::record_switch(c, &group, failed_over, &reason, &ev))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::warn!(traffic.group = %p.group, switch = kind, "traffic switched automatically")
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::warn!(traffic.group = %p.group, error = %e, "could not record a traffic switch"),
                 }
@@ -517,7 +539,9 @@ impl Dispatcher {
         for o in orphans {
             // An earlier life's rows are ours to recover; others' go to their key's owner.
             let earlier_life = o.owner_node.as_deref() == Some(me.as_str());
-            if !earlier_life && !place.owns(o.id, o.app_id, &o.action, o.routing.as_deref(), o.selector.as_deref(), None) {
+            if !earlier_life
+                && !place.owns(o.id, o.app_id, &o.action, o.routing.as_deref(), o.selector.as_deref(), None)
+            {
                 continue;
             }
             let reason = format!(

@@ -115,7 +115,15 @@ impl Placement {
     }
 
     /// Does this node own the row (claim it, or recover it when its owner left)?
-    pub fn owns(&self, id: i64, app_id: Option<i64>, action: &str, routing: Option<&str>, selector: Option<&str>, target: Option<&str>) -> bool {
+    pub fn owns(
+        &self,
+        id: i64,
+        app_id: Option<i64>,
+        action: &str,
+        routing: Option<&str>,
+        selector: Option<&str>,
+        target: Option<&str>,
+    ) -> bool {
         if let Some(t) = target {
             return t == self.me;
         }

@@ -78,7 +78,9 @@ pub fn plan(task: &Task) -> Plan {
         };
         if let Some(sel) = &task.selector {
             if let Err(e) = serde_json::from_str::<crate::ring::Selector>(sel) {
-                return Plan::Poison(format!("selector must be a JSON object of strings, like {{\"dc\":\"dc1\"}}: {e}"));
+                return Plan::Poison(format!(
+                    "selector must be a JSON object of strings, like {{\"dc\":\"dc1\"}}: {e}"
+                ));
             }
         }
         if matches!(task.timeout_ms, Some(t) if t < 1) {
@@ -228,7 +230,10 @@ mod tests {
             (task(None, "start", "{}"), "needs an app_id"),
             (task(None, "run", r#"{"driver":"shell"}"#), "only use the noop driver"),
             (Task { routing: Some("fastest".into()), ..task(None, "run", "{}") }, "unknown routing `fastest`"),
-            (Task { routing: Some("sharding".into()), shard_total: Some(0), ..task(None, "run", "{}") }, "shard_total must be at least 1"),
+            (
+                Task { routing: Some("sharding".into()), shard_total: Some(0), ..task(None, "run", "{}") },
+                "shard_total must be at least 1",
+            ),
             (Task { selector: Some("[1]".into()), ..task(None, "run", "{}") }, "selector must be a JSON object"),
             (Task { timeout_ms: Some(0), ..task(None, "run", "{}") }, "timeout_ms must be at least 1"),
         ];

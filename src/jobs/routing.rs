@@ -192,11 +192,7 @@ pub fn choose(strategy: Strategy, c: &Choice<'_>) -> Vec<String> {
 /// Where a node goes when its child must move: the least loaded other candidate (ties: lowest
 /// id). None when no other candidate is live.
 pub fn reassign_to(candidates: &[String], dead: &str, stats: &HashMap<String, NodeStats>) -> Option<String> {
-    candidates
-        .iter()
-        .filter(|c| c.as_str() != dead)
-        .min_by_key(|c| stats.get(*c).map(|s| s.load).unwrap_or(0))
-        .cloned()
+    candidates.iter().filter(|c| c.as_str() != dead).min_by_key(|c| stats.get(*c).map(|s| s.load).unwrap_or(0)).cloned()
 }
 
 /// The payload of child `index` of `total`: the parent's parameters without `shard_params`,
@@ -237,10 +233,9 @@ pub fn check_shards(shard_total: Option<i32>, params: &Map<String, Value>) -> Re
                 return Err((format!("payload.shard_params[{i}]"), "each shard's parameters must be an object".into()));
             }
             match shard_total {
-                Some(n) if n as usize != list.len() => Err((
-                    "shard_total".into(),
-                    format!("is {n} but payload.shard_params has {} entries", list.len()),
-                )),
+                Some(n) if n as usize != list.len() => {
+                    Err(("shard_total".into(), format!("is {n} but payload.shard_params has {} entries", list.len())))
+                }
                 _ => Ok(Some(list.len() as i32)),
             }
         }
@@ -334,7 +329,10 @@ mod tests {
         assert_eq!(Strategy::parse(None), Ok(Strategy::Hash));
         assert_eq!(Strategy::parse(Some(" ")), Ok(Strategy::Hash));
         let e = Strategy::parse(Some("fastest")).unwrap_err();
-        assert!(e.contains("unknown routing `fastest`") && e.contains("round_robin") && e.contains("map_reduce"), "{e}");
+        assert!(
+            e.contains("unknown routing `fastest`") && e.contains("round_robin") && e.contains("map_reduce"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -373,10 +371,7 @@ mod tests {
         assert_eq!(check_shards(None, p), Ok(Some(2)));
         assert!(check_shards(Some(3), p).unwrap_err().1.contains("has 2 entries"));
         assert_eq!(check_shards(Some(0), &Map::new()).unwrap_err().0, "shard_total");
-        assert_eq!(
-            child_payload(p, true, 1, 2),
-            json!({"a": 2, "range": "10-19", "shard_index": 1, "shard_total": 2})
-        );
+        assert_eq!(child_payload(p, true, 1, 2), json!({"a": 2, "range": "10-19", "shard_index": 1, "shard_total": 2}));
         assert_eq!(child_payload(p, false, 0, 1), json!({"a": 1}));
         let bad = json!({"shard_params": [1]});
         assert_eq!(check_shards(None, bad.as_object().unwrap()).unwrap_err().0, "payload.shard_params[0]");

@@ -391,16 +391,14 @@ pub fn record_switch(
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
     conn.transaction(|c| {
-        let n = diesel::update(
-            traffic_policy::table.find(group).filter(traffic_policy::failed_over.eq(!failed_over)),
-        )
-        .set((
-            traffic_policy::failed_over.eq(failed_over),
-            traffic_policy::updated_by.eq("system"),
-            traffic_policy::reason.eq(reason),
-            traffic_policy::updated_at.eq(Utc::now().naive_utc()),
-        ))
-        .execute(c)?;
+        let n = diesel::update(traffic_policy::table.find(group).filter(traffic_policy::failed_over.eq(!failed_over)))
+            .set((
+                traffic_policy::failed_over.eq(failed_over),
+                traffic_policy::updated_by.eq("system"),
+                traffic_policy::reason.eq(reason),
+                traffic_policy::updated_at.eq(Utc::now().naive_utc()),
+            ))
+            .execute(c)?;
         if n == 1 {
             events::record_event(c, event)?;
         }

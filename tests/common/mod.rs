@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+pub mod cluster;
+
 /// Where the test PostgreSQL server is (an admin URL).
 pub fn pg_admin_url() -> String {
     std::env::var("ROTA_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
