@@ -46,6 +46,13 @@ enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Traffic policies: which datacenter each group runs in; switch, split, fail over.
+    Traffic {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: rota::cli::traffic::TrafficCommand,
+    },
     /// The cluster as a node sees it: members, status, key ownership.
     Cluster {
         #[command(flatten)]
@@ -172,6 +179,7 @@ fn main() -> ExitCode {
         Command::App { api, command } => return api_exit(rota::cli::app::run(&api, &command)),
         Command::Task { api, command } => return api_exit(rota::cli::task::run(&api, &command)),
         Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
+        Command::Traffic { api, command } => return api_exit(rota::cli::traffic::run(&api, &command)),
         Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),
     };
     match result {

@@ -264,3 +264,43 @@ fn errors_are_clear_and_exit_1() {
         assert_eq!(s.code(), Some(2), "rota {args:?}: {err}");
     }
 }
+
+#[test]
+fn jobs_and_traffic_from_the_command_line() {
+    let (_dir, node) = node();
+    ok(&node, &["app", "create", "j", "--driver", "noop"]);
+    let accepted = json(
+        &node,
+        &["task", "submit", "run", "--app", "j", "--routing", "sharding", "--shards", "3", "--timeout-ms", "5000"],
+    );
+    let id = accepted["task_id"].as_i64().unwrap().to_string();
+    wait_until(Duration::from_secs(20), "sharded job done", || {
+        json(&node, &["task", "show", &id])["status"] == "succeeded"
+    });
+    let shown = ok(&node, &["task", "show", &id]);
+    assert!(shown.contains("routing") && shown.contains("sharding") && shown.contains("stage"), "{shown}");
+    let kids = ok(&node, &["task", "children", &id]);
+    assert_eq!(kids.lines().filter(|l| l.contains("succeeded")).count(), 3, "{kids}");
+    assert!(kids.lines().next().unwrap().contains("SHARD"), "{kids}");
+
+    let err = fails(&node, &["task", "submit", "run", "--routing", "fastest"]);
+    assert!(err.contains("routing") && err.contains("round_robin"), "{err}");
+    let err = fails(&node, &["task", "submit", "run", "--routing", "sharding", "--shards", "0"]);
+    assert!(err.contains("shard_total"), "{err}");
+    let err = fails(&node, &["task", "submit", "run", "--selector", "dc"]);
+    assert!(err.contains("expected key=value"), "{err}");
+
+    let out = ok(
+        &node,
+        &["traffic", "set", "g", "--preferred", "dc1", "--backup", "dc2", "--percent", "80", "--reason", "canary"],
+    );
+    assert!(out.contains("dc1=80 dc2=20") && out.contains("canary"), "{out}");
+    let list = ok(&node, &["traffic", "list"]);
+    assert!(list.lines().nth(1).is_some_and(|l| l.starts_with("g ") && l.contains("ops")), "{list}");
+    let err = fails(&node, &["traffic", "set", "g", "--preferred", "dc1", "--percent", "150", "--reason", "x"]);
+    assert!(err.contains("percent"), "{err}");
+    let events = ok(&node, &["events", "--kind", "traffic.switched"]);
+    assert!(events.contains("canary"), "{events}");
+    ok(&node, &["traffic", "delete", "g", "--reason", "done"]);
+    assert!(fails(&node, &["traffic", "show", "g"]).contains("no traffic policy"));
+}

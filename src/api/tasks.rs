@@ -184,6 +184,8 @@ pub struct ListQuery {
     app_id: Option<i64>,
     /// Claiming node.
     owner: Option<String>,
+    /// Children of this job.
+    parent_id: Option<i64>,
     /// Created at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
@@ -209,6 +211,7 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
         status: qy.status.clone(),
         app_id: qy.app_id,
         owner: qy.owner.clone(),
+        parent_id: qy.parent_id,
         since: naive(qy.since),
         until: naive(qy.until),
     };
@@ -224,6 +227,7 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
                 ("status", qy.status.clone()),
                 ("app_id", qy.app_id.map(|a| a.to_string())),
                 ("owner", qy.owner.clone()),
+                ("parent_id", qy.parent_id.map(|p| p.to_string())),
                 ("since", time(qy.since)),
                 ("until", time(qy.until)),
             ],

@@ -151,6 +151,11 @@ impl Client {
         self.finish(self.auth(self.agent.patch(self.url(path))).send_json(body))
     }
 
+    /// `PUT path` with a JSON body.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.finish(self.auth(self.agent.put(self.url(path))).send_json(body))
+    }
+
     /// `DELETE path` plus `query` pairs; an empty answer (204) is `Value::Null`.
     pub fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
         let mut req = self.agent.delete(self.url(path));

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod ring;
 pub mod table;
 pub mod task;
+pub mod traffic;
 
 use serde_json::Value;
 

@@ -30,6 +30,11 @@ pub enum TaskCommand {
         /// Task id.
         id: i64,
     },
+    /// The children of a fan-out or map job: where each ran and how it ended.
+    Children {
+        /// The parent task id.
+        id: i64,
+    },
 }
 
 /// `rota task submit`.
@@ -55,6 +60,22 @@ pub struct SubmitArgs {
     /// A key that makes resubmitting the same task a no-op (the node answers with a conflict).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// Jobs: where it runs — hash (default), round_robin, random, least_busy, first, last, lru,
+    /// lfu, failover, broadcast, sharding, map, map_reduce (docs/jobs.md).
+    #[arg(long, value_name = "STRATEGY")]
+    pub routing: Option<String>,
+    /// Sharding: number of shards (default one per matching node).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<i32>,
+    /// Jobs: time limit of each attempt, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<i32>,
+    /// Jobs: a label the executing node must have, `key=value` (repeatable).
+    #[arg(long = "selector", value_name = "KEY=VALUE")]
+    pub selector: Vec<String>,
+    /// A child of this running map / map_reduce job.
+    #[arg(long, value_name = "ID")]
+    pub parent: Option<i64>,
 }
 
 /// `rota task list`.
@@ -105,6 +126,28 @@ pub fn run(api: &ApiArgs, command: &TaskCommand) -> Result<(), CliError> {
             println!("task {id} is {}", table::cell(&task["status"]));
             Ok(())
         }
+        TaskCommand::Children { id } => {
+            let page =
+                list_pages(&client, "/api/v1/tasks", &[("parent_id", id.to_string()), ("limit", "500".into())], true)?;
+            if api.json {
+                return print_json(&page);
+            }
+            let mut t = Table::new(&["ID", "SHARD", "TARGET", "OWNER", "STATUS", "ATTEMPTS", "FINISHED", "ERROR"]);
+            for task in items(&page) {
+                t.row(vec![
+                    table::cell(&task["id"]),
+                    table::cell(&task["shard_index"]),
+                    table::cell(&task["target_node"]),
+                    table::cell(&task["owner_node"]),
+                    table::cell(&task["status"]),
+                    format!("{}/{}", table::cell(&task["attempts"]), table::cell(&task["max_attempts"])),
+                    table::cell(&task["finished_at"]),
+                    table::cell(&task["error"]),
+                ]);
+            }
+            print!("{}", t.render());
+            Ok(())
+        }
     }
 }
 
@@ -127,6 +170,28 @@ fn submit(client: &Client, json: bool, args: &SubmitArgs) -> Result<(), CliError
     }
     if let Some(k) = &args.idempotency_key {
         body["idempotency_key"] = json!(k);
+    }
+    if let Some(r) = &args.routing {
+        body["routing"] = json!(r);
+    }
+    if let Some(n) = args.shards {
+        body["shard_total"] = json!(n);
+    }
+    if let Some(ms) = args.timeout_ms {
+        body["timeout_ms"] = json!(ms);
+    }
+    if !args.selector.is_empty() {
+        let mut sel = serde_json::Map::new();
+        for pair in &args.selector {
+            let Some((k, v)) = pair.split_once('=') else {
+                return Err(CliError::Input(format!("--selector `{pair}`: expected key=value, e.g. --selector dc=eu")));
+            };
+            sel.insert(k.to_string(), json!(v));
+        }
+        body["selector"] = Value::Object(sel);
+    }
+    if let Some(p) = args.parent {
+        body["parent_id"] = json!(p);
     }
     let accepted = client.post("/api/v1/tasks", Some(&body))?;
     if json {
@@ -194,8 +259,21 @@ pub fn render_task(t: &Value) -> String {
         ("claimed", table::cell(&t["claimed_at"])),
         ("finished", table::cell(&t["finished_at"])),
     ];
-    if !t["parent_id"].is_null() {
-        pairs.push(("parent", table::cell(&t["parent_id"])));
+    for (label, key) in [
+        ("routing", "routing"),
+        ("stage", "stage"),
+        ("parent", "parent_id"),
+        ("target node", "target_node"),
+        ("shard", "shard_index"),
+        ("shards", "shard_total"),
+        ("timeout ms", "timeout_ms"),
+    ] {
+        if !t[key].is_null() {
+            pairs.push((label, table::cell(&t[key])));
+        }
+    }
+    if !t["selector"].is_null() {
+        pairs.push(("selector", t["selector"].to_string()));
     }
     table::fields(&pairs)
 }

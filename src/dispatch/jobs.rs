@@ -233,7 +233,7 @@ async fn coordinate(
     let choose = move |mem: &jq::RouteMemory| -> Vec<NewTask> {
         let mut stats = mem.stats.clone();
         for (node, load) in &loads {
-            stats.entry(node.clone()).or_insert_with(NodeStats::default).load = *load;
+            stats.entry(node.clone()).or_default().load = *load;
         }
         let targets =
             routing::choose(strategy, &Choice { candidates: &cands, stats: &stats, seq: mem.seq, random, shards });

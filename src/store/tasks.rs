@@ -32,6 +32,8 @@ pub struct TaskFilter {
     pub app_id: Option<i64>,
     /// Claiming node.
     pub owner: Option<String>,
+    /// Parent job.
+    pub parent_id: Option<i64>,
     /// Created at or after.
     pub since: Option<NaiveDateTime>,
     /// Created before.
@@ -49,6 +51,9 @@ pub fn list_tasks(conn: &mut AnyConnection, f: &TaskFilter, after: i64, limit: i
     }
     if let Some(o) = &f.owner {
         q = q.filter(task::owner_node.eq(o.clone()));
+    }
+    if let Some(p) = f.parent_id {
+        q = q.filter(task::parent_id.eq(p));
     }
     if let Some(t) = f.since {
         q = q.filter(task::created_at.ge(t));
