@@ -320,6 +320,10 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         ("GET", "/api/v1/nodes/{id}"),
         ("POST", "/api/v1/nodes/{id}/drain"),
         ("DELETE", "/api/v1/nodes/{id}/drain"),
+        ("GET", "/api/v1/traffic"),
+        ("GET", "/api/v1/traffic/{group}"),
+        ("PUT", "/api/v1/traffic/{group}"),
+        ("DELETE", "/api/v1/traffic/{group}"),
         ("GET", "/api/v1/openapi.json"),
     ]
     .iter()
@@ -331,7 +335,8 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
     let me =
         call(&node, "GET", "/api/v1/cluster", None, Some(ADMIN)).1["self"]["node_id"].as_str().unwrap().to_string();
     for (method, path) in &documented {
-        let concrete = path.replace("/nodes/{id}", &format!("/nodes/{me}")).replace("{id}", "1");
+        let concrete =
+            path.replace("/nodes/{id}", &format!("/nodes/{me}")).replace("{id}", "1").replace("{group}", "g");
         let (s, body) = http(method, &node.url(&concrete), Some("{}"), Some(ADMIN));
         assert!(!(s == 404 && body.contains("no route for")), "{method} {concrete} is documented but not served");
     }
