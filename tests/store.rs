@@ -161,3 +161,38 @@ fn an_unreachable_database_fails_fast_with_the_real_cause() {
     assert!(err.to_lowercase().contains("refused") || err.contains("connect"), "{err}");
     assert!(!err.contains("secret"), "password leaked: {err}");
 }
+
+#[test]
+fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
+    use rota::store::dispatch::{claim, finish_batch, Outcome};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ids: Vec<i64> = (0..4)
+            .map(|_| tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap())
+            .collect();
+        let claimed = claim(&mut conn, &ids, "n1", 7).unwrap();
+        assert_eq!(claimed.len(), 4);
+        let later = Utc::now().naive_utc() + chrono::Duration::hours(1);
+        let rows = vec![
+            (ids[0], 7, Outcome::Succeeded(Some("{\"ok\":1}".into()))),
+            (ids[1], 7, Outcome::Failed("boom".into())),
+            (ids[2], 7, Outcome::Retry { error: "again".into(), run_after: later }),
+            (ids[3], 6, Outcome::Succeeded(None)), // an older epoch: not ours to write
+        ];
+        assert_eq!(finish_batch(&mut conn, "n1", &rows).unwrap(), vec![true, true, true, false]);
+        let t: Vec<_> = ids.iter().map(|id| tasks::find_task(&mut conn, *id).unwrap().unwrap()).collect();
+        assert_eq!(
+            (t[0].status.as_str(), t[0].result.as_deref(), t[0].error.as_deref()),
+            ("succeeded", Some("{\"ok\":1}"), None)
+        );
+        assert!(t[0].finished_at.is_some());
+        assert_eq!((t[1].status.as_str(), t[1].error.as_deref()), ("failed", Some("boom")));
+        assert!(t[1].finished_at.is_some() && t[1].result.is_none());
+        assert_eq!(
+            (t[2].status.as_str(), t[2].error.as_deref(), t[2].owner_node.as_deref()),
+            ("pending", Some("again"), None)
+        );
+        assert!(t[2].finished_at.is_none() && (t[2].run_after - later).num_milliseconds().abs() < 1);
+        assert_eq!((t[3].status.as_str(), t[3].owner_node.as_deref()), ("running", Some("n1")));
+    });
+}
