@@ -1,0 +1,279 @@
+//! Rota's side of `scripts/bench.sh`: real `rota serve` processes on a fresh PostgreSQL database
+//! per case, measured from the database.
+//!
+//! ```text
+//! cargo bench --bench dispatch -- drain   [--nodes N] [--jobs N]
+//! cargo bench --bench dispatch -- apps    [--nodes N] [--apps A] [--jobs N]   (start/stop commands)
+//! cargo bench --bench dispatch -- latency [--nodes N] [--rate R] [--seconds S]
+//! cargo bench --bench dispatch -- idle    [--nodes N] [--seconds S]
+//! ```
+//!
+//! Env: `ROTA_BENCH_PG` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! `ROTA_BENCH_ETCD` (endpoint, needed for `--nodes` > 1), `ROTA_BIN` (default
+//! `target/release/rota`). Each case prints one JSON line on stdout.
+//!
+//! How each figure is taken: drain — rows are inserted in one statement while the nodes are up,
+//! the clock starts at its commit and stops when no row is pending or running; latency — one
+//! row per INSERT at a fixed rate from this process, insert-to-start is `claimed_at − created_at`
+//! (both the database's clock) over every row; idle — transactions committed on the node's
+//! database per second (`pg_stat_database`), minus this process's own reads.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_postgres::{Client, NoTls};
+
+struct Args {
+    case: String,
+    nodes: usize,
+    jobs: i64,
+    apps: i64,
+    rate: f64,
+    seconds: f64,
+}
+
+fn args() -> Args {
+    let mut a = Args { case: String::new(), nodes: 1, jobs: 20_000, apps: 1000, rate: 500.0, seconds: 10.0 };
+    let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
+    while let Some(x) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{x} needs a value"));
+        match x.as_str() {
+            "--nodes" => a.nodes = val().parse().expect("--nodes N"),
+            "--jobs" => a.jobs = val().parse().expect("--jobs N"),
+            "--apps" => a.apps = val().parse().expect("--apps N"),
+            "--rate" => a.rate = val().parse().expect("--rate R"),
+            "--seconds" => a.seconds = val().parse().expect("--seconds S"),
+            case if !case.starts_with('-') && a.case.is_empty() => a.case = case.to_string(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bin() -> String {
+    std::env::var("ROTA_BIN").unwrap_or_else(|_| format!("{}/target/release/rota", env!("CARGO_MANIFEST_DIR")))
+}
+
+fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std::path::Path) -> Node {
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--node-id", id, "--database-url", url, "--no-migrate"])
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .env("ROTA__LOG__LEVEL", "warn,rota::node=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(e) = etcd {
+        cmd.args(["--membership", "etcd", "--etcd-endpoints", e, "--cluster", cluster, "--lease-ttl", "3"]);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin()));
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("http.addr=")) {
+                    let _ = tx.send(a.to_string());
+                    sent = true;
+                }
+            }
+            if line.contains("ERROR") {
+                eprintln!("node: {line}");
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("node did not log its http.addr");
+    Node { child, addr }
+}
+
+fn get(url: &str) -> (u16, String) {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(5))).build().into();
+    match agent.get(url).call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn wait(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Bench {
+    admin: String,
+    db: String,
+    url: String,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn new(nodes: usize) -> (Bench, Client) {
+        let admin = std::env::var("ROTA_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let db = format!("rota_bench_{}_{}", std::process::id(), chrono::Utc::now().timestamp_micros());
+        let (c, conn) = tokio_postgres::connect(&admin, NoTls).await.expect("admin connection");
+        tokio::spawn(conn);
+        c.batch_execute(&format!("CREATE DATABASE {db}")).await.expect("create database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+        let url = format!("{base}/{db}");
+        let st = Command::new(bin()).args(["migrate", "--database-url", &url]).status().expect("rota migrate");
+        assert!(st.success(), "rota migrate failed");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etcd = std::env::var("ROTA_BENCH_ETCD").ok();
+        if nodes > 1 {
+            assert!(etcd.is_some(), "--nodes > 1 needs ROTA_BENCH_ETCD");
+        }
+        let etcd = etcd.filter(|_| nodes > 1);
+        let started: Vec<Node> =
+            (0..nodes).map(|i| start_node(&url, &format!("b{i}"), &db, etcd.as_deref(), dir.path())).collect();
+        for n in &started {
+            wait("a node to be ready", Duration::from_secs(60), || get(&format!("http://{}/readyz", n.addr)).0 == 200);
+            wait("every member in the view", Duration::from_secs(60), || {
+                let (_, body) = get(&format!("http://{}/api/v1/cluster", n.addr));
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                v["members"].as_array().map(|m| m.len()).unwrap_or(0) == nodes && v["self"]["status"] == "joined"
+            });
+        }
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("bench connection");
+        tokio::spawn(conn);
+        (Bench { admin, db, url, nodes: started, _dir: dir }, client)
+    }
+
+    async fn drop_db(self) {
+        let Bench { admin, db, nodes, .. } = self;
+        drop(nodes);
+        let (c, conn) = tokio_postgres::connect(&admin, NoTls).await.expect("admin connection");
+        tokio::spawn(conn);
+        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+    }
+}
+
+async fn drained(c: &Client, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let row = c
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM task WHERE status = 'pending') \
+                 OR EXISTS (SELECT 1 FROM task WHERE status = 'running')",
+                &[],
+            )
+            .await
+            .expect("poll");
+        if !row.get::<_, bool>(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not drained within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn count(c: &Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let a = args();
+    let (bench, c) = Bench::new(a.nodes).await;
+    let out = match a.case.as_str() {
+        "drain" => {
+            c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1)", &[&a.jobs]).await.expect("preload");
+            let t = Instant::now();
+            drained(&c, Duration::from_secs(1800)).await;
+            let secs = t.elapsed().as_secs_f64();
+            let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
+            assert_eq!(ok, a.jobs, "every task succeeded");
+            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs})
+        }
+        "apps" => {
+            c.execute("INSERT INTO application (name, driver) SELECT 'a' || g, 'noop' FROM generate_series(1, $1) g", &[&a.apps])
+                .await
+                .expect("apps");
+            let ids: Vec<i64> = c.query("SELECT id FROM application ORDER BY id", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+            let first = ids[0];
+            c.execute(
+                "INSERT INTO task (app_id, action) SELECT $2 + (g % $3), CASE WHEN (g / $3) % 2 = 0 THEN 'start' ELSE 'stop' END \
+                 FROM generate_series(0, $1 - 1) g",
+                &[&a.jobs, &first, &a.apps],
+            )
+            .await
+            .expect("commands");
+            let t = Instant::now();
+            drained(&c, Duration::from_secs(1800)).await;
+            let secs = t.elapsed().as_secs_f64();
+            let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
+            assert_eq!(ok, a.jobs, "every command succeeded");
+            json!({"peer": "rota", "case": "apps", "nodes": a.nodes, "apps": a.apps, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs})
+        }
+        "latency" => {
+            let (ins, conn) = tokio_postgres::connect(&bench.url, NoTls).await.expect("inserter");
+            tokio::spawn(conn);
+            let stmt = ins.prepare("INSERT INTO task (action) VALUES ('run')").await.expect("prepare");
+            let n = (a.rate * a.seconds) as u64;
+            let t0 = Instant::now();
+            for i in 0..n {
+                let at = t0 + Duration::from_secs_f64(i as f64 / a.rate);
+                tokio::time::sleep_until(at.into()).await;
+                ins.execute(&stmt, &[]).await.expect("insert");
+            }
+            let achieved = n as f64 / t0.elapsed().as_secs_f64();
+            drained(&c, Duration::from_secs(120)).await;
+            let row = c
+                .query_one(
+                    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), \
+                     max(ms), count(*) FROM (SELECT extract(epoch FROM claimed_at - created_at) * 1000 AS ms FROM task) l",
+                    &[],
+                )
+                .await
+                .expect("percentiles");
+            let (p50, p99, max, cnt): (f64, f64, f64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            json!({"peer": "rota", "case": "latency", "nodes": a.nodes, "rate": a.rate, "achieved_rate": achieved, "n": cnt,
+                   "p50_ms": p50, "p99_ms": p99, "max_ms": max})
+        }
+        "idle" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let q = format!("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{}'", bench.db);
+            // Statistics are flushed by backends at most once a second: read, wait, read.
+            let before = count(&c, &q).await;
+            let t = Instant::now();
+            tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = count(&c, &q).await;
+            let secs = t.elapsed().as_secs_f64();
+            // Our two reads (one counted in `after`), the rest is the nodes'.
+            let theirs = (after - before - 1).max(0) as f64;
+            json!({"peer": "rota", "case": "idle", "nodes": a.nodes, "seconds": secs,
+                   "tx_per_s_per_node": theirs / secs / a.nodes as f64})
+        }
+        other => panic!("unknown case `{other}`: drain, apps, latency, idle"),
+    };
+    println!("{out}");
+    bench.drop_db().await;
+}
