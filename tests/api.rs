@@ -321,6 +321,11 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         ("POST", "/api/v1/nodes/{id}/drain"),
         ("DELETE", "/api/v1/nodes/{id}/drain"),
         ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/schedules"),
+        ("POST", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules/{id}"),
+        ("PATCH", "/api/v1/schedules/{id}"),
+        ("DELETE", "/api/v1/schedules/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

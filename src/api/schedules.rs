@@ -248,10 +248,13 @@ async fn check_app(state: &ApiState, app_id: Option<i64>, errors: &mut Vec<Field
     Ok(())
 }
 
-/// The first fire time after the database's now; a 422 on `cron` when there is none.
+/// The first fire time at least one reload interval after the database's now (so that the
+/// owner has loaded the schedule by then and its first firing is on time); a 422 on `cron` when
+/// there is none.
 async fn first_fire(state: &ApiState, timing: &Timing) -> Result<NaiveDateTime, ApiError> {
     let now = state.store.run(store::db_now).await?;
-    rule::first_fire_after(timing, now).ok_or_else(|| {
+    let lead = chrono::Duration::from_std(rule::runner::RELOAD_EVERY).unwrap_or_default();
+    rule::first_fire_after(timing, now + lead).ok_or_else(|| {
         ApiError::field("cron", "never fires after now (check the year and day fields), e.g. `*/5 * * * * *`")
     })
 }
@@ -437,8 +440,15 @@ async fn update(
         Some(true) if !s.enabled => "resumed",
         _ => "updated",
     };
-    audit(&state, &format!("schedule.{what}"), s.app_id, None, caller(&req), format!("schedule {id} `{}` {what}", s.name))
-        .await;
+    audit(
+        &state,
+        &format!("schedule.{what}"),
+        s.app_id,
+        None,
+        caller(&req),
+        format!("schedule {id} `{}` {what}", s.name),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(ScheduleView::new(load(&state, id).await?, &state)))
 }
 
@@ -452,6 +462,7 @@ async fn remove(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>
     if !state.store.run(move |c| store::delete_schedule(c, id)).await? {
         return Err(ApiError::NotFound(format!("no schedule with id {id}")));
     }
-    audit(&state, "schedule.deleted", s.app_id, None, caller(&req), format!("schedule {id} `{}` deleted", s.name)).await;
+    audit(&state, "schedule.deleted", s.app_id, None, caller(&req), format!("schedule {id} `{}` deleted", s.name))
+        .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -115,7 +115,7 @@ impl Cron {
 #[derive(Debug, Clone)]
 pub enum Timing {
     /// A cron expression.
-    Cron(Cron),
+    Cron(Box<Cron>),
     /// A fixed rate in milliseconds, aligned to the Unix epoch.
     Every(i64),
 }
@@ -134,15 +134,16 @@ impl Timing {
     /// The timing of a row: exactly one of `cron` and `every_ms`.
     pub fn from_parts(cron: Option<&str>, every_ms: Option<i64>) -> Result<Timing, TimingError> {
         match (cron, every_ms) {
-            (Some(_), Some(_)) => Err(TimingError {
-                field: "cron",
-                message: "give either `cron` or `every_ms`, not both".into(),
-            }),
+            (Some(_), Some(_)) => {
+                Err(TimingError { field: "cron", message: "give either `cron` or `every_ms`, not both".into() })
+            }
             (None, None) => Err(TimingError {
                 field: "cron",
                 message: format!("give `cron` (e.g. {CRON_EXAMPLE}) or `every_ms` (e.g. 1000)"),
             }),
-            (Some(c), None) => Cron::parse(c).map(Timing::Cron).map_err(|m| TimingError { field: "cron", message: m }),
+            (Some(c), None) => {
+                Cron::parse(c).map(|c| Timing::Cron(Box::new(c))).map_err(|m| TimingError { field: "cron", message: m })
+            }
             (None, Some(ms)) if !(1..=MAX_EVERY_MS).contains(&ms) => Err(TimingError {
                 field: "every_ms",
                 message: format!("must be between 1 and {MAX_EVERY_MS}, got {ms}"),
@@ -178,7 +179,8 @@ impl Timing {
         match self {
             Timing::Cron(c) => t.nanosecond() == 0 && c.schedule.includes(t.and_utc()),
             Timing::Every(ms) => {
-                t.nanosecond() % 1000 == 0 && t.and_utc().timestamp_micros().rem_euclid(ms.saturating_mul(1000)) == 0
+                t.nanosecond().is_multiple_of(1000)
+                    && t.and_utc().timestamp_micros().rem_euclid(ms.saturating_mul(1000)) == 0
             }
         }
     }

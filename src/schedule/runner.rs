@@ -28,6 +28,10 @@ use crate::membership::MembershipState;
 use crate::store::schedules::{self, Schedule};
 use crate::store::Store;
 
+/// How often the schedule list is reloaded by default. A new or resumed schedule first fires at
+/// least this long after it was written, so that its owner has seen it by then.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -45,7 +49,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            reload_every: Duration::from_secs(2),
+            reload_every: RELOAD_EVERY,
             max_sleep: Duration::from_secs(1),
             retry_after: Duration::from_secs(1),
             retention_hours: 168,
@@ -215,7 +219,9 @@ impl Runner {
                 for (r, task) in &fired.records {
                     let at = r.fire_at.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                     match r.outcome {
-                        Outcome::Fired => tracing::debug!(schedule.id = id, fire.at = %at, task.id = ?task, "schedule fired"),
+                        Outcome::Fired => {
+                            tracing::debug!(schedule.id = id, fire.at = %at, task.id = ?task, "schedule fired")
+                        }
                         Outcome::CaughtUp => tracing::info!(schedule.id = id, fire.at = %at, task.id = ?task,
                             "schedule fired once for missed fire times (misfire = fire_once)"),
                         Outcome::Skipped => tracing::info!(schedule.id = id, fire.at = %at, fire.times = r.times,

@@ -8,7 +8,7 @@ fn at(s: &str) -> NaiveDateTime {
 }
 
 fn cron(s: &str) -> Timing {
-    Timing::Cron(Cron::parse(s).unwrap())
+    Timing::Cron(Box::new(Cron::parse(s).unwrap()))
 }
 
 const FIRE_ONCE: Policy = Policy { misfire: Misfire::FireOnce, grace_ms: 1000 };
@@ -54,10 +54,7 @@ fn on_time_firings_fire_each_time() {
     let policy = Policy { misfire: Misfire::FireOnce, grace_ms: 5000 };
     let s = step(&Timing::Every(1000), at("2030-01-01T00:00:01Z"), at("2030-01-01T00:00:02.5Z"), policy);
     let fired: Vec<_> = s.records.iter().map(|r| (r.outcome, r.fire_at)).collect();
-    assert_eq!(
-        fired,
-        vec![(Outcome::Fired, at("2030-01-01T00:00:01Z")), (Outcome::Fired, at("2030-01-01T00:00:02Z"))]
-    );
+    assert_eq!(fired, vec![(Outcome::Fired, at("2030-01-01T00:00:01Z")), (Outcome::Fired, at("2030-01-01T00:00:02Z"))]);
     assert_eq!(s.next_fire_at, Some(at("2030-01-01T00:00:03Z")));
 }
 
@@ -95,7 +92,10 @@ fn fire_once_fires_the_latest_missed_time_once() {
 fn skip_records_the_missed_span_and_fires_none_of_it() {
     let s = step(&Timing::Every(1000), at("2030-01-01T00:00:01Z"), at("2030-01-01T00:00:10.5Z"), SKIP);
     assert_eq!(s.records[0].outcome, Outcome::Skipped);
-    assert_eq!((s.records[0].fire_at, s.records[0].last_at, s.records[0].times), (at("2030-01-01T00:00:01Z"), at("2030-01-01T00:00:09Z"), 9));
+    assert_eq!(
+        (s.records[0].fire_at, s.records[0].last_at, s.records[0].times),
+        (at("2030-01-01T00:00:01Z"), at("2030-01-01T00:00:09Z"), 9)
+    );
     assert_eq!(s.records[1].outcome, Outcome::Fired);
     assert_eq!(s.records.len(), 2);
 }
