@@ -245,7 +245,11 @@ impl Runner {
             }
             Ok(None) => {
                 tracing::debug!(schedule.id = id, "schedule was fired elsewhere or changed; reloading");
-                self.entries.remove(&id);
+                // Reload at once, but give this schedule a moment, so that a row that keeps
+                // refusing the guard cannot spin the loop.
+                if let Some(entry) = self.entries.get_mut(&id) {
+                    entry.hold_until = Some(Instant::now() + Duration::from_millis(100));
+                }
                 self.reload_now = true;
                 false
             }
