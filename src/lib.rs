@@ -11,6 +11,7 @@
 //!   node may act.
 //! - [`dispatch`]: poll, own, claim, per-application actors, recovery.
 //! - [`drivers`]: what start / stop / status / run mean per kind of application.
+//! - [`schedule`]: cron and fixed-rate schedules: the pure firing rule and the owner's loop.
 //! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`metrics`]: the Prometheus registry.
@@ -34,4 +35,5 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod ring;
+pub mod schedule;
 pub mod store;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use rota::cli::app::AppCommand;
 use rota::cli::client::{ApiArgs, CliError};
 use rota::cli::cluster::{ClusterCommand, EventsArgs};
+use rota::cli::schedule::ScheduleCommand;
 use rota::cli::task::TaskCommand;
 use rota::config::{parse_label, Config, ConfigError, LogFormat, MembershipBackend, Overrides};
 
@@ -52,6 +53,13 @@ enum Command {
         api: ApiArgs,
         #[command(subcommand)]
         command: rota::cli::traffic::TrafficCommand,
+    },
+    /// Schedules: create (cron or fixed rate), list, show, pause, resume, delete (through the REST API).
+    Schedule {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: ScheduleCommand,
     },
     /// The cluster as a node sees it: members, status, key ownership.
     Cluster {
@@ -178,6 +186,7 @@ fn main() -> ExitCode {
         Command::Ring { command: RingCommand::Simulate(args) } => rota::cli::ring::simulate(&args),
         Command::App { api, command } => return api_exit(rota::cli::app::run(&api, &command)),
         Command::Task { api, command } => return api_exit(rota::cli::task::run(&api, &command)),
+        Command::Schedule { api, command } => return api_exit(rota::cli::schedule::run(&api, &command)),
         Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
         Command::Traffic { api, command } => return api_exit(rota::cli::traffic::run(&api, &command)),
         Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),

@@ -103,6 +103,16 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let wake = shared.wake.clone();
     let drivers = shared.drivers.clone();
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
+    let schedules =
+        crate::schedule::runner::Options { retention_hours: cfg.dispatch.retention_hours, ..Default::default() };
+    tokio::spawn(crate::schedule::runner::run(
+        store.clone(),
+        node_id.clone(),
+        membership.subscribe(),
+        wake.clone(),
+        schedules,
+        dispatch_stop.clone(),
+    ));
     let state = ApiState {
         store: store.clone(),
         membership: membership.subscribe(),

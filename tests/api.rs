@@ -325,6 +325,11 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         ("PUT", "/api/v1/traffic/{group}"),
         ("DELETE", "/api/v1/traffic/{group}"),
         ("GET", "/api/v1/openapi.json"),
+        ("GET", "/api/v1/schedules"),
+        ("POST", "/api/v1/schedules"),
+        ("GET", "/api/v1/schedules/{id}"),
+        ("PATCH", "/api/v1/schedules/{id}"),
+        ("DELETE", "/api/v1/schedules/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -15,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod nodes;
+pub mod schedules;
 pub mod tasks;
 pub mod traffic;
 pub mod views;
@@ -171,6 +172,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(events::config)
                     .configure(nodes::config)
                     .configure(traffic::config)
+                    .configure(schedules::config)
                     .default_service(web::to(error::not_found)),
             )
             .split_for_parts();

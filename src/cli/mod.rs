@@ -9,6 +9,7 @@ pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod ring;
+pub mod schedule;
 pub mod table;
 pub mod task;
 pub mod traffic;

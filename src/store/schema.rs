@@ -113,3 +113,39 @@ diesel::table! {
         updated_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    /// Cron expressions and fixed rates that write `run` tasks (docs/schedules.md).
+    schedule (id) {
+        id -> BigInt,
+        name -> Text,
+        app_id -> Nullable<BigInt>,
+        cron -> Nullable<Text>,
+        every_ms -> Nullable<BigInt>,
+        payload -> Text,
+        routing -> Nullable<Text>,
+        shard_total -> Nullable<Integer>,
+        timeout_ms -> Nullable<Integer>,
+        max_attempts -> Integer,
+        misfire -> Text,
+        misfire_grace_ms -> BigInt,
+        enabled -> Bool,
+        next_fire_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// One row per fire time of a schedule, or per span of skipped fire times.
+    schedule_firing (schedule_id, fire_at) {
+        schedule_id -> BigInt,
+        fire_at -> Timestamp,
+        last_at -> Timestamp,
+        times -> BigInt,
+        outcome -> Text,
+        task_id -> Nullable<BigInt>,
+        node_id -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -1,0 +1,2 @@
+DROP TABLE schedule_firing;
+DROP TABLE schedule;
