@@ -1,5 +1,5 @@
-//! The `rota` command: `serve` and `migrate` run a node; `app`, `task`, `cluster` and `events` are
-//! clients of a node's REST API; `ring` works offline.
+//! The `rota` command: `serve` and `migrate` run a node; `app`, `task`, `schedule`, `traffic`,
+//! `cluster` and `events` are clients of a node's REST API; `ring` works offline.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
