@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Rota against the best PostgreSQL queues, in one run (issue 8). Called by scripts/bench.sh,
+which installs what is missing, builds, and starts a private etcd.
+
+Each contender gets a fresh database per case; contenders alternate within a repetition; each
+figure is the median of the repetitions. Results go to target/bench/results-<time>.json; with
+--quick the last line printed is one JSON object with the headline figures.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN = os.environ.get("ROTA_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
+PEERS = os.path.join(ROOT, "benches", "peers")
+APALIS_BIN = os.environ.get("APALIS_BENCH_BIN", os.path.join(ROOT, "target", "peers", "apalis", "release", "rota-peer-apalis"))
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def psql(sql, url=ADMIN):
+    subprocess.run(["psql", url, "-qAtc", sql], check=True, stdout=subprocess.DEVNULL)
+
+
+class FreshDb:
+    """A database created for one case and dropped after it."""
+
+    n = 0
+
+    def __enter__(self):
+        FreshDb.n += 1
+        self.name = f"bench_{os.getpid()}_{FreshDb.n}"
+        psql(f"CREATE DATABASE {self.name}")
+        return ADMIN.rsplit("/", 1)[0] + "/" + self.name
+
+    def __exit__(self, *exc):
+        psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+def last_json(out, what):
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"{what} printed no JSON:\n{out}")
+
+
+def run(cmd, what, cwd=ROOT, env=None, timeout=3600):
+    log(f"{what}: {' '.join(cmd)}")
+    load = os.getloadavg()[0]
+    t = time.time()
+    p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        raise RuntimeError(f"{what} failed ({p.returncode}):\n{p.stdout}\n{p.stderr[-4000:]}")
+    r = last_json(p.stdout, what)
+    r["load_before"] = round(load, 2)
+    r["wall_s"] = round(time.time() - t, 2)
+    log(f"{what}: {json.dumps(r)}")
+    return r
+
+
+def rota(case, nodes, **kw):
+    args = ["cargo", "bench", "-q", "--bench", "dispatch", "--", case, "--nodes", str(nodes)]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    return run(args, f"rota {case} x{nodes}")
+
+
+def graphile(mode, config, db, **kw):
+    args = ["node", "bench.mjs", "--db-url", db, "--mode", mode, "--config", config]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    return run(args, f"graphile-worker {mode} {config}", cwd=os.path.join(PEERS, "graphile"))
+
+
+def apalis(mode, db, **kw):
+    args = [APALIS_BIN, "--db-url", db, "--mode", mode]
+    for k, v in kw.items():
+        args += [f"--{k}", str(v)]
+    return run(args, f"apalis {mode}")
+
+
+def pg_limit(db, jobs, batch):
+    return run(["bash", os.path.join(PEERS, "pgbench", "limit.sh"), db, str(jobs), str(batch)], f"pg limit batch {batch}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="small sizes, one repetition, no sustained case (<= 5 min)")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    a = ap.parse_args()
+    quick = a.quick
+    reps = a.reps or (1 if quick else 3)
+    jobs = 20_000 if quick else 200_000
+    peer_jobs = 20_000 if quick else 100_000
+    apalis_jobs = 5_000 if quick else 50_000
+    lat = {"rate": 500, "seconds": 10 if quick else 30}
+    batch = 256  # dispatch.batch_size: Rota's claim size
+
+    cases = {
+        "rota_drain_1": lambda: rota("drain", 1, jobs=jobs),
+        "graphile_drain_batched": lambda: with_db(lambda db: graphile("drain", "batched", db, jobs=peer_jobs)),
+        "apalis_drain": lambda: with_db(lambda db: apalis("drain", db, jobs=apalis_jobs)),
+        "pg_limit_batch": lambda: with_db(lambda db: pg_limit(db, jobs, batch)),
+        "rota_latency_1": lambda: rota("latency", 1, **lat),
+        "graphile_latency_batched": lambda: with_db(lambda db: graphile("latency", "batched", db, **lat)),
+    }
+    if not quick:
+        cases.update({
+            "rota_drain_3": lambda: rota("drain", 3, jobs=jobs),
+            "rota_apps_1": lambda: rota("apps", 1, apps=1000, jobs=jobs),
+            "graphile_drain_default": lambda: with_db(lambda db: graphile("drain", "default", db, jobs=peer_jobs)),
+            "pg_limit_batch_1": lambda: with_db(lambda db: pg_limit(db, jobs // 4, 1)),
+            "pg_limit_batch_10": lambda: with_db(lambda db: pg_limit(db, jobs, 10)),
+            "graphile_latency_default": lambda: with_db(lambda db: graphile("latency", "default", db, **lat)),
+            "apalis_latency": lambda: with_db(lambda db: apalis("latency", db, **lat)),
+            "rota_idle_1": lambda: rota("idle", 1, seconds=30),
+            "rota_idle_3": lambda: rota("idle", 3, seconds=30),
+        })
+    if a.only:
+        cases = {k: v for k, v in cases.items() if k in a.only.split(",")}
+    results = {k: [] for k in cases}
+    for rep in range(reps):
+        log(f"repetition {rep + 1} of {reps}")
+        order = list(cases)
+        if rep % 2 == 1:
+            order.reverse()  # alternate who goes first
+        for name in order:
+            try:
+                results[name].append(cases[name]())
+            except Exception as e:  # a contender that cannot run is reported, not hidden
+                log(f"{name}: FAILED: {e}")
+                results[name].append({"error": str(e)[-2000:]})
+
+    def med(name, key):
+        vals = [r[key] for r in results.get(name, []) if key in r]
+        return round(statistics.median(vals), 3) if vals else None
+
+    summary = {
+        "rota_drain_per_s": med("rota_drain_1", "per_s"),
+        "graphile_worker_drain_per_s": med("graphile_drain_batched", "per_s"),
+        "apalis_drain_per_s": med("apalis_drain", "per_s"),
+        "pg_limit_per_s": med("pg_limit_batch", "per_s"),
+        "latency_p50_ms": med("rota_latency_1", "p50_ms"),
+        "latency_p99_ms": med("rota_latency_1", "p99_ms"),
+        "graphile_worker_latency_p50_ms": med("graphile_latency_batched", "p50_ms"),
+        "graphile_worker_latency_p99_ms": med("graphile_latency_batched", "p99_ms"),
+    }
+    ratio = lambda x, y: round(x / y, 3) if x and y else None  # noqa: E731
+    summary["ratio_vs_graphile_worker"] = ratio(summary["rota_drain_per_s"], summary["graphile_worker_drain_per_s"])
+    summary["ratio_vs_apalis"] = ratio(summary["rota_drain_per_s"], summary["apalis_drain_per_s"])
+    summary["ratio_vs_pg_limit"] = ratio(summary["rota_drain_per_s"], summary["pg_limit_per_s"])
+    if not quick:
+        summary["rota_drain_3_nodes_per_s"] = med("rota_drain_3", "per_s")
+        summary["rota_apps_per_s"] = med("rota_apps_1", "per_s")
+        summary["idle_tx_per_s_1"] = med("rota_idle_1", "tx_per_s_per_node")
+        summary["idle_tx_per_s_3"] = med("rota_idle_3", "tx_per_s_per_node")
+
+    out_dir = os.path.join(ROOT, "target", "bench")
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = os.path.join(out_dir, f"results-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump({"quick": quick, "reps": reps, "machine": machine(), "runs": results, "summary": summary}, f, indent=2)
+    log(f"results in {path}")
+    print(json.dumps(summary))
+
+
+def with_db(f):
+    with FreshDb() as db:
+        return f(db)
+
+
+def machine():
+    def sh(cmd):
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+        except Exception:
+            return ""
+
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        "mem": sh("grep MemTotal /proc/meminfo"),
+        "postgres": sh("psql '" + ADMIN + "' -qAtc 'SHOW server_version'"),
+        "node": sh("node --version"),
+        "rota": sh("git -C '" + ROOT + "' rev-parse --short HEAD"),
+    }
+
+
+if __name__ == "__main__":
+    main()
