@@ -88,7 +88,8 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
     if let Some(e) = etcd {
         cmd.args(["--membership", "etcd", "--etcd-endpoints", e, "--cluster", cluster, "--lease-ttl", "3"]);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin()));
+    let mut child =
+        cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin()));
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -110,8 +111,11 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
 }
 
 fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(5))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
     match agent.get(url).call() {
         Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
         Err(e) => (0, e.to_string()),
@@ -136,7 +140,8 @@ struct Bench {
 
 impl Bench {
     async fn new(nodes: usize) -> (Bench, Client) {
-        let admin = std::env::var("ROTA_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin =
+            std::env::var("ROTA_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db = format!("rota_bench_{}_{}", std::process::id(), chrono::Utc::now().timestamp_micros());
         let (c, conn) = tokio_postgres::connect(&admin, NoTls).await.expect("admin connection");
         tokio::spawn(conn);
@@ -204,7 +209,9 @@ async fn main() {
     let (bench, c) = Bench::new(a.nodes).await;
     let out = match a.case.as_str() {
         "drain" => {
-            c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1)", &[&a.jobs]).await.expect("preload");
+            c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1::bigint)", &[&a.jobs])
+                .await
+                .expect("preload");
             let t = Instant::now();
             drained(&c, Duration::from_secs(1800)).await;
             let secs = t.elapsed().as_secs_f64();
@@ -213,14 +220,23 @@ async fn main() {
             json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs})
         }
         "apps" => {
-            c.execute("INSERT INTO application (name, driver) SELECT 'a' || g, 'noop' FROM generate_series(1, $1) g", &[&a.apps])
+            c.execute(
+                "INSERT INTO application (name, driver) SELECT 'a' || g, 'noop' FROM generate_series(1, $1::bigint) g",
+                &[&a.apps],
+            )
+            .await
+            .expect("apps");
+            let ids: Vec<i64> = c
+                .query("SELECT id FROM application ORDER BY id", &[])
                 .await
-                .expect("apps");
-            let ids: Vec<i64> = c.query("SELECT id FROM application ORDER BY id", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+                .expect("ids")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
             let first = ids[0];
             c.execute(
-                "INSERT INTO task (app_id, action) SELECT $2 + (g % $3), CASE WHEN (g / $3) % 2 = 0 THEN 'start' ELSE 'stop' END \
-                 FROM generate_series(0, $1 - 1) g",
+                "INSERT INTO task (app_id, action) SELECT $2::bigint + (g % $3::bigint), CASE WHEN (g / $3::bigint) % 2 = 0 THEN 'start' ELSE 'stop' END \
+                 FROM generate_series(0, $1::bigint - 1) g",
                 &[&a.jobs, &first, &a.apps],
             )
             .await
@@ -259,7 +275,10 @@ async fn main() {
         }
         "idle" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let q = format!("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{}'", bench.db);
+            let q = format!(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{}'",
+                bench.db
+            );
             // Statistics are flushed by backends at most once a second: read, wait, read.
             let before = count(&c, &q).await;
             let t = Instant::now();

@@ -30,6 +30,11 @@ struct Fixture {
 }
 
 fn fixture(postgres: bool, extra_env: &[(&str, &str)]) -> Fixture {
+    fixture_with(postgres, &[], extra_env)
+}
+
+/// [`fixture`] with extra `serve` arguments.
+fn fixture_with(postgres: bool, args: &[&str], extra_env: &[(&str, &str)]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let pg = postgres.then(PgDb::create);
     let url = match &pg {
@@ -38,7 +43,9 @@ fn fixture(postgres: bool, extra_env: &[(&str, &str)]) -> Fixture {
     };
     let mut env: Vec<(&str, &str)> = FAST.to_vec();
     env.extend_from_slice(extra_env);
-    let node = Node::start(dir.path(), &["--database-url", &url], &env);
+    let mut all = vec!["--database-url", url.as_str()];
+    all.extend_from_slice(args);
+    let node = Node::start(dir.path(), &all, &env);
     wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
     let store = Store::connect(
         &DbUrl::parse(&url).unwrap(),
@@ -451,4 +458,45 @@ fn a_backlog_of_jobs_drains_with_batched_completion_on_postgres() {
 #[test]
 fn a_backlog_of_jobs_drains_with_batched_completion_on_sqlite() {
     a_backlog_of_jobs_drains(false);
+}
+
+/// A backlog on the only node is claimed in one statement per batch; rows whose placement
+/// depends on labels (a job's own selector, an application's selector) must still be placed by
+/// the labels, wherever they sit in the backlog: matching ones run, the others wait unclaimed.
+fn labelled_rows_in_a_backlog_are_placed_by_their_labels(postgres: bool) {
+    let f = fixture_with(postgres, &["--label", "dc=a"], &[]);
+    let runs = vec!["('run', NULL)"; 1500].join(",");
+    // One transaction: the node sees the applications only with their commands.
+    f.sql(&format!(
+        "BEGIN; \
+         INSERT INTO application (id, name, driver, selector) VALUES (1, 'far', 'noop', '{{\"dc\":\"b\"}}'), \
+                (2, 'near', 'noop', '{{\"dc\":\"a\"}}'); \
+         INSERT INTO task (action, selector) VALUES {runs}; \
+         INSERT INTO task (app_id, action) VALUES (1, 'start'), (2, 'start'); \
+         INSERT INTO task (action, selector) VALUES ('run', '{{\"dc\":\"b\"}}'), ('run', '{{\"dc\":\"a\"}}'); \
+         INSERT INTO task (action, selector) VALUES {runs}; \
+         COMMIT;"
+    ));
+    let total = 3004;
+    let mut rows = Vec::new();
+    wait_until(Duration::from_secs(120), "every placeable task to be terminal", || {
+        rows = f.tasks();
+        rows.len() == total && rows.iter().filter(|r| r.status == "succeeded").count() == total - 2
+    });
+    let waiting: Vec<_> = rows.iter().filter(|r| r.status != "succeeded").collect();
+    assert_eq!(waiting.len(), 2, "{waiting:?}");
+    assert!(waiting.iter().all(|r| r.status == "pending" && r.attempts == 0 && r.owner_node.is_none()), "{waiting:?}");
+    assert_eq!(waiting[0].action, "start", "the start of `far` (dc=b) waits: {waiting:?}");
+    assert_eq!(waiting[1].action, "run", "the dc=b job waits: {waiting:?}");
+    assert_eq!(f.app_state(2).0, "running");
+}
+
+#[test]
+fn labelled_rows_in_a_backlog_are_placed_by_their_labels_on_postgres() {
+    labelled_rows_in_a_backlog_are_placed_by_their_labels(true);
+}
+
+#[test]
+fn labelled_rows_in_a_backlog_are_placed_by_their_labels_on_sqlite() {
+    labelled_rows_in_a_backlog_are_placed_by_their_labels(false);
 }

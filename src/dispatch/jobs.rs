@@ -149,6 +149,7 @@ async fn execute(
         node_id: shared.node_id.clone(),
         epoch: task.owner_epoch.unwrap_or_default() as u64,
     };
+    let Ok(_slot) = shared.exec_slots.acquire().await else { return None };
     if !shared.may_act() {
         return None;
     }

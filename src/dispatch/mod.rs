@@ -60,6 +60,9 @@ pub struct Shared {
     pub wake: Arc<Notify>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Jobs executing at once (`dispatch.max_concurrency`); held only while a driver runs, not
+    /// while the outcome is written.
+    exec_slots: Semaphore,
     completer: complete::Completer,
 }
 
@@ -74,7 +77,18 @@ impl Shared {
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
         let completer = complete::Completer::spawn(store.clone(), node_id.clone());
-        Arc::new(Shared { store, drivers, node_id, membership, cfg, wake: Arc::new(Notify::new()), metrics, completer })
+        let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
+        Arc::new(Shared {
+            store,
+            drivers,
+            node_id,
+            membership,
+            cfg,
+            wake: Arc::new(Notify::new()),
+            metrics,
+            exec_slots,
+            completer,
+        })
     }
 
     /// True when this node may claim and act right now.
@@ -211,7 +225,11 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         tokio::spawn(wake::listen(u.clone(), shared.wake.clone(), listener_stop.clone()));
     }
     let mut d = Dispatcher {
-        job_slots: Arc::new(Semaphore::new(shared.cfg.max_concurrency as usize)),
+        // Claimed jobs not yet completed, at most: enough for the executors to stay busy while
+        // completions are written, bounded so a slow database cannot pile up claimed rows.
+        outstanding: Arc::new(Semaphore::new(
+            (4 * shared.cfg.batch_size as usize).max(shared.cfg.max_concurrency as usize),
+        )),
         shared,
         actors: HashMap::new(),
         apps: Arc::new(HashMap::new()),
@@ -241,7 +259,7 @@ struct Dispatcher {
     last_gather: Instant,
     /// Running jobs; a job that becomes a waiting parent returns it.
     jobs: JoinSet<Option<Task>>,
-    job_slots: Arc<Semaphore>,
+    outstanding: Arc<Semaphore>,
     cursor: i64,
     /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
     unplaced_logged: (u64, usize),
@@ -257,10 +275,14 @@ impl Dispatcher {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut membership = self.shared.membership.clone();
         let wake = self.shared.wake.clone();
+        // The last drain stopped at its round limit with rows still waiting: go on at once.
+        let mut more = false;
         loop {
             let mut do_reconcile = false;
+            let mut do_round = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = std::future::ready(()), if more => {}
                 _ = wake.notified() => {}
                 _ = poll.tick() => {}
                 _ = reconcile.tick() => do_reconcile = true,
@@ -274,6 +296,9 @@ impl Dispatcher {
                     }
                 }
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
+                    // A finished job is no reason to read the queue (measured: a read per
+                    // finished job, most of them empty, while a backlog drained).
+                    do_round = false;
                     if let Ok(Some(parent)) = done {
                         self.gathering.insert(parent.id, parent);
                     }
@@ -293,10 +318,15 @@ impl Dispatcher {
             if do_reconcile {
                 self.reconcile().await;
             }
-            // Drain a backlog: keep reading while rounds come back full.
-            for _ in 0..64 {
+            // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
+            // the other events (membership, shutdown) and come straight back.
+            more = false;
+            for i in 0..64 {
+                if !do_round {
+                    break;
+                }
                 match self.round().await {
-                    Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => continue,
+                    Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => more = i == 63,
                     Ok(_) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "dispatch round failed");
@@ -335,34 +365,31 @@ impl Dispatcher {
     async fn round(&mut self) -> Result<bool, crate::store::StoreError> {
         let batch = i64::from(self.shared.cfg.batch_size);
         let after = self.cursor;
-        let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
-        let full = due.len() as i64 == batch;
-        self.cursor = if full { due.last().map(|d| d.id).unwrap_or(0) } else { 0 };
-        let mut unknown: Vec<i64> =
-            due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
-        if !unknown.is_empty() {
-            unknown.sort_unstable();
-            unknown.dedup();
-            let ids = unknown.clone();
-            let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
-            let apps = Arc::make_mut(&mut self.apps);
-            for a in unknown {
-                // Missing applications constrain nothing (their commands fail on their owner).
-                apps.insert(a, AppPlace::default());
-            }
-            for (id, _, selector, group) in found {
-                apps.insert(id, AppPlace { selector: parse_selector(id, &selector), group });
-            }
-        }
         let place = self.placement();
-        let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
-        if mine.is_empty() {
-            return Ok(full);
-        }
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-        let claimed = self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?;
+        // Mid-backlog (the last round was full) the only member reads and claims in one
+        // statement; the first round of every drain places rows one by one, so the rows
+        // `claim_next` leaves out (label-dependent ones) are never starved past one backlog.
+        let (claimed, full, last) = if after > 0 && self.owns_everything(&place) {
+            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
+            let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
+            (claimed, full, last)
+        } else {
+            let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
+            let full = due.len() as i64 == batch;
+            let last = due.last().map(|d| d.id);
+            self.learn_apps(&due).await?;
+            let place = self.placement();
+            let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
+            if mine.is_empty() {
+                self.cursor = if full { last.unwrap_or(0) } else { 0 };
+                return Ok(full);
+            }
+            (self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?, full, last)
+        };
+        self.cursor = if full { last.unwrap_or(0) } else { 0 };
+        tracing::trace!(claimed = claimed.len(), cursor = after, full, "round");
         for task in claimed {
-            tracing::debug!(task.id = task.id, app.id = ?task.app_id, ring.epoch = epoch, "claimed");
             if let Some(claimed_at) = task.claimed_at {
                 let due = task.created_at.max(task.run_after);
                 let secs = (claimed_at - due).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
@@ -376,6 +403,37 @@ impl Dispatcher {
         Ok(full)
     }
 
+    /// True when this node owns every key that does not depend on labels: the only member of
+    /// the ring, taking work. (The rows whose placement depends on labels — selectors, traffic
+    /// groups, fan-out targets — are left out of the one-statement claim by its SQL.)
+    fn owns_everything(&self, place: &Placement) -> bool {
+        place.view.members.len() == 1
+            && place.view.members[0].node_id == self.shared.node_id
+            && place.view.members[0].weight > 0
+    }
+
+    /// Load the selectors and traffic groups of applications seen for the first time.
+    async fn learn_apps(&mut self, due: &[q::Due]) -> Result<(), crate::store::StoreError> {
+        let mut unknown: Vec<i64> =
+            due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let ids = unknown.clone();
+        let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
+        let apps = Arc::make_mut(&mut self.apps);
+        for a in unknown {
+            // Missing applications constrain nothing (their commands fail on their owner).
+            apps.insert(a, AppPlace::default());
+        }
+        for (id, _, selector, group) in found {
+            apps.insert(id, AppPlace { selector: parse_selector(id, &selector), group });
+        }
+        Ok(())
+    }
+
     fn actor(&mut self, app_id: i64) -> &actor::Handle {
         let alive = self.actors.get(&app_id).is_some_and(|a| !a.is_finished());
         if !alive {
@@ -386,7 +444,7 @@ impl Dispatcher {
     }
 
     async fn spawn_job(&mut self, task: Task, place: Placement) {
-        let Ok(permit) = self.job_slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = self.outstanding.clone().acquire_owned().await else { return };
         let shared = self.shared.clone();
         self.jobs.spawn(async move {
             let waiting = jobs::run(&shared, &place, task).await;

@@ -129,6 +129,58 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     Ok(claimed)
 }
 
+/// Read and claim in one statement: up to `limit` pending, due rows with `id > after`, in id
+/// order, with the same per-application ordering as [`claim`] — leaving out every row whose
+/// placement depends on labels: rows addressed to another node, jobs with their own selector,
+/// and rows of an application with a selector or a traffic group. For the only member of the
+/// ring every other row is its own, so this halves the statements per batch while a backlog
+/// drains; the rows left out are read and placed by [`due_after`] once the backlog is through.
+/// Returns the claimed rows by priority, then id.
+pub fn claim_next(
+    conn: &mut AnyConnection,
+    after: i64,
+    limit: i64,
+    node: &str,
+    epoch: i64,
+) -> Result<Vec<Task>, StoreError> {
+    let body = |postgres: bool, claimed: &str, lock: &str| {
+        due(
+            &format!(
+                "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
+                 claimed_at = {claimed} \
+                 WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
+                   AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
+                        AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL)) \
+                   AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
+                        AND e.id < t.id AND e.action <> 'run' \
+                        AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) \
+                   ORDER BY t.id LIMIT $4 {lock}) \
+                 RETURNING *"
+            ),
+            postgres,
+        )
+    };
+    let mut claimed: Vec<Task> = match conn {
+        AnyConnection::Postgresql(c) => {
+            diesel::sql_query(body(true, "(clock_timestamp() AT TIME ZONE 'utc')", "FOR UPDATE SKIP LOCKED"))
+                .bind::<Text, _>(node)
+                .bind::<BigInt, _>(epoch)
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(limit)
+                .load(c)?
+        }
+        AnyConnection::Sqlite(c) => diesel::sql_query(body(false, SQLITE_NOW, "").replace('$', "?"))
+            .bind::<Text, _>(node)
+            .bind::<BigInt, _>(epoch)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(limit)
+            .load(c)?,
+    };
+    claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
+    Ok(claimed)
+}
+
 /// How a claimed task ends (or does not, for a retry).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
