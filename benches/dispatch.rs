@@ -6,6 +6,7 @@
 //! cargo bench --bench dispatch -- apps    [--nodes N] [--apps A] [--jobs N]   (start/stop commands)
 //! cargo bench --bench dispatch -- latency [--nodes N] [--rate R] [--seconds S]
 //! cargo bench --bench dispatch -- idle    [--nodes N] [--seconds S]
+//! cargo bench --bench dispatch -- sustained [--nodes N] [--rate R] [--seconds S]
 //! ```
 //!
 //! Env: `ROTA_BENCH_PG` (admin URL, default `postgres://postgres@127.0.0.1:5432/postgres`),
@@ -15,7 +16,9 @@
 //! How each figure is taken: drain — rows are inserted in one statement while the nodes are up,
 //! the clock starts at its commit and stops when no row is pending or running; latency — one
 //! row per INSERT at a fixed rate from this process, insert-to-start is `claimed_at − created_at`
-//! (both the database's clock) over every row; idle — transactions committed on the node's
+//! (both the database's clock) over every row; sustained — rows inserted at a fixed rate for S
+//! seconds in small batches (every 10 ms), completions counted per minute by `finished_at`,
+//! the last full minute over the first, with the dead tuples left in `task`; idle — transactions committed on the node's
 //! database per second (`pg_stat_database`), minus this process's own reads.
 
 use std::io::{BufRead, BufReader};
@@ -199,6 +202,18 @@ async fn drained(c: &Client, within: Duration) {
     }
 }
 
+/// Rows that succeeded between two epoch times (seconds, the database's clock).
+async fn finished_between(c: &Client, from: f64, to: f64) -> i64 {
+    c.query_one(
+        "SELECT count(*) FROM task WHERE status = 'succeeded' \
+         AND extract(epoch FROM finished_at) >= $1 AND extract(epoch FROM finished_at) < $2",
+        &[&from, &to],
+    )
+    .await
+    .expect("finished between")
+    .get(0)
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -291,7 +306,44 @@ async fn main() {
             json!({"peer": "rota", "case": "idle", "nodes": a.nodes, "seconds": secs,
                    "tx_per_s_per_node": theirs / secs / a.nodes as f64})
         }
-        other => panic!("unknown case `{other}`: drain, apps, latency, idle"),
+        "sustained" => {
+            let (ins, conn) = tokio_postgres::connect(&bench.url, NoTls).await.expect("inserter");
+            tokio::spawn(conn);
+            let stmt = ins
+                .prepare("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1::bigint)")
+                .await
+                .expect("prepare");
+            // Epoch seconds on the database's clock (`finished_at` is UTC without a zone).
+            let start: f64 = c.query_one("SELECT extract(epoch FROM now())::float8", &[]).await.expect("clock").get(0);
+            let t0 = Instant::now();
+            let (mut sent, mut tick) = (0i64, tokio::time::interval(Duration::from_millis(10)));
+            while t0.elapsed().as_secs_f64() < a.seconds {
+                tick.tick().await;
+                let due = (a.rate * t0.elapsed().as_secs_f64()) as i64;
+                if due > sent {
+                    ins.execute(&stmt, &[&(due - sent)]).await.expect("insert");
+                    sent = due;
+                }
+            }
+            let last_from = (a.seconds as i64 - 60).max(0) as f64;
+            let first = finished_between(&c, start, start + 60.0).await;
+            let last = finished_between(&c, start + last_from, start + last_from + 60.0).await;
+            let backlog = count(&c, "SELECT count(*) FROM task WHERE status IN ('pending', 'running')").await;
+            let dead = c
+                .query_one(
+                    "SELECT n_dead_tup, n_live_tup, autovacuum_count FROM pg_stat_user_tables WHERE relname = 'task'",
+                    &[],
+                )
+                .await
+                .expect("tuples");
+            let (dead, live, vacuums): (i64, i64, i64) = (dead.get(0), dead.get(1), dead.get(2));
+            drained(&c, Duration::from_secs(600)).await;
+            json!({"peer": "rota", "case": "sustained", "nodes": a.nodes, "rate": a.rate, "seconds": a.seconds, "inserted": sent,
+                   "first_minute_per_s": first as f64 / 60.0, "last_minute_per_s": last as f64 / 60.0,
+                   "ratio_last_over_first": last as f64 / first.max(1) as f64, "backlog_at_end": backlog,
+                   "dead_tuples_at_end": dead, "live_tuples_at_end": live, "autovacuums": vacuums})
+        }
+        other => panic!("unknown case `{other}`: drain, apps, latency, idle, sustained"),
     };
     println!("{out}");
     bench.drop_db().await;

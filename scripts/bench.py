@@ -97,6 +97,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, one repetition, no sustained case (<= 5 min)")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    ap.add_argument("--sustained-seconds", type=int, default=300, help="length of the sustained case")
+    ap.add_argument("--sustained-rate", type=int, default=10_000, help="its rate when no drain ran")
     a = ap.parse_args()
     quick = a.quick
     reps = a.reps or (1 if quick else 3)
@@ -126,6 +128,8 @@ def main():
             "rota_idle_1": lambda: rota("idle", 1, seconds=30),
             "rota_idle_3": lambda: rota("idle", 3, seconds=30),
         })
+    # The sustained case runs at the highest rate the drain reached, so it goes after the drains.
+    sustained = not quick and (not a.only or "rota_sustained_1" in a.only.split(","))
     if a.only:
         cases = {k: v for k, v in cases.items() if k in a.only.split(",")}
     results = {k: [] for k in cases}
@@ -140,6 +144,18 @@ def main():
             except Exception as e:  # a contender that cannot run is reported, not hidden
                 log(f"{name}: FAILED: {e}")
                 results[name].append({"error": str(e)[-2000:]})
+
+    if sustained:
+        drains = [r["per_s"] for r in results.get("rota_drain_1", []) if "per_s" in r]
+        rate = round(statistics.median(drains)) if drains else a.sustained_rate
+        results["rota_sustained_1"] = []
+        for rep in range(reps):
+            log(f"sustained at {rate}/s, repetition {rep + 1} of {reps}")
+            try:
+                results["rota_sustained_1"].append(rota("sustained", 1, rate=rate, seconds=a.sustained_seconds))
+            except Exception as e:
+                log(f"rota_sustained_1: FAILED: {e}")
+                results["rota_sustained_1"].append({"error": str(e)[-2000:]})
 
     def med(name, key):
         vals = [r[key] for r in results.get(name, []) if key in r]
@@ -164,6 +180,7 @@ def main():
         summary["rota_apps_per_s"] = med("rota_apps_1", "per_s")
         summary["idle_tx_per_s_1"] = med("rota_idle_1", "tx_per_s_per_node")
         summary["idle_tx_per_s_3"] = med("rota_idle_3", "tx_per_s_per_node")
+        summary["sustained_last_over_first"] = med("rota_sustained_1", "ratio_last_over_first")
 
     out_dir = os.path.join(ROOT, "target", "bench")
     os.makedirs(out_dir, exist_ok=True)
