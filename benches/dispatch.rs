@@ -232,7 +232,10 @@ async fn main() {
             let secs = t.elapsed().as_secs_f64();
             let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
             assert_eq!(ok, a.jobs, "every task succeeded");
-            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs})
+            // Each completion transaction stamps its rows with one `finished_at`.
+            let commits = count(&c, "SELECT count(DISTINCT finished_at) FROM task").await;
+            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs,
+                   "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64})
         }
         "apps" => {
             c.execute(

@@ -144,8 +144,21 @@ impl Manager {
         match &self.url {
             DbUrl::Postgres(url) => {
                 let mut conn = PgConnection::establish(url).map_err(|e| fail(e.to_string().trim().to_string()))?;
-                conn.batch_execute("SET TIME ZONE 'UTC'; SET application_name = 'rota'")
-                    .map_err(|e| fail(e.to_string()))?;
+                // An `application_name` the operator put in the URL (e.g. one per node, to tell
+                // the nodes apart in `pg_stat_activity` or an audit trigger) is kept.
+                //
+                // No bitmap scans: every query of Rota's reads an ordered index, mostly with a
+                // LIMIT. After a burst of inserts, before autovacuum has analyzed the table, the
+                // planner guesses a few dozen pending rows and plans the claim as a bitmap scan
+                // of *every* pending row plus a sort — measured 58–133 ms per claim of 256 over
+                // 150 k pending rows, against 3–4 ms for the ordered index scan it then picks
+                // (docs/benchmarks.md). This setting applies to Rota's own sessions only.
+                let setup = if url.contains("application_name=") {
+                    "SET TIME ZONE 'UTC'; SET enable_bitmapscan = off"
+                } else {
+                    "SET TIME ZONE 'UTC'; SET enable_bitmapscan = off; SET application_name = 'rota'"
+                };
+                conn.batch_execute(setup).map_err(|e| fail(e.to_string()))?;
                 Ok(AnyConnection::Postgresql(conn))
             }
             DbUrl::Sqlite(path) => {

@@ -150,8 +150,8 @@ pub fn claim_next(
                  claimed_at = {claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-                        AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL)) \
+                   AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
+                        AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL))) \
                    AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
                         AND e.id < t.id AND e.action <> 'run' \
                         AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) \
