@@ -282,7 +282,7 @@ async fn main() {
             let row = c
                 .query_one(
                     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), \
-                     max(ms), count(*) FROM (SELECT extract(epoch FROM claimed_at - created_at) * 1000 AS ms FROM task) l",
+                     max(ms), count(*) FROM (SELECT (extract(epoch FROM claimed_at - created_at) * 1000)::float8 AS ms FROM task) l",
                     &[],
                 )
                 .await

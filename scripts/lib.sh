@@ -55,3 +55,15 @@ start_etcd() {
         || { cat "$etcd_dir/etcd.log" >&2; echo "$who: etcd did not start" >&2; exit 1; }
     ETCD_ENDPOINT="127.0.0.1:$client_port"
 }
+
+# The directory of initdb and pg_ctl (newest /usr/lib/postgresql/*/bin, else pg_config's), for
+# suites that run a private PostgreSQL server (scripts/chaos.sh).
+pg_bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    if [[ -z "$dir" ]] && command -v pg_config >/dev/null; then
+        dir=$(pg_config --bindir)
+    fi
+    [[ -x "$dir/initdb" ]] || { echo "no initdb found; install postgresql (scripts/prereqs.sh test)" >&2; return 1; }
+    echo "$dir"
+}

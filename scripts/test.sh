@@ -13,4 +13,15 @@ export ROTA_TEST_PG_URL="$PG_URL"
 export ROTA_TEST_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 echo "test: PostgreSQL at $ROTA_TEST_PG_URL, etcd at $ROTA_TEST_ETCD_ENDPOINTS" >&2
 
+# schemathesis (PyPI) for tests/hostile.rs: a pinned version in a venv under target/, installed
+# only when missing or at another version.
+SCHEMATHESIS_VERSION=4.32.5
+venv=target/venv
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\b"; then
+    echo "test: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export ROTA_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
+
 cargo test "$@"

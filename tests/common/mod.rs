@@ -206,6 +206,26 @@ impl Node {
         assert!(ok.success());
     }
 
+    /// Wait up to `timeout` for the process to exit; None if it is still running.
+    pub fn try_wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(20));
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status, if the process has exited (without waiting).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Wait for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let mut status = None;
@@ -306,6 +326,11 @@ impl Etcd {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let _ = c.wait();
         }
+    }
+
+    /// Start it again (after `stop`) on the same ports and data.
+    pub fn resume(&mut self) {
+        self.launch();
     }
 
     /// Start it again on the same ports and data.

@@ -1,0 +1,2 @@
+DROP TRIGGER task_insert_times;
+DROP TRIGGER task_insert_checks;
