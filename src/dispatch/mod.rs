@@ -238,6 +238,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
         cursor: 0,
+        label_pass: true,
         unplaced_logged: (0, 0),
         fenced: true,
         seen_epoch: 0,
@@ -261,6 +262,10 @@ struct Dispatcher {
     jobs: JoinSet<Option<Task>>,
     outstanding: Arc<Semaphore>,
     cursor: i64,
+    /// The only member must read and place the queue's head row by row in its next round from
+    /// the head: label-dependent rows (which its one-statement claim leaves out) were seen there
+    /// last time, or a poll tick or reconciliation asks for a look.
+    label_pass: bool,
     /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
     unplaced_logged: (u64, usize),
     fenced: bool,
@@ -284,8 +289,11 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break,
                 _ = std::future::ready(()), if more => {}
                 _ = wake.notified() => {}
-                _ = poll.tick() => {}
-                _ = reconcile.tick() => do_reconcile = true,
+                _ = poll.tick() => self.label_pass = true,
+                _ = reconcile.tick() => {
+                    do_reconcile = true;
+                    self.label_pass = true;
+                }
                 changed = membership.changed() => {
                     if changed.is_err() {
                         break;
@@ -367,10 +375,11 @@ impl Dispatcher {
         let after = self.cursor;
         let place = self.placement();
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-        // Mid-backlog (the last round was full) the only member reads and claims in one
-        // statement; the first round of every drain places rows one by one, so the rows
-        // `claim_next` leaves out (label-dependent ones) are never starved past one backlog.
-        let (claimed, full, last) = if after > 0 && self.owns_everything(&place) {
+        // The only member reads and claims in one statement (one round trip from NOTIFY to
+        // claim), except for a round from the head that must look for label-dependent rows —
+        // those `claim_next` leaves out. They are looked for at every poll tick, and at every
+        // wake while the head holds some, so none waits longer than `poll_interval_ms`.
+        let (claimed, full, last) = if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
             let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
             let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
             (claimed, full, last)
@@ -380,6 +389,9 @@ impl Dispatcher {
             let last = due.last().map(|d| d.id);
             self.learn_apps(&due).await?;
             let place = self.placement();
+            if after == 0 {
+                self.label_pass = due.iter().any(|d| place.depends_on_labels(d));
+            }
             let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
             if mine.is_empty() {
                 self.cursor = if full { last.unwrap_or(0) } else { 0 };

@@ -147,6 +147,15 @@ impl Placement {
         self.owns(d.id, d.app_id, &d.action, d.routing.as_deref(), d.selector.as_deref(), d.target_node.as_deref())
     }
 
+    /// True when the row's owner depends on labels (it is addressed to another node, or it or
+    /// its application has a selector or a traffic group): the rows `claim_next` leaves out.
+    pub fn depends_on_labels(&self, d: &Due) -> bool {
+        let app = d.app_id.and_then(|a| self.apps.get(&a));
+        d.target_node.as_deref().is_some_and(|t| t != self.me)
+            || d.selector.is_some()
+            || app.is_some_and(|a| !a.selector.is_empty() || a.group.is_some())
+    }
+
     /// Members that may run work matching `selector`: live, weight > 0, sorted by id.
     pub fn candidates(&self, selector: &Selector) -> Vec<String> {
         self.view

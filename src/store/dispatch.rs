@@ -133,8 +133,9 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
 /// order, with the same per-application ordering as [`claim`] — leaving out every row whose
 /// placement depends on labels: rows addressed to another node, jobs with their own selector,
 /// and rows of an application with a selector or a traffic group. For the only member of the
-/// ring every other row is its own, so this halves the statements per batch while a backlog
-/// drains; the rows left out are read and placed by [`due_after`] once the backlog is through.
+/// ring every other row is its own, so this halves the statements per batch (and the round
+/// trips between a NOTIFY and a claim); the dispatcher reads the rows left out with
+/// [`due_after`] and places them itself, at least once per poll interval.
 /// Returns the claimed rows by priority, then id.
 pub fn claim_next(
     conn: &mut AnyConnection,
