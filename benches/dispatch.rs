@@ -142,7 +142,7 @@ struct Bench {
 }
 
 impl Bench {
-    async fn new(nodes: usize) -> (Bench, Client) {
+    async fn new(nodes: usize, log_statements: bool) -> (Bench, Client) {
         let admin =
             std::env::var("ROTA_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db = format!("rota_bench_{}_{}", std::process::id(), chrono::Utc::now().timestamp_micros());
@@ -153,6 +153,10 @@ impl Bench {
         let url = format!("{base}/{db}");
         let st = Command::new(bin()).args(["migrate", "--database-url", &url]).status().expect("rota migrate");
         assert!(st.success(), "rota migrate failed");
+        if log_statements {
+            // Every statement of the nodes' sessions goes to the server log (set before they connect).
+            c.batch_execute(&format!("ALTER DATABASE {db} SET log_statement = 'all'")).await.expect("log_statement");
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let etcd = std::env::var("ROTA_BENCH_ETCD").ok();
         if nodes > 1 {
@@ -214,6 +218,32 @@ async fn finished_between(c: &Client, from: f64, to: f64) -> i64 {
     .get(0)
 }
 
+/// The PostgreSQL server log: `ROTA_BENCH_PG_LOG`, or Debian's newest
+/// `/var/log/postgresql/postgresql-*.log`.
+fn server_log() -> String {
+    if let Ok(p) = std::env::var("ROTA_BENCH_PG_LOG") {
+        return p;
+    }
+    let mut logs: Vec<_> = std::fs::read_dir("/var/log/postgresql")
+        .map(|d| {
+            d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "log")).collect()
+        })
+        .unwrap_or_default();
+    logs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    logs.last().map(|p| p.display().to_string()).expect("no server log: set ROTA_BENCH_PG_LOG")
+}
+
+/// Statements of database `db` logged (`log_statement = 'all'`) after byte `from` of `log`.
+fn statements_logged(log: &str, from: u64, db: &str) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(log).expect("server log");
+    f.seek(SeekFrom::Start(from)).expect("seek");
+    let mut text = String::new();
+    f.read_to_string(&mut text).expect("read server log");
+    let tag = format!("@{db} LOG:");
+    text.lines().filter(|l| l.contains(&tag) && (l.contains(" execute ") || l.contains(" statement: "))).count()
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -221,7 +251,7 @@ async fn count(c: &Client, sql: &str) -> i64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a = args();
-    let (bench, c) = Bench::new(a.nodes).await;
+    let (bench, c) = Bench::new(a.nodes, a.case == "idle").await;
     let out = match a.case.as_str() {
         "drain" => {
             c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1::bigint)", &[&a.jobs])
@@ -299,14 +329,19 @@ async fn main() {
             );
             // Statistics are flushed by backends at most once a second: read, wait, read.
             let before = count(&c, &q).await;
+            let log = server_log();
+            let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let t = Instant::now();
             tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
+            let queries = statements_logged(&log, from, &bench.db);
+            let logged_secs = t.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let after = count(&c, &q).await;
             let secs = t.elapsed().as_secs_f64();
             // Our two reads (one counted in `after`), the rest is the nodes'.
             let theirs = (after - before - 1).max(0) as f64;
-            json!({"peer": "rota", "case": "idle", "nodes": a.nodes, "seconds": secs,
+            json!({"peer": "rota", "case": "idle", "nodes": a.nodes, "seconds": secs, "server_log": log,
+                   "queries_per_s_per_node": queries as f64 / logged_secs / a.nodes as f64,
                    "tx_per_s_per_node": theirs / secs / a.nodes as f64})
         }
         "sustained" => {

@@ -179,8 +179,8 @@ def main():
     if not quick:
         summary["rota_drain_3_nodes_per_s"] = med("rota_drain_3", "per_s")
         summary["rota_apps_per_s"] = med("rota_apps_1", "per_s")
-        summary["idle_tx_per_s_1"] = med("rota_idle_1", "tx_per_s_per_node")
-        summary["idle_tx_per_s_3"] = med("rota_idle_3", "tx_per_s_per_node")
+        summary["idle_queries_per_s_1"] = med("rota_idle_1", "queries_per_s_per_node")
+        summary["idle_queries_per_s_3"] = med("rota_idle_3", "queries_per_s_per_node")
         summary["sustained_last_over_first"] = med("rota_sustained_1", "ratio_last_over_first")
 
     out_dir = os.path.join(ROOT, "target", "bench")

@@ -228,7 +228,7 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
             backend: MembershipBackend::Standalone,
-            heartbeat_interval_ms: 1_000,
+            heartbeat_interval_ms: 3_000,
             lock_ttl_ms: 10_000,
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
             cluster: "rota".into(),

@@ -13,6 +13,7 @@
 //! batch fills while the previous one commits (PostgreSQL flushes concurrent commits together).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -83,19 +84,35 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
     }
 }
 
+/// First and longest wait between attempts at a batch that could not be written.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Write one batch, retrying until the database takes it. Giving up would leave its rows
+/// `running` under this node's live claim, which no one recovers (invariant I2); retrying is
+/// safe because every row's update is conditional on the claim — a batch that did commit before
+/// its answer was lost writes nothing the second time (its rows read as no longer ours).
 async fn write(store: &Store, node: &str, batch: Vec<Item>) {
-    let rows: Vec<(i64, i64, Outcome)> = batch.iter().map(|i| (i.id, i.epoch, i.outcome.clone())).collect();
-    let node = node.to_string();
-    match store.run(move |c| q::finish_batch(c, &node, &rows)).await {
-        Ok(flags) => {
-            for (item, ok) in batch.into_iter().zip(flags) {
-                let _ = item.done.send(Ok(ok));
+    let rows: Arc<Vec<(i64, i64, Outcome)>> =
+        Arc::new(batch.iter().map(|i| (i.id, i.epoch, i.outcome.clone())).collect());
+    let mut wait = RETRY_FIRST;
+    for attempt in 1.. {
+        let (node, rows) = (node.to_string(), rows.clone());
+        match store.run(move |c| q::finish_batch(c, &node, &rows)).await {
+            Ok(flags) => {
+                if attempt > 1 {
+                    tracing::info!(rows = batch.len(), attempt, "task outcomes written after a retry");
+                }
+                for (item, ok) in batch.into_iter().zip(flags) {
+                    let _ = item.done.send(Ok(ok));
+                }
+                return;
             }
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            for item in batch {
-                let _ = item.done.send(Err(msg.clone()));
+            Err(e) => {
+                tracing::warn!(rows = batch.len(), attempt, error = %e, retry.in_ms = wait.as_millis() as u64,
+                    "could not write task outcomes; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     }

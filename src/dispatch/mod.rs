@@ -44,6 +44,14 @@ use crate::store::{events, DbUrl, Store};
 use place::{AppPlace, Placement};
 use plan::AfterError;
 
+/// Orphans are looked for at every membership change, and at every this many reconciliations
+/// (30 s at the default interval).
+const RECOVER_EVERY: u32 = 6;
+
+/// Finished rows past retention are pruned at every this many reconciliations (a minute at the
+/// default interval; retention is counted in hours).
+const PRUNE_EVERY: u32 = 12;
+
 /// What the dispatcher and its actors share.
 pub struct Shared {
     /// The database.
@@ -239,6 +247,8 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         jobs: JoinSet::new(),
         cursor: 0,
         label_pass: true,
+        last_recover: None,
+        last_prune: None,
         unplaced_logged: (0, 0),
         fenced: true,
         seen_epoch: 0,
@@ -266,6 +276,11 @@ struct Dispatcher {
     /// the head: label-dependent rows (which its one-statement claim leaves out) were seen there
     /// last time, or a poll tick or reconciliation asks for a look.
     label_pass: bool,
+    /// When orphans were last looked for, and old rows last pruned: both run at most this often
+    /// on reconciliation ticks (orphans at once on every membership change), because an idle
+    /// node's queries per second are the sum of its periodic reads (docs/benchmarks.md).
+    last_recover: Option<Instant>,
+    last_prune: Option<Instant>,
     /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
     unplaced_logged: (u64, usize),
     fenced: bool,
@@ -291,8 +306,9 @@ impl Dispatcher {
                 _ = wake.notified() => {}
                 _ = poll.tick() => self.label_pass = true,
                 _ = reconcile.tick() => {
+                    // The poll reads the queue; a reconciliation tick does not read it again.
                     do_reconcile = true;
-                    self.label_pass = true;
+                    do_round = false;
                 }
                 changed = membership.changed() => {
                     if changed.is_err() {
@@ -301,6 +317,10 @@ impl Dispatcher {
                     let epoch = membership.borrow_and_update().view.epoch;
                     if epoch != self.seen_epoch {
                         do_reconcile = true;
+                    } else {
+                        // A renewed lease or heartbeat changes nothing in the queue (measured:
+                        // one read per heartbeat on an idle node).
+                        do_round = false;
                     }
                 }
                 Some(done) = self.jobs.join_next(), if !self.jobs.is_empty() => {
@@ -320,7 +340,9 @@ impl Dispatcher {
             }
             if self.fenced {
                 self.fenced = false;
+                self.last_recover = None;
                 do_reconcile = true;
+                do_round = true;
                 tracing::info!(node.id = %self.shared.node_id, "dispatcher is acting");
             }
             if do_reconcile {
@@ -328,17 +350,18 @@ impl Dispatcher {
             }
             // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
             // the other events (membership, shutdown) and come straight back.
-            more = false;
-            for i in 0..64 {
-                if !do_round {
-                    break;
-                }
-                match self.round().await {
-                    Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => more = i == 63,
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dispatch round failed");
-                        break;
+            // An event that reads nothing (a finished job, a heartbeat) leaves `more` as it was:
+            // clearing it stalled a backlog until the next poll tick.
+            if do_round {
+                more = false;
+                for i in 0..64 {
+                    match self.round().await {
+                        Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => more = i == 63,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "dispatch round failed");
+                            break;
+                        }
                     }
                 }
             }
@@ -469,6 +492,7 @@ impl Dispatcher {
     /// orphans, prune old rows.
     async fn reconcile(&mut self) {
         let ms = self.shared.snapshot();
+        let moved = ms.view.epoch != self.seen_epoch;
         self.seen_epoch = ms.view.epoch;
         let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
@@ -513,8 +537,15 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not list applications"),
         }
         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-        self.recover().await;
-        self.prune().await;
+        let every = Duration::from_millis(self.shared.cfg.reconcile_interval_ms);
+        if moved || self.last_recover.is_none_or(|t| t.elapsed() >= every * RECOVER_EVERY) {
+            self.last_recover = Some(Instant::now());
+            self.recover().await;
+        }
+        if self.last_prune.is_none_or(|t| t.elapsed() >= every * PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            self.prune().await;
+        }
     }
 
     /// Reload the traffic policies and record the automatic switches the view calls for (each

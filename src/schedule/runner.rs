@@ -9,8 +9,8 @@
 //! [`crate::store::schedules::fire`], so two nodes that both think they own a schedule during a
 //! ring change still record each fire time once.
 //!
-//! The clock is the database's: the offset between it and this node's clock is measured at each
-//! reload, so nodes with skewed clocks still fire at the same instants.
+//! The clock is the database's: the offset between it and this node's clock is measured at a
+//! reload (every 30 s at most), so nodes with skewed clocks still fire at the same instants.
 //!
 //! Must never: fire while membership says this node may not act, or write a firing other than
 //! through `fire` (the guard).
@@ -30,13 +30,17 @@ use crate::store::Store;
 
 /// How often the schedule list is reloaded by default. A new or resumed schedule first fires at
 /// least this long after it was written, so that its owner has seen it by then.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the database's clock is read again (see `reload`).
+const CLOCK_EVERY: Duration = Duration::from_secs(30);
 
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Reload the schedule list this often (new and changed schedules are seen within it).
-    /// Default 2 s.
+    /// Default 5 s: one statement per reload is an idle node's largest periodic read after
+    /// the dispatcher's poll.
     pub reload_every: Duration,
     /// Never sleep longer than this between checks. Default 1 s.
     pub max_sleep: Duration,
@@ -89,6 +93,7 @@ pub async fn run(
         entries: HashMap::new(),
         offset: chrono::Duration::zero(),
         last_reload: None,
+        last_clock: None,
         reload_now: true,
         bad: HashSet::new(),
         last_prune: Instant::now(),
@@ -133,6 +138,8 @@ struct Runner {
     /// Database clock minus this node's clock.
     offset: chrono::Duration,
     last_reload: Option<Instant>,
+    /// When the database's clock was last read.
+    last_clock: Option<Instant>,
     reload_now: bool,
     /// (id, cron, every_ms) of rows whose timing does not parse, logged once.
     bad: HashSet<(i64, Option<String>, Option<i64>)>,
@@ -151,8 +158,17 @@ impl Runner {
     async fn reload(&mut self) {
         self.reload_now = false;
         self.last_reload = Some(Instant::now());
+        // The database's clock moves slowly against ours: read it with the list only every
+        // CLOCK_EVERY (one statement less per reload on an idle node).
+        let read_clock = self.last_clock.is_none_or(|t| t.elapsed() >= CLOCK_EVERY);
         let before = chrono::Utc::now().naive_utc();
-        let loaded = self.store.run(|c| Ok((schedules::db_now(c)?, schedules::enabled_schedules(c)?))).await;
+        let loaded = self
+            .store
+            .run(move |c| {
+                let now = if read_clock { Some(schedules::db_now(c)?) } else { None };
+                Ok((now, schedules::enabled_schedules(c)?))
+            })
+            .await;
         let (db_now, rows) = match loaded {
             Ok(x) => x,
             Err(e) => {
@@ -161,7 +177,10 @@ impl Runner {
             }
         };
         let after = chrono::Utc::now().naive_utc();
-        self.offset = db_now - (before + (after - before) / 2);
+        if let Some(db_now) = db_now {
+            self.offset = db_now - (before + (after - before) / 2);
+            self.last_clock = Some(Instant::now());
+        }
         let mut entries = HashMap::with_capacity(rows.len());
         for row in rows {
             let timing = match Timing::from_parts(row.cron.as_deref(), row.every_ms) {

@@ -140,12 +140,29 @@ fn held(conn: &mut AnyConnection) -> Result<Acquire, StoreError> {
 
 /// Renew our heartbeat; false when the lock is no longer ours at this epoch.
 pub fn heartbeat(conn: &mut AnyConnection, holder: &str, epoch: i64) -> Result<bool, StoreError> {
-    let now = db_now(conn)?;
-    let changed = diesel::update(
-        ml::table.filter(ml::name.eq(LOCK_NAME)).filter(ml::holder.eq(holder)).filter(ml::epoch.eq(epoch)),
-    )
-    .set(ml::heartbeat_at.eq(now))
-    .execute(conn)?;
+    use diesel::sql_types::{BigInt, Text};
+    // One statement, the clock read in it: a heartbeat is the one query an idle standalone
+    // node makes on its own, every `heartbeat_interval_ms`.
+    let sql = |now: &str, p: [&str; 3]| {
+        format!(
+            "UPDATE membership_lock SET heartbeat_at = {now} WHERE name = {} AND holder = {} AND epoch = {}",
+            p[0], p[1], p[2]
+        )
+    };
+    let changed = match conn {
+        AnyConnection::Postgresql(c) => {
+            diesel::sql_query(sql("(clock_timestamp() AT TIME ZONE 'utc')", ["$1", "$2", "$3"]))
+                .bind::<Text, _>(LOCK_NAME)
+                .bind::<Text, _>(holder)
+                .bind::<BigInt, _>(epoch)
+                .execute(c)?
+        }
+        AnyConnection::Sqlite(c) => diesel::sql_query(sql("strftime('%Y-%m-%d %H:%M:%f', 'now')", ["?", "?", "?"]))
+            .bind::<Text, _>(LOCK_NAME)
+            .bind::<Text, _>(holder)
+            .bind::<BigInt, _>(epoch)
+            .execute(c)?,
+    };
     Ok(changed == 1)
 }
 

@@ -81,6 +81,8 @@ pub type Conn = PooledConnection<Manager>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool<Manager>,
+    /// Opens the replacement of a connection found dead (see [`Store::run`]).
+    manager: Manager,
     url: DbUrl,
 }
 
@@ -89,19 +91,28 @@ impl Store {
     /// that is down fails here with the driver's own message instead of after a pool timeout.
     pub fn connect(url: &DbUrl, opts: &PoolOptions) -> Result<Store, StoreError> {
         let manager = Manager::new(url.clone(), opts.connect_timeout);
+        let spare = manager.clone();
         let first = manager.open()?;
         drop(first);
         // No minimum of idle connections: r2d2 would open them from its own threads, and a
         // process that exits while such a thread is inside libpq can crash in libpq's exit
         // handlers (seen: SIGSEGV in about 1 in 7 runs of `rota migrate`). Connections are opened
         // on demand instead.
+        //
+        // No `SELECT 1` on every checkout (r2d2's default): it doubled the statements of the
+        // dispatch path and of an idle node, and added a round trip between a NOTIFY and its
+        // claim. A connection the server closed while it sat idle fails its first statement
+        // before anything ran; `Store::run` then finds it dead and replaces it, and the caller's
+        // loop goes on: a round is read again, an outcome written again (`dispatch::complete`),
+        // an API request answers 503 once.
         let pool = Pool::builder()
             .max_size(opts.max_size)
             .min_idle(Some(0))
+            .test_on_check_out(false)
             .connection_timeout(opts.connect_timeout)
             .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
-        Ok(Store { pool, url: url.clone() })
+        Ok(Store { pool, manager: spare, url: url.clone() })
     }
 
     /// Which backend this store talks to.
@@ -126,10 +137,20 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, manager) = (self.pool.clone(), self.manager.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            f(&mut conn)
+            let out = f(&mut conn);
+            // The pool does not test connections on checkout: after a failure, find out whether
+            // this one is dead (the server restarted, or ended the session) and replace it, so it
+            // is not handed out again. While the database is down the replacement fails too and
+            // the next use fails fast the same way.
+            if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
+                if let Ok(fresh) = manager.open() {
+                    *conn = fresh;
+                }
+            }
+            out
         })
         .await
         .map_err(|e| StoreError::Aborted(e.to_string()))?
