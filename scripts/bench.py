@@ -99,13 +99,16 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
     ap.add_argument("--sustained-seconds", type=int, default=300, help="length of the sustained case")
     ap.add_argument("--sustained-rate", type=int, default=10_000, help="its rate when no drain ran")
+    ap.add_argument("--sustained-reps", type=int, default=None, help="its repetitions (default: --reps)")
     a = ap.parse_args()
     quick = a.quick
     reps = a.reps or (1 if quick else 3)
     # Quick sizes still take several seconds a drain, so start-up does not dominate the figure.
     jobs = 100_000 if quick else 200_000
     peer_jobs = 100_000
-    apalis_jobs = 5_000 if quick else 50_000
+    # Slow contenders get smaller preloads, so a full run stays near 20 minutes.
+    apalis_jobs = 5_000 if quick else 20_000
+    slow_jobs = 20_000
     lat = {"rate": 500, "seconds": 10 if quick else 30}
     batch = 256  # dispatch.batch_size: Rota's claim size
 
@@ -120,14 +123,14 @@ def main():
     if not quick:
         cases.update({
             "rota_drain_3": lambda: rota("drain", 3, jobs=jobs),
-            "rota_apps_1": lambda: rota("apps", 1, apps=1000, jobs=jobs),
-            "graphile_drain_default": lambda: with_db(lambda db: graphile("drain", "default", db, jobs=peer_jobs)),
-            "pg_limit_batch_1": lambda: with_db(lambda db: pg_limit(db, jobs // 4, 1)),
+            "rota_apps_1": lambda: rota("apps", 1, apps=1000, jobs=slow_jobs),
+            "graphile_drain_default": lambda: with_db(lambda db: graphile("drain", "default", db, jobs=slow_jobs)),
+            "pg_limit_batch_1": lambda: with_db(lambda db: pg_limit(db, slow_jobs // 2, 1)),
             "pg_limit_batch_10": lambda: with_db(lambda db: pg_limit(db, jobs, 10)),
             "graphile_latency_default": lambda: with_db(lambda db: graphile("latency", "default", db, **lat)),
             "apalis_latency": lambda: with_db(lambda db: apalis("latency", db, **lat)),
-            "rota_idle_1": lambda: rota("idle", 1, seconds=30),
-            "rota_idle_3": lambda: rota("idle", 3, seconds=30),
+            "rota_idle_1": lambda: rota("idle", 1, seconds=20),
+            "rota_idle_3": lambda: rota("idle", 3, seconds=20),
         })
     # The sustained case runs at the highest rate the drain reached, so it goes after the drains.
     sustained = not quick and (not a.only or "rota_sustained_1" in a.only.split(","))
@@ -150,8 +153,9 @@ def main():
         drains = [r["per_s"] for r in results.get("rota_drain_1", []) if "per_s" in r]
         rate = round(statistics.median(drains)) if drains else a.sustained_rate
         results["rota_sustained_1"] = []
-        for rep in range(reps):
-            log(f"sustained at {rate}/s, repetition {rep + 1} of {reps}")
+        sreps = a.sustained_reps or reps
+        for rep in range(sreps):
+            log(f"sustained at {rate}/s, repetition {rep + 1} of {sreps}")
             try:
                 results["rota_sustained_1"].append(rota("sustained", 1, rate=rate, seconds=a.sustained_seconds))
             except Exception as e:
