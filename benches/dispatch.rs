@@ -210,7 +210,7 @@ async fn drained(c: &Client, within: Duration) {
 async fn finished_between(c: &Client, from: f64, to: f64) -> i64 {
     c.query_one(
         "SELECT count(*) FROM task WHERE status = 'succeeded' \
-         AND extract(epoch FROM finished_at) >= $1 AND extract(epoch FROM finished_at) < $2",
+         AND extract(epoch FROM finished_at)::float8 >= $1 AND extract(epoch FROM finished_at)::float8 < $2",
         &[&from, &to],
     )
     .await
