@@ -359,8 +359,17 @@ fn nasty_rows(postgres: bool) -> Vec<(String, String, Want)> {
                 ins("action, payload", "'run', '{\"a\": \"' || char(0) || '\"}'"),
                 fails(&["payload is not valid JSON"]),
             ),
-            // Not here: text that is not valid UTF-8 (`CAST(X'73C328FF' AS TEXT)`) stops every
-            // claim round of the node ("invalid utf-8 sequence"); see docs/reliability.md.
+            // SQLite keeps any bytes as TEXT: the row fails with the column named and its bytes.
+            (
+                "action not UTF-8",
+                ins("action", "CAST(X'73C328FF' AS TEXT)"),
+                fails(&["`action` is not valid UTF-8", "73C328FF"]),
+            ),
+            (
+                "payload not UTF-8",
+                ins("action, payload", "'run', CAST(X'7B2261223A2280FF227D' AS TEXT)"),
+                fails(&["`payload` is not valid UTF-8"]),
+            ),
             ("blob payload", ins("action, payload", "'run', X'7B7D'"), Want::Succeeds),
             (
                 "number as payload",

@@ -360,6 +360,7 @@ impl Dispatcher {
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "dispatch round failed");
+                            self.fail_unreadable(&e).await;
                             break;
                         }
                     }
@@ -436,6 +437,20 @@ impl Dispatcher {
             }
         }
         Ok(full)
+    }
+
+    /// A read that failed on text that is not UTF-8 (SQLite stores any bytes): fail the rows
+    /// that hold such text, with the column named, so the queue behind them moves again.
+    async fn fail_unreadable(&self, e: &crate::store::StoreError) {
+        if !e.to_string().to_lowercase().contains("utf-8") {
+            return;
+        }
+        let (after, batch) = (self.cursor, i64::from(self.shared.cfg.batch_size));
+        match self.shared.store.run(move |c| q::fail_unreadable(c, after, batch)).await {
+            Ok(n) if n > 0 => tracing::warn!(rows = n, "failed rows whose text is not UTF-8"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not fail rows whose text is not UTF-8"),
+        }
     }
 
     /// True when this node owns every key that does not depend on labels: the only member of

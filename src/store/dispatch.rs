@@ -182,6 +182,79 @@ pub fn claim_next(
     Ok(claimed)
 }
 
+/// Text columns of `task`, for [`fail_unreadable`].
+const TASK_TEXT: [&str; 11] = [
+    "action",
+    "payload",
+    "status",
+    "owner_node",
+    "idempotency_key",
+    "target_node",
+    "result",
+    "error",
+    "routing",
+    "selector",
+    "stage",
+];
+
+/// SQLite keeps whatever bytes it is given as TEXT; a pending row with text that is not UTF-8
+/// cannot be decoded, and it made every read of its batch fail — the queue behind it stopped.
+/// Among the first `limit` pending rows after `after`, fail each such row: its bad column is
+/// rewritten as readable text (invalid bytes replaced) and the error names the column and
+/// keeps the original bytes in hex, so nothing is lost. Returns how many rows it failed. A
+/// no-op on PostgreSQL, which refuses such text at insert.
+pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<usize, StoreError> {
+    use diesel::sql_types::{Binary, Timestamp};
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    #[derive(QueryableByName)]
+    struct Raw {
+        #[diesel(sql_type = Nullable<Binary>)]
+        raw: Option<Vec<u8>>,
+    }
+    let AnyConnection::Sqlite(c) = conn else { return Ok(0) };
+    let ids: Vec<Id> = diesel::sql_query("SELECT id FROM task WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?")
+        .bind::<BigInt, _>(after)
+        .bind::<BigInt, _>(limit)
+        .load(c)?;
+    let mut failed = 0;
+    for Id { id } in ids {
+        let mut bad = Vec::new();
+        for col in TASK_TEXT {
+            let raw: Raw = diesel::sql_query(format!("SELECT CAST({col} AS BLOB) AS raw FROM task WHERE id = ?"))
+                .bind::<BigInt, _>(id)
+                .get_result(c)?;
+            if let Some(bytes) = raw.raw.filter(|b| std::str::from_utf8(b).is_err()) {
+                bad.push((col, bytes));
+            }
+        }
+        if bad.is_empty() {
+            continue;
+        }
+        let mut why = Vec::new();
+        for (col, bytes) in &bad {
+            let hex: String = bytes.iter().take(256).map(|b| format!("{b:02X}")).collect();
+            why.push(format!("`{col}` is not valid UTF-8 (its bytes, in hex: {hex})"));
+            diesel::sql_query(format!("UPDATE task SET {col} = ? WHERE id = ?"))
+                .bind::<Text, _>(String::from_utf8_lossy(bytes).into_owned())
+                .bind::<BigInt, _>(id)
+                .execute(c)?;
+        }
+        let error = format!("{}: write the row again as UTF-8 text", why.join("; "));
+        failed += diesel::sql_query(
+            "UPDATE task SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind::<Text, _>(error)
+        .bind::<Timestamp, _>(Utc::now().naive_utc())
+        .bind::<BigInt, _>(id)
+        .execute(c)?;
+    }
+    Ok(failed)
+}
+
 /// How a claimed task ends (or does not, for a retry).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
