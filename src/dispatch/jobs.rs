@@ -307,6 +307,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     };
     let strategy = Strategy::parse(parent.routing.as_deref()).unwrap_or(Strategy::Hash);
     let epoch = parent.owner_epoch.unwrap_or_default();
+    let view = place.view.epoch as i64;
     let mut loads: Option<HashMap<String, i64>> = None;
     for child in &active {
         let Some(dead) = child.target_node.as_deref().filter(|t| !place.is_member(t)) else { continue };
@@ -323,7 +324,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                     ),
                     json!({ "parent": pid, "node": dead, "was": child.status }),
                 );
-                match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, epoch, &ev)).await {
+                match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, epoch, view, &ev)).await {
                     Ok(true) => {
                         tracing::warn!(task.id = cid, parent.id = pid, node.id = %dead, "broadcast child lost with its node")
                     }
@@ -353,7 +354,10 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                     json!({ "parent": pid, "from": dead, "to": to, "was": child.status }),
                 );
                 let to_s = to.clone();
-                match shared.store.run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, &ev)).await
+                match shared
+                    .store
+                    .run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, view, &ev))
+                    .await
                 {
                     Ok(true) => {
                         tracing::info!(task.id = cid, parent.id = pid, from.node = %dead, to.node = %to, "child moved off a departed node");

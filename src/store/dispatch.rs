@@ -82,7 +82,8 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 }
 
 /// Claim the given pending rows for `node` at `epoch` in one statement: each becomes `running`
-/// with its attempt counted — unless it is no longer pending and due, or an earlier due command
+/// with its attempt counted — unless it is no longer pending and due, is addressed to another
+/// node (a fan-out child moved meanwhile), or an earlier due command
 /// of the same application is still pending or running (commands of one application run one at
 /// a time, in id order; a delayed earlier command does not hold back the ones behind it). Jobs
 /// (`run`) are not commands: they neither wait for nor hold back anything.
@@ -98,6 +99,7 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
                 "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
                  claimed_at = {claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
+                   AND (t.target_node IS NULL OR t.target_node = $1) \
                    AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
                         AND e.id < t.id AND e.action <> 'run' \
                         AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) {lock}) \

@@ -226,8 +226,17 @@ fn parent_is_mine(parent: i64, me: &str, epoch: i64) -> String {
     )
 }
 
+/// Not claimed under a view newer than `view`: the coordinator decided that the child's node had
+/// left from its view at epoch `view`; a claim made at a later epoch means the node was back
+/// (a restarted node re-joined) and runs the child now, so it must be neither moved nor lost.
+fn claimed_no_later_than(view: i64) -> String {
+    format!("(task.status = 'pending' OR task.owner_epoch IS NULL OR task.owner_epoch <= {view})")
+}
+
 /// A child whose node left: `lost` (broadcast, invariant I5) — never run anywhere else.
-/// Conditional on the child still being unfinished on `dead` and the parent being ours.
+/// Conditional on the child still being unfinished on `dead`, not claimed after the view
+/// `view` that says `dead` left, and the parent being ours.
+#[allow(clippy::too_many_arguments)]
 pub fn lose_child(
     conn: &mut AnyConnection,
     child: i64,
@@ -235,6 +244,7 @@ pub fn lose_child(
     parent: i64,
     me: &str,
     epoch: i64,
+    view: i64,
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
     let now = Utc::now().naive_utc();
@@ -244,6 +254,7 @@ pub fn lose_child(
                 .filter(task::id.eq(child))
                 .filter(task::status.eq_any(["pending", "running"]))
                 .filter(task::target_node.eq(dead))
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&claimed_no_later_than(view)))
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
         )
         .set((
@@ -270,6 +281,7 @@ pub fn reassign_child(
     parent: i64,
     me: &str,
     epoch: i64,
+    view: i64,
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
     conn.transaction(|c| {
@@ -278,6 +290,7 @@ pub fn reassign_child(
                 .filter(task::id.eq(child))
                 .filter(task::status.eq_any(["pending", "running"]))
                 .filter(task::target_node.eq(dead))
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&claimed_no_later_than(view)))
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
         )
         .set((
