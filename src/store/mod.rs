@@ -99,16 +99,13 @@ impl Store {
         // handlers (seen: SIGSEGV in about 1 in 7 runs of `rota migrate`). Connections are opened
         // on demand instead.
         //
-        // No `SELECT 1` on every checkout (r2d2's default): it doubled the statements of the
-        // dispatch path and of an idle node, and added a round trip between a NOTIFY and its
-        // claim. A connection the server closed while it sat idle fails its first statement
-        // before anything ran; `Store::run` then finds it dead and replaces it, and the caller's
-        // loop goes on: a round is read again, an outcome written again (`dispatch::complete`),
-        // an API request answers 503 once.
+        // r2d2 tests each connection on checkout (`SELECT 1`). Turning that off halved an idle
+        // node's statements, but the chaos suite then left a job `running` for good: after a
+        // PostgreSQL restart its fan-out and its hand-back each met another dead pooled
+        // connection. Kept on until every write path retries (docs/benchmarks.md).
         let pool = Pool::builder()
             .max_size(opts.max_size)
             .min_idle(Some(0))
-            .test_on_check_out(false)
             .connection_timeout(opts.connect_timeout)
             .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
@@ -141,8 +138,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let out = f(&mut conn);
-            // The pool does not test connections on checkout: after a failure, find out whether
-            // this one is dead (the server restarted, or ended the session) and replace it, so it
+            // After a failure, find out whether this connection is dead (the server restarted, or ended the session) and replace it, so it
             // is not handed out again. While the database is down the replacement fails too and
             // the next use fails fast the same way.
             if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
