@@ -359,10 +359,18 @@ fn nasty_rows(postgres: bool) -> Vec<(String, String, Want)> {
                 ins("action, payload", "'run', '{\"a\": \"' || char(0) || '\"}'"),
                 fails(&["payload is not valid JSON"]),
             ),
-            // Not here: text that is not valid UTF-8 (`CAST(X'73C328FF' AS TEXT)`). A read that
-            // meets it now fails the row with the column named (`store::dispatch::fail_unreadable`),
-            // but a one-statement claim whose batch holds such a row has claimed the rows before
-            // their decoding fails, and those stay `running` (docs/reliability.md).
+            // SQLite keeps any bytes as TEXT: the row fails with the column named and its bytes,
+            // and the good rows claimed in the same batch are not left `running`.
+            (
+                "action not UTF-8",
+                ins("action", "CAST(X'73C328FF' AS TEXT)"),
+                fails(&["`action` is not valid UTF-8", "73C328FF"]),
+            ),
+            (
+                "payload not UTF-8",
+                ins("action, payload", "'run', CAST(X'7B2261223A2280FF227D' AS TEXT)"),
+                fails(&["`payload` is not valid UTF-8"]),
+            ),
             ("blob payload", ins("action, payload", "'run', X'7B7D'"), Want::Succeeds),
             (
                 "number as payload",

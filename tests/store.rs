@@ -196,3 +196,48 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
         assert_eq!((t[3].status.as_str(), t[3].owner_node.as_deref()), ("running", Some("n1")));
     });
 }
+
+/// SQLite keeps any bytes as TEXT. A claim whose batch holds a row that cannot be decoded must
+/// not leave the batch's good rows `running` with nobody working on them: the claim fails as a
+/// whole, the bad row is failed with its column named, and the next claim takes the good rows.
+#[test]
+fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
+    use diesel::RunQueryDsl;
+    use rota::store::dispatch::{claim, claim_next, fail_unreadable};
+    use rota::store::AnyConnection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("u.db").display());
+    let store = Store::connect(&DbUrl::parse(&url).unwrap(), &opts()).unwrap();
+    store.migrate().unwrap();
+    let mut conn = store.conn().unwrap();
+    let sql = |conn: &mut AnyConnection, q: &str| {
+        let AnyConnection::Sqlite(c) = conn else { unreachable!() };
+        diesel::sql_query(q).execute(c).unwrap();
+    };
+    let good = |conn: &mut AnyConnection| {
+        tasks::insert_task(conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap()
+    };
+    let a = good(&mut conn);
+    sql(&mut conn, "INSERT INTO task (action, payload) VALUES ('run', CAST(X'7B2261223A2280FF227D' AS TEXT))");
+    let b = good(&mut conn);
+    let statuses = |conn: &mut AnyConnection| -> Vec<String> {
+        [a, a + 1, b].iter().map(|id| tasks::find_task(conn, *id).map(|t| t.unwrap().status).unwrap_or_default()).collect()
+    };
+
+    let err = claim_next(&mut conn, 0, 10, "n1", 1).expect_err("the batch holds an undecodable row");
+    assert!(err.to_string().to_lowercase().contains("utf-8"), "{err}");
+    let err = claim(&mut conn, &[a, a + 1, b], "n1", 1).expect_err("the batch holds an undecodable row");
+    assert!(err.to_string().to_lowercase().contains("utf-8"), "{err}");
+    // Nothing was claimed by either statement (the bad row itself cannot be read yet).
+    for id in [a, b] {
+        assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status, "pending", "task {id}");
+    }
+
+    assert_eq!(fail_unreadable(&mut conn, 0, 10).unwrap(), 1);
+    let bad = tasks::find_task(&mut conn, a + 1).unwrap().unwrap();
+    assert_eq!(bad.status, "failed");
+    assert!(bad.error.as_deref().unwrap_or("").contains("`payload` is not valid UTF-8"), "{:?}", bad.error);
+    let claimed: Vec<i64> = claim_next(&mut conn, 0, 10, "n1", 1).unwrap().iter().map(|t| t.id).collect();
+    assert_eq!(claimed, vec![a, b]);
+    assert_eq!(statuses(&mut conn), ["running", "failed", "running"]);
+}

@@ -121,10 +121,8 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
         .load(c)?,
         AnyConnection::Sqlite(c) => {
             let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            diesel::sql_query(body(false, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?"))
-                .bind::<Text, _>(node)
-                .bind::<BigInt, _>(epoch)
-                .load(c)?
+            let sql = body(false, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?");
+            sqlite_claim(c, |c| diesel::sql_query(sql).bind::<Text, _>(node).bind::<BigInt, _>(epoch).load(c))?
         }
     };
     claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
@@ -173,15 +171,29 @@ pub fn claim_next(
                 .bind::<BigInt, _>(limit)
                 .load(c)?
         }
-        AnyConnection::Sqlite(c) => diesel::sql_query(body(false, SQLITE_NOW, "").replace('$', "?"))
-            .bind::<Text, _>(node)
-            .bind::<BigInt, _>(epoch)
-            .bind::<BigInt, _>(after)
-            .bind::<BigInt, _>(limit)
-            .load(c)?,
+        AnyConnection::Sqlite(c) => sqlite_claim(c, |c| {
+            diesel::sql_query(body(false, SQLITE_NOW, "").replace('$', "?"))
+                .bind::<Text, _>(node)
+                .bind::<BigInt, _>(epoch)
+                .bind::<BigInt, _>(after)
+                .bind::<BigInt, _>(limit)
+                .load(c)
+        })?,
     };
     claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
     Ok(claimed)
+}
+
+/// Run a claiming `UPDATE … RETURNING` on SQLite inside a transaction. SQLite applies the whole
+/// update at its first step, before diesel decodes the returned rows; without the transaction a
+/// row whose text is not UTF-8 failed the decoding after the claim had been written, and every
+/// good row of that batch stayed `running` with nobody working on it. Rolled back, the batch is
+/// pending again and [`fail_unreadable`] can fail the bad row alone.
+fn sqlite_claim(
+    c: &mut diesel::SqliteConnection,
+    claim: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<Vec<Task>>,
+) -> QueryResult<Vec<Task>> {
+    c.transaction(claim)
 }
 
 /// Text columns of `task`, for [`fail_unreadable`].
