@@ -75,7 +75,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             Some(Ok(v)) => {
                 let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
                 let result = Some(v.to_string());
-                match shared.store.run(move |c| jq::set_stage(c, id, &me, epoch, "gather", result)).await {
+                match shared.store.run(move |c| jq::set_stage(c, id, &me, epoch, "gather", result.clone())).await {
                     Ok(true) => Some(Task { stage: Some("gather".into()), ..task }),
                     Ok(false) => None,
                     Err(e) => {
@@ -260,7 +260,7 @@ async fn coordinate(
             .collect()
     };
     let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
-    match shared.store.run(move |c| jq::fan_out(c, id, &me, epoch, &route_key, choose)).await {
+    match shared.store.run(move |c| jq::fan_out(c, id, &me, epoch, &route_key, &choose)).await {
         Ok(FanOut::Done(children)) => {
             tracing::info!(task.id = id, routing = strategy.as_str(), children = children.len(), "fanned out");
             Some(Task { stage: Some("gather".into()), ..task })
@@ -392,7 +392,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
     if strategy == Strategy::MapReduce {
         let (me, result) = (shared.node_id.clone(), parent.result.clone());
-        return match shared.store.run(move |c| jq::set_stage(c, pid, &me, epoch, "reduce", result)).await {
+        return match shared.store.run(move |c| jq::set_stage(c, pid, &me, epoch, "reduce", result.clone())).await {
             Ok(true) => {
                 reduce_with(shared, parent, &all).await;
                 true

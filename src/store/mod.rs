@@ -99,13 +99,13 @@ impl Store {
         // handlers (seen: SIGSEGV in about 1 in 7 runs of `rota migrate`). Connections are opened
         // on demand instead.
         //
-        // r2d2 tests each connection on checkout (`SELECT 1`). Turning that off halved an idle
-        // node's statements, but the chaos suite then left a job `running` for good: after a
-        // PostgreSQL restart its fan-out and its hand-back each met another dead pooled
-        // connection. Kept on until every write path retries (docs/benchmarks.md).
+        // No `SELECT 1` on checkout: it doubled an idle node's statements. A dead connection is
+        // found by the statement that fails on it, replaced, and that statement run again
+        // ([`Store::run`]).
         let pool = Pool::builder()
             .max_size(opts.max_size)
             .min_idle(Some(0))
+            .test_on_check_out(false)
             .connection_timeout(opts.connect_timeout)
             .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
@@ -129,21 +129,31 @@ impl Store {
 
     /// Run `f` with a pooled connection on tokio's blocking pool: the one bridge between async
     /// code and diesel.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    ///
+    /// Pooled connections are not tested on checkout (that doubled an idle node's statements).
+    /// Instead, when `f` fails and its connection turns out dead — the server restarted or
+    /// ended the session while the connection sat in the pool — the connection is replaced and
+    /// `f` runs once more on the fresh one. A statement sent on a dead connection was not
+    /// executed, or was rolled back with the session, so running it again does not do it twice
+    /// (docs/reliability.md). While the database is down the replacement fails too, and the
+    /// first error is returned at once.
+    pub async fn run<T, F>(&self, mut f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let (pool, manager) = (self.pool.clone(), self.manager.clone());
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
             let out = f(&mut conn);
-            // After a failure, find out whether this connection is dead (the server restarted, or ended the session) and replace it, so it
-            // is not handed out again. While the database is down the replacement fails too and
-            // the next use fails fast the same way.
             if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
-                if let Ok(fresh) = manager.open() {
-                    *conn = fresh;
+                match manager.open() {
+                    Ok(fresh) => {
+                        *conn = fresh;
+                        tracing::info!("replaced a dead database connection; running its statement again");
+                        return f(&mut conn);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not replace a dead database connection"),
                 }
             }
             out
