@@ -20,7 +20,7 @@ use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
 use crate::store::dispatch::{self as q, AppChange, Outcome};
-use crate::store::models::{Application, Task};
+use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
 enum Msg {
@@ -99,17 +99,31 @@ impl Actor {
         let mut monitor = tokio::time::interval(Duration::from_millis(interval_ms));
         monitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let step = tokio::select! {
-                msg = rx.recv() => match msg {
-                    Some(Msg::Task(t)) => self.execute(*t).await,
-                    Some(Msg::Release(done)) => {
-                        self.release().await;
-                        let _ = done.send(());
+            let msg = tokio::select! {
+                msg = rx.recv() => msg,
+                _ = monitor.tick() => {
+                    if self.monitor().await.is_err() {
+                        tracing::warn!(app.id = self.app_id, "lost the application; the actor stops");
                         return;
                     }
-                    None => return,
-                },
-                _ = monitor.tick() => self.monitor().await,
+                    continue;
+                }
+            };
+            let step = match msg {
+                Some(Msg::Task(t)) => self.execute(*t).await,
+                Some(Msg::Release(done)) => {
+                    self.release().await;
+                    // Commands claimed for it and not begun go back to the queue for the next
+                    // owner (left here, they stayed `running` under this live node for good).
+                    while let Ok(msg) = rx.try_recv() {
+                        if let Msg::Task(t) = msg {
+                            self.give_back(*t).await;
+                        }
+                    }
+                    let _ = done.send(());
+                    return;
+                }
+                None => return,
             };
             if step.is_err() {
                 tracing::warn!(app.id = self.app_id, "lost the application; the actor stops");
@@ -264,9 +278,21 @@ impl Actor {
     }
 
     async fn change(&mut self, change: AppChange) -> Result<(), Lost> {
+        self.change_with(change, None).await
+    }
+
+    /// Apply `change`, then record the `app.state` event of its new state (one trip to the
+    /// blocking pool for both).
+    async fn change_state(&mut self, change: AppChange, detail: Option<String>) -> Result<(), Lost> {
+        let state = change.state.clone().unwrap_or_default();
+        let event = self.state_event(&state, detail);
+        self.change_with(change, Some(event)).await
+    }
+
+    async fn change_with(&mut self, change: AppChange, event: Option<NewEvent>) -> Result<(), Lost> {
         let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
         let c2 = change.clone();
-        match self.shared.store.run(move |c| q::update_owned_app(c, id, &me, epoch, &c2)).await {
+        match self.shared.store.run(move |c| q::update_owned_app(c, id, &me, epoch, &c2, event.as_ref())).await {
             Ok(true) => {
                 if let Some(app) = self.app.as_mut() {
                     if let Some(s) = change.state {
@@ -324,7 +350,12 @@ impl Actor {
 
     async fn execute(&mut self, task: Task) -> Result<(), Lost> {
         self.check_may_act()?;
-        self.refresh().await?;
+        if let Err(lost) = self.refresh().await {
+            // Not ours any more: the command goes back to the queue for the application's
+            // owner (kept, it stayed `running` under this live node for good).
+            self.give_back(task).await;
+            return Err(lost);
+        }
         let outcome = match plan::plan(&task) {
             Plan::Poison(msg) => Outcome::Failed(msg),
             Plan::Job { .. } => Outcome::Failed("internal: a job reached an application actor".into()),
@@ -387,9 +418,11 @@ impl Actor {
         self.check_may_act()?;
         match driver.stop(ctx).await {
             Ok(()) => {
-                self.change(AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() })
-                    .await?;
-                self.event_state("stopped", None).await;
+                self.change_state(
+                    AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() },
+                    None,
+                )
+                .await?;
                 Ok(Ok(()))
             }
             Err(e) => {
@@ -417,43 +450,37 @@ impl Actor {
                     Ok(o) => o,
                     Err(e) => Observed::Unknown(e.to_string()),
                 };
-                self.change(AppChange {
-                    state: Some(state.state().to_string()),
-                    restart_count: Some(0),
-                    last_error: Some(None),
-                    ..Default::default()
-                })
+                self.change_state(
+                    AppChange {
+                        state: Some(state.state().to_string()),
+                        restart_count: Some(0),
+                        last_error: Some(None),
+                        ..Default::default()
+                    },
+                    None,
+                )
                 .await?;
-                self.event_state(state.state(), None).await;
                 Ok(Ok(()))
             }
             Err(e) => {
-                self.change(AppChange {
-                    state: Some("failed".into()),
-                    last_error: Some(Some(e.to_string())),
-                    ..Default::default()
-                })
+                self.change_state(
+                    AppChange { state: Some("failed".into()), last_error: Some(Some(e.to_string())), ..Default::default() },
+                    Some(e.to_string()),
+                )
                 .await?;
-                self.event_state("failed", Some(e.to_string())).await;
                 Ok(Err(e))
             }
         }
     }
 
-    async fn event_state(&self, state: &str, detail: Option<String>) {
-        self.shared
-            .event(
-                "app.state",
-                Some(self.app_id),
-                None,
-                format!(
-                    "application {} is {state}{}",
-                    self.app_id,
-                    detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
-                ),
-                json!({ "state": state, "epoch": self.epoch }),
-            )
-            .await;
+    fn state_event(&self, state: &str, detail: Option<String>) -> NewEvent {
+        self.shared.new_event(
+            "app.state",
+            Some(self.app_id),
+            None,
+            format!("application {} is {state}{}", self.app_id, detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()),
+            json!({ "state": state, "epoch": self.epoch }),
+        )
     }
 
     async fn record_observed(&mut self, observed: &Observed) -> Result<(), Lost> {
@@ -471,9 +498,8 @@ impl Actor {
             if let Some(d) = &detail {
                 change.last_error = Some(Some(d.clone()));
             }
-            self.change(change).await?;
+            self.change_state(change, detail).await?;
             tracing::info!(app.id = self.app_id, app.state = state, "application state changed");
-            self.event_state(state, detail).await;
         }
         Ok(())
     }

@@ -408,8 +408,13 @@ impl Dispatcher {
             let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
             (claimed, full, last)
         } else {
-            let due = self.shared.store.run(move |c| q::due_after(c, after, batch)).await?;
-            let full = due.len() as i64 == batch;
+            // Each member reads every due row and claims its share, so read one batch per
+            // taking member: a claim then still takes about a batch (3 nodes reading a batch each
+            // claimed a third of one per round trip, and drained slower than one node).
+            let takers = place.view.members.iter().filter(|m| m.weight > 0).count().max(1) as i64;
+            let read = batch * takers.min(8);
+            let due = self.shared.store.run(move |c| q::due_after(c, after, read)).await?;
+            let full = due.len() as i64 == read;
             let last = due.last().map(|d| d.id);
             self.learn_apps(&due).await?;
             let place = self.placement();

@@ -660,13 +660,15 @@ pub struct AppChange {
     pub restart_count: Option<i32>,
 }
 
-/// Apply `change` to an application this node owns at `epoch`; false when it does not.
+/// Apply `change` to an application this node owns at `epoch`, then record `event` when it
+/// was applied; false (nothing written) when the node does not own it.
 pub fn update_owned_app(
     conn: &mut AnyConnection,
     id: i64,
     me: &str,
     epoch: i64,
     change: &AppChange,
+    event: Option<&NewEvent>,
 ) -> Result<bool, StoreError> {
     let n = diesel::update(
         application::table
@@ -676,6 +678,9 @@ pub fn update_owned_app(
     )
     .set((change, application::updated_at.eq(Utc::now().naive_utc())))
     .execute(conn)?;
+    if let (1, Some(event)) = (n, event) {
+        events::record_event(conn, event)?;
+    }
     Ok(n == 1)
 }
 
