@@ -1,10 +1,10 @@
--- A busy queue turns every row over three times (insert, claim, completion), and each claim walks
--- the pending index from its head past the dead entries of every row finished since the last
--- vacuum. With the default thresholds (20 % of the table) and cost delay (2 ms), autovacuum
--- first ran minutes into a 30 k rows/s load and the claim slowed down as the dead entries piled
--- up (docs/benchmarks.md, "Sustained"). Vacuum `task` after a fixed number of dead rows instead
--- of a share of a growing table, without the cost-based pauses, and analyze it as often, so the
--- planner's picture of the pending set stays current.
+-- A busy queue turns every row over three times (insert, claim, completion), and each claim from
+-- the head of the pending index walks past the dead entries of every row finished since the
+-- last vacuum; a table that is not vacuumed decays (docs/benchmarks.md, "Sustained"). With the
+-- default thresholds (20 % of a table that grows with the queue) and cost delay (2 ms), vacuum
+-- comes late and slowly. Vacuum `task` after a fixed number of dead rows, without cost-based
+-- pauses, and analyze it as often, so the planner's picture of the pending set stays current.
+-- (These act only where autovacuum is on, as it is by default.)
 ALTER TABLE task SET (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 20000,
