@@ -221,7 +221,10 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     sql(&mut conn, "INSERT INTO task (action, payload) VALUES ('run', CAST(X'7B2261223A2280FF227D' AS TEXT))");
     let b = good(&mut conn);
     let statuses = |conn: &mut AnyConnection| -> Vec<String> {
-        [a, a + 1, b].iter().map(|id| tasks::find_task(conn, *id).map(|t| t.unwrap().status).unwrap_or_default()).collect()
+        [a, a + 1, b]
+            .iter()
+            .map(|id| tasks::find_task(conn, *id).map(|t| t.unwrap().status).unwrap_or_default())
+            .collect()
     };
 
     let err = claim_next(&mut conn, 0, 10, "n1", 1).expect_err("the batch holds an undecodable row");

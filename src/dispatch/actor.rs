@@ -464,7 +464,11 @@ impl Actor {
             }
             Err(e) => {
                 self.change_state(
-                    AppChange { state: Some("failed".into()), last_error: Some(Some(e.to_string())), ..Default::default() },
+                    AppChange {
+                        state: Some("failed".into()),
+                        last_error: Some(Some(e.to_string())),
+                        ..Default::default()
+                    },
                     Some(e.to_string()),
                 )
                 .await?;
@@ -478,7 +482,11 @@ impl Actor {
             "app.state",
             Some(self.app_id),
             None,
-            format!("application {} is {state}{}", self.app_id, detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()),
+            format!(
+                "application {} is {state}{}",
+                self.app_id,
+                detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+            ),
             json!({ "state": state, "epoch": self.epoch }),
         )
     }
