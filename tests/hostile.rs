@@ -727,7 +727,7 @@ fn snapshot(f: &Fixture) -> Vec<String> {
         "SELECT CAST(id AS TEXT) || '|' || name || '|' || CAST(enabled AS TEXT) || '|' || COALESCE(cron, '') AS t \
          FROM schedule ORDER BY id",
         "SELECT group_name || '|' || preferred || '|' || COALESCE(reason, '') AS t FROM traffic_policy",
-        "SELECT CAST(COUNT(*) AS TEXT) AS t FROM event",
+        "SELECT CAST(id AS TEXT) || '|' || kind || '|' || COALESCE(node_id, '') AS t FROM event ORDER BY id",
     ] {
         all.extend(f.texts(sql));
     }
@@ -747,6 +747,13 @@ fn every_write_route_refuses_missing_wrong_and_read_tokens() {
     admin("POST", "/api/v1/tasks", json!({"action": "run", "run_after": "2999-01-01T00:00:00Z"}));
     admin("POST", "/api/v1/schedules", json!({"name": "nightly", "cron": "0 0 3 * * *", "enabled": false}));
     admin("PUT", "/api/v1/traffic/g", json!({"preferred": "eu", "reason": "set up"}));
+    // The node acquires the new application on its own time (an `app.acquired` event): wait for
+    // it, so that only a refused request could change the snapshot (seen in a loaded CI run).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.texts("SELECT kind AS t FROM event WHERE kind = 'app.acquired'").is_empty() {
+        assert!(Instant::now() < deadline, "the node did not acquire application 1 within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = snapshot(&f);
     let drain_before = node.get("/api/v1/nodes/hostile-1");
 
