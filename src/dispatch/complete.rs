@@ -9,22 +9,19 @@
 //! Measured (docs/benchmarks.md): writing as soon as the first outcome arrived gave batches of ~7
 //! rows while a backlog drained — one commit per 7 tasks. Now, before writing, the completer
 //! yields a few times so the jobs that are ready can finish and queue their outcomes (no timer:
-//! it costs microseconds, not a wait), and up to `WRITERS` batches are in flight at once, so a
-//! batch fills while the previous one commits (PostgreSQL flushes concurrent commits together).
+//! it costs microseconds, not a wait), and one batch is in flight at a time: the next one fills
+//! while it commits (two in flight gave smaller batches and a slower drain, docs/dispatch.md).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::Store;
 
 /// Outcomes written per transaction, at most.
 const MAX_BATCH: usize = 512;
-
-/// Batches in flight at once.
-const WRITERS: usize = 1;
 
 /// Yields before a batch is cut (each lets ready jobs queue their outcomes).
 const GATHER_YIELDS: usize = 4;
@@ -60,9 +57,7 @@ impl Completer {
 }
 
 async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = writers.clone().acquire_owned().await else { return };
         let mut batch = vec![first];
         for round in 0..=GATHER_YIELDS {
             while batch.len() < MAX_BATCH {
@@ -76,11 +71,8 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
             }
             tokio::task::yield_now().await;
         }
-        let (store, node) = (store.clone(), node.clone());
-        tokio::spawn(async move {
-            write(&store, &node, batch).await;
-            drop(permit);
-        });
+        // One batch in flight: the next one gathers in the channel while this one commits.
+        write(&store, &node, batch).await;
     }
 }
 

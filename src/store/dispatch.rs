@@ -81,6 +81,16 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
     })
 }
 
+/// The claim's assignments (`$1` node, `$2` epoch); `claimed_at` follows.
+const CLAIM_SET: &str =
+    "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, claimed_at = ";
+
+/// Row `t` may be claimed as far as its application's ordering goes: jobs always; a command only
+/// when no earlier command of its application is running or pending and due.
+const COMMAND_TURN: &str = "(t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e \
+    WHERE e.app_id = t.app_id AND e.id < t.id AND e.action <> 'run' \
+    AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after)))))";
+
 /// Claim the given pending rows for `node` at `epoch` in one statement: each becomes `running`
 /// with its attempt counted — unless it is no longer pending and due, is addressed to another
 /// node (a fan-out child moved meanwhile), or an earlier due command
@@ -96,13 +106,10 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     let body = |postgres: bool, claimed: &str, ids: &str, lock: &str| {
         due(
             &format!(
-                "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-                 claimed_at = {claimed} \
+                "{CLAIM_SET}{claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) \
-                   AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
-                        AND e.id < t.id AND e.action <> 'run' \
-                        AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) {lock}) \
+                   AND {COMMAND_TURN} {lock}) \
                  RETURNING *"
             ),
             postgres,
@@ -147,15 +154,12 @@ pub fn claim_next(
     let body = |postgres: bool, claimed: &str, lock: &str| {
         due(
             &format!(
-                "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-                 claimed_at = {claimed} \
+                "{CLAIM_SET}{claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
                    AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
                         AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL))) \
-                   AND (t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e WHERE e.app_id = t.app_id \
-                        AND e.id < t.id AND e.action <> 'run' \
-                        AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after))))) \
+                   AND {COMMAND_TURN} \
                    ORDER BY t.id LIMIT $4 {lock}) \
                  RETURNING *"
             ),
