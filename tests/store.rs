@@ -244,3 +244,144 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     assert_eq!(claimed, vec![a, b]);
     assert_eq!(statuses(&mut conn), ["running", "failed", "running"]);
 }
+
+/// The claim's per-application ordering, on both backends (PostgreSQL finds each application's
+/// head with a loose index scan, SQLite checks row by row: they must agree). A command is taken
+/// only when no earlier command of its application is running or pending and due; a delayed
+/// command holds nothing back; jobs, with or without an application, wait for nothing; rows of
+/// an application with a selector are left to the dispatcher's own placement.
+#[test]
+fn claim_next_takes_each_applications_first_command_and_every_job() {
+    use rota::store::apps::insert_application;
+    use rota::store::dispatch::claim_next;
+    use rota::store::models::NewApplication;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let app = |conn: &mut _, name: &str, selector: Option<&str>| {
+            let new = NewApplication {
+                name: name.into(),
+                driver: "noop".into(),
+                selector: selector.map(str::to_string),
+                ..Default::default()
+            };
+            insert_application(conn, &new).unwrap()
+        };
+        let (busy, delayed, idle, labelled) = (
+            app(&mut conn, "busy", None),
+            app(&mut conn, "delayed", None),
+            app(&mut conn, "idle", None),
+            app(&mut conn, "labelled", Some(r#"{"dc":"a"}"#)),
+        );
+        let task = |conn: &mut _, app_id: Option<i64>, action: &str, later: bool| {
+            let run_after = later.then(|| Utc::now().naive_utc() + chrono::Duration::hours(1));
+            tasks::insert_task(conn, &NewTask { app_id, action: action.into(), run_after, ..Default::default() })
+                .unwrap()
+        };
+        let busy_first = task(&mut conn, Some(busy), "start", false);
+        let busy_second = task(&mut conn, Some(busy), "stop", false);
+        let busy_job = task(&mut conn, Some(busy), "run", false);
+        let delayed_first = task(&mut conn, Some(delayed), "start", true);
+        let delayed_second = task(&mut conn, Some(delayed), "stop", false);
+        let delayed_third = task(&mut conn, Some(delayed), "start", false);
+        let idle_first = task(&mut conn, Some(idle), "start", false);
+        let idle_second = task(&mut conn, Some(idle), "stop", false);
+        let job = task(&mut conn, None, "run", false);
+        let _labelled = task(&mut conn, Some(labelled), "start", false);
+
+        // The busy application's first command is running.
+        let first: Vec<i64> = claim_next(&mut conn, 0, 1, "n1", 1).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(first, vec![busy_first]);
+        let mut claimed: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1).unwrap().iter().map(|t| t.id).collect();
+        claimed.sort();
+        assert_eq!(claimed, vec![busy_job, delayed_second, idle_first, job]);
+        // Nothing more until a running command ends; then only the one after it.
+        assert!(claim_next(&mut conn, 0, 100, "n1", 1).unwrap().is_empty());
+        let rows = vec![(idle_first, 1, rota::store::dispatch::Outcome::Succeeded(None))];
+        rota::store::dispatch::finish_batch(&mut conn, "n1", &rows).unwrap();
+        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(next, vec![idle_second]);
+        // The cursor: only rows after it.
+        let rows = vec![(delayed_second, 1, rota::store::dispatch::Outcome::Succeeded(None))];
+        rota::store::dispatch::finish_batch(&mut conn, "n1", &rows).unwrap();
+        assert!(claim_next(&mut conn, delayed_third, 100, "n1", 1).unwrap().is_empty());
+        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(next, vec![delayed_third]);
+        let _ = (busy_second, delayed_first);
+    });
+}
+
+/// Batched application writes: each row is written only under its own (owner, epoch), its
+/// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
+#[test]
+fn batched_application_writes_keep_each_rows_owner_and_epoch() {
+    use rota::store::apps::{find_application, insert_application};
+    use rota::store::dispatch::{acquire_app, apps_batch, AppChange, AppWrite};
+    use rota::store::events::{list_events, EventFilter};
+    use rota::store::models::{NewApplication, NewEvent};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ev = |kind: &str, app: i64| NewEvent {
+            kind: kind.into(),
+            app_id: Some(app),
+            task_id: None,
+            node_id: Some("n1".into()),
+            actor: Some("dispatcher".into()),
+            message: format!("{kind} {app}"),
+            data: None,
+        };
+        let ids: Vec<i64> = (0..3)
+            .map(|i| {
+                let new = NewApplication { name: format!("a{i}"), driver: "noop".into(), ..Default::default() };
+                let id = insert_application(&mut conn, &new).unwrap();
+                assert!(acquire_app(&mut conn, id, "n1", 5, &["n1".into()], &ev("app.acquired", id))
+                    .unwrap()
+                    .is_some());
+                id
+            })
+            .collect();
+        let write = |id: i64, epoch: i64, change: AppChange, kind: &str| AppWrite {
+            id,
+            epoch,
+            change,
+            event: Some(ev(kind, id)),
+        };
+        let set = |state: &str, error: Option<Option<&str>>| AppChange {
+            state: Some(state.into()),
+            desired_state: Some("running".into()),
+            last_error: error.map(|e| e.map(str::to_string)),
+            restart_count: Some(2),
+        };
+        let writes = vec![
+            write(ids[0], 5, set("failed", Some(Some("boom"))), "app.state"),
+            write(ids[1], 4, set("running", None), "app.state"), // an older epoch: not ours
+            write(ids[2], 5, set("running", None), "app.state"),
+        ];
+        let (flags, read) = apps_batch(&mut conn, "n1", &writes, &[ids[0], 999_999]).unwrap();
+        assert_eq!(flags, vec![true, false, true]);
+        assert_eq!(read.len(), 1, "a missing application reads as absent");
+        assert_eq!((read[0].state.as_str(), read[0].last_error.as_deref()), ("failed", Some("boom")));
+        let a1 = find_application(&mut conn, ids[1]).unwrap().unwrap();
+        assert_eq!((a1.state.as_str(), a1.desired_state.as_str(), a1.restart_count), ("stopped", "stopped", 0));
+        let a2 = find_application(&mut conn, ids[2]).unwrap().unwrap();
+        assert_eq!((a2.state.as_str(), a2.desired_state.as_str(), a2.restart_count), ("running", "running", 2));
+        // Clearing the error; a field left out stays as it was.
+        let clear = AppChange { last_error: Some(None), ..Default::default() };
+        let (flags, _) = apps_batch(
+            &mut conn,
+            "n1",
+            &[write(ids[0], 5, clear, "app.cleared"), write(ids[2], 5, AppChange::default(), "app.same")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(flags, vec![true, true]);
+        let a0 = find_application(&mut conn, ids[0]).unwrap().unwrap();
+        assert_eq!((a0.state.as_str(), a0.last_error.as_deref(), a0.restart_count), ("failed", None, 2));
+        let kinds = |app: i64, conn: &mut _| -> Vec<String> {
+            let f = EventFilter { app_id: Some(app), ..Default::default() };
+            list_events(conn, &f, None, 10).unwrap().into_iter().rev().map(|e| e.kind).collect()
+        };
+        assert_eq!(kinds(ids[0], &mut conn), ["app.acquired", "app.state", "app.cleared"]);
+        assert_eq!(kinds(ids[1], &mut conn), ["app.acquired"], "no event for a write that was not ours");
+        assert_eq!(kinds(ids[2], &mut conn), ["app.acquired", "app.state", "app.same"]);
+    });
+}

@@ -248,7 +248,7 @@ impl Actor {
 
     async fn refresh(&mut self) -> Result<(), Lost> {
         let id = self.app_id;
-        match self.shared.store.run(move |c| q::app(c, id)).await {
+        match self.shared.apps.read(id).await {
             Ok(Some(app))
                 if app.owner_node.as_deref() == Some(self.shared.node_id.as_str())
                     && app.owner_epoch == Some(self.epoch) =>
@@ -290,9 +290,8 @@ impl Actor {
     }
 
     async fn change_with(&mut self, change: AppChange, event: Option<NewEvent>) -> Result<(), Lost> {
-        let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
-        let c2 = change.clone();
-        match self.shared.store.run(move |c| q::update_owned_app(c, id, &me, epoch, &c2, event.as_ref())).await {
+        let id = self.app_id;
+        match self.shared.apps.write(id, self.epoch, change.clone(), event).await {
             Ok(true) => {
                 if let Some(app) = self.app.as_mut() {
                     if let Some(s) = change.state {

@@ -58,22 +58,29 @@ impl Completer {
 
 async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
     while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        for round in 0..=GATHER_YIELDS {
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
-            if round == GATHER_YIELDS || batch.len() >= MAX_BATCH {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
+        let batch = gather(&mut rx, first, MAX_BATCH).await;
         // One batch in flight: the next one gathers in the channel while this one commits.
         write(&store, &node, batch).await;
     }
+}
+
+/// `first` and whatever else is waiting in `rx`, up to `max`, after a few yields that let the
+/// tasks that are ready queue theirs (no timer: microseconds, not a wait).
+pub(super) async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, first: T, max: usize) -> Vec<T> {
+    let mut batch = vec![first];
+    for round in 0..=GATHER_YIELDS {
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        if round == GATHER_YIELDS || batch.len() >= max {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    batch
 }
 
 /// First and longest wait between attempts at a batch that could not be written.

@@ -17,6 +17,7 @@
 //! not own at the epoch it claimed it (every completion is conditional, invariant I3).
 
 mod actor;
+mod appwrite;
 mod complete;
 mod jobs;
 pub mod place;
@@ -72,6 +73,8 @@ pub struct Shared {
     /// while the outcome is written.
     exec_slots: Semaphore,
     completer: complete::Completer,
+    /// Actors' application reads and writes, batched.
+    apps: appwrite::AppWriter,
 }
 
 impl Shared {
@@ -85,6 +88,7 @@ impl Shared {
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
         let completer = complete::Completer::spawn(store.clone(), node_id.clone());
+        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         Arc::new(Shared {
             store,
@@ -96,6 +100,7 @@ impl Shared {
             metrics,
             exec_slots,
             completer,
+            apps,
         })
     }
 

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS task_pending_job_idx;

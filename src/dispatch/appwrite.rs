@@ -1,0 +1,130 @@
+//! Batched application reads and writes: every actor's refresh and state change goes through
+//! one task that takes all the requests waiting when it wakes and serves them in one
+//! transaction.
+//!
+//! Why: each command an actor runs reads its application once and changes its state two or
+//! three times, with an event. Sent one by one, 1,000 applications cost ~8 single-row statements
+//! per command and capped application commands at ~1 k/s, with PostgreSQL's CPU spent parsing
+//! and planning them (docs/benchmarks.md, session 4). Batched as the completer batches
+//! completions, the same work is two statements per batch. Under light load a batch is one
+//! request, so nothing waits for a batch to fill.
+//!
+//! Must never: write without the (owner, epoch) condition of the actor that asked (each row of
+//! a batch keeps its own epoch, invariant I3), or let one request see another's answer.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::complete::gather;
+use crate::store::dispatch::{self as q, AppChange, AppWrite};
+use crate::store::models::{Application, NewEvent};
+use crate::store::Store;
+
+/// Requests served per transaction, at most.
+const MAX_BATCH: usize = 1024;
+
+enum Item {
+    Read { id: i64, done: oneshot::Sender<Result<Option<Application>, String>> },
+    Write { write: Box<AppWrite>, done: oneshot::Sender<Result<bool, String>> },
+}
+
+/// Handle to the application writer.
+#[derive(Clone)]
+pub struct AppWriter {
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+const STOPPED: &str = "the application writer has stopped";
+
+impl AppWriter {
+    /// Start the writer for `node`.
+    pub fn spawn(store: Store, node: String) -> AppWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, node, rx));
+        AppWriter { tx }
+    }
+
+    /// The application, read fresh; None when it does not exist.
+    pub async fn read(&self, id: i64) -> Result<Option<Application>, String> {
+        let (done, wait) = oneshot::channel();
+        self.tx.send(Item::Read { id, done }).map_err(|_| STOPPED.to_string())?;
+        wait.await.map_err(|_| STOPPED.to_string())?
+    }
+
+    /// Apply `change` to application `id` owned at `epoch`, and record `event` when it applied:
+    /// Ok(false) when this node does not own it at that epoch (nothing written).
+    pub async fn write(&self, id: i64, epoch: i64, change: AppChange, event: Option<NewEvent>) -> Result<bool, String> {
+        let (done, wait) = oneshot::channel();
+        let write = Box::new(AppWrite { id, epoch, change, event });
+        self.tx.send(Item::Write { write, done }).map_err(|_| STOPPED.to_string())?;
+        wait.await.map_err(|_| STOPPED.to_string())?
+    }
+}
+
+async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
+    while let Some(first) = rx.recv().await {
+        let batch = gather(&mut rx, first, MAX_BATCH).await;
+        // Two writes about one application in one statement would apply only one of them. An
+        // actor has one request out at a time, so this does not happen; if it ever did, the
+        // batch is cut before the repeat and the rest follows in order.
+        let mut part = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for item in batch {
+            if let Item::Write { write, .. } = &item {
+                if !seen.insert(write.id) {
+                    serve(&store, &node, std::mem::take(&mut part)).await;
+                    seen = std::collections::HashSet::from([write.id]);
+                }
+            }
+            part.push(item);
+        }
+        serve(&store, &node, part).await;
+    }
+}
+
+async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
+    let mut writes = Vec::new();
+    let mut reads = Vec::new();
+    for item in &batch {
+        match item {
+            Item::Read { id, .. } => reads.push(*id),
+            Item::Write { write, .. } => writes.push((**write).clone()),
+        }
+    }
+    let (node, writes, reads) = (node.to_string(), Arc::new(writes), Arc::new(reads));
+    let result = {
+        let (writes, reads) = (writes.clone(), reads.clone());
+        store.run(move |c| q::apps_batch(c, &node, &writes, &reads)).await
+    };
+    match result {
+        Ok((flags, apps)) => {
+            let mut flags = flags.into_iter();
+            let apps: std::collections::HashMap<i64, Application> = apps.into_iter().map(|a| (a.id, a)).collect();
+            for item in batch {
+                match item {
+                    Item::Read { id, done } => {
+                        let _ = done.send(Ok(apps.get(&id).cloned()));
+                    }
+                    Item::Write { done, .. } => {
+                        let _ = done.send(Ok(flags.next().unwrap_or(false)));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(writes = writes.len(), reads = reads.len(), error = %e, "application batch failed");
+            let msg = e.to_string();
+            for item in batch {
+                match item {
+                    Item::Read { done, .. } => {
+                        let _ = done.send(Err(msg.clone()));
+                    }
+                    Item::Write { done, .. } => {
+                        let _ = done.send(Err(msg.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
