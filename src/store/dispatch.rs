@@ -384,11 +384,6 @@ fn finish_batch_pg(
     rows: &[(i64, i64, Outcome)],
 ) -> Result<Vec<bool>, StoreError> {
     use diesel::sql_types::Timestamp;
-    #[derive(QueryableByName)]
-    struct Written {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     let n = rows.len();
     let (mut ids, mut epochs, mut statuses) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut results, mut errors, mut afters) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
@@ -428,8 +423,20 @@ fn finish_batch_pg(
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(node)
         .load(conn)?;
+    Ok(written_flags(&ids, written))
+}
+
+/// A row a batched write returned.
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// One flag per id of a batched write, in order: whether the write returned its row.
+fn written_flags(ids: &[i64], written: Vec<Written>) -> Vec<bool> {
     let done: std::collections::HashSet<i64> = written.into_iter().map(|w| w.id).collect();
-    Ok(ids.iter().map(|id| done.contains(id)).collect())
+    ids.iter().map(|id| done.contains(id)).collect()
 }
 
 /// Give a claimed task back untouched (its attempt uncounted): the application could not be
@@ -766,11 +773,6 @@ pub fn apps_batch(
 
 fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite]) -> Result<Vec<bool>, StoreError> {
     use diesel::sql_types::{Bool, Integer, Timestamp};
-    #[derive(QueryableByName)]
-    struct Written {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-    }
     let n = writes.len();
     let mut ids = Vec::with_capacity(n);
     let mut epochs = Vec::with_capacity(n);
@@ -831,8 +833,7 @@ fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite])
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(me)
         .load(conn)?;
-    let done: std::collections::HashSet<i64> = written.into_iter().map(|w| w.id).collect();
-    Ok(ids.iter().map(|id| done.contains(id)).collect())
+    Ok(written_flags(&ids, written))
 }
 
 /// The application, read fresh.
