@@ -310,6 +310,31 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
     });
 }
 
+/// The one-statement claim runs as a prepared statement on PostgreSQL (`pg_prepared`), with
+/// the node id written as a literal: a node id with quotes and backslashes is claimed under
+/// exactly its own name, and a connection whose prepared statements were dropped (`DEALLOCATE
+/// ALL`, as a pooler reset would) prepares it again instead of failing the round.
+#[test]
+fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
+    use diesel::connection::SimpleConnection;
+    use rota::store::dispatch::claim_next;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let node = r"o'brien\'; DROP TABLE task; --";
+        let a = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
+        let claimed = claim_next(&mut conn, 0, 10, node, 7).unwrap();
+        assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(claimed[0].owner_node.as_deref(), Some(node));
+        assert_eq!(claimed[0].owner_epoch, Some(7));
+        if let rota::store::AnyConnection::Postgresql(c) = &mut *conn {
+            c.batch_execute("DEALLOCATE ALL").unwrap();
+        }
+        let b = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
+        let claimed = claim_next(&mut conn, 0, 10, node, 8).unwrap();
+        assert_eq!(claimed.iter().map(|t| (t.id, t.owner_epoch)).collect::<Vec<_>>(), vec![(b, Some(8))]);
+    });
+}
+
 /// Batched application writes: each row is written only under its own (owner, epoch), its
 /// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
 #[test]
