@@ -242,11 +242,20 @@ fn pg_prepared<T>(
 ) -> QueryResult<T> {
     let execute = format!("EXECUTE {name}({args})");
     match run(c, &execute) {
-        Err(diesel::result::Error::DatabaseError(_, info)) if stale_prepared(info.message(), name) => {
-            // A statement whose result type changed (a migration altered the table) must be
-            // dropped first; one that does not exist yet must not.
-            let drop =
-                if info.message().contains("does not exist") { String::new() } else { format!("DEALLOCATE {name}; ") };
+        // Not yet prepared on this connection, lost, or invalidated by a migration that changed
+        // the row type. The server's messages depend on its language, so any database error
+        // prepares the statement again and retries once: the failed `EXECUTE` was one
+        // autocommitted statement and changed nothing; a second failure is returned.
+        Err(diesel::result::Error::DatabaseError(..)) => {
+            #[derive(QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = BigInt)]
+                n: i64,
+            }
+            let held: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = $1")
+                .bind::<Text, _>(name)
+                .get_result(c)?;
+            let drop = if held.n > 0 { format!("DEALLOCATE {name}; ") } else { String::new() };
             c.batch_execute(&format!("{drop}PREPARE {name}({}) AS {}", types.join(", "), sql()))?;
             run(c, &execute)
         }
@@ -258,12 +267,6 @@ fn pg_prepared<T>(
 /// same way whatever `standard_conforming_strings` says.
 fn pg_literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// True when an error says the prepared statement `name` must be prepared (again).
-fn stale_prepared(message: &str, name: &str) -> bool {
-    (message.contains(&format!("prepared statement \"{name}\"")) && message.contains("does not exist"))
-        || message.contains("cached plan must not change result type")
 }
 
 /// Run a claiming `UPDATE … RETURNING` on SQLite inside a transaction. SQLite applies the whole
