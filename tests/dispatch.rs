@@ -501,3 +501,47 @@ fn labelled_rows_in_a_backlog_are_placed_by_their_labels_on_postgres() {
 fn labelled_rows_in_a_backlog_are_placed_by_their_labels_on_sqlite() {
     labelled_rows_in_a_backlog_are_placed_by_their_labels(false);
 }
+
+/// A node stopped gracefully while a backlog drains: the jobs it started finish and the claim it
+/// had in flight for the next batch is given back, so no row is left `running` under a node that
+/// is gone, and no given-back row has an attempt counted.
+fn a_graceful_stop_in_a_backlog_leaves_no_row_running(postgres: bool) {
+    const ROWS: i64 = 50_000;
+    let mut f = fixture(postgres, &[]);
+    f.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+         INSERT INTO task (action) SELECT 'run' FROM n"
+    ));
+    let count = |f: &Fixture, filter: &str| -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let n: N = diesel::sql_query(format!("SELECT count(*) AS n FROM task WHERE {filter}"))
+            .get_result(&mut *f.store.conn().unwrap())
+            .unwrap();
+        n.n
+    };
+    wait_until(Duration::from_secs(60), "the backlog to be draining", || count(&f, "status = 'succeeded'") >= 500);
+    f.node.signal("TERM");
+    let status = f.node.wait_exit(Duration::from_secs(30));
+    let logs = f.node.logs();
+    assert!(status.success(), "SIGTERM must be a clean exit: {status}\n{logs}");
+    let pending = count(&f, "status = 'pending'");
+    assert!(pending > 0, "the backlog drained before the stop; the test stopped nothing mid-drain");
+    assert_eq!(count(&f, "status = 'running'"), 0, "rows left running by a stopped node\n{logs}");
+    assert_eq!(count(&f, "status = 'succeeded'") + pending, ROWS);
+    assert_eq!(count(&f, "status = 'pending' AND (attempts <> 0 OR owner_node IS NOT NULL)"), 0);
+    assert!(logs.contains("gave back the tasks of a claim made while stopping"), "{logs}");
+}
+
+#[test]
+fn a_graceful_stop_in_a_backlog_leaves_no_row_running_on_sqlite() {
+    a_graceful_stop_in_a_backlog_leaves_no_row_running(false);
+}
+
+#[test]
+fn a_graceful_stop_in_a_backlog_leaves_no_row_running_on_postgres() {
+    a_graceful_stop_in_a_backlog_leaves_no_row_running(true);
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::ring::Selector;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
-use crate::store::{events, DbUrl, Store};
+use crate::store::{events, DbUrl, Store, StoreError};
 use place::{AppPlace, Placement};
 use plan::AfterError;
 
@@ -250,6 +250,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         gathering: HashMap::new(),
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
+        next_claim: None,
         cursor: 0,
         label_pass: true,
         last_recover: None,
@@ -276,6 +277,11 @@ struct Dispatcher {
     /// Running jobs; a job that becomes a waiting parent returns it.
     jobs: JoinSet<Option<Task>>,
     outstanding: Arc<Semaphore>,
+    /// The only member's next claim of a backlog, in flight while the batch before it is handed
+    /// out. Why: with one claim at a time the claim stream kept the database busy for 62 % of a
+    /// drain (server log, docs/benchmarks.md), idle while each batch was handed out. The next
+    /// round takes its rows before anything else, whatever has changed since: they are claimed.
+    next_claim: Option<JoinHandle<Result<Vec<Task>, StoreError>>>,
     cursor: i64,
     /// The only member must read and place the queue's head row by row in its next round from
     /// the head: label-dependent rows (which its one-statement claim leaves out) were seen there
@@ -399,7 +405,7 @@ impl Dispatcher {
     }
 
     /// One read-and-claim round; true when the read was full (more may be waiting).
-    async fn round(&mut self) -> Result<bool, crate::store::StoreError> {
+    async fn round(&mut self) -> Result<bool, StoreError> {
         let batch = i64::from(self.shared.cfg.batch_size);
         let after = self.cursor;
         let place = self.placement();
@@ -408,10 +414,12 @@ impl Dispatcher {
         // claim), except for a round from the head that must look for label-dependent rows —
         // those `claim_next` leaves out. They are looked for at every poll tick, and at every
         // wake while the head holds some, so none waits longer than `poll_interval_ms`.
-        let (claimed, full, last) = if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
+        let (claimed, full, last) = if let Some(next) = self.next_claim.take() {
+            let claimed = next.await.map_err(|e| StoreError::Aborted(e.to_string()))??;
+            self.claimed_next(claimed, &place)
+        } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
             let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
-            let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
-            (claimed, full, last)
+            self.claimed_next(claimed, &place)
         } else {
             // Each member reads every due row and claims its share, so read one batch per
             // taking member: a claim then still takes about a batch (3 nodes reading a batch each
@@ -449,9 +457,26 @@ impl Dispatcher {
         Ok(full)
     }
 
+    /// The rows of the only member's one-statement claim, whether it was full, and its last id.
+    /// A full claim means a backlog: the next one is sent at once, to run while this batch is
+    /// handed out ([`Dispatcher::next_claim`]).
+    fn claimed_next(&mut self, claimed: Vec<Task>, place: &Placement) -> (Vec<Task>, bool, Option<i64>) {
+        let batch = i64::from(self.shared.cfg.batch_size);
+        let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
+        if let (true, Some(after)) = (full && self.owns_everything(place) && self.shared.may_act(), last) {
+            let (store, node, epoch) =
+                (self.shared.store.clone(), self.shared.node_id.clone(), place.view.epoch as i64);
+            self.next_claim =
+                Some(tokio::spawn(
+                    async move { store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await },
+                ));
+        }
+        (claimed, full, last)
+    }
+
     /// A read that failed on text that is not UTF-8 (SQLite stores any bytes): fail the rows
     /// that hold such text, with the column named, so the queue behind them moves again.
-    async fn fail_unreadable(&self, e: &crate::store::StoreError) {
+    async fn fail_unreadable(&self, e: &StoreError) {
         if !e.to_string().to_lowercase().contains("utf-8") {
             return;
         }
@@ -473,7 +498,7 @@ impl Dispatcher {
     }
 
     /// Load the selectors and traffic groups of applications seen for the first time.
-    async fn learn_apps(&mut self, due: &[q::Due]) -> Result<(), crate::store::StoreError> {
+    async fn learn_apps(&mut self, due: &[q::Due]) -> Result<(), StoreError> {
         let mut unknown: Vec<i64> =
             due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
         if unknown.is_empty() {
@@ -506,8 +531,11 @@ impl Dispatcher {
     async fn spawn_job(&mut self, task: Task, place: Placement) {
         let Ok(permit) = self.outstanding.clone().acquire_owned().await else { return };
         let shared = self.shared.clone();
+        // The job's future is large (every kind of job's state); boxed, the spawn moves a
+        // pointer instead of copying it several times on its way into the task (callgrind:
+        // the copies were the largest single cost of a drain, docs/benchmarks.md).
         self.jobs.spawn(async move {
-            let waiting = jobs::run(&shared, &place, task).await;
+            let waiting = Box::pin(jobs::run(&shared, &place, task)).await;
             drop(permit);
             waiting
         });
@@ -711,6 +739,11 @@ impl Dispatcher {
     /// Membership says stop: abort everything at once and stop every child we supervise.
     async fn fence(&mut self) {
         self.fenced = true;
+        // Its rows stay claimed at this epoch, like those of the aborted jobs: recovered as
+        // orphans (by the others, or by this node when it joins again).
+        if let Some(next) = self.next_claim.take() {
+            next.abort();
+        }
         let n = self.actors.len();
         for (_, a) in self.actors.drain() {
             a.abort();
@@ -722,10 +755,30 @@ impl Dispatcher {
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }
 
+    /// Give back the rows of a claim in flight that this node will not run (it is stopping):
+    /// pending again, their attempt uncounted.
+    async fn give_back(&self, next: JoinHandle<Result<Vec<Task>, StoreError>>) {
+        let rows: Vec<(i64, i64)> = match next.await {
+            Ok(Ok(claimed)) => claimed.iter().map(|t| (t.id, t.owner_epoch.unwrap_or_default())).collect(),
+            // Nothing was claimed, or the rows are recovered as orphans like those of an aborted job.
+            _ => return,
+        };
+        let node = self.shared.node_id.clone();
+        match self.shared.store.run(move |c| q::unclaim_all(c, &rows, &node)).await {
+            Ok(n) => tracing::info!(tasks = n, "gave back the tasks of a claim made while stopping"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give back a claim made while stopping; it will be recovered")
+            }
+        }
+    }
+
     /// Graceful stop: release every application (stop its children, clear ownership), let jobs
     /// finish within the grace period, then stop whatever is left.
     async fn stop_gracefully(&mut self) {
         let grace = Duration::from_secs(10);
+        if let Some(next) = self.next_claim.take() {
+            self.give_back(next).await;
+        }
         let actors: Vec<_> = self.actors.drain().map(|(_, a)| a).collect();
         let releases = futures_util::future::join_all(actors.into_iter().map(|a| a.release()));
         if tokio::time::timeout(grace, releases).await.is_err() {
