@@ -338,6 +338,63 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
 /// Batched application writes: each row is written only under its own (owner, epoch), its
 /// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
 #[test]
+fn batched_acquisitions_take_only_free_or_abandoned_applications() {
+    use rota::store::apps::{find_application, insert_application};
+    use rota::store::dispatch::{apps_batch, AppAcquire};
+    use rota::store::events::{list_events, EventFilter};
+    use rota::store::models::{NewApplication, NewEvent};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ids: Vec<i64> = (0..4)
+            .map(|i| {
+                let new = NewApplication { name: format!("q{i}"), driver: "noop".into(), ..Default::default() };
+                insert_application(&mut conn, &new).unwrap()
+            })
+            .collect();
+        // ids[1] is held by a live node, ids[2] by a node that left, ids[3] by this node already.
+        for (id, owner) in [(ids[1], "n2"), (ids[2], "gone"), (ids[3], "n1")] {
+            conn.batch_execute(&format!(
+                "UPDATE application SET owner_node = '{owner}', owner_epoch = 3 WHERE id = {id}"
+            ))
+            .unwrap();
+        }
+        let live = vec!["n1".to_string(), "n2".to_string()];
+        let acquire = |id: i64| AppAcquire {
+            id,
+            epoch: 7,
+            live: live.clone(),
+            event: NewEvent {
+                kind: "app.acquired".into(),
+                app_id: Some(id),
+                task_id: None,
+                node_id: Some("n1".into()),
+                actor: Some("dispatcher".into()),
+                message: format!("application {id} acquired at epoch 7"),
+                data: Some(r#"{"epoch":7}"#.into()),
+            },
+        };
+        let all: Vec<AppAcquire> = ids.iter().copied().chain([999_999]).map(acquire).collect();
+        let (acquired, flags, reads) = apps_batch(&mut conn, "n1", &all, &[], &[]).unwrap();
+        assert!(flags.is_empty() && reads.is_empty());
+        let got: Vec<Option<(i64, Option<String>, Option<i64>)>> =
+            acquired.iter().map(|a| a.as_ref().map(|a| (a.id, a.owner_node.clone(), a.owner_epoch))).collect();
+        let mine = |id| Some((id, Some("n1".to_string()), Some(7)));
+        assert_eq!(got, vec![mine(ids[0]), None, mine(ids[2]), mine(ids[3]), None]);
+        let held = find_application(&mut conn, ids[1]).unwrap().unwrap();
+        assert_eq!((held.owner_node.as_deref(), held.owner_epoch), (Some("n2"), Some(3)), "a live owner keeps it");
+        for (id, events) in [(ids[0], 1), (ids[1], 0), (ids[2], 1), (ids[3], 1)] {
+            let f = EventFilter { app_id: Some(id), ..Default::default() };
+            let list = list_events(&mut conn, &f, None, 10).unwrap();
+            assert_eq!(list.len(), events, "events of application {id}: {list:?}");
+            if let Some(e) = list.first() {
+                assert_eq!((e.kind.as_str(), e.node_id.as_deref()), ("app.acquired", Some("n1")));
+                assert_eq!(e.message, format!("application {id} acquired at epoch 7"));
+            }
+        }
+    });
+}
+
+#[test]
 fn batched_application_writes_keep_each_rows_owner_and_epoch() {
     use rota::store::apps::{find_application, insert_application};
     use rota::store::dispatch::{acquire_app, apps_batch, AppChange, AppWrite};
@@ -381,7 +438,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
             write(ids[1], 4, set("running", None), "app.state"), // an older epoch: not ours
             write(ids[2], 5, set("running", None), "app.state"),
         ];
-        let (flags, read) = apps_batch(&mut conn, "n1", &writes, &[ids[0], 999_999]).unwrap();
+        let (_, flags, read) = apps_batch(&mut conn, "n1", &[], &writes, &[ids[0], 999_999]).unwrap();
         assert_eq!(flags, vec![true, false, true]);
         assert_eq!(read.len(), 1, "a missing application reads as absent");
         assert_eq!((read[0].state.as_str(), read[0].last_error.as_deref()), ("failed", Some("boom")));
@@ -391,9 +448,10 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
         assert_eq!((a2.state.as_str(), a2.desired_state.as_str(), a2.restart_count), ("running", "running", 2));
         // Clearing the error; a field left out stays as it was.
         let clear = AppChange { last_error: Some(None), ..Default::default() };
-        let (flags, _) = apps_batch(
+        let (_, flags, _) = apps_batch(
             &mut conn,
             "n1",
+            &[],
             &[write(ids[0], 5, clear, "app.cleared"), write(ids[2], 5, AppChange::default(), "app.same")],
             &[],
         )

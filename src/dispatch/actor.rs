@@ -140,7 +140,7 @@ impl Actor {
             let ms = self.shared.snapshot();
             if ms.may_act(Instant::now()) {
                 let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
-                let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), ms.view.epoch as i64);
+                let (id, epoch) = (self.app_id, ms.view.epoch as i64);
                 let event = self.shared.new_event(
                     "app.acquired",
                     Some(id),
@@ -148,7 +148,7 @@ impl Actor {
                     format!("application {id} acquired at epoch {epoch}"),
                     json!({ "epoch": epoch }),
                 );
-                match self.shared.store.run(move |c| q::acquire_app(c, id, &me, epoch, &live, &event)).await {
+                match self.shared.apps.acquire(id, epoch, live, event).await {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");

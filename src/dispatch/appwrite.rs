@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::complete::gather;
-use crate::store::dispatch::{self as q, AppChange, AppWrite};
+use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
 
@@ -25,6 +25,7 @@ use crate::store::Store;
 const MAX_BATCH: usize = 1024;
 
 enum Item {
+    Acquire { acquire: Box<AppAcquire>, done: oneshot::Sender<Result<Option<Application>, String>> },
     Read { id: i64, done: oneshot::Sender<Result<Option<Application>, String>> },
     Write { write: Box<AppWrite>, done: oneshot::Sender<Result<bool, String>> },
 }
@@ -43,6 +44,21 @@ impl AppWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, node, rx));
         AppWriter { tx }
+    }
+
+    /// Acquire application `id` at `epoch` ([`q::acquire_app`]): the application when this node
+    /// now owns it, None when another of the `live` members holds it or it does not exist.
+    pub async fn acquire(
+        &self,
+        id: i64,
+        epoch: i64,
+        live: Vec<String>,
+        event: NewEvent,
+    ) -> Result<Option<Application>, String> {
+        let (done, wait) = oneshot::channel();
+        let acquire = Box::new(AppAcquire { id, epoch, live, event });
+        self.tx.send(Item::Acquire { acquire, done }).map_err(|_| STOPPED.to_string())?;
+        wait.await.map_err(|_| STOPPED.to_string())?
     }
 
     /// The application, read fresh; None when it does not exist.
@@ -71,10 +87,15 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
         let mut part = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for item in batch {
-            if let Item::Write { write, .. } = &item {
-                if !seen.insert(write.id) {
+            let written = match &item {
+                Item::Write { write, .. } => Some((write.id, false)),
+                Item::Acquire { acquire, .. } => Some((acquire.id, true)),
+                Item::Read { .. } => None,
+            };
+            if let Some(key) = written {
+                if !seen.insert(key) {
                     serve(&store, &node, std::mem::take(&mut part)).await;
-                    seen = std::collections::HashSet::from([write.id]);
+                    seen = std::collections::HashSet::from([key]);
                 }
             }
             part.push(item);
@@ -84,25 +105,28 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
 }
 
 async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
-    let mut writes = Vec::new();
-    let mut reads = Vec::new();
+    let (mut acquires, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for item in &batch {
         match item {
+            Item::Acquire { acquire, .. } => acquires.push((**acquire).clone()),
             Item::Read { id, .. } => reads.push(*id),
             Item::Write { write, .. } => writes.push((**write).clone()),
         }
     }
-    let (node, writes, reads) = (node.to_string(), Arc::new(writes), Arc::new(reads));
+    let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
     let result = {
-        let (writes, reads) = (writes.clone(), reads.clone());
-        store.run(move |c| q::apps_batch(c, &node, &writes, &reads)).await
+        let (acquires, writes, reads) = (acquires.clone(), writes.clone(), reads.clone());
+        store.run(move |c| q::apps_batch(c, &node, &acquires, &writes, &reads)).await
     };
     match result {
-        Ok((flags, apps)) => {
-            let mut flags = flags.into_iter();
+        Ok((acquired, flags, apps)) => {
+            let (mut acquired, mut flags) = (acquired.into_iter(), flags.into_iter());
             let apps: std::collections::HashMap<i64, Application> = apps.into_iter().map(|a| (a.id, a)).collect();
             for item in batch {
                 match item {
+                    Item::Acquire { done, .. } => {
+                        let _ = done.send(Ok(acquired.next().flatten()));
+                    }
                     Item::Read { id, done } => {
                         let _ = done.send(Ok(apps.get(&id).cloned()));
                     }
@@ -113,10 +137,14 @@ async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
             }
         }
         Err(e) => {
-            tracing::warn!(writes = writes.len(), reads = reads.len(), error = %e, "application batch failed");
+            tracing::warn!(acquires = acquires.len(), writes = writes.len(), reads = reads.len(), error = %e,
+                "application batch failed");
             let msg = e.to_string();
             for item in batch {
                 match item {
+                    Item::Acquire { done, .. } => {
+                        let _ = done.send(Err(msg.clone()));
+                    }
                     Item::Read { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }

@@ -726,7 +726,19 @@ pub fn acquire_app(
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    conn.transaction(|conn| {
+    conn.transaction(|conn| acquire_app_in(conn, id, me, epoch, live, event))
+}
+
+/// [`acquire_app`] inside the caller's transaction.
+fn acquire_app_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    live: &[String],
+    event: &NewEvent,
+) -> Result<Option<Application>, StoreError> {
+    {
         let n = diesel::update(
             application::table.filter(application::id.eq(id)).filter(
                 application::owner_node
@@ -746,7 +758,62 @@ pub fn acquire_app(
         }
         events::record_event(conn, event)?;
         Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
-    })
+    }
+}
+
+/// An acquisition for [`apps_batch`]: [`acquire_app`]'s arguments.
+#[derive(Debug, Clone)]
+pub struct AppAcquire {
+    /// The application.
+    pub id: i64,
+    /// The ring epoch it is acquired at (its fencing token from now on).
+    pub epoch: i64,
+    /// The live members: an owner not among them has left, and its applications may be taken.
+    pub live: Vec<String>,
+    /// Recorded in the same transaction when the acquisition succeeded.
+    pub event: NewEvent,
+}
+
+/// [`acquire_app`] for many applications on PostgreSQL, all with the same `live` members: one
+/// statement (`UPDATE … FROM unnest(…)`, the events inserted in a CTE fed by its `RETURNING`).
+/// Why: a node adopting 1,000 applications at once (a start, a failover) spent ~1 s committing
+/// one transaction per application (server log, docs/benchmarks.md).
+fn acquire_apps_pg(
+    conn: &mut diesel::PgConnection,
+    me: &str,
+    live: &[String],
+    acquires: &[&AppAcquire],
+) -> Result<Vec<Option<Application>>, StoreError> {
+    use diesel::sql_types::Timestamp;
+    let ids: Vec<i64> = acquires.iter().map(|a| a.id).collect();
+    let epochs: Vec<i64> = acquires.iter().map(|a| a.epoch).collect();
+    let kinds: Vec<&str> = acquires.iter().map(|a| a.event.kind.as_str()).collect();
+    let nodes: Vec<Option<&str>> = acquires.iter().map(|a| a.event.node_id.as_deref()).collect();
+    let actors: Vec<Option<&str>> = acquires.iter().map(|a| a.event.actor.as_deref()).collect();
+    let messages: Vec<&str> = acquires.iter().map(|a| a.event.message.as_str()).collect();
+    let data: Vec<Option<&str>> = acquires.iter().map(|a| a.event.data.as_deref()).collect();
+    let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
+               u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
+                 FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
+                 RETURNING a.*), \
+               e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
+                 SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') FROM v JOIN u ON u.id = v.id) \
+               SELECT * FROM u";
+    let got: Vec<Application> = diesel::sql_query(sql)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<BigInt>, _>(&epochs)
+        .bind::<Array<Text>, _>(&kinds)
+        .bind::<Array<Nullable<Text>>, _>(&nodes)
+        .bind::<Array<Nullable<Text>>, _>(&actors)
+        .bind::<Array<Text>, _>(&messages)
+        .bind::<Array<Nullable<Text>>, _>(&data)
+        .bind::<Text, _>(me)
+        .bind::<Timestamp, _>(Utc::now().naive_utc())
+        .bind::<Array<Text>, _>(live)
+        .load(conn)?;
+    let mut got: std::collections::HashMap<i64, Application> = got.into_iter().map(|a| (a.id, a)).collect();
+    Ok(ids.iter().map(|id| got.remove(id)).collect())
 }
 
 /// Give an application up (after stopping whatever this node ran for it); `event` is recorded
@@ -834,19 +901,46 @@ pub struct AppWrite {
     pub event: Option<NewEvent>,
 }
 
-/// [`update_owned_app`] for many applications, then a fresh read of `reads`, in one
-/// transaction: one flag per write (in order; false = not ours, nothing written) and the
-/// applications of `reads` that exist. The writes must name distinct applications.
+/// [`acquire_app`] for `acquires`, [`update_owned_app`] for `writes`, then a fresh read of
+/// `reads`, in one transaction: per acquisition the application when acquired (None: another
+/// live node holds it, or it does not exist), one flag per write (in order; false = not ours,
+/// nothing written), and the applications of `reads` that exist. The acquisitions and the
+/// writes must each name distinct applications.
 /// PostgreSQL: one statement for the writes and their events (`UPDATE … FROM unnest(…)` with
 /// the `INSERT` in a CTE fed by its `RETURNING`, each row conditional on its own owner and
 /// epoch) and one for the reads; SQLite: single-row statements (one writer, no round trips).
 pub fn apps_batch(
     conn: &mut AnyConnection,
     me: &str,
+    acquires: &[AppAcquire],
     writes: &[AppWrite],
     reads: &[i64],
-) -> Result<(Vec<bool>, Vec<Application>), StoreError> {
+) -> Result<(Vec<Option<Application>>, Vec<bool>, Vec<Application>), StoreError> {
     conn.transaction(|conn| {
+        let mut acquired = vec![None; acquires.len()];
+        let mut rest: Vec<usize> = (0..acquires.len()).collect();
+        // PostgreSQL: one statement per set of live members (one set, unless the membership
+        // changed while the batch gathered); SQLite and single acquisitions: one by one.
+        while let Some(&first) = rest.first() {
+            let live = &acquires[first].live;
+            let (group, other): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| acquires[i].live == *live);
+            rest = other;
+            let got = match conn {
+                AnyConnection::Postgresql(c) if group.len() > 1 => {
+                    acquire_apps_pg(c, me, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
+                }
+                _ => group
+                    .iter()
+                    .map(|&i| {
+                        let a = &acquires[i];
+                        acquire_app_in(conn, a.id, me, a.epoch, &a.live, &a.event)
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            for (i, app) in group.into_iter().zip(got) {
+                acquired[i] = app;
+            }
+        }
         let flags = match conn {
             AnyConnection::Postgresql(c) if writes.len() > 1 => apps_write_pg(c, me, writes)?,
             _ => writes
@@ -862,7 +956,7 @@ pub fn apps_batch(
                 .select(Application::as_select())
                 .load(conn)?
         };
-        Ok((flags, apps))
+        Ok((acquired, flags, apps))
     })
 }
 
