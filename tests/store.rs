@@ -374,10 +374,11 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
             },
         };
         let all: Vec<AppAcquire> = ids.iter().copied().chain([999_999]).map(acquire).collect();
-        let (acquired, flags, reads) = apps_batch(&mut conn, "n1", &all, &[], &[]).unwrap();
-        assert!(flags.is_empty() && reads.is_empty());
-        let got: Vec<Option<(i64, Option<String>, Option<i64>)>> =
-            acquired.iter().map(|a| a.as_ref().map(|a| (a.id, a.owner_node.clone(), a.owner_epoch))).collect();
+        let done = apps_batch(&mut conn, "n1", &all, &[], &[]).unwrap();
+        assert!(done.written.is_empty() && done.read.is_empty());
+        type Owned = Option<(i64, Option<String>, Option<i64>)>;
+        let got: Vec<Owned> =
+            done.acquired.iter().map(|a| a.as_ref().map(|a| (a.id, a.owner_node.clone(), a.owner_epoch))).collect();
         let mine = |id| Some((id, Some("n1".to_string()), Some(7)));
         assert_eq!(got, vec![mine(ids[0]), None, mine(ids[2]), mine(ids[3]), None]);
         let held = find_application(&mut conn, ids[1]).unwrap().unwrap();
@@ -438,7 +439,8 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
             write(ids[1], 4, set("running", None), "app.state"), // an older epoch: not ours
             write(ids[2], 5, set("running", None), "app.state"),
         ];
-        let (_, flags, read) = apps_batch(&mut conn, "n1", &[], &writes, &[ids[0], 999_999]).unwrap();
+        let done = apps_batch(&mut conn, "n1", &[], &writes, &[ids[0], 999_999]).unwrap();
+        let (flags, read) = (done.written, done.read);
         assert_eq!(flags, vec![true, false, true]);
         assert_eq!(read.len(), 1, "a missing application reads as absent");
         assert_eq!((read[0].state.as_str(), read[0].last_error.as_deref()), ("failed", Some("boom")));
@@ -448,14 +450,15 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
         assert_eq!((a2.state.as_str(), a2.desired_state.as_str(), a2.restart_count), ("running", "running", 2));
         // Clearing the error; a field left out stays as it was.
         let clear = AppChange { last_error: Some(None), ..Default::default() };
-        let (_, flags, _) = apps_batch(
+        let flags = apps_batch(
             &mut conn,
             "n1",
             &[],
             &[write(ids[0], 5, clear, "app.cleared"), write(ids[2], 5, AppChange::default(), "app.same")],
             &[],
         )
-        .unwrap();
+        .unwrap()
+        .written;
         assert_eq!(flags, vec![true, true]);
         let a0 = find_application(&mut conn, ids[0]).unwrap().unwrap();
         assert_eq!((a0.state.as_str(), a0.last_error.as_deref(), a0.restart_count), ("failed", None, 2));

@@ -119,9 +119,9 @@ async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
         store.run(move |c| q::apps_batch(c, &node, &acquires, &writes, &reads)).await
     };
     match result {
-        Ok((acquired, flags, apps)) => {
-            let (mut acquired, mut flags) = (acquired.into_iter(), flags.into_iter());
-            let apps: std::collections::HashMap<i64, Application> = apps.into_iter().map(|a| (a.id, a)).collect();
+        Ok(done) => {
+            let (mut acquired, mut flags) = (done.acquired.into_iter(), done.written.into_iter());
+            let apps: std::collections::HashMap<i64, Application> = done.read.into_iter().map(|a| (a.id, a)).collect();
             for item in batch {
                 match item {
                     Item::Acquire { done, .. } => {

@@ -915,7 +915,7 @@ pub fn apps_batch(
     acquires: &[AppAcquire],
     writes: &[AppWrite],
     reads: &[i64],
-) -> Result<(Vec<Option<Application>>, Vec<bool>, Vec<Application>), StoreError> {
+) -> Result<AppsBatch, StoreError> {
     conn.transaction(|conn| {
         let mut acquired = vec![None; acquires.len()];
         let mut rest: Vec<usize> = (0..acquires.len()).collect();
@@ -956,8 +956,19 @@ pub fn apps_batch(
                 .select(Application::as_select())
                 .load(conn)?
         };
-        Ok((acquired, flags, apps))
+        Ok(AppsBatch { acquired, written: flags, read: apps })
     })
+}
+
+/// What [`apps_batch`] did.
+#[derive(Debug)]
+pub struct AppsBatch {
+    /// Per acquisition, in order: the application when this node now owns it.
+    pub acquired: Vec<Option<Application>>,
+    /// Per write, in order: whether it applied.
+    pub written: Vec<bool>,
+    /// The applications read that exist.
+    pub read: Vec<Application>,
 }
 
 fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite]) -> Result<Vec<bool>, StoreError> {
