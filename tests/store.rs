@@ -335,8 +335,8 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
     });
 }
 
-/// Batched application writes: each row is written only under its own (owner, epoch), its
-/// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
+/// Batched acquisitions: a free, abandoned or already-held application is acquired at the new
+/// epoch with its event; one a live node holds, or a missing one, is not (and records nothing).
 #[test]
 fn batched_acquisitions_take_only_free_or_abandoned_applications() {
     use rota::store::apps::{find_application, insert_application};
@@ -395,6 +395,37 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
     });
 }
 
+/// `claim_turns`: per application only its next command, none while one of it is running, none
+/// of an application placed by labels, and none of an application not asked for.
+#[test]
+fn claim_turns_takes_only_each_applications_next_command() {
+    use diesel::connection::SimpleConnection;
+    use rota::store::dispatch::claim_turns;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        conn.batch_execute(
+            "INSERT INTO application (id, name, driver) VALUES (1, 'idle', 'noop'), (2, 'busy', 'noop'), \
+               (4, 'other', 'noop'); \
+             INSERT INTO application (id, name, driver, selector) VALUES (3, 'labelled', 'noop', '{\"zone\":\"a\"}'); \
+             INSERT INTO task (id, app_id, action) VALUES (10, 1, 'start'), (11, 1, 'stop'), (12, 2, 'start'), \
+               (13, 2, 'stop'), (14, 3, 'start'), (15, 4, 'start'), (16, 1, 'run'); \
+             UPDATE task SET status = 'running', owner_node = 'n1', owner_epoch = 1 WHERE id = 12;",
+        )
+        .unwrap();
+        let claimed = claim_turns(&mut conn, &[1, 2, 3, 1, 99], "n1", 5).unwrap();
+        let got: Vec<(i64, Option<&str>, Option<i64>, i32)> =
+            claimed.iter().map(|t| (t.id, t.owner_node.as_deref(), t.owner_epoch, t.attempts)).collect();
+        assert_eq!(got, vec![(10, Some("n1"), Some(5), 1)]);
+        // Its next command waits while that one runs; once it is done, it is the next turn.
+        assert!(claim_turns(&mut conn, &[1], "n1", 5).unwrap().is_empty());
+        conn.batch_execute("UPDATE task SET status = 'succeeded' WHERE id IN (10, 12)").unwrap();
+        let ids: Vec<i64> = claim_turns(&mut conn, &[2, 1], "n1", 5).unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(ids, vec![11, 13]);
+    });
+}
+
+/// Batched application writes: each row is written only under its own (owner, epoch), its
+/// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
 #[test]
 fn batched_application_writes_keep_each_rows_owner_and_epoch() {
     use rota::store::apps::{find_application, insert_application};

@@ -372,7 +372,7 @@ impl Actor {
         self.check_may_act()?;
         self.shared.finish(&task, outcome).await;
         // The next command of this application can be claimed now.
-        self.shared.wake.notify_one();
+        self.shared.turn(self.app_id);
         Ok(())
     }
 

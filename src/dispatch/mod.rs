@@ -65,8 +65,12 @@ pub struct Shared {
     pub membership: watch::Receiver<MembershipState>,
     /// Settings.
     pub cfg: DispatchConfig,
-    /// Wakes the dispatcher (NOTIFY, an actor that finished a command, local inserts).
+    /// Wakes the dispatcher (NOTIFY, local inserts, a finished fan-out child).
     pub wake: Arc<Notify>,
+    /// Applications whose command just finished, so their next command may be claimed
+    /// ([`Shared::turn`]); `turn` wakes the dispatcher for them.
+    turns: std::sync::Mutex<Vec<i64>>,
+    turn: Notify,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Jobs executing at once (`dispatch.max_concurrency`); held only while a driver runs, not
@@ -97,11 +101,38 @@ impl Shared {
             membership,
             cfg,
             wake: Arc::new(Notify::new()),
+            turns: std::sync::Mutex::new(Vec::new()),
+            turn: Notify::new(),
             metrics,
             exec_slots,
             completer,
             apps,
         })
+    }
+
+    /// Application `app_id` finished a command: its next one may be claimed now.
+    fn turn(&self, app_id: i64) {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner()).push(app_id);
+        self.turn.notify_one();
+    }
+
+    /// Up to `max` applications of [`Shared::turn`], each once, oldest first.
+    fn take_turns(&self, max: usize) -> Vec<i64> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        let mut taken = Vec::new();
+        let mut cut = 0;
+        for &app in turns.iter() {
+            if taken.len() == max {
+                break;
+            }
+            cut += 1;
+            if seen.insert(app) {
+                taken.push(app);
+            }
+        }
+        turns.drain(..cut);
+        taken
     }
 
     /// True when this node may claim and act right now.
@@ -306,15 +337,19 @@ impl Dispatcher {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut membership = self.shared.membership.clone();
         let wake = self.shared.wake.clone();
+        let shared = self.shared.clone();
         // The last drain stopped at its round limit with rows still waiting: go on at once.
         let mut more = false;
         loop {
             let mut do_reconcile = false;
             let mut do_round = true;
+            // Woken only because applications finished commands: claim their next ones.
+            let mut turns_only = false;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = std::future::ready(()), if more => {}
                 _ = wake.notified() => {}
+                _ = shared.turn.notified() => turns_only = true,
                 _ = poll.tick() => self.label_pass = true,
                 _ = reconcile.tick() => {
                     // The poll reads the queue; a reconciliation tick does not read it again.
@@ -363,7 +398,17 @@ impl Dispatcher {
             // the other events (membership, shutdown) and come straight back.
             // An event that reads nothing (a finished job, a heartbeat) leaves `more` as it was:
             // clearing it stalled a backlog until the next poll tick.
-            if do_round {
+            if do_round && turns_only && self.takes_turns() {
+                if let Err(e) = self.turn_round().await {
+                    tracing::warn!(error = %e, "claiming the next commands of applications failed");
+                    // A full round looks at every application's head.
+                    more = true;
+                }
+            } else if do_round {
+                if !self.takes_turns() {
+                    // A full round looks at every application's head.
+                    self.shared.take_turns(usize::MAX);
+                }
                 more = false;
                 for i in 0..64 {
                     match self.round().await {
@@ -443,6 +488,12 @@ impl Dispatcher {
         };
         self.cursor = if full { last.unwrap_or(0) } else { 0 };
         tracing::trace!(claimed = claimed.len(), cursor = after, full, "round");
+        self.hand_out(claimed, &place).await;
+        Ok(full)
+    }
+
+    /// Claimed rows to their executors: commands to their application's actor, jobs to the pool.
+    async fn hand_out(&mut self, claimed: Vec<Task>, place: &Placement) {
         for task in claimed {
             if let Some(claimed_at) = task.claimed_at {
                 let due = task.created_at.max(task.run_after);
@@ -454,7 +505,29 @@ impl Dispatcher {
                 _ => self.spawn_job(task, place.clone()).await,
             }
         }
-        Ok(full)
+    }
+
+    /// True when the next commands of applications that finished one may be claimed by
+    /// [`q::claim_turns`]: this node is the only member and no label-dependent rows wait at the
+    /// queue's head (those need a full round, which also claims the next commands).
+    fn takes_turns(&self) -> bool {
+        !self.label_pass && self.owns_everything(&self.placement())
+    }
+
+    /// Claim the next command of every application that finished one ([`Shared::turn`]).
+    async fn turn_round(&mut self) -> Result<(), StoreError> {
+        let batch = self.shared.cfg.batch_size as usize;
+        loop {
+            let apps = self.shared.take_turns(batch);
+            if apps.is_empty() || !self.shared.may_act() {
+                return Ok(());
+            }
+            let place = self.placement();
+            let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
+            let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch)).await?;
+            tracing::trace!(claimed = claimed.len(), "turn round");
+            self.hand_out(claimed, &place).await;
+        }
     }
 
     /// The rows of the only member's one-statement claim, whether it was full, and its last id.
