@@ -317,7 +317,7 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
 #[test]
 fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
     use diesel::connection::SimpleConnection;
-    use rota::store::dispatch::claim_next;
+    use rota::store::dispatch::{claim, claim_next};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let node = r"o'brien\'; DROP TABLE task; --";
@@ -332,6 +332,10 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
         let b = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
         let claimed = claim_next(&mut conn, 0, 10, node, 8).unwrap();
         assert_eq!(claimed.iter().map(|t| (t.id, t.owner_epoch)).collect::<Vec<_>>(), vec![(b, Some(8))]);
+        // The claim of a member of a larger ring is prepared the same way.
+        let c = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
+        let claimed = claim(&mut conn, &[c, b], node, 9).unwrap();
+        assert_eq!(claimed.iter().map(|t| (t.id, t.owner_node.as_deref())).collect::<Vec<_>>(), vec![(c, Some(node))]);
     });
 }
 

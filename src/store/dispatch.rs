@@ -104,32 +104,39 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     }
     // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
     // snapshot: it is never earlier than the completion of the command before it.
-    let body = |postgres: bool, claimed: &str, ids: &str, lock: &str| {
+    let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
         due(
             &format!(
                 "{CLAIM_SET}{claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) \
                    AND {COMMAND_TURN} {lock}) \
-                 RETURNING *"
+                 RETURNING {returning}"
             ),
             postgres,
         )
     };
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let mut claimed: Vec<Task> = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(body(
-            true,
-            "(clock_timestamp() AT TIME ZONE 'utc')",
-            "= ANY($3)",
-            "FOR UPDATE SKIP LOCKED",
-        ))
-        .bind::<Text, _>(node)
-        .bind::<BigInt, _>(epoch)
-        .bind::<Array<BigInt>, _>(ids)
-        .load(c)?,
+        // Prepared, and decoded by position, as every member of a ring claims with it.
+        AnyConnection::Postgresql(c) => pg_prepared(
+            c,
+            "rota_claim",
+            &["text", "bigint", "bigint[]"],
+            &format!("{}, {epoch}, '{{{list}}}'", pg_literal(node)),
+            || {
+                body(
+                    true,
+                    "(clock_timestamp() AT TIME ZONE 'utc')",
+                    "= ANY($3)",
+                    "FOR UPDATE SKIP LOCKED",
+                    TASK_COLUMNS,
+                )
+            },
+            |c, execute| TaskRows(execute).load(c),
+        )?,
         AnyConnection::Sqlite(c) => {
-            let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            let sql = body(false, SQLITE_NOW, &format!("IN ({list})"), "").replace('$', "?");
+            let sql = body(false, SQLITE_NOW, &format!("IN ({list})"), "", "*").replace('$', "?");
             sqlite_claim(c, |c| diesel::sql_query(sql).bind::<Text, _>(node).bind::<BigInt, _>(epoch).load(c))?
         }
     };
