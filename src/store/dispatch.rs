@@ -102,6 +102,24 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    claim_where(conn, "rota_claim", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), "", node, epoch)
+}
+
+/// Claim for `node` at `epoch` the pending, due rows that `pg_ids` (PostgreSQL, with `$3` the
+/// array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`) keeps, in one statement, each
+/// under the ordering rule [`COMMAND_TURN`]. PostgreSQL: the prepared statement `name`, its rows
+/// decoded by position ([`TaskRows`]). Returns the claimed rows by priority, then id.
+#[allow(clippy::too_many_arguments)]
+fn claim_where(
+    conn: &mut AnyConnection,
+    name: &str,
+    ids: &[i64],
+    pg_ids: &str,
+    sqlite_ids: &str,
+    filter: &str,
+    node: &str,
+    epoch: i64,
+) -> Result<Vec<Task>, StoreError> {
     // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
     // snapshot: it is never earlier than the completion of the command before it.
     let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
@@ -109,34 +127,32 @@ pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> R
             &format!(
                 "{CLAIM_SET}{claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
-                   AND (t.target_node IS NULL OR t.target_node = $1) \
+                   AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
                    AND {COMMAND_TURN} {lock}) \
                  RETURNING {returning}"
             ),
             postgres,
         )
     };
-    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     let mut claimed: Vec<Task> = match conn {
-        // Prepared, and decoded by position, as every member of a ring claims with it.
         AnyConnection::Postgresql(c) => pg_prepared(
             c,
-            "rota_claim",
+            name,
             &["text", "bigint", "bigint[]"],
-            &format!("{}, {epoch}, '{{{list}}}'", pg_literal(node)),
+            &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(ids)),
             || {
                 body(
                     true,
                     "(clock_timestamp() AT TIME ZONE 'utc')",
-                    "= ANY($3)",
-                    "FOR UPDATE SKIP LOCKED",
+                    pg_ids,
+                    "FOR UPDATE OF t SKIP LOCKED",
                     TASK_COLUMNS,
                 )
             },
             |c, execute| TaskRows(execute).load(c),
         )?,
         AnyConnection::Sqlite(c) => {
-            let sql = body(false, SQLITE_NOW, &format!("IN ({list})"), "", "*").replace('$', "?");
+            let sql = body(false, SQLITE_NOW, sqlite_ids, "", "*").replace('$', "?");
             sqlite_claim(c, |c| diesel::sql_query(sql).bind::<Text, _>(node).bind::<BigInt, _>(epoch).load(c))?
         }
     };
@@ -164,9 +180,7 @@ pub fn claim_next(
         &format!(
             "{CLAIM_SET}{SQLITE_NOW} \
              WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
-               AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-               AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-                    AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL))) \
+               AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} \
                AND {COMMAND_TURN} \
                ORDER BY t.id LIMIT $4) \
              RETURNING *"
@@ -208,54 +222,27 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
     if apps.is_empty() {
         return Ok(Vec::new());
     }
-    let list = apps.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
-        due(
-            &format!(
-                "{CLAIM_SET}{claimed} \
-                 WHERE id IN (SELECT t.id FROM task t WHERE t.id IN ({ids}) AND t.status = 'pending' \
-                   AND DUE(t.run_after) AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-                   AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-                        AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL)) \
-                   AND {COMMAND_TURN} {lock}) \
-                 RETURNING {returning}"
-            ),
-            postgres,
-        )
-    };
-    let mut claimed: Vec<Task> = match conn {
-        // One probe of `task_app_active_idx` per application; prepared, as the claim runs
-        // after every finished command.
-        AnyConnection::Postgresql(c) => pg_prepared(
-            c,
-            "rota_claim_turns",
-            &["text", "bigint", "bigint[]"],
-            &format!("{}, {epoch}, '{{{list}}}'", pg_literal(node)),
-            || {
-                body(
-                    true,
-                    "(clock_timestamp() AT TIME ZONE 'utc')",
-                    "SELECT f.id FROM unnest($3) AS a(app_id) CROSS JOIN LATERAL (SELECT f.id FROM task f \
-                       WHERE f.app_id = a.app_id AND f.status = 'pending' AND f.action <> 'run' \
-                       AND DUE(f.run_after) ORDER BY f.id LIMIT 1) f",
-                    "FOR UPDATE OF t SKIP LOCKED",
-                    TASK_COLUMNS,
-                )
-            },
-            |c, execute| TaskRows(execute).load(c),
-        )?,
-        AnyConnection::Sqlite(c) => {
-            let ids = format!(
-                "SELECT min(f.id) FROM task f WHERE f.app_id IN ({list}) AND f.status = 'pending' \
-                 AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id"
-            );
-            let sql = body(false, SQLITE_NOW, &ids, "", "*").replace('$', "?");
-            sqlite_claim(c, |c| diesel::sql_query(sql).bind::<Text, _>(node).bind::<BigInt, _>(epoch).load(c))?
-        }
-    };
-    claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
-    Ok(claimed)
+    // PostgreSQL: one probe of `task_app_active_idx` per application.
+    let pg_ids = "IN (SELECT f.id FROM unnest($3) AS a(app_id) CROSS JOIN LATERAL (SELECT f.id FROM task f \
+                  WHERE f.app_id = a.app_id AND f.status = 'pending' AND f.action <> 'run' \
+                  AND DUE(f.run_after) ORDER BY f.id LIMIT 1) f)";
+    let sqlite_ids = format!(
+        "IN (SELECT min(f.id) FROM task f WHERE f.app_id IN ({}) AND f.status = 'pending' \
+         AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
+        id_list(apps)
+    );
+    claim_where(conn, "rota_claim_turns", apps, pg_ids, &sqlite_ids, &format!("AND {UNLABELLED}"), node, epoch)
 }
+
+/// Ids as a comma-separated list of integers (for `IN (…)` and array literals).
+fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Row `t`'s placement does not depend on labels: no selector of its own, and its application
+/// (if any) has neither a selector nor a traffic group.
+const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
+    AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL))";
 
 /// [`claim_next`] on PostgreSQL. Jobs are read in id order; commands by their application's
 /// head instead: the only command of an application that may be claimed is its first one that
