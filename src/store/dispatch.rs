@@ -792,27 +792,25 @@ fn acquire_app_in(
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    {
-        let n = diesel::update(
-            application::table.filter(application::id.eq(id)).filter(
-                application::owner_node
-                    .is_null()
-                    .or(application::owner_node.eq(me))
-                    .or(application::owner_node.ne_all(live.to_vec())),
-            ),
-        )
-        .set((
-            application::owner_node.eq(me),
-            application::owner_epoch.eq(epoch),
-            application::updated_at.eq(Utc::now().naive_utc()),
-        ))
-        .execute(conn)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        events::record_event(conn, event)?;
-        Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+    let n = diesel::update(
+        application::table.filter(application::id.eq(id)).filter(
+            application::owner_node
+                .is_null()
+                .or(application::owner_node.eq(me))
+                .or(application::owner_node.ne_all(live.to_vec())),
+        ),
+    )
+    .set((
+        application::owner_node.eq(me),
+        application::owner_epoch.eq(epoch),
+        application::updated_at.eq(Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
     }
+    events::record_event(conn, event)?;
+    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
 }
 
 /// An acquisition for [`apps_batch`]: [`acquire_app`]'s arguments.
