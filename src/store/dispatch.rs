@@ -149,7 +149,6 @@ fn claim_where(
                     TASK_COLUMNS,
                 )
             },
-            |c, execute| TaskRows(execute).load(c),
         )?,
         AnyConnection::Sqlite(c) => {
             let sql = body(false, SQLITE_NOW, sqlite_ids, "", "*").replace('$', "?");
@@ -196,7 +195,6 @@ pub fn claim_next(
             &["text", "bigint", "bigint"],
             &format!("{}, {epoch}, {after}", pg_literal(node)),
             || due(CLAIM_NEXT_PG, true).replace("$4", &limit.to_string()) + TASK_COLUMNS,
-            |c, execute| TaskRows(execute).load(c),
         )?,
         AnyConnection::Sqlite(c) => sqlite_claim(c, |c| {
             diesel::sql_query(sqlite.replace('$', "?"))
@@ -311,43 +309,45 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for TaskRows<'_> {
 
 impl<Conn> RunQueryDsl<Conn> for TaskRows<'_> {}
 
-/// Run `sql` as this connection's named prepared statement `name`, whose parameters have the
-/// given PostgreSQL types: `run` gets the `EXECUTE name(args)` to run. `EXECUTE` takes no
+/// Run `sql`, a statement returning [`TASK_COLUMNS`], as this connection's named prepared
+/// statement `name`, whose parameters have the given PostgreSQL types; its rows are decoded by
+/// position ([`TaskRows`]). `EXECUTE` takes no
 /// protocol parameters, so `args` are SQL literals ([`pg_literal`] for text). The statement is
 /// prepared on the connection's first call and again if the server lost or invalidated it.
 /// Why: an unnamed statement is parsed and planned at every call; the head claim's recursive
 /// CTE took 0.6 ms to parse and 1.7 ms to plan against 0.5 ms to run (server log, latency case
 /// at 500 rows/s, docs/benchmarks.md), and the claim sits between every insert and its start.
 /// Diesel keeps its own prepared statements only for its query builder, never for `sql_query`.
-fn pg_prepared<T>(
+fn pg_prepared(
     c: &mut diesel::PgConnection,
     name: &str,
     types: &[&str],
     args: &str,
     sql: impl FnOnce() -> String,
-    run: impl Fn(&mut diesel::PgConnection, &str) -> QueryResult<T>,
-) -> QueryResult<T> {
+) -> QueryResult<Vec<Task>> {
     let execute = format!("EXECUTE {name}({args})");
-    match run(c, &execute) {
+    match TaskRows(&execute).load(c) {
         // Not yet prepared on this connection, lost, or invalidated by a migration that changed
         // the row type. The server's messages depend on its language, so any database error
         // prepares the statement again and retries once: the failed `EXECUTE` was one
         // autocommitted statement and changed nothing; a second failure is returned.
         Err(diesel::result::Error::DatabaseError(..)) => {
-            #[derive(QueryableByName)]
-            struct Count {
-                #[diesel(sql_type = BigInt)]
-                n: i64,
-            }
             let held: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = $1")
                 .bind::<Text, _>(name)
                 .get_result(c)?;
             let drop = if held.n > 0 { format!("DEALLOCATE {name}; ") } else { String::new() };
             c.batch_execute(&format!("{drop}PREPARE {name}({}) AS {}", types.join(", "), sql()))?;
-            run(c, &execute)
+            TaskRows(&execute).load(c)
         }
         other => other,
     }
+}
+
+/// A one-column count row (`… AS n`).
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 /// `text` as a PostgreSQL string literal. The `E'…'` form escapes backslashes and quotes the
@@ -709,13 +709,8 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
 
 /// Pending tasks due now (the queue's depth).
 pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    #[derive(QueryableByName)]
-    struct N {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let sql = "SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND DUE(run_after)";
-    let n: N = match conn {
+    let n: Count = match conn {
         AnyConnection::Postgresql(c) => diesel::sql_query(due(sql, true)).get_result(c)?,
         AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false)).get_result(c)?,
     };
