@@ -244,6 +244,22 @@ fn statements_logged(log: &str, from: u64, db: &str) -> usize {
     text.lines().filter(|l| l.contains(&tag) && (l.contains(" execute ") || l.contains(" statement: "))).count()
 }
 
+/// What the server did during a drain besides the queue's own work: WAL written (bytes) and
+/// checkpoints begun, read before and after. Why: a checkpoint that starts inside a drain makes
+/// every first touch of a page write a full-page image, and a repetition that met one is not
+/// comparable with one that did not (docs/benchmarks.md, session 8).
+async fn server_marks(c: &Client) -> (f64, i64) {
+    let r = c
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8, \
+             (checkpoints_timed + checkpoints_req)::bigint FROM pg_stat_bgwriter",
+            &[],
+        )
+        .await
+        .expect("server marks");
+    (r.get(0), r.get(1))
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -257,15 +273,18 @@ async fn main() {
             c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1::bigint)", &[&a.jobs])
                 .await
                 .expect("preload");
+            let (wal0, ckpt0) = server_marks(&c).await;
             let t = Instant::now();
             drained(&c, Duration::from_secs(1800)).await;
             let secs = t.elapsed().as_secs_f64();
+            let (wal1, ckpt1) = server_marks(&c).await;
             let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
             assert_eq!(ok, a.jobs, "every task succeeded");
             // Each completion transaction stamps its rows with one `finished_at`.
             let commits = count(&c, "SELECT count(DISTINCT finished_at) FROM task").await;
             json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "per_s": a.jobs as f64 / secs,
-                   "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64})
+                   "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64,
+                   "wal_bytes_per_row": (wal1 - wal0) / a.jobs as f64, "checkpoints_during": ckpt1 - ckpt0})
         }
         "apps" => {
             c.execute(

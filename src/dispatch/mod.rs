@@ -22,6 +22,7 @@ mod complete;
 mod jobs;
 pub mod place;
 pub mod plan;
+mod pump;
 pub mod wake;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
@@ -281,7 +282,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         gathering: HashMap::new(),
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
-        next_claim: None,
+        pump: None,
         cursor: 0,
         label_pass: true,
         last_recover: None,
@@ -308,11 +309,12 @@ struct Dispatcher {
     /// Running jobs; a job that becomes a waiting parent returns it.
     jobs: JoinSet<Option<Task>>,
     outstanding: Arc<Semaphore>,
-    /// The only member's next claim of a backlog, in flight while the batch before it is handed
-    /// out. Why: with one claim at a time the claim stream kept the database busy for 62 % of a
-    /// drain (server log, docs/benchmarks.md), idle while each batch was handed out. The next
-    /// round takes its rows before anything else, whatever has changed since: they are claimed.
-    next_claim: Option<JoinHandle<Result<Vec<Task>, StoreError>>>,
+    /// The only member's claims of a backlog, made one after another while the batches before
+    /// them are handed out ([`pump`]). Why: with one claim at a time the claim stream kept the
+    /// database busy for 62 % of a drain (server log, docs/benchmarks.md), idle while each batch
+    /// was handed out. The next round takes its rows before anything else, whatever has changed
+    /// since: they are claimed.
+    pump: Option<pump::Pump>,
     cursor: i64,
     /// The only member must read and place the queue's head row by row in its next round from
     /// the head: label-dependent rows (which its one-statement claim leaves out) were seen there
@@ -459,9 +461,25 @@ impl Dispatcher {
         // claim), except for a round from the head that must look for label-dependent rows —
         // those `claim_next` leaves out. They are looked for at every poll tick, and at every
         // wake while the head holds some, so none waits longer than `poll_interval_ms`.
-        let (claimed, full, last) = if let Some(next) = self.next_claim.take() {
-            let claimed = next.await.map_err(|e| StoreError::Aborted(e.to_string()))??;
-            self.claimed_next(claimed, &place)
+        let (claimed, full, last) = if let Some(pump) = self.pump.as_mut() {
+            match pump.next().await {
+                Some(Ok(claimed)) => {
+                    let (full, last) = Self::summary(&claimed, batch);
+                    if !full {
+                        self.pump = None;
+                    }
+                    (claimed, full, last)
+                }
+                Some(Err(e)) => {
+                    self.pump = None;
+                    return Err(e);
+                }
+                // It stopped on its own (the view changed): read as usual from the cursor.
+                None => {
+                    self.pump = None;
+                    return Ok(true);
+                }
+            }
         } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
             let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
             self.claimed_next(claimed, &place)
@@ -530,19 +548,19 @@ impl Dispatcher {
         }
     }
 
+    /// Whether a claim of `batch` rows came back full, and its last id.
+    fn summary(claimed: &[Task], batch: i64) -> (bool, Option<i64>) {
+        (claimed.len() as i64 == batch, claimed.iter().map(|t| t.id).max())
+    }
+
     /// The rows of the only member's one-statement claim, whether it was full, and its last id.
-    /// A full claim means a backlog: the next one is sent at once, to run while this batch is
-    /// handed out ([`Dispatcher::next_claim`]).
+    /// A full claim means a backlog: the pump starts claiming the next batches at once, while
+    /// this one is handed out ([`Dispatcher::pump`]).
     fn claimed_next(&mut self, claimed: Vec<Task>, place: &Placement) -> (Vec<Task>, bool, Option<i64>) {
         let batch = i64::from(self.shared.cfg.batch_size);
-        let (last, full) = (claimed.iter().map(|t| t.id).max(), claimed.len() as i64 == batch);
+        let (full, last) = Self::summary(&claimed, batch);
         if let (true, Some(after)) = (full && self.owns_everything(place) && self.shared.may_act(), last) {
-            let (store, node, epoch) =
-                (self.shared.store.clone(), self.shared.node_id.clone(), place.view.epoch as i64);
-            self.next_claim =
-                Some(tokio::spawn(
-                    async move { store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await },
-                ));
+            self.pump = Some(pump::Pump::start(self.shared.clone(), after, batch, place.view.epoch as i64));
         }
         (claimed, full, last)
     }
@@ -814,8 +832,8 @@ impl Dispatcher {
         self.fenced = true;
         // Its rows stay claimed at this epoch, like those of the aborted jobs: recovered as
         // orphans (by the others, or by this node when it joins again).
-        if let Some(next) = self.next_claim.take() {
-            next.abort();
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
         }
         let n = self.actors.len();
         for (_, a) in self.actors.drain() {
@@ -828,29 +846,12 @@ impl Dispatcher {
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }
 
-    /// Give back the rows of a claim in flight that this node will not run (it is stopping):
-    /// pending again, their attempt uncounted.
-    async fn give_back(&self, next: JoinHandle<Result<Vec<Task>, StoreError>>) {
-        let rows: Vec<(i64, i64)> = match next.await {
-            Ok(Ok(claimed)) => claimed.iter().map(|t| (t.id, t.owner_epoch.unwrap_or_default())).collect(),
-            // Nothing was claimed, or the rows are recovered as orphans like those of an aborted job.
-            _ => return,
-        };
-        let node = self.shared.node_id.clone();
-        match self.shared.store.run(move |c| q::unclaim_all(c, &rows, &node)).await {
-            Ok(n) => tracing::info!(tasks = n, "gave back the tasks of a claim made while stopping"),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not give back a claim made while stopping; it will be recovered")
-            }
-        }
-    }
-
     /// Graceful stop: release every application (stop its children, clear ownership), let jobs
     /// finish within the grace period, then stop whatever is left.
     async fn stop_gracefully(&mut self) {
         let grace = Duration::from_secs(10);
-        if let Some(next) = self.next_claim.take() {
-            self.give_back(next).await;
+        if let Some(pump) = self.pump.take() {
+            pump.stop(&self.shared).await;
         }
         let actors: Vec<_> = self.actors.drain().map(|(_, a)| a).collect();
         let releases = futures_util::future::join_all(actors.into_iter().map(|a| a.release()));

@@ -32,6 +32,10 @@ q -c "ANALYZE task"
 # SKIP LOCKED can hand a client a short batch in a race, and a spare empty claim costs little.
 # Rows still pending after a round get another round, inside the clock (and so does the
 # check between rounds; the clock stops as the last round's pgbench exits).
+# WAL written and checkpoints begun during the rounds, as the Rota drain reports them.
+marks() { q -F ' ' -c "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint,
+    checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"; }
+read -r wal0 ckpt0 <<<"$(marks)"
 left=$jobs
 t0=$(date +%s.%N)
 for round in 1 2 3 4 5; do
@@ -43,6 +47,7 @@ for round in 1 2 3 4 5; do
     left=$(q -c "SELECT count(*) FROM task WHERE status = 'pending'")
     [[ $left -eq 0 ]] && break
 done
+read -r wal1 ckpt1 <<<"$(marks)"
 
 row=$(q -F ' ' -c "SELECT count(*) FILTER (WHERE status = 'succeeded'),
     count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'pending') FROM task")
@@ -51,6 +56,8 @@ read -r done running pending <<<"$row"
 [[ $done -ne $jobs ]] && log "WARNING: $done of $jobs rows succeeded ($running running, $pending pending); per_s counts $done"
 python3 -c 'import json, sys
 b, j, t0, t1, c = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+wal, ckpt = int(sys.argv[6]), int(sys.argv[7])
 s = t1 - t0
-print(json.dumps({"peer": "pgbench", "case": "limit", "batch": b, "jobs": j, "seconds": s, "per_s": j / s, "clients": c}))' \
-    "$batch" "$done" "$t0" "$t1" "$clients"
+print(json.dumps({"peer": "pgbench", "case": "limit", "batch": b, "jobs": j, "seconds": s, "per_s": j / s, "clients": c,
+                  "wal_bytes_per_row": wal / j, "checkpoints_during": ckpt}))' \
+    "$batch" "$done" "$t0" "$t1" "$clients" "$((wal1 - wal0))" "$((ckpt1 - ckpt0))"
