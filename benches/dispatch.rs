@@ -104,7 +104,8 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
                     sent = true;
                 }
             }
-            if line.contains("ERROR") {
+            // What a failed case needs to be explained (scripts/bench.py shows it on failure).
+            if ["ERROR", "WARN", "panicked"].iter().any(|w| line.contains(w)) {
                 eprintln!("node: {line}");
             }
         }
@@ -258,15 +259,19 @@ fn server_log() -> String {
     logs.last().map(|p| p.display().to_string()).expect("no server log: set ROTA_BENCH_PG_LOG")
 }
 
-/// Statements of database `db` logged (`log_statement = 'all'`) after byte `from` of `log`.
-fn statements_logged(log: &str, from: u64, db: &str) -> usize {
+/// Statements of database `db` logged (`log_statement = 'all'`) after byte `from` of `log`,
+/// except those of backend `ours` (this process's own reads; Debian's `log_line_prefix` names
+/// each line's backend as `[pid]`).
+fn statements_logged(log: &str, from: u64, db: &str, ours: i32) -> usize {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(log).expect("server log");
     f.seek(SeekFrom::Start(from)).expect("seek");
     let mut text = String::new();
     f.read_to_string(&mut text).expect("read server log");
-    let tag = format!("@{db} LOG:");
-    text.lines().filter(|l| l.contains(&tag) && (l.contains(" execute ") || l.contains(" statement: "))).count()
+    let (tag, mine) = (format!("@{db} LOG:"), format!("[{ours}]"));
+    text.lines()
+        .filter(|l| l.contains(&tag) && !l.contains(&mine) && (l.contains(" execute ") || l.contains(" statement: ")))
+        .count()
 }
 
 /// What the server did during a drain besides the queue's own work: WAL written (bytes) and
@@ -368,13 +373,14 @@ async fn main() {
                 "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{}'",
                 bench.db
             );
+            let ours: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.expect("backend pid").get(0);
             // Statistics are flushed by backends at most once a second: read, wait, read.
             let before = count(&c, &q).await;
             let log = server_log();
             let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let t = Instant::now();
             tokio::time::sleep(Duration::from_secs_f64(a.seconds)).await;
-            let queries = statements_logged(&log, from, &bench.db);
+            let queries = statements_logged(&log, from, &bench.db, ours);
             let logged_secs = t.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let after = count(&c, &q).await;
@@ -416,8 +422,15 @@ async fn main() {
                 .await
                 .expect("tuples");
             let (dead, live, vacuums): (i64, i64, i64) = (dead.get(0), dead.get(1), dead.get(2));
-            drained(&c, Duration::from_secs(600), POLL).await;
-            json!({"peer": "rota", "case": "sustained", "nodes": a.nodes, "rate": a.rate, "seconds": a.seconds, "inserted": sent,
+            // The backlog left is part of the result, not a failure: how long it takes to drain
+            // (at most 10 minutes looked at; null if longer).
+            let t = Instant::now();
+            let left_after =
+                tokio::time::timeout(Duration::from_secs(600), drained(&c, Duration::from_secs(3600), POLL))
+                    .await
+                    .ok()
+                    .map(|_| t.elapsed().as_secs_f64());
+            json!({"peer": "rota", "case": "sustained", "backlog_drained_after_s": left_after, "nodes": a.nodes, "rate": a.rate, "seconds": a.seconds, "inserted": sent,
                    "first_minute_per_s": first as f64 / 60.0, "last_minute_per_s": last as f64 / 60.0,
                    "ratio_last_over_first": last as f64 / first.max(1) as f64, "backlog_at_end": backlog,
                    "dead_tuples_at_end": dead, "live_tuples_at_end": live, "autovacuums": vacuums})

@@ -11,6 +11,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,11 +68,34 @@ def run(cmd, what, cwd=ROOT, env=None, timeout=3600):
     return r
 
 
+# The binaries under test, copied once at the start of a run (`snapshot`). Why: `cargo bench`
+# rebuilds whatever changed, so a source edited during a run silently changed the binary in
+# the middle of it (session 9: repetitions 2 and 3 measured an unfinished edit).
+BIN = {}
+
+
+def snapshot():
+    """Copy the rota binary and the dispatch bench executable (built by bench.sh) aside."""
+    out = subprocess.run(["cargo", "bench", "-q", "--bench", "dispatch", "--no-run", "--message-format=json"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    exes = [m.get("executable") for m in map(json.loads, filter(lambda l: l.startswith("{"), out.splitlines()))
+            if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "dispatch"]
+    if not exes or not exes[-1]:
+        raise RuntimeError("cargo bench --no-run named no dispatch bench executable")
+    BIN["commit"] = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                                   capture_output=True, text=True).stdout.strip()
+    d = os.path.join(ROOT, "target", "bench", "bin")
+    os.makedirs(d, exist_ok=True)
+    for name, src in (("dispatch", exes[-1]), ("rota", os.path.join(ROOT, "target", "release", "rota"))):
+        BIN[name] = os.path.join(d, name)
+        shutil.copy2(src, BIN[name])
+
+
 def rota(case, nodes, **kw):
-    args = ["cargo", "bench", "-q", "--bench", "dispatch", "--", case, "--nodes", str(nodes)]
+    args = [BIN["dispatch"], case, "--nodes", str(nodes)]
     for k, v in kw.items():
         args += [f"--{k}", str(v)]
-    return run(args, f"rota {case} x{nodes}")
+    return run(args, f"rota {case} x{nodes}", env={"ROTA_BIN": BIN["rota"]})
 
 
 def graphile(mode, config, db, **kw):
@@ -101,6 +125,7 @@ def main():
     ap.add_argument("--sustained-rate", type=int, default=10_000, help="its rate when no drain ran")
     ap.add_argument("--sustained-reps", type=int, default=None, help="its repetitions (default: --reps)")
     a = ap.parse_args()
+    snapshot()
     quick = a.quick
     reps = a.reps or (1 if quick else 3)
     # Quick sizes still take several seconds a drain, so start-up does not dominate the figure.
@@ -215,7 +240,7 @@ def machine():
         "mem": sh("grep MemTotal /proc/meminfo"),
         "postgres": sh("psql '" + ADMIN + "' -qAtc 'SHOW server_version'"),
         "node": sh("node --version"),
-        "rota": sh("git -C '" + ROOT + "' rev-parse --short HEAD"),
+        "rota": BIN.get("commit", ""),
     }
 
 

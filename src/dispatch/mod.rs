@@ -54,6 +54,10 @@ const RECOVER_EVERY: u32 = 6;
 /// default interval; retention is counted in hours).
 const PRUNE_EVERY: u32 = 12;
 
+/// How long giving back a pump's claims waits for the claim in flight (one statement, ~4 ms in
+/// a drain): a database that does not answer must not hold up a stop or a view change.
+const STOP_CLAIM_WITHIN: Duration = Duration::from_secs(10);
+
 /// What the dispatcher and its actors share.
 pub struct Shared {
     /// The database.
@@ -312,8 +316,8 @@ struct Dispatcher {
     /// The only member's claims of a backlog, made one after another while the batches before
     /// them are handed out ([`pump`]). Why: with one claim at a time the claim stream kept the
     /// database busy for 62 % of a drain (server log, docs/benchmarks.md), idle while each batch
-    /// was handed out. The next round takes its rows before anything else, whatever has changed
-    /// since: they are claimed.
+    /// was handed out. The next round takes its rows before anything else; a view change gives
+    /// them back first ([`Dispatcher::reconcile`]), since the new ring may place them elsewhere.
     pump: Option<pump::Pump>,
     cursor: i64,
     /// The only member must read and place the queue's head row by row in its next round from
@@ -460,7 +464,8 @@ impl Dispatcher {
         // The only member reads and claims in one statement (one round trip from NOTIFY to
         // claim), except for a round from the head that must look for label-dependent rows —
         // those `claim_next` leaves out. They are looked for at every poll tick, and at every
-        // wake while the head holds some, so none waits longer than `poll_interval_ms`.
+        // wake while the head holds some: none waits longer than `poll_interval_ms` after a
+        // backlog being pumped has been claimed (the pump's batches come first).
         let (claimed, full, last) = if let Some(pump) = self.pump.as_mut() {
             match pump.next().await {
                 Some(Ok(claimed)) => {
@@ -638,6 +643,12 @@ impl Dispatcher {
         let ms = self.shared.snapshot();
         let moved = ms.view.epoch != self.seen_epoch;
         self.seen_epoch = ms.view.epoch;
+        if moved {
+            if let Some(pump) = self.pump.take() {
+                // Claimed under the old view: back to pending before the new one places them.
+                pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
+            }
+        }
         let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
         self.traffic(&ms).await;
@@ -851,7 +862,7 @@ impl Dispatcher {
     async fn stop_gracefully(&mut self) {
         let grace = Duration::from_secs(10);
         if let Some(pump) = self.pump.take() {
-            pump.stop(&self.shared).await;
+            pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
         }
         let actors: Vec<_> = self.actors.drain().map(|(_, a)| a).collect();
         let releases = futures_util::future::join_all(actors.into_iter().map(|a| a.release()));

@@ -1,67 +1,65 @@
-//! The claim pump: while a backlog drains on the only member of the ring, one blocking thread
-//! claims batch after batch on one connection, and hands each batch to the dispatcher through
-//! a channel that holds one.
+//! The claim pump: while a backlog drains on the only member of the ring, a blocking thread
+//! claims batch after batch and hands each to the dispatcher through a channel that holds two.
 //!
 //! Why: with the next claim sent by the dispatcher (a task spawned when a full batch came back),
 //! every batch went back and forth between the blocking pool, the spawned task and the
 //! dispatcher before the next claim left; the claim stream kept the database busy for 67 % of
 //! a drain and sat idle 1.5 ms between claims (server log, docs/benchmarks.md session 8). The
-//! pump sends the next claim as soon as the rows of the last one are decoded.
+//! pump sends the next claim as soon as the channel has room for its rows.
 //!
-//! Must never: claim once this node may not act or the view it started under has changed (it
-//! checks both before every claim, and stops); let claimed rows disappear — a batch the
-//! dispatcher will not take (it is stopping) is given back, pending again with the attempt
-//! uncounted, unless the node is fenced (then its rows are orphans at the old epoch, recovered
-//! like those of an aborted job). At most three batches are claimed ahead of the dispatcher:
-//! the one in the channel, the one the pump holds waiting to send, and none other.
+//! Must never: claim rows the channel cannot take — it reserves a slot before each claim, so a
+//! claimed batch is always delivered, and no pooled connection is held while it waits for the
+//! dispatcher (the completer, the heartbeat and the application writer share the pool); claim
+//! once this node may not act or the view it started under has changed (checked before every
+//! claim); write anything once fenced ([`Pump::abort`]: the claim in flight, if any, stays
+//! claimed at the old epoch and is recovered like the rows of the jobs aborted with it). At
+//! most two batches are claimed ahead of the one being handed out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Shared;
+use super::{Dispatcher, Shared};
 use crate::store::dispatch as q;
 use crate::store::models::Task;
 use crate::store::StoreError;
 
-/// A running pump: the dispatcher's end of the channel, and the pump's task.
+/// A running pump: the dispatcher's end of the channel, and the pump's thread.
 pub(super) struct Pump {
     rx: mpsc::Receiver<Result<Vec<Task>, StoreError>>,
     task: JoinHandle<()>,
 }
 
 impl Pump {
-    /// Start claiming `batch` rows at a time after id `after`, as `node` at `epoch`, until a
-    /// claim comes back short, the view changes or this node may no longer act.
+    /// Start claiming `batch` rows at a time after id `after`, as this node at `epoch`, until a
+    /// claim comes back short or fails, the view changes, this node may no longer act, or the
+    /// dispatcher closes the channel.
     pub(super) fn start(shared: Arc<Shared>, after: i64, batch: i64, epoch: i64) -> Pump {
-        let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(async move {
-            let (store, errors) = (shared.store.clone(), tx.clone());
-            let node = shared.node_id.clone();
+        let (tx, rx) = mpsc::channel(2);
+        let runtime = tokio::runtime::Handle::current();
+        // On a blocking thread of its own: between two claims the pump waits only for room in
+        // the channel, never for a turn among the runtime's tasks (hundreds of jobs in a drain;
+        // as an async task the pump drained 10 % slower, docs/benchmarks.md session 9).
+        let task = tokio::task::spawn_blocking(move || {
             let mut after = after;
-            let pumped = store
-                .run(move |c| {
-                    while shared.may_act() && shared.membership.borrow().view.epoch as i64 == epoch {
-                        let claimed = q::claim_next(c, after, batch, &node, epoch)?;
-                        let (full, last) = (claimed.len() as i64 == batch, claimed.iter().map(|t| t.id).max());
-                        if let Err(mpsc::error::SendError(back)) = tx.blocking_send(Ok(claimed)) {
-                            // The dispatcher is stopping: nobody will run these rows.
-                            if let (true, Ok(rows)) = (shared.may_act(), back) {
-                                give_back(c, &rows, &node);
-                            }
-                            return Ok(());
-                        }
-                        match (full, last) {
-                            (true, Some(last)) => after = last,
-                            _ => return Ok(()),
-                        }
-                    }
-                    Ok(())
-                })
-                .await;
-            if let Err(e) = pumped {
-                let _ = errors.send(Err(e)).await;
+            // A slot first, then a connection, then the claim: what is claimed is delivered.
+            while let Ok(slot) = runtime.block_on(tx.reserve()) {
+                if !shared.may_act() || shared.membership.borrow().view.epoch as i64 != epoch {
+                    return;
+                }
+                let node = shared.node_id.clone();
+                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch));
+                let next = match &claimed {
+                    Ok(rows) => Dispatcher::summary(rows, batch),
+                    Err(_) => (false, None),
+                };
+                slot.send(claimed);
+                match next {
+                    (true, Some(last)) => after = last,
+                    _ => return,
+                }
             }
         });
         Pump { rx, task }
@@ -73,42 +71,49 @@ impl Pump {
     }
 
     /// Fenced: stop without writing. The claim in flight finishes (a blocking thread cannot be
-    /// cancelled) and its rows, like those in the channel, stay claimed at this epoch.
+    /// cancelled) and its rows, like those in the channel, stay claimed at this epoch; the
+    /// pump finds the channel closed and claims no more.
     pub(super) fn abort(mut self) {
         self.rx.close();
-        self.task.abort();
     }
 
-    /// Stopping gracefully: refuse further batches, give back the ones already claimed, and wait
-    /// until the pump has given back its own.
-    pub(super) async fn stop(mut self, shared: &Shared) {
+    /// Stopping, or the view changed: refuse further claims, take the batches claimed ahead
+    /// and give them back — pending again, the attempt uncounted — unless this node may no
+    /// longer act. Waits at most `within` for that: a claim in flight on a database that does
+    /// not answer is given back by a task of its own when it returns (or, if this process ends
+    /// first, its rows are recovered as the orphans of a departed node).
+    pub(super) async fn stop(mut self, shared: Arc<Shared>, within: Duration) {
         self.rx.close();
-        let mut rows = Vec::new();
-        while let Some(batch) = self.rx.recv().await {
-            rows.extend(batch.into_iter().flatten());
-        }
-        if !rows.is_empty() {
-            let node = shared.node_id.clone();
-            let given = shared.store.run(move |c| Ok(give_back(c, &rows, &node))).await;
-            if given.is_err() {
-                tracing::warn!("could not give back the claims made while stopping; they will be recovered");
+        let mut rx = self.rx;
+        let give_back = tokio::spawn(async move {
+            let mut rows = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                match batch {
+                    Ok(batch) => rows.extend(batch),
+                    Err(e) => tracing::warn!(error = %e, "a claim made ahead failed"),
+                }
             }
-        }
-        let _ = self.task.await;
-    }
-}
-
-/// Give back claimed rows this node will not run: pending again, the attempt uncounted.
-fn give_back(c: &mut crate::store::AnyConnection, claimed: &[Task], node: &str) -> usize {
-    let rows: Vec<(i64, i64)> = claimed.iter().map(|t| (t.id, t.owner_epoch.unwrap_or_default())).collect();
-    match q::unclaim_all(c, &rows, node) {
-        Ok(n) => {
-            tracing::info!(tasks = n, "gave back the tasks of a claim made while stopping");
-            n
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not give back a claim made while stopping; it will be recovered");
-            0
+            if rows.is_empty() || !shared.may_act() {
+                return;
+            }
+            let node = shared.node_id.clone();
+            let ids: Vec<(i64, i64)> = rows.iter().map(|t| (t.id, t.owner_epoch.unwrap_or_default())).collect();
+            match shared.store.run(move |c| q::unclaim_all(c, &ids, &node)).await {
+                Ok(n) => tracing::info!(tasks = n, "gave back the tasks claimed ahead (stop or view change)"),
+                Err(e) => tracing::warn!(
+                    error = %e, tasks = rows.len(),
+                    "could not give back the tasks claimed ahead (stop or view change); they will be recovered"
+                ),
+            }
+        });
+        match tokio::time::timeout(within, give_back).await {
+            // Every batch was taken: the pump is past its last claim.
+            Ok(_) => {
+                let _ = self.task.await;
+            }
+            Err(_) => {
+                tracing::warn!(within = ?within, "the claim in flight is slow; its rows are given back when it returns")
+            }
         }
     }
 }

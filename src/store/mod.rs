@@ -137,29 +137,34 @@ impl Store {
     /// executed, or was rolled back with the session, so running it again does not do it twice
     /// (docs/reliability.md). While the database is down the replacement fails too, and the
     /// first error is returned at once.
-    pub async fn run<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnMut(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (pool, manager) = (self.pool.clone(), self.manager.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let out = f(&mut conn);
-            if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
-                match manager.open() {
-                    Ok(fresh) => {
-                        *conn = fresh;
-                        tracing::info!("replaced a dead database connection; running its statement again");
-                        return f(&mut conn);
-                    }
-                    Err(e) => tracing::debug!(error = %e, "could not replace a dead database connection"),
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.run_here(f)).await.map_err(|e| StoreError::Aborted(e.to_string()))?
+    }
+
+    /// [`Store::run`] on the calling thread, for code that already runs on a blocking thread
+    /// (the claim pump, `dispatch/pump.rs`); never call it from an async task.
+    pub fn run_here<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    where
+        F: FnMut(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        let mut conn = self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let out = f(&mut conn);
+        if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
+            match self.manager.open() {
+                Ok(fresh) => {
+                    *conn = fresh;
+                    tracing::info!("replaced a dead database connection; running its statement again");
+                    return f(&mut conn);
                 }
+                Err(e) => tracing::debug!(error = %e, "could not replace a dead database connection"),
             }
-            out
-        })
-        .await
-        .map_err(|e| StoreError::Aborted(e.to_string()))?
+        }
+        out
     }
 
     /// Check the database answers, waiting at most `timeout` for a connection.
