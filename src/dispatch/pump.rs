@@ -41,7 +41,7 @@ impl Pump {
         let runtime = tokio::runtime::Handle::current();
         // On a blocking thread of its own: between two claims the pump waits only for room in
         // the channel, never for a turn among the runtime's tasks (hundreds of jobs in a drain;
-        // as an async task the pump drained 10 % slower, docs/benchmarks.md session 9).
+        // as an async task the pump drained 8–15 % slower, docs/benchmarks.md session 9).
         let task = tokio::task::spawn_blocking(move || {
             let mut after = after;
             // A slot first, then a connection, then the claim: what is claimed is delivered.
