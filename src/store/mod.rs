@@ -142,29 +142,19 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.run_here(f)).await.map_err(|e| StoreError::Aborted(e.to_string()))?
+        let (pool, manager) = (self.pool.clone(), self.manager.clone());
+        tokio::task::spawn_blocking(move || run_on(&pool, &manager, f))
+            .await
+            .map_err(|e| StoreError::Aborted(e.to_string()))?
     }
 
     /// [`Store::run`] on the calling thread, for code that already runs on a blocking thread
     /// (the claim pump, `dispatch/pump.rs`); never call it from an async task.
-    pub fn run_here<T, F>(&self, mut f: F) -> Result<T, StoreError>
+    pub fn run_here<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnMut(&mut AnyConnection) -> Result<T, StoreError>,
     {
-        let mut conn = self.pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let out = f(&mut conn);
-        if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
-            match self.manager.open() {
-                Ok(fresh) => {
-                    *conn = fresh;
-                    tracing::info!("replaced a dead database connection; running its statement again");
-                    return f(&mut conn);
-                }
-                Err(e) => tracing::debug!(error = %e, "could not replace a dead database connection"),
-            }
-        }
-        out
+        run_on(&self.pool, &self.manager, f)
     }
 
     /// Check the database answers, waiting at most `timeout` for a connection.
@@ -190,6 +180,27 @@ impl Store {
         let mut conn = self.conn()?;
         migrate(&mut conn)
     }
+}
+
+/// The body of [`Store::run`]: `f` on a pooled connection, once more on a fresh one if it
+/// failed and its connection turns out dead.
+fn run_on<T, F>(pool: &Pool<Manager>, manager: &Manager, mut f: F) -> Result<T, StoreError>
+where
+    F: FnMut(&mut AnyConnection) -> Result<T, StoreError>,
+{
+    let mut conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let out = f(&mut conn);
+    if out.is_err() && conn.batch_execute("SELECT 1").is_err() {
+        match manager.open() {
+            Ok(fresh) => {
+                *conn = fresh;
+                tracing::info!("replaced a dead database connection; running its statement again");
+                return f(&mut conn);
+            }
+            Err(e) => tracing::debug!(error = %e, "could not replace a dead database connection"),
+        }
+    }
+    out
 }
 
 /// Apply pending migrations over one direct connection (no pool, no background threads): what
