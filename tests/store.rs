@@ -506,3 +506,70 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
         assert_eq!(kinds(ids[2], &mut conn), ["app.acquired", "app.state", "app.same"]);
     });
 }
+
+/// A claim statement prepared while `task` was empty is prepared again once the table is
+/// large: PostgreSQL's generic plan, cached after five executions and never replanned without
+/// new statistics (autovacuum is off on the test server, as on many), scanned the whole table
+/// at every claim (docs/benchmarks.md, session 10). The claim renews its statements, and the
+/// renewed plan reaches the rows through indexes.
+#[test]
+fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
+    use diesel::RunQueryDsl;
+    use rota::store::dispatch::claim_next;
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    fn pg(conn: &mut rota::store::AnyConnection) -> &mut PgConnection {
+        match conn {
+            rota::store::AnyConnection::Postgresql(c) => c,
+            _ => unreachable!("a PostgreSQL store"),
+        }
+    }
+    let held = |conn: &mut rota::store::AnyConnection| -> Vec<String> {
+        diesel::sql_query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'rota_claim_next_256_g%'")
+            .load::<Name>(pg(conn))
+            .unwrap()
+            .into_iter()
+            .map(|n| n.name)
+            .collect()
+    };
+    let db = PgDb::create();
+    let store = Store::connect(&DbUrl::parse(&db.url).unwrap(), &opts()).unwrap();
+    store.migrate().unwrap();
+    let mut conn = store.conn().unwrap();
+    let any = &mut *conn;
+    for _ in 0..8 {
+        assert!(claim_next(any, 0, 256, "n1", 1).unwrap().is_empty());
+    }
+    let first = held(any);
+    assert_eq!(first.len(), 1, "one generation prepared: {first:?}");
+    let rows = 300_000;
+    pg(any).batch_execute(&format!("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {rows})")).unwrap();
+    let mut claimed = 0;
+    let mut now = Vec::new();
+    wait_until(Duration::from_secs(120), "the claim statement prepared again", || {
+        claimed += claim_next(any, 0, 256, "n1", 1).unwrap().len();
+        now = held(any);
+        now != first
+    });
+    assert_eq!(now.len(), 1, "the older generation was deallocated: {now:?}");
+    // Past the custom plans of the first executions, to the generic plan.
+    for _ in 0..8 {
+        claimed += claim_next(any, 0, 256, "n1", 1).unwrap().len();
+    }
+    let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {}('n1', 1, 0)", now[0]))
+        .load::<Line>(pg(any))
+        .unwrap()
+        .into_iter()
+        .map(|l| l.line)
+        .collect();
+    assert!(!plan.iter().any(|l| l.contains("Seq Scan on task")), "{}", plan.join("\n"));
+    assert!(claimed > 0 && claimed < rows, "claimed {claimed} of {rows}");
+}

@@ -6,6 +6,10 @@
 //! The read and the claim are per-backend SQL (PostgreSQL: `FOR UPDATE SKIP LOCKED`, `ANY($1)`;
 //! SQLite: one writer, `IN (…)` of integers); the rest goes through the shared diesel type.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
 use chrono::{NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
@@ -249,7 +253,10 @@ const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM appli
 /// with active commands, a recursive CTE). Why: checking [`COMMAND_TURN`] row by row along the
 /// id order walked the whole backlog of commands waiting behind their application's current one
 /// — 19,000 rows and 23 ms per claim for 1,000 applications with 20 commands each, the
-/// dispatcher's whole time (docs/benchmarks.md).
+/// dispatcher's whole time (docs/benchmarks.md). The pending heads are then locked one by one
+/// through a lateral probe of the primary key, in id order: a join left to the planner was
+/// planned, on a nearly empty table, as a walk of every pending row in id order matched
+/// against the heads — 0.46 s per claim with a million jobs and no command at all.
 const CLAIM_NEXT_PG: &str = "WITH RECURSIVE head(app_id, id, status) AS ( \
       (SELECT t.app_id, t.id, t.status FROM task t \
         WHERE t.status IN ('pending', 'running') AND t.app_id IS NOT NULL AND t.action <> 'run' \
@@ -265,12 +272,12 @@ const CLAIM_NEXT_PG: &str = "WITH RECURSIVE head(app_id, id, status) AS ( \
         AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
              AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL))) \
         ORDER BY t.id LIMIT $4 FOR UPDATE SKIP LOCKED), \
-    commands AS (SELECT t.id FROM head h JOIN task t ON t.id = h.id \
-        WHERE h.status = 'pending' AND t.status = 'pending' AND t.id > $3 \
+    commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
+      CROSS JOIN LATERAL (SELECT t.id FROM task t WHERE t.id = h.id AND t.status = 'pending' \
         AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
         AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
              AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL)) \
-        ORDER BY t.id LIMIT $4 FOR UPDATE OF t SKIP LOCKED) \
+        FOR UPDATE OF t SKIP LOCKED) c ORDER BY h.id LIMIT $4) \
     UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
       claimed_at = (clock_timestamp() AT TIME ZONE 'utc') \
     WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT $4) \
@@ -313,7 +320,8 @@ impl<Conn> RunQueryDsl<Conn> for TaskRows<'_> {}
 /// statement `name`, whose parameters have the given PostgreSQL types; its rows are decoded by
 /// position ([`TaskRows`]). `EXECUTE` takes no
 /// protocol parameters, so `args` are SQL literals ([`pg_literal`] for text). The statement is
-/// prepared on the connection's first call and again if the server lost or invalidated it.
+/// prepared on the connection's first call, again if the server lost or invalidated it, and
+/// again at each new [`PlanGeneration`].
 /// Why: an unnamed statement is parsed and planned at every call; the head claim's recursive
 /// CTE took 0.6 ms to parse and 1.7 ms to plan against 0.5 ms to run (server log, latency case
 /// at 500 rows/s, docs/benchmarks.md), and the claim sits between every insert and its start.
@@ -325,21 +333,119 @@ fn pg_prepared(
     args: &str,
     sql: impl FnOnce() -> String,
 ) -> QueryResult<Vec<Task>> {
-    let execute = format!("EXECUTE {name}({args})");
+    let started = Instant::now();
+    let generation = PLANS.current(started);
+    let prefix = format!("{name}_g");
+    let execute = format!("EXECUTE {prefix}{generation}({args})");
     match TaskRows(&execute).load(c) {
-        // Not yet prepared on this connection, lost, or invalidated by a migration that changed
-        // the row type. The server's messages depend on its language, so any database error
-        // prepares the statement again and retries once: the failed `EXECUTE` was one
-        // autocommitted statement and changed nothing; a second failure is returned.
+        // Not yet prepared on this connection (at this generation), lost, or invalidated by a
+        // migration that changed the row type. The server's messages depend on its language,
+        // so any database error prepares the statement again and retries once: the failed
+        // `EXECUTE` was one autocommitted statement and changed nothing; a second failure is
+        // returned. Every older generation of the statement held by the connection goes.
         Err(diesel::result::Error::DatabaseError(..)) => {
-            let held: Count = diesel::sql_query("SELECT count(*) AS n FROM pg_prepared_statements WHERE name = $1")
-                .bind::<Text, _>(name)
-                .get_result(c)?;
-            let drop = if held.n > 0 { format!("DEALLOCATE {name}; ") } else { String::new() };
-            c.batch_execute(&format!("{drop}PREPARE {name}({}) AS {}", types.join(", "), sql()))?;
+            #[derive(QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = Text)]
+                name: String,
+            }
+            let held: Vec<Name> = diesel::sql_query("SELECT name FROM pg_prepared_statements WHERE starts_with(name, $1)")
+                .bind::<Text, _>(&prefix)
+                .load(c)?;
+            let drop: String = held.iter().map(|h| format!("DEALLOCATE {}; ", h.name)).collect();
+            c.batch_execute(&format!("{drop}PREPARE {prefix}{generation}({}) AS {}", types.join(", "), sql()))?;
             TaskRows(&execute).load(c)
         }
-        other => other,
+        // Only an execution of a statement already prepared is timed: a first one includes the
+        // preparation and a custom plan.
+        other => {
+            if let Ok(rows) = &other {
+                PLANS.took(Instant::now(), started.elapsed(), rows.len());
+            }
+            other
+        }
+    }
+}
+
+/// Which generation of the prepared claim statements is current. PostgreSQL caches a prepared
+/// statement's generic plan after five executions and keeps it until the table's statistics
+/// change — which, without autovacuum, is never. A plan made while `task` was nearly empty
+/// walks the whole table once it holds a million rows: the sustained case's claims went from
+/// 1 ms to 0.5–2 s each (reproduced in psql, docs/benchmarks.md). So the statements are
+/// prepared again — planned anew for the table as it is now — when the generation is older
+/// than [`PlanGeneration::MAX_AGE`] and claims took rows since it began, or right after a claim
+/// that took longer than [`PlanGeneration::SLOW`] (at most once per
+/// [`PlanGeneration::MIN_AGE`]). A new preparation costs a few custom plans per connection,
+/// under 10 ms. An idle node, whose claims take nothing, never renews: its queries per second
+/// stay those of its poll.
+pub(crate) struct PlanGeneration {
+    /// The current generation, part of each statement's name.
+    generation: AtomicU64,
+    /// When it began, in milliseconds after `origin`.
+    began_ms: AtomicU64,
+    /// Whether a claim took rows during the current generation.
+    busy: AtomicBool,
+    origin: OnceLock<Instant>,
+}
+
+static PLANS: PlanGeneration = PlanGeneration::new();
+
+impl PlanGeneration {
+    /// A generation in which claims took rows is renewed at least this often.
+    pub(crate) const MAX_AGE: Duration = Duration::from_secs(10);
+    /// A claim slower than this renews the generation…
+    pub(crate) const SLOW: Duration = Duration::from_millis(20);
+    /// …unless the generation is younger than this.
+    pub(crate) const MIN_AGE: Duration = Duration::from_secs(1);
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            began_ms: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            origin: OnceLock::new(),
+        }
+    }
+
+    /// The current generation at `now`, renewed first if it is older than [`Self::MAX_AGE`]
+    /// and busy.
+    pub(crate) fn current(&self, now: Instant) -> u64 {
+        let now_ms = self.ms(now);
+        if self.busy.load(Ordering::Acquire) {
+            self.renew_if_older(now_ms, Self::MAX_AGE);
+        }
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A claim that ended at `end` took `took` and claimed `rows`: renew the generation if it
+    /// was slow.
+    pub(crate) fn took(&self, end: Instant, took: Duration, rows: usize) {
+        let end_ms = self.ms(end);
+        if rows > 0 {
+            self.busy.store(true, Ordering::Release);
+        }
+        if took > Self::SLOW {
+            self.renew_if_older(end_ms, Self::MIN_AGE);
+        }
+    }
+
+    /// `at` in milliseconds after the first instant this generation counter saw.
+    fn ms(&self, at: Instant) -> u64 {
+        let origin = *self.origin.get_or_init(|| at);
+        u64::try_from(at.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Start a new generation at `now_ms` if the current one is older than `age`; of several
+    /// threads that see it old at once, one renews it.
+    fn renew_if_older(&self, now_ms: u64, age: Duration) {
+        let began = self.began_ms.load(Ordering::Acquire);
+        let age_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+        if now_ms.saturating_sub(began) > age_ms
+            && self.began_ms.compare_exchange(began, now_ms, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            self.busy.store(false, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -1090,8 +1196,64 @@ pub fn app(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, Sto
 
 #[cfg(test)]
 mod tests {
-    use super::{due, task, TASK_COLUMNS};
+    use super::{due, task, PlanGeneration, TASK_COLUMNS};
     use diesel::prelude::*;
+    use std::time::{Duration, Instant};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_idle_generation_is_never_renewed_by_age() {
+        let plans = PlanGeneration::new();
+        let t0 = Instant::now();
+        assert_eq!(plans.current(t0), 0);
+        plans.took(t0, MS, 0);
+        assert_eq!(plans.current(t0 + PlanGeneration::MAX_AGE * 10), 0);
+    }
+
+    #[test]
+    fn a_busy_generation_is_renewed_after_max_age_once() {
+        let plans = PlanGeneration::new();
+        let t0 = Instant::now();
+        assert_eq!(plans.current(t0), 0);
+        plans.took(t0, MS, 256);
+        assert_eq!(plans.current(t0 + PlanGeneration::MAX_AGE), 0, "not older than MAX_AGE yet");
+        let later = t0 + PlanGeneration::MAX_AGE + MS;
+        assert_eq!(plans.current(later), 1);
+        // The new generation has claimed nothing yet: it stays, however old.
+        assert_eq!(plans.current(later + PlanGeneration::MAX_AGE * 3), 1);
+    }
+
+    #[test]
+    fn a_slow_claim_renews_at_most_once_per_min_age() {
+        let plans = PlanGeneration::new();
+        let t0 = Instant::now();
+        assert_eq!(plans.current(t0), 0);
+        plans.took(t0, PlanGeneration::SLOW, 1);
+        assert_eq!(plans.current(t0), 0, "SLOW itself is not slow");
+        let t1 = t0 + PlanGeneration::MIN_AGE + MS;
+        plans.took(t1, PlanGeneration::SLOW + MS, 1);
+        assert_eq!(plans.current(t1), 1);
+        plans.took(t1 + MS, Duration::from_secs(2), 1);
+        assert_eq!(plans.current(t1 + MS), 1, "the generation is younger than MIN_AGE");
+        let t2 = t1 + PlanGeneration::MIN_AGE + MS;
+        plans.took(t2, Duration::from_secs(2), 0);
+        assert_eq!(plans.current(t2), 2, "a slow empty claim renews too");
+    }
+
+    #[test]
+    fn threads_that_see_an_old_generation_at_once_renew_it_once() {
+        let plans = PlanGeneration::new();
+        let t0 = Instant::now();
+        assert_eq!(plans.current(t0), 0);
+        let later = t0 + PlanGeneration::MIN_AGE + MS;
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| plans.took(later, Duration::from_secs(1), 1));
+            }
+        });
+        assert_eq!(plans.current(later), 1);
+    }
 
     #[test]
     fn task_columns_follow_the_schema() {
