@@ -349,9 +349,10 @@ fn pg_prepared(
                 #[diesel(sql_type = Text)]
                 name: String,
             }
-            let held: Vec<Name> = diesel::sql_query("SELECT name FROM pg_prepared_statements WHERE starts_with(name, $1)")
-                .bind::<Text, _>(&prefix)
-                .load(c)?;
+            let held: Vec<Name> =
+                diesel::sql_query("SELECT name FROM pg_prepared_statements WHERE starts_with(name, $1)")
+                    .bind::<Text, _>(&prefix)
+                    .load(c)?;
             let drop: String = held.iter().map(|h| format!("DEALLOCATE {}; ", h.name)).collect();
             c.batch_execute(&format!("{drop}PREPARE {prefix}{generation}({}) AS {}", types.join(", "), sql()))?;
             TaskRows(&execute).load(c)
