@@ -419,12 +419,13 @@ async fn main() {
             let backlog = count(&c, "SELECT count(*) FROM task WHERE status IN ('pending', 'running')").await;
             let dead = c
                 .query_one(
-                    "SELECT n_dead_tup, n_live_tup, autovacuum_count FROM pg_stat_user_tables WHERE relname = 'task'",
+                    "SELECT n_dead_tup, n_live_tup, autovacuum_count, vacuum_count FROM pg_stat_user_tables WHERE relname = 'task'",
                     &[],
                 )
                 .await
                 .expect("tuples");
-            let (dead, live, vacuums): (i64, i64, i64) = (dead.get(0), dead.get(1), dead.get(2));
+            let (dead, live, vacuums, by_nodes): (i64, i64, i64, i64) =
+                (dead.get(0), dead.get(1), dead.get(2), dead.get(3));
             // The backlog left is part of the result, not a failure: how long it takes to drain
             // (at most 10 minutes looked at; null if longer).
             let t = Instant::now();
@@ -432,7 +433,8 @@ async fn main() {
             json!({"peer": "rota", "case": "sustained", "backlog_drained_after_s": left_after, "nodes": a.nodes, "rate": a.rate, "seconds": a.seconds, "inserted": sent,
                    "first_minute_per_s": first as f64 / 60.0, "last_minute_per_s": last as f64 / 60.0,
                    "ratio_last_over_first": last as f64 / first.max(1) as f64, "backlog_at_end": backlog,
-                   "dead_tuples_at_end": dead, "live_tuples_at_end": live, "autovacuums": vacuums})
+                   "dead_tuples_at_end": dead, "live_tuples_at_end": live, "autovacuums": vacuums,
+                   "vacuums_by_nodes": by_nodes})
         }
         other => panic!("unknown case `{other}`: drain, apps, latency, idle, sustained"),
     };

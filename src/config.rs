@@ -104,6 +104,9 @@ pub struct DispatchConfig {
     pub retry_max_ms: u64,
     /// Finished tasks older than this are deleted (0 keeps them forever).
     pub retention_hours: u64,
+    /// PostgreSQL: `VACUUM` the task table when autovacuum is off for it and dead row versions
+    /// pile up (a node that finished many tasks looks at most once per reconciliation).
+    pub vacuum: bool,
 }
 
 impl Default for DispatchConfig {
@@ -118,6 +121,7 @@ impl Default for DispatchConfig {
             retry_base_ms: 1_000,
             retry_max_ms: 300_000,
             retention_hours: 168,
+            vacuum: true,
         }
     }
 }

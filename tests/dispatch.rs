@@ -85,6 +85,17 @@ impl Fixture {
         (a.state, a.desired_state, a.owner_node)
     }
 
+    /// The one `bigint` column `n` of the first row of `sql`.
+    fn scalar(&self, sql: &str) -> i64 {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let n: N = diesel::sql_query(sql).get_result(&mut *self.store.conn().unwrap()).unwrap();
+        n.n
+    }
+
     fn wait_all_terminal(&self, timeout: Duration) -> Vec<Row> {
         let mut rows = Vec::new();
         wait_until(timeout, "every task to be terminal", || {
@@ -512,17 +523,7 @@ fn a_graceful_stop_in_a_backlog_leaves_no_row_running(postgres: bool) {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
          INSERT INTO task (action) SELECT 'run' FROM n"
     ));
-    let count = |f: &Fixture, filter: &str| -> i64 {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let n: N = diesel::sql_query(format!("SELECT count(*) AS n FROM task WHERE {filter}"))
-            .get_result(&mut *f.store.conn().unwrap())
-            .unwrap();
-        n.n
-    };
+    let count = |f: &Fixture, filter: &str| f.scalar(&format!("SELECT count(*) AS n FROM task WHERE {filter}"));
     wait_until(Duration::from_secs(60), "the backlog to be draining", || count(&f, "status = 'succeeded'") >= 500);
     f.node.signal("TERM");
     let status = f.node.wait_exit(Duration::from_secs(30));
@@ -544,4 +545,23 @@ fn a_graceful_stop_in_a_backlog_leaves_no_row_running_on_sqlite() {
 #[test]
 fn a_graceful_stop_in_a_backlog_leaves_no_row_running_on_postgres() {
     a_graceful_stop_in_a_backlog_leaves_no_row_running(true);
+}
+
+/// With autovacuum off for the task table, a node that finished many tasks vacuums it itself
+/// once the dead row versions pile up (each claim and each completion leaves one): without it,
+/// claims slow down as they wade through them (docs/benchmarks.md, session 10).
+#[test]
+fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
+    const ROWS: i64 = 60_000;
+    let f = fixture(true, &[]);
+    f.sql("ALTER TABLE task SET (autovacuum_enabled = false)");
+    f.sql(&format!("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {ROWS})"));
+    let vacuums = "SELECT vacuum_count AS n FROM pg_stat_user_tables WHERE relname = 'task'";
+    assert_eq!(f.scalar(vacuums), 0);
+    wait_until(Duration::from_secs(180), "the backlog drained", || {
+        f.scalar("SELECT count(*) AS n FROM task WHERE status = 'succeeded'") == ROWS
+    });
+    wait_until(Duration::from_secs(60), "a vacuum of the task table by the node", || f.scalar(vacuums) >= 1);
+    let logs = f.node.logs();
+    assert!(logs.contains("vacuumed the task table"), "{logs}");
 }

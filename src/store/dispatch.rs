@@ -851,6 +851,59 @@ pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i6
     Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TERMINAL))).execute(conn)?)
 }
 
+/// The dead and live row versions of the `task` table, and whether vacuuming it is left to this
+/// node: PostgreSQL only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct TaskVacuum {
+    /// Dead row versions (`pg_stat_user_tables.n_dead_tup`).
+    #[diesel(sql_type = BigInt)]
+    pub dead: i64,
+    /// Live rows.
+    #[diesel(sql_type = BigInt)]
+    pub live: i64,
+    /// Autovacuum is off for the table (server setting or table option): no one else vacuums it.
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub autovacuum_off: bool,
+    /// This role may vacuum it (owner, or a member of the owner's role; superusers may).
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub may_vacuum: bool,
+}
+
+impl TaskVacuum {
+    /// Dead row versions below this never call for a vacuum.
+    pub const MIN_DEAD: i64 = 100_000;
+
+    /// Vacuum now: autovacuum will not, this role may, and the dead versions are past
+    /// [`Self::MIN_DEAD`] and a fifth of the live rows (autovacuum's own default scale factor).
+    pub fn needed(&self) -> bool {
+        self.autovacuum_off && self.may_vacuum && self.dead >= Self::MIN_DEAD && self.dead >= self.live / 5
+    }
+}
+
+/// The `task` table's vacuum state; `None` on SQLite (no dead versions to speak of: its rows
+/// are rewritten in place).
+pub fn task_vacuum(conn: &mut AnyConnection) -> Result<Option<TaskVacuum>, StoreError> {
+    let AnyConnection::Postgresql(c) = conn else { return Ok(None) };
+    Ok(diesel::sql_query(
+        "SELECT s.n_dead_tup AS dead, s.n_live_tup AS live, \
+           (current_setting('autovacuum') = 'off' \
+            OR coalesce('autovacuum_enabled=false' = ANY(cl.reloptions), false)) AS autovacuum_off, \
+           pg_has_role(cl.relowner, 'USAGE') AS may_vacuum \
+         FROM pg_stat_user_tables s JOIN pg_class cl ON cl.oid = s.relid WHERE s.relid = 'task'::regclass",
+    )
+    .get_result(c)
+    .optional()?)
+}
+
+/// `VACUUM` the `task` table, skipping it if another session vacuums it already (PostgreSQL;
+/// nothing on SQLite). Outside any transaction: `VACUUM` cannot run in one.
+pub fn vacuum_task(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    if let AnyConnection::Postgresql(c) = conn {
+        c.batch_execute("VACUUM (SKIP_LOCKED) task")?;
+    }
+    Ok(())
+}
+
 /// An application's id, owner, selector (JSON) and traffic group.
 pub type AppOwner = (i64, Option<String>, String, Option<String>);
 
@@ -1202,6 +1255,18 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_task_table_is_vacuumed_only_when_no_one_else_will_and_it_pays() {
+        use super::TaskVacuum;
+        let at = |dead, live, autovacuum_off, may_vacuum| TaskVacuum { dead, live, autovacuum_off, may_vacuum };
+        assert!(at(TaskVacuum::MIN_DEAD, 0, true, true).needed());
+        assert!(at(2_000_000, 10_000_000, true, true).needed(), "a fifth of the live rows");
+        assert!(!at(1_999_999, 10_000_000, true, true).needed(), "under a fifth of the live rows");
+        assert!(!at(TaskVacuum::MIN_DEAD - 1, 0, true, true).needed(), "too few dead versions to bother");
+        assert!(!at(10_000_000, 0, false, true).needed(), "autovacuum is on: it vacuums");
+        assert!(!at(10_000_000, 0, true, false).needed(), "this role may not vacuum the table");
+    }
 
     #[test]
     fn an_idle_generation_is_never_renewed_by_age() {
