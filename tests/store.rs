@@ -560,10 +560,13 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
         now != first
     });
     assert_eq!(now.len(), 1, "the older generation was deallocated: {now:?}");
-    // Past the custom plans of the first executions, to the generic plan.
+    // Past the custom plans of the first executions, to the generic plan. (The generation is
+    // process-wide: another test's claims may renew it meanwhile, so the name is read again.)
     for _ in 0..8 {
         claimed += claim_next(any, 0, 256, "n1", 1).unwrap().len();
     }
+    let now = held(any);
+    assert_eq!(now.len(), 1, "one generation held: {now:?}");
     let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {}('n1', 1, 0)", now[0]))
         .load::<Line>(pg(any))
         .unwrap()

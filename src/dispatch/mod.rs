@@ -26,7 +26,7 @@ mod pump;
 pub mod wake;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,9 @@ const RECOVER_EVERY: u32 = 6;
 const PRUNE_EVERY: u32 = 12;
 /// Finished tasks between two looks at the task table's dead rows ([`Dispatcher::vacuum`]).
 const VACUUM_LOOK_AFTER: u64 = 20_000;
+/// The least and the most time between the start of two vacuums of the task table by a node.
+const VACUUM_GAP_MIN: Duration = Duration::from_secs(10);
+const VACUUM_GAP_MAX: Duration = Duration::from_secs(600);
 
 /// How long giving back a pump's claims waits for the claim in flight (one statement, ~4 ms in
 /// a drain): a database that does not answer must not hold up a stop or a view change.
@@ -301,6 +304,9 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         last_prune: None,
         vacuuming: None,
         vacuum_seen: (0, Instant::now()),
+        vacuumed_at: None,
+        vacuum_gap: VACUUM_GAP_MIN,
+        vacuum_backend: Arc::new(AtomicI32::new(0)),
         unplaced_logged: (0, 0),
         fenced: true,
         seen_epoch: 0,
@@ -341,8 +347,13 @@ struct Dispatcher {
     last_prune: Option<Instant>,
     /// The running vacuum of the task table, if any, and [`Shared::finished`] when the table
     /// was last looked at, and when ([`Dispatcher::vacuum`]).
-    vacuuming: Option<JoinHandle<()>>,
+    vacuuming: Option<JoinHandle<Option<bool>>>,
     vacuum_seen: (u64, Instant),
+    /// When the last vacuum started, how long to wait after it, and the server process running
+    /// it (0 when none), to cancel it on a graceful stop.
+    vacuumed_at: Option<Instant>,
+    vacuum_gap: Duration,
+    vacuum_backend: Arc<AtomicI32>,
     /// (epoch, count) of the last "no member matches" warning, so it is logged once per change.
     unplaced_logged: (u64, usize),
     fenced: bool,
@@ -715,43 +726,74 @@ impl Dispatcher {
             self.last_prune = Some(Instant::now());
             self.prune().await;
         }
-        self.vacuum();
+        self.vacuum().await;
     }
 
     /// After [`VACUUM_LOOK_AFTER`] more finished tasks (or after any, once a pruning interval
-    /// has passed since the last look), look at the task table's dead rows and
-    /// `VACUUM` it if no one else will ([`q::TaskVacuum::needed`]), on a task of its own: a
-    /// vacuum of millions of dead rows takes seconds, which the dispatcher does not wait for.
+    /// has passed since the last look), look at the task table's dead rows and `VACUUM` it if
+    /// no one else will ([`q::TaskVacuum::needed`]), on a task of its own: a vacuum of millions
+    /// of dead rows takes seconds, which the dispatcher does not wait for. A vacuum that did not
+    /// halve the dead rows (another session's old snapshot holds them, or it was skipped)
+    /// doubles the wait before the next one, up to [`VACUUM_GAP_MAX`].
     /// Why: every claim and completion leaves a dead row version, and with autovacuum off they
-    /// pile up until each claim wades through them — a 3-minute load at 38 k/s went from
-    /// 29.7 k/s in its first minute to 23.2 k/s in its last with 10 M dead rows, and held
-    /// 1.15× with a `VACUUM` every 15 s (docs/benchmarks.md, session 10). An idle node finishes
-    /// nothing and sends nothing for this.
-    fn vacuum(&mut self) {
+    /// pile up until each claim wades through them — a 3-minute load at 38 k/s fell to 0.78 of
+    /// its first minute with 10 M dead rows, and held 0.93 with this (docs/benchmarks.md,
+    /// session 10). An idle node finishes nothing and sends nothing for this.
+    async fn vacuum(&mut self) {
+        if let Some(done) = self.vacuuming.take_if(|v| v.is_finished()) {
+            match done.await {
+                Ok(Some(true)) => self.vacuum_gap = VACUUM_GAP_MIN,
+                Ok(Some(false)) => self.vacuum_gap = (self.vacuum_gap * 2).min(VACUUM_GAP_MAX),
+                _ => {}
+            }
+        }
         let finished = self.shared.finished.load(Ordering::Relaxed);
         let every = Duration::from_millis(self.shared.cfg.reconcile_interval_ms) * PRUNE_EVERY;
         let (seen, at) = self.vacuum_seen;
         let due = finished >= seen + VACUUM_LOOK_AFTER || (finished > seen && at.elapsed() >= every);
-        if !self.shared.cfg.vacuum || !due || self.vacuuming.as_ref().is_some_and(|v| !v.is_finished()) {
+        let rested = self.vacuumed_at.is_none_or(|t| t.elapsed() >= self.vacuum_gap);
+        if !self.shared.cfg.vacuum || !due || !rested || self.vacuuming.is_some() {
             return;
         }
         self.vacuum_seen = (finished, Instant::now());
-        let store = self.shared.store.clone();
+        let (store, backend) = (self.shared.store.clone(), self.vacuum_backend.clone());
         self.vacuuming = Some(tokio::spawn(async move {
-            let state = match store.run(q::task_vacuum).await {
+            let before = match store.run(q::task_vacuum).await {
                 Ok(Some(state)) if state.needed() => state,
-                Ok(_) => return,
-                Err(e) => return tracing::warn!(error = %e, "could not read the task table's dead rows"),
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the task table's dead rows");
+                    return None;
+                }
             };
             let started = Instant::now();
-            match store.run(q::vacuum_task).await {
-                Ok(()) => tracing::info!(
-                    table.dead_rows = state.dead, table.live_rows = state.live, took = ?started.elapsed(),
-                    "vacuumed the task table (autovacuum is off for it; dispatch.vacuum = false leaves it alone)"
-                ),
-                Err(e) => tracing::warn!(error = %e, "could not vacuum the task table"),
+            if let Err(e) = store.run(move |c| q::vacuum_task(c, &backend)).await {
+                tracing::warn!(error = %e, "could not vacuum the task table");
+                return Some(false);
             }
+            let after = store.run(q::task_vacuum).await.ok().flatten().map_or(before.dead, |s| s.dead);
+            tracing::info!(
+                table.dead_rows = before.dead, table.dead_rows_after = after, table.live_rows = before.live,
+                took = ?started.elapsed(),
+                "vacuumed the task table (autovacuum is off for it; dispatch.vacuum = false leaves it alone)"
+            );
+            Some(after < before.dead / 2)
         }));
+        self.vacuumed_at = Some(Instant::now());
+    }
+
+    /// Cancel the vacuum in flight, if any: a graceful stop does not wait for it.
+    async fn cancel_vacuum(&mut self) {
+        let pid = self.vacuum_backend.load(Ordering::Acquire);
+        if self.vacuuming.take().is_none_or(|v| v.is_finished()) || pid == 0 {
+            return;
+        }
+        let cancel = self.shared.store.run(move |c| q::cancel_backend(c, pid));
+        match tokio::time::timeout(Duration::from_secs(2), cancel).await {
+            Ok(Ok(())) => tracing::info!(db.backend = pid, "cancelled the vacuum of the task table (stopping)"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not cancel the vacuum of the task table"),
+            Err(_) => tracing::warn!("cancelling the vacuum of the task table took too long"),
+        }
     }
 
     /// Reload the traffic policies and record the automatic switches the view calls for (each
@@ -912,6 +954,7 @@ impl Dispatcher {
     /// finish within the grace period, then stop whatever is left.
     async fn stop_gracefully(&mut self) {
         let grace = Duration::from_secs(10);
+        self.cancel_vacuum().await;
         if let Some(pump) = self.pump.take() {
             pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
         }
