@@ -56,7 +56,8 @@ const RECOVER_EVERY: u32 = 6;
 const PRUNE_EVERY: u32 = 12;
 /// Finished tasks between two looks at the task table's dead rows ([`Dispatcher::vacuum`]).
 const VACUUM_LOOK_AFTER: u64 = 20_000;
-/// The least and the most time between the start of two vacuums of the task table by a node.
+/// The least and the most time between two looks of a node at the task table's dead rows (each
+/// look may vacuum it): at most one vacuum per 10 s, fewer after vacuums that did not help.
 const VACUUM_GAP_MIN: Duration = Duration::from_secs(10);
 const VACUUM_GAP_MAX: Duration = Duration::from_secs(600);
 
@@ -349,8 +350,8 @@ struct Dispatcher {
     /// was last looked at, and when ([`Dispatcher::vacuum`]).
     vacuuming: Option<JoinHandle<Option<bool>>>,
     vacuum_seen: (u64, Instant),
-    /// When the last vacuum started, how long to wait after it, and the server process running
-    /// it (0 when none), to cancel it on a graceful stop.
+    /// When the last look (and vacuum, if one was needed) started, how long to wait after it,
+    /// and the server process running a vacuum (0 when none), to cancel it on a graceful stop.
     vacuumed_at: Option<Instant>,
     vacuum_gap: Duration,
     vacuum_backend: Arc<AtomicI32>,
