@@ -373,6 +373,12 @@ impl Dispatcher {
         // The last drain stopped at its round limit with rows still waiting: go on at once.
         let mut more = false;
         loop {
+            // Stopping wins over every other event: `select!` picks among ready branches at
+            // random, and a wake or a poll tick taken after the signal started another round
+            // (it took a batch the pump had claimed ahead, to be run instead of given back).
+            if shutdown.is_cancelled() {
+                break;
+            }
             let mut do_reconcile = false;
             let mut do_round = true;
             // Woken only because applications finished commands: claim their next ones.
