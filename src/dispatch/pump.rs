@@ -47,6 +47,7 @@ impl Pump {
             // A slot first, then a connection, then the claim: what is claimed is delivered.
             while let Ok(slot) = runtime.block_on(tx.reserve()) {
                 if !shared.may_act() || shared.membership.borrow().view.epoch as i64 != epoch {
+                    tracing::debug!(cursor = after, "the pump stops: this node may not act, or the view changed");
                     return;
                 }
                 let node = shared.node_id.clone();
@@ -58,7 +59,10 @@ impl Pump {
                 slot.send(claimed);
                 match next {
                     (true, Some(last)) => after = last,
-                    _ => return,
+                    _ => {
+                        tracing::debug!(cursor = after, "the pump stops: a claim came back short or failed");
+                        return;
+                    }
                 }
             }
         });
