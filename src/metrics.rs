@@ -45,6 +45,9 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Applications this node owns (one actor each).
     pub owned_applications: Gauge,
+    /// Tasks this node claimed that its executors hold (queued, running, or a parent gathering
+    /// its children); kept by the dispatcher's holds themselves.
+    pub tasks_held: Gauge,
 }
 
 impl Metrics {
@@ -68,6 +71,7 @@ impl Metrics {
             execution: Family::new_with_constructor(latency_histogram),
             queue_depth: Gauge::default(),
             owned_applications: Gauge::default(),
+            tasks_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("membership_errors", "Failed membership operations", m.membership_errors.clone());
@@ -93,6 +97,11 @@ impl Metrics {
         registry.register("task_execution_seconds", "Seconds a task took to execute, by action", m.execution.clone());
         registry.register("queue_depth", "Pending tasks due now, cluster-wide", m.queue_depth.clone());
         registry.register("owned_applications", "Applications this node owns", m.owned_applications.clone());
+        registry.register(
+            "tasks_held",
+            "Tasks claimed by this node that its executors hold (queued, running, gathering)",
+            m.tasks_held.clone(),
+        );
         Self { registry, ..m }
     }
 

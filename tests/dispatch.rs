@@ -566,3 +566,46 @@ fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
     let logs = f.node.logs();
     assert!(logs.contains("vacuumed the task table"), "{logs}");
 }
+
+/// A row `running` under this live node that none of its executors holds — its hand-back or
+/// outcome write failed (chaos seed 853741529: a fan-out's hand-back in a PostgreSQL restart),
+/// or its executor ended without one — is recovered by the node itself, like an orphan: run
+/// again with its attempt counted, or failed when it has none left. Here such rows are written
+/// by SQL, as a claim of this node's current life whose executor is gone.
+fn a_row_claimed_here_that_no_executor_holds_is_recovered(postgres: bool) {
+    let f = fixture(postgres, &[]);
+    f.sql("INSERT INTO task (action) VALUES ('run')");
+    f.wait_all_terminal(Duration::from_secs(30));
+    let node = f.tasks()[0].owner_node.clone().expect("a finished row keeps its owner");
+    let epoch = f.scalar("SELECT owner_epoch AS n FROM task WHERE id = 1");
+    f.sql(&format!(
+        "INSERT INTO task (action, status, attempts, max_attempts, owner_node, owner_epoch, claimed_at) VALUES \
+         ('run', 'running', 1, 3, '{node}', {epoch}, CURRENT_TIMESTAMP), \
+         ('run', 'running', 3, 3, '{node}', {epoch}, CURRENT_TIMESTAMP)"
+    ));
+    let rows = f.wait_all_terminal(Duration::from_secs(60));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!((rows[1].status.as_str(), rows[1].attempts), ("succeeded", 2), "{rows:?}");
+    assert_eq!(rows[2].status, "failed", "{rows:?}");
+    let error = rows[2].error.clone().unwrap_or_default();
+    assert!(error.contains("stranded on its owner") && error.contains("no attempts left"), "{error}");
+    let recovered = f.scalar(
+        "SELECT count(*) AS n FROM event WHERE kind = 'task.recovered' AND task_id IN (2, 3) \
+         AND message LIKE 'stranded on its owner%'",
+    );
+    assert_eq!(recovered, 2);
+    // Every hold was released: nothing claimed is left counted as held.
+    wait_until(Duration::from_secs(10), "no task to be held", || {
+        f.node.get("/metrics").1.lines().any(|l| l == "rota_tasks_held 0")
+    });
+}
+
+#[test]
+fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_sqlite() {
+    a_row_claimed_here_that_no_executor_holds_is_recovered(false);
+}
+
+#[test]
+fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_postgres() {
+    a_row_claimed_here_that_no_executor_holds_is_recovered(true);
+}

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
@@ -24,7 +25,8 @@ use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
 enum Msg {
-    Task(Box<Task>),
+    /// Held until the actor is done with it, however it ends ([`super::held`]).
+    Task(Box<Claimed>),
     Release(oneshot::Sender<()>),
 }
 
@@ -36,9 +38,9 @@ pub struct Handle {
 
 impl Handle {
     /// Queue a claimed command.
-    pub fn send(&self, task: Task) {
+    pub fn send(&self, task: Claimed) {
         if let Err(mpsc::error::SendError(Msg::Task(t))) = self.tx.send(Msg::Task(Box::new(task))) {
-            tracing::warn!(task.id = t.id, "actor is gone; the task will be recovered");
+            tracing::warn!(task.id = t.task.id, "actor is gone; the task is recovered once nothing holds it");
         }
     }
 
@@ -110,14 +112,17 @@ impl Actor {
                 }
             };
             let step = match msg {
-                Some(Msg::Task(t)) => self.execute(*t).await,
+                Some(Msg::Task(t)) => {
+                    let (task, _hold) = t.into_parts();
+                    self.execute(task).await
+                }
                 Some(Msg::Release(done)) => {
                     self.release().await;
                     // Commands claimed for it and not begun go back to the queue for the next
                     // owner (left here, they stayed `running` under this live node for good).
                     while let Ok(msg) = rx.try_recv() {
                         if let Msg::Task(t) = msg {
-                            self.give_back(*t).await;
+                            self.give_back(&t.task).await;
                         }
                     }
                     let _ = done.send(());
@@ -171,7 +176,7 @@ impl Actor {
             }
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Task(t)) => self.give_back(*t).await,
+                    Some(Msg::Task(t)) => self.give_back(&t.task).await,
                     Some(Msg::Release(done)) => {
                         let _ = done.send(());
                         return false;
@@ -188,9 +193,8 @@ impl Actor {
         while let Ok(msg) = rx.try_recv() {
             match msg {
                 Msg::Task(t) => {
-                    let t = *t;
                     let why = format!("application {} does not exist: create it first, or fix app_id", self.app_id);
-                    self.shared.finish(&t, Outcome::Failed(why)).await;
+                    self.shared.finish(&t.task, Outcome::Failed(why)).await;
                     self.shared.wake.notify_one();
                 }
                 Msg::Release(done) => {
@@ -201,10 +205,10 @@ impl Actor {
         false
     }
 
-    async fn give_back(&self, t: Task) {
+    async fn give_back(&self, t: &Task) {
         let (id, me, epoch) = (t.id, self.shared.node_id.clone(), t.owner_epoch.unwrap_or_default());
         if let Err(e) = self.shared.store.run(move |c| q::unclaim(c, id, &me, epoch)).await {
-            tracing::warn!(task.id = id, error = %e, "could not give a task back; it will be recovered");
+            tracing::warn!(task.id = id, error = %e, "could not give a task back; it is recovered once nothing holds it");
         }
     }
 
@@ -352,7 +356,7 @@ impl Actor {
         if let Err(lost) = self.refresh().await {
             // Not ours any more: the command goes back to the queue for the application's
             // owner (kept, it stayed `running` under this live node for good).
-            self.give_back(task).await;
+            self.give_back(&task).await;
             return Err(lost);
         }
         let outcome = match plan::plan(&task) {

@@ -79,7 +79,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
                     Ok(true) => Some(Task { stage: Some("gather".into()), ..task }),
                     Ok(false) => None,
                     Err(e) => {
-                        tracing::warn!(task.id = id, error = %e, "could not record the end of a map step; it will be recovered");
+                        tracing::warn!(task.id = id, error = %e, "could not record the end of a map step; it is recovered once nothing holds it");
                         None
                     }
                 }
@@ -289,7 +289,7 @@ async fn coordinate(
 async fn release(shared: &Shared, task: &Task) -> Option<Task> {
     let (id, node, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
     if let Err(e) = shared.store.run(move |c| q::unclaim(c, id, &node, epoch)).await {
-        tracing::warn!(task.id = id, error = %e, "could not hand a job back; it will be recovered");
+        tracing::warn!(task.id = id, error = %e, "could not hand a job back; it is recovered once nothing holds it");
     }
     None
 }

@@ -19,6 +19,7 @@
 mod actor;
 mod appwrite;
 mod complete;
+mod held;
 mod jobs;
 pub mod place;
 pub mod plan;
@@ -44,6 +45,7 @@ use crate::ring::Selector;
 use crate::store::dispatch::{self as q, Outcome};
 use crate::store::models::{NewEvent, Task};
 use crate::store::{events, DbUrl, Store, StoreError};
+use held::{Claimed, Held, Stranded, STRANDED_AFTER};
 use place::{AppPlace, Placement};
 use plan::AfterError;
 
@@ -94,6 +96,8 @@ pub struct Shared {
     /// Tasks this node finished since it started (it looks at the table's dead rows after
     /// [`VACUUM_LOOK_AFTER`] more).
     finished: AtomicU64,
+    /// The rows claimed here that an executor holds ([`held`]).
+    held: Arc<Held>,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl Shared {
         let completer = complete::Completer::spawn(store.clone(), node_id.clone());
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
+        let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         Arc::new(Shared {
             store,
             drivers,
@@ -123,6 +128,7 @@ impl Shared {
             completer,
             apps,
             finished: AtomicU64::new(0),
+            held,
         })
     }
 
@@ -239,7 +245,7 @@ impl Shared {
                 false
             }
             Err(e) => {
-                tracing::error!(task.id = id, error = %e, "could not record a task outcome; it will be recovered");
+                tracing::error!(task.id = id, error = %e, "could not record a task outcome; it is recovered once nothing holds it");
                 false
             }
         }
@@ -302,6 +308,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         cursor: 0,
         label_pass: true,
         last_recover: None,
+        stranded: Stranded::default(),
         last_prune: None,
         vacuuming: None,
         vacuum_seen: (0, Instant::now()),
@@ -325,10 +332,10 @@ struct Dispatcher {
     /// Traffic policies by group, refreshed at each reconciliation.
     policies: Arc<HashMap<String, Policy>>,
     /// Fan-out parents this node coordinates, waiting for their children.
-    gathering: HashMap<i64, Task>,
+    gathering: HashMap<i64, Claimed>,
     last_gather: Instant,
     /// Running jobs; a job that becomes a waiting parent returns it.
-    jobs: JoinSet<Option<Task>>,
+    jobs: JoinSet<Option<Claimed>>,
     outstanding: Arc<Semaphore>,
     /// The only member's claims of a backlog, made one after another while the batches before
     /// them are handed out ([`pump`]). Why: with one claim at a time the claim stream kept the
@@ -345,6 +352,8 @@ struct Dispatcher {
     /// on reconciliation ticks (orphans at once on every membership change), because an idle
     /// node's queries per second are the sum of its periodic reads (docs/benchmarks.md).
     last_recover: Option<Instant>,
+    /// This node's running rows that no executor held at the last look ([`held`]).
+    stranded: Stranded,
     last_prune: Option<Instant>,
     /// The running vacuum of the task table, if any, and [`Shared::finished`] when the table
     /// was last looked at, and when ([`Dispatcher::vacuum`]).
@@ -412,7 +421,7 @@ impl Dispatcher {
                     // finished job, most of them empty, while a backlog drained).
                     do_round = false;
                     if let Ok(Some(parent)) = done {
-                        self.gathering.insert(parent.id, parent);
+                        self.gathering.insert(parent.task.id, parent);
                     }
                 }
             }
@@ -476,7 +485,7 @@ impl Dispatcher {
     async fn gather(&mut self) {
         self.last_gather = Instant::now();
         let place = self.placement();
-        let parents: Vec<Task> = self.gathering.values().cloned().collect();
+        let parents: Vec<Task> = self.gathering.values().map(|c| c.task.clone()).collect();
         for parent in parents {
             if !self.shared.may_act() {
                 return;
@@ -501,7 +510,7 @@ impl Dispatcher {
         let (claimed, full, last) = if let Some(pump) = self.pump.as_mut() {
             match pump.next().await {
                 Some(Ok(claimed)) => {
-                    let (full, last) = Self::summary(&claimed, batch);
+                    let (full, last) = Self::summary(claimed.iter().map(|c| &c.task), batch);
                     if !full {
                         self.pump = None;
                     }
@@ -519,7 +528,7 @@ impl Dispatcher {
             }
         } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
             let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
-            self.claimed_next(claimed, &place)
+            self.claimed_next(self.shared.held.claimed(claimed), &place)
         } else {
             // Each member reads every due row and claims its share, so read one batch per
             // taking member: a claim then still takes about a batch (3 nodes reading a batch each
@@ -539,7 +548,8 @@ impl Dispatcher {
                 self.cursor = if full { last.unwrap_or(0) } else { 0 };
                 return Ok(full);
             }
-            (self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?, full, last)
+            let claimed = self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?;
+            (self.shared.held.claimed(claimed), full, last)
         };
         self.cursor = if full { last.unwrap_or(0) } else { 0 };
         tracing::trace!(claimed = claimed.len(), cursor = after, full, "round");
@@ -548,16 +558,17 @@ impl Dispatcher {
     }
 
     /// Claimed rows to their executors: commands to their application's actor, jobs to the pool.
-    async fn hand_out(&mut self, claimed: Vec<Task>, place: &Placement) {
-        for task in claimed {
+    async fn hand_out(&mut self, claimed: Vec<Claimed>, place: &Placement) {
+        for claim in claimed {
+            let task = &claim.task;
             if let Some(claimed_at) = task.claimed_at {
                 let due = task.created_at.max(task.run_after);
                 let secs = (claimed_at - due).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
                 self.shared.metrics.claim_latency.observe(secs);
             }
             match task.app_id {
-                Some(app_id) if task.action != "run" => self.actor(app_id).send(task),
-                _ => self.spawn_job(task, place.clone()).await,
+                Some(app_id) if task.action != "run" => self.actor(app_id).send(claim),
+                _ => self.spawn_job(claim, place.clone()).await,
             }
         }
     }
@@ -580,22 +591,23 @@ impl Dispatcher {
             let place = self.placement();
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
             let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch)).await?;
+            let claimed = self.shared.held.claimed(claimed);
             tracing::trace!(claimed = claimed.len(), "turn round");
             self.hand_out(claimed, &place).await;
         }
     }
 
     /// Whether a claim of `batch` rows came back full, and its last id.
-    fn summary(claimed: &[Task], batch: i64) -> (bool, Option<i64>) {
-        (claimed.len() as i64 == batch, claimed.iter().map(|t| t.id).max())
+    fn summary<'a>(claimed: impl ExactSizeIterator<Item = &'a Task>, batch: i64) -> (bool, Option<i64>) {
+        (claimed.len() as i64 == batch, claimed.map(|t| t.id).max())
     }
 
     /// The rows of the only member's one-statement claim, whether it was full, and its last id.
     /// A full claim means a backlog: the pump starts claiming the next batches at once, while
     /// this one is handed out ([`Dispatcher::pump`]).
-    fn claimed_next(&mut self, claimed: Vec<Task>, place: &Placement) -> (Vec<Task>, bool, Option<i64>) {
+    fn claimed_next(&mut self, claimed: Vec<Claimed>, place: &Placement) -> (Vec<Claimed>, bool, Option<i64>) {
         let batch = i64::from(self.shared.cfg.batch_size);
-        let (full, last) = Self::summary(&claimed, batch);
+        let (full, last) = Self::summary(claimed.iter().map(|c| &c.task), batch);
         if let (true, Some(after)) = (full && self.owns_everything(place) && self.shared.may_act(), last) {
             self.pump = Some(pump::Pump::start(self.shared.clone(), after, batch, place.view.epoch as i64));
         }
@@ -656,16 +668,18 @@ impl Dispatcher {
         &self.actors[&app_id]
     }
 
-    async fn spawn_job(&mut self, task: Task, place: Placement) {
+    async fn spawn_job(&mut self, claim: Claimed, place: Placement) {
         let Ok(permit) = self.outstanding.clone().acquire_owned().await else { return };
         let shared = self.shared.clone();
         // The job's future is large (every kind of job's state); boxed, the spawn moves a
         // pointer instead of copying it several times on its way into the task (callgrind:
         // the copies were the largest single cost of a drain, docs/benchmarks.md).
         self.jobs.spawn(async move {
+            // Held while the job runs, however it ends; a waiting parent keeps the hold.
+            let (task, hold) = claim.into_parts();
             let waiting = Box::pin(jobs::run(&shared, &place, task)).await;
             drop(permit);
-            waiting
+            waiting.map(|parent| Claimed::from_parts(parent, hold))
         });
     }
 
@@ -725,7 +739,10 @@ impl Dispatcher {
         }
         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
         let every = Duration::from_millis(self.shared.cfg.reconcile_interval_ms);
-        if moved || self.last_recover.is_none_or(|t| t.elapsed() >= every * RECOVER_EVERY) {
+        // Rows seen unheld are looked at again as soon as they may be recovered, not only at the
+        // next periodic look (none are seen on an idle node: it sends no more queries).
+        let stranded_due = self.stranded.due_at(STRANDED_AFTER).is_some_and(|at| at <= Instant::now());
+        if moved || stranded_due || self.last_recover.is_none_or(|t| t.elapsed() >= every * RECOVER_EVERY) {
             self.last_recover = Some(Instant::now());
             self.recover().await;
         }
@@ -879,36 +896,60 @@ impl Dispatcher {
         self.policies = Arc::new(policies);
     }
 
-    async fn recover(&self) {
+    /// Recover the running rows of departed nodes that this node's ring places here, the rows
+    /// of this node's earlier lives, and the rows of its current life that none of its
+    /// executors has held for [`STRANDED_AFTER`] (a write about them failed, or their executor
+    /// ended without one: [`held`]).
+    async fn recover(&mut self) {
         let ms = self.shared.snapshot();
         let place = self.placement();
         let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
         let (me, joined) = (self.shared.node_id.clone(), ms.joined_epoch as i64);
         let m = me.clone();
-        let orphans = match self.shared.store.run(move |c| q::orphans(c, &live, &m, joined)).await {
+        let found = match self.shared.store.run(move |c| q::orphans(c, &live, &m)).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for orphaned tasks");
                 return;
             }
         };
-        for o in orphans {
-            // An earlier life's rows are ours to recover; others' go to their key's owner.
-            let earlier_life = o.owner_node.as_deref() == Some(me.as_str());
-            if !earlier_life
-                && !place.owns(o.id, o.app_id, &o.action, o.routing.as_deref(), o.selector.as_deref(), None)
-            {
-                continue;
-            }
-            let reason = format!(
-                "owner {} left while the task was running (claimed at epoch {})",
-                o.owner_node.clone().unwrap_or_default(),
-                o.owner_epoch.unwrap_or_default()
-            );
+        let this_life = |o: &q::Orphan| o.owner_node.as_deref() == Some(me.as_str()) && o.owner_epoch >= Some(joined);
+        let running: Vec<held::Seen> = found
+            .iter()
+            .filter(|o| this_life(o))
+            .map(|o| held::Seen { id: o.id, epoch: o.owner_epoch.unwrap_or_default(), attempts: o.attempts })
+            .collect();
+        let held = self.shared.held.clone();
+        let stranded = self.stranded.sweep(&running, |id| held.holds(id), Instant::now(), STRANDED_AFTER);
+        for o in found {
+            let reason = if this_life(&o) {
+                if !stranded.contains(&o.id) {
+                    continue;
+                }
+                format!(
+                    "stranded on its owner {me}: claimed at epoch {} and held by none of its executors for {} s \
+                     (a write about it failed, or its executor ended without one)",
+                    o.owner_epoch.unwrap_or_default(),
+                    STRANDED_AFTER.as_secs()
+                )
+            } else {
+                // An earlier life's rows are ours to recover; others' go to their key's owner.
+                let earlier_life = o.owner_node.as_deref() == Some(me.as_str());
+                if !earlier_life
+                    && !place.owns(o.id, o.app_id, &o.action, o.routing.as_deref(), o.selector.as_deref(), None)
+                {
+                    continue;
+                }
+                format!(
+                    "owner {} left while the task was running (claimed at epoch {})",
+                    o.owner_node.clone().unwrap_or_default(),
+                    o.owner_epoch.unwrap_or_default()
+                )
+            };
             let (orphan, why) = (o.clone(), reason.clone());
             match self.shared.store.run(move |c| q::recover(c, &orphan, &why)).await {
                 Ok(Some(status)) => {
-                    tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, "recovered an orphaned task");
+                    tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, reason = %reason, "recovered a task");
                     self.shared
                         .event(
                             "task.recovered",
@@ -920,7 +961,7 @@ impl Dispatcher {
                         .await;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(task.id = o.id, error = %e, "could not recover an orphaned task"),
+                Err(e) => tracing::warn!(task.id = o.id, error = %e, "could not recover a task"),
             }
         }
     }
@@ -953,6 +994,9 @@ impl Dispatcher {
         self.shared.metrics.owned_applications.set(0);
         self.jobs.abort_all();
         self.gathering.clear();
+        // The aborted executors' rows belong to this life still: were it to act again without
+        // joining anew, they are stranded from now on, not from an earlier look.
+        self.stranded.clear();
         self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }

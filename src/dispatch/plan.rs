@@ -179,11 +179,12 @@ pub fn restart(desired: &str, observed: &str, policy: &str, restarts: i32, max_r
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn task(app_id: Option<i64>, action: &str, payload: &str) -> Task {
+    /// A running row with the given application, action and payload (other tests use it too).
+    pub(crate) fn task(app_id: Option<i64>, action: &str, payload: &str) -> Task {
         Task {
             id: 1,
             app_id,

@@ -21,14 +21,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::held::Claimed;
 use super::{Dispatcher, Shared};
 use crate::store::dispatch as q;
-use crate::store::models::Task;
 use crate::store::StoreError;
 
 /// A running pump: the dispatcher's end of the channel, and the pump's thread.
 pub(super) struct Pump {
-    rx: mpsc::Receiver<Result<Vec<Task>, StoreError>>,
+    rx: mpsc::Receiver<Result<Vec<Claimed>, StoreError>>,
     task: JoinHandle<()>,
 }
 
@@ -53,10 +53,10 @@ impl Pump {
                 let node = shared.node_id.clone();
                 let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch));
                 let next = match &claimed {
-                    Ok(rows) => Dispatcher::summary(rows, batch),
+                    Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),
                 };
-                slot.send(claimed);
+                slot.send(claimed.map(|rows| shared.held.claimed(rows)));
                 match next {
                     (true, Some(last)) => after = last,
                     _ => {
@@ -70,7 +70,7 @@ impl Pump {
     }
 
     /// The next batch; `None` once the pump has stopped and every batch was taken.
-    pub(super) async fn next(&mut self) -> Option<Result<Vec<Task>, StoreError>> {
+    pub(super) async fn next(&mut self) -> Option<Result<Vec<Claimed>, StoreError>> {
         self.rx.recv().await
     }
 
@@ -85,7 +85,8 @@ impl Pump {
     /// and give them back — pending again, the attempt uncounted — unless this node may no
     /// longer act. Waits at most `within` for that: a claim in flight on a database that does
     /// not answer is given back by a task of its own when it returns (or, if this process ends
-    /// first, its rows are recovered as the orphans of a departed node).
+    /// first, its rows are recovered as the orphans of a departed node). Rows that could not be
+    /// given back are recovered by this node once nothing holds them ([`super::held`]).
     pub(super) async fn stop(mut self, shared: Arc<Shared>, within: Duration) {
         self.rx.close();
         let mut rx = self.rx;
@@ -101,12 +102,13 @@ impl Pump {
                 return;
             }
             let node = shared.node_id.clone();
-            let ids: Vec<(i64, i64)> = rows.iter().map(|t| (t.id, t.owner_epoch.unwrap_or_default())).collect();
+            let ids: Vec<(i64, i64)> =
+                rows.iter().map(|c| (c.task.id, c.task.owner_epoch.unwrap_or_default())).collect();
             match shared.store.run(move |c| q::unclaim_all(c, &ids, &node)).await {
                 Ok(n) => tracing::info!(tasks = n, "gave back the tasks claimed ahead (stop or view change)"),
                 Err(e) => tracing::warn!(
                     error = %e, tasks = rows.len(),
-                    "could not give back the tasks claimed ahead (stop or view change); they will be recovered"
+                    "could not give back the tasks claimed ahead (stop or view change); they are recovered once nothing holds them"
                 ),
             }
         });

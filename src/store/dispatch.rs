@@ -728,7 +728,7 @@ pub fn unclaim_all(conn: &mut AnyConnection, rows: &[(i64, i64)], node: &str) ->
     })
 }
 
-/// A running task whose owner is gone (or is this node in an earlier life).
+/// A running task whose owner is gone (or is this node, in an earlier life or in this one).
 #[derive(Debug, Clone, PartialEq, Queryable)]
 pub struct Orphan {
     /// Task id.
@@ -743,6 +743,8 @@ pub struct Orphan {
     pub owner_node: Option<String>,
     /// The epoch it claimed it at.
     pub owner_epoch: Option<i64>,
+    /// Its attempt (counted at the claim).
+    pub attempts: i32,
     /// A fan-out child's node.
     pub target_node: Option<String>,
     /// Its routing (a child carries its parent's).
@@ -751,22 +753,15 @@ pub struct Orphan {
     pub stage: Option<String>,
 }
 
-/// Running tasks whose owner is not in `live`, or is `me` from before `joined_epoch`. Children
-/// addressed to another node are left to their parent's coordinator (it loses or moves them).
-pub fn orphans(
-    conn: &mut AnyConnection,
-    live: &[String],
-    me: &str,
-    joined_epoch: i64,
-) -> Result<Vec<Orphan>, StoreError> {
+/// Running tasks whose owner is not in `live`, or is `me` (the caller tells the rows of its
+/// earlier lives, orphans, from those of its current one, which it recovers only when none of
+/// its executors holds them). Children addressed to another node are left to their parent's
+/// coordinator (it loses or moves them). One statement for both: an idle node's queries per
+/// second are the sum of its periodic reads.
+pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Vec<Orphan>, StoreError> {
     Ok(task::table
         .filter(task::status.eq("running"))
-        .filter(
-            task::owner_node
-                .ne_all(live.to_vec())
-                .and(task::target_node.is_null())
-                .or(task::owner_node.eq(me).and(task::owner_epoch.lt(joined_epoch))),
-        )
+        .filter(task::owner_node.ne_all(live.to_vec()).and(task::target_node.is_null()).or(task::owner_node.eq(me)))
         .select((
             task::id,
             task::app_id,
@@ -774,6 +769,7 @@ pub fn orphans(
             task::selector,
             task::owner_node,
             task::owner_epoch,
+            task::attempts,
             task::target_node,
             task::routing,
             task::stage,
@@ -785,7 +781,7 @@ pub fn orphans(
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
 /// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
-/// orphan's owner and epoch. Returns the new status, if changed.
+/// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
 pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Option<&'static str>, StoreError> {
     let now = Utc::now().naive_utc();
     let same = || {
@@ -794,6 +790,7 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
             .filter(task::status.eq("running"))
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
+            .filter(task::attempts.eq(o.attempts))
     };
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
         let n = diesel::update(same())
