@@ -385,6 +385,34 @@ fn shell_applications_pass_parameters_only_as_environment() {
     assert_eq!(std::fs::read_to_string(dir.path().join("up.who")).unwrap(), hostile, "the parameter arrives verbatim");
 }
 
+/// A driver call that takes a while shows its intermediate state (`starting`) with the new
+/// desired state while it runs; a quick one goes straight to the state it ends in, and its
+/// desired state is written with it.
+#[test]
+fn a_slow_start_shows_starting_and_a_quick_stop_goes_straight_to_stopped() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("up");
+    let spec = serde_json::json!({
+        "start": "sleep 2 && touch \"$FLAG\"",
+        "stop": "rm -f \"$FLAG\"",
+        "status": "test -f \"$FLAG\" || exit 3",
+        "env": { "FLAG": flag.to_str().unwrap() },
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('slow', 'shell', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
+    wait_until(Duration::from_secs(20), "the slow start to show", || {
+        let (state, desired, _) = f.app_state(1);
+        state == "starting" && desired == "running"
+    });
+    assert!(!flag.exists(), "shown while the start runs");
+    wait_state(&f, 1, "running");
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop')");
+    wait_state(&f, 1, "stopped");
+    assert_eq!(f.app_state(1).1, "stopped");
+    assert!(!flag.exists());
+}
+
 /// A stand-in for an outside system: POST /start, POST /stop, GET /status → {"job": {"state": …}}.
 fn fake_service() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::{BufRead, BufReader, Read, Write};

@@ -9,6 +9,7 @@
 //! Must never: act after membership says stop (checked before every driver call), or write
 //! about the application without the (owner, epoch) condition.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,11 +69,16 @@ impl Handle {
 pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut actor = Actor { app_id, shared, epoch: 0, app: None, checked: None };
+        let mut actor = Actor { app_id, shared, epoch: 0, app: None, checked: None, skipped: None };
         actor.run(rx).await;
     });
     Handle { tx, task }
 }
+
+/// A driver call that has not returned after this long shows its intermediate state
+/// (`starting`, `stopping`) in the application row; a faster one goes straight to the state it
+/// ends in, with the intermediate change folded into that write ([`Actor::showing_if_slow`]).
+const SHOW_INTERMEDIATE_AFTER: Duration = Duration::from_millis(50);
 
 /// An application's driver and parsed spec, or why they cannot be used.
 type Checked = Result<(Arc<dyn Driver>, Value), String>;
@@ -88,6 +94,9 @@ struct Actor {
     app: Option<Application>,
     /// (driver, spec text) → the result of [`Actor::check`] for them.
     checked: Option<(String, String, Checked)>,
+    /// An intermediate change not written because its driver call returned quickly: folded
+    /// into the next change.
+    skipped: Option<AppChange>,
 }
 
 impl Actor {
@@ -294,6 +303,10 @@ impl Actor {
     }
 
     async fn change_with(&mut self, change: AppChange, event: Option<NewEvent>) -> Result<(), Lost> {
+        let change = match self.skipped.take() {
+            Some(skipped) => skipped.then(change),
+            None => change,
+        };
         let id = self.app_id;
         match self.shared.apps.write(id, self.epoch, change.clone(), event).await {
             Ok(true) => {
@@ -373,6 +386,8 @@ impl Actor {
                 }
             },
         };
+        // A command that ended early (lost, fenced) leaves nothing to fold into the next one.
+        self.skipped = None;
         self.check_may_act()?;
         self.shared.finish(&task, outcome).await;
         // The next command of this application can be claimed now.
@@ -400,26 +415,39 @@ impl Actor {
 
     /// A `start` command: desired `running`, state `starting`, then the driver.
     async fn start(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
-        self.change(AppChange {
-            desired_state: Some("running".into()),
-            state: Some("starting".into()),
-            ..Default::default()
-        })
-        .await?;
+        let starting =
+            AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() };
         self.check_may_act()?;
-        let r = driver.start(ctx).await;
+        let r = self.showing_if_slow(starting, driver.start(ctx)).await?;
         self.after_start(driver, ctx, r).await
     }
 
+    /// Run a driver call; write `intermediate` only if the call has not returned within
+    /// [`SHOW_INTERMEDIATE_AFTER`] (the call goes on meanwhile), else fold it into the next
+    /// change. Why: most calls return at once (a `noop`, a process spawned, an HTTP request
+    /// answered), and writing a state nobody could see cost an application row update and a
+    /// round trip per command (docs/benchmarks.md, session 11).
+    async fn showing_if_slow<T>(&mut self, intermediate: AppChange, call: impl Future<Output = T>) -> Result<T, Lost> {
+        tokio::pin!(call);
+        tokio::select! {
+            biased;
+            r = &mut call => {
+                self.skipped = Some(intermediate);
+                Ok(r)
+            }
+            _ = tokio::time::sleep(SHOW_INTERMEDIATE_AFTER) => {
+                let (shown, r) = tokio::join!(self.change(intermediate), &mut call);
+                shown?;
+                Ok(r)
+            }
+        }
+    }
+
     async fn stop(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
-        self.change(AppChange {
-            desired_state: Some("stopped".into()),
-            state: Some("stopping".into()),
-            ..Default::default()
-        })
-        .await?;
+        let stopping =
+            AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() };
         self.check_may_act()?;
-        match driver.stop(ctx).await {
+        match self.showing_if_slow(stopping, driver.stop(ctx)).await? {
             Ok(()) => {
                 self.change_state(
                     AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() },

@@ -1099,6 +1099,18 @@ pub struct AppChange {
     pub restart_count: Option<i32>,
 }
 
+impl AppChange {
+    /// This change followed by `later`, as one: `later`'s fields where it sets them.
+    pub fn then(self, later: AppChange) -> AppChange {
+        AppChange {
+            desired_state: later.desired_state.or(self.desired_state),
+            state: later.state.or(self.state),
+            last_error: later.last_error.or(self.last_error),
+            restart_count: later.restart_count.or(self.restart_count),
+        }
+    }
+}
+
 /// Apply `change` to an application this node owns at `epoch`, then record `event` when it
 /// was applied; false (nothing written) when the node does not own it.
 pub fn update_owned_app(
