@@ -48,6 +48,10 @@ pub struct Metrics {
     /// Tasks this node claimed that its executors hold (queued, running, or a parent gathering
     /// its children); kept by the dispatcher's holds themselves.
     pub tasks_held: Gauge,
+    /// Due rows the dispatcher read to place them itself (a member of a larger ring, or the
+    /// only member looking for label-dependent rows); claims that find their rows in the same
+    /// statement read none.
+    pub rows_read: Counter,
 }
 
 impl Metrics {
@@ -72,6 +76,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             owned_applications: Gauge::default(),
             tasks_held: Gauge::default(),
+            rows_read: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("membership_errors", "Failed membership operations", m.membership_errors.clone());
@@ -101,6 +106,11 @@ impl Metrics {
             "tasks_held",
             "Tasks claimed by this node that its executors hold (queued, running, gathering)",
             m.tasks_held.clone(),
+        );
+        registry.register(
+            "dispatch_rows_read",
+            "Due rows the dispatcher read to place them itself",
+            m.rows_read.clone(),
         );
         Self { registry, ..m }
     }

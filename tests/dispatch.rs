@@ -599,7 +599,9 @@ fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
     });
     wait_until(Duration::from_secs(60), "a vacuum of the task table by the node", || f.scalar(vacuums) >= 1);
     // The node logs its vacuum after reading the dead rows once more: a moment after the count.
-    wait_until(Duration::from_secs(30), "the node to log its vacuum", || f.node.logs().contains("vacuumed the task table"));
+    wait_until(Duration::from_secs(30), "the node to log its vacuum", || {
+        f.node.logs().contains("vacuumed the task table")
+    });
 }
 
 /// `rota_tasks_held` of `node`.

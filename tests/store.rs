@@ -428,6 +428,45 @@ fn claim_turns_takes_only_each_applications_next_command() {
     });
 }
 
+/// The job window's claim: of the ids it is given, only pending, due jobs placed by their id
+/// alone — not a command, a row with a selector or a target node, a job of an application with a
+/// selector or a traffic group, a delayed or finished row.
+#[test]
+fn claim_jobs_takes_only_jobs_placed_by_their_id() {
+    use diesel::connection::SimpleConnection;
+    use rota::store::dispatch::{claim_jobs, max_task_id};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        assert_eq!(max_task_id(&mut conn).unwrap(), 0);
+        conn.batch_execute(
+            "INSERT INTO application (id, name, driver) VALUES (1, 'plain', 'noop'); \
+             INSERT INTO application (id, name, driver, selector) VALUES (2, 'labelled', 'noop', '{\"zone\":\"a\"}'); \
+             INSERT INTO application (id, name, driver, traffic_group) VALUES (3, 'grouped', 'noop', 'g'); \
+             INSERT INTO task (id, action) VALUES (10, 'run'); \
+             INSERT INTO task (id, app_id, action) VALUES (11, 1, 'run'), (12, 1, 'start'), (13, 2, 'run'), (14, 3, 'run'); \
+             INSERT INTO task (id, action, selector) VALUES (15, 'run', '{}'); \
+             INSERT INTO task (id, action, target_node) VALUES (16, 'run', 'n1'); \
+             INSERT INTO task (id, action, run_after) VALUES (17, 'run', '2999-01-01 00:00:00'); \
+             INSERT INTO task (id, action, status) VALUES (18, 'run', 'succeeded'); \
+             INSERT INTO task (id, action) VALUES (19, 'run');",
+        )
+        .unwrap();
+        assert_eq!(max_task_id(&mut conn).unwrap(), 19);
+        let claimed = claim_jobs(&mut conn, &(10..=25).collect::<Vec<_>>(), "n1", 7).unwrap();
+        let got: Vec<(i64, Option<&str>, Option<i64>, &str)> =
+            claimed.iter().map(|t| (t.id, t.owner_node.as_deref(), t.owner_epoch, t.status.as_str())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (10, Some("n1"), Some(7), "running"),
+                (11, Some("n1"), Some(7), "running"),
+                (19, Some("n1"), Some(7), "running")
+            ]
+        );
+        assert!(claim_jobs(&mut conn, &[10, 11, 19], "n2", 8).unwrap().is_empty(), "claimed once");
+    });
+}
+
 /// Batched application writes: each row is written only under its own (owner, epoch), its
 /// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
 #[test]

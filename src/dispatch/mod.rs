@@ -305,6 +305,8 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
         pump: None,
+        window: None,
+        windowed_to: 0,
         cursor: 0,
         label_pass: true,
         last_recover: None,
@@ -321,6 +323,21 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
     };
     d.run(shutdown).await;
     listener_stop.cancel();
+}
+
+/// A member of a larger ring draining a backlog of jobs placed by their id alone (no selector,
+/// no target node, an application without selector or traffic group, if any): it computes
+/// which of the next ids its ring owns and claims them ([`q::claim_jobs`]) instead of reading
+/// every due row. Why: each member read a batch per member to claim one, so every row of a
+/// backlog was read once per member — three nodes drained at 0.63–0.88 of one node's rate on
+/// the same database (docs/benchmarks.md). A window starts when a full read was mostly such
+/// jobs, and yields to a look at the queue's head at every poll tick.
+#[derive(Debug, Clone, Copy)]
+struct JobWindow {
+    /// The next id to look at.
+    next: i64,
+    /// The highest id known to exist.
+    hi: i64,
 }
 
 struct Dispatcher {
@@ -343,6 +360,10 @@ struct Dispatcher {
     /// was handed out. The next round takes its rows before anything else; a view change gives
     /// them back first ([`Dispatcher::reconcile`]), since the new ring may place them elsewhere.
     pump: Option<pump::Pump>,
+    /// A member of a larger ring claiming a backlog of jobs by their ids ([`JobWindow`]).
+    window: Option<JobWindow>,
+    /// The highest id a job window looked at: a new one starts only past it.
+    windowed_to: i64,
     cursor: i64,
     /// The only member must read and place the queue's head row by row in its next round from
     /// the head: label-dependent rows (which its one-statement claim leaves out) were seen there
@@ -529,32 +550,94 @@ impl Dispatcher {
         } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
             let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
             self.claimed_next(self.shared.held.claimed(claimed), &place)
+        } else if self.window.is_some() && !self.label_pass {
+            return self.window_round(&place).await;
         } else {
-            // Each member reads every due row and claims its share, so read one batch per
-            // taking member: a claim then still takes about a batch (3 nodes reading a batch each
-            // claimed a third of one per round trip, and drained slower than one node).
+            // A member of a larger ring reads every due row and claims its share, so it reads one
+            // batch per taking member: a claim then still takes about a batch (3 nodes reading a
+            // batch each claimed a third of one per round trip, and drained slower than one node).
+            // While a job window runs, this is the look at the queue's head of a poll tick: it
+            // leaves the window and its cursor as they are.
+            let windowing = self.window.is_some();
+            let after = if windowing { 0 } else { after };
             let takers = place.view.members.iter().filter(|m| m.weight > 0).count().max(1) as i64;
-            let read = batch * takers.min(8);
+            let read = if windowing { batch } else { batch * takers.min(8) };
             let due = self.shared.store.run(move |c| q::due_after(c, after, read)).await?;
+            self.shared.metrics.rows_read.inc_by(due.len() as u64);
             let full = due.len() as i64 == read;
             let last = due.last().map(|d| d.id);
             self.learn_apps(&due).await?;
             let place = self.placement();
             if after == 0 {
-                self.label_pass = due.iter().any(|d| place.depends_on_labels(d));
+                self.label_pass = !windowing && due.iter().any(|d| place.depends_on_labels(d));
+            }
+            // A backlog of jobs placed by their id alone: claim the rest of it by window.
+            let jobs = due.iter().filter(|d| place.placed_by_id(d)).count();
+            let larger = !self.owns_everything(&place) && place.takes_work();
+            // Only past the ids a window already covered: a node that claimed its share of a
+            // backlog walks the others' rows once, by reading, not by window after window.
+            let uncovered = last.is_some_and(|l| l > self.windowed_to);
+            if let (true, false, Some(last)) = (full && jobs * 2 >= due.len() && larger && uncovered, windowing, last) {
+                tracing::debug!(cursor = last, "a job window starts");
+                self.window = Some(JobWindow { next: last + 1, hi: last });
             }
             let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
-            if mine.is_empty() {
-                self.cursor = if full { last.unwrap_or(0) } else { 0 };
-                return Ok(full);
+            let claimed = if mine.is_empty() {
+                Vec::new()
+            } else {
+                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?
+            };
+            if windowing {
+                self.hand_out(self.shared.held.claimed(claimed), &place).await;
+                return Ok(true);
             }
-            let claimed = self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?;
             (self.shared.held.claimed(claimed), full, last)
         };
         self.cursor = if full { last.unwrap_or(0) } else { 0 };
         tracing::trace!(claimed = claimed.len(), cursor = after, full, "round");
         self.hand_out(claimed, &place).await;
         Ok(full)
+    }
+
+    /// One claim of the job window ([`JobWindow`]): the next ids up to a batch that this node's
+    /// ring owns, claimed if they are pending, due jobs placed by their id alone
+    /// ([`q::claim_jobs`]). Past the highest id it knew, the window reads the highest id again;
+    /// when none was added it ends, and the next round reads from the queue's head, which finds
+    /// every row the window left: commands, label-dependent rows, locked or delayed ones.
+    async fn window_round(&mut self, place: &Placement) -> Result<bool, StoreError> {
+        let Some(mut w) = self.window.take() else { return Ok(true) };
+        let batch = self.shared.cfg.batch_size as usize;
+        // Ids looked at per round, at most: a node with a small share of the ring must not walk
+        // a long stretch of ids in one go.
+        let span = (batch as i64) * 64;
+        let mut ids = Vec::with_capacity(batch);
+        let mut looked = 0;
+        while ids.is_empty() && looked < span {
+            if w.next > w.hi {
+                let hi = self.shared.store.run(q::max_task_id).await?;
+                if hi < w.next {
+                    tracing::debug!(cursor = w.next, "the job window ends");
+                    self.windowed_to = w.hi;
+                    self.cursor = 0;
+                    return Ok(true);
+                }
+                w.hi = hi;
+            }
+            while ids.len() < batch && w.next <= w.hi && looked < span {
+                if place.owner_of(&w.next.to_string(), &Selector::new()) == Some(place.me.as_str()) {
+                    ids.push(w.next);
+                }
+                w.next += 1;
+                looked += 1;
+            }
+        }
+        self.window = Some(w);
+        self.windowed_to = w.next - 1;
+        let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
+        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch)).await?;
+        tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
+        self.hand_out(self.shared.held.claimed(claimed), place).await;
+        Ok(true)
     }
 
     /// Claimed rows to their executors: commands to their application's actor, jobs to the pool.
@@ -690,6 +773,11 @@ impl Dispatcher {
         let moved = ms.view.epoch != self.seen_epoch;
         self.seen_epoch = ms.view.epoch;
         if moved {
+            // Its ids were placed by the old ring; the next round reads from the head.
+            if self.window.take().is_some() {
+                self.cursor = 0;
+            }
+            self.windowed_to = 0;
             if let Some(pump) = self.pump.take() {
                 // Claimed under the old view: back to pending before the new one places them.
                 pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
@@ -987,6 +1075,7 @@ impl Dispatcher {
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }
+        self.window = None;
         let n = self.actors.len();
         for (_, a) in self.actors.drain() {
             a.abort();

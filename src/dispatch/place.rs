@@ -156,6 +156,21 @@ impl Placement {
             || app.is_some_and(|a| !a.selector.is_empty() || a.group.is_some())
     }
 
+    /// True when the row is a job owned by the ring owner of its task id alone: no target node,
+    /// no selector of its own, and an application (if any) with neither a selector nor a traffic
+    /// group — the rows [`crate::store::dispatch::claim_jobs`] claims.
+    pub fn placed_by_id(&self, d: &Due) -> bool {
+        (d.app_id.is_none() || d.action == "run")
+            && d.target_node.is_none()
+            && d.selector.is_none()
+            && d.app_id.and_then(|a| self.apps.get(&a)).is_none_or(|a| a.selector.is_empty() && a.group.is_none())
+    }
+
+    /// True when this node is a member that takes work (weight > 0).
+    pub fn takes_work(&self) -> bool {
+        self.view.members.iter().any(|m| m.node_id == self.me && m.weight > 0)
+    }
+
     /// Members that may run work matching `selector`: live, weight > 0, sorted by id.
     pub fn candidates(&self, selector: &Selector) -> Vec<String> {
         self.view

@@ -236,6 +236,32 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
     claim_where(conn, "rota_claim_turns", apps, pg_ids, &sqlite_ids, &format!("AND {UNLABELLED}"), node, epoch)
 }
 
+/// Claim for `node` at `epoch` those of `ids` that are pending, due jobs whose placement does
+/// not depend on labels — the rows a ring member owns by their task id alone — in one statement.
+/// Every other row among `ids` (a command, owned by its application's key; a row addressed to a
+/// node, or with a selector or a traffic group) is left alone, as is a locked one.
+/// Why: a member of a larger ring that read every due row to claim its share read each row once
+/// per member; for the jobs of a backlog it computes which ids of the next stretch its ring owns
+/// and claims them without reading any ([`crate::dispatch`], *job window*).
+/// Returns the claimed rows by priority, then id.
+pub fn claim_jobs(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = format!("AND (t.app_id IS NULL OR t.action = 'run') AND t.target_node IS NULL AND {UNLABELLED}");
+    claim_where(conn, "rota_claim_jobs", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), &filter, node, epoch)
+}
+
+/// The highest task id there is (0 for an empty table): where a job window ends.
+pub fn max_task_id(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let sql = "SELECT COALESCE(MAX(id), 0) AS n FROM task";
+    let n: Count = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(sql).get_result(c)?,
+        AnyConnection::Sqlite(c) => diesel::sql_query(sql).get_result(c)?,
+    };
+    Ok(n.n)
+}
+
 /// Ids as a comma-separated list of integers (for `IN (…)` and array literals).
 fn id_list(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")

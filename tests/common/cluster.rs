@@ -50,6 +50,11 @@ impl Cluster {
     }
 
     pub fn add_labelled(&mut self, id: &str, labels: &[&str]) {
+        self.add_with(id, labels, &[]);
+    }
+
+    /// A node with `labels`, and `env` set after (over) the cluster's fast settings.
+    pub fn add_with(&mut self, id: &str, labels: &[&str], env: &[(&str, &str)]) {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec![
             "--database-url",
@@ -66,7 +71,8 @@ impl Cluster {
         for l in labels {
             args.extend(["--label", l]);
         }
-        let node = Node::start(dir.path(), &args, &FAST);
+        let envs: Vec<(&str, &str)> = FAST.iter().chain(env).copied().collect();
+        let node = Node::start(dir.path(), &args, &envs);
         self.dirs.push(dir);
         self.nodes.insert(id.to_string(), node);
     }
