@@ -224,17 +224,49 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
     if apps.is_empty() {
         return Ok(Vec::new());
     }
-    // PostgreSQL: one probe of `task_app_active_idx` per application.
-    let pg_ids = "IN (SELECT f.id FROM unnest($3) AS a(app_id) CROSS JOIN LATERAL (SELECT f.id FROM task f \
-                  WHERE f.app_id = a.app_id AND f.status = 'pending' AND f.action <> 'run' \
-                  AND DUE(f.run_after) ORDER BY f.id LIMIT 1) f)";
-    let sqlite_ids = format!(
-        "IN (SELECT min(f.id) FROM task f WHERE f.app_id IN ({}) AND f.status = 'pending' \
-         AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
-        id_list(apps)
-    );
-    claim_where(conn, "rota_claim_turns", apps, pg_ids, &sqlite_ids, &format!("AND {UNLABELLED}"), node, epoch)
+    match conn {
+        AnyConnection::Postgresql(c) => {
+            let mut claimed = pg_prepared(
+                c,
+                "rota_claim_turns",
+                &["text", "bigint", "bigint[]"],
+                &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(apps)),
+                || due(CLAIM_TURNS_PG, true) + TASK_COLUMNS,
+            )?;
+            claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
+            Ok(claimed)
+        }
+        AnyConnection::Sqlite(_) => {
+            let sqlite_ids = format!(
+                "IN (SELECT min(f.id) FROM task f WHERE f.app_id IN ({}) AND f.status = 'pending' \
+                 AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
+                id_list(apps)
+            );
+            claim_where(conn, "", apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), node, epoch)
+        }
+    }
 }
+
+/// [`claim_turns`] on PostgreSQL: each application's head — its first command that is running,
+/// or pending and due — found with one probe of `task_app_active_idx`, and claimed when it is
+/// pending, locked through a probe of the primary key (as the commands of [`CLAIM_NEXT_PG`]).
+/// Why one probe: finding the first pending command and then checking [`COMMAND_TURN`] for it
+/// walked each application's entries in the index twice, past the dead entries of every command
+/// it ran since the last vacuum; the claim was 28 µs of the server's time per command, the
+/// largest part of an application command (server log, docs/benchmarks.md session 12).
+const CLAIM_TURNS_PG: &str = "WITH head AS (SELECT h.id FROM unnest($3::bigint[]) AS a(app_id) CROSS JOIN LATERAL \
+        (SELECT t.id, t.status FROM task t WHERE t.app_id = a.app_id AND t.status IN ('pending', 'running') \
+          AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
+        WHERE h.status = 'pending'), \
+    commands AS (SELECT c.id FROM head h CROSS JOIN LATERAL (SELECT t.id FROM task t WHERE t.id = h.id \
+        AND t.status = 'pending' AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
+        AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
+             AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL)) \
+        FOR UPDATE OF t SKIP LOCKED) c) \
+    UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
+      claimed_at = (clock_timestamp() AT TIME ZONE 'utc') \
+    WHERE id IN (SELECT id FROM commands) \
+    RETURNING ";
 
 /// Claim for `node` at `epoch` those of `ids` that are pending, due jobs whose placement does
 /// not depend on labels — the rows a ring member owns by their task id alone — in one statement.
@@ -1175,7 +1207,8 @@ pub struct AppWrite {
 }
 
 /// [`acquire_app`] for `acquires`, [`update_owned_app`] for `writes`, then a fresh read of
-/// `reads`, in one transaction: per acquisition the application when acquired (None: another
+/// `reads` (in one transaction where it takes several statements to write: acquisitions, and
+/// every write on SQLite): per acquisition the application when acquired (None: another
 /// live node holds it, or it does not exist), one flag per write (in order; false = not ours,
 /// nothing written), and the applications of `reads` that exist. The acquisitions and the
 /// writes must each name distinct applications.
@@ -1189,7 +1222,25 @@ pub fn apps_batch(
     writes: &[AppWrite],
     reads: &[i64],
 ) -> Result<AppsBatch, StoreError> {
-    conn.transaction(|conn| {
+    // An acquisition is several statements on SQLite (and one per set of live members on
+    // PostgreSQL): those go in one transaction. Writes and reads alone need none — the batched
+    // write is one statement on PostgreSQL and the reads come after it — and a transaction
+    // around them cost a BEGIN and a COMMIT per batch, on the path of every application command.
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
+    if postgres && acquires.is_empty() {
+        return apps_batch_in(conn, me, acquires, writes, reads);
+    }
+    conn.transaction(|conn| apps_batch_in(conn, me, acquires, writes, reads))
+}
+
+fn apps_batch_in(
+    conn: &mut AnyConnection,
+    me: &str,
+    acquires: &[AppAcquire],
+    writes: &[AppWrite],
+    reads: &[i64],
+) -> Result<AppsBatch, StoreError> {
+    {
         let mut acquired = vec![None; acquires.len()];
         let mut rest: Vec<usize> = (0..acquires.len()).collect();
         // PostgreSQL: one statement per set of live members (one set, unless the membership
@@ -1215,22 +1266,15 @@ pub fn apps_batch(
             }
         }
         let flags = match conn {
-            AnyConnection::Postgresql(c) if writes.len() > 1 => apps_write_pg(c, me, writes)?,
+            AnyConnection::Postgresql(c) if !writes.is_empty() => apps_write_pg(c, me, writes)?,
             _ => writes
                 .iter()
                 .map(|w| update_owned_app(conn, w.id, me, w.epoch, &w.change, w.event.as_ref()))
                 .collect::<Result<_, _>>()?,
         };
-        let apps = if reads.is_empty() {
-            Vec::new()
-        } else {
-            application::table
-                .filter(application::id.eq_any(reads.to_vec()))
-                .select(Application::as_select())
-                .load(conn)?
-        };
+        let apps = if reads.is_empty() { Vec::new() } else { apps(conn, reads)? };
         Ok(AppsBatch { acquired, written: flags, read: apps })
-    })
+    }
 }
 
 /// What [`apps_batch`] did.
@@ -1307,6 +1351,11 @@ fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite])
         .bind::<Text, _>(me)
         .load(conn)?;
     Ok(written_flags(&ids, written))
+}
+
+/// The applications of `ids` that exist, read fresh.
+pub fn apps(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<Application>, StoreError> {
+    Ok(application::table.filter(application::id.eq_any(ids.to_vec())).select(Application::as_select()).load(conn)?)
 }
 
 /// The application, read fresh.
