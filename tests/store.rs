@@ -164,7 +164,7 @@ fn an_unreachable_database_fails_fast_with_the_real_cause() {
 
 #[test]
 fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
-    use rota::store::dispatch::{claim, finish_batch, Outcome};
+    use rota::store::dispatch::{claim, finish_batch, FinishFlags, Finished, Outcome};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let ids: Vec<i64> = (0..4)
@@ -173,13 +173,16 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
         let claimed = claim(&mut conn, &ids, "n1", 7).unwrap();
         assert_eq!(claimed.len(), 4);
         let later = Utc::now().naive_utc() + chrono::Duration::hours(1);
+        let row = |id: i64, epoch: i64, outcome: Outcome| Finished { id, epoch, outcome, app: None };
         let rows = vec![
-            (ids[0], 7, Outcome::Succeeded(Some("{\"ok\":1}".into()))),
-            (ids[1], 7, Outcome::Failed("boom".into())),
-            (ids[2], 7, Outcome::Retry { error: "again".into(), run_after: later }),
-            (ids[3], 6, Outcome::Succeeded(None)), // an older epoch: not ours to write
+            row(ids[0], 7, Outcome::Succeeded(Some("{\"ok\":1}".into()))),
+            row(ids[1], 7, Outcome::Failed("boom".into())),
+            row(ids[2], 7, Outcome::Retry { error: "again".into(), run_after: later }),
+            row(ids[3], 6, Outcome::Succeeded(None)), // an older epoch: not ours to write
         ];
-        assert_eq!(finish_batch(&mut conn, "n1", &rows).unwrap(), vec![true, true, true, false]);
+        let flags: Vec<bool> = finish_batch(&mut conn, "n1", &rows).unwrap().iter().map(|f| f.task).collect();
+        assert_eq!(flags, vec![true, true, true, false]);
+        assert!(finish_batch(&mut conn, "n1", &rows[..1]).unwrap() == vec![FinishFlags { task: false, app: None }]);
         let t: Vec<_> = ids.iter().map(|id| tasks::find_task(&mut conn, *id).unwrap().unwrap()).collect();
         assert_eq!(
             (t[0].status.as_str(), t[0].result.as_deref(), t[0].error.as_deref()),
@@ -194,6 +197,80 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
         );
         assert!(t[2].finished_at.is_none() && (t[2].run_after - later).num_milliseconds().abs() < 1);
         assert_eq!((t[3].status.as_str(), t[3].owner_node.as_deref()), ("running", Some("n1")));
+    });
+}
+
+/// An application command's outcome goes with its last write about its application: both are
+/// written when the application is still this node's at the epoch, neither when it is not; a
+/// job's outcome in the same batch is written as usual; an event only for a write that applied.
+#[test]
+fn a_commands_outcome_is_written_only_with_its_application_write() {
+    use rota::store::apps::{find_application, insert_application};
+    use rota::store::dispatch::{
+        acquire_app, claim, finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome,
+    };
+    use rota::store::events::{list_events, EventFilter};
+    use rota::store::models::{NewApplication, NewEvent};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ev = |app: i64| NewEvent {
+            kind: "app.state".into(),
+            app_id: Some(app),
+            task_id: None,
+            node_id: Some("n1".into()),
+            actor: Some("dispatcher".into()),
+            message: format!("application {app} is running"),
+            data: None,
+        };
+        let apps: Vec<i64> = (0..2)
+            .map(|i| {
+                let new = NewApplication { name: format!("c{i}"), driver: "noop".into(), ..Default::default() };
+                let id = insert_application(&mut conn, &new).unwrap();
+                assert!(acquire_app(&mut conn, id, "n1", 5, &["n1".into()], &ev(id)).unwrap().is_some());
+                id
+            })
+            .collect();
+        let task = |app_id: Option<i64>, action: &str| NewTask { app_id, action: action.into(), ..Default::default() };
+        let ids = [
+            tasks::insert_task(&mut conn, &task(Some(apps[0]), "start")).unwrap(),
+            tasks::insert_task(&mut conn, &task(Some(apps[1]), "start")).unwrap(),
+            tasks::insert_task(&mut conn, &task(None, "run")).unwrap(),
+        ];
+        assert_eq!(claim(&mut conn, &ids, "n1", 5).unwrap().len(), 3);
+        let running = AppChange {
+            desired_state: Some("running".into()),
+            state: Some("running".into()),
+            last_error: Some(None),
+            restart_count: Some(0),
+        };
+        let write = |id: i64, epoch: i64| AppWrite { id, epoch, change: running.clone(), event: Some(ev(id)) };
+        let done = |id: i64, app: Option<AppWrite>| Finished { id, epoch: 5, outcome: Outcome::Succeeded(None), app };
+        let rows = vec![
+            done(ids[0], Some(write(apps[0], 5))),
+            done(ids[1], Some(write(apps[1], 4))), // the application at an older epoch: not ours
+            done(ids[2], None),
+        ];
+        let flags = finish_batch(&mut conn, "n1", &rows).unwrap();
+        assert_eq!(
+            flags,
+            vec![
+                FinishFlags { task: true, app: Some(true) },
+                FinishFlags { task: false, app: Some(false) },
+                FinishFlags { task: true, app: None },
+            ]
+        );
+        let status = |id: i64, conn: &mut _| tasks::find_task(conn, id).unwrap().unwrap().status;
+        assert_eq!(
+            [status(ids[0], &mut conn), status(ids[1], &mut conn), status(ids[2], &mut conn)],
+            ["succeeded", "running", "succeeded"]
+        );
+        let state = |id: i64, conn: &mut _| find_application(conn, id).unwrap().unwrap().state;
+        assert_eq!([state(apps[0], &mut conn), state(apps[1], &mut conn)], ["running", "stopped"]);
+        let events = |app: i64, conn: &mut _| {
+            let f = EventFilter { app_id: Some(app), ..Default::default() };
+            list_events(conn, &f, None, 10).unwrap().len()
+        };
+        assert_eq!([events(apps[0], &mut conn), events(apps[1], &mut conn)], [2, 1], "acquired, then a state event");
     });
 }
 
@@ -296,13 +373,17 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
         assert_eq!(claimed, vec![busy_job, delayed_second, idle_first, job]);
         // Nothing more until a running command ends; then only the one after it.
         assert!(claim_next(&mut conn, 0, 100, "n1", 1).unwrap().is_empty());
-        let rows = vec![(idle_first, 1, rota::store::dispatch::Outcome::Succeeded(None))];
-        rota::store::dispatch::finish_batch(&mut conn, "n1", &rows).unwrap();
+        let done = |id: i64| rota::store::dispatch::Finished {
+            id,
+            epoch: 1,
+            outcome: rota::store::dispatch::Outcome::Succeeded(None),
+            app: None,
+        };
+        rota::store::dispatch::finish_batch(&mut conn, "n1", &[done(idle_first)]).unwrap();
         let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![idle_second]);
         // The cursor: only rows after it.
-        let rows = vec![(delayed_second, 1, rota::store::dispatch::Outcome::Succeeded(None))];
-        rota::store::dispatch::finish_batch(&mut conn, "n1", &rows).unwrap();
+        rota::store::dispatch::finish_batch(&mut conn, "n1", &[done(delayed_second)]).unwrap();
         assert!(claim_next(&mut conn, delayed_third, 100, "n1", 1).unwrap().is_empty());
         let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![delayed_third]);

@@ -21,7 +21,7 @@ use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
-use crate::store::dispatch::{self as q, AppChange, Outcome};
+use crate::store::dispatch::{self as q, AppChange, AppWrite, Outcome};
 use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
@@ -69,7 +69,8 @@ impl Handle {
 pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut actor = Actor { app_id, shared, epoch: 0, app: None, checked: None, skipped: None };
+        let mut actor =
+            Actor { app_id, shared, epoch: 0, app: None, checked: None, skipped: None, defer_last: false, last: None };
         actor.run(rx).await;
     });
     Handle { tx, task }
@@ -97,6 +98,11 @@ struct Actor {
     /// An intermediate change not written because its driver call returned quickly: folded
     /// into the next change.
     skipped: Option<AppChange>,
+    /// True while a command runs its last driver call: the change that follows it is not
+    /// written at once but kept in `last`, and written with the command's outcome.
+    defer_last: bool,
+    /// The command's last change and its event, to be written with its outcome.
+    last: Option<(AppChange, Option<NewEvent>)>,
 }
 
 impl Actor {
@@ -310,26 +316,47 @@ impl Actor {
         let id = self.app_id;
         match self.shared.apps.write(id, self.epoch, change.clone(), event).await {
             Ok(true) => {
-                if let Some(app) = self.app.as_mut() {
-                    if let Some(s) = change.state {
-                        app.state = s;
-                    }
-                    if let Some(d) = change.desired_state {
-                        app.desired_state = d;
-                    }
-                    if let Some(e) = change.last_error {
-                        app.last_error = e;
-                    }
-                    if let Some(r) = change.restart_count {
-                        app.restart_count = r;
-                    }
-                }
+                self.applied(change);
                 Ok(())
             }
             Ok(false) => Err(Lost),
             Err(e) => {
                 tracing::warn!(app.id = id, error = %e, "could not update the application");
                 Ok(())
+            }
+        }
+    }
+
+    /// The last change of a command: kept to be written with its outcome while the command's
+    /// last driver call is what came before it ([`Actor::execute`]), written at once otherwise.
+    /// Why: written on their own, a command's last state change and its outcome were two
+    /// batched writes one after the other; together they are one statement (the completer's).
+    async fn change_last(&mut self, change: AppChange, event: Option<NewEvent>) -> Result<(), Lost> {
+        if !self.defer_last {
+            return self.change_with(change, event).await;
+        }
+        let change = match self.skipped.take() {
+            Some(skipped) => skipped.then(change),
+            None => change,
+        };
+        self.last = Some((change, event));
+        Ok(())
+    }
+
+    /// A change the database took: the same in the copy of the application kept here.
+    fn applied(&mut self, change: AppChange) {
+        if let Some(app) = self.app.as_mut() {
+            if let Some(s) = change.state {
+                app.state = s;
+            }
+            if let Some(d) = change.desired_state {
+                app.desired_state = d;
+            }
+            if let Some(e) = change.last_error {
+                app.last_error = e;
+            }
+            if let Some(r) = change.restart_count {
+                app.restart_count = r;
             }
         }
     }
@@ -372,6 +399,7 @@ impl Actor {
             self.give_back(&task).await;
             return Err(lost);
         }
+        self.last = None;
         let outcome = match plan::plan(&task) {
             Plan::Poison(msg) => Outcome::Failed(msg),
             Plan::Job { .. } => Outcome::Failed("internal: a job reached an application actor".into()),
@@ -388,8 +416,21 @@ impl Actor {
         };
         // A command that ended early (lost, fenced) leaves nothing to fold into the next one.
         self.skipped = None;
+        self.defer_last = false;
         self.check_may_act()?;
-        self.shared.finish(&task, outcome).await;
+        let last = self.last.take();
+        let write = last.as_ref().map(|(change, event)| AppWrite {
+            id: self.app_id,
+            epoch: self.epoch,
+            change: change.clone(),
+            event: event.clone(),
+        });
+        let flags = self.shared.finish_with(&task, outcome, write).await;
+        match (flags.app, last) {
+            (Some(true), Some((change, _))) => self.applied(change),
+            (Some(false), _) => return Err(Lost),
+            _ => {}
+        }
         // The next command of this application can be claimed now.
         self.shared.turn(self.app_id);
         Ok(())
@@ -401,13 +442,21 @@ impl Actor {
         ctx: &Ctx,
         command: Command,
     ) -> Result<Result<Option<Value>, DriverError>, Lost> {
+        // The change after the command's last driver call goes with its outcome.
         match command {
-            Command::Start => Ok(self.start(driver, ctx).await?.map(|_| None)),
-            Command::Stop => Ok(self.stop(driver, ctx).await?.map(|_| None)),
+            Command::Start => {
+                self.defer_last = true;
+                Ok(self.start(driver, ctx).await?.map(|_| None))
+            }
+            Command::Stop => {
+                self.defer_last = true;
+                Ok(self.stop(driver, ctx).await?.map(|_| None))
+            }
             Command::Restart => {
                 if let Err(e) = self.stop(driver, ctx).await? {
                     return Ok(Err(e));
                 }
+                self.defer_last = true;
                 Ok(self.start(driver, ctx).await?.map(|_| None))
             }
         }
@@ -449,20 +498,18 @@ impl Actor {
         self.check_may_act()?;
         match self.showing_if_slow(stopping, driver.stop(ctx)).await? {
             Ok(()) => {
-                self.change_state(
-                    AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() },
-                    None,
-                )
-                .await?;
+                let change = AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() };
+                let event = self.state_event("stopped", None);
+                self.change_last(change, Some(event)).await?;
                 Ok(Ok(()))
             }
             Err(e) => {
-                self.change(AppChange {
+                let change = AppChange {
                     state: Some("unknown".into()),
                     last_error: Some(Some(e.to_string())),
                     ..Default::default()
-                })
-                .await?;
+                };
+                self.change_last(change, None).await?;
                 Ok(Err(e))
             }
         }
@@ -481,28 +528,24 @@ impl Actor {
                     Ok(o) => o,
                     Err(e) => Observed::Unknown(e.to_string()),
                 };
-                self.change_state(
-                    AppChange {
-                        state: Some(state.state().to_string()),
-                        restart_count: Some(0),
-                        last_error: Some(None),
-                        ..Default::default()
-                    },
-                    None,
-                )
-                .await?;
+                let event = self.state_event(state.state(), None);
+                let change = AppChange {
+                    state: Some(state.state().to_string()),
+                    restart_count: Some(0),
+                    last_error: Some(None),
+                    ..Default::default()
+                };
+                self.change_last(change, Some(event)).await?;
                 Ok(Ok(()))
             }
             Err(e) => {
-                self.change_state(
-                    AppChange {
-                        state: Some("failed".into()),
-                        last_error: Some(Some(e.to_string())),
-                        ..Default::default()
-                    },
-                    Some(e.to_string()),
-                )
-                .await?;
+                let event = self.state_event("failed", Some(e.to_string()));
+                let change = AppChange {
+                    state: Some("failed".into()),
+                    last_error: Some(Some(e.to_string())),
+                    ..Default::default()
+                };
+                self.change_last(change, Some(event)).await?;
                 Ok(Err(e))
             }
         }

@@ -1,4 +1,5 @@
-//! Batched completion: outcomes of finished tasks are written many per transaction.
+//! Batched completion: outcomes of finished tasks are written many per transaction, each
+//! application command's with its last write about its application.
 //!
 //! Why: a commit (an fsync) per finished task caps a node at a few thousand tasks per second on
 //! PostgreSQL, and far fewer on SQLite. The completer takes every outcome waiting when it wakes
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::dispatch::{self as q, Outcome};
+use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Finished, Outcome};
 use crate::store::Store;
 
 /// Outcomes written per transaction, at most.
@@ -27,10 +28,8 @@ const MAX_BATCH: usize = 512;
 const GATHER_YIELDS: usize = 4;
 
 struct Item {
-    id: i64,
-    epoch: i64,
-    outcome: Outcome,
-    done: oneshot::Sender<Result<bool, String>>,
+    row: Finished,
+    done: oneshot::Sender<Result<FinishFlags, String>>,
 }
 
 /// Handle to the completer task.
@@ -47,11 +46,19 @@ impl Completer {
         Completer { tx }
     }
 
-    /// Record `outcome` for task `id` claimed at `epoch`: Ok(true) when written, Ok(false) when
-    /// the row is no longer ours, Err when the database failed.
-    pub async fn finish(&self, id: i64, epoch: i64, outcome: Outcome) -> Result<bool, String> {
+    /// Record `outcome` for task `id` claimed at `epoch`, with `app` (an application command's
+    /// last write about its application) first: the outcome is written only when `app` applied.
+    /// Err when the database failed.
+    pub async fn finish(
+        &self,
+        id: i64,
+        epoch: i64,
+        outcome: Outcome,
+        app: Option<AppWrite>,
+    ) -> Result<FinishFlags, String> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Item { id, epoch, outcome, done }).map_err(|_| "the completer has stopped".to_string())?;
+        let row = Finished { id, epoch, outcome, app };
+        self.tx.send(Item { row, done }).map_err(|_| "the completer has stopped".to_string())?;
         wait.await.map_err(|_| "the completer has stopped".to_string())?
     }
 }
@@ -92,8 +99,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// safe because every row's update is conditional on the claim — a batch that did commit before
 /// its answer was lost writes nothing the second time (its rows read as no longer ours).
 async fn write(store: &Store, node: &str, batch: Vec<Item>) {
-    let rows: Arc<Vec<(i64, i64, Outcome)>> =
-        Arc::new(batch.iter().map(|i| (i.id, i.epoch, i.outcome.clone())).collect());
+    let rows: Arc<Vec<Finished>> = Arc::new(batch.iter().map(|i| i.row.clone()).collect());
     let mut wait = RETRY_FIRST;
     for attempt in 1.. {
         let (node, rows) = (node.to_string(), rows.clone());

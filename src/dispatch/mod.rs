@@ -42,7 +42,7 @@ use crate::jobs::traffic::{Policy, Switch};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
 use crate::ring::Selector;
-use crate::store::dispatch::{self as q, Outcome};
+use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Outcome};
 use crate::store::models::{NewEvent, Task};
 use crate::store::{events, DbUrl, Store, StoreError};
 use held::{Claimed, Held, Stranded, STRANDED_AFTER};
@@ -197,9 +197,17 @@ impl Shared {
     /// Record how a claimed task ended, conditional on our claim. Returns false when the row was
     /// no longer ours (nothing written).
     async fn finish(&self, task: &Task, outcome: Outcome) -> bool {
+        self.finish_with(task, outcome, None).await.task
+    }
+
+    /// [`Shared::finish`] for an application command, with its last write about its
+    /// application (`app`), written first: the outcome is written only when `app` applied
+    /// (`app: Some(false)`: the application is no longer this node's at that epoch). A failed
+    /// database answers that nothing was written and nothing is known of `app`.
+    async fn finish_with(&self, task: &Task, outcome: Outcome, app: Option<AppWrite>) -> FinishFlags {
         let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
-        match self.completer.finish(id, epoch, outcome.clone()).await {
-            Ok(true) => {
+        match self.completer.finish(id, epoch, outcome.clone(), app).await {
+            Ok(flags) if flags.task => {
                 self.finished.fetch_add(1, Ordering::Relaxed);
                 if task.parent_id.is_some() {
                     // The parent's coordinator may be this node: let it gather now.
@@ -238,15 +246,20 @@ impl Shared {
                         tracing::info!(task.id = id, app.id = ?task.app_id, error = %error, run_after = %run_after, "task will be retried");
                     }
                 }
-                true
+                flags
             }
-            Ok(false) => {
+            Ok(flags) if flags.app == Some(false) => {
+                tracing::warn!(task.id = id, app.id = ?task.app_id,
+                    "the application is no longer ours at our epoch: its state and the task's outcome were not written");
+                flags
+            }
+            Ok(flags) => {
                 tracing::warn!(task.id = id, "task is no longer ours (recovered or cancelled): outcome dropped");
-                false
+                flags
             }
             Err(e) => {
                 tracing::error!(task.id = id, error = %e, "could not record a task outcome; it is recovered once nothing holds it");
-                false
+                FinishFlags { task: false, app: None }
             }
         }
     }

@@ -674,48 +674,251 @@ pub fn finish(
     Ok(n == 1)
 }
 
-/// [`finish`] for many tasks at once; one flag per row, in order. PostgreSQL: one statement
-/// (`UPDATE … FROM unnest(…)`), each row still conditional on its own claim; SQLite: one
-/// transaction of single-row updates (one writer, no round trips to save).
-pub fn finish_batch(
-    conn: &mut AnyConnection,
-    node: &str,
-    rows: &[(i64, i64, Outcome)],
-) -> Result<Vec<bool>, StoreError> {
-    if let [(id, epoch, outcome)] = rows {
-        return Ok(vec![finish(conn, *id, node, *epoch, outcome)?]);
-    }
+/// A finished task for [`finish_batch`]: its claim, its outcome, and for an application command
+/// the write about its application that goes with the outcome (its last state change).
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// Task id.
+    pub id: i64,
+    /// The epoch it was claimed at.
+    pub epoch: i64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Written first, conditional on the application's owner and epoch; the outcome is written
+    /// only when it applied.
+    pub app: Option<AppWrite>,
+}
+
+/// What [`finish_batch`] wrote of one [`Finished`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishFlags {
+    /// The outcome was written (false: the row is no longer ours, or its application write did
+    /// not apply).
+    pub task: bool,
+    /// The application write applied (None: there was none).
+    pub app: Option<bool>,
+}
+
+/// [`finish`] for many tasks at once, each with its application write if any
+/// ([`update_owned_app`], then the outcome only when it applied); one [`FinishFlags`] per row,
+/// in order. PostgreSQL: one statement (`UPDATE … FROM unnest(…)`, the application writes and
+/// their events in CTEs before it), each row still conditional on its own claim; SQLite: one
+/// transaction of single-row statements (one writer, no round trips to save).
+/// Why the application write goes with the outcome: an application command's last state change
+/// and its completion were two statements through two batching tasks, one after the other on
+/// every command's path; application commands drained at 2.1–2.5× the time of plain tasks
+/// (docs/benchmarks.md, session 12).
+pub fn finish_batch(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
+    let with_app = rows.iter().any(|r| r.app.is_some());
     match conn {
-        AnyConnection::Postgresql(c) => finish_batch_pg(c, node, rows),
-        AnyConnection::Sqlite(_) => conn
-            .transaction(|c| rows.iter().map(|(id, epoch, outcome)| finish(c, *id, node, *epoch, outcome)).collect()),
+        AnyConnection::Postgresql(c) if with_app => finish_with_apps_pg(c, node, rows),
+        AnyConnection::Postgresql(c) if rows.len() > 1 => {
+            Ok(finish_batch_pg(c, node, rows)?.into_iter().map(|task| FinishFlags { task, app: None }).collect())
+        }
+        AnyConnection::Postgresql(_) => finish_one(conn, node, rows),
+        AnyConnection::Sqlite(_) => conn.transaction(|c| finish_one(c, node, rows)),
     }
 }
 
-fn finish_batch_pg(
+/// [`finish_batch`] row by row.
+fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let app = match &r.app {
+                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, w.event.as_ref())?),
+                None => None,
+            };
+            let task = app != Some(false) && finish(conn, r.id, node, r.epoch, &r.outcome)?;
+            Ok(FinishFlags { task, app })
+        })
+        .collect()
+}
+
+/// [`finish_batch`] on PostgreSQL for a batch that holds application writes: the writes (as
+/// [`apps_write_pg`]), their events, and the outcomes (as [`finish_batch_pg`], each only when
+/// its application write applied) in one statement.
+fn finish_with_apps_pg(
     conn: &mut diesel::PgConnection,
     node: &str,
-    rows: &[(i64, i64, Outcome)],
-) -> Result<Vec<bool>, StoreError> {
-    use diesel::sql_types::Timestamp;
+    rows: &[Finished],
+) -> Result<Vec<FinishFlags>, StoreError> {
+    use diesel::sql_types::{Bool, Integer, Timestamp};
     let n = rows.len();
-    let (mut ids, mut epochs, mut statuses) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut results, mut errors, mut afters) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for (id, epoch, outcome) in rows {
-        ids.push(*id);
-        epochs.push(*epoch);
+    let mut t = TaskOutcomes::with_capacity(n);
+    let mut a = AppWrites::with_capacity(n);
+    for r in rows {
+        t.push(r.id, r.epoch, &r.outcome);
+        a.push(r.app.as_ref());
+    }
+    let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                 $6::timestamp[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[], $12::text[], \
+                 $13::int[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) \
+                 AS v(id, epoch, status, result, error, run_after, app_id, app_epoch, desired_state, state, \
+                      set_error, last_error, restart_count, kind, task_id, node_id, actor, message, data)), \
+               u AS (UPDATE application AS a SET \
+                 desired_state = COALESCE(v.desired_state, a.desired_state), \
+                 state = COALESCE(v.state, a.state), \
+                 last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
+                 restart_count = COALESCE(v.restart_count, a.restart_count), \
+                 updated_at = $20 \
+                 FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
+                   AND a.owner_epoch = v.app_epoch \
+                 RETURNING a.id), \
+               e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
+                 SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') \
+                 FROM v JOIN u ON u.id = v.app_id WHERE v.kind IS NOT NULL), \
+               t AS (UPDATE task AS t SET status = v.status, \
+                 result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
+                 error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
+                 finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE $20 END, \
+                 run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
+                 owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
+                 owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END \
+                 FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
+                   AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) \
+                 RETURNING t.id) \
+               SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u";
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = Bool)]
+        app: bool,
+    }
+    let written: Vec<Row> = diesel::sql_query(sql)
+        .bind::<Array<BigInt>, _>(&t.ids)
+        .bind::<Array<BigInt>, _>(&t.epochs)
+        .bind::<Array<Text>, _>(&t.statuses)
+        .bind::<Array<Nullable<Text>>, _>(&t.results)
+        .bind::<Array<Nullable<Text>>, _>(&t.errors)
+        .bind::<Array<Nullable<Timestamp>>, _>(&t.afters)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.ids)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.epochs)
+        .bind::<Array<Nullable<Text>>, _>(&a.desired)
+        .bind::<Array<Nullable<Text>>, _>(&a.states)
+        .bind::<Array<Bool>, _>(&a.set_error)
+        .bind::<Array<Nullable<Text>>, _>(&a.errors)
+        .bind::<Array<Nullable<Integer>>, _>(&a.restarts)
+        .bind::<Array<Nullable<Text>>, _>(&a.kinds)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.tasks)
+        .bind::<Array<Nullable<Text>>, _>(&a.nodes)
+        .bind::<Array<Nullable<Text>>, _>(&a.actors)
+        .bind::<Array<Nullable<Text>>, _>(&a.messages)
+        .bind::<Array<Nullable<Text>>, _>(&a.data)
+        .bind::<Timestamp, _>(Utc::now().naive_utc())
+        .bind::<Text, _>(node)
+        .load(conn)?;
+    let tasks: std::collections::HashSet<i64> = written.iter().filter(|w| !w.app).map(|w| w.id).collect();
+    let apps: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
+    Ok(rows
+        .iter()
+        .map(|r| FinishFlags { task: tasks.contains(&r.id), app: r.app.as_ref().map(|w| apps.contains(&w.id)) })
+        .collect())
+}
+
+/// The columns of task outcomes, one array each, for a batched `UPDATE … FROM unnest(…)`.
+struct TaskOutcomes {
+    ids: Vec<i64>,
+    epochs: Vec<i64>,
+    statuses: Vec<&'static str>,
+    results: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    afters: Vec<Option<NaiveDateTime>>,
+}
+
+impl TaskOutcomes {
+    fn with_capacity(n: usize) -> Self {
+        TaskOutcomes {
+            ids: Vec::with_capacity(n),
+            epochs: Vec::with_capacity(n),
+            statuses: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            afters: Vec::with_capacity(n),
+        }
+    }
+
+    /// Same effect per row as [`finish`]: succeeded (result, no error, finished), failed (error,
+    /// finished), retry (pending again from run_after, owner cleared).
+    fn push(&mut self, id: i64, epoch: i64, outcome: &Outcome) {
         let (status, result, error, after) = match outcome {
             Outcome::Succeeded(r) => ("succeeded", r.clone(), None, None),
             Outcome::Failed(e) => ("failed", None, Some(e.clone()), None),
             Outcome::Retry { error, run_after } => ("pending", None, Some(error.clone()), Some(*run_after)),
         };
-        statuses.push(status);
-        results.push(result);
-        errors.push(error);
-        afters.push(after);
+        self.ids.push(id);
+        self.epochs.push(epoch);
+        self.statuses.push(status);
+        self.results.push(result);
+        self.errors.push(error);
+        self.afters.push(after);
     }
-    // Same effect per row as `finish`: succeeded (result, no error, finished), failed (error,
-    // finished), retry (pending again from run_after, owner cleared).
+}
+
+/// The columns of application writes and their events, one array each (NULL where a row has
+/// none), for a batched `UPDATE … FROM unnest(…)`.
+struct AppWrites {
+    ids: Vec<Option<i64>>,
+    epochs: Vec<Option<i64>>,
+    desired: Vec<Option<String>>,
+    states: Vec<Option<String>>,
+    set_error: Vec<bool>,
+    errors: Vec<Option<String>>,
+    restarts: Vec<Option<i32>>,
+    kinds: Vec<Option<String>>,
+    tasks: Vec<Option<i64>>,
+    nodes: Vec<Option<String>>,
+    actors: Vec<Option<String>>,
+    messages: Vec<Option<String>>,
+    data: Vec<Option<String>>,
+}
+
+impl AppWrites {
+    fn with_capacity(n: usize) -> Self {
+        AppWrites {
+            ids: Vec::with_capacity(n),
+            epochs: Vec::with_capacity(n),
+            desired: Vec::with_capacity(n),
+            states: Vec::with_capacity(n),
+            set_error: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            restarts: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            tasks: Vec::with_capacity(n),
+            nodes: Vec::with_capacity(n),
+            actors: Vec::with_capacity(n),
+            messages: Vec::with_capacity(n),
+            data: Vec::with_capacity(n),
+        }
+    }
+
+    /// Same effect per row as [`update_owned_app`]: a NULL field is left as it is
+    /// (`last_error` has its own flag, since clearing it writes NULL).
+    fn push(&mut self, w: Option<&AppWrite>) {
+        let change = w.map(|w| &w.change);
+        let e = w.and_then(|w| w.event.as_ref());
+        self.ids.push(w.map(|w| w.id));
+        self.epochs.push(w.map(|w| w.epoch));
+        self.desired.push(change.and_then(|c| c.desired_state.clone()));
+        self.states.push(change.and_then(|c| c.state.clone()));
+        self.set_error.push(change.is_some_and(|c| c.last_error.is_some()));
+        self.errors.push(change.and_then(|c| c.last_error.clone().flatten()));
+        self.restarts.push(change.and_then(|c| c.restart_count));
+        self.kinds.push(e.map(|e| e.kind.clone()));
+        self.tasks.push(e.and_then(|e| e.task_id));
+        self.nodes.push(e.and_then(|e| e.node_id.clone()));
+        self.actors.push(e.and_then(|e| e.actor.clone()));
+        self.messages.push(e.map(|e| e.message.clone()));
+        self.data.push(e.and_then(|e| e.data.clone()));
+    }
+}
+
+fn finish_batch_pg(conn: &mut diesel::PgConnection, node: &str, rows: &[Finished]) -> Result<Vec<bool>, StoreError> {
+    use diesel::sql_types::Timestamp;
+    let mut t = TaskOutcomes::with_capacity(rows.len());
+    for r in rows {
+        t.push(r.id, r.epoch, &r.outcome);
+    }
     let sql = "UPDATE task AS t SET status = v.status, \
                  result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
                  error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
@@ -728,16 +931,16 @@ fn finish_batch_pg(
                WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
                RETURNING t.id";
     let written: Vec<Written> = diesel::sql_query(sql)
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<BigInt>, _>(&epochs)
-        .bind::<Array<Text>, _>(&statuses)
-        .bind::<Array<Nullable<Text>>, _>(&results)
-        .bind::<Array<Nullable<Text>>, _>(&errors)
-        .bind::<Array<Nullable<Timestamp>>, _>(&afters)
+        .bind::<Array<BigInt>, _>(&t.ids)
+        .bind::<Array<BigInt>, _>(&t.epochs)
+        .bind::<Array<Text>, _>(&t.statuses)
+        .bind::<Array<Nullable<Text>>, _>(&t.results)
+        .bind::<Array<Nullable<Text>>, _>(&t.errors)
+        .bind::<Array<Nullable<Timestamp>>, _>(&t.afters)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(node)
         .load(conn)?;
-    Ok(written_flags(&ids, written))
+    Ok(written_flags(&t.ids, written))
 }
 
 /// A row a batched write returned.
@@ -1290,33 +1493,12 @@ pub struct AppsBatch {
 
 fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite]) -> Result<Vec<bool>, StoreError> {
     use diesel::sql_types::{Bool, Integer, Timestamp};
-    let n = writes.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut epochs = Vec::with_capacity(n);
-    let (mut desired, mut states) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut set_error, mut errors, mut restarts) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut kinds, mut tasks, mut nodes) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut actors, mut messages, mut data) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut a = AppWrites::with_capacity(writes.len());
     for w in writes {
-        ids.push(w.id);
-        epochs.push(w.epoch);
-        desired.push(w.change.desired_state.clone());
-        states.push(w.change.state.clone());
-        set_error.push(w.change.last_error.is_some());
-        errors.push(w.change.last_error.clone().flatten());
-        restarts.push(w.change.restart_count);
-        let e = w.event.as_ref();
-        kinds.push(e.map(|e| e.kind.clone()));
-        tasks.push(e.and_then(|e| e.task_id));
-        nodes.push(e.and_then(|e| e.node_id.clone()));
-        actors.push(e.and_then(|e| e.actor.clone()));
-        messages.push(e.map(|e| e.message.clone()));
-        data.push(e.and_then(|e| e.data.clone()));
+        a.push(Some(w));
     }
-    // Same effect per row as `update_owned_app`: a NULL field is left as it is (`last_error`
-    // has its own flag, since clearing it writes NULL); the event is inserted for the rows the
-    // UPDATE returned, so a write that was not ours records nothing.
+    // The event is inserted for the rows the UPDATE returned, so a write that was not ours
+    // records nothing.
     let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bool[], \
                  $6::text[], $7::int[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) \
                  AS v(id, epoch, desired_state, state, set_error, last_error, restart_count, \
@@ -1334,22 +1516,23 @@ fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite])
                  FROM v JOIN u ON u.id = v.id WHERE v.kind IS NOT NULL) \
                SELECT id FROM u";
     let written: Vec<Written> = diesel::sql_query(sql)
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<BigInt>, _>(&epochs)
-        .bind::<Array<Nullable<Text>>, _>(&desired)
-        .bind::<Array<Nullable<Text>>, _>(&states)
-        .bind::<Array<Bool>, _>(&set_error)
-        .bind::<Array<Nullable<Text>>, _>(&errors)
-        .bind::<Array<Nullable<Integer>>, _>(&restarts)
-        .bind::<Array<Nullable<Text>>, _>(&kinds)
-        .bind::<Array<Nullable<BigInt>>, _>(&tasks)
-        .bind::<Array<Nullable<Text>>, _>(&nodes)
-        .bind::<Array<Nullable<Text>>, _>(&actors)
-        .bind::<Array<Nullable<Text>>, _>(&messages)
-        .bind::<Array<Nullable<Text>>, _>(&data)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.ids)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.epochs)
+        .bind::<Array<Nullable<Text>>, _>(&a.desired)
+        .bind::<Array<Nullable<Text>>, _>(&a.states)
+        .bind::<Array<Bool>, _>(&a.set_error)
+        .bind::<Array<Nullable<Text>>, _>(&a.errors)
+        .bind::<Array<Nullable<Integer>>, _>(&a.restarts)
+        .bind::<Array<Nullable<Text>>, _>(&a.kinds)
+        .bind::<Array<Nullable<BigInt>>, _>(&a.tasks)
+        .bind::<Array<Nullable<Text>>, _>(&a.nodes)
+        .bind::<Array<Nullable<Text>>, _>(&a.actors)
+        .bind::<Array<Nullable<Text>>, _>(&a.messages)
+        .bind::<Array<Nullable<Text>>, _>(&a.data)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(me)
         .load(conn)?;
+    let ids: Vec<i64> = writes.iter().map(|w| w.id).collect();
     Ok(written_flags(&ids, written))
 }
 
