@@ -222,7 +222,7 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             message: format!("application {app} is running"),
             data: None,
         };
-        let apps: Vec<i64> = (0..2)
+        let apps: Vec<i64> = (0..3)
             .map(|i| {
                 let new = NewApplication { name: format!("c{i}"), driver: "noop".into(), ..Default::default() };
                 let id = insert_application(&mut conn, &new).unwrap();
@@ -235,8 +235,9 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             tasks::insert_task(&mut conn, &task(Some(apps[0]), "start")).unwrap(),
             tasks::insert_task(&mut conn, &task(Some(apps[1]), "start")).unwrap(),
             tasks::insert_task(&mut conn, &task(None, "run")).unwrap(),
+            tasks::insert_task(&mut conn, &task(Some(apps[2]), "start")).unwrap(),
         ];
-        assert_eq!(claim(&mut conn, &ids, "n1", 5).unwrap().len(), 3);
+        assert_eq!(claim(&mut conn, &ids, "n1", 5).unwrap().len(), 4);
         let running = AppChange {
             desired_state: Some("running".into()),
             state: Some("running".into()),
@@ -249,6 +250,9 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             done(ids[0], Some(write(apps[0], 5))),
             done(ids[1], Some(write(apps[1], 4))), // the application at an older epoch: not ours
             done(ids[2], None),
+            // The task claimed at another epoch (recovered and claimed again): its outcome is
+            // not ours to write; the application's state is, without an event.
+            Finished { epoch: 4, ..done(ids[3], Some(write(apps[2], 5))) },
         ];
         let flags = finish_batch(&mut conn, "n1", &rows).unwrap();
         assert_eq!(
@@ -257,20 +261,31 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
                 FinishFlags { task: true, app: Some(true) },
                 FinishFlags { task: false, app: Some(false) },
                 FinishFlags { task: true, app: None },
+                FinishFlags { task: false, app: Some(true) },
             ]
         );
+        // Written again (a retry of a batch whose answer was lost): nothing is recorded twice.
+        let again: Vec<bool> = finish_batch(&mut conn, "n1", &rows).unwrap().iter().map(|f| f.task).collect();
+        assert_eq!(again, vec![false, false, false, false]);
         let status = |id: i64, conn: &mut _| tasks::find_task(conn, id).unwrap().unwrap().status;
         assert_eq!(
             [status(ids[0], &mut conn), status(ids[1], &mut conn), status(ids[2], &mut conn)],
             ["succeeded", "running", "succeeded"]
         );
         let state = |id: i64, conn: &mut _| find_application(conn, id).unwrap().unwrap().state;
-        assert_eq!([state(apps[0], &mut conn), state(apps[1], &mut conn)], ["running", "stopped"]);
+        assert_eq!(
+            [state(apps[0], &mut conn), state(apps[1], &mut conn), state(apps[2], &mut conn)],
+            ["running", "stopped", "running"]
+        );
         let events = |app: i64, conn: &mut _| {
             let f = EventFilter { app_id: Some(app), ..Default::default() };
             list_events(conn, &f, None, 10).unwrap().len()
         };
-        assert_eq!([events(apps[0], &mut conn), events(apps[1], &mut conn)], [2, 1], "acquired, then a state event");
+        assert_eq!(
+            [events(apps[0], &mut conn), events(apps[1], &mut conn), events(apps[2], &mut conn)],
+            [2, 1, 1],
+            "acquired, and a state event only with a written outcome"
+        );
     });
 }
 

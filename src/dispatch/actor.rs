@@ -399,7 +399,7 @@ impl Actor {
             self.give_back(&task).await;
             return Err(lost);
         }
-        self.last = None;
+        (self.last, self.defer_last) = (None, false);
         let outcome = match plan::plan(&task) {
             Plan::Poison(msg) => Outcome::Failed(msg),
             Plan::Job { .. } => Outcome::Failed("internal: a job reached an application actor".into()),

@@ -725,18 +725,24 @@ fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result
     rows.iter()
         .map(|r| {
             let app = match &r.app {
-                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, w.event.as_ref())?),
+                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, None)?),
                 None => None,
             };
             let task = app != Some(false) && finish(conn, r.id, node, r.epoch, &r.outcome)?;
+            // As on PostgreSQL: the event of a row whose outcome was written.
+            if let (true, Some(event)) = (task, r.app.as_ref().and_then(|w| w.event.as_ref())) {
+                events::record_event(conn, event)?;
+            }
             Ok(FinishFlags { task, app })
         })
         .collect()
 }
 
 /// [`finish_batch`] on PostgreSQL for a batch that holds application writes: the writes (as
-/// [`apps_write_pg`]), their events, and the outcomes (as [`finish_batch_pg`], each only when
-/// its application write applied) in one statement.
+/// [`apps_write_pg`]), the outcomes (as [`finish_batch_pg`], each only when its application
+/// write applied) and the events of the rows whose outcome was written, in one statement. The
+/// completer retries a batch whose answer was lost: the second time the outcomes read as no
+/// longer ours, the application writes apply again unchanged, and no event is recorded twice.
 fn finish_with_apps_pg(
     conn: &mut diesel::PgConnection,
     node: &str,
@@ -764,9 +770,6 @@ fn finish_with_apps_pg(
                  FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
                    AND a.owner_epoch = v.app_epoch \
                  RETURNING a.id), \
-               e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
-                 SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') \
-                 FROM v JOIN u ON u.id = v.app_id WHERE v.kind IS NOT NULL), \
                t AS (UPDATE task AS t SET status = v.status, \
                  result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
                  error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
@@ -776,7 +779,10 @@ fn finish_with_apps_pg(
                  owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END \
                  FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
                    AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) \
-                 RETURNING t.id) \
+                 RETURNING t.id), \
+               e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
+                 SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') \
+                 FROM v JOIN t ON t.id = v.id WHERE v.kind IS NOT NULL) \
                SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u";
     #[derive(QueryableByName)]
     struct Row {
