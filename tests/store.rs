@@ -32,6 +32,35 @@ fn on_both(f: impl Fn(&Store)) {
     f(&lite);
 }
 
+/// An event about application `app` written by node `n1`'s dispatcher.
+fn app_event(kind: &str, app: i64) -> rota::store::models::NewEvent {
+    rota::store::models::NewEvent {
+        kind: kind.into(),
+        app_id: Some(app),
+        task_id: None,
+        node_id: Some("n1".into()),
+        actor: Some("dispatcher".into()),
+        message: format!("{kind} {app}"),
+        data: None,
+    }
+}
+
+/// `n` new `noop` applications named `{prefix}0`…, each acquired by `n1` at epoch 5.
+fn acquired_apps(conn: &mut rota::store::AnyConnection, prefix: &str, n: usize) -> Vec<i64> {
+    use rota::store::apps::insert_application;
+    use rota::store::dispatch::acquire_app;
+    use rota::store::models::NewApplication;
+    (0..n)
+        .map(|i| {
+            let new = NewApplication { name: format!("{prefix}{i}"), driver: "noop".into(), ..Default::default() };
+            let id = insert_application(conn, &new).unwrap();
+            let acquired = acquire_app(conn, id, "n1", 5, &["n1".into()], &app_event("app.acquired", id)).unwrap();
+            assert!(acquired.is_some());
+            id
+        })
+        .collect()
+}
+
 /// Migrations shipped (the same number on both backends).
 fn migration_count() -> usize {
     let dir = |b: &str| std::fs::read_dir(format!("{}/migrations/{b}", env!("CARGO_MANIFEST_DIR"))).unwrap().count();
@@ -205,31 +234,13 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
 /// job's outcome in the same batch is written as usual; an event only for a write that applied.
 #[test]
 fn a_commands_outcome_is_written_only_with_its_application_write() {
-    use rota::store::apps::{find_application, insert_application};
-    use rota::store::dispatch::{
-        acquire_app, claim, finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome,
-    };
+    use rota::store::apps::find_application;
+    use rota::store::dispatch::{claim, finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome};
     use rota::store::events::{list_events, EventFilter};
-    use rota::store::models::{NewApplication, NewEvent};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
-        let ev = |app: i64| NewEvent {
-            kind: "app.state".into(),
-            app_id: Some(app),
-            task_id: None,
-            node_id: Some("n1".into()),
-            actor: Some("dispatcher".into()),
-            message: format!("application {app} is running"),
-            data: None,
-        };
-        let apps: Vec<i64> = (0..3)
-            .map(|i| {
-                let new = NewApplication { name: format!("c{i}"), driver: "noop".into(), ..Default::default() };
-                let id = insert_application(&mut conn, &new).unwrap();
-                assert!(acquire_app(&mut conn, id, "n1", 5, &["n1".into()], &ev(id)).unwrap().is_some());
-                id
-            })
-            .collect();
+        let ev = |app: i64| app_event("app.state", app);
+        let apps = acquired_apps(&mut conn, "c", 3);
         let task = |app_id: Option<i64>, action: &str| NewTask { app_id, action: action.into(), ..Default::default() };
         let ids = [
             tasks::insert_task(&mut conn, &task(Some(apps[0]), "start")).unwrap(),
@@ -567,31 +578,13 @@ fn claim_jobs_takes_only_jobs_placed_by_their_id() {
 /// event only when it was, `last_error` can be cleared, and the reads see the batch's writes.
 #[test]
 fn batched_application_writes_keep_each_rows_owner_and_epoch() {
-    use rota::store::apps::{find_application, insert_application};
-    use rota::store::dispatch::{acquire_app, apps_batch, AppChange, AppWrite};
+    use rota::store::apps::find_application;
+    use rota::store::dispatch::{apps_batch, AppChange, AppWrite};
     use rota::store::events::{list_events, EventFilter};
-    use rota::store::models::{NewApplication, NewEvent};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
-        let ev = |kind: &str, app: i64| NewEvent {
-            kind: kind.into(),
-            app_id: Some(app),
-            task_id: None,
-            node_id: Some("n1".into()),
-            actor: Some("dispatcher".into()),
-            message: format!("{kind} {app}"),
-            data: None,
-        };
-        let ids: Vec<i64> = (0..3)
-            .map(|i| {
-                let new = NewApplication { name: format!("a{i}"), driver: "noop".into(), ..Default::default() };
-                let id = insert_application(&mut conn, &new).unwrap();
-                assert!(acquire_app(&mut conn, id, "n1", 5, &["n1".into()], &ev("app.acquired", id))
-                    .unwrap()
-                    .is_some());
-                id
-            })
-            .collect();
+        let ev = app_event;
+        let ids = acquired_apps(&mut conn, "a", 3);
         let write = |id: i64, epoch: i64, change: AppChange, kind: &str| AppWrite {
             id,
             epoch,

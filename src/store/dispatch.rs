@@ -738,60 +738,89 @@ fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result
         .collect()
 }
 
-/// [`finish_batch`] on PostgreSQL for a batch that holds application writes: the writes (as
-/// [`apps_write_pg`]), the outcomes (as [`finish_batch_pg`], each only when its application
-/// write applied) and the events of the rows whose outcome was written, in one statement. The
-/// completer retries a batch whose answer was lost: the second time the outcomes read as no
-/// longer ours, the application writes apply again unchanged, and no event is recorded twice.
+/// [`finish_batch`] on PostgreSQL for a batch that holds application writes ([`outcomes_pg`]).
 fn finish_with_apps_pg(
     conn: &mut diesel::PgConnection,
     node: &str,
     rows: &[Finished],
 ) -> Result<Vec<FinishFlags>, StoreError> {
-    use diesel::sql_types::{Bool, Integer, Timestamp};
-    let n = rows.len();
-    let mut t = TaskOutcomes::with_capacity(n);
-    let mut a = AppWrites::with_capacity(n);
+    let mut t = TaskOutcomes::default();
+    let mut a = AppWrites::default();
     for r in rows {
         t.push(r.id, r.epoch, &r.outcome);
         a.push(r.app.as_ref());
     }
-    let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                 $6::timestamp[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[], $12::text[], \
-                 $13::int[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) \
-                 AS v(id, epoch, status, result, error, run_after, app_id, app_epoch, desired_state, state, \
-                      set_error, last_error, restart_count, kind, task_id, node_id, actor, message, data)), \
-               u AS (UPDATE application AS a SET \
-                 desired_state = COALESCE(v.desired_state, a.desired_state), \
-                 state = COALESCE(v.state, a.state), \
-                 last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
-                 restart_count = COALESCE(v.restart_count, a.restart_count), \
-                 updated_at = $20 \
-                 FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
-                   AND a.owner_epoch = v.app_epoch \
-                 RETURNING a.id), \
-               t AS (UPDATE task AS t SET status = v.status, \
-                 result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
-                 error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
-                 finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE $20 END, \
-                 run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
-                 owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
-                 owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END \
-                 FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
-                   AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) \
-                 RETURNING t.id), \
-               e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
-                 SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') \
-                 FROM v JOIN t ON t.id = v.id WHERE v.kind IS NOT NULL) \
-               SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u";
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-        #[diesel(sql_type = Bool)]
-        app: bool,
-    }
-    let written: Vec<Row> = diesel::sql_query(sql)
+    let written = outcomes_pg(conn, node, &t, &a)?;
+    let tasks: std::collections::HashSet<i64> = written.iter().filter(|w| !w.app).map(|w| w.id).collect();
+    let apps: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
+    Ok(rows
+        .iter()
+        .map(|r| FinishFlags { task: tasks.contains(&r.id), app: r.app.as_ref().map(|w| apps.contains(&w.id)) })
+        .collect())
+}
+
+/// What [`outcomes_pg`] wrote: a task's outcome, or an application (`app`).
+#[derive(QueryableByName)]
+struct WrittenRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    app: bool,
+}
+
+/// The set clause of a task's outcome from the row `v` of a batch ([`TaskOutcomes`]), with
+/// `{now}` for its `finished_at`: succeeded (result, no error, finished), failed (error,
+/// finished), retry (pending again from `run_after`, owner cleared) — as [`finish`].
+const OUTCOME_SET: &str = "status = v.status, \
+    result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
+    error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
+    finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE {now} END, \
+    run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
+    owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
+    owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END";
+
+/// One statement on PostgreSQL for task outcomes `t` and application writes `a`, row by row
+/// (either may be shorter: `unnest` pads it with NULLs): each application write conditional on
+/// its owner and epoch (as [`update_owned_app`]: a NULL field is left as it is; `last_error` has
+/// its own flag, since clearing it writes NULL), each outcome on its claim and on its row's
+/// application write having applied, and the events of the application writes that applied —
+/// for a row with an outcome, only when the outcome was written. Why that last rule: the
+/// completer retries a batch whose answer was lost; the second time the outcomes read as no
+/// longer ours, the application writes apply again unchanged, and no event is recorded twice.
+fn outcomes_pg(
+    conn: &mut diesel::PgConnection,
+    node: &str,
+    t: &TaskOutcomes,
+    a: &AppWrites,
+) -> Result<Vec<WrittenRow>, StoreError> {
+    use diesel::sql_types::{Bool, Integer, Timestamp};
+    let sql = format!(
+        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+           $6::timestamp[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[], $12::text[], \
+           $13::int[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) \
+           AS v(id, epoch, status, result, error, run_after, app_id, app_epoch, desired_state, state, \
+                set_error, last_error, restart_count, kind, task_id, node_id, actor, message, data)), \
+         u AS (UPDATE application AS a SET \
+           desired_state = COALESCE(v.desired_state, a.desired_state), \
+           state = COALESCE(v.state, a.state), \
+           last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
+           restart_count = COALESCE(v.restart_count, a.restart_count), \
+           updated_at = $20 \
+           FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
+             AND a.owner_epoch = v.app_epoch \
+           RETURNING a.id), \
+         t AS (UPDATE task AS t SET {set} \
+           FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
+             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) \
+           RETURNING t.id), \
+         e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
+           SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') \
+           FROM v JOIN u ON u.id = v.app_id \
+           WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
+         SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
+        set = OUTCOME_SET.replace("{now}", "$20")
+    );
+    Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
         .bind::<Array<Text>, _>(&t.statuses)
@@ -813,16 +842,11 @@ fn finish_with_apps_pg(
         .bind::<Array<Nullable<Text>>, _>(&a.data)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(node)
-        .load(conn)?;
-    let tasks: std::collections::HashSet<i64> = written.iter().filter(|w| !w.app).map(|w| w.id).collect();
-    let apps: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
-    Ok(rows
-        .iter()
-        .map(|r| FinishFlags { task: tasks.contains(&r.id), app: r.app.as_ref().map(|w| apps.contains(&w.id)) })
-        .collect())
+        .load(conn)?)
 }
 
 /// The columns of task outcomes, one array each, for a batched `UPDATE … FROM unnest(…)`.
+#[derive(Default)]
 struct TaskOutcomes {
     ids: Vec<i64>,
     epochs: Vec<i64>,
@@ -833,17 +857,6 @@ struct TaskOutcomes {
 }
 
 impl TaskOutcomes {
-    fn with_capacity(n: usize) -> Self {
-        TaskOutcomes {
-            ids: Vec::with_capacity(n),
-            epochs: Vec::with_capacity(n),
-            statuses: Vec::with_capacity(n),
-            results: Vec::with_capacity(n),
-            errors: Vec::with_capacity(n),
-            afters: Vec::with_capacity(n),
-        }
-    }
-
     /// Same effect per row as [`finish`]: succeeded (result, no error, finished), failed (error,
     /// finished), retry (pending again from run_after, owner cleared).
     fn push(&mut self, id: i64, epoch: i64, outcome: &Outcome) {
@@ -863,6 +876,7 @@ impl TaskOutcomes {
 
 /// The columns of application writes and their events, one array each (NULL where a row has
 /// none), for a batched `UPDATE … FROM unnest(…)`.
+#[derive(Default)]
 struct AppWrites {
     ids: Vec<Option<i64>>,
     epochs: Vec<Option<i64>>,
@@ -880,24 +894,6 @@ struct AppWrites {
 }
 
 impl AppWrites {
-    fn with_capacity(n: usize) -> Self {
-        AppWrites {
-            ids: Vec::with_capacity(n),
-            epochs: Vec::with_capacity(n),
-            desired: Vec::with_capacity(n),
-            states: Vec::with_capacity(n),
-            set_error: Vec::with_capacity(n),
-            errors: Vec::with_capacity(n),
-            restarts: Vec::with_capacity(n),
-            kinds: Vec::with_capacity(n),
-            tasks: Vec::with_capacity(n),
-            nodes: Vec::with_capacity(n),
-            actors: Vec::with_capacity(n),
-            messages: Vec::with_capacity(n),
-            data: Vec::with_capacity(n),
-        }
-    }
-
     /// Same effect per row as [`update_owned_app`]: a NULL field is left as it is
     /// (`last_error` has its own flag, since clearing it writes NULL).
     fn push(&mut self, w: Option<&AppWrite>) {
@@ -921,21 +917,18 @@ impl AppWrites {
 
 fn finish_batch_pg(conn: &mut diesel::PgConnection, node: &str, rows: &[Finished]) -> Result<Vec<bool>, StoreError> {
     use diesel::sql_types::Timestamp;
-    let mut t = TaskOutcomes::with_capacity(rows.len());
+    let mut t = TaskOutcomes::default();
     for r in rows {
         t.push(r.id, r.epoch, &r.outcome);
     }
-    let sql = "UPDATE task AS t SET status = v.status, \
-                 result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
-                 error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
-                 finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE $7 END, \
-                 run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
-                 owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
-                 owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END \
-               FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamp[]) \
-                 AS v(id, epoch, status, result, error, run_after) \
-               WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
-               RETURNING t.id";
+    let sql = format!(
+        "UPDATE task AS t SET {set} \
+         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamp[]) \
+           AS v(id, epoch, status, result, error, run_after) \
+         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
+         RETURNING t.id",
+        set = OUTCOME_SET.replace("{now}", "$7")
+    );
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
@@ -1498,48 +1491,13 @@ pub struct AppsBatch {
 }
 
 fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite]) -> Result<Vec<bool>, StoreError> {
-    use diesel::sql_types::{Bool, Integer, Timestamp};
-    let mut a = AppWrites::with_capacity(writes.len());
+    let mut a = AppWrites::default();
     for w in writes {
         a.push(Some(w));
     }
-    // The event is inserted for the rows the UPDATE returned, so a write that was not ours
-    // records nothing.
-    let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bool[], \
-                 $6::text[], $7::int[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[]) \
-                 AS v(id, epoch, desired_state, state, set_error, last_error, restart_count, \
-                      kind, task_id, node_id, actor, message, data)), \
-               u AS (UPDATE application AS a SET \
-                 desired_state = COALESCE(v.desired_state, a.desired_state), \
-                 state = COALESCE(v.state, a.state), \
-                 last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
-                 restart_count = COALESCE(v.restart_count, a.restart_count), \
-                 updated_at = $14 \
-                 FROM v WHERE a.id = v.id AND a.owner_node = $15 AND a.owner_epoch = v.epoch \
-                 RETURNING a.id), \
-               e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
-                 SELECT v.kind, v.id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') \
-                 FROM v JOIN u ON u.id = v.id WHERE v.kind IS NOT NULL) \
-               SELECT id FROM u";
-    let written: Vec<Written> = diesel::sql_query(sql)
-        .bind::<Array<Nullable<BigInt>>, _>(&a.ids)
-        .bind::<Array<Nullable<BigInt>>, _>(&a.epochs)
-        .bind::<Array<Nullable<Text>>, _>(&a.desired)
-        .bind::<Array<Nullable<Text>>, _>(&a.states)
-        .bind::<Array<Bool>, _>(&a.set_error)
-        .bind::<Array<Nullable<Text>>, _>(&a.errors)
-        .bind::<Array<Nullable<Integer>>, _>(&a.restarts)
-        .bind::<Array<Nullable<Text>>, _>(&a.kinds)
-        .bind::<Array<Nullable<BigInt>>, _>(&a.tasks)
-        .bind::<Array<Nullable<Text>>, _>(&a.nodes)
-        .bind::<Array<Nullable<Text>>, _>(&a.actors)
-        .bind::<Array<Nullable<Text>>, _>(&a.messages)
-        .bind::<Array<Nullable<Text>>, _>(&a.data)
-        .bind::<Timestamp, _>(Utc::now().naive_utc())
-        .bind::<Text, _>(me)
-        .load(conn)?;
-    let ids: Vec<i64> = writes.iter().map(|w| w.id).collect();
-    Ok(written_flags(&ids, written))
+    let written = outcomes_pg(conn, me, &TaskOutcomes::default(), &a)?;
+    let applied: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
+    Ok(writes.iter().map(|w| applied.contains(&w.id)).collect())
 }
 
 /// The applications of `ids` that exist, read fresh.
