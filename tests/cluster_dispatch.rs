@@ -380,3 +380,63 @@ fn three_nodes_claim_a_job_backlog_by_their_ids_without_reading_every_row() {
     eprintln!("measured: the three nodes read {read} rows for a backlog of {total}");
     assert!(read < total as u64, "{read} rows read for {total}: each member read every row");
 }
+
+/// While jobs keep coming, the job windows hold nothing back that they leave to reads. Three
+/// nodes drain a job backlog that grows faster than they drain; the head of the queue is full of jobs no node
+/// may ever claim (a selector no member matches). An application's queue of 60 commands runs
+/// one command after the other (each next one claimed by its turn, not at a poll tick), and a
+/// command behind the backlog runs while the inserts go on (a window ends after ten poll
+/// intervals, and the node reads past what it left).
+#[test]
+fn under_continuous_inserts_job_windows_hold_back_no_command() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let c = Cluster::new(&["n1", "n2", "n3"]);
+    c.converge(&["n1", "n2", "n3"]);
+    c.sql("INSERT INTO application (id, name, driver) VALUES (1, 'queue', 'noop'), (2, 'behind', 'noop')");
+    c.sql(
+        "INSERT INTO task (action, selector) SELECT 'run', '{\"dc\":\"mars\"}' FROM generate_series(1, 300); \
+         INSERT INTO task (app_id, action) SELECT 1, CASE WHEN g % 2 = 0 THEN 'start' ELSE 'stop' END \
+           FROM generate_series(0, 59) g; \
+         INSERT INTO task (action) SELECT 'run' FROM generate_series(1, 20000); \
+         INSERT INTO task (app_id, action) VALUES (2, 'start');",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let inserter = {
+        let (stop, url) = (stop.clone(), c.pg.url.clone());
+        std::thread::spawn(move || {
+            use diesel::connection::SimpleConnection;
+            let mut conn = diesel::PgConnection::establish(&url).unwrap();
+            let mut batches = 0;
+            // Faster than the nodes drain: the highest id grows all along, so no window ends
+            // by reaching it.
+            while !stop.load(Ordering::Relaxed) {
+                conn.batch_execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, 1000)").unwrap();
+                batches += 1;
+            }
+            batches
+        })
+    };
+    let commands = || {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let n: N = diesel::sql_query(
+            "SELECT count(*) AS n FROM task WHERE app_id IS NOT NULL AND status = 'succeeded' AND attempts = 1",
+        )
+        .get_result(&mut *c.store.conn().unwrap())
+        .unwrap();
+        n.n
+    };
+    let started = Instant::now();
+    wait_until(Duration::from_secs(40), "all 61 commands to run while jobs keep coming", || commands() == 61);
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let batches = inserter.join().unwrap();
+    eprintln!("measured: 61 commands in {took:?} while {batches} batches of 1,000 jobs were inserted");
+    let apps = c.apps();
+    assert!(apps.iter().all(|a| a.owner_node.is_some()), "{apps:?}");
+    assert_eq!(c.task(1).status, "pending", "a job no member matches waits");
+}

@@ -1,8 +1,10 @@
 //! Batched application reads and writes: every actor's refresh and state change goes through
-//! one task that takes all the requests waiting when it wakes and serves them in one
-//! transaction.
+//! one task that takes all the requests waiting when it wakes and serves them together (one
+//! statement for the writes, one for the reads; a transaction where acquisitions need several).
+//! A command's last state change does not come here: it goes with the command's outcome to the
+//! completer ([`super::complete`]).
 //!
-//! Why: each command an actor runs reads its application once and changes its state two or
+//! Why: each command an actor runs reads its application once and changes its state up to
 //! three times, with an event. Sent one by one, 1,000 applications cost ~8 single-row statements
 //! per command and capped application commands at ~1 k/s, with PostgreSQL's CPU spent parsing
 //! and planning them (docs/benchmarks.md, session 4). Batched as the completer batches
@@ -21,7 +23,7 @@ use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
 
-/// Requests served per transaction, at most.
+/// Requests served together, at most.
 const MAX_BATCH: usize = 1024;
 
 enum Item {

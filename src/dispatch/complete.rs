@@ -66,8 +66,22 @@ impl Completer {
 async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
     while let Some(first) = rx.recv().await {
         let batch = gather(&mut rx, first, MAX_BATCH).await;
-        // One batch in flight: the next one gathers in the channel while this one commits.
-        write(&store, &node, batch).await;
+        // Two writes about one application in one statement would let both outcomes through on
+        // one applied write. An actor has one outcome out at a time, so this does not happen;
+        // if it ever did, the batch is cut before the repeat and the rest follows in order.
+        let mut part = Vec::new();
+        let mut apps = std::collections::HashSet::new();
+        for item in batch {
+            if let Some(app) = item.row.app.as_ref().map(|w| w.id) {
+                if !apps.insert(app) {
+                    // One batch in flight: the next one gathers while this one commits.
+                    write(&store, &node, std::mem::take(&mut part)).await;
+                    apps = std::collections::HashSet::from([app]);
+                }
+            }
+            part.push(item);
+        }
+        write(&store, &node, part).await;
     }
 }
 
@@ -97,7 +111,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Write one batch, retrying until the database takes it. Giving up would leave its rows
 /// `running` under this node's live claim, which no one recovers (invariant I2); retrying is
 /// safe because every row's update is conditional on the claim — a batch that did commit before
-/// its answer was lost writes nothing the second time (its rows read as no longer ours).
+/// its answer was lost writes no outcome the second time (its rows read as no longer ours, and
+/// are answered so); its application writes apply again unchanged, and record no second event.
 async fn write(store: &Store, node: &str, batch: Vec<Item>) {
     let rows: Arc<Vec<Finished>> = Arc::new(batch.iter().map(|i| i.row.clone()).collect());
     let mut wait = RETRY_FIRST;

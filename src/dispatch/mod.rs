@@ -351,7 +351,18 @@ struct JobWindow {
     next: i64,
     /// The highest id known to exist.
     hi: i64,
+    /// When it started: it ends after [`WINDOW_POLLS`] poll intervals.
+    started: Instant,
+    /// When it last yielded to a look at the queue's head: it does once per poll interval.
+    looked: Instant,
 }
+
+/// A job window lasts at most this many poll intervals (10 s at the default): then the node
+/// reads the queue from its head, past every row the window left (commands, label-dependent
+/// rows, retried, locked or delayed jobs), before a new window may start. Why: while rows kept
+/// coming, a window never reached the end of the table, and a command behind a head full of
+/// rows no one could claim yet waited for as long as the inserts went on.
+const WINDOW_POLLS: u32 = 10;
 
 struct Dispatcher {
     shared: Arc<Shared>,
@@ -592,7 +603,8 @@ impl Dispatcher {
             let uncovered = last.is_some_and(|l| l > self.windowed_to);
             if let (true, false, Some(last)) = (full && jobs * 2 >= due.len() && larger && uncovered, windowing, last) {
                 tracing::debug!(cursor = last, "a job window starts");
-                self.window = Some(JobWindow { next: last + 1, hi: last });
+                let now = Instant::now();
+                self.window = Some(JobWindow { next: last + 1, hi: last, started: now, looked: now });
             }
             let mine: Vec<i64> = due.iter().filter(|d| place.owns_due(d)).map(|d| d.id).collect();
             let claimed = if mine.is_empty() {
@@ -618,8 +630,40 @@ impl Dispatcher {
     /// when none was added it ends, and the next round reads from the queue's head, which finds
     /// every row the window left: commands, label-dependent rows, locked or delayed ones.
     async fn window_round(&mut self, place: &Placement) -> Result<bool, StoreError> {
+        // A backlog's rounds follow one another without a look at the dispatcher's other
+        // events (up to 64 rounds, each waiting for room among the jobs in flight): the window
+        // claims the turns of applications, and looks at the queue's head, itself.
+        if self.takes_turns() {
+            self.turn_round().await?;
+        }
         let Some(mut w) = self.window.take() else { return Ok(true) };
         let batch = self.shared.cfg.batch_size as usize;
+        let poll = Duration::from_millis(self.shared.cfg.poll_interval_ms);
+        if w.started.elapsed() >= poll * WINDOW_POLLS {
+            tracing::debug!(cursor = w.next, "the job window has run its time; reading from the head");
+            self.windowed_to = w.next - 1;
+            self.cursor = 0;
+            return Ok(true);
+        }
+        if w.looked.elapsed() >= poll {
+            w.looked = Instant::now();
+            self.window = Some(w);
+            self.label_pass = true;
+            return Ok(true);
+        }
+        // Claim no more than the job slots free now, so that handing out never waits for room
+        // while applications' turns wait behind it; with none free, wait for one, or for a
+        // turn, for up to a poll interval (then the loop looks at its other events).
+        if self.outstanding.available_permits() == 0 {
+            self.window = Some(w);
+            let slots = self.outstanding.clone();
+            return tokio::select! {
+                _ = self.shared.turn.notified() => Ok(true),
+                slot = slots.acquire_owned() => Ok(slot.is_ok()),
+                _ = tokio::time::sleep(poll) => Ok(false),
+            };
+        }
+        let batch = batch.min(self.outstanding.available_permits());
         // Ids looked at per round, at most: a node with a small share of the ring must not walk
         // a long stretch of ids in one go.
         let span = (batch as i64) * 64;
@@ -670,10 +714,11 @@ impl Dispatcher {
     }
 
     /// True when the next commands of applications that finished one may be claimed by
-    /// [`q::claim_turns`]: this node is the only member and no label-dependent rows wait at the
+    /// [`q::claim_turns`]: this node is the only member, or a member of a larger ring claiming
+    /// by job window (whose rounds read no commands), and no label-dependent rows wait at the
     /// queue's head (those need a full round, which also claims the next commands).
     fn takes_turns(&self) -> bool {
-        !self.label_pass && self.owns_everything(&self.placement())
+        !self.label_pass && (self.window.is_some() || self.owns_everything(&self.placement()))
     }
 
     /// Claim the next command of every application that finished one ([`Shared::turn`]).
@@ -685,6 +730,12 @@ impl Dispatcher {
                 return Ok(());
             }
             let place = self.placement();
+            // A member of a larger ring claims only for the applications the ring gives it
+            // now (an actor may outlive its application's move until it has released it).
+            let apps: Vec<i64> = apps.into_iter().filter(|&a| place.owns_app(a)).collect();
+            if apps.is_empty() {
+                continue;
+            }
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
             let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch)).await?;
             let claimed = self.shared.held.claimed(claimed);
@@ -1088,7 +1139,7 @@ impl Dispatcher {
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }
-        self.window = None;
+        (self.window, self.windowed_to, self.cursor) = (None, 0, 0);
         let n = self.actors.len();
         for (_, a) in self.actors.drain() {
             a.abort();

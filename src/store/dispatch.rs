@@ -1404,7 +1404,8 @@ pub struct AppWrite {
     pub epoch: i64,
     /// What changes.
     pub change: AppChange,
-    /// Recorded in the same transaction when the change applied.
+    /// Recorded with the change when it applied (with a task's outcome, [`finish_batch`]: only
+    /// when the outcome was written too).
     pub event: Option<NewEvent>,
 }
 
@@ -1428,6 +1429,8 @@ pub fn apps_batch(
     // PostgreSQL): those go in one transaction. Writes and reads alone need none — the batched
     // write is one statement on PostgreSQL and the reads come after it — and a transaction
     // around them cost a BEGIN and a COMMIT per batch, on the path of every application command.
+    // (A read that fails after the write committed answers the writes with its error: their
+    // actors keep their copy of the application as it was until their next read.)
     let postgres = matches!(conn, AnyConnection::Postgresql(_));
     if postgres && acquires.is_empty() {
         return apps_batch_in(conn, me, acquires, writes, reads);
