@@ -290,18 +290,39 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// A new etcd on two free ports. Ports are picked free and then bound by etcd a moment
+    /// later, so a test running beside this one can take one in between (a fresh-clone run saw
+    /// etcd never become healthy): a start that fails is tried again on other ports.
     pub fn start() -> Etcd {
-        let mut e =
-            Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: free_port(), peer_port: free_port() };
-        e.launch();
-        e
+        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: 0, peer_port: 0 };
+        for attempt in 1..=3 {
+            (e.client_port, e.peer_port) = (free_port(), free_port());
+            while e.peer_port == e.client_port {
+                e.peer_port = free_port();
+            }
+            if e.try_launch() {
+                return e;
+            }
+            e.stop();
+            let log = std::fs::read_to_string(e.dir.path().join("etcd.log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+            eprintln!("etcd did not become healthy (attempt {attempt}); its log ends:\n{tail}");
+            let _ = std::fs::remove_dir_all(e.dir.path().join("data"));
+        }
+        panic!("etcd did not become healthy in 3 attempts on fresh ports");
     }
 
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// Start it on its ports and data; panic when it does not become healthy.
     fn launch(&mut self) {
+        assert!(self.try_launch(), "timed out after 20s waiting for: etcd to be healthy");
+    }
+
+    /// Start it on its ports and data; true once it is healthy (within 20 s).
+    fn try_launch(&mut self) -> bool {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::options().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
@@ -317,7 +338,18 @@ impl Etcd {
             .expect("etcd must be installed (scripts/test.sh installs etcd-server)");
         self.child = Some(child);
         let health = format!("{client}/health");
-        wait_until(Duration::from_secs(20), "etcd to be healthy", || http_get(&health).1.contains("true"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(&health).1.contains("true") {
+                return true;
+            }
+            // Exited (a port taken, say): no use waiting.
+            if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Stop etcd (SIGTERM) and wait for it.
