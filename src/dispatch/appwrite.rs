@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::complete::gather;
+use super::complete::{cut_at_repeats, gather};
 use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
@@ -86,23 +86,14 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
         // Two writes about one application in one statement would apply only one of them. An
         // actor has one request out at a time, so this does not happen; if it ever did, the
         // batch is cut before the repeat and the rest follows in order.
-        let mut part = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for item in batch {
-            let written = match &item {
-                Item::Write { write, .. } => Some((write.id, false)),
-                Item::Acquire { acquire, .. } => Some((acquire.id, true)),
-                Item::Read { .. } => None,
-            };
-            if let Some(key) = written {
-                if !seen.insert(key) {
-                    serve(&store, &node, std::mem::take(&mut part)).await;
-                    seen = std::collections::HashSet::from([key]);
-                }
-            }
-            part.push(item);
+        let key = |item: &Item| match item {
+            Item::Write { write, .. } => Some((write.id, false)),
+            Item::Acquire { acquire, .. } => Some((acquire.id, true)),
+            Item::Read { .. } => None,
+        };
+        for part in cut_at_repeats(batch, key) {
+            serve(&store, &node, part).await;
         }
-        serve(&store, &node, part).await;
     }
 }
 

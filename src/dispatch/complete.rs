@@ -69,19 +69,10 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
         // Two writes about one application in one statement would let both outcomes through on
         // one applied write. An actor has one outcome out at a time, so this does not happen;
         // if it ever did, the batch is cut before the repeat and the rest follows in order.
-        let mut part = Vec::new();
-        let mut apps = std::collections::HashSet::new();
-        for item in batch {
-            if let Some(app) = item.row.app.as_ref().map(|w| w.id) {
-                if !apps.insert(app) {
-                    // One batch in flight: the next one gathers while this one commits.
-                    write(&store, &node, std::mem::take(&mut part)).await;
-                    apps = std::collections::HashSet::from([app]);
-                }
-            }
-            part.push(item);
+        // One batch in flight: the next one gathers in the channel while this one commits.
+        for part in cut_at_repeats(batch, |i| i.row.app.as_ref().map(|w| w.id)) {
+            write(&store, &node, part).await;
         }
-        write(&store, &node, part).await;
     }
 }
 
@@ -102,6 +93,25 @@ pub(super) async fn gather<T>(rx: &mut mpsc::UnboundedReceiver<T>, first: T, max
         tokio::task::yield_now().await;
     }
     batch
+}
+
+/// `batch` in order, cut before every item whose `key` an earlier item of the same part had
+/// (items without a key are never cut before).
+pub(super) fn cut_at_repeats<T, K: Eq + std::hash::Hash>(batch: Vec<T>, key: impl Fn(&T) -> Option<K>) -> Vec<Vec<T>> {
+    let mut parts = Vec::new();
+    let (mut part, mut seen) = (Vec::new(), std::collections::HashSet::new());
+    for item in batch {
+        if let Some(k) = key(&item) {
+            if seen.contains(&k) {
+                parts.push(std::mem::take(&mut part));
+                seen.clear();
+            }
+            seen.insert(k);
+        }
+        part.push(item);
+    }
+    parts.push(part);
+    parts
 }
 
 /// First and longest wait between attempts at a batch that could not be written.
@@ -135,5 +145,19 @@ async fn write(store: &Store, node: &str, batch: Vec<Item>) {
                 wait = (wait * 2).min(RETRY_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_at_repeats;
+
+    #[test]
+    fn a_batch_is_cut_before_each_repeated_key_and_keyless_items_never_cut_it() {
+        let batch = vec![(1, Some('a')), (2, None), (3, Some('b')), (4, None), (5, Some('a')), (6, Some('a'))];
+        let parts: Vec<Vec<i32>> =
+            cut_at_repeats(batch, |i| i.1).into_iter().map(|p| p.into_iter().map(|i| i.0).collect()).collect();
+        assert_eq!(parts, vec![vec![1, 2, 3, 4], vec![5], vec![6]]);
+        assert_eq!(cut_at_repeats(Vec::<(i32, Option<char>)>::new(), |i| i.1).len(), 1);
     }
 }

@@ -160,10 +160,7 @@ impl Placement {
     /// no selector of its own, and an application (if any) with neither a selector nor a traffic
     /// group — the rows [`crate::store::dispatch::claim_jobs`] claims.
     pub fn placed_by_id(&self, d: &Due) -> bool {
-        (d.app_id.is_none() || d.action == "run")
-            && d.target_node.is_none()
-            && d.selector.is_none()
-            && d.app_id.and_then(|a| self.apps.get(&a)).is_none_or(|a| a.selector.is_empty() && a.group.is_none())
+        (d.app_id.is_none() || d.action == "run") && d.target_node.is_none() && !self.depends_on_labels(d)
     }
 
     /// True when this node is a member that takes work (weight > 0).

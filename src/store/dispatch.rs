@@ -144,15 +144,7 @@ fn claim_where(
             name,
             &["text", "bigint", "bigint[]"],
             &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(ids)),
-            || {
-                body(
-                    true,
-                    "(clock_timestamp() AT TIME ZONE 'utc')",
-                    pg_ids,
-                    "FOR UPDATE OF t SKIP LOCKED",
-                    TASK_COLUMNS,
-                )
-            },
+            || body(true, PG_CLAIMED_AT, pg_ids, "FOR UPDATE OF t SKIP LOCKED", TASK_COLUMNS),
         )?,
         AnyConnection::Sqlite(c) => {
             let sql = body(false, SQLITE_NOW, sqlite_ids, "", "*").replace('$', "?");
@@ -198,7 +190,7 @@ pub fn claim_next(
             &format!("rota_claim_next_{limit}"),
             &["text", "bigint", "bigint"],
             &format!("{}, {epoch}, {after}", pg_literal(node)),
-            || due(CLAIM_NEXT_PG, true).replace("$4", &limit.to_string()) + TASK_COLUMNS,
+            || due(&claim_next_pg(), true).replace("$4", &limit.to_string()) + TASK_COLUMNS,
         )?,
         AnyConnection::Sqlite(c) => sqlite_claim(c, |c| {
             diesel::sql_query(sqlite.replace('$', "?"))
@@ -231,7 +223,7 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
                 "rota_claim_turns",
                 &["text", "bigint", "bigint[]"],
                 &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(apps)),
-                || due(CLAIM_TURNS_PG, true) + TASK_COLUMNS,
+                || due(&claim_turns_pg(), true) + TASK_COLUMNS,
             )?;
             claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
             Ok(claimed)
@@ -249,24 +241,36 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
 
 /// [`claim_turns`] on PostgreSQL: each application's head — its first command that is running,
 /// or pending and due — found with one probe of `task_app_active_idx`, and claimed when it is
-/// pending, locked through a probe of the primary key (as the commands of [`CLAIM_NEXT_PG`]).
+/// pending ([`lock_heads`], as the commands of [`claim_next_pg`]).
 /// Why one probe: finding the first pending command and then checking [`COMMAND_TURN`] for it
 /// walked each application's entries in the index twice, past the dead entries of every command
-/// it ran since the last vacuum; the claim was 28 µs of the server's time per command, the
+/// it ran since the last vacuum; the claim was 26 µs of the server's time per command, the
 /// largest part of an application command (server log, docs/benchmarks.md session 12).
-const CLAIM_TURNS_PG: &str = "WITH head AS (SELECT h.id FROM unnest($3::bigint[]) AS a(app_id) CROSS JOIN LATERAL \
-        (SELECT t.id, t.status FROM task t WHERE t.app_id = a.app_id AND t.status IN ('pending', 'running') \
-          AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
-        WHERE h.status = 'pending'), \
-    commands AS (SELECT c.id FROM head h CROSS JOIN LATERAL (SELECT t.id FROM task t WHERE t.id = h.id \
-        AND t.status = 'pending' AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-             AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL)) \
-        FOR UPDATE OF t SKIP LOCKED) c) \
-    UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-      claimed_at = (clock_timestamp() AT TIME ZONE 'utc') \
-    WHERE id IN (SELECT id FROM commands) \
-    RETURNING ";
+fn claim_turns_pg() -> String {
+    format!(
+        "WITH head AS (SELECT h.id FROM unnest($3::bigint[]) AS a(app_id) CROSS JOIN LATERAL \
+           (SELECT t.id, t.status FROM task t WHERE t.app_id = a.app_id AND t.status IN ('pending', 'running') \
+             AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
+           WHERE h.status = 'pending'), \
+         commands AS (SELECT c.id FROM head h {lock}) \
+         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id IN (SELECT id FROM commands) RETURNING ",
+        lock = lock_heads()
+    )
+}
+
+/// Lock each pending head `h` of an application (its command whose turn it is) through a probe
+/// of the primary key, in the order the heads come, as `c`: one nested loop driven by the heads
+/// in every plan, and only rows whose placement does not depend on labels ([`UNLABELLED`]).
+fn lock_heads() -> String {
+    format!(
+        "CROSS JOIN LATERAL (SELECT t.id FROM task t WHERE t.id = h.id AND t.status = 'pending' \
+         AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} FOR UPDATE OF t SKIP LOCKED) c"
+    )
+}
+
+/// A PostgreSQL claim's `claimed_at`: the clock at the row's update, after the statement's
+/// snapshot, so never earlier than the completion of the command before it.
+const PG_CLAIMED_AT: &str = "(clock_timestamp() AT TIME ZONE 'utc')";
 
 /// Claim for `node` at `epoch` those of `ids` that are pending, due jobs whose placement does
 /// not depend on labels — the rows a ring member owns by their task id alone — in one statement.
@@ -315,31 +319,31 @@ const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM appli
 /// through a lateral probe of the primary key, in id order: a join left to the planner was
 /// planned, on a nearly empty table, as a walk of every pending row in id order matched
 /// against the heads — 0.46 s per claim with a million jobs and no command at all.
-const CLAIM_NEXT_PG: &str = "WITH RECURSIVE head(app_id, id, status) AS ( \
-      (SELECT t.app_id, t.id, t.status FROM task t \
-        WHERE t.status IN ('pending', 'running') AND t.app_id IS NOT NULL AND t.action <> 'run' \
-          AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.app_id, t.id LIMIT 1) \
-      UNION ALL \
-      SELECT n.app_id, n.id, n.status FROM head h CROSS JOIN LATERAL \
-        (SELECT t.app_id, t.id, t.status FROM task t \
-          WHERE t.status IN ('pending', 'running') AND t.app_id > h.app_id AND t.action <> 'run' \
-            AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.app_id, t.id LIMIT 1) n), \
-    jobs AS (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
-        AND (t.app_id IS NULL OR t.action = 'run') \
-        AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-        AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-             AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL))) \
-        ORDER BY t.id LIMIT $4 FOR UPDATE SKIP LOCKED), \
-    commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
-      CROSS JOIN LATERAL (SELECT t.id FROM task t WHERE t.id = h.id AND t.status = 'pending' \
-        AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
-        AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
-             AND (a.selector <> '{}' OR a.traffic_group IS NOT NULL)) \
-        FOR UPDATE OF t SKIP LOCKED) c ORDER BY h.id LIMIT $4) \
-    UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, \
-      claimed_at = (clock_timestamp() AT TIME ZONE 'utc') \
-    WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT $4) \
-    RETURNING ";
+fn claim_next_pg() -> String {
+    format!(
+        "WITH RECURSIVE head(app_id, id, status) AS ( \
+          (SELECT t.app_id, t.id, t.status FROM task t \
+            WHERE t.status IN ('pending', 'running') AND t.app_id IS NOT NULL AND t.action <> 'run' \
+              AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.app_id, t.id LIMIT 1) \
+          UNION ALL \
+          SELECT n.app_id, n.id, n.status FROM head h CROSS JOIN LATERAL \
+            (SELECT t.app_id, t.id, t.status FROM task t \
+              WHERE t.status IN ('pending', 'running') AND t.app_id > h.app_id AND t.action <> 'run' \
+                AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.app_id, t.id LIMIT 1) n), \
+        jobs AS (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
+            AND (t.app_id IS NULL OR t.action = 'run') \
+            AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
+            AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
+                 AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL))) \
+            ORDER BY t.id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+        commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
+          {lock} ORDER BY h.id LIMIT $4) \
+        {CLAIM_SET}{PG_CLAIMED_AT} \
+        WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT $4) \
+        RETURNING ",
+        lock = lock_heads()
+    )
+}
 
 /// The columns of `task` in the order of `schema.rs` (and of [`Task`]'s fields), for a statement
 /// whose rows [`TaskRows`] decodes by position. The test `task_columns_follow_the_schema` holds
