@@ -16,9 +16,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::complete::{cut_at_repeats, gather};
+use crate::membership::MembershipState;
 use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
@@ -41,10 +42,11 @@ pub struct AppWriter {
 const STOPPED: &str = "the application writer has stopped";
 
 impl AppWriter {
-    /// Start the writer for `node`.
-    pub fn spawn(store: Store, node: String) -> AppWriter {
+    /// Start the writer for `node`, whose acquisitions and writes are fenced by its
+    /// `membership` deadline (`store::dispatch::fence`).
+    pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> AppWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, node, rx));
+        tokio::spawn(run(store, node, membership, rx));
         AppWriter { tx }
     }
 
@@ -80,7 +82,12 @@ impl AppWriter {
     }
 }
 
-async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn run(
+    store: Store,
+    node: String,
+    membership: watch::Receiver<MembershipState>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+) {
     while let Some(first) = rx.recv().await {
         let batch = gather(&mut rx, first, MAX_BATCH).await;
         // Two writes about one application in one statement would apply only one of them. An
@@ -92,12 +99,12 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
             Item::Read { .. } => None,
         };
         for part in cut_at_repeats(batch, key) {
-            serve(&store, &node, part).await;
+            serve(&store, &node, super::act_until(&membership), part).await;
         }
     }
 }
 
-async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
+async fn serve(store: &Store, node: &str, until: chrono::NaiveDateTime, batch: Vec<Item>) {
     let (mut acquires, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for item in &batch {
         match item {
@@ -109,7 +116,7 @@ async fn serve(store: &Store, node: &str, batch: Vec<Item>) {
     let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
     let result = {
         let (acquires, writes, reads) = (acquires.clone(), writes.clone(), reads.clone());
-        store.run(move |c| q::apps_batch(c, &node, &acquires, &writes, &reads)).await
+        store.run(move |c| q::apps_batch(c, &node, until, &acquires, &writes, &reads)).await
     };
     match result {
         Ok(done) => {

@@ -16,8 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::membership::MembershipState;
 use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Finished, Outcome};
 use crate::store::Store;
 
@@ -39,10 +40,10 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Start the completer for `node`.
-    pub fn spawn(store: Store, node: String) -> Completer {
+    /// Start the completer for `node`, whose writes are fenced by its `membership` deadline.
+    pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> Completer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, node, rx));
+        tokio::spawn(run(store, node, membership, rx));
         Completer { tx }
     }
 
@@ -63,7 +64,12 @@ impl Completer {
     }
 }
 
-async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn run(
+    store: Store,
+    node: String,
+    membership: watch::Receiver<MembershipState>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+) {
     while let Some(first) = rx.recv().await {
         let batch = gather(&mut rx, first, MAX_BATCH).await;
         // Two writes about one application in one statement would let both outcomes through on
@@ -71,7 +77,7 @@ async fn run(store: Store, node: String, mut rx: mpsc::UnboundedReceiver<Item>) 
         // if it ever did, the batch is cut before the repeat and the rest follows in order.
         // One batch in flight: the next one gathers in the channel while this one commits.
         for part in cut_at_repeats(batch, |i| i.row.app.as_ref().map(|w| w.id)) {
-            write(&store, &node, part).await;
+            write(&store, &node, &membership, part).await;
         }
     }
 }
@@ -123,12 +129,14 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// safe because every row's update is conditional on the claim — a batch that did commit before
 /// its answer was lost writes no outcome the second time (its rows read as no longer ours, and
 /// are answered so); its application writes apply again unchanged, and record no second event.
-async fn write(store: &Store, node: &str, batch: Vec<Item>) {
+/// Each attempt carries this node's membership deadline at that moment: past it, the database
+/// writes nothing and the rows are answered as no longer ours (recovered by their new owners).
+async fn write(store: &Store, node: &str, membership: &watch::Receiver<MembershipState>, batch: Vec<Item>) {
     let rows: Arc<Vec<Finished>> = Arc::new(batch.iter().map(|i| i.row.clone()).collect());
     let mut wait = RETRY_FIRST;
     for attempt in 1.. {
-        let (node, rows) = (node.to_string(), rows.clone());
-        match store.run(move |c| q::finish_batch(c, &node, &rows)).await {
+        let (node, rows, until) = (node.to_string(), rows.clone(), super::act_until(membership));
+        match store.run(move |c| q::finish_batch(c, &node, until, &rows)).await {
             Ok(flags) => {
                 if attempt > 1 {
                     tracing::info!(rows = batch.len(), attempt, "task outcomes written after a retry");

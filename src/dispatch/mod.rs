@@ -100,6 +100,13 @@ pub struct Shared {
     held: Arc<Held>,
 }
 
+/// This node's membership deadline on the wall clock ([`MembershipState::deadline_on`], the
+/// wall clock read first): the fence every write as owner carries (`store::dispatch::fence`).
+pub(crate) fn act_until(membership: &watch::Receiver<MembershipState>) -> chrono::NaiveDateTime {
+    let wall = chrono::Utc::now().naive_utc();
+    membership.borrow().deadline_on(wall, Instant::now())
+}
+
 impl Shared {
     /// Everything the dispatcher needs; starts the batched completer.
     pub fn new(
@@ -110,8 +117,8 @@ impl Shared {
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
-        let completer = complete::Completer::spawn(store.clone(), node_id.clone());
-        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone());
+        let completer = complete::Completer::spawn(store.clone(), node_id.clone(), membership.clone());
+        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         Arc::new(Shared {
@@ -160,6 +167,11 @@ impl Shared {
     /// True when this node may claim and act right now.
     pub fn may_act(&self) -> bool {
         self.membership.borrow().may_act(Instant::now())
+    }
+
+    /// This node's membership deadline on the wall clock, the fence every claim carries.
+    pub fn act_until(&self) -> chrono::NaiveDateTime {
+        act_until(&self.membership)
     }
 
     fn snapshot(&self) -> MembershipState {
@@ -572,7 +584,8 @@ impl Dispatcher {
                 }
             }
         } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
-            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch)).await?;
+            let until = self.shared.act_until();
+            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch, until)).await?;
             self.claimed_next(self.shared.held.claimed(claimed), &place)
         } else if self.window.is_some() && !self.label_pass {
             return self.window_round(&place).await;
@@ -610,7 +623,8 @@ impl Dispatcher {
             let claimed = if mine.is_empty() {
                 Vec::new()
             } else {
-                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch)).await?
+                let until = self.shared.act_until();
+                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch, until)).await?
             };
             if windowing {
                 self.hand_out(self.shared.held.claimed(claimed), &place).await;
@@ -691,7 +705,8 @@ impl Dispatcher {
         self.window = Some(w);
         self.windowed_to = w.next - 1;
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch)).await?;
+        let until = self.shared.act_until();
+        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch, until)).await?;
         tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
         self.hand_out(self.shared.held.claimed(claimed), place).await;
         Ok(true)
@@ -737,7 +752,8 @@ impl Dispatcher {
                 continue;
             }
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-            let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch)).await?;
+            let until = self.shared.act_until();
+            let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch, until)).await?;
             let claimed = self.shared.held.claimed(claimed);
             tracing::trace!(claimed = claimed.len(), "turn round");
             self.hand_out(claimed, &place).await;

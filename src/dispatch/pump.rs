@@ -51,7 +51,8 @@ impl Pump {
                     return;
                 }
                 let node = shared.node_id.clone();
-                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch));
+                let until = shared.act_until();
+                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch, until));
                 let next = match &claimed {
                     Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),

@@ -138,6 +138,21 @@ impl MembershipState {
         self.status == Status::Joined && self.valid_until.is_some_and(|d| now < d)
     }
 
+    /// This node's deadline on the wall clock (UTC), given the wall clock `wall` and the
+    /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock.
+    /// Already passed (the Unix epoch) when it may not act. The database compares it with its
+    /// own clock at every claim (`store::dispatch::fence`), so a node paused past its deadline
+    /// claims nothing when it wakes. Reading `wall` first means a pause between the two reads
+    /// makes the deadline earlier, never later.
+    pub fn deadline_on(&self, wall: chrono::NaiveDateTime, now: Instant) -> chrono::NaiveDateTime {
+        match self.valid_until {
+            Some(d) if self.may_act(now) => {
+                wall + chrono::TimeDelta::from_std(d - now).unwrap_or(chrono::TimeDelta::MAX)
+            }
+            _ => chrono::DateTime::UNIX_EPOCH.naive_utc(),
+        }
+    }
+
     /// `Joined`, unless its deadline has passed, in which case `Fenced` with that reason.
     pub fn effective_status(&self, now: Instant) -> Status {
         match (&self.status, self.valid_until) {
@@ -236,4 +251,29 @@ pub enum MembershipError {
     /// The database failed while joining.
     #[error("membership could not use the database: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_wall_clock_deadline_is_whats_left_of_the_lease_and_passed_when_not_acting() {
+        let wall = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap().naive_utc();
+        let now = Instant::now();
+        let mut s = MembershipState::joining();
+        assert!(s.deadline_on(wall, now) < wall, "joining: passed");
+        s.status = Status::Joined;
+        s.valid_until = Some(now + Duration::from_millis(2_500));
+        assert_eq!(s.deadline_on(wall, now), wall + chrono::TimeDelta::milliseconds(2_500));
+        // A pause between the two reads: the later monotonic read leaves less of the lease.
+        assert_eq!(
+            s.deadline_on(wall, now + Duration::from_millis(1_000)),
+            wall + chrono::TimeDelta::milliseconds(1_500)
+        );
+        assert!(s.deadline_on(wall, now + Duration::from_secs(3)) < wall, "lease over: passed");
+        s.status = Status::Fenced("test".into());
+        assert!(s.deadline_on(wall, now) < wall, "fenced: passed");
+    }
 }

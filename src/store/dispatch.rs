@@ -1,7 +1,9 @@
 //! The dispatch path's queries: read due rows, claim, complete, hand back, recover, own
 //! applications, prune. Every write that concerns work a node is doing is conditional on that
-//! node's `owner_node` and `owner_epoch` (invariant I3): a paused node that wakes up with an old
-//! view changes nothing.
+//! node's `owner_node` and `owner_epoch` (invariant I3), and every write as owner (claims,
+//! outcomes, application writes and acquisitions) on the node's membership deadline, checked
+//! against the database's clock ([`fence`]): a paused node that wakes up with an old view changes
+//! nothing, even when the pause fell between its check and its write.
 //!
 //! The read and the claim are per-backend SQL (PostgreSQL: `FOR UPDATE SKIP LOCKED`, `ANY($1)`;
 //! SQLite: one writer, `IN (…)` of integers); the rest goes through the shared diesel type.
@@ -87,8 +89,38 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 }
 
 /// The claim's assignments (`$1` node, `$2` epoch); `claimed_at` follows.
+/// Every claim's WHERE also holds [`fence`]: the claimant's membership deadline.
 const CLAIM_SET: &str =
     "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, claimed_at = ";
+
+/// "The database's clock is before the claimant's deadline `$n`", the last condition of every
+/// claim. Why: a node checks that it may act before it reads and claims, but a node paused
+/// between the check and the claim (or while its read was in flight) sent the claim when it
+/// woke — past its lease, under the epoch of a session that had ended, for rows the ring had
+/// meanwhile given to others (the chaos suite's I3, CI seed 155236777). The deadline is the
+/// membership's `valid_until` on the wall clock ([`deadline_text`]); PostgreSQL evaluates the
+/// clock at each row's update, SQLite at the statement. It holds as far as the node's and the
+/// database's clocks agree (docs/membership.md).
+fn fence(postgres: bool, n: usize) -> String {
+    if postgres {
+        format!("(clock_timestamp() AT TIME ZONE 'utc') < ${n}")
+    } else {
+        format!("julianday('now') < julianday(${n})")
+    }
+}
+
+/// [`fence`] with the deadline written in, for a statement built with diesel's DSL (the
+/// single-row writes, and every write on SQLite). The text is [`deadline_text`]'s digits.
+fn fence_filter(conn: &AnyConnection, until: NaiveDateTime) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
+    diesel::dsl::sql(&fence(postgres, 0).replace("$0", &format!("'{}'", deadline_text(until))))
+}
+
+/// A claim's deadline as text, in UTC to the microsecond: a literal for PostgreSQL's `EXECUTE`
+/// (of a `timestamp` parameter) and a time SQLite's `julianday` reads.
+fn deadline_text(until: NaiveDateTime) -> String {
+    until.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
 
 /// Row `t` may be claimed as far as its application's ordering goes: jobs always; a command only
 /// when no earlier command of its application is running or pending and due.
@@ -101,19 +133,27 @@ const COMMAND_TURN: &str = "(t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS 
 /// node (a fan-out child moved meanwhile), or an earlier due command
 /// of the same application is still pending or running (commands of one application run one at
 /// a time, in id order; a delayed earlier command does not hold back the ones behind it). Jobs
-/// (`run`) are not commands: they neither wait for nor hold back anything.
-pub fn claim(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
+/// (`run`) are not commands: they neither wait for nor hold back anything. Nothing is claimed
+/// once the database's clock has passed `until`, the claimant's membership deadline ([`fence`]).
+pub fn claim(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    node: &str,
+    epoch: i64,
+    until: NaiveDateTime,
+) -> Result<Vec<Task>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    claim_where(conn, "rota_claim", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), "", node, epoch)
+    let claimant = (node, epoch, until);
+    claim_where(conn, "rota_claim", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), "", claimant)
 }
 
-/// Claim for `node` at `epoch` the pending, due rows that `pg_ids` (PostgreSQL, with `$3` the
-/// array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`) keeps, in one statement, each
-/// under the ordering rule [`COMMAND_TURN`]. PostgreSQL: the prepared statement `name`, its rows
-/// decoded by position ([`TaskRows`]). Returns the claimed rows by priority, then id.
-#[allow(clippy::too_many_arguments)]
+/// Claim for the claimant (node, epoch, deadline) the pending, due rows that `pg_ids`
+/// (PostgreSQL, with `$3` the array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`)
+/// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and the [`fence`].
+/// PostgreSQL: the prepared statement `name`, its rows decoded by position ([`TaskRows`]).
+/// Returns the claimed rows by priority, then id.
 fn claim_where(
     conn: &mut AnyConnection,
     name: &str,
@@ -121,8 +161,7 @@ fn claim_where(
     pg_ids: &str,
     sqlite_ids: &str,
     filter: &str,
-    node: &str,
-    epoch: i64,
+    (node, epoch, until): (&str, i64, NaiveDateTime),
 ) -> Result<Vec<Task>, StoreError> {
     // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
     // snapshot: it is never earlier than the completion of the command before it.
@@ -132,8 +171,9 @@ fn claim_where(
                 "{CLAIM_SET}{claimed} \
                  WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
-                   AND {COMMAND_TURN} {lock}) \
-                 RETURNING {returning}"
+                   AND {COMMAND_TURN} {lock}) AND {fence} \
+                 RETURNING {returning}",
+                fence = fence(postgres, 4)
             ),
             postgres,
         )
@@ -142,13 +182,21 @@ fn claim_where(
         AnyConnection::Postgresql(c) => pg_prepared(
             c,
             name,
-            &["text", "bigint", "bigint[]"],
-            &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(ids)),
+            &["text", "bigint", "bigint[]", "timestamp"],
+            &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(ids), deadline_text(until)),
             || body(true, PG_CLAIMED_AT, pg_ids, "FOR UPDATE OF t SKIP LOCKED", TASK_COLUMNS),
         )?,
         AnyConnection::Sqlite(c) => {
             let sql = body(false, SQLITE_NOW, sqlite_ids, "", "*").replace('$', "?");
-            sqlite_claim(c, |c| diesel::sql_query(sql).bind::<Text, _>(node).bind::<BigInt, _>(epoch).load(c))?
+            sqlite_claim(c, |c| {
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(node)
+                    .bind::<BigInt, _>(epoch)
+                    // `?3` is not used on SQLite (the ids are in the statement); bound all the same.
+                    .bind::<BigInt, _>(0)
+                    .bind::<Text, _>(deadline_text(until))
+                    .load(c)
+            })?
         }
     };
     claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
@@ -162,6 +210,7 @@ fn claim_where(
 /// ring every other row is its own, so this halves the statements per batch (and the round
 /// trips between a NOTIFY and a claim); the dispatcher reads the rows left out with
 /// [`due_after`] and places them itself, at least once per poll interval.
+/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
 /// Returns the claimed rows by priority, then id.
 pub fn claim_next(
     conn: &mut AnyConnection,
@@ -169,6 +218,7 @@ pub fn claim_next(
     limit: i64,
     node: &str,
     epoch: i64,
+    until: NaiveDateTime,
 ) -> Result<Vec<Task>, StoreError> {
     // SQLite: the per-row check along the id order (one writer, no planner for the loose scan).
     let sqlite = due(
@@ -177,8 +227,9 @@ pub fn claim_next(
              WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} \
                AND {COMMAND_TURN} \
-               ORDER BY t.id LIMIT $4) \
-             RETURNING *"
+               ORDER BY t.id LIMIT $4) AND {fence} \
+             RETURNING *",
+            fence = fence(false, 5)
         ),
         false,
     );
@@ -188,9 +239,9 @@ pub fn claim_next(
         AnyConnection::Postgresql(c) => pg_prepared(
             c,
             &format!("rota_claim_next_{limit}"),
-            &["text", "bigint", "bigint"],
-            &format!("{}, {epoch}, {after}", pg_literal(node)),
-            || due(&claim_next_pg(), true).replace("$4", &limit.to_string()) + TASK_COLUMNS,
+            &["text", "bigint", "bigint", "timestamp"],
+            &format!("{}, {epoch}, {after}, '{}'", pg_literal(node), deadline_text(until)),
+            || due(&claim_next_pg(limit), true) + TASK_COLUMNS,
         )?,
         AnyConnection::Sqlite(c) => sqlite_claim(c, |c| {
             diesel::sql_query(sqlite.replace('$', "?"))
@@ -198,6 +249,7 @@ pub fn claim_next(
                 .bind::<BigInt, _>(epoch)
                 .bind::<BigInt, _>(after)
                 .bind::<BigInt, _>(limit)
+                .bind::<Text, _>(deadline_text(until))
                 .load(c)
         })?,
     };
@@ -211,8 +263,15 @@ pub fn claim_next(
 /// the ring, right after an application's command finished: its next one is claimed with one
 /// index probe per application instead of [`claim_next`]'s scan of every application's head
 /// (11 ms per claim for 1,000 applications, server log, docs/benchmarks.md).
+/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
 /// Returns the claimed rows by priority, then id.
-pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
+pub fn claim_turns(
+    conn: &mut AnyConnection,
+    apps: &[i64],
+    node: &str,
+    epoch: i64,
+    until: NaiveDateTime,
+) -> Result<Vec<Task>, StoreError> {
     if apps.is_empty() {
         return Ok(Vec::new());
     }
@@ -221,8 +280,8 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
             let mut claimed = pg_prepared(
                 c,
                 "rota_claim_turns",
-                &["text", "bigint", "bigint[]"],
-                &format!("{}, {epoch}, '{{{}}}'", pg_literal(node), id_list(apps)),
+                &["text", "bigint", "bigint[]", "timestamp"],
+                &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(apps), deadline_text(until)),
                 || due(&claim_turns_pg(), true) + TASK_COLUMNS,
             )?;
             claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
@@ -234,7 +293,7 @@ pub fn claim_turns(conn: &mut AnyConnection, apps: &[i64], node: &str, epoch: i6
                  AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
                 id_list(apps)
             );
-            claim_where(conn, "", apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), node, epoch)
+            claim_where(conn, "", apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), (node, epoch, until))
         }
     }
 }
@@ -253,8 +312,9 @@ fn claim_turns_pg() -> String {
              AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
            WHERE h.status = 'pending'), \
          commands AS (SELECT c.id FROM head h {lock}) \
-         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id IN (SELECT id FROM commands) RETURNING ",
-        lock = lock_heads()
+         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id IN (SELECT id FROM commands) AND {fence} RETURNING ",
+        lock = lock_heads(),
+        fence = fence(true, 4)
     )
 }
 
@@ -279,13 +339,21 @@ const PG_CLAIMED_AT: &str = "(clock_timestamp() AT TIME ZONE 'utc')";
 /// Why: a member of a larger ring that read every due row to claim its share read each row once
 /// per member; for the jobs of a backlog it computes which ids of the next stretch its ring owns
 /// and claims them without reading any ([`crate::dispatch`], *job window*).
+/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
 /// Returns the claimed rows by priority, then id.
-pub fn claim_jobs(conn: &mut AnyConnection, ids: &[i64], node: &str, epoch: i64) -> Result<Vec<Task>, StoreError> {
+pub fn claim_jobs(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    node: &str,
+    epoch: i64,
+    until: NaiveDateTime,
+) -> Result<Vec<Task>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let filter = format!("AND (t.app_id IS NULL OR t.action = 'run') AND t.target_node IS NULL AND {UNLABELLED}");
-    claim_where(conn, "rota_claim_jobs", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), &filter, node, epoch)
+    let claimant = (node, epoch, until);
+    claim_where(conn, "rota_claim_jobs", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), &filter, claimant)
 }
 
 /// The highest task id there is (0 for an empty table): where a job window ends.
@@ -319,7 +387,8 @@ const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM appli
 /// through a lateral probe of the primary key, in id order: a join left to the planner was
 /// planned, on a nearly empty table, as a walk of every pending row in id order matched
 /// against the heads — 0.46 s per claim with a million jobs and no command at all.
-fn claim_next_pg() -> String {
+/// `limit` is written into the statement (one prepared statement per batch size).
+fn claim_next_pg(limit: i64) -> String {
     format!(
         "WITH RECURSIVE head(app_id, id, status) AS ( \
           (SELECT t.app_id, t.id, t.status FROM task t \
@@ -335,13 +404,14 @@ fn claim_next_pg() -> String {
             AND (t.target_node IS NULL OR t.target_node = $1) AND t.selector IS NULL \
             AND (t.app_id IS NULL OR NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
                  AND (a.selector <> '{{}}' OR a.traffic_group IS NOT NULL))) \
-            ORDER BY t.id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+            ORDER BY t.id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
         commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
-          {lock} ORDER BY h.id LIMIT $4) \
+          {lock} ORDER BY h.id LIMIT {limit}) \
         {CLAIM_SET}{PG_CLAIMED_AT} \
-        WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT $4) \
-        RETURNING ",
-        lock = lock_heads()
+        WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit}) \
+        AND {fence} RETURNING ",
+        lock = lock_heads(),
+        fence = fence(true, 4)
     )
 }
 
@@ -639,11 +709,12 @@ pub enum Outcome {
 }
 
 /// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
-/// ours (recovered by another node, cancelled): nothing is written then.
-pub fn finish(
+/// ours (recovered by another node, cancelled) or the database's clock has passed this node's
+/// deadline `until` ([`fence`]): nothing is written then.
+fn finish(
     conn: &mut AnyConnection,
     id: i64,
-    node: &str,
+    (node, until): (&str, NaiveDateTime),
     epoch: i64,
     outcome: &Outcome,
 ) -> Result<bool, StoreError> {
@@ -652,7 +723,8 @@ pub fn finish(
         .filter(task::id.eq(id))
         .filter(task::status.eq("running"))
         .filter(task::owner_node.eq(node))
-        .filter(task::owner_epoch.eq(epoch));
+        .filter(task::owner_epoch.eq(epoch))
+        .filter(fence_filter(conn, until));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
             .set((
@@ -712,27 +784,40 @@ pub struct FinishFlags {
 /// and its completion were two statements through two batching tasks, one after the other on
 /// every command's path; application commands drained at 2.1–2.5× the time of plain tasks
 /// (docs/benchmarks.md, session 12).
-pub fn finish_batch(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
+/// Nothing is written once the database's clock has passed `until`, the node's membership
+/// deadline ([`fence`]): a node paused past its lease, its outcomes queued, writes none when it
+/// wakes, and its rows are recovered by their new owners.
+pub fn finish_batch(
+    conn: &mut AnyConnection,
+    node: &str,
+    until: NaiveDateTime,
+    rows: &[Finished],
+) -> Result<Vec<FinishFlags>, StoreError> {
     let with_app = rows.iter().any(|r| r.app.is_some());
     match conn {
-        AnyConnection::Postgresql(c) if with_app => finish_with_apps_pg(c, node, rows),
-        AnyConnection::Postgresql(c) if rows.len() > 1 => {
-            Ok(finish_batch_pg(c, node, rows)?.into_iter().map(|task| FinishFlags { task, app: None }).collect())
-        }
-        AnyConnection::Postgresql(_) => finish_one(conn, node, rows),
-        AnyConnection::Sqlite(_) => conn.transaction(|c| finish_one(c, node, rows)),
+        AnyConnection::Postgresql(c) if with_app => finish_with_apps_pg(c, (node, until), rows),
+        AnyConnection::Postgresql(c) if rows.len() > 1 => Ok(finish_batch_pg(c, (node, until), rows)?
+            .into_iter()
+            .map(|task| FinishFlags { task, app: None })
+            .collect()),
+        AnyConnection::Postgresql(_) => finish_one(conn, (node, until), rows),
+        AnyConnection::Sqlite(_) => conn.transaction(|c| finish_one(c, (node, until), rows)),
     }
 }
 
 /// [`finish_batch`] row by row.
-fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
+fn finish_one(
+    conn: &mut AnyConnection,
+    writer: (&str, NaiveDateTime),
+    rows: &[Finished],
+) -> Result<Vec<FinishFlags>, StoreError> {
     rows.iter()
         .map(|r| {
             let app = match &r.app {
-                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, None)?),
+                Some(w) => Some(update_owned_app(conn, w.id, writer, w.epoch, &w.change, None)?),
                 None => None,
             };
-            let task = app != Some(false) && finish(conn, r.id, node, r.epoch, &r.outcome)?;
+            let task = app != Some(false) && finish(conn, r.id, writer, r.epoch, &r.outcome)?;
             // As on PostgreSQL: the event of a row whose outcome was written.
             if let (true, Some(event)) = (task, r.app.as_ref().and_then(|w| w.event.as_ref())) {
                 events::record_event(conn, event)?;
@@ -745,7 +830,7 @@ fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result
 /// [`finish_batch`] on PostgreSQL for a batch that holds application writes ([`outcomes_pg`]).
 fn finish_with_apps_pg(
     conn: &mut diesel::PgConnection,
-    node: &str,
+    writer: (&str, NaiveDateTime),
     rows: &[Finished],
 ) -> Result<Vec<FinishFlags>, StoreError> {
     let mut t = TaskOutcomes::default();
@@ -754,7 +839,7 @@ fn finish_with_apps_pg(
         t.push(r.id, r.epoch, &r.outcome);
         a.push(r.app.as_ref());
     }
-    let written = outcomes_pg(conn, node, &t, &a)?;
+    let written = outcomes_pg(conn, writer, &t, &a)?;
     let tasks: std::collections::HashSet<i64> = written.iter().filter(|w| !w.app).map(|w| w.id).collect();
     let apps: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
     Ok(rows
@@ -791,9 +876,10 @@ const OUTCOME_SET: &str = "status = v.status, \
 /// for a row with an outcome, only when the outcome was written. Why that last rule: the
 /// completer retries a batch whose answer was lost; the second time the outcomes read as no
 /// longer ours, the application writes apply again unchanged, and no event is recorded twice.
+/// Every write also holds the [`fence`] of the writer's deadline (`$22`).
 fn outcomes_pg(
     conn: &mut diesel::PgConnection,
-    node: &str,
+    (node, until): (&str, NaiveDateTime),
     t: &TaskOutcomes,
     a: &AppWrites,
 ) -> Result<Vec<WrittenRow>, StoreError> {
@@ -811,18 +897,19 @@ fn outcomes_pg(
            restart_count = COALESCE(v.restart_count, a.restart_count), \
            updated_at = $20 \
            FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
-             AND a.owner_epoch = v.app_epoch \
+             AND a.owner_epoch = v.app_epoch AND {fence} \
            RETURNING a.id), \
          t AS (UPDATE task AS t SET {set} \
            FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
-             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) \
+             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {fence} \
            RETURNING t.id), \
          e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
            SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') \
            FROM v JOIN u ON u.id = v.app_id \
            WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
          SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
-        set = OUTCOME_SET.replace("{now}", "$20")
+        set = OUTCOME_SET.replace("{now}", "$20"),
+        fence = fence(true, 22)
     );
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -846,6 +933,7 @@ fn outcomes_pg(
         .bind::<Array<Nullable<Text>>, _>(&a.data)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(node)
+        .bind::<Timestamp, _>(until)
         .load(conn)?)
 }
 
@@ -919,7 +1007,11 @@ impl AppWrites {
     }
 }
 
-fn finish_batch_pg(conn: &mut diesel::PgConnection, node: &str, rows: &[Finished]) -> Result<Vec<bool>, StoreError> {
+fn finish_batch_pg(
+    conn: &mut diesel::PgConnection,
+    (node, until): (&str, NaiveDateTime),
+    rows: &[Finished],
+) -> Result<Vec<bool>, StoreError> {
     use diesel::sql_types::Timestamp;
     let mut t = TaskOutcomes::default();
     for r in rows {
@@ -929,9 +1021,10 @@ fn finish_batch_pg(conn: &mut diesel::PgConnection, node: &str, rows: &[Finished
         "UPDATE task AS t SET {set} \
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamp[]) \
            AS v(id, epoch, status, result, error, run_after) \
-         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
+         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch AND {fence} \
          RETURNING t.id",
-        set = OUTCOME_SET.replace("{now}", "$7")
+        set = OUTCOME_SET.replace("{now}", "$7"),
+        fence = fence(true, 9)
     );
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -942,6 +1035,7 @@ fn finish_batch_pg(conn: &mut diesel::PgConnection, node: &str, rows: &[Finished
         .bind::<Array<Nullable<Timestamp>>, _>(&t.afters)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Text, _>(node)
+        .bind::<Timestamp, _>(until)
         .load(conn)?;
     Ok(written_flags(&t.ids, written))
 }
@@ -1219,33 +1313,40 @@ pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<AppOwn
 /// (`live` does not name it), or it is already ours. Hand-off invariant I4: never while another
 /// live node still holds it. Returns the application when acquired. `event` is recorded in the
 /// same transaction, so the history orders acquisitions and releases as the database did.
+/// Nothing is acquired once the database's clock has passed `until`, this node's membership
+/// deadline ([`fence`]): a node paused with an old list of live members takes nothing from a
+/// node that joined meanwhile.
 pub fn acquire_app(
     conn: &mut AnyConnection,
     id: i64,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     epoch: i64,
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    conn.transaction(|conn| acquire_app_in(conn, id, me, epoch, live, event))
+    conn.transaction(|conn| acquire_app_in(conn, id, (me, until), epoch, live, event))
 }
 
 /// [`acquire_app`] inside the caller's transaction.
 fn acquire_app_in(
     conn: &mut AnyConnection,
     id: i64,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     epoch: i64,
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
+    let fenced = fence_filter(conn, until);
     let n = diesel::update(
-        application::table.filter(application::id.eq(id)).filter(
-            application::owner_node
-                .is_null()
-                .or(application::owner_node.eq(me))
-                .or(application::owner_node.ne_all(live.to_vec())),
-        ),
+        application::table
+            .filter(application::id.eq(id))
+            .filter(
+                application::owner_node
+                    .is_null()
+                    .or(application::owner_node.eq(me))
+                    .or(application::owner_node.ne_all(live.to_vec())),
+            )
+            .filter(fenced),
     )
     .set((
         application::owner_node.eq(me),
@@ -1279,7 +1380,7 @@ pub struct AppAcquire {
 /// one transaction per application (server log, docs/benchmarks.md).
 fn acquire_apps_pg(
     conn: &mut diesel::PgConnection,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     live: &[String],
     acquires: &[&AppAcquire],
 ) -> Result<Vec<Option<Application>>, StoreError> {
@@ -1291,14 +1392,18 @@ fn acquire_apps_pg(
     let actors: Vec<Option<&str>> = acquires.iter().map(|a| a.event.actor.as_deref()).collect();
     let messages: Vec<&str> = acquires.iter().map(|a| a.event.message.as_str()).collect();
     let data: Vec<Option<&str>> = acquires.iter().map(|a| a.event.data.as_deref()).collect();
-    let sql = "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                 $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
-               u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
-                 FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
-                 RETURNING a.*), \
-               e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
-                 SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{}') FROM v JOIN u ON u.id = v.id) \
-               SELECT * FROM u";
+    let sql = format!(
+        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
+         u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
+           FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
+             AND {fence} \
+           RETURNING a.*), \
+         e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
+           SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') FROM v JOIN u ON u.id = v.id) \
+         SELECT * FROM u",
+        fence = fence(true, 11)
+    );
     let got: Vec<Application> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<BigInt>, _>(&epochs)
@@ -1310,6 +1415,7 @@ fn acquire_apps_pg(
         .bind::<Text, _>(me)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Array<Text>, _>(live)
+        .bind::<Timestamp, _>(until)
         .load(conn)?;
     let mut got: std::collections::HashMap<i64, Application> = got.into_iter().map(|a| (a.id, a)).collect();
     Ok(ids.iter().map(|id| got.remove(id)).collect())
@@ -1376,20 +1482,23 @@ impl AppChange {
 }
 
 /// Apply `change` to an application this node owns at `epoch`, then record `event` when it
-/// was applied; false (nothing written) when the node does not own it.
+/// was applied; false (nothing written) when the node does not own it, or the database's clock
+/// has passed its deadline `until` ([`fence`]).
 pub fn update_owned_app(
     conn: &mut AnyConnection,
     id: i64,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     epoch: i64,
     change: &AppChange,
     event: Option<&NewEvent>,
 ) -> Result<bool, StoreError> {
+    let fenced = fence_filter(conn, until);
     let n = diesel::update(
         application::table
             .filter(application::id.eq(id))
             .filter(application::owner_node.eq(me))
-            .filter(application::owner_epoch.eq(epoch)),
+            .filter(application::owner_epoch.eq(epoch))
+            .filter(fenced),
     )
     .set((change, application::updated_at.eq(Utc::now().naive_utc())))
     .execute(conn)?;
@@ -1422,9 +1531,12 @@ pub struct AppWrite {
 /// PostgreSQL: one statement for the writes and their events (`UPDATE … FROM unnest(…)` with
 /// the `INSERT` in a CTE fed by its `RETURNING`, each row conditional on its own owner and
 /// epoch) and one for the reads; SQLite: single-row statements (one writer, no round trips).
+/// Nothing is acquired or written once the database's clock has passed `until`, this node's
+/// membership deadline ([`fence`]).
 pub fn apps_batch(
     conn: &mut AnyConnection,
     me: &str,
+    until: NaiveDateTime,
     acquires: &[AppAcquire],
     writes: &[AppWrite],
     reads: &[i64],
@@ -1437,14 +1549,14 @@ pub fn apps_batch(
     // actors keep their copy of the application as it was until their next read.)
     let postgres = matches!(conn, AnyConnection::Postgresql(_));
     if postgres && acquires.is_empty() {
-        return apps_batch_in(conn, me, acquires, writes, reads);
+        return apps_batch_in(conn, (me, until), acquires, writes, reads);
     }
-    conn.transaction(|conn| apps_batch_in(conn, me, acquires, writes, reads))
+    conn.transaction(|conn| apps_batch_in(conn, (me, until), acquires, writes, reads))
 }
 
 fn apps_batch_in(
     conn: &mut AnyConnection,
-    me: &str,
+    writer: (&str, NaiveDateTime),
     acquires: &[AppAcquire],
     writes: &[AppWrite],
     reads: &[i64],
@@ -1460,13 +1572,13 @@ fn apps_batch_in(
             rest = other;
             let got = match conn {
                 AnyConnection::Postgresql(c) if group.len() > 1 => {
-                    acquire_apps_pg(c, me, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
+                    acquire_apps_pg(c, writer, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
                 }
                 _ => group
                     .iter()
                     .map(|&i| {
                         let a = &acquires[i];
-                        acquire_app_in(conn, a.id, me, a.epoch, &a.live, &a.event)
+                        acquire_app_in(conn, a.id, writer, a.epoch, &a.live, &a.event)
                     })
                     .collect::<Result<_, _>>()?,
             };
@@ -1475,10 +1587,10 @@ fn apps_batch_in(
             }
         }
         let flags = match conn {
-            AnyConnection::Postgresql(c) if !writes.is_empty() => apps_write_pg(c, me, writes)?,
+            AnyConnection::Postgresql(c) if !writes.is_empty() => apps_write_pg(c, writer, writes)?,
             _ => writes
                 .iter()
-                .map(|w| update_owned_app(conn, w.id, me, w.epoch, &w.change, w.event.as_ref()))
+                .map(|w| update_owned_app(conn, w.id, writer, w.epoch, &w.change, w.event.as_ref()))
                 .collect::<Result<_, _>>()?,
         };
         let apps = if reads.is_empty() { Vec::new() } else { apps(conn, reads)? };
@@ -1497,12 +1609,16 @@ pub struct AppsBatch {
     pub read: Vec<Application>,
 }
 
-fn apps_write_pg(conn: &mut diesel::PgConnection, me: &str, writes: &[AppWrite]) -> Result<Vec<bool>, StoreError> {
+fn apps_write_pg(
+    conn: &mut diesel::PgConnection,
+    writer: (&str, NaiveDateTime),
+    writes: &[AppWrite],
+) -> Result<Vec<bool>, StoreError> {
     let mut a = AppWrites::default();
     for w in writes {
         a.push(Some(w));
     }
-    let written = outcomes_pg(conn, me, &TaskOutcomes::default(), &a)?;
+    let written = outcomes_pg(conn, writer, &TaskOutcomes::default(), &a)?;
     let applied: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
     Ok(writes.iter().map(|w| applied.contains(&w.id)).collect())
 }
