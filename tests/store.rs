@@ -23,6 +23,11 @@ fn later() -> chrono::NaiveDateTime {
     Utc::now().naive_utc() + chrono::TimeDelta::hours(1)
 }
 
+/// A writer's session that admits every epoch, its deadline an hour from now.
+fn open() -> rota::store::dispatch::Fence {
+    rota::store::dispatch::Fence { until: later(), joined: 0 }
+}
+
 /// Run `f` on a fresh, migrated database of each backend.
 fn on_both(f: impl Fn(&Store)) {
     let pg = PgDb::create();
@@ -60,7 +65,7 @@ fn acquired_apps(conn: &mut rota::store::AnyConnection, prefix: &str, n: usize) 
             let new = NewApplication { name: format!("{prefix}{i}"), driver: "noop".into(), ..Default::default() };
             let id = insert_application(conn, &new).unwrap();
             let acquired =
-                acquire_app(conn, id, ("n1", later()), 5, &["n1".into()], &app_event("app.acquired", id)).unwrap();
+                acquire_app(conn, id, "n1", open(), 5, &["n1".into()], &app_event("app.acquired", id)).unwrap();
             assert!(acquired.is_some());
             id
         })
@@ -205,7 +210,7 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
         let ids: Vec<i64> = (0..4)
             .map(|_| tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap())
             .collect();
-        let claimed = claim(&mut conn, &ids, "n1", 7, later()).unwrap();
+        let claimed = claim(&mut conn, &ids, "n1", 7, open()).unwrap();
         assert_eq!(claimed.len(), 4);
         let retry_at = Utc::now().naive_utc() + chrono::Duration::hours(1);
         let row = |id: i64, epoch: i64, outcome: Outcome| Finished { id, epoch, outcome, app: None };
@@ -215,10 +220,10 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
             row(ids[2], 7, Outcome::Retry { error: "again".into(), run_after: retry_at }),
             row(ids[3], 6, Outcome::Succeeded(None)), // an older epoch: not ours to write
         ];
-        let flags: Vec<bool> = finish_batch(&mut conn, "n1", later(), &rows).unwrap().iter().map(|f| f.task).collect();
+        let flags: Vec<bool> = finish_batch(&mut conn, "n1", open(), &rows).unwrap().iter().map(|f| f.task).collect();
         assert_eq!(flags, vec![true, true, true, false]);
         assert!(
-            finish_batch(&mut conn, "n1", later(), &rows[..1]).unwrap() == vec![FinishFlags { task: false, app: None }]
+            finish_batch(&mut conn, "n1", open(), &rows[..1]).unwrap() == vec![FinishFlags { task: false, app: None }]
         );
         let t: Vec<_> = ids.iter().map(|id| tasks::find_task(&mut conn, *id).unwrap().unwrap()).collect();
         assert_eq!(
@@ -256,7 +261,7 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             tasks::insert_task(&mut conn, &task(None, "run")).unwrap(),
             tasks::insert_task(&mut conn, &task(Some(apps[2]), "start")).unwrap(),
         ];
-        assert_eq!(claim(&mut conn, &ids, "n1", 5, later()).unwrap().len(), 4);
+        assert_eq!(claim(&mut conn, &ids, "n1", 5, open()).unwrap().len(), 4);
         let running = AppChange {
             desired_state: Some("running".into()),
             state: Some("running".into()),
@@ -273,7 +278,7 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             // not ours to write; the application's state is, without an event.
             Finished { epoch: 4, ..done(ids[3], Some(write(apps[2], 5))) },
         ];
-        let flags = finish_batch(&mut conn, "n1", later(), &rows).unwrap();
+        let flags = finish_batch(&mut conn, "n1", open(), &rows).unwrap();
         assert_eq!(
             flags,
             vec![
@@ -284,7 +289,7 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             ]
         );
         // Written again (a retry of a batch whose answer was lost): nothing is recorded twice.
-        let again: Vec<bool> = finish_batch(&mut conn, "n1", later(), &rows).unwrap().iter().map(|f| f.task).collect();
+        let again: Vec<bool> = finish_batch(&mut conn, "n1", open(), &rows).unwrap().iter().map(|f| f.task).collect();
         assert_eq!(again, vec![false, false, false, false]);
         let status = |id: i64, conn: &mut _| tasks::find_task(conn, id).unwrap().unwrap().status;
         assert_eq!(
@@ -338,9 +343,9 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
             .collect()
     };
 
-    let err = claim_next(&mut conn, 0, 10, "n1", 1, later()).expect_err("the batch holds an undecodable row");
+    let err = claim_next(&mut conn, 0, 10, "n1", 1, open()).expect_err("the batch holds an undecodable row");
     assert!(err.to_string().to_lowercase().contains("utf-8"), "{err}");
-    let err = claim(&mut conn, &[a, a + 1, b], "n1", 1, later()).expect_err("the batch holds an undecodable row");
+    let err = claim(&mut conn, &[a, a + 1, b], "n1", 1, open()).expect_err("the batch holds an undecodable row");
     assert!(err.to_string().to_lowercase().contains("utf-8"), "{err}");
     // Nothing was claimed by either statement (the bad row itself cannot be read yet).
     for id in [a, b] {
@@ -351,7 +356,7 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     let bad = tasks::find_task(&mut conn, a + 1).unwrap().unwrap();
     assert_eq!(bad.status, "failed");
     assert!(bad.error.as_deref().unwrap_or("").contains("`payload` is not valid UTF-8"), "{:?}", bad.error);
-    let claimed: Vec<i64> = claim_next(&mut conn, 0, 10, "n1", 1, later()).unwrap().iter().map(|t| t.id).collect();
+    let claimed: Vec<i64> = claim_next(&mut conn, 0, 10, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
     assert_eq!(claimed, vec![a, b]);
     assert_eq!(statuses(&mut conn), ["running", "failed", "running"]);
 }
@@ -400,27 +405,27 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
         let _labelled = task(&mut conn, Some(labelled), "start", false);
 
         // The busy application's first command is running.
-        let first: Vec<i64> = claim_next(&mut conn, 0, 1, "n1", 1, later()).unwrap().iter().map(|t| t.id).collect();
+        let first: Vec<i64> = claim_next(&mut conn, 0, 1, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(first, vec![busy_first]);
         let mut claimed: Vec<i64> =
-            claim_next(&mut conn, 0, 100, "n1", 1, later()).unwrap().iter().map(|t| t.id).collect();
+            claim_next(&mut conn, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         claimed.sort();
         assert_eq!(claimed, vec![busy_job, delayed_second, idle_first, job]);
         // Nothing more until a running command ends; then only the one after it.
-        assert!(claim_next(&mut conn, 0, 100, "n1", 1, later()).unwrap().is_empty());
+        assert!(claim_next(&mut conn, 0, 100, "n1", 1, open()).unwrap().is_empty());
         let done = |id: i64| rota::store::dispatch::Finished {
             id,
             epoch: 1,
             outcome: rota::store::dispatch::Outcome::Succeeded(None),
             app: None,
         };
-        rota::store::dispatch::finish_batch(&mut conn, "n1", later(), &[done(idle_first)]).unwrap();
-        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1, later()).unwrap().iter().map(|t| t.id).collect();
+        rota::store::dispatch::finish_batch(&mut conn, "n1", open(), &[done(idle_first)]).unwrap();
+        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![idle_second]);
         // The cursor: only rows after it.
-        rota::store::dispatch::finish_batch(&mut conn, "n1", later(), &[done(delayed_second)]).unwrap();
-        assert!(claim_next(&mut conn, delayed_third, 100, "n1", 1, later()).unwrap().is_empty());
-        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1, later()).unwrap().iter().map(|t| t.id).collect();
+        rota::store::dispatch::finish_batch(&mut conn, "n1", open(), &[done(delayed_second)]).unwrap();
+        assert!(claim_next(&mut conn, delayed_third, 100, "n1", 1, open()).unwrap().is_empty());
+        let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![delayed_third]);
         let _ = (busy_second, delayed_first);
     });
@@ -438,7 +443,7 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
         let mut conn = store.conn().unwrap();
         let node = r"o'brien\'; DROP TABLE task; --";
         let a = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
-        let claimed = claim_next(&mut conn, 0, 10, node, 7, later()).unwrap();
+        let claimed = claim_next(&mut conn, 0, 10, node, 7, open()).unwrap();
         assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![a]);
         assert_eq!(claimed[0].owner_node.as_deref(), Some(node));
         assert_eq!(claimed[0].owner_epoch, Some(7));
@@ -446,11 +451,11 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
             c.batch_execute("DEALLOCATE ALL").unwrap();
         }
         let b = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
-        let claimed = claim_next(&mut conn, 0, 10, node, 8, later()).unwrap();
+        let claimed = claim_next(&mut conn, 0, 10, node, 8, open()).unwrap();
         assert_eq!(claimed.iter().map(|t| (t.id, t.owner_epoch)).collect::<Vec<_>>(), vec![(b, Some(8))]);
         // The claim of a member of a larger ring is prepared the same way.
         let c = tasks::insert_task(&mut conn, &NewTask { action: "run".into(), ..Default::default() }).unwrap();
-        let claimed = claim(&mut conn, &[c, b], node, 9, later()).unwrap();
+        let claimed = claim(&mut conn, &[c, b], node, 9, open()).unwrap();
         assert_eq!(claimed.iter().map(|t| (t.id, t.owner_node.as_deref())).collect::<Vec<_>>(), vec![(c, Some(node))]);
     });
 }
@@ -494,7 +499,7 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
             },
         };
         let all: Vec<AppAcquire> = ids.iter().copied().chain([999_999]).map(acquire).collect();
-        let done = apps_batch(&mut conn, "n1", later(), &all, &[], &[]).unwrap();
+        let done = apps_batch(&mut conn, "n1", open(), &all, &[], &[]).unwrap();
         assert!(done.written.is_empty() && done.read.is_empty());
         type Owned = Option<(i64, Option<String>, Option<i64>)>;
         let got: Vec<Owned> =
@@ -532,14 +537,14 @@ fn claim_turns_takes_only_each_applications_next_command() {
              UPDATE task SET status = 'running', owner_node = 'n1', owner_epoch = 1 WHERE id = 12;",
         )
         .unwrap();
-        let claimed = claim_turns(&mut conn, &[1, 2, 3, 1, 99], "n1", 5, later()).unwrap();
+        let claimed = claim_turns(&mut conn, &[1, 2, 3, 1, 99], "n1", 5, open()).unwrap();
         let got: Vec<(i64, Option<&str>, Option<i64>, i32)> =
             claimed.iter().map(|t| (t.id, t.owner_node.as_deref(), t.owner_epoch, t.attempts)).collect();
         assert_eq!(got, vec![(10, Some("n1"), Some(5), 1)]);
         // Its next command waits while that one runs; once it is done, it is the next turn.
-        assert!(claim_turns(&mut conn, &[1], "n1", 5, later()).unwrap().is_empty());
+        assert!(claim_turns(&mut conn, &[1], "n1", 5, open()).unwrap().is_empty());
         conn.batch_execute("UPDATE task SET status = 'succeeded' WHERE id IN (10, 12)").unwrap();
-        let ids: Vec<i64> = claim_turns(&mut conn, &[2, 1], "n1", 5, later()).unwrap().iter().map(|t| t.id).collect();
+        let ids: Vec<i64> = claim_turns(&mut conn, &[2, 1], "n1", 5, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(ids, vec![11, 13]);
     });
 }
@@ -568,7 +573,7 @@ fn claim_jobs_takes_only_jobs_placed_by_their_id() {
         )
         .unwrap();
         assert_eq!(max_task_id(&mut conn).unwrap(), 19);
-        let claimed = claim_jobs(&mut conn, &(10..=25).collect::<Vec<_>>(), "n1", 7, later()).unwrap();
+        let claimed = claim_jobs(&mut conn, &(10..=25).collect::<Vec<_>>(), "n1", 7, open()).unwrap();
         let got: Vec<(i64, Option<&str>, Option<i64>, &str)> =
             claimed.iter().map(|t| (t.id, t.owner_node.as_deref(), t.owner_epoch, t.status.as_str())).collect();
         assert_eq!(
@@ -579,21 +584,22 @@ fn claim_jobs_takes_only_jobs_placed_by_their_id() {
                 (19, Some("n1"), Some(7), "running")
             ]
         );
-        assert!(claim_jobs(&mut conn, &[10, 11, 19], "n2", 8, later()).unwrap().is_empty(), "claimed once");
+        assert!(claim_jobs(&mut conn, &[10, 11, 19], "n2", 8, open()).unwrap().is_empty(), "claimed once");
     });
 }
 
 /// Invariant I3 at the database: a write as owner that arrives after its writer's membership
-/// deadline (a node paused between its check and its claim, CI seed 155236777) changes nothing:
-/// each of the four claims, completions, application writes and acquisitions; the same writes
-/// with the deadline still ahead go through.
+/// deadline (a node paused between its check and its claim, CI seed 155236777), or under an
+/// epoch older than its session, changes nothing: each of the four claims, completions (alone,
+/// batched, with and without application writes), application writes, acquisitions and a
+/// recovery; the same writes within the session go through.
 #[test]
-fn a_write_past_the_writers_deadline_changes_nothing() {
+fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use diesel::connection::SimpleConnection;
     use rota::store::apps::find_application;
     use rota::store::dispatch::{
-        apps_batch, claim, claim_jobs, claim_next, claim_turns, finish_batch, AppAcquire, AppChange, AppWrite,
-        FinishFlags, Finished, Outcome,
+        apps_batch, claim, claim_jobs, claim_next, claim_turns, finish_batch, orphans, recover, AppAcquire, AppChange,
+        AppWrite, Fence, FinishFlags, Finished, Outcome,
     };
     on_both(|store| {
         let mut conn = store.conn().unwrap();
@@ -603,23 +609,27 @@ fn a_write_past_the_writers_deadline_changes_nothing() {
              INSERT INTO task (id, app_id, action) VALUES (12, 1, 'start');",
         )
         .unwrap();
-        let past = Utc::now().naive_utc() - chrono::TimeDelta::milliseconds(1);
-        assert!(claim(&mut conn, &[10, 11, 12], "n1", 3, past).unwrap().is_empty(), "claim");
-        assert!(claim_jobs(&mut conn, &[10, 11], "n1", 3, past).unwrap().is_empty(), "claim_jobs");
-        assert!(claim_turns(&mut conn, &[1], "n1", 3, past).unwrap().is_empty(), "claim_turns");
-        assert!(claim_next(&mut conn, 0, 10, "n1", 3, past).unwrap().is_empty(), "claim_next");
+        let past = Fence { until: Utc::now().naive_utc() - chrono::TimeDelta::milliseconds(1), joined: 0 };
+        // A session that began at epoch 4: epoch 3 is an earlier life's.
+        let later_session = Fence { until: later(), joined: 4 };
+        for fence in [past, later_session] {
+            assert!(claim(&mut conn, &[10, 11, 12], "n1", 3, fence).unwrap().is_empty(), "claim {fence:?}");
+            assert!(claim_jobs(&mut conn, &[10, 11], "n1", 3, fence).unwrap().is_empty(), "claim_jobs {fence:?}");
+            assert!(claim_turns(&mut conn, &[1], "n1", 3, fence).unwrap().is_empty(), "claim_turns {fence:?}");
+            assert!(claim_next(&mut conn, 0, 10, "n1", 3, fence).unwrap().is_empty(), "claim_next {fence:?}");
+        }
         for id in [10, 11, 12] {
             let t = tasks::find_task(&mut conn, id).unwrap().unwrap();
             assert_eq!((t.status.as_str(), t.owner_node, t.attempts), ("pending", None, 0), "task {id}");
         }
 
-        assert_eq!(claim_jobs(&mut conn, &[10], "n1", 3, later()).unwrap().len(), 1);
-        assert_eq!(claim_turns(&mut conn, &[1], "n1", 3, later()).unwrap().len(), 1);
-        assert_eq!(claim(&mut conn, &[11], "n1", 3, later()).unwrap().len(), 1);
+        assert_eq!(claim_jobs(&mut conn, &[10], "n1", 3, open()).unwrap().len(), 1);
+        assert_eq!(claim_turns(&mut conn, &[1], "n1", 3, open()).unwrap().len(), 1);
+        assert_eq!(claim(&mut conn, &[11], "n1", 3, open()).unwrap().len(), 1);
 
         // Completions, application writes and acquisitions past the deadline write nothing
         // either, by every path: a batch of outcomes, a single one, one with its application
-        // write; several acquisitions and one alone; a batch of application writes.
+        // write, a batch of both; several acquisitions and one alone; a batch of writes.
         let acquire =
             |id: i64| AppAcquire { id, epoch: 3, live: vec!["n1".into()], event: app_event("app.acquired", id) };
         let change = AppChange { state: Some("running".into()), ..Default::default() };
@@ -628,17 +638,21 @@ fn a_write_past_the_writers_deadline_changes_nothing() {
         let done = |id: i64, app: Option<AppWrite>| Finished { id, epoch: 3, outcome: Outcome::Succeeded(None), app };
         conn.batch_execute("INSERT INTO application (id, name, driver) VALUES (2, 'b', 'noop'), (3, 'c', 'noop');")
             .unwrap();
-        assert!(apps_batch(&mut conn, "n1", later(), &[acquire(1)], &[], &[]).unwrap().acquired[0].is_some());
+        assert!(apps_batch(&mut conn, "n1", open(), &[acquire(1)], &[], &[]).unwrap().acquired[0].is_some());
         let refused = FinishFlags { task: false, app: None };
-        assert_eq!(finish_batch(&mut conn, "n1", past, &[done(10, None), done(11, None)]).unwrap(), [refused; 2]);
-        assert_eq!(finish_batch(&mut conn, "n1", past, &[done(10, None)]).unwrap(), [refused]);
-        assert_eq!(
-            finish_batch(&mut conn, "n1", past, &[done(12, Some(write(1)))]).unwrap(),
-            [FinishFlags { task: false, app: Some(false) }]
-        );
-        let batch = apps_batch(&mut conn, "n1", past, &[acquire(2), acquire(3)], &[write(1)], &[]).unwrap();
-        assert_eq!((batch.acquired.iter().flatten().count(), batch.written), (0, vec![false]));
-        assert!(apps_batch(&mut conn, "n1", past, &[acquire(2)], &[], &[]).unwrap().acquired[0].is_none());
+        let refused_with_app = FinishFlags { task: false, app: Some(false) };
+        for fence in [past, later_session] {
+            let two = [done(10, None), done(11, None)];
+            assert_eq!(finish_batch(&mut conn, "n1", fence, &two).unwrap(), [refused; 2], "{fence:?}");
+            assert_eq!(finish_batch(&mut conn, "n1", fence, &[done(10, None)]).unwrap(), [refused]);
+            assert_eq!(finish_batch(&mut conn, "n1", fence, &[done(12, Some(write(1)))]).unwrap(), [refused_with_app]);
+            let mixed = [done(11, None), done(12, Some(write(1)))];
+            assert_eq!(finish_batch(&mut conn, "n1", fence, &mixed).unwrap(), [refused, refused_with_app]);
+            let batch = apps_batch(&mut conn, "n1", fence, &[acquire(2), acquire(3)], &[write(1)], &[1]).unwrap();
+            assert_eq!((batch.acquired.iter().flatten().count(), batch.written), (0, vec![false]));
+            assert_eq!(batch.read.len(), 1, "reads are answered all the same");
+            assert!(apps_batch(&mut conn, "n1", fence, &[acquire(2)], &[], &[]).unwrap().acquired[0].is_none());
+        }
         for id in [10, 11, 12] {
             assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status, "running", "task {id}");
         }
@@ -646,11 +660,21 @@ fn a_write_past_the_writers_deadline_changes_nothing() {
             assert_eq!(find_application(&mut conn, id).unwrap().unwrap().owner_node, None, "application {id}");
         }
         assert_eq!(find_application(&mut conn, 1).unwrap().unwrap().state, "stopped");
-        // Before the deadline, the same writes go through.
+
+        // A recovery of task 11 by n2, with a live list in which n1 is gone: not past its
+        // deadline, nor from a view older than its session.
+        let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
+        let eleven = found.iter().find(|o| o.id == 11).expect("task 11 is an orphan to a view without n1").clone();
+        assert_eq!(recover(&mut conn, &eleven, "test", (past, 7)).unwrap(), None);
+        assert_eq!(recover(&mut conn, &eleven, "test", (Fence { until: later(), joined: 8 }, 7)).unwrap(), None);
+        assert_eq!(tasks::find_task(&mut conn, 11).unwrap().unwrap().status, "running");
+
+        // Within the session, the same writes go through.
         assert_eq!(
-            finish_batch(&mut conn, "n1", later(), &[done(10, None), done(12, Some(write(1)))]).unwrap(),
+            finish_batch(&mut conn, "n1", open(), &[done(10, None), done(12, Some(write(1)))]).unwrap(),
             [FinishFlags { task: true, app: None }, FinishFlags { task: true, app: Some(true) }]
         );
+        assert_eq!(recover(&mut conn, &eleven, "test", (open(), 7)).unwrap(), Some("pending"));
     });
 }
 
@@ -682,7 +706,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
             write(ids[1], 4, set("running", None), "app.state"), // an older epoch: not ours
             write(ids[2], 5, set("running", None), "app.state"),
         ];
-        let done = apps_batch(&mut conn, "n1", later(), &[], &writes, &[ids[0], 999_999]).unwrap();
+        let done = apps_batch(&mut conn, "n1", open(), &[], &writes, &[ids[0], 999_999]).unwrap();
         let (flags, read) = (done.written, done.read);
         assert_eq!(flags, vec![true, false, true]);
         assert_eq!(read.len(), 1, "a missing application reads as absent");
@@ -696,7 +720,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
         let flags = apps_batch(
             &mut conn,
             "n1",
-            later(),
+            open(),
             &[],
             &[write(ids[0], 5, clear, "app.cleared"), write(ids[2], 5, AppChange::default(), "app.same")],
             &[],
@@ -755,7 +779,7 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     let mut conn = store.conn().unwrap();
     let any = &mut *conn;
     for _ in 0..8 {
-        assert!(claim_next(any, 0, 256, "n1", 1, later()).unwrap().is_empty());
+        assert!(claim_next(any, 0, 256, "n1", 1, open()).unwrap().is_empty());
     }
     let first = held(any);
     assert_eq!(first.len(), 1, "one generation prepared: {first:?}");
@@ -764,7 +788,7 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     let mut claimed = 0;
     let mut now = Vec::new();
     wait_until(Duration::from_secs(120), "the claim statement prepared again", || {
-        claimed += claim_next(any, 0, 256, "n1", 1, later()).unwrap().len();
+        claimed += claim_next(any, 0, 256, "n1", 1, open()).unwrap().len();
         now = held(any);
         now != first
     });
@@ -772,7 +796,7 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     // Past the custom plans of the first executions, to the generic plan. (The generation is
     // process-wide: another test's claims may renew it meanwhile, so the name is read again.)
     for _ in 0..8 {
-        claimed += claim_next(any, 0, 256, "n1", 1, later()).unwrap().len();
+        claimed += claim_next(any, 0, 256, "n1", 1, open()).unwrap().len();
     }
     let now = held(any);
     assert_eq!(now.len(), 1, "one generation held: {now:?}");

@@ -99,12 +99,12 @@ async fn run(
             Item::Read { .. } => None,
         };
         for part in cut_at_repeats(batch, key) {
-            serve(&store, &node, super::act_until(&membership), part).await;
+            serve(&store, &node, super::fence(&membership), part).await;
         }
     }
 }
 
-async fn serve(store: &Store, node: &str, until: chrono::NaiveDateTime, batch: Vec<Item>) {
+async fn serve(store: &Store, node: &str, fence: q::Fence, batch: Vec<Item>) {
     let (mut acquires, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for item in &batch {
         match item {
@@ -116,7 +116,7 @@ async fn serve(store: &Store, node: &str, until: chrono::NaiveDateTime, batch: V
     let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
     let result = {
         let (acquires, writes, reads) = (acquires.clone(), writes.clone(), reads.clone());
-        store.run(move |c| q::apps_batch(c, &node, until, &acquires, &writes, &reads)).await
+        store.run(move |c| q::apps_batch(c, &node, fence, &acquires, &writes, &reads)).await
     };
     match result {
         Ok(done) => {

@@ -6,15 +6,17 @@
 //! ```text
 //!            NOTIFY / in-process wake / poll tick
 //!                          │
-//!   due_after(cursor) ─► owned by me (ring) ─► claim(ids, node, epoch) ─┬─► app actor (id order, 1 at a time)
-//!                                                                       └─► job pool (max_concurrency)
+//!   due_after(cursor) ─► owned by me (ring) ─► claim(ids, node, epoch, fence) ─┬─► app actor (id order, 1 at a time)
+//!                                                                              └─► job pool (max_concurrency)
 //!   membership change / reconcile tick ─► adopt / release apps, recover orphans, prune
 //!   fenced ─► abort every actor and job, stop every child: act no more
 //! ```
 //!
 //! Must never: hold a transaction while a command runs (claims and completions are single
 //! statements); claim or act while membership says this node may not; write about work it does
-//! not own at the epoch it claimed it (every completion is conditional, invariant I3).
+//! not own at the epoch it claimed it (every completion is conditional, invariant I3), nor
+//! any write as owner past its membership deadline or under an epoch older than its session
+//! (each carries a [`q::Fence`], which the database checks against its own clock).
 
 mod actor;
 mod appwrite;
@@ -100,11 +102,13 @@ pub struct Shared {
     held: Arc<Held>,
 }
 
-/// This node's membership deadline on the wall clock ([`MembershipState::deadline_on`], the
-/// wall clock read first): the fence every write as owner carries (`store::dispatch::fence`).
-pub(crate) fn act_until(membership: &watch::Receiver<MembershipState>) -> chrono::NaiveDateTime {
+/// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
+/// wall clock ([`MembershipState::deadline_on`], the wall clock read first) and the epoch it
+/// began at, from one look at the membership.
+pub(crate) fn fence(membership: &watch::Receiver<MembershipState>) -> q::Fence {
     let wall = chrono::Utc::now().naive_utc();
-    membership.borrow().deadline_on(wall, Instant::now())
+    let state = membership.borrow();
+    q::Fence { until: state.deadline_on(wall, Instant::now()), joined: state.joined_epoch as i64 }
 }
 
 impl Shared {
@@ -169,9 +173,9 @@ impl Shared {
         self.membership.borrow().may_act(Instant::now())
     }
 
-    /// This node's membership deadline on the wall clock, the fence every claim carries.
-    pub fn act_until(&self) -> chrono::NaiveDateTime {
-        act_until(&self.membership)
+    /// This node's session as every claim carries it ([`fence`]).
+    pub fn fence(&self) -> q::Fence {
+        fence(&self.membership)
     }
 
     fn snapshot(&self) -> MembershipState {
@@ -584,8 +588,8 @@ impl Dispatcher {
                 }
             }
         } else if self.owns_everything(&place) && (after > 0 || !self.label_pass) {
-            let until = self.shared.act_until();
-            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch, until)).await?;
+            let fence = self.shared.fence();
+            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch, fence)).await?;
             self.claimed_next(self.shared.held.claimed(claimed), &place)
         } else if self.window.is_some() && !self.label_pass {
             return self.window_round(&place).await;
@@ -623,8 +627,9 @@ impl Dispatcher {
             let claimed = if mine.is_empty() {
                 Vec::new()
             } else {
-                let until = self.shared.act_until();
-                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch, until)).await?
+                // Under the epoch of the view that placed the rows (read again after the read).
+                let (fence, epoch) = (self.shared.fence(), place.view.epoch as i64);
+                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch, fence)).await?
             };
             if windowing {
                 self.hand_out(self.shared.held.claimed(claimed), &place).await;
@@ -705,8 +710,8 @@ impl Dispatcher {
         self.window = Some(w);
         self.windowed_to = w.next - 1;
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-        let until = self.shared.act_until();
-        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch, until)).await?;
+        let fence = self.shared.fence();
+        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch, fence)).await?;
         tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
         self.hand_out(self.shared.held.claimed(claimed), place).await;
         Ok(true)
@@ -752,8 +757,8 @@ impl Dispatcher {
                 continue;
             }
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-            let until = self.shared.act_until();
-            let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch, until)).await?;
+            let fence = self.shared.fence();
+            let claimed = self.shared.store.run(move |c| q::claim_turns(c, &apps, &node, epoch, fence)).await?;
             let claimed = self.shared.held.claimed(claimed);
             tracing::trace!(claimed = claimed.len(), "turn round");
             self.hand_out(claimed, &place).await;
@@ -1114,8 +1119,8 @@ impl Dispatcher {
                     o.owner_epoch.unwrap_or_default()
                 )
             };
-            let (orphan, why) = (o.clone(), reason.clone());
-            match self.shared.store.run(move |c| q::recover(c, &orphan, &why)).await {
+            let (orphan, why, fence) = (o.clone(), reason.clone(), (self.shared.fence(), ms.view.epoch as i64));
+            match self.shared.store.run(move |c| q::recover(c, &orphan, &why, fence)).await {
                 Ok(Some(status)) => {
                     tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, reason = %reason, "recovered a task");
                     self.shared

@@ -51,8 +51,8 @@ impl Pump {
                     return;
                 }
                 let node = shared.node_id.clone();
-                let until = shared.act_until();
-                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch, until));
+                let fence = shared.fence();
+                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch, fence));
                 let next = match &claimed {
                     Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),

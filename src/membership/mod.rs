@@ -146,8 +146,11 @@ impl MembershipState {
     /// makes the deadline earlier, never later.
     pub fn deadline_on(&self, wall: chrono::NaiveDateTime, now: Instant) -> chrono::NaiveDateTime {
         match self.valid_until {
+            // At most a day ahead: a deadline earlier than the lease's is only more careful, and
+            // an absurd TTL must not overflow the wall clock.
             Some(d) if self.may_act(now) => {
-                wall + chrono::TimeDelta::from_std(d - now).unwrap_or(chrono::TimeDelta::MAX)
+                let left = (d - now).min(std::time::Duration::from_secs(86_400));
+                wall + chrono::TimeDelta::from_std(left).unwrap_or_default()
             }
             _ => chrono::DateTime::UNIX_EPOCH.naive_utc(),
         }

@@ -2,7 +2,7 @@
 //! applications, prune. Every write that concerns work a node is doing is conditional on that
 //! node's `owner_node` and `owner_epoch` (invariant I3), and every write as owner (claims,
 //! outcomes, application writes and acquisitions) on the node's membership deadline, checked
-//! against the database's clock ([`fence`]): a paused node that wakes up with an old view changes
+//! against the database's clock ([`Fence`]): a paused node that wakes up with an old view changes
 //! nothing, even when the pause fell between its check and its write.
 //!
 //! The read and the claim are per-backend SQL (PostgreSQL: `FOR UPDATE SKIP LOCKED`, `ANY($1)`;
@@ -89,19 +89,38 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 }
 
 /// The claim's assignments (`$1` node, `$2` epoch); `claimed_at` follows.
-/// Every claim's WHERE also holds [`fence`]: the claimant's membership deadline.
+/// Every claim's WHERE also holds [`fence_sql`]: the claimant's membership deadline.
 const CLAIM_SET: &str =
     "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, claimed_at = ";
 
-/// "The database's clock is before the claimant's deadline `$n`", the last condition of every
-/// claim. Why: a node checks that it may act before it reads and claims, but a node paused
+/// What every write as owner is fenced by: the writer's membership session as the database can
+/// check it. Why: a node checks that it may act before it reads and claims, but a node paused
 /// between the check and the claim (or while its read was in flight) sent the claim when it
 /// woke — past its lease, under the epoch of a session that had ended, for rows the ring had
-/// meanwhile given to others (the chaos suite's I3, CI seed 155236777). The deadline is the
-/// membership's `valid_until` on the wall clock ([`deadline_text`]); PostgreSQL evaluates the
-/// clock at each row's update, SQLite at the statement. It holds as far as the node's and the
-/// database's clocks agree (docs/membership.md).
-fn fence(postgres: bool, n: usize) -> String {
+/// meanwhile given to others (the chaos suite's I3, CI seed 155236777). docs/membership.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The session's deadline on the wall clock (UTC): nothing is written once the database's
+    /// clock has passed it ([`fence_sql`]). Already passed when the node may not act.
+    pub until: NaiveDateTime,
+    /// The epoch at which the session began: a write under an older epoch (a claim made with
+    /// a view from before a re-join, an outcome or an application of an earlier life) is not
+    /// written, whatever the deadline of the session that came after.
+    pub joined: i64,
+}
+
+impl Fence {
+    /// True when a write under `epoch` belongs to this session.
+    pub fn admits(&self, epoch: i64) -> bool {
+        epoch >= self.joined
+    }
+}
+
+/// "The database's clock is before the writer's deadline `$n`" ([`Fence::until`]), a condition
+/// of every write as owner on PostgreSQL (evaluated at each row's update) and of the claims on
+/// SQLite; SQLite's other writes check it once at the end of their transaction
+/// ([`sqlite_fenced`]). It holds as far as the node's and the database's clocks agree.
+fn fence_sql(postgres: bool, n: usize) -> String {
     if postgres {
         format!("(clock_timestamp() AT TIME ZONE 'utc') < ${n}")
     } else {
@@ -109,15 +128,49 @@ fn fence(postgres: bool, n: usize) -> String {
     }
 }
 
-/// [`fence`] with the deadline written in, for a statement built with diesel's DSL (the
-/// single-row writes, and every write on SQLite). The text is [`deadline_text`]'s digits.
-fn fence_filter(conn: &AnyConnection, until: NaiveDateTime) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    let postgres = matches!(conn, AnyConnection::Postgresql(_));
-    diesel::dsl::sql(&fence(postgres, 0).replace("$0", &format!("'{}'", deadline_text(until))))
+/// [`fence_sql`] with the deadline written in, for a rare statement built with diesel's DSL (a
+/// recovery): such a statement is then no longer kept prepared. The text is [`deadline_text`]'s.
+fn fence_filter(postgres: bool, until: NaiveDateTime) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql(&fence_sql(postgres, 0).replace("$0", &format!("'{}'", deadline_text(until))))
 }
 
-/// A claim's deadline as text, in UTC to the microsecond: a literal for PostgreSQL's `EXECUTE`
-/// (of a `timestamp` parameter) and a time SQLite's `julianday` reads.
+/// On SQLite, `write` in a transaction rolled back when, at its end, the database's clock has
+/// passed `until`; None then. Why at the end: the write lock, taken at the transaction's first
+/// write, is held until the commit, so no other process writes in between, and a pause anywhere
+/// in it holds every other writer back (the standalone lock's takeover too). The single-row
+/// statements inside stay free of the deadline, and so stay prepared.
+fn sqlite_fenced<T>(
+    conn: &mut AnyConnection,
+    until: NaiveDateTime,
+    write: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    #[derive(QueryableByName)]
+    struct Before {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ok: bool,
+    }
+    let past = || StoreError::Query(diesel::result::Error::RollbackTransaction);
+    let done = conn.transaction(|c| {
+        let t = write(c)?;
+        let AnyConnection::Sqlite(lite) = c else { return Ok(t) };
+        let before: Before = diesel::sql_query(format!("SELECT {} AS ok", fence_sql(false, 1).replace('$', "?")))
+            .bind::<Text, _>(deadline_text(until))
+            .get_result(lite)?;
+        if before.ok {
+            Ok(t)
+        } else {
+            Err(past())
+        }
+    });
+    match done {
+        Ok(t) => Ok(Some(t)),
+        Err(StoreError::Query(diesel::result::Error::RollbackTransaction)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A deadline as text, in UTC to the microsecond: a literal for PostgreSQL's `EXECUTE` (of a
+/// `timestamp` parameter) and a time SQLite's `julianday` reads (to the millisecond).
 fn deadline_text(until: NaiveDateTime) -> String {
     until.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
 }
@@ -134,26 +187,29 @@ const COMMAND_TURN: &str = "(t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS 
 /// of the same application is still pending or running (commands of one application run one at
 /// a time, in id order; a delayed earlier command does not hold back the ones behind it). Jobs
 /// (`run`) are not commands: they neither wait for nor hold back anything. Nothing is claimed
-/// once the database's clock has passed `until`, the claimant's membership deadline ([`fence`]).
+/// under an epoch older than the claimant's session, or once the database's clock has passed its
+/// deadline ([`Fence`]).
 pub fn claim(
     conn: &mut AnyConnection,
     ids: &[i64],
     node: &str,
     epoch: i64,
-    until: NaiveDateTime,
+    fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
-    if ids.is_empty() {
+    if ids.is_empty() || !fence.admits(epoch) {
         return Ok(Vec::new());
     }
-    let claimant = (node, epoch, until);
+    let claimant = (node, epoch, fence.until);
     claim_where(conn, "rota_claim", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), "", claimant)
 }
 
-/// Claim for the claimant (node, epoch, deadline) the pending, due rows that `pg_ids`
+/// Claim for the claimant (node, epoch, deadline; its epoch admitted by its [`Fence`]) the
+/// pending, due rows that `pg_ids`
 /// (PostgreSQL, with `$3` the array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`)
-/// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and the [`fence`].
+/// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and the [`fence_sql`].
 /// PostgreSQL: the prepared statement `name`, its rows decoded by position ([`TaskRows`]).
-/// Returns the claimed rows by priority, then id.
+/// SQLite: `sqlite_ids` and `filter` must not use `$3` (bound to a placeholder value, so that
+/// the deadline is `?4`). Returns the claimed rows by priority, then id.
 fn claim_where(
     conn: &mut AnyConnection,
     name: &str,
@@ -173,7 +229,7 @@ fn claim_where(
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
                    AND {COMMAND_TURN} {lock}) AND {fence} \
                  RETURNING {returning}",
-                fence = fence(postgres, 4)
+                fence = fence_sql(postgres, 4)
             ),
             postgres,
         )
@@ -210,7 +266,7 @@ fn claim_where(
 /// ring every other row is its own, so this halves the statements per batch (and the round
 /// trips between a NOTIFY and a claim); the dispatcher reads the rows left out with
 /// [`due_after`] and places them itself, at least once per poll interval.
-/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
+/// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
 /// Returns the claimed rows by priority, then id.
 pub fn claim_next(
     conn: &mut AnyConnection,
@@ -218,8 +274,12 @@ pub fn claim_next(
     limit: i64,
     node: &str,
     epoch: i64,
-    until: NaiveDateTime,
+    fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
+    if !fence.admits(epoch) {
+        return Ok(Vec::new());
+    }
+    let until = fence.until;
     // SQLite: the per-row check along the id order (one writer, no planner for the loose scan).
     let sqlite = due(
         &format!(
@@ -229,7 +289,7 @@ pub fn claim_next(
                AND {COMMAND_TURN} \
                ORDER BY t.id LIMIT $4) AND {fence} \
              RETURNING *",
-            fence = fence(false, 5)
+            fence = fence_sql(false, 5)
         ),
         false,
     );
@@ -263,18 +323,19 @@ pub fn claim_next(
 /// the ring, right after an application's command finished: its next one is claimed with one
 /// index probe per application instead of [`claim_next`]'s scan of every application's head
 /// (11 ms per claim for 1,000 applications, server log, docs/benchmarks.md).
-/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
+/// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
 /// Returns the claimed rows by priority, then id.
 pub fn claim_turns(
     conn: &mut AnyConnection,
     apps: &[i64],
     node: &str,
     epoch: i64,
-    until: NaiveDateTime,
+    fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
-    if apps.is_empty() {
+    if apps.is_empty() || !fence.admits(epoch) {
         return Ok(Vec::new());
     }
+    let until = fence.until;
     match conn {
         AnyConnection::Postgresql(c) => {
             let mut claimed = pg_prepared(
@@ -314,7 +375,7 @@ fn claim_turns_pg() -> String {
          commands AS (SELECT c.id FROM head h {lock}) \
          {CLAIM_SET}{PG_CLAIMED_AT} WHERE id IN (SELECT id FROM commands) AND {fence} RETURNING ",
         lock = lock_heads(),
-        fence = fence(true, 4)
+        fence = fence_sql(true, 4)
     )
 }
 
@@ -339,20 +400,20 @@ const PG_CLAIMED_AT: &str = "(clock_timestamp() AT TIME ZONE 'utc')";
 /// Why: a member of a larger ring that read every due row to claim its share read each row once
 /// per member; for the jobs of a backlog it computes which ids of the next stretch its ring owns
 /// and claims them without reading any ([`crate::dispatch`], *job window*).
-/// Nothing is claimed once the database's clock has passed `until` ([`fence`]).
+/// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
 /// Returns the claimed rows by priority, then id.
 pub fn claim_jobs(
     conn: &mut AnyConnection,
     ids: &[i64],
     node: &str,
     epoch: i64,
-    until: NaiveDateTime,
+    fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
-    if ids.is_empty() {
+    if ids.is_empty() || !fence.admits(epoch) {
         return Ok(Vec::new());
     }
     let filter = format!("AND (t.app_id IS NULL OR t.action = 'run') AND t.target_node IS NULL AND {UNLABELLED}");
-    let claimant = (node, epoch, until);
+    let claimant = (node, epoch, fence.until);
     claim_where(conn, "rota_claim_jobs", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), &filter, claimant)
 }
 
@@ -411,7 +472,7 @@ fn claim_next_pg(limit: i64) -> String {
         WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit}) \
         AND {fence} RETURNING ",
         lock = lock_heads(),
-        fence = fence(true, 4)
+        fence = fence_sql(true, 4)
     )
 }
 
@@ -709,22 +770,15 @@ pub enum Outcome {
 }
 
 /// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
-/// ours (recovered by another node, cancelled) or the database's clock has passed this node's
-/// deadline `until` ([`fence`]): nothing is written then.
-fn finish(
-    conn: &mut AnyConnection,
-    id: i64,
-    (node, until): (&str, NaiveDateTime),
-    epoch: i64,
-    outcome: &Outcome,
-) -> Result<bool, StoreError> {
+/// ours (recovered by another node, cancelled): nothing is written then. SQLite only, inside
+/// [`sqlite_fenced`] ([`finish_batch`]).
+fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome: &Outcome) -> Result<bool, StoreError> {
     let now = Utc::now().naive_utc();
     let target = task::table
         .filter(task::id.eq(id))
         .filter(task::status.eq("running"))
         .filter(task::owner_node.eq(node))
-        .filter(task::owner_epoch.eq(epoch))
-        .filter(fence_filter(conn, until));
+        .filter(task::owner_epoch.eq(epoch));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
             .set((
@@ -784,40 +838,48 @@ pub struct FinishFlags {
 /// and its completion were two statements through two batching tasks, one after the other on
 /// every command's path; application commands drained at 2.1–2.5× the time of plain tasks
 /// (docs/benchmarks.md, session 12).
-/// Nothing is written once the database's clock has passed `until`, the node's membership
-/// deadline ([`fence`]): a node paused past its lease, its outcomes queued, writes none when it
-/// wakes, and its rows are recovered by their new owners.
+/// Nothing is written under the [`Fence`]: past the node's membership deadline (a node paused
+/// past its lease, its outcomes queued, writes none when it wakes; its rows are recovered by
+/// their new owners), nor for a row claimed, or an application acquired, in an earlier session.
 pub fn finish_batch(
     conn: &mut AnyConnection,
     node: &str,
-    until: NaiveDateTime,
+    fence: Fence,
     rows: &[Finished],
 ) -> Result<Vec<FinishFlags>, StoreError> {
-    let with_app = rows.iter().any(|r| r.app.is_some());
+    let refused = |r: &Finished| FinishFlags { task: false, app: r.app.as_ref().map(|_| false) };
+    let admitted = |r: &Finished| fence.admits(r.epoch) && r.app.as_ref().is_none_or(|w| fence.admits(w.epoch));
+    if !rows.iter().all(admitted) {
+        let mine: Vec<Finished> = rows.iter().filter(|r| admitted(r)).cloned().collect();
+        let mut flags = finish_batch(conn, node, fence, &mine)?.into_iter();
+        return Ok(rows
+            .iter()
+            .map(|r| if admitted(r) { flags.next().unwrap_or(refused(r)) } else { refused(r) })
+            .collect());
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let writer = (node, fence.until);
     match conn {
-        AnyConnection::Postgresql(c) if with_app => finish_with_apps_pg(c, (node, until), rows),
-        AnyConnection::Postgresql(c) if rows.len() > 1 => Ok(finish_batch_pg(c, (node, until), rows)?
-            .into_iter()
-            .map(|task| FinishFlags { task, app: None })
-            .collect()),
-        AnyConnection::Postgresql(_) => finish_one(conn, (node, until), rows),
-        AnyConnection::Sqlite(_) => conn.transaction(|c| finish_one(c, (node, until), rows)),
+        AnyConnection::Postgresql(c) if rows.iter().any(|r| r.app.is_some()) => finish_with_apps_pg(c, writer, rows),
+        AnyConnection::Postgresql(c) => {
+            Ok(finish_batch_pg(c, writer, rows)?.into_iter().map(|task| FinishFlags { task, app: None }).collect())
+        }
+        AnyConnection::Sqlite(_) => Ok(sqlite_fenced(conn, fence.until, |c| finish_one(c, node, rows))?
+            .unwrap_or_else(|| rows.iter().map(refused).collect())),
     }
 }
 
-/// [`finish_batch`] row by row.
-fn finish_one(
-    conn: &mut AnyConnection,
-    writer: (&str, NaiveDateTime),
-    rows: &[Finished],
-) -> Result<Vec<FinishFlags>, StoreError> {
+/// [`finish_batch`] row by row (SQLite).
+fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
     rows.iter()
         .map(|r| {
             let app = match &r.app {
-                Some(w) => Some(update_owned_app(conn, w.id, writer, w.epoch, &w.change, None)?),
+                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, None)?),
                 None => None,
             };
-            let task = app != Some(false) && finish(conn, r.id, writer, r.epoch, &r.outcome)?;
+            let task = app != Some(false) && finish(conn, r.id, node, r.epoch, &r.outcome)?;
             // As on PostgreSQL: the event of a row whose outcome was written.
             if let (true, Some(event)) = (task, r.app.as_ref().and_then(|w| w.event.as_ref())) {
                 events::record_event(conn, event)?;
@@ -876,7 +938,7 @@ const OUTCOME_SET: &str = "status = v.status, \
 /// for a row with an outcome, only when the outcome was written. Why that last rule: the
 /// completer retries a batch whose answer was lost; the second time the outcomes read as no
 /// longer ours, the application writes apply again unchanged, and no event is recorded twice.
-/// Every write also holds the [`fence`] of the writer's deadline (`$22`).
+/// Every write also holds the [`fence_sql`] of the writer's deadline (`$22`).
 fn outcomes_pg(
     conn: &mut diesel::PgConnection,
     (node, until): (&str, NaiveDateTime),
@@ -909,7 +971,7 @@ fn outcomes_pg(
            WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
          SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
         set = OUTCOME_SET.replace("{now}", "$20"),
-        fence = fence(true, 22)
+        fence = fence_sql(true, 22)
     );
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -1024,7 +1086,7 @@ fn finish_batch_pg(
          WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch AND {fence} \
          RETURNING t.id",
         set = OUTCOME_SET.replace("{now}", "$7"),
-        fence = fence(true, 9)
+        fence = fence_sql(true, 9)
     );
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -1140,8 +1202,21 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
 /// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
 /// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
-pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Option<&'static str>, StoreError> {
+/// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
+/// is older than the recovering node's session, or past its deadline ([`Fence`]): a node paused
+/// with an old list of live members would otherwise put back a row that a node which joined
+/// meanwhile is running.
+pub fn recover(
+    conn: &mut AnyConnection,
+    o: &Orphan,
+    reason: &str,
+    (fence, view): (Fence, i64),
+) -> Result<Option<&'static str>, StoreError> {
+    if !fence.admits(view) {
+        return Ok(None);
+    }
     let now = Utc::now().naive_utc();
+    let postgres = matches!(conn, AnyConnection::Postgresql(_));
     let same = || {
         task::table
             .filter(task::id.eq(o.id))
@@ -1149,6 +1224,7 @@ pub fn recover(conn: &mut AnyConnection, o: &Orphan, reason: &str) -> Result<Opt
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
             .filter(task::attempts.eq(o.attempts))
+            .filter(fence_filter(postgres, fence.until))
     };
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
         let n = diesel::update(same())
@@ -1313,40 +1389,38 @@ pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<AppOwn
 /// (`live` does not name it), or it is already ours. Hand-off invariant I4: never while another
 /// live node still holds it. Returns the application when acquired. `event` is recorded in the
 /// same transaction, so the history orders acquisitions and releases as the database did.
-/// Nothing is acquired once the database's clock has passed `until`, this node's membership
-/// deadline ([`fence`]): a node paused with an old list of live members takes nothing from a
-/// node that joined meanwhile.
+/// Nothing is acquired under the [`Fence`] (an epoch of an earlier session, or past the node's
+/// deadline): a node paused with an old list of live members takes nothing from a node that
+/// joined meanwhile. [`apps_batch`] with this one acquisition.
 pub fn acquire_app(
     conn: &mut AnyConnection,
     id: i64,
-    (me, until): (&str, NaiveDateTime),
+    me: &str,
+    fence: Fence,
     epoch: i64,
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    conn.transaction(|conn| acquire_app_in(conn, id, (me, until), epoch, live, event))
+    let acquire = AppAcquire { id, epoch, live: live.to_vec(), event: event.clone() };
+    Ok(apps_batch(conn, me, fence, &[acquire], &[], &[])?.acquired.pop().flatten())
 }
 
-/// [`acquire_app`] inside the caller's transaction.
+/// [`acquire_app`] on SQLite, inside the caller's transaction.
 fn acquire_app_in(
     conn: &mut AnyConnection,
     id: i64,
-    (me, until): (&str, NaiveDateTime),
+    me: &str,
     epoch: i64,
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
-    let fenced = fence_filter(conn, until);
     let n = diesel::update(
-        application::table
-            .filter(application::id.eq(id))
-            .filter(
-                application::owner_node
-                    .is_null()
-                    .or(application::owner_node.eq(me))
-                    .or(application::owner_node.ne_all(live.to_vec())),
-            )
-            .filter(fenced),
+        application::table.filter(application::id.eq(id)).filter(
+            application::owner_node
+                .is_null()
+                .or(application::owner_node.eq(me))
+                .or(application::owner_node.ne_all(live.to_vec())),
+        ),
     )
     .set((
         application::owner_node.eq(me),
@@ -1374,8 +1448,9 @@ pub struct AppAcquire {
     pub event: NewEvent,
 }
 
-/// [`acquire_app`] for many applications on PostgreSQL, all with the same `live` members: one
-/// statement (`UPDATE … FROM unnest(…)`, the events inserted in a CTE fed by its `RETURNING`).
+/// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
+/// the deadline `until` ([`fence_sql`]): one statement (`UPDATE … FROM unnest(…)`, the events
+/// inserted in a CTE fed by its `RETURNING`).
 /// Why: a node adopting 1,000 applications at once (a start, a failover) spent ~1 s committing
 /// one transaction per application (server log, docs/benchmarks.md).
 fn acquire_apps_pg(
@@ -1402,7 +1477,7 @@ fn acquire_apps_pg(
          e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
            SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') FROM v JOIN u ON u.id = v.id) \
          SELECT * FROM u",
-        fence = fence(true, 11)
+        fence = fence_sql(true, 11)
     );
     let got: Vec<Application> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&ids)
@@ -1482,23 +1557,21 @@ impl AppChange {
 }
 
 /// Apply `change` to an application this node owns at `epoch`, then record `event` when it
-/// was applied; false (nothing written) when the node does not own it, or the database's clock
-/// has passed its deadline `until` ([`fence`]).
-pub fn update_owned_app(
+/// was applied; false (nothing written) when the node does not own it. SQLite only, inside
+/// [`sqlite_fenced`] ([`apps_batch`], [`finish_batch`]).
+fn update_owned_app(
     conn: &mut AnyConnection,
     id: i64,
-    (me, until): (&str, NaiveDateTime),
+    me: &str,
     epoch: i64,
     change: &AppChange,
     event: Option<&NewEvent>,
 ) -> Result<bool, StoreError> {
-    let fenced = fence_filter(conn, until);
     let n = diesel::update(
         application::table
             .filter(application::id.eq(id))
             .filter(application::owner_node.eq(me))
-            .filter(application::owner_epoch.eq(epoch))
-            .filter(fenced),
+            .filter(application::owner_epoch.eq(epoch)),
     )
     .set((change, application::updated_at.eq(Utc::now().naive_utc())))
     .execute(conn)?;
@@ -1523,79 +1596,104 @@ pub struct AppWrite {
 }
 
 /// [`acquire_app`] for `acquires`, [`update_owned_app`] for `writes`, then a fresh read of
-/// `reads` (in one transaction where it takes several statements to write: acquisitions, and
-/// every write on SQLite): per acquisition the application when acquired (None: another
-/// live node holds it, or it does not exist), one flag per write (in order; false = not ours,
-/// nothing written), and the applications of `reads` that exist. The acquisitions and the
-/// writes must each name distinct applications.
+/// `reads`: per acquisition the application when acquired (None: another live node holds it,
+/// it does not exist, or the [`Fence`] refused it), one flag per write (in order; false = not
+/// ours, or refused, nothing written), and the applications of `reads` that exist. The
+/// acquisitions and the writes must each name distinct applications.
 /// PostgreSQL: one statement for the writes and their events (`UPDATE … FROM unnest(…)` with
 /// the `INSERT` in a CTE fed by its `RETURNING`, each row conditional on its own owner and
-/// epoch) and one for the reads; SQLite: single-row statements (one writer, no round trips).
-/// Nothing is acquired or written once the database's clock has passed `until`, this node's
-/// membership deadline ([`fence`]).
+/// epoch and on the deadline), one per set of live members for the acquisitions (in a
+/// transaction when there are any), and one for the reads; SQLite: single-row statements in one
+/// transaction, rolled back when it ends past the deadline ([`sqlite_fenced`]), then the reads.
+/// Nothing is acquired or written under an epoch of an earlier session.
 pub fn apps_batch(
     conn: &mut AnyConnection,
     me: &str,
-    until: NaiveDateTime,
+    fence: Fence,
     acquires: &[AppAcquire],
     writes: &[AppWrite],
     reads: &[i64],
 ) -> Result<AppsBatch, StoreError> {
-    // An acquisition is several statements on SQLite (and one per set of live members on
-    // PostgreSQL): those go in one transaction. Writes and reads alone need none — the batched
-    // write is one statement on PostgreSQL and the reads come after it — and a transaction
-    // around them cost a BEGIN and a COMMIT per batch, on the path of every application command.
-    // (A read that fails after the write committed answers the writes with its error: their
-    // actors keep their copy of the application as it was until their next read.)
-    let postgres = matches!(conn, AnyConnection::Postgresql(_));
-    if postgres && acquires.is_empty() {
-        return apps_batch_in(conn, (me, until), acquires, writes, reads);
+    if !acquires.iter().all(|a| fence.admits(a.epoch)) || !writes.iter().all(|w| fence.admits(w.epoch)) {
+        let mine: Vec<AppAcquire> = acquires.iter().filter(|a| fence.admits(a.epoch)).cloned().collect();
+        let ours: Vec<AppWrite> = writes.iter().filter(|w| fence.admits(w.epoch)).cloned().collect();
+        let done = apps_batch(conn, me, fence, &mine, &ours, reads)?;
+        let (mut acquired, mut written) = (done.acquired.into_iter(), done.written.into_iter());
+        return Ok(AppsBatch {
+            acquired: acquires
+                .iter()
+                .map(|a| if fence.admits(a.epoch) { acquired.next().flatten() } else { None })
+                .collect(),
+            written: writes.iter().map(|w| fence.admits(w.epoch) && written.next().unwrap_or(false)).collect(),
+            read: done.read,
+        });
     }
-    conn.transaction(|conn| apps_batch_in(conn, (me, until), acquires, writes, reads))
+    let (acquired, written) = if acquires.is_empty() && writes.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        match conn {
+            // Several statements only with acquisitions: a transaction then. Writes alone are
+            // one statement — a transaction around it cost a BEGIN and a COMMIT per batch, on
+            // the path of every application command.
+            AnyConnection::Postgresql(_) if acquires.is_empty() => {
+                apps_write_in(conn, (me, fence.until), acquires, writes)?
+            }
+            AnyConnection::Postgresql(_) => {
+                conn.transaction(|c| apps_write_in(c, (me, fence.until), acquires, writes))?
+            }
+            AnyConnection::Sqlite(_) => {
+                sqlite_fenced(conn, fence.until, |c| apps_write_in(c, (me, fence.until), acquires, writes))?
+                    .unwrap_or_else(|| (vec![None; acquires.len()], vec![false; writes.len()]))
+            }
+        }
+    };
+    // (A read that fails after the writes committed answers them with its error: their actors
+    // keep their copy of the application as it was until their next read.)
+    let read = if reads.is_empty() { Vec::new() } else { apps(conn, reads)? };
+    Ok(AppsBatch { acquired, written, read })
 }
 
-fn apps_batch_in(
+/// [`apps_batch`]'s acquisitions and writes.
+#[allow(clippy::type_complexity)]
+fn apps_write_in(
     conn: &mut AnyConnection,
     writer: (&str, NaiveDateTime),
     acquires: &[AppAcquire],
     writes: &[AppWrite],
-    reads: &[i64],
-) -> Result<AppsBatch, StoreError> {
-    {
-        let mut acquired = vec![None; acquires.len()];
-        let mut rest: Vec<usize> = (0..acquires.len()).collect();
-        // PostgreSQL: one statement per set of live members (one set, unless the membership
-        // changed while the batch gathered); SQLite and single acquisitions: one by one.
-        while let Some(&first) = rest.first() {
-            let live = &acquires[first].live;
-            let (group, other): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| acquires[i].live == *live);
-            rest = other;
-            let got = match conn {
-                AnyConnection::Postgresql(c) if group.len() > 1 => {
-                    acquire_apps_pg(c, writer, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
-                }
-                _ => group
-                    .iter()
-                    .map(|&i| {
-                        let a = &acquires[i];
-                        acquire_app_in(conn, a.id, writer, a.epoch, &a.live, &a.event)
-                    })
-                    .collect::<Result<_, _>>()?,
-            };
-            for (i, app) in group.into_iter().zip(got) {
-                acquired[i] = app;
+) -> Result<(Vec<Option<Application>>, Vec<bool>), StoreError> {
+    let mut acquired = vec![None; acquires.len()];
+    let mut rest: Vec<usize> = (0..acquires.len()).collect();
+    // PostgreSQL: one statement per set of live members (one set, unless the membership changed
+    // while the batch gathered); SQLite: one by one.
+    while let Some(&first) = rest.first() {
+        let live = &acquires[first].live;
+        let (group, other): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| acquires[i].live == *live);
+        rest = other;
+        let got = match conn {
+            AnyConnection::Postgresql(c) => {
+                acquire_apps_pg(c, writer, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
             }
-        }
-        let flags = match conn {
-            AnyConnection::Postgresql(c) if !writes.is_empty() => apps_write_pg(c, writer, writes)?,
-            _ => writes
+            AnyConnection::Sqlite(_) => group
                 .iter()
-                .map(|w| update_owned_app(conn, w.id, writer, w.epoch, &w.change, w.event.as_ref()))
+                .map(|&i| {
+                    let a = &acquires[i];
+                    acquire_app_in(conn, a.id, writer.0, a.epoch, &a.live, &a.event)
+                })
                 .collect::<Result<_, _>>()?,
         };
-        let apps = if reads.is_empty() { Vec::new() } else { apps(conn, reads)? };
-        Ok(AppsBatch { acquired, written: flags, read: apps })
+        for (i, app) in group.into_iter().zip(got) {
+            acquired[i] = app;
+        }
     }
+    let flags = match conn {
+        AnyConnection::Postgresql(_) if writes.is_empty() => Vec::new(),
+        AnyConnection::Postgresql(c) => apps_write_pg(c, writer, writes)?,
+        AnyConnection::Sqlite(_) => writes
+            .iter()
+            .map(|w| update_owned_app(conn, w.id, writer.0, w.epoch, &w.change, w.event.as_ref()))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((acquired, flags))
 }
 
 /// What [`apps_batch`] did.
