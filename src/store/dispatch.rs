@@ -20,7 +20,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use super::events;
 use super::models::{Application, NewEvent, Task};
 use super::schema::{application, task};
-use super::{AnyConnection, StoreError};
+use super::{AnyConnection, MultiBackend, StoreError};
 
 /// Statuses no row leaves.
 pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
@@ -117,55 +117,57 @@ impl Fence {
 }
 
 /// "The database's clock is before the writer's deadline `$n`" ([`Fence::until`]), a condition
-/// of every write as owner on PostgreSQL (evaluated at each row's update) and of the claims on
-/// SQLite; SQLite's other writes check it once at the end of their transaction
-/// ([`sqlite_fenced`]). It holds as far as the node's and the database's clocks agree.
+/// of every write as owner written as SQL text (the claims, the batched outcomes and
+/// acquisitions); [`BeforeDeadline`] is the same for the statements built with diesel's DSL.
+/// A scalar subquery: evaluated once per statement as it begins (PostgreSQL plans it as a
+/// one-time filter, and past the deadline reads and locks nothing). Compared row by row, the
+/// clock's conversion cost each row the claim's plan looked at, and insert-to-start p99 at 500
+/// tasks/s rose by a quarter (docs/benchmarks.md session 13). It holds as far as the node's and
+/// the database's clocks agree (docs/membership.md).
 fn fence_sql(postgres: bool, n: usize) -> String {
     if postgres {
-        format!("(clock_timestamp() AT TIME ZONE 'utc') < ${n}")
+        format!("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ${n})")
     } else {
-        format!("julianday('now') < julianday(${n})")
+        format!("(SELECT julianday('now') < julianday(${n}))")
     }
 }
 
-/// [`fence_sql`] with the deadline written in, for a rare statement built with diesel's DSL (a
-/// recovery): such a statement is then no longer kept prepared. The text is [`deadline_text`]'s.
-fn fence_filter(postgres: bool, until: NaiveDateTime) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    diesel::dsl::sql(&fence_sql(postgres, 0).replace("$0", &format!("'{}'", deadline_text(until))))
+/// [`fence_sql`] for a statement built with diesel's DSL: "the database's clock is before the
+/// bound deadline". Its text is fixed per backend, so diesel keeps the statement prepared (a
+/// deadline written into the SQL made every single-row completion parse and plan anew: insert-to-
+/// start p50 0.66 → 0.73 ms at 500 tasks/s, docs/benchmarks.md session 13).
+#[derive(Debug, Clone, Copy)]
+struct BeforeDeadline(NaiveDateTime);
+
+impl diesel::query_builder::QueryId for BeforeDeadline {
+    type QueryId = BeforeDeadline;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-/// On SQLite, `write` in a transaction rolled back when, at its end, the database's clock has
-/// passed `until`; None then. Why at the end: the write lock, taken at the transaction's first
-/// write, is held until the commit, so no other process writes in between, and a pause anywhere
-/// in it holds every other writer back (the standalone lock's takeover too). The single-row
-/// statements inside stay free of the deadline, and so stay prepared.
-fn sqlite_fenced<T>(
-    conn: &mut AnyConnection,
-    until: NaiveDateTime,
-    write: impl FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
-    #[derive(QueryableByName)]
-    struct Before {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        ok: bool,
-    }
-    let past = || StoreError::Query(diesel::result::Error::RollbackTransaction);
-    let done = conn.transaction(|c| {
-        let t = write(c)?;
-        let AnyConnection::Sqlite(lite) = c else { return Ok(t) };
-        let before: Before = diesel::sql_query(format!("SELECT {} AS ok", fence_sql(false, 1).replace('$', "?")))
-            .bind::<Text, _>(deadline_text(until))
-            .get_result(lite)?;
-        if before.ok {
-            Ok(t)
+impl diesel::expression::Expression for BeforeDeadline {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for BeforeDeadline {}
+
+impl<QS> diesel::expression::SelectableExpression<QS> for BeforeDeadline {}
+
+impl diesel::expression::ValidGrouping<()> for BeforeDeadline {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryFragment<MultiBackend> for BeforeDeadline {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
+        let postgres = matches!(out.backend(), MultiBackend::Postgresql(_));
+        let (open, close) = if postgres {
+            ("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ", ")")
         } else {
-            Err(past())
-        }
-    });
-    match done {
-        Ok(t) => Ok(Some(t)),
-        Err(StoreError::Query(diesel::result::Error::RollbackTransaction)) => Ok(None),
-        Err(e) => Err(e),
+            ("(SELECT julianday('now') < julianday(", "))")
+        };
+        out.push_sql(open);
+        out.push_bind_param::<diesel::sql_types::Timestamp, _>(&self.0)?;
+        out.push_sql(close);
+        Ok(())
     }
 }
 
@@ -770,15 +772,22 @@ pub enum Outcome {
 }
 
 /// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
-/// ours (recovered by another node, cancelled): nothing is written then. SQLite only, inside
-/// [`sqlite_fenced`] ([`finish_batch`]).
-fn finish(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+/// ours (recovered by another node, cancelled) or the database's clock has passed `until`:
+/// nothing is written then.
+fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    (node, until): (&str, NaiveDateTime),
+    epoch: i64,
+    outcome: &Outcome,
+) -> Result<bool, StoreError> {
     let now = Utc::now().naive_utc();
     let target = task::table
         .filter(task::id.eq(id))
         .filter(task::status.eq("running"))
         .filter(task::owner_node.eq(node))
-        .filter(task::owner_epoch.eq(epoch));
+        .filter(task::owner_epoch.eq(epoch))
+        .filter(BeforeDeadline(until));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
             .set((
@@ -863,23 +872,27 @@ pub fn finish_batch(
     let writer = (node, fence.until);
     match conn {
         AnyConnection::Postgresql(c) if rows.iter().any(|r| r.app.is_some()) => finish_with_apps_pg(c, writer, rows),
-        AnyConnection::Postgresql(c) => {
+        AnyConnection::Postgresql(c) if rows.len() > 1 => {
             Ok(finish_batch_pg(c, writer, rows)?.into_iter().map(|task| FinishFlags { task, app: None }).collect())
         }
-        AnyConnection::Sqlite(_) => Ok(sqlite_fenced(conn, fence.until, |c| finish_one(c, node, rows))?
-            .unwrap_or_else(|| rows.iter().map(refused).collect())),
+        AnyConnection::Postgresql(_) => finish_one(conn, writer, rows),
+        AnyConnection::Sqlite(_) => conn.transaction(|c| finish_one(c, writer, rows)),
     }
 }
 
-/// [`finish_batch`] row by row (SQLite).
-fn finish_one(conn: &mut AnyConnection, node: &str, rows: &[Finished]) -> Result<Vec<FinishFlags>, StoreError> {
+/// [`finish_batch`] row by row.
+fn finish_one(
+    conn: &mut AnyConnection,
+    writer: (&str, NaiveDateTime),
+    rows: &[Finished],
+) -> Result<Vec<FinishFlags>, StoreError> {
     rows.iter()
         .map(|r| {
             let app = match &r.app {
-                Some(w) => Some(update_owned_app(conn, w.id, node, w.epoch, &w.change, None)?),
+                Some(w) => Some(update_owned_app(conn, w.id, writer, w.epoch, &w.change, None)?),
                 None => None,
             };
-            let task = app != Some(false) && finish(conn, r.id, node, r.epoch, &r.outcome)?;
+            let task = app != Some(false) && finish(conn, r.id, writer, r.epoch, &r.outcome)?;
             // As on PostgreSQL: the event of a row whose outcome was written.
             if let (true, Some(event)) = (task, r.app.as_ref().and_then(|w| w.event.as_ref())) {
                 events::record_event(conn, event)?;
@@ -1216,7 +1229,6 @@ pub fn recover(
         return Ok(None);
     }
     let now = Utc::now().naive_utc();
-    let postgres = matches!(conn, AnyConnection::Postgresql(_));
     let same = || {
         task::table
             .filter(task::id.eq(o.id))
@@ -1224,7 +1236,7 @@ pub fn recover(
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
             .filter(task::attempts.eq(o.attempts))
-            .filter(fence_filter(postgres, fence.until))
+            .filter(BeforeDeadline(fence.until))
     };
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
         let n = diesel::update(same())
@@ -1405,22 +1417,25 @@ pub fn acquire_app(
     Ok(apps_batch(conn, me, fence, &[acquire], &[], &[])?.acquired.pop().flatten())
 }
 
-/// [`acquire_app`] on SQLite, inside the caller's transaction.
+/// [`acquire_app`] inside the caller's transaction, fenced by the deadline `until`.
 fn acquire_app_in(
     conn: &mut AnyConnection,
     id: i64,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     epoch: i64,
     live: &[String],
     event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
     let n = diesel::update(
-        application::table.filter(application::id.eq(id)).filter(
-            application::owner_node
-                .is_null()
-                .or(application::owner_node.eq(me))
-                .or(application::owner_node.ne_all(live.to_vec())),
-        ),
+        application::table
+            .filter(application::id.eq(id))
+            .filter(
+                application::owner_node
+                    .is_null()
+                    .or(application::owner_node.eq(me))
+                    .or(application::owner_node.ne_all(live.to_vec())),
+            )
+            .filter(BeforeDeadline(until)),
     )
     .set((
         application::owner_node.eq(me),
@@ -1557,12 +1572,12 @@ impl AppChange {
 }
 
 /// Apply `change` to an application this node owns at `epoch`, then record `event` when it
-/// was applied; false (nothing written) when the node does not own it. SQLite only, inside
-/// [`sqlite_fenced`] ([`apps_batch`], [`finish_batch`]).
+/// was applied; false (nothing written) when the node does not own it, or the database's clock
+/// has passed `until`.
 fn update_owned_app(
     conn: &mut AnyConnection,
     id: i64,
-    me: &str,
+    (me, until): (&str, NaiveDateTime),
     epoch: i64,
     change: &AppChange,
     event: Option<&NewEvent>,
@@ -1571,7 +1586,8 @@ fn update_owned_app(
         application::table
             .filter(application::id.eq(id))
             .filter(application::owner_node.eq(me))
-            .filter(application::owner_epoch.eq(epoch)),
+            .filter(application::owner_epoch.eq(epoch))
+            .filter(BeforeDeadline(until)),
     )
     .set((change, application::updated_at.eq(Utc::now().naive_utc())))
     .execute(conn)?;
@@ -1604,8 +1620,8 @@ pub struct AppWrite {
 /// the `INSERT` in a CTE fed by its `RETURNING`, each row conditional on its own owner and
 /// epoch and on the deadline), one per set of live members for the acquisitions (in a
 /// transaction when there are any), and one for the reads; SQLite: single-row statements in one
-/// transaction, rolled back when it ends past the deadline ([`sqlite_fenced`]), then the reads.
-/// Nothing is acquired or written under an epoch of an earlier session.
+/// transaction, then the reads. Nothing is acquired or written under an epoch of an earlier
+/// session, or once the database's clock has passed the deadline.
 pub fn apps_batch(
     conn: &mut AnyConnection,
     me: &str,
@@ -1641,10 +1657,7 @@ pub fn apps_batch(
             AnyConnection::Postgresql(_) => {
                 conn.transaction(|c| apps_write_in(c, (me, fence.until), acquires, writes))?
             }
-            AnyConnection::Sqlite(_) => {
-                sqlite_fenced(conn, fence.until, |c| apps_write_in(c, (me, fence.until), acquires, writes))?
-                    .unwrap_or_else(|| (vec![None; acquires.len()], vec![false; writes.len()]))
-            }
+            AnyConnection::Sqlite(_) => conn.transaction(|c| apps_write_in(c, (me, fence.until), acquires, writes))?,
         }
     };
     // (A read that fails after the writes committed answers them with its error: their actors
@@ -1664,20 +1677,20 @@ fn apps_write_in(
     let mut acquired = vec![None; acquires.len()];
     let mut rest: Vec<usize> = (0..acquires.len()).collect();
     // PostgreSQL: one statement per set of live members (one set, unless the membership changed
-    // while the batch gathered); SQLite: one by one.
+    // while the batch gathered); SQLite and single acquisitions: one by one.
     while let Some(&first) = rest.first() {
         let live = &acquires[first].live;
         let (group, other): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| acquires[i].live == *live);
         rest = other;
         let got = match conn {
-            AnyConnection::Postgresql(c) => {
+            AnyConnection::Postgresql(c) if group.len() > 1 => {
                 acquire_apps_pg(c, writer, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
             }
-            AnyConnection::Sqlite(_) => group
+            _ => group
                 .iter()
                 .map(|&i| {
                     let a = &acquires[i];
-                    acquire_app_in(conn, a.id, writer.0, a.epoch, &a.live, &a.event)
+                    acquire_app_in(conn, a.id, writer, a.epoch, &a.live, &a.event)
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -1690,7 +1703,7 @@ fn apps_write_in(
         AnyConnection::Postgresql(c) => apps_write_pg(c, writer, writes)?,
         AnyConnection::Sqlite(_) => writes
             .iter()
-            .map(|w| update_owned_app(conn, w.id, writer.0, w.epoch, &w.change, w.event.as_ref()))
+            .map(|w| update_owned_app(conn, w.id, writer, w.epoch, &w.change, w.event.as_ref()))
             .collect::<Result<_, _>>()?,
     };
     Ok((acquired, flags))
