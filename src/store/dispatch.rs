@@ -133,9 +133,10 @@ fn fence_sql(postgres: bool, n: usize) -> String {
 }
 
 /// [`fence_sql`] for a statement built with diesel's DSL: "the database's clock is before the
-/// bound deadline". Its text is fixed per backend, so diesel keeps the statement prepared (a
-/// deadline written into the SQL made every single-row completion parse and plan anew: insert-to-
-/// start p50 0.66 → 0.73 ms at 500 tasks/s, docs/benchmarks.md session 13).
+/// bound deadline", its text fixed per backend. Why: the single-row writes (a completion under
+/// light load, an acquisition, every write on SQLite) keep their small statements; sending a
+/// single completion through the batched `unnest` statement instead raised insert-to-start p50
+/// at 500 tasks/s from 0.66 to 0.73 ms (docs/benchmarks.md session 13).
 #[derive(Debug, Clone, Copy)]
 struct BeforeDeadline(NaiveDateTime);
 
