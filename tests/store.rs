@@ -675,6 +675,35 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
             [FinishFlags { task: true, app: None }, FinishFlags { task: true, app: Some(true) }]
         );
         assert_eq!(recover(&mut conn, &eleven, "test", (open(), 7)).unwrap(), Some("pending"));
+
+        // One batch holding writes of this session and of an earlier one: each answered as its
+        // own, in order.
+        let session = Fence { until: later(), joined: 4 };
+        conn.batch_execute("INSERT INTO task (id, action) VALUES (20, 'run'), (21, 'run'), (22, 'run');").unwrap();
+        assert_eq!(claim(&mut conn, &[20], "n1", 5, open()).unwrap().len(), 1);
+        assert_eq!(claim(&mut conn, &[21], "n1", 3, open()).unwrap().len(), 1);
+        let at = |id: i64, epoch: i64| Finished { id, epoch, outcome: Outcome::Succeeded(None), app: None };
+        let written = FinishFlags { task: true, app: None };
+        assert_eq!(finish_batch(&mut conn, "n1", session, &[at(21, 3), at(20, 5)]).unwrap(), [refused, written]);
+        let acquire_at = |id: i64, epoch: i64| AppAcquire {
+            id,
+            epoch,
+            live: vec!["n1".into()],
+            event: app_event("app.acquired", id),
+        };
+        let batch = apps_batch(&mut conn, "n1", session, &[acquire_at(3, 3), acquire_at(2, 5)], &[], &[]).unwrap();
+        assert_eq!(batch.acquired.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true]);
+        let write_at = |id: i64, epoch: i64| AppWrite { id, epoch, change: change.clone(), event: None };
+        let batch = apps_batch(&mut conn, "n1", session, &[], &[write_at(1, 3), write_at(2, 5)], &[]).unwrap();
+        assert_eq!(batch.written, [false, true]);
+
+        // A row claimed under a view newer than the recovering node's (a node that joined since)
+        // is not put back on that view's word.
+        assert_eq!(claim(&mut conn, &[22], "n3", 9, open()).unwrap().len(), 1);
+        let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
+        let newer = found.iter().find(|o| o.id == 22).expect("task 22 is an orphan to a view without n3").clone();
+        assert_eq!(recover(&mut conn, &newer, "test", (open(), 7)).unwrap(), None);
+        assert_eq!(recover(&mut conn, &newer, "test", (open(), 9)).unwrap(), Some("pending"));
     });
 }
 

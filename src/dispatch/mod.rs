@@ -1075,7 +1075,8 @@ impl Dispatcher {
     /// ended without one: [`held`]).
     async fn recover(&mut self) {
         let ms = self.shared.snapshot();
-        let place = self.placement();
+        // Ownership decided on the same view as the live members.
+        let place = Placement::new(&self.shared.node_id, &ms, self.apps.clone(), self.policies.clone());
         let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
         let (me, joined) = (self.shared.node_id.clone(), ms.joined_epoch as i64);
         let m = me.clone();

@@ -69,6 +69,14 @@ pub enum Status {
     Left,
 }
 
+/// How much earlier than the lease's end the database stops taking this node's writes
+/// ([`MembershipState::deadline_on`]). Why: the database checks the deadline as a statement
+/// begins, and a statement that began in time may commit a little later (a row lock waited
+/// for); the margin also absorbs a small skew between the node's clock and the database's.
+/// The lease is renewed every TTL/3, so a healthy node's deadline is seconds ahead and never
+/// within the margin.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What a backend publishes.
 #[derive(Debug, Clone)]
 pub struct MembershipState {
@@ -139,7 +147,8 @@ impl MembershipState {
     }
 
     /// This node's deadline on the wall clock (UTC), given the wall clock `wall` and the
-    /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock.
+    /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock, less
+    /// [`DEADLINE_MARGIN`].
     /// Already passed (the Unix epoch) when it may not act. The database compares it with its
     /// own clock at every claim (`store::dispatch::fence`), so a node paused past its deadline
     /// claims nothing when it wakes. Reading `wall` first means a pause between the two reads
@@ -149,7 +158,7 @@ impl MembershipState {
             // At most a day ahead: a deadline earlier than the lease's is only more careful, and
             // an absurd TTL must not overflow the wall clock.
             Some(d) if self.may_act(now) => {
-                let left = (d - now).min(std::time::Duration::from_secs(86_400));
+                let left = (d - now).saturating_sub(DEADLINE_MARGIN).min(std::time::Duration::from_secs(86_400));
                 wall + chrono::TimeDelta::from_std(left).unwrap_or_default()
             }
             _ => chrono::DateTime::UNIX_EPOCH.naive_utc(),
@@ -269,12 +278,14 @@ mod tests {
         assert!(s.deadline_on(wall, now) < wall, "joining: passed");
         s.status = Status::Joined;
         s.valid_until = Some(now + Duration::from_millis(2_500));
-        assert_eq!(s.deadline_on(wall, now), wall + chrono::TimeDelta::milliseconds(2_500));
+        assert_eq!(s.deadline_on(wall, now), wall + chrono::TimeDelta::milliseconds(2_500 - 250));
         // A pause between the two reads: the later monotonic read leaves less of the lease.
         assert_eq!(
             s.deadline_on(wall, now + Duration::from_millis(1_000)),
-            wall + chrono::TimeDelta::milliseconds(1_500)
+            wall + chrono::TimeDelta::milliseconds(1_500 - 250)
         );
+        // Within the margin of the lease's end: the deadline is now.
+        assert_eq!(s.deadline_on(wall, now + Duration::from_millis(2_400)), wall);
         assert!(s.deadline_on(wall, now + Duration::from_secs(3)) < wall, "lease over: passed");
         s.status = Status::Fenced("test".into());
         assert!(s.deadline_on(wall, now) < wall, "fenced: passed");

@@ -134,7 +134,8 @@ fn fence_sql(postgres: bool, n: usize) -> String {
 
 /// [`fence_sql`] for a statement built with diesel's DSL: "the database's clock is before the
 /// bound deadline", its text fixed per backend. Why: the single-row writes (a completion under
-/// light load, an acquisition, every write on SQLite) keep their small statements; sending a
+/// light load, an acquisition, a recovery; on SQLite outcomes, application writes and
+/// acquisitions) keep their small statements; sending a
 /// single completion through the batched `unnest` statement instead raised insert-to-start p50
 /// at 500 tasks/s from 0.66 to 0.73 ms (docs/benchmarks.md session 13).
 #[derive(Debug, Clone, Copy)]
@@ -1217,9 +1218,10 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
 /// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
-/// is older than the recovering node's session, or past its deadline ([`Fence`]): a node paused
-/// with an old list of live members would otherwise put back a row that a node which joined
-/// meanwhile is running.
+/// is older than the recovering node's session, or past its deadline ([`Fence`]), nor when the
+/// row was claimed under a view newer than `view`: a node with an old list of live members
+/// (paused, or only slow to see a join) would otherwise put back a row that a node which
+/// joined meanwhile is running (the rule of `store::jobs` for moving a child).
 pub fn recover(
     conn: &mut AnyConnection,
     o: &Orphan,
@@ -1237,6 +1239,7 @@ pub fn recover(
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
             .filter(task::attempts.eq(o.attempts))
+            .filter(task::owner_epoch.le(view))
             .filter(BeforeDeadline(fence.until))
     };
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
@@ -1645,26 +1648,22 @@ pub fn apps_batch(
             read: done.read,
         });
     }
-    let (acquired, written) = if acquires.is_empty() && writes.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
-        match conn {
-            // Several statements only with acquisitions: a transaction then. Writes alone are
-            // one statement — a transaction around it cost a BEGIN and a COMMIT per batch, on
-            // the path of every application command.
-            AnyConnection::Postgresql(_) if acquires.is_empty() => {
-                apps_write_in(conn, (me, fence.until), acquires, writes)?
-            }
-            AnyConnection::Postgresql(_) => {
-                conn.transaction(|c| apps_write_in(c, (me, fence.until), acquires, writes))?
-            }
-            AnyConnection::Sqlite(_) => conn.transaction(|c| apps_write_in(c, (me, fence.until), acquires, writes))?,
-        }
+    let writer = (me, fence.until);
+    let batch = |c: &mut AnyConnection| {
+        let (acquired, written) = apps_write_in(c, writer, acquires, writes)?;
+        let read = if reads.is_empty() { Vec::new() } else { apps(c, reads)? };
+        Ok(AppsBatch { acquired, written, read })
     };
-    // (A read that fails after the writes committed answers them with its error: their actors
-    // keep their copy of the application as it was until their next read.)
-    let read = if reads.is_empty() { Vec::new() } else { apps(conn, reads)? };
-    Ok(AppsBatch { acquired, written, read })
+    // Several statements to write (acquisitions; every write on SQLite): one transaction, the
+    // reads in it — so a read that fails rolls the writes back, and a batch run again after a
+    // lost connection records no event twice. Writes alone on PostgreSQL are one statement, and
+    // a transaction around it cost a BEGIN and a COMMIT per batch, on the path of every
+    // application command. (A read that fails after such a write answers the writes with its
+    // error: their actors keep their copy of the application as it was until their next read.)
+    match conn {
+        AnyConnection::Postgresql(_) if acquires.is_empty() => batch(conn),
+        _ => conn.transaction(batch),
+    }
 }
 
 /// [`apps_batch`]'s acquisitions and writes.
