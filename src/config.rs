@@ -431,6 +431,17 @@ impl Config {
         if m.heartbeat_interval_ms == 0 {
             return Err(invalid("membership.heartbeat_interval_ms", "must be at least 1"));
         }
+        if m.lock_ttl_ms < 1_000 {
+            return Err(invalid(
+                "membership.lock_ttl_ms",
+                format!(
+                    "must be at least 1000 ms (the database stops taking a node's writes {} ms before its lock \
+                     runs out), got {} ms",
+                    crate::membership::DEADLINE_MARGIN.as_millis(),
+                    m.lock_ttl_ms
+                ),
+            ));
+        }
         if m.lock_ttl_ms < 2 * m.heartbeat_interval_ms {
             return Err(invalid(
                 "membership.lock_ttl_ms",
@@ -598,6 +609,7 @@ mod tests {
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
             ("[log]\nlevel = \"[[[\"\n", "log.level"),
             ("[membership]\nlock_ttl_ms = 10\n", "membership.lock_ttl_ms"),
+            ("[membership]\nlock_ttl_ms = 900\nheartbeat_interval_ms = 100\n", "at least 1000 ms"),
             ("[node]\nid = \"a b\"\n", "node.id"),
         ] {
             let err = load_str(toml).unwrap_err().to_string();
