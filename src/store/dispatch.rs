@@ -1213,15 +1213,22 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
         .load(conn)?)
 }
 
+/// How long [`recover`] leaves alone a row claimed under a view newer than its own: a join's
+/// event reaches every member within this (etcd's watch: milliseconds; a reconnect: seconds).
+pub const NEWER_CLAIM_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
 /// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
 /// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
-/// is older than the recovering node's session, or past its deadline ([`Fence`]), nor when the
-/// row was claimed under a view newer than `view`: a node with an old list of live members
-/// (paused, or only slow to see a join) would otherwise put back a row that a node which
-/// joined meanwhile is running (the rule of `store::jobs` for moving a child).
+/// is older than the recovering node's session, or past its deadline ([`Fence`]), nor — for
+/// [`NEWER_CLAIM_GRACE`] after its claim — when the row was claimed under a view newer than
+/// `view`: a node with an old list of live members (paused, or only slow to see a join) would
+/// otherwise put back a row that a node which joined meanwhile is running (the rule of
+/// `store::jobs` for moving a child). Past the grace the claim is taken as what it then is —
+/// from a node that never joined this cluster, or from before its etcd was reset (revisions
+/// start again) — and recovered: a permanent rule would leave such a row running for ever.
 pub fn recover(
     conn: &mut AnyConnection,
     o: &Orphan,
@@ -1239,7 +1246,12 @@ pub fn recover(
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
             .filter(task::attempts.eq(o.attempts))
-            .filter(task::owner_epoch.le(view))
+            .filter(
+                task::owner_epoch
+                    .le(view)
+                    .or(task::claimed_at.is_null())
+                    .or(task::claimed_at.lt(now - NEWER_CLAIM_GRACE)),
+            )
             .filter(BeforeDeadline(fence.until))
     };
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
