@@ -200,11 +200,23 @@ pub fn claim(
     epoch: i64,
     fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
+    claim_ids(conn, "rota_claim", ids, "", (node, epoch, fence))
+}
+
+/// [`claim_where`] for the rows of `ids` that `filter` keeps (the statement `name` on
+/// PostgreSQL), unless there are none or the [`Fence`] does not admit `epoch`.
+fn claim_ids(
+    conn: &mut AnyConnection,
+    name: &str,
+    ids: &[i64],
+    filter: &str,
+    (node, epoch, fence): (&str, i64, Fence),
+) -> Result<Vec<Task>, StoreError> {
     if ids.is_empty() || !fence.admits(epoch) {
         return Ok(Vec::new());
     }
     let claimant = (node, epoch, fence.until);
-    claim_where(conn, "rota_claim", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), "", claimant)
+    claim_where(conn, name, ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), filter, claimant)
 }
 
 /// Claim for the claimant (node, epoch, deadline; its epoch admitted by its [`Fence`]) the
@@ -413,12 +425,8 @@ pub fn claim_jobs(
     epoch: i64,
     fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
-    if ids.is_empty() || !fence.admits(epoch) {
-        return Ok(Vec::new());
-    }
     let filter = format!("AND (t.app_id IS NULL OR t.action = 'run') AND t.target_node IS NULL AND {UNLABELLED}");
-    let claimant = (node, epoch, fence.until);
-    claim_where(conn, "rota_claim_jobs", ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), &filter, claimant)
+    claim_ids(conn, "rota_claim_jobs", ids, &filter, (node, epoch, fence))
 }
 
 /// The highest task id there is (0 for an empty table): where a job window ends.
