@@ -43,7 +43,7 @@ const STOPPED: &str = "the application writer has stopped";
 
 impl AppWriter {
     /// Start the writer for `node`, whose acquisitions and writes are fenced by its
-    /// `membership` deadline (`store::dispatch::fence`).
+    /// `membership` session (`store::dispatch::Fence`).
     pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> AppWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, node, membership, rx));

@@ -173,7 +173,7 @@ impl Shared {
         self.membership.borrow().may_act(Instant::now())
     }
 
-    /// This node's session as every claim carries it ([`fence`]).
+    /// This node's session as every claim and recovery carries it ([`fence`]).
     pub fn fence(&self) -> q::Fence {
         fence(&self.membership)
     }

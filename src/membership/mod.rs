@@ -150,8 +150,8 @@ impl MembershipState {
     /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock, less
     /// [`DEADLINE_MARGIN`].
     /// Already passed (the Unix epoch) when it may not act. The database compares it with its
-    /// own clock at every claim (`store::dispatch::fence`), so a node paused past its deadline
-    /// claims nothing when it wakes. Reading `wall` first means a pause between the two reads
+    /// own clock at every write as owner (`store::dispatch::Fence`), so a node paused past its
+    /// deadline writes nothing when it wakes. Reading `wall` first means a pause between the two reads
     /// makes the deadline earlier, never later.
     pub fn deadline_on(&self, wall: chrono::NaiveDateTime, now: Instant) -> chrono::NaiveDateTime {
         match self.valid_until {

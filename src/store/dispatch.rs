@@ -125,19 +125,25 @@ impl Fence {
 /// tasks/s rose by a quarter (docs/benchmarks.md session 13). It holds as far as the node's and
 /// the database's clocks agree (docs/membership.md).
 fn fence_sql(postgres: bool, n: usize) -> String {
+    let (open, close) = fence_parts(postgres);
+    format!("{open}${n}{close}")
+}
+
+/// The text of [`fence_sql`] before and after the deadline, for each backend.
+fn fence_parts(postgres: bool) -> (&'static str, &'static str) {
     if postgres {
-        format!("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ${n})")
+        ("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ", ")")
     } else {
-        format!("(SELECT julianday('now') < julianday(${n}))")
+        ("(SELECT julianday('now') < julianday(", "))")
     }
 }
 
 /// [`fence_sql`] for a statement built with diesel's DSL: "the database's clock is before the
-/// bound deadline", its text fixed per backend. Why: the single-row writes (a completion under
-/// light load, an acquisition, a recovery; on SQLite outcomes, application writes and
-/// acquisitions) keep their small statements; sending a
-/// single completion through the batched `unnest` statement instead raised insert-to-start p50
-/// at 500 tasks/s from 0.66 to 0.73 ms (docs/benchmarks.md session 13).
+/// bound deadline", its text fixed per backend ([`fence_parts`]). Why: the single-row writes (a
+/// completion under light load, an acquisition, a recovery; on SQLite outcomes, application
+/// writes and acquisitions) keep their small statements; sending a single completion through
+/// the batched `unnest` statement instead raised insert-to-start p50 at 500 tasks/s from 0.66
+/// to 0.73 ms (docs/benchmarks.md session 13).
 #[derive(Debug, Clone, Copy)]
 struct BeforeDeadline(NaiveDateTime);
 
@@ -160,12 +166,7 @@ impl diesel::expression::ValidGrouping<()> for BeforeDeadline {
 
 impl diesel::query_builder::QueryFragment<MultiBackend> for BeforeDeadline {
     fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        let postgres = matches!(out.backend(), MultiBackend::Postgresql(_));
-        let (open, close) = if postgres {
-            ("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ", ")")
-        } else {
-            ("(SELECT julianday('now') < julianday(", "))")
-        };
+        let (open, close) = fence_parts(matches!(out.backend(), MultiBackend::Postgresql(_)));
         out.push_sql(open);
         out.push_bind_param::<diesel::sql_types::Timestamp, _>(&self.0)?;
         out.push_sql(close);
