@@ -182,8 +182,12 @@ fn deadline_text(until: NaiveDateTime) -> String {
 
 /// Row `t` may be claimed as far as its application's ordering goes: jobs always; a command only
 /// when no earlier command of its application is running or pending and due.
+/// The literal `status IN ('pending', 'running')` is implied by the condition after it; it is
+/// there for SQLite, which uses a partial index only when the query names its condition's terms:
+/// without it SQLite walked every earlier row of the table by id (34–189 ms per command with
+/// 200,000 finished rows, against under 6 ms through `task_app_active_idx`).
 const COMMAND_TURN: &str = "(t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS (SELECT 1 FROM task e \
-    WHERE e.app_id = t.app_id AND e.id < t.id AND e.action <> 'run' \
+    WHERE e.app_id = t.app_id AND e.id < t.id AND e.action <> 'run' AND e.status IN ('pending', 'running') \
     AND (e.status = 'running' OR (e.status = 'pending' AND DUE(e.run_after)))))";
 
 /// Claim the given pending rows for `node` at `epoch` in one statement: each becomes `running`
@@ -367,8 +371,8 @@ pub fn claim_turns(
         }
         AnyConnection::Sqlite(_) => {
             let sqlite_ids = format!(
-                "IN (SELECT min(f.id) FROM task f WHERE f.app_id IN ({}) AND f.status = 'pending' \
-                 AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
+                "IN (SELECT min(f.id) FROM task f WHERE f.app_id IN ({}) AND f.status IN ('pending', 'running') \
+                 AND f.status = 'pending' AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
                 id_list(apps)
             );
             claim_where(conn, "", apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), (node, epoch, until))
