@@ -86,7 +86,8 @@ def snapshot():
                                    capture_output=True, text=True).stdout.strip()
     d = os.path.join(ROOT, "target", "bench", "bin")
     os.makedirs(d, exist_ok=True)
-    for name, src in (("dispatch", exes[-1]), ("rota", os.path.join(ROOT, "target", "release", "rota"))):
+    target = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target")
+    for name, src in (("dispatch", exes[-1]), ("rota", os.path.join(target, "release", "rota"))):
         BIN[name] = os.path.join(d, name)
         shutil.copy2(src, BIN[name])
 
