@@ -387,6 +387,10 @@ pub fn claim_turns(
 /// walked each application's entries in the index twice, past the dead entries of every command
 /// it ran since the last vacuum; the claim was 26 µs of the server's time per command, the
 /// largest part of an application command (server log, docs/benchmarks.md session 12).
+/// The rows are updated by `id = ANY(ARRAY(…))`, probes of the primary key: with
+/// `id IN (SELECT …)` PostgreSQL joined the claimed ids against a sequential scan of the whole
+/// table whenever its statistics were stale and the table looked small (9.8 ms of an 11 ms claim
+/// for 54 commands in a table of 20,000 rows: `auto_explain`, docs/benchmarks.md session 14).
 fn claim_turns_pg() -> String {
     format!(
         "WITH head AS (SELECT h.id FROM unnest($3::bigint[]) AS a(app_id) CROSS JOIN LATERAL \
@@ -394,7 +398,7 @@ fn claim_turns_pg() -> String {
              AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
            WHERE h.status = 'pending'), \
          commands AS (SELECT c.id FROM head h {lock}) \
-         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id IN (SELECT id FROM commands) AND {fence} RETURNING ",
+         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {fence} RETURNING ",
         lock = lock_heads(),
         fence = fence_sql(true, 4)
     )
@@ -465,7 +469,8 @@ const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM appli
 /// through a lateral probe of the primary key, in id order: a join left to the planner was
 /// planned, on a nearly empty table, as a walk of every pending row in id order matched
 /// against the heads — 0.46 s per claim with a million jobs and no command at all.
-/// `limit` is written into the statement (one prepared statement per batch size).
+/// `limit` is written into the statement (one prepared statement per batch size). The rows are
+/// updated by `id = ANY(ARRAY(…))`, as in [`claim_turns_pg`] and for the same reason.
 fn claim_next_pg(limit: i64) -> String {
     format!(
         "WITH RECURSIVE head(app_id, id, status) AS ( \
@@ -486,7 +491,7 @@ fn claim_next_pg(limit: i64) -> String {
         commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
           {lock} ORDER BY h.id LIMIT {limit}) \
         {CLAIM_SET}{PG_CLAIMED_AT} \
-        WHERE id IN (SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit}) \
+        WHERE id = ANY(ARRAY(SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit})) \
         AND {fence} RETURNING ",
         lock = lock_heads(),
         fence = fence_sql(true, 4)

@@ -535,6 +535,19 @@ pub fn idempotency(idem: &[Idem], tasks: &[Task], execs: &[Exec]) -> Vec<Violati
             }
         }
     }
+    // A way of submitting that was never answered, neither accepted nor refused, is broken, not
+    // unlucky: faults make some submissions fail, not all of a run's. (An idempotent SQL insert
+    // whose `ON CONFLICT (idempotency_key)` no longer matched the schema failed every time and
+    // was counted as a failed submission only.)
+    for kind in ["-api-", "-sql-"] {
+        let of_kind: Vec<&Idem> = idem.iter().filter(|i| i.key.contains(kind)).collect();
+        if of_kind.len() >= 3 && of_kind.iter().all(|i| i.accepted.is_empty() && i.refused == 0) {
+            out.push(v(
+                "idempotency",
+                format!("none of {} idempotent submissions ({kind}) was answered: every one failed", of_kind.len()),
+            ));
+        }
+    }
     out
 }
 
@@ -775,6 +788,11 @@ mod self_checks {
         let t = |id| Task { id, idempotency_key: Some("k".into()), status: "succeeded".into(), ..Task::default() };
         let found = idempotency(&idem, &[t(1), t(2)], &[]);
         assert!(found.len() >= 3, "{found:?}");
+        let failed = |n| Idem { key: format!("chaos-1-sql-{n}"), accepted: vec![], refused: 0 };
+        let all_failed = [failed(1), failed(2), failed(3)];
+        assert_eq!(idempotency(&all_failed, &[], &[]).len(), 1);
+        let one_refused = [failed(1), failed(2), Idem { refused: 1, ..failed(3) }];
+        assert!(idempotency(&one_refused, &[], &[]).is_empty());
         let early = [Exec::new("n1", Some(8), Some(5), "run", 10 * S, Some(11 * S))];
         assert_eq!(delays(&[(8, 12 * S)], &early).len(), 1);
         assert!(delays(&[(8, 9 * S)], &early).is_empty());
