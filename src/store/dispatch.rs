@@ -116,6 +116,19 @@ impl Fence {
     }
 }
 
+/// The answers to `items`, in order, when only those `admitted` keeps were written: the next of
+/// `answers` (the written items' answers, in order) for each of them, `refused(item)` for the
+/// others — and for a written item left without an answer.
+fn merge_admitted<T, R>(
+    items: &[T],
+    admitted: impl Fn(&T) -> bool,
+    answers: Vec<R>,
+    refused: impl Fn(&T) -> R,
+) -> Vec<R> {
+    let mut answers = answers.into_iter();
+    items.iter().map(|i| if admitted(i) { answers.next().unwrap_or_else(|| refused(i)) } else { refused(i) }).collect()
+}
+
 /// "The database's clock is before the writer's deadline `$n`" ([`Fence::until`]), a condition
 /// of every write as owner written as SQL text (the claims, the batched outcomes and
 /// acquisitions); [`BeforeDeadline`] is the same for the statements built with diesel's DSL.
@@ -880,11 +893,7 @@ pub fn finish_batch(
     let admitted = |r: &Finished| fence.admits(r.epoch) && r.app.as_ref().is_none_or(|w| fence.admits(w.epoch));
     if !rows.iter().all(admitted) {
         let mine: Vec<Finished> = rows.iter().filter(|r| admitted(r)).cloned().collect();
-        let mut flags = finish_batch(conn, node, fence, &mine)?.into_iter();
-        return Ok(rows
-            .iter()
-            .map(|r| if admitted(r) { flags.next().unwrap_or(refused(r)) } else { refused(r) })
-            .collect());
+        return Ok(merge_admitted(rows, admitted, finish_batch(conn, node, fence, &mine)?, refused));
     }
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -1668,13 +1677,9 @@ pub fn apps_batch(
         let mine: Vec<AppAcquire> = acquires.iter().filter(|a| fence.admits(a.epoch)).cloned().collect();
         let ours: Vec<AppWrite> = writes.iter().filter(|w| fence.admits(w.epoch)).cloned().collect();
         let done = apps_batch(conn, me, fence, &mine, &ours, reads)?;
-        let (mut acquired, mut written) = (done.acquired.into_iter(), done.written.into_iter());
         return Ok(AppsBatch {
-            acquired: acquires
-                .iter()
-                .map(|a| if fence.admits(a.epoch) { acquired.next().flatten() } else { None })
-                .collect(),
-            written: writes.iter().map(|w| fence.admits(w.epoch) && written.next().unwrap_or(false)).collect(),
+            acquired: merge_admitted(acquires, |a| fence.admits(a.epoch), done.acquired, |_| None),
+            written: merge_admitted(writes, |w| fence.admits(w.epoch), done.written, |_| false),
             read: done.read,
         });
     }
