@@ -87,6 +87,15 @@ type Checked = Result<(Arc<dyn Driver>, Value), String>;
 /// This node no longer owns the application at its epoch: stop without writing.
 struct Lost;
 
+/// A driver that began nothing because this node's deadline passed ([`DriverError::Fenced`]):
+/// the node may not act, so nothing is written about it either.
+fn fenced_is_lost<T>(r: Result<T, DriverError>) -> Result<Result<T, DriverError>, Lost> {
+    match r {
+        Err(DriverError::Fenced(_)) => Err(Lost),
+        r => Ok(r),
+    }
+}
+
 struct Actor {
     app_id: i64,
     shared: Arc<Shared>,
@@ -262,6 +271,7 @@ impl Actor {
             params,
             node_id: self.shared.node_id.clone(),
             epoch: self.epoch.max(0) as u64,
+            act_by: self.shared.act_by.clone(),
         }
     }
 
@@ -496,7 +506,7 @@ impl Actor {
         let stopping =
             AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() };
         self.check_may_act()?;
-        match self.showing_if_slow(stopping, driver.stop(ctx)).await? {
+        match fenced_is_lost(self.showing_if_slow(stopping, driver.stop(ctx)).await?)? {
             Ok(()) => {
                 let change = AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() };
                 let event = self.state_event("stopped", None);
@@ -521,7 +531,7 @@ impl Actor {
         ctx: &Ctx,
         result: Result<(), DriverError>,
     ) -> Result<Result<(), DriverError>, Lost> {
-        match result {
+        match fenced_is_lost(result)? {
             Ok(()) => {
                 self.check_may_act()?;
                 let state = match driver.status(ctx).await {

@@ -148,6 +148,7 @@ async fn execute(
         params,
         node_id: shared.node_id.clone(),
         epoch: task.owner_epoch.unwrap_or_default() as u64,
+        act_by: shared.act_by.clone(),
     };
     let Ok(_slot) = shared.exec_slots.acquire().await else { return None };
     if !shared.may_act() {
@@ -163,7 +164,8 @@ async fn execute(
         }
         _ => driver.run(&ctx).await,
     };
-    shared.may_act().then_some(result)
+    // Fenced: the driver began nothing because this node's deadline passed; nothing is written.
+    (!matches!(result, Err(DriverError::Fenced(_))) && shared.may_act()).then_some(result)
 }
 
 /// Probe a member's `/livez` (500 ms): `failover` skips nodes that do not answer now, even

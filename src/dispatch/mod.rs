@@ -39,7 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
-use crate::drivers::{DriverError, Registry};
+use crate::drivers::{ActBy, DriverError, Registry};
 use crate::jobs::traffic::{Policy, Switch};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
@@ -100,6 +100,8 @@ pub struct Shared {
     finished: AtomicU64,
     /// The rows claimed here that an executor holds ([`held`]).
     held: Arc<Held>,
+    /// This node's membership deadline as drivers read it at the last moment ([`ActBy`]).
+    act_by: ActBy,
 }
 
 /// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
@@ -125,6 +127,8 @@ impl Shared {
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
+        let watched = membership.clone();
+        let act_by = ActBy::new(move |now| watched.borrow().acting_until(now));
         Arc::new(Shared {
             store,
             drivers,
@@ -140,6 +144,7 @@ impl Shared {
             apps,
             finished: AtomicU64::new(0),
             held,
+            act_by,
         })
     }
 

@@ -198,7 +198,13 @@ impl HttpDriver {
         };
 
         tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, url = %shown(&spec.url), "http call");
+        let (act_by, op_name) = (ctx.act_by.clone(), format!("the `{op}` request"));
         let outcome = tokio::task::spawn_blocking(move || {
+            // Asked again on the thread that sends it: the hop here is where a paused node would
+            // otherwise begin the call after its deadline (`ActBy`).
+            if let Err(fenced) = act_by.left(&op_name) {
+                return Ok(Err(fenced));
+            }
             let response = match request.into_parts() {
                 (parts, Payload::Bytes(bytes)) => agent.run(ureq::http::Request::from_parts(parts, bytes)),
                 (parts, Payload::Empty) => agent.run(ureq::http::Request::from_parts(parts, ())),
@@ -206,13 +212,14 @@ impl HttpDriver {
             let mut response = response?;
             let status = response.status().as_u16();
             let body = response.body_mut().with_config().limit(MAX_RESPONSE_BYTES).read_to_vec()?;
-            Ok::<_, ureq::Error>(Answer { status, body })
+            Ok::<_, ureq::Error>(Ok(Answer { status, body }))
         })
         .await
         .map_err(|e| DriverError::Failed(format!("{what}: the call was lost: {e}")))?;
 
         match outcome {
-            Ok(answer) => Ok((spec, answer)),
+            Ok(Ok(answer)) => Ok((spec, answer)),
+            Ok(Err(fenced)) => Err(fenced),
             Err(ureq::Error::Timeout(_)) => {
                 Err(DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis())))
             }
@@ -508,6 +515,18 @@ mod tests {
         assert_eq!(body, json!({ "args": params, "list": [params, "x {{params}}"], "n": 1 }));
         assert_eq!(seen[1].method, "DELETE");
         assert_eq!(seen[1].body, "");
+    }
+
+    #[tokio::test]
+    async fn a_node_past_its_deadline_sends_nothing() {
+        let s = outside_system();
+        let spec = json!({ "start": { "url": format!("{}/ok", s.base) } });
+        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_| None), ..ctx(Some(42), spec.clone(), json!({})) };
+        let d = HttpDriver::new();
+        let err = d.start(&fenced).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Fenced(m) if m.contains("`start` request")), "{err:?}");
+        d.start(&ctx(Some(42), spec, json!({}))).await.unwrap();
+        assert_eq!(s.seen.lock().unwrap().len(), 1, "only the call with time left reached the server");
     }
 
     #[tokio::test]

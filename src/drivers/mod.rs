@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -44,6 +45,50 @@ pub struct Ctx {
     pub node_id: String,
     /// The ring epoch under which the caller owns the work.
     pub epoch: u64,
+    /// Until when the caller may begin work outside the node (the membership deadline).
+    pub act_by: ActBy,
+}
+
+/// Until when this node may begin work outside itself: read by a driver at the last moment
+/// before it starts anything (a child process, a request).
+///
+/// Why: the dispatcher checks its membership before it calls a driver, but the call crosses
+/// threads before anything starts (the spawner thread forks every child). A node paused between
+/// the check and the fork (SIGSTOP, a stalled VM) past its lease would otherwise begin the command
+/// after its session ended, while the row's next owner may already run it (invariant I3; the chaos
+/// suite caught one, `run` task 1488, seed 83404385). A driver therefore asks again, and the
+/// process driver asks a last time in the child itself, between fork and exec, on the monotonic
+/// clock (`process::command_for`).
+#[derive(Clone)]
+pub struct ActBy(Arc<dyn Fn(Instant) -> Option<Instant> + Send + Sync>);
+
+impl ActBy {
+    /// `until(now)`: the instant before which the caller may act, None when it may not act.
+    pub fn new(until: impl Fn(Instant) -> Option<Instant> + Send + Sync + 'static) -> ActBy {
+        ActBy(Arc::new(until))
+    }
+
+    /// No session bounds the caller (driver tests, tools): a day from each look.
+    pub fn unbounded() -> ActBy {
+        ActBy::new(|now| Some(now + Duration::from_secs(86_400)))
+    }
+
+    /// The time left to begin work in, read now; `Fenced` naming `what` when none is left.
+    pub fn left(&self, what: &str) -> Result<Duration, DriverError> {
+        let now = Instant::now();
+        match (self.0)(now) {
+            Some(until) if until > now => Ok(until - now),
+            _ => Err(DriverError::Fenced(format!(
+                "{what} was not begun: this node's membership deadline has passed (it may not act until it re-joins)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Debug for ActBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ActBy(..)")
+    }
 }
 
 /// What a status check saw.
@@ -98,6 +143,9 @@ pub enum DriverError {
     /// The operation took longer than its timeout.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Nothing was begun: the node's membership deadline passed before it could ([`ActBy`]).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 impl DriverError {

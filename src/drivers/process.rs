@@ -389,11 +389,15 @@ pub(crate) fn command_for(
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.kill_on_drop(false);
     cmd.process_group(0);
+    // The monotonic clock read before the time left, so the deadline can only come out earlier.
+    let start = monotonic_ns();
+    let left = ctx.act_by.left(&format!("{program:?}"))?;
+    let act_by = start.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
     #[cfg(target_os = "linux")]
     {
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-        // (prctl, getppid) and builds an io::Error without allocating.
+        // (prctl, getppid, clock_gettime) and builds an io::Error without allocating.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) == -1 {
@@ -403,11 +407,33 @@ pub(crate) fn command_for(
                 if libc::getppid() != parent {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
+                // The node may have been paused past its deadline after it asked (`ActBy`): the
+                // command must not begin then. `ETIME` reaches `spawn` as the exec error.
+                if monotonic_ns() >= act_by {
+                    return Err(io::Error::from_raw_os_error(FENCED_ERRNO));
+                }
                 Ok(())
             });
         }
     }
     Ok(cmd)
+}
+
+/// The errno a child reports from between fork and exec when its node's deadline had passed
+/// (`execve` itself never returns `ETIME`).
+const FENCED_ERRNO: i32 = libc::ETIME;
+
+/// CLOCK_MONOTONIC in nanoseconds (async-signal-safe: callable between fork and exec). Like
+/// `Instant`, it counts while the process is stopped.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only the timespec it is given; CLOCK_MONOTONIC always exists
+    // on Linux, so it does not fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
 }
 
 struct SpawnRequest {
@@ -456,6 +482,9 @@ pub(crate) async fn spawn(cmd: Command) -> Result<Child, DriverError> {
         .map_err(|_| DriverError::Failed("the spawner thread has stopped".into()))?;
     match answer.await {
         Ok(Ok(child)) => Ok(child),
+        Ok(Err(e)) if e.raw_os_error() == Some(FENCED_ERRNO) => Err(DriverError::Fenced(format!(
+            "{program} was not begun: this node's membership deadline passed before the command could start"
+        ))),
         Ok(Err(e)) => Err(DriverError::Failed(format!("cannot start {program}: {e}"))),
         Err(_) => Err(DriverError::Failed("the spawner thread dropped the request".into())),
     }
@@ -815,6 +844,7 @@ pub(crate) mod tests {
             params,
             node_id: "node-a".into(),
             epoch: 9,
+            act_by: crate::drivers::ActBy::unbounded(),
         }
     }
 
@@ -1044,6 +1074,38 @@ pub(crate) mod tests {
         assert!(t.elapsed() < Duration::from_secs(3));
         let pid = read_pid(&pidfile).await;
         assert!(eventually(Duration::from_secs(2), || async { !alive(pid) }).await);
+    }
+
+    #[tokio::test]
+    async fn a_node_past_its_deadline_begins_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let spec = json!({ "command": ["/usr/bin/touch", marker.display().to_string()] });
+        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_| None), ..ctx(Some(3), spec.clone(), json!({})) };
+        let d = ProcessDriver::new();
+        let err = d.run(&fenced).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Fenced(m) if m.contains("deadline")), "{err:?}");
+        let err = d.start(&fenced).await.unwrap_err();
+        assert!(matches!(err, DriverError::Fenced(_)), "{err:?}");
+        assert!(!marker.exists(), "a fenced node began the command");
+        // The same command with time left runs: the marker is the command's doing.
+        d.run(&ctx(Some(3), spec, json!({}))).await.unwrap();
+        assert!(marker.exists());
+    }
+
+    #[tokio::test]
+    async fn a_deadline_passing_between_the_check_and_the_fork_stops_the_child_before_exec() {
+        // A node paused after its driver asked `ActBy` and before the spawner forked: the child
+        // itself sees the deadline passed and never execs.
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let by = std::time::Instant::now() + Duration::from_millis(300);
+        let c = Ctx { act_by: crate::drivers::ActBy::new(move |_| Some(by)), ..ctx(None, json!({}), json!({})) };
+        let cmd = command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c).unwrap();
+        tokio::time::sleep_until(Instant::from_std(by + Duration::from_millis(50))).await;
+        let err = spawn(cmd).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Fenced(m) if m.contains("touch")), "{err:?}");
+        assert!(!marker.exists(), "the child began after the deadline");
     }
 
     #[tokio::test]

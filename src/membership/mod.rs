@@ -146,6 +146,15 @@ impl MembershipState {
         self.status == Status::Joined && self.valid_until.is_some_and(|d| now < d)
     }
 
+    /// The instant until which this node may act, when it may act `now`.
+    pub fn acting_until(&self, now: Instant) -> Option<Instant> {
+        if self.may_act(now) {
+            self.valid_until
+        } else {
+            None
+        }
+    }
+
     /// This node's deadline on the wall clock (UTC), given the wall clock `wall` and the
     /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock, less
     /// [`DEADLINE_MARGIN`].
