@@ -255,13 +255,16 @@ fn claim_where(
 ) -> Result<Vec<Task>, StoreError> {
     // `claimed_at` on PostgreSQL is the clock at the row's update, after the statement's
     // snapshot: it is never earlier than the completion of the command before it.
+    // PostgreSQL updates by `id = ANY(ARRAY(…))`, as [`claim_turns_pg`] does and for the same
+    // reason (a sequential scan joined in when the statistics are stale).
     let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
+        let (open, close) = if postgres { ("= ANY(ARRAY(", "))") } else { ("IN (", ")") };
         due(
             &format!(
                 "{CLAIM_SET}{claimed} \
-                 WHERE id IN (SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
+                 WHERE id {open}SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
-                   AND {COMMAND_TURN} {lock}) AND {fence} \
+                   AND {COMMAND_TURN} {lock}{close} AND {fence} \
                  RETURNING {returning}",
                 fence = fence_sql(postgres, 4)
             ),
