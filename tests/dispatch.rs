@@ -385,6 +385,49 @@ fn shell_applications_pass_parameters_only_as_environment() {
     assert_eq!(std::fs::read_to_string(dir.path().join("up.who")).unwrap(), hostile, "the parameter arrives verbatim");
 }
 
+/// A command runs with its application as it is when the command is claimed: a spec changed
+/// between two commands is the one the second uses. (The actor takes its copy of the application
+/// from the claim's round trip when it can; a copy kept from before the change would run the old
+/// command line.)
+fn a_command_runs_with_the_spec_as_changed_before_it(postgres: bool) {
+    let f = fixture(postgres, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("who");
+    let spec = |who: &str| {
+        serde_json::json!({
+            "start": format!("printf {who} >> \"$OUT\""),
+            "stop": "true",
+            "status": "exit 0",
+            "env": { "OUT": out.to_str().unwrap() },
+        })
+    };
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('svc', 'shell', '{}')", spec("A")));
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
+    wait_state(&f, 1, "running");
+    let mut want = String::from("A");
+    for round in ["B", "C", "D"] {
+        f.sql(&format!("UPDATE application SET spec = '{}' WHERE id = 1", spec(round)));
+        // The second command's claim is a turn claim, made as the first one finishes.
+        f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop'); INSERT INTO task (app_id, action) VALUES (1, 'start')");
+        want.push_str(round);
+        wait_until(Duration::from_secs(20), &format!("the start of round {round}"), || {
+            std::fs::read_to_string(&out).unwrap_or_default() == want
+        });
+    }
+    let rows = f.wait_all_terminal(Duration::from_secs(10));
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
+}
+
+#[test]
+fn a_command_runs_with_the_spec_as_changed_before_it_on_postgres() {
+    a_command_runs_with_the_spec_as_changed_before_it(true);
+}
+
+#[test]
+fn a_command_runs_with_the_spec_as_changed_before_it_on_sqlite() {
+    a_command_runs_with_the_spec_as_changed_before_it(false);
+}
+
 /// A driver call that takes a while shows its intermediate state (`starting`) with the new
 /// desired state while it runs; a quick one goes straight to the state it ends in, and its
 /// desired state is written with it.

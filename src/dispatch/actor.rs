@@ -26,9 +26,17 @@ use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
 enum Msg {
-    /// Held until the actor is done with it, however it ends ([`super::held`]).
-    Task(Box<Claimed>),
+    /// Held until the actor is done with it, however it ends ([`super::held`]); with the
+    /// application as read right after the claim, when the claim read it ([`Handle::send`]).
+    Task(Box<Claimed>, Option<Box<AppRead>>),
     Release(oneshot::Sender<()>),
+}
+
+/// An application as read at `at` (the claim's round trip, [`Handle::send`]).
+pub struct AppRead {
+    pub app: Application,
+    /// When the read began: a copy read before the actor's last write ended misses that write.
+    pub at: Instant,
 }
 
 /// The dispatcher's handle on an actor.
@@ -38,9 +46,12 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Queue a claimed command.
-    pub fn send(&self, task: Claimed) {
-        if let Err(mpsc::error::SendError(Msg::Task(t))) = self.tx.send(Msg::Task(Box::new(task))) {
+    /// Queue a claimed command, with its application when it was read after the claim (in the
+    /// claim's round trip, `Dispatcher::turn_round`): the actor then checks its ownership
+    /// against that copy instead of reading the row again before the command runs.
+    pub fn send(&self, task: Claimed, app: Option<AppRead>) {
+        if let Err(mpsc::error::SendError(Msg::Task(t, _))) = self.tx.send(Msg::Task(Box::new(task), app.map(Box::new)))
+        {
             tracing::warn!(task.id = t.task.id, "actor is gone; the task is recovered once nothing holds it");
         }
     }
@@ -69,8 +80,17 @@ impl Handle {
 pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
-        let mut actor =
-            Actor { app_id, shared, epoch: 0, app: None, checked: None, skipped: None, defer_last: false, last: None };
+        let mut actor = Actor {
+            app_id,
+            shared,
+            epoch: 0,
+            app: None,
+            wrote_at: Instant::now(),
+            checked: None,
+            skipped: None,
+            defer_last: false,
+            last: None,
+        };
         actor.run(rx).await;
     });
     Handle { tx, task }
@@ -102,6 +122,9 @@ struct Actor {
     /// The epoch the application was acquired at (its fencing token).
     epoch: i64,
     app: Option<Application>,
+    /// When the actor's last write of its application (or its acquisition) ended; a copy of
+    /// the application read before then is not used ([`AppRead`]).
+    wrote_at: Instant,
     /// (driver, spec text) → the result of [`Actor::check`] for them.
     checked: Option<(String, String, Checked)>,
     /// An intermediate change not written because its driver call returned quickly: folded
@@ -136,16 +159,16 @@ impl Actor {
                 }
             };
             let step = match msg {
-                Some(Msg::Task(t)) => {
+                Some(Msg::Task(t, app)) => {
                     let (task, _hold) = t.into_parts();
-                    self.execute(task).await
+                    self.execute(task, app.map(|a| *a)).await
                 }
                 Some(Msg::Release(done)) => {
                     self.release().await;
                     // Commands claimed for it and not begun go back to the queue for the next
                     // owner (left here, they stayed `running` under this live node for good).
                     while let Ok(msg) = rx.try_recv() {
-                        if let Msg::Task(t) = msg {
+                        if let Msg::Task(t, _) = msg {
                             self.give_back(&t.task).await;
                         }
                     }
@@ -177,7 +200,9 @@ impl Actor {
                     format!("application {id} acquired at epoch {epoch}"),
                     json!({ "epoch": epoch }),
                 );
-                match self.shared.apps.acquire(id, epoch, live, event).await {
+                let acquired = self.shared.apps.acquire(id, epoch, live, event).await;
+                self.wrote_at = Instant::now();
+                match acquired {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
@@ -200,7 +225,7 @@ impl Actor {
             }
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Task(t)) => self.give_back(&t.task).await,
+                    Some(Msg::Task(t, _)) => self.give_back(&t.task).await,
                     Some(Msg::Release(done)) => {
                         let _ = done.send(());
                         return false;
@@ -216,7 +241,7 @@ impl Actor {
     async fn drain_missing(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                Msg::Task(t) => {
+                Msg::Task(t, _) => {
                     let why = format!("application {} does not exist: create it first, or fix app_id", self.app_id);
                     self.shared.finish(&t.task, Outcome::Failed(why)).await;
                     self.shared.wake.notify_one();
@@ -276,8 +301,16 @@ impl Actor {
     }
 
     async fn refresh(&mut self) -> Result<(), Lost> {
+        let read = self.shared.apps.read(self.app_id).await;
+        self.refresh_from(read).await
+    }
+
+    /// [`Actor::refresh`] with the application as read (by the actor, or with the claim): kept
+    /// when this node still owns it at the actor's epoch, else lost (deleted: what runs here is
+    /// stopped first). A read that failed keeps the copy the actor has.
+    async fn refresh_from(&mut self, read: Result<Option<Application>, String>) -> Result<(), Lost> {
         let id = self.app_id;
-        match self.shared.apps.read(id).await {
+        match read {
             Ok(Some(app))
                 if app.owner_node.as_deref() == Some(self.shared.node_id.as_str())
                     && app.owner_epoch == Some(self.epoch) =>
@@ -324,7 +357,9 @@ impl Actor {
             None => change,
         };
         let id = self.app_id;
-        match self.shared.apps.write(id, self.epoch, change.clone(), event).await {
+        let written = self.shared.apps.write(id, self.epoch, change.clone(), event).await;
+        self.wrote_at = Instant::now();
+        match written {
             Ok(true) => {
                 self.applied(change);
                 Ok(())
@@ -401,9 +436,13 @@ impl Actor {
         let _ = self.after_start(&*driver, &ctx, result).await;
     }
 
-    async fn execute(&mut self, task: Task) -> Result<(), Lost> {
+    async fn execute(&mut self, task: Task, read: Option<AppRead>) -> Result<(), Lost> {
         self.check_may_act()?;
-        if let Err(lost) = self.refresh().await {
+        let fresh = match read {
+            Some(read) if read.at > self.wrote_at => self.refresh_from(Ok(Some(read.app))).await,
+            _ => self.refresh().await,
+        };
+        if let Err(lost) = fresh {
             // Not ours any more: the command goes back to the queue for the application's
             // owner (kept, it stayed `running` under this live node for good).
             self.give_back(&task).await;
@@ -436,6 +475,7 @@ impl Actor {
             event: event.clone(),
         });
         let flags = self.shared.finish_with(&task, outcome, write).await;
+        self.wrote_at = Instant::now();
         match (flags.app, last) {
             (Some(true), Some((change, _))) => self.applied(change),
             (Some(false), _) => return Err(Lost),
