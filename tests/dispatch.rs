@@ -386,9 +386,9 @@ fn shell_applications_pass_parameters_only_as_environment() {
 }
 
 /// A command runs with its application as it is when the command is claimed: a spec changed
-/// between two commands is the one the second uses. (The actor takes its copy of the application
-/// from the claim's round trip when it can; a copy kept from before the change would run the old
-/// command line.)
+/// while the command before it runs is the one it uses. (The actor takes its copy of the
+/// application from the claim's round trip when it can; the copy it read for the command before
+/// would run the old command line.)
 fn a_command_runs_with_the_spec_as_changed_before_it(postgres: bool) {
     let f = fixture(postgres, &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -396,19 +396,25 @@ fn a_command_runs_with_the_spec_as_changed_before_it(postgres: bool) {
     let spec = |who: &str| {
         serde_json::json!({
             "start": format!("printf {who} >> \"$OUT\""),
-            "stop": "true",
+            // Slow enough to show `stopping`, so the spec changes while it runs.
+            "stop": "sleep 0.5",
             "status": "exit 0",
             "env": { "OUT": out.to_str().unwrap() },
         })
     };
-    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('svc', 'shell', '{}')", spec("A")));
+    // No monitoring during the test: a status check reads the application too.
+    f.sql(&format!(
+        "INSERT INTO application (name, driver, spec, monitor_interval_ms) VALUES ('svc', 'shell', '{}', 600000)",
+        spec("A")
+    ));
     f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start')");
     wait_state(&f, 1, "running");
     let mut want = String::from("A");
     for round in ["B", "C", "D"] {
-        f.sql(&format!("UPDATE application SET spec = '{}' WHERE id = 1", spec(round)));
-        // The second command's claim is a turn claim, made as the first one finishes.
+        // The start's claim is a turn claim, made as the stop finishes.
         f.sql("INSERT INTO task (app_id, action) VALUES (1, 'stop'); INSERT INTO task (app_id, action) VALUES (1, 'start')");
+        wait_state(&f, 1, "stopping");
+        f.sql(&format!("UPDATE application SET spec = '{}' WHERE id = 1", spec(round)));
         want.push_str(round);
         wait_until(Duration::from_secs(20), &format!("the start of round {round}"), || {
             std::fs::read_to_string(&out).unwrap_or_default() == want

@@ -35,7 +35,8 @@ enum Msg {
 /// An application as read at `at` (the claim's round trip, [`Handle::send`]).
 pub struct AppRead {
     pub app: Application,
-    /// When the read began: a copy read before the actor's last write ended misses that write.
+    /// When the read began: a copy read before the actor's own copy was last brought up to
+    /// date (its last write ended, or its last read began) is older than that copy, not used.
     pub at: Instant,
 }
 
@@ -85,7 +86,7 @@ pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
             shared,
             epoch: 0,
             app: None,
-            wrote_at: Instant::now(),
+            copy_as_of: Instant::now(),
             checked: None,
             skipped: None,
             defer_last: false,
@@ -107,24 +108,15 @@ type Checked = Result<(Arc<dyn Driver>, Value), String>;
 /// This node no longer owns the application at its epoch: stop without writing.
 struct Lost;
 
-/// A driver that began nothing because this node's deadline passed ([`DriverError::Fenced`]):
-/// the node may not act, so nothing is written about it either.
-fn fenced_is_lost<T>(r: Result<T, DriverError>) -> Result<Result<T, DriverError>, Lost> {
-    match r {
-        Err(DriverError::Fenced(_)) => Err(Lost),
-        r => Ok(r),
-    }
-}
-
 struct Actor {
     app_id: i64,
     shared: Arc<Shared>,
     /// The epoch the application was acquired at (its fencing token).
     epoch: i64,
     app: Option<Application>,
-    /// When the actor's last write of its application (or its acquisition) ended; a copy of
-    /// the application read before then is not used ([`AppRead`]).
-    wrote_at: Instant,
+    /// `app` holds the row as it was at this instant or later: when its last write (or the
+    /// acquisition) ended, or its last read began. A copy read earlier is not used ([`AppRead`]).
+    copy_as_of: Instant,
     /// (driver, spec text) → the result of [`Actor::check`] for them.
     checked: Option<(String, String, Checked)>,
     /// An intermediate change not written because its driver call returned quickly: folded
@@ -201,7 +193,7 @@ impl Actor {
                     json!({ "epoch": epoch }),
                 );
                 let acquired = self.shared.apps.acquire(id, epoch, live, event).await;
-                self.wrote_at = Instant::now();
+                self.copy_as_of = Instant::now();
                 match acquired {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
@@ -301,14 +293,15 @@ impl Actor {
     }
 
     async fn refresh(&mut self) -> Result<(), Lost> {
+        let at = Instant::now();
         let read = self.shared.apps.read(self.app_id).await;
-        self.refresh_from(read).await
+        self.refresh_from(read, at).await
     }
 
-    /// [`Actor::refresh`] with the application as read (by the actor, or with the claim): kept
-    /// when this node still owns it at the actor's epoch, else lost (deleted: what runs here is
-    /// stopped first). A read that failed keeps the copy the actor has.
-    async fn refresh_from(&mut self, read: Result<Option<Application>, String>) -> Result<(), Lost> {
+    /// [`Actor::refresh`] with the application as read from `at` on (by the actor, or with the
+    /// claim): kept when this node still owns it at the actor's epoch, else lost (deleted: what
+    /// runs here is stopped first). A read that failed keeps the copy the actor has.
+    async fn refresh_from(&mut self, read: Result<Option<Application>, String>, at: Instant) -> Result<(), Lost> {
         let id = self.app_id;
         match read {
             Ok(Some(app))
@@ -316,6 +309,7 @@ impl Actor {
                     && app.owner_epoch == Some(self.epoch) =>
             {
                 self.app = Some(app);
+                self.copy_as_of = self.copy_as_of.max(at);
                 Ok(())
             }
             Ok(Some(_)) => Err(Lost),
@@ -358,7 +352,7 @@ impl Actor {
         };
         let id = self.app_id;
         let written = self.shared.apps.write(id, self.epoch, change.clone(), event).await;
-        self.wrote_at = Instant::now();
+        self.copy_as_of = Instant::now();
         match written {
             Ok(true) => {
                 self.applied(change);
@@ -406,6 +400,18 @@ impl Actor {
         }
     }
 
+    /// A driver that began nothing because the deadline it read had passed
+    /// ([`DriverError::Fenced`]): lost when this node may not act (nothing is written about it);
+    /// when it may, it was held up past that deadline rather than paused, and the call failed
+    /// as any other.
+    fn fenced_is_lost<T>(&self, r: Result<T, DriverError>) -> Result<Result<T, DriverError>, Lost> {
+        match r {
+            Err(DriverError::Fenced(why)) if self.shared.may_act() => Ok(Err(DriverError::Failed(why))),
+            Err(DriverError::Fenced(_)) => Err(Lost),
+            r => Ok(r),
+        }
+    }
+
     fn check_may_act(&self) -> Result<(), Lost> {
         if self.shared.may_act() {
             Ok(())
@@ -439,7 +445,7 @@ impl Actor {
     async fn execute(&mut self, task: Task, read: Option<AppRead>) -> Result<(), Lost> {
         self.check_may_act()?;
         let fresh = match read {
-            Some(read) if read.at > self.wrote_at => self.refresh_from(Ok(Some(read.app))).await,
+            Some(read) if read.at > self.copy_as_of => self.refresh_from(Ok(Some(read.app)), read.at).await,
             _ => self.refresh().await,
         };
         if let Err(lost) = fresh {
@@ -475,7 +481,7 @@ impl Actor {
             event: event.clone(),
         });
         let flags = self.shared.finish_with(&task, outcome, write).await;
-        self.wrote_at = Instant::now();
+        self.copy_as_of = Instant::now();
         match (flags.app, last) {
             (Some(true), Some((change, _))) => self.applied(change),
             (Some(false), _) => return Err(Lost),
@@ -546,7 +552,8 @@ impl Actor {
         let stopping =
             AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() };
         self.check_may_act()?;
-        match fenced_is_lost(self.showing_if_slow(stopping, driver.stop(ctx)).await?)? {
+        let stopped = self.showing_if_slow(stopping, driver.stop(ctx)).await?;
+        match self.fenced_is_lost(stopped)? {
             Ok(()) => {
                 let change = AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() };
                 let event = self.state_event("stopped", None);
@@ -571,7 +578,7 @@ impl Actor {
         ctx: &Ctx,
         result: Result<(), DriverError>,
     ) -> Result<Result<(), DriverError>, Lost> {
-        match fenced_is_lost(result)? {
+        match self.fenced_is_lost(result)? {
             Ok(()) => {
                 self.check_may_act()?;
                 let state = match driver.status(ctx).await {

@@ -2,7 +2,8 @@
 //! one task that takes all the requests waiting when it wakes and serves them together (one
 //! statement for the writes, one for the reads; a transaction where acquisitions need several).
 //! A command's last state change does not come here: it goes with the command's outcome to the
-//! completer ([`super::complete`]).
+//! completer ([`super::complete`]); nor does the read before a command claimed by its turn,
+//! which the turn claim makes itself (`Dispatcher::turn_round`).
 //!
 //! Why: each command an actor runs reads its application once and changes its state up to
 //! three times, with an event. Sent one by one, 1,000 applications cost ~8 single-row statements

@@ -164,8 +164,14 @@ async fn execute(
         }
         _ => driver.run(&ctx).await,
     };
-    // Fenced: the driver began nothing because this node's deadline passed; nothing is written.
-    (!matches!(result, Err(DriverError::Fenced(_))) && shared.may_act()).then_some(result)
+    match result {
+        // The driver began nothing because the deadline it read had passed. A node that may act
+        // now was held up past it, not paused (its spawner thread busy): an ordinary failed
+        // attempt, retried. Otherwise nothing is written (the row is recovered).
+        Err(DriverError::Fenced(why)) if shared.may_act() => Some(Err(DriverError::Failed(why))),
+        Err(DriverError::Fenced(_)) => None,
+        result => shared.may_act().then_some(result),
+    }
 }
 
 /// Probe a member's `/livez` (500 ms): `failover` skips nodes that do not answer now, even

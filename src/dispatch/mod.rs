@@ -129,7 +129,7 @@ impl Shared {
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         let watched = membership.clone();
-        let act_by = ActBy::new(move |now| watched.borrow().acting_until(now));
+        let act_by = ActBy::new(move |now, epoch| watched.borrow().acting_until(now, epoch));
         Arc::new(Shared {
             store,
             drivers,
@@ -723,7 +723,6 @@ impl Dispatcher {
         Ok(true)
     }
 
-    /// Claimed rows to their executors: commands to their application's actor, jobs to the pool.
     /// Hand claimed rows to their executors: commands to their application's actor (with the
     /// application from `apps` when the claim read it), jobs to the pool.
     async fn hand_out(&mut self, claimed: Vec<Claimed>, place: &Placement, mut apps: HashMap<i64, AppRead>) {
@@ -769,10 +768,10 @@ impl Dispatcher {
             }
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
             let fence = self.shared.fence();
-            // The claimed commands' applications are read in the same trip to the database, so
-            // their actors need not read them again before they run (one round trip less on
-            // every command's path: docs/benchmarks.md, session 15). A read that fails leaves
-            // it to the actors; the claim, done, is never retried for it.
+            // The claimed commands' applications are read in the same call to the database,
+            // right after the claim, so their actors need not read them again before they run
+            // (one round trip less on every command's path: docs/benchmarks.md, session 15). A
+            // read that fails leaves it to the actors; the claim, done, is not retried for it.
             let (claimed, read, at) = self
                 .shared
                 .store
@@ -780,10 +779,14 @@ impl Dispatcher {
                     let claimed = q::claim_turns(c, &apps, &node, epoch, fence)?;
                     let ids: Vec<i64> = claimed.iter().filter_map(|t| t.app_id).collect();
                     let at = Instant::now();
-                    let read = if ids.is_empty() { Vec::new() } else { q::apps(c, &ids).unwrap_or_default() };
+                    let read = if ids.is_empty() { Ok(Vec::new()) } else { q::apps(c, &ids) };
                     Ok((claimed, read, at))
                 })
                 .await?;
+            let read = read.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "reading the applications of claimed commands failed; their actors read them");
+                Vec::new()
+            });
             let claimed = self.shared.held.claimed(claimed);
             tracing::trace!(claimed = claimed.len(), "turn round");
             self.hand_out(claimed, &place, read.into_iter().map(|app| (app.id, AppRead { app, at })).collect()).await;

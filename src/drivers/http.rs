@@ -198,11 +198,13 @@ impl HttpDriver {
         };
 
         tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, url = %shown(&spec.url), "http call");
-        let (act_by, op_name) = (ctx.act_by.clone(), format!("the `{op}` request"));
+        let (act_by, epoch, op_name) = (ctx.act_by.clone(), ctx.epoch, format!("the `{op}` request"));
         let outcome = tokio::task::spawn_blocking(move || {
             // Asked again on the thread that sends it: the hop here is where a paused node would
-            // otherwise begin the call after its deadline (`ActBy`).
-            if let Err(fenced) = act_by.left(&op_name) {
+            // otherwise begin the call after its deadline (`ActBy`). What is left is the time
+            // from here to the request on the wire (resolving and connecting), which a pause
+            // could still stretch: an outside system should check `X-Rota-Epoch`.
+            if let Err(fenced) = act_by.left(epoch, &op_name) {
                 return Ok(Err(fenced));
             }
             let response = match request.into_parts() {
@@ -521,7 +523,7 @@ mod tests {
     async fn a_node_past_its_deadline_sends_nothing() {
         let s = outside_system();
         let spec = json!({ "start": { "url": format!("{}/ok", s.base) } });
-        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_| None), ..ctx(Some(42), spec.clone(), json!({})) };
+        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_, _| None), ..ctx(Some(42), spec.clone(), json!({})) };
         let d = HttpDriver::new();
         let err = d.start(&fenced).await.unwrap_err();
         assert!(matches!(&err, DriverError::Fenced(m) if m.contains("`start` request")), "{err:?}");

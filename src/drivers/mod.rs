@@ -54,29 +54,31 @@ pub struct Ctx {
 ///
 /// Why: the dispatcher checks its membership before it calls a driver, but the call crosses
 /// threads before anything starts (the spawner thread forks every child). A node paused between
-/// the check and the fork (SIGSTOP, a stalled VM) past its lease would otherwise begin the command
+/// the check and the fork (SIGSTOP, a stalled process) past its lease would otherwise begin the command
 /// after its session ended, while the row's next owner may already run it (invariant I3; the chaos
 /// suite caught one, `run` task 1488, seed 83404385). A driver therefore asks again, and the
 /// process driver asks a last time in the child itself, between fork and exec, on the monotonic
 /// clock (`process::command_for`).
 #[derive(Clone)]
-pub struct ActBy(Arc<dyn Fn(Instant) -> Option<Instant> + Send + Sync>);
+pub struct ActBy(Arc<dyn Fn(Instant, u64) -> Option<Instant> + Send + Sync>);
 
 impl ActBy {
-    /// `until(now)`: the instant before which the caller may act, None when it may not act.
-    pub fn new(until: impl Fn(Instant) -> Option<Instant> + Send + Sync + 'static) -> ActBy {
+    /// `until(now, epoch)`: the instant before which the caller may act on work it owns at
+    /// `epoch`; None when it may not (fenced, or the work belongs to an earlier session).
+    pub fn new(until: impl Fn(Instant, u64) -> Option<Instant> + Send + Sync + 'static) -> ActBy {
         ActBy(Arc::new(until))
     }
 
     /// No session bounds the caller (driver tests, tools): a day from each look.
     pub fn unbounded() -> ActBy {
-        ActBy::new(|now| Some(now + Duration::from_secs(86_400)))
+        ActBy::new(|now, _| Some(now + Duration::from_secs(86_400)))
     }
 
-    /// The time left to begin work in, read now; `Fenced` naming `what` when none is left.
-    pub fn left(&self, what: &str) -> Result<Duration, DriverError> {
+    /// The time left to begin work owned at `epoch` in, read now; `Fenced` naming `what` when
+    /// none is left.
+    pub fn left(&self, epoch: u64, what: &str) -> Result<Duration, DriverError> {
         let now = Instant::now();
-        match (self.0)(now) {
+        match (self.0)(now, epoch) {
             Some(until) if until > now => Ok(until - now),
             _ => Err(DriverError::Fenced(format!(
                 "{what} was not begun: this node's membership deadline has passed (it may not act until it re-joins)"

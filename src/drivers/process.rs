@@ -391,10 +391,13 @@ pub(crate) fn command_for(
     cmd.process_group(0);
     // The monotonic clock read before the time left, so the deadline can only come out earlier.
     let start = monotonic_ns();
-    let left = ctx.act_by.left(&format!("{program:?}"))?;
-    let act_by = start.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+    let left = ctx.act_by.left(ctx.epoch, &format!("{program:?}"))?;
+    // Off Linux only this check is made (the child's needs `pre_exec` and its Linux calls).
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, left);
     #[cfg(target_os = "linux")]
     {
+        let act_by = start.saturating_add(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
         let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
         // (prctl, getppid, clock_gettime) and builds an io::Error without allocating.
@@ -1081,7 +1084,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
         let spec = json!({ "command": ["/usr/bin/touch", marker.display().to_string()] });
-        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_| None), ..ctx(Some(3), spec.clone(), json!({})) };
+        let fenced = Ctx { act_by: crate::drivers::ActBy::new(|_, _| None), ..ctx(Some(3), spec.clone(), json!({})) };
         let d = ProcessDriver::new();
         let err = d.run(&fenced).await.unwrap_err();
         assert!(matches!(&err, DriverError::Fenced(m) if m.contains("deadline")), "{err:?}");
@@ -1093,6 +1096,7 @@ pub(crate) mod tests {
         assert!(marker.exists());
     }
 
+    #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_deadline_passing_between_the_check_and_the_fork_stops_the_child_before_exec() {
         // A node paused after its driver asked `ActBy` and before the spawner forked: the child
@@ -1100,7 +1104,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
         let by = std::time::Instant::now() + Duration::from_millis(300);
-        let c = Ctx { act_by: crate::drivers::ActBy::new(move |_| Some(by)), ..ctx(None, json!({}), json!({})) };
+        let c = Ctx { act_by: crate::drivers::ActBy::new(move |_, _| Some(by)), ..ctx(None, json!({}), json!({})) };
         let cmd = command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c).unwrap();
         tokio::time::sleep_until(Instant::from_std(by + Duration::from_millis(50))).await;
         let err = spawn(cmd).await.unwrap_err();

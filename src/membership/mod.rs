@@ -146,9 +146,11 @@ impl MembershipState {
         self.status == Status::Joined && self.valid_until.is_some_and(|d| now < d)
     }
 
-    /// The instant until which this node may act, when it may act `now`.
-    pub fn acting_until(&self, now: Instant) -> Option<Instant> {
-        if self.may_act(now) {
+    /// The instant until which this node may act `now` on work it owns at `epoch`: None when it
+    /// may not act, or when `epoch` is older than its session (work of an earlier session, which
+    /// [`crate::store::dispatch::Fence`] refuses to write about as well).
+    pub fn acting_until(&self, now: Instant, epoch: u64) -> Option<Instant> {
+        if self.may_act(now) && epoch >= self.joined_epoch {
             self.valid_until
         } else {
             None
@@ -298,5 +300,19 @@ mod tests {
         assert!(s.deadline_on(wall, now + Duration::from_secs(3)) < wall, "lease over: passed");
         s.status = Status::Fenced("test".into());
         assert!(s.deadline_on(wall, now) < wall, "fenced: passed");
+    }
+
+    #[test]
+    fn a_node_acts_until_its_deadline_on_work_of_its_own_session_only() {
+        let now = Instant::now();
+        let mut s = MembershipState::joining();
+        assert_eq!(s.acting_until(now, 5), None, "joining");
+        s.status = Status::Joined;
+        s.joined_epoch = 5;
+        s.valid_until = Some(now + Duration::from_secs(2));
+        assert_eq!(s.acting_until(now, 5), s.valid_until);
+        assert_eq!(s.acting_until(now, 7), s.valid_until, "a later epoch of the same session");
+        assert_eq!(s.acting_until(now, 4), None, "work claimed in an earlier session");
+        assert_eq!(s.acting_until(now + Duration::from_secs(2), 5), None, "deadline passed");
     }
 }
