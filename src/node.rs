@@ -101,6 +101,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         metrics.clone(),
     );
     let wake = shared.wake.clone();
+    let config = shared.config.subscribe();
     let drivers = shared.drivers.clone();
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
     let schedules =
@@ -110,6 +111,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         node_id.clone(),
         membership.subscribe(),
         wake.clone(),
+        config,
         schedules,
         dispatch_stop.clone(),
     ));

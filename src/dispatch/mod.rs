@@ -103,6 +103,8 @@ pub struct Shared {
     held: Arc<Held>,
     /// This node's membership deadline as drivers read it at the last moment ([`ActBy`]).
     act_by: ActBy,
+    /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
+    pub config: Arc<watch::Sender<wake::Config>>,
 }
 
 /// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
@@ -146,6 +148,7 @@ impl Shared {
             finished: AtomicU64::new(0),
             held,
             act_by,
+            config: Arc::new(watch::channel(wake::Config::default()).0),
         })
     }
 
@@ -324,8 +327,9 @@ pub fn parse_selector(app_id: i64, text: &str) -> Selector {
 pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
     let listener_stop = CancellationToken::new();
     if let (DbUrl::Postgres(u), true) = (&url, shared.cfg.listen_notify) {
-        tokio::spawn(wake::listen(u.clone(), shared.wake.clone(), listener_stop.clone()));
+        tokio::spawn(wake::listen(u.clone(), shared.wake.clone(), shared.config.clone(), listener_stop.clone()));
     }
+    let config = shared.config.subscribe();
     let mut d = Dispatcher {
         // Claimed jobs not yet completed, at most: enough for the executors to stay busy while
         // completions are written, bounded so a slow database cannot pile up claimed rows.
@@ -336,6 +340,8 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         actors: HashMap::new(),
         apps: Arc::new(HashMap::new()),
         policies: Arc::new(HashMap::new()),
+        traffic_rows: None,
+        config,
         gathering: HashMap::new(),
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
@@ -394,6 +400,10 @@ struct Dispatcher {
     apps: Arc<HashMap<i64, AppPlace>>,
     /// Traffic policies by group, refreshed at each reconciliation.
     policies: Arc<HashMap<String, Policy>>,
+    /// The traffic policies as last read: the [`wake::Config`] generation before the read, when.
+    traffic_rows: Option<(u64, Instant, Vec<crate::store::jobs::TrafficRow>)>,
+    /// Announced changes of the configuration: a change reconciles at once.
+    config: watch::Receiver<wake::Config>,
     /// Fan-out parents this node coordinates, waiting for their children.
     gathering: HashMap<i64, Claimed>,
     last_gather: Instant,
@@ -444,6 +454,7 @@ impl Dispatcher {
         let mut reconcile = tokio::time::interval(Duration::from_millis(self.shared.cfg.reconcile_interval_ms));
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut membership = self.shared.membership.clone();
+        let (mut config, mut config_open) = (self.shared.config.subscribe(), true);
         let wake = self.shared.wake.clone();
         let shared = self.shared.clone();
         // The last drain stopped at its round limit with rows still waiting: go on at once.
@@ -468,6 +479,13 @@ impl Dispatcher {
                 _ = reconcile.tick() => {
                     // The poll reads the queue; a reconciliation tick does not read it again.
                     do_reconcile = true;
+                    do_round = false;
+                }
+                changed = config.changed(), if config_open => {
+                    // A traffic policy may have changed (or the listener came or went): apply it
+                    // now. The queue is not read for it.
+                    config_open = changed.is_ok();
+                    do_reconcile = config_open;
                     do_round = false;
                 }
                 changed = membership.changed() => {
@@ -1024,13 +1042,24 @@ impl Dispatcher {
     /// Reload the traffic policies and record the automatic switches the view calls for (each
     /// is written once, by whichever node gets there first).
     async fn traffic(&mut self, ms: &MembershipState) {
-        let rows = match self.shared.store.run(crate::store::jobs::traffic_policies).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read traffic policies; keeping the last ones");
-                return;
+        // Read again when a change was announced, at every reconciliation while nothing
+        // announces changes, and every `CONFIG_BACKSTOP` otherwise; evaluated every time (the
+        // switches follow the membership). The generation is taken before the read, so a change
+        // announced during it is read next time.
+        let config = *self.config.borrow_and_update();
+        let fresh = self.traffic_rows.as_ref().is_some_and(|(generation, at, _)| {
+            *generation == config.generation && at.elapsed() < config.period(Duration::ZERO, wake::CONFIG_BACKSTOP)
+        });
+        if !fresh {
+            match self.shared.store.run(crate::store::jobs::traffic_policies).await {
+                Ok(rows) => self.traffic_rows = Some((config.generation, Instant::now(), rows)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read traffic policies; keeping the last ones");
+                    return;
+                }
             }
-        };
+        }
+        let rows = self.traffic_rows.as_ref().map(|(_, _, rows)| rows.clone()).unwrap_or_default();
         let mut policies = HashMap::new();
         for row in rows {
             let mut p = row.policy();

@@ -1,24 +1,58 @@
 //! Waking the dispatcher: PostgreSQL `LISTEN rota_task` on one dedicated connection
 //! (tokio-postgres, event-driven: no sleep loop adding latency), plus in-process wake-ups.
+//! The same connection listens on `rota_config`, which triggers send when an admin changes a
+//! schedule or a traffic policy ([`Config`]): those are read again at once, and otherwise
+//! seldom (docs/dispatch.md, *What a node asks of the database when idle*).
 //!
 //! The listener subscribes *before* it reports itself ready, and wakes the dispatcher after every
 //! (re)connection, so a notification sent while it was away costs at most one extra read — never
-//! a lost row (the poll interval is the final backstop).
+//! a lost row (the poll interval is the final backstop). A (re)connection also counts as a change
+//! of configuration, and while the listener is away its readers go back to reading on their own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-/// Keep a `LISTEN rota_task` connection to `url` open until `shutdown`, calling `wake` on every
-/// notification and after every (re)connection.
-pub async fn listen(url: String, wake: Arc<Notify>, shutdown: CancellationToken) {
+/// While changes are announced, schedules and traffic policies are still read this often: the
+/// backstop for a notification that could not say what it missed (a change of `next_fire_at`
+/// alone, made by hand).
+pub const CONFIG_BACKSTOP: Duration = Duration::from_secs(30);
+
+/// What the database announced about schedules and traffic policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Moves on at every `rota_config` notification and every (re)connection of the listener.
+    pub generation: u64,
+    /// A listener is connected and subscribed: changes are announced. When false (SQLite, no
+    /// listener configured, connection lost), readers read on their own short period.
+    pub listening: bool,
+}
+
+impl Config {
+    /// How often a reader reads on its own: `short` while nothing announces changes, `long`
+    /// (a backstop) while the listener does.
+    pub fn period(&self, short: Duration, long: Duration) -> Duration {
+        if self.listening {
+            long
+        } else {
+            short
+        }
+    }
+}
+
+/// Keep a `LISTEN rota_task, rota_config` connection to `url` open until `shutdown`, calling
+/// `wake` on every task notification and after every (re)connection, and moving `config` on at
+/// every configuration notification and (re)connection.
+pub async fn listen(url: String, wake: Arc<Notify>, config: Arc<watch::Sender<Config>>, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        match connect_and_listen(&url, &wake, &shutdown).await {
+        let done = connect_and_listen(&url, &wake, &config, &shutdown).await;
+        config.send_modify(|c| c.listening = false);
+        match done {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "NOTIFY listener lost its connection; the poll interval covers the gap");
@@ -40,11 +74,16 @@ enum ListenError {
     Closed,
 }
 
-async fn connect_and_listen(url: &str, wake: &Notify, shutdown: &CancellationToken) -> Result<(), ListenError> {
+async fn connect_and_listen(
+    url: &str,
+    wake: &Notify,
+    config: &watch::Sender<Config>,
+    shutdown: &CancellationToken,
+) -> Result<(), ListenError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     // The connection must be polled for LISTEN to complete: drive both together.
-    let listen = client.batch_execute("LISTEN rota_task");
+    let listen = client.batch_execute("LISTEN rota_task; LISTEN rota_config");
     tokio::pin!(listen);
     let mut listening = false;
     loop {
@@ -53,10 +92,17 @@ async fn connect_and_listen(url: &str, wake: &Notify, shutdown: &CancellationTok
             done = &mut listen, if !listening => {
                 done?;
                 listening = true;
-                tracing::debug!("listening for rota_task notifications");
+                tracing::debug!("listening for rota_task and rota_config notifications");
                 wake.notify_one();
+                config.send_modify(|c| {
+                    c.generation += 1;
+                    c.listening = true;
+                });
             }
             msg = messages.next() => match msg {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == "rota_config" => {
+                    config.send_modify(|c| c.generation += 1);
+                }
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),

@@ -2,8 +2,9 @@
 //! `schedule:{id}`) is this node, when they are due.
 //!
 //! Why it is shaped so: the schedule list is small and changes rarely, so it is kept in memory
-//! and reloaded every [`Options::reload_every`] and at once when membership changes or a firing
-//! finds the row changed; between reloads the loop sleeps until the earliest owned fire time
+//! and reloaded every [`Options::reload_every`] and at once when membership changes, a firing
+//! finds the row changed, or PostgreSQL announces a change of the schedules (`rota_config`,
+//! [`crate::dispatch::wake`]; while it does, the periodic reload is only a 30 s backstop); between reloads the loop sleeps until the earliest owned fire time
 //! (capped), and touches the database only to fire. Ownership is only a hint that spreads the
 //! work: the guard that makes a firing happen once is the conditional advance in
 //! [`crate::store::schedules::fire`], so two nodes that both think they own a schedule during a
@@ -24,6 +25,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{ring_key, step, Misfire, Outcome, Policy, Timing};
+use crate::dispatch::wake::{self, Config};
 use crate::membership::MembershipState;
 use crate::store::schedules::{self, Schedule};
 use crate::store::Store;
@@ -38,9 +40,9 @@ const CLOCK_EVERY: Duration = Duration::from_secs(30);
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Reload the schedule list this often (new and changed schedules are seen within it).
-    /// Default 5 s: one statement per reload is an idle node's largest periodic read after
-    /// the dispatcher's poll.
+    /// Reload the schedule list this often while no change is announced (new and changed
+    /// schedules are seen within it); while changes are announced, every
+    /// [`wake::CONFIG_BACKSTOP`]. Default 5 s.
     pub reload_every: Duration,
     /// Never sleep longer than this between checks. Default 1 s.
     pub max_sleep: Duration,
@@ -76,12 +78,14 @@ impl Entry {
     }
 }
 
-/// Run the loop until `shutdown`. `wake` is this node's dispatcher (the only wake-up on SQLite).
+/// Run the loop until `shutdown`. `wake` is this node's dispatcher (the only wake-up on SQLite);
+/// `config` announces changes of the schedules.
 pub async fn run(
     store: Store,
     node_id: String,
     membership: watch::Receiver<MembershipState>,
     wake: Arc<Notify>,
+    config: watch::Receiver<Config>,
     opts: Options,
     shutdown: CancellationToken,
 ) {
@@ -95,13 +99,21 @@ pub async fn run(
         last_reload: None,
         last_clock: None,
         reload_now: true,
+        config,
+        config_seen: None,
         bad: HashSet::new(),
         last_prune: Instant::now(),
     };
     let mut membership = membership;
     let mut seen_epoch = 0;
     loop {
-        if r.reload_now || r.last_reload.is_none_or(|t| t.elapsed() >= r.opts.reload_every) {
+        // The generation is taken before the reload, so a change announced during it reloads again.
+        let config = *r.config.borrow();
+        if r.reload_now
+            || r.config_seen != Some(config.generation)
+            || r.last_reload.is_none_or(|t| t.elapsed() >= r.reload_every())
+        {
+            r.config_seen = Some(config.generation);
             r.reload().await;
         }
         let ms = membership.borrow().clone();
@@ -141,6 +153,9 @@ struct Runner {
     /// When the database's clock was last read.
     last_clock: Option<Instant>,
     reload_now: bool,
+    /// Announced changes of the schedules, and the generation of the last reload.
+    config: watch::Receiver<Config>,
+    config_seen: Option<u64>,
     /// (id, cron, every_ms) of rows whose timing does not parse, logged once.
     bad: HashSet<(i64, Option<String>, Option<i64>)>,
     last_prune: Instant,
@@ -282,11 +297,16 @@ impl Runner {
         }
     }
 
+    /// The periodic reload's period: [`Options::reload_every`] while no change is announced.
+    fn reload_every(&self) -> Duration {
+        self.config.borrow().period(self.opts.reload_every, wake::CONFIG_BACKSTOP.max(self.opts.reload_every))
+    }
+
     /// Until the earliest owned fire time, the next reload, or `max_sleep`.
     fn sleep_for(&self, ms: &MembershipState, acting: bool) -> Duration {
         let mut sleep = self.opts.max_sleep;
         if let Some(t) = self.last_reload {
-            sleep = sleep.min(self.opts.reload_every.saturating_sub(t.elapsed()));
+            sleep = sleep.min(self.reload_every().saturating_sub(t.elapsed()));
         }
         if self.reload_now {
             return Duration::ZERO;

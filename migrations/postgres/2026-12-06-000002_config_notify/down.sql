@@ -1,0 +1,3 @@
+DROP TRIGGER traffic_policy_config_notify ON traffic_policy;
+DROP TRIGGER schedule_config_notify ON schedule;
+DROP FUNCTION rota_config_notify();
