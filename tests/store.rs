@@ -193,6 +193,34 @@ fn postgres_notifies_on_task_insert() {
     assert_eq!(got, vec!["rota_task".to_string()], "one notification per statement");
 }
 
+/// An admin's change of a schedule or a traffic policy is announced on `rota_config`; a firing's
+/// advance (`next_fire_at`, `enabled` written unchanged) is not. Notifications arrive in commit
+/// order, so once the last change's has arrived, one for the advance before it would have too.
+#[test]
+fn postgres_announces_configuration_changes_but_not_firings() {
+    let pg = PgDb::create();
+    let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &opts()).unwrap();
+    store.migrate().unwrap();
+    let mut listener = PgConnection::establish(&pg.url).unwrap();
+    listener.batch_execute("LISTEN rota_config").unwrap();
+    let mut conn = store.conn().unwrap();
+    for sql in [
+        "INSERT INTO schedule (name, every_ms) VALUES ('s', 1000)",
+        "UPDATE schedule SET next_fire_at = next_fire_at + interval '1 second', enabled = TRUE WHERE id = 1",
+        "UPDATE schedule SET every_ms = 2000 WHERE id = 1",
+        "INSERT INTO traffic_policy (group_name, preferred) VALUES ('g', 'dc1')",
+    ] {
+        conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(5), "three rota_config notifications", || {
+        listener.batch_execute("SELECT 1").unwrap();
+        got.extend(listener.notifications_iter().filter_map(Result::ok).map(|n| n.payload));
+        got.len() >= 3
+    });
+    assert_eq!(got, ["schedule", "schedule", "traffic_policy"], "the firing's advance announced nothing");
+}
+
 #[test]
 fn an_unreachable_database_fails_fast_with_the_real_cause() {
     let url = DbUrl::parse("postgres://postgres:secret@127.0.0.1:1/none").unwrap();
