@@ -54,11 +54,11 @@ pub struct Ctx {
 ///
 /// Why: the dispatcher checks its membership before it calls a driver, but the call crosses
 /// threads before anything starts (the spawner thread forks every child). A node paused between
-/// the check and the fork (SIGSTOP, a stalled process) past its lease would otherwise begin the command
-/// after its session ended, while the row's next owner may already run it (invariant I3; the chaos
-/// suite caught one, `run` task 1488, seed 83404385). A driver therefore asks again, and the
-/// process driver asks a last time in the child itself, between fork and exec, on the monotonic
-/// clock (`process::command_for`).
+/// the check and the fork (SIGSTOP, a stalled process) past its lease would otherwise begin the
+/// command after its session ended, while the row's next owner may already run it (invariant
+/// I3; the chaos suite caught one, `run` task 1488, seed 83404385). A driver therefore asks
+/// again, and the process driver asks a last time in the child itself, between fork and exec, on
+/// the monotonic clock (`process::command_for`).
 #[derive(Clone)]
 pub struct ActBy(Arc<dyn Fn(Instant, u64) -> Option<Instant> + Send + Sync>);
 

@@ -4,9 +4,10 @@
 //! Why it is shaped so: the schedule list is small and changes rarely, so it is kept in memory
 //! and reloaded every [`Options::reload_every`] and at once when membership changes, a firing
 //! finds the row changed, or PostgreSQL announces a change of the schedules (`rota_config`,
-//! [`crate::dispatch::wake`]; while it does, the periodic reload is only a 30 s backstop); between reloads the loop sleeps until the earliest owned fire time
-//! (capped), and touches the database only to fire. Ownership is only a hint that spreads the
-//! work: the guard that makes a firing happen once is the conditional advance in
+//! [`crate::dispatch::wake`]; while it does, the periodic reload is only a 30 s backstop);
+//! between reloads the loop sleeps until the earliest owned fire time (capped), and touches the
+//! database only to fire. Ownership is only a hint that spreads the work: the guard that makes a
+//! firing happen once is the conditional advance in
 //! [`crate::store::schedules::fire`], so two nodes that both think they own a schedule during a
 //! ring change still record each fire time once.
 //!
