@@ -52,6 +52,10 @@ pub struct Metrics {
     /// only member looking for label-dependent rows); claims that find their rows in the same
     /// statement read none.
     pub rows_read: Counter,
+    /// 1 while the PostgreSQL `LISTEN` connection is subscribed (wake-ups and announced
+    /// configuration changes arrive); 0 on SQLite, with `listen_notify = false`, or while it
+    /// reconnects (the poll interval and the 5 s re-reads cover the gap).
+    pub notify_listening: Gauge,
 }
 
 impl Metrics {
@@ -76,6 +80,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             owned_applications: Gauge::default(),
             tasks_held: Gauge::default(),
+            notify_listening: Gauge::default(),
             rows_read: Counter::default(),
             registry: Registry::default(),
         };
@@ -106,6 +111,11 @@ impl Metrics {
             "tasks_held",
             "Tasks claimed by this node that its executors hold (queued, running, gathering)",
             m.tasks_held.clone(),
+        );
+        registry.register(
+            "notify_listening",
+            "1 while the LISTEN connection for wake-ups and configuration changes is subscribed",
+            m.notify_listening.clone(),
         );
         registry.register(
             "dispatch_rows_read",

@@ -134,6 +134,10 @@ fn a_schedule_inserted_in_sql_is_announced_and_fires_at_once_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &["--database-url", &pg.url], &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "200")]);
     wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    // Not listening, the node reloads every 5 s and the second schedule could pass by luck.
+    wait_until(Duration::from_secs(10), "the LISTEN connection", || {
+        node.get("/metrics").1.lines().any(|l| l == "rota_notify_listening 1")
+    });
     let store = open(&pg.url);
     let id_of = |name: &str| {
         let (_, list) = call(&node, "GET", "/api/v1/schedules", None);

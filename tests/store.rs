@@ -193,8 +193,9 @@ fn postgres_notifies_on_task_insert() {
     assert_eq!(got, vec!["rota_task".to_string()], "one notification per statement");
 }
 
-/// An admin's change of a schedule or a traffic policy is announced on `rota_config`; a firing's
-/// advance (`next_fire_at`, `enabled` written unchanged) is not. Notifications arrive in commit
+/// An admin's change of a schedule or a traffic policy is announced on `rota_config` (a NULL
+/// becoming a value, a firing that disables its schedule, a delete included); a firing's advance
+/// (`next_fire_at`, `enabled` written unchanged) and an update that matched no row are not. Notifications arrive in commit
 /// order, so once the last change's has arrived, one for the advance before it would have too.
 #[test]
 fn postgres_announces_configuration_changes_but_not_firings() {
@@ -204,21 +205,29 @@ fn postgres_announces_configuration_changes_but_not_firings() {
     let mut listener = PgConnection::establish(&pg.url).unwrap();
     listener.batch_execute("LISTEN rota_config").unwrap();
     let mut conn = store.conn().unwrap();
-    for sql in [
-        "INSERT INTO schedule (name, every_ms) VALUES ('s', 1000)",
-        "UPDATE schedule SET next_fire_at = next_fire_at + interval '1 second', enabled = TRUE WHERE id = 1",
-        "UPDATE schedule SET every_ms = 2000 WHERE id = 1",
-        "INSERT INTO traffic_policy (group_name, preferred) VALUES ('g', 'dc1')",
-    ] {
+    // (statement, what it announces)
+    let steps = [
+        ("INSERT INTO schedule (name, every_ms) VALUES ('s', 1000)", Some("schedule")),
+        ("UPDATE schedule SET next_fire_at = next_fire_at + interval '1 second', enabled = TRUE", None),
+        ("UPDATE schedule SET every_ms = 2000", Some("schedule")),
+        ("UPDATE schedule SET shard_total = 2", Some("schedule")),
+        ("UPDATE schedule SET next_fire_at = next_fire_at, enabled = FALSE", Some("schedule")),
+        ("INSERT INTO traffic_policy (group_name, preferred) VALUES ('g', 'dc1')", Some("traffic_policy")),
+        ("UPDATE traffic_policy SET failed_over = TRUE WHERE failed_over", None),
+        ("UPDATE traffic_policy SET failed_over = TRUE WHERE NOT failed_over", Some("traffic_policy")),
+        ("DELETE FROM schedule", Some("schedule")),
+    ];
+    for (sql, _) in steps {
         conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+    let want: Vec<&str> = steps.iter().filter_map(|(_, n)| *n).collect();
     let mut got = Vec::new();
-    wait_until(Duration::from_secs(5), "three rota_config notifications", || {
+    wait_until(Duration::from_secs(5), "the rota_config notifications", || {
         listener.batch_execute("SELECT 1").unwrap();
         got.extend(listener.notifications_iter().filter_map(Result::ok).map(|n| n.payload));
-        got.len() >= 3
+        got.len() >= want.len()
     });
-    assert_eq!(got, ["schedule", "schedule", "traffic_policy"], "the firing's advance announced nothing");
+    assert_eq!(got, want, "a firing's advance and an update that changed nothing announce nothing");
 }
 
 #[test]

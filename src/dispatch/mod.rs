@@ -327,7 +327,13 @@ pub fn parse_selector(app_id: i64, text: &str) -> Selector {
 pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
     let listener_stop = CancellationToken::new();
     if let (DbUrl::Postgres(u), true) = (&url, shared.cfg.listen_notify) {
-        tokio::spawn(wake::listen(u.clone(), shared.wake.clone(), shared.config.clone(), listener_stop.clone()));
+        tokio::spawn(wake::listen(
+            u.clone(),
+            shared.wake.clone(),
+            shared.config.clone(),
+            shared.metrics.notify_listening.clone(),
+            listener_stop.clone(),
+        ));
     }
     let config = shared.config.subscribe();
     let mut d = Dispatcher {
@@ -467,6 +473,7 @@ impl Dispatcher {
                 break;
             }
             let mut do_reconcile = false;
+            let mut do_policies = false;
             let mut do_round = true;
             // Woken only because applications finished commands: claim their next ones.
             let mut turns_only = false;
@@ -482,10 +489,13 @@ impl Dispatcher {
                     do_round = false;
                 }
                 changed = config.changed(), if config_open => {
-                    // A traffic policy may have changed (or the listener came or went): apply it
-                    // now. The queue is not read for it.
+                    // A traffic policy may have changed (or the listener came or went): read the
+                    // policies now. The queue is not read for it, and no switch is decided on it:
+                    // switches follow membership (at a reconciliation), and every node reacting
+                    // at once to another's switch, some on a view a moment older, could flip a
+                    // group back and forth.
                     config_open = changed.is_ok();
-                    do_reconcile = config_open;
+                    do_policies = config_open;
                     do_round = false;
                 }
                 changed = membership.changed() => {
@@ -525,6 +535,9 @@ impl Dispatcher {
             }
             if do_reconcile {
                 self.reconcile().await;
+            } else if do_policies {
+                let ms = self.shared.snapshot();
+                self.traffic(&ms, false).await;
             }
             // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
             // the other events (membership, shutdown) and come straight back.
@@ -916,7 +929,7 @@ impl Dispatcher {
         }
         let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
-        self.traffic(&ms).await;
+        self.traffic(&ms, true).await;
         match self.shared.store.run(q::app_owners).await {
             Ok(rows) => {
                 self.apps = Arc::new(
@@ -1039,13 +1052,13 @@ impl Dispatcher {
         }
     }
 
-    /// Reload the traffic policies and record the automatic switches the view calls for (each
-    /// is written once, by whichever node gets there first).
-    async fn traffic(&mut self, ms: &MembershipState) {
+    /// Reload the traffic policies and, with `decide`, record the automatic switches the view
+    /// calls for (each is written once, by whichever node gets there first).
+    async fn traffic(&mut self, ms: &MembershipState, decide: bool) {
         // Read again when a change was announced, at every reconciliation while nothing
-        // announces changes, and every `CONFIG_BACKSTOP` otherwise; evaluated every time (the
-        // switches follow the membership). The generation is taken before the read, so a change
-        // announced during it is read next time.
+        // announces changes, and every `CONFIG_BACKSTOP` otherwise; switches are decided at every
+        // reconciliation (they follow the membership). The generation is taken before the read,
+        // so a change announced during it is read next time.
         let config = *self.config.borrow_and_update();
         let fresh = self.traffic_rows.as_ref().is_some_and(|(generation, at, _)| {
             *generation == config.generation && at.elapsed() < config.period(Duration::ZERO, wake::CONFIG_BACKSTOP)
@@ -1067,7 +1080,7 @@ impl Dispatcher {
                 ms.view.members.iter().filter(|m| m.weight > 0 && m.labels.get(label).is_some_and(|x| x == v)).count()
             };
             let has_live = |v: &str| live(&p.label, v) > 0;
-            if let Some(switch) = p.switch_due(&has_live) {
+            if let Some(switch) = p.switch_due(&has_live).filter(|_| decide) {
                 let backup = p.backup.clone().unwrap_or_default();
                 let (kind, failed_over, reason) = match switch {
                     Switch::FailOver => (

@@ -47,11 +47,20 @@ impl Config {
 /// Keep a `LISTEN rota_task, rota_config` connection to `url` open until `shutdown`, calling
 /// `wake` on every task notification and after every (re)connection, and moving `config` on at
 /// every configuration notification and (re)connection.
-pub async fn listen(url: String, wake: Arc<Notify>, config: Arc<watch::Sender<Config>>, shutdown: CancellationToken) {
+/// `listening` is 1 while the connection is subscribed (`rota_notify_listening`).
+pub async fn listen(
+    url: String,
+    wake: Arc<Notify>,
+    config: Arc<watch::Sender<Config>>,
+    listening: prometheus_client::metrics::gauge::Gauge,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let done = connect_and_listen(&url, &wake, &config, &shutdown).await;
-        config.send_modify(|c| c.listening = false);
+        let done = connect_and_listen(&url, &wake, &config, &listening, &shutdown).await;
+        listening.set(0);
+        // Only a change of state is news: a retry that failed again wakes nobody.
+        config.send_if_modified(|c| std::mem::replace(&mut c.listening, false));
         match done {
             Ok(()) => return,
             Err(e) => {
@@ -78,6 +87,7 @@ async fn connect_and_listen(
     url: &str,
     wake: &Notify,
     config: &watch::Sender<Config>,
+    gauge: &prometheus_client::metrics::gauge::Gauge,
     shutdown: &CancellationToken,
 ) -> Result<(), ListenError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
@@ -98,6 +108,7 @@ async fn connect_and_listen(
                     c.generation += 1;
                     c.listening = true;
                 });
+                gauge.set(1);
             }
             msg = messages.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) if n.channel() == "rota_config" => {

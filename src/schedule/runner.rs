@@ -102,6 +102,7 @@ pub async fn run(
         reload_now: true,
         config,
         config_seen: None,
+        reload_failed: false,
         bad: HashSet::new(),
         last_prune: Instant::now(),
     };
@@ -157,6 +158,9 @@ struct Runner {
     /// Announced changes of the schedules, and the generation of the last reload.
     config: watch::Receiver<Config>,
     config_seen: Option<u64>,
+    /// The last reload failed: the next one comes after [`Options::reload_every`], announced
+    /// changes or not (a change announced meanwhile must not wait for the backstop).
+    reload_failed: bool,
     /// (id, cron, every_ms) of rows whose timing does not parse, logged once.
     bad: HashSet<(i64, Option<String>, Option<i64>)>,
     last_prune: Instant,
@@ -189,9 +193,11 @@ impl Runner {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "could not load schedules; keeping the last list");
+                self.reload_failed = true;
                 return;
             }
         };
+        self.reload_failed = false;
         let after = chrono::Utc::now().naive_utc();
         if let Some(db_now) = db_now {
             self.offset = db_now - (before + (after - before) / 2);
@@ -298,8 +304,12 @@ impl Runner {
         }
     }
 
-    /// The periodic reload's period: [`Options::reload_every`] while no change is announced.
+    /// The periodic reload's period: [`Options::reload_every`] while no change is announced or
+    /// after a failed reload, else the backstop.
     fn reload_every(&self) -> Duration {
+        if self.reload_failed {
+            return self.opts.reload_every;
+        }
         self.config.borrow().period(self.opts.reload_every, wake::CONFIG_BACKSTOP.max(self.opts.reload_every))
     }
 
