@@ -177,13 +177,19 @@ fn impossible_values_are_refused_with_the_constraint_named() {
     });
 }
 
-#[test]
-fn postgres_notifies_on_task_insert() {
+/// A fresh, migrated PostgreSQL database, a store on it, and a connection listening on `channel`.
+fn pg_listening(channel: &str) -> (PgDb, Store, PgConnection) {
     let pg = PgDb::create();
     let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &opts()).unwrap();
     store.migrate().unwrap();
     let mut listener = PgConnection::establish(&pg.url).unwrap();
-    listener.batch_execute("LISTEN rota_task").unwrap();
+    listener.batch_execute(&format!("LISTEN {channel}")).unwrap();
+    (pg, store, listener)
+}
+
+#[test]
+fn postgres_notifies_on_task_insert() {
+    let (_pg, store, mut listener) = pg_listening("rota_task");
     store.conn().unwrap().batch_execute("INSERT INTO task (action) VALUES ('run'), ('run')").unwrap();
     let mut got = Vec::new();
     wait_until(Duration::from_secs(5), "a rota_task notification", || {
@@ -195,15 +201,12 @@ fn postgres_notifies_on_task_insert() {
 
 /// An admin's change of a schedule or a traffic policy is announced on `rota_config` (a NULL
 /// becoming a value, a firing that disables its schedule, a delete included); a firing's advance
-/// (`next_fire_at`, `enabled` written unchanged) and an update that matched no row are not. Notifications arrive in commit
-/// order, so once the last change's has arrived, one for the advance before it would have too.
+/// (`next_fire_at`, `enabled` written unchanged) and an update that matched no row are not.
+/// Notifications arrive in commit order, so once the last change's has arrived, one for an
+/// earlier statement would have too.
 #[test]
 fn postgres_announces_configuration_changes_but_not_firings() {
-    let pg = PgDb::create();
-    let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &opts()).unwrap();
-    store.migrate().unwrap();
-    let mut listener = PgConnection::establish(&pg.url).unwrap();
-    listener.batch_execute("LISTEN rota_config").unwrap();
+    let (_pg, store, mut listener) = pg_listening("rota_config");
     let mut conn = store.conn().unwrap();
     // (statement, what it announces)
     let steps = [
