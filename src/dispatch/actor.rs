@@ -400,18 +400,6 @@ impl Actor {
         }
     }
 
-    /// A driver that began nothing because the deadline it read had passed
-    /// ([`DriverError::Fenced`]): lost when this node may not act (nothing is written about it);
-    /// when it may, it was held up past that deadline rather than paused, and the call failed
-    /// as any other.
-    fn fenced_is_lost<T>(&self, r: Result<T, DriverError>) -> Result<Result<T, DriverError>, Lost> {
-        match r {
-            Err(DriverError::Fenced(why)) if self.shared.may_act() => Ok(Err(DriverError::Failed(why))),
-            Err(DriverError::Fenced(_)) => Err(Lost),
-            r => Ok(r),
-        }
-    }
-
     fn check_may_act(&self) -> Result<(), Lost> {
         if self.shared.may_act() {
             Ok(())
@@ -553,7 +541,7 @@ impl Actor {
             AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() };
         self.check_may_act()?;
         let stopped = self.showing_if_slow(stopping, driver.stop(ctx)).await?;
-        match self.fenced_is_lost(stopped)? {
+        match self.shared.unfenced(stopped).ok_or(Lost)? {
             Ok(()) => {
                 let change = AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() };
                 let event = self.state_event("stopped", None);
@@ -578,7 +566,7 @@ impl Actor {
         ctx: &Ctx,
         result: Result<(), DriverError>,
     ) -> Result<Result<(), DriverError>, Lost> {
-        match self.fenced_is_lost(result)? {
+        match self.shared.unfenced(result).ok_or(Lost)? {
             Ok(()) => {
                 self.check_may_act()?;
                 let state = match driver.status(ctx).await {

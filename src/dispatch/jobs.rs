@@ -164,14 +164,7 @@ async fn execute(
         }
         _ => driver.run(&ctx).await,
     };
-    match result {
-        // The driver began nothing because the deadline it read had passed. A node that may act
-        // now was held up past it, not paused (its spawner thread busy): an ordinary failed
-        // attempt, retried. Otherwise nothing is written (the row is recovered).
-        Err(DriverError::Fenced(why)) if shared.may_act() => Some(Err(DriverError::Failed(why))),
-        Err(DriverError::Fenced(_)) => None,
-        result => shared.may_act().then_some(result),
-    }
+    shared.unfenced(result).filter(|_| shared.may_act())
 }
 
 /// Probe a member's `/livez` (500 ms): `failover` skips nodes that do not answer now, even

@@ -182,6 +182,17 @@ impl Shared {
         self.membership.borrow().may_act(Instant::now())
     }
 
+    /// A driver's answer as the executors take it. `Fenced` (the driver began nothing: the
+    /// deadline it read had passed) is None when this node may not act, so nothing is written
+    /// about it; when it may, it was held up past that deadline rather than paused (its spawner
+    /// thread busy), and the call failed as any other, to be retried.
+    fn unfenced<T>(&self, answer: Result<T, DriverError>) -> Option<Result<T, DriverError>> {
+        match answer {
+            Err(DriverError::Fenced(why)) => self.may_act().then_some(Err(DriverError::Failed(why))),
+            answer => Some(answer),
+        }
+    }
+
     /// This node's session as every claim and recovery carries it ([`fence`]).
     pub fn fence(&self) -> q::Fence {
         fence(&self.membership)
@@ -1072,7 +1083,7 @@ impl Dispatcher {
                 }
             }
         }
-        let rows = self.traffic_rows.as_ref().map(|(_, _, rows)| rows.clone()).unwrap_or_default();
+        let rows = self.traffic_rows.as_ref().map(|(_, _, rows)| rows.as_slice()).unwrap_or_default();
         let mut policies = HashMap::new();
         for row in rows {
             let mut p = row.policy();
