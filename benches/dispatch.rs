@@ -293,6 +293,12 @@ async fn server_marks(c: &Client) -> (f64, i64) {
     (r.get(0), r.get(1))
 }
 
+/// Transactions committed or rolled back in database `db` so far (every statement of a node is
+/// one): over a drain, with this process's few polls, the statements it took per row.
+async fn transactions(c: &Client, db: &str) -> i64 {
+    count(c, &format!("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{db}'")).await
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -307,14 +313,50 @@ async fn main() {
                 .await
                 .expect("preload");
             let (wal0, ckpt0) = server_marks(&c).await;
+            let start: f64 =
+                c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).await.expect("clock").get(0);
+            let tx0 = transactions(&c, &bench.db).await;
+            let sessions = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", bench.db);
+            let sessions0 = count(&c, &sessions).await;
             let (secs, polled) = drain_seconds(&c).await;
             let (wal1, ckpt1) = server_marks(&c).await;
+            // Backends flush their statistics at most once a second.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let tx1 = transactions(&c, &bench.db).await;
+            let sessions1 = count(&c, &sessions).await;
+            // When each node finished its last row, and its share: with several nodes the drain
+            // ends with the last one, and the others idle meanwhile.
+            let by_node: serde_json::Map<String, serde_json::Value> = c
+                .query(
+                    "SELECT owner_node, count(*), extract(epoch FROM max(finished_at))::float8 - $1 FROM task GROUP BY owner_node ORDER BY 1",
+                    &[&start],
+                )
+                .await
+                .expect("by node")
+                .iter()
+                .map(|r| (r.get::<_, String>(0), json!({"rows": r.get::<_, i64>(1), "last_finish_s": r.get::<_, f64>(2)})))
+                .collect();
             let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
             assert_eq!(ok, a.jobs, "every task succeeded");
             // Each completion transaction stamps its rows with one `finished_at`.
             let commits = count(&c, "SELECT count(DISTINCT finished_at) FROM task").await;
+            // Each vacuum (the nodes', or autovacuum's analyze) changes the table's statistics and so
+            // makes every session rebuild its plans of the table.
+            let (vacuums, analyzes) = {
+                let r = c
+                    .query_one(
+                        "SELECT (vacuum_count + autovacuum_count)::bigint, (analyze_count + autoanalyze_count)::bigint \
+                         FROM pg_stat_user_tables WHERE relname = 'task'",
+                        &[],
+                    )
+                    .await
+                    .expect("vacuums");
+                (r.get::<_, i64>(0), r.get::<_, i64>(1))
+            };
             json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
                    "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64,
+                   "transactions_per_row": (tx1 - tx0) as f64 / a.jobs as f64, "vacuums": vacuums, "analyzes": analyzes,
+                   "sessions_before": sessions0, "sessions_after": sessions1, "by_node": by_node,
                    "wal_bytes_per_row": (wal1 - wal0) / a.jobs as f64, "checkpoints_during": ckpt1 - ckpt0})
         }
         "apps" => {
@@ -372,13 +414,9 @@ async fn main() {
         }
         "idle" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let q = format!(
-                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{}'",
-                bench.db
-            );
             let ours: i32 = c.query_one("SELECT pg_backend_pid()", &[]).await.expect("backend pid").get(0);
             // Statistics are flushed by backends at most once a second: read, wait, read.
-            let before = count(&c, &q).await;
+            let before = transactions(&c, &bench.db).await;
             let log = server_log();
             let from = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
             let t = Instant::now();
@@ -386,7 +424,7 @@ async fn main() {
             let queries = statements_logged(&log, from, &bench.db, ours);
             let logged_secs = t.elapsed().as_secs_f64();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let after = count(&c, &q).await;
+            let after = transactions(&c, &bench.db).await;
             let secs = t.elapsed().as_secs_f64();
             // Our two reads (one counted in `after`), the rest is the nodes'.
             let theirs = (after - before - 1).max(0) as f64;
