@@ -296,7 +296,8 @@ async fn server_marks(c: &Client) -> (f64, i64) {
 /// Transactions committed or rolled back in database `db` so far (every statement of a node is
 /// one): over a drain, with this process's few polls, the statements it took per row.
 async fn transactions(c: &Client, db: &str) -> i64 {
-    count(c, &format!("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{db}'")).await
+    count(c, &format!("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = '{db}'"))
+        .await
 }
 
 async fn count(c: &Client, sql: &str) -> i64 {

@@ -75,8 +75,8 @@ impl ActBy {
     }
 
     /// The time left to begin work owned at `epoch` in, read now; `Fenced` naming `what` when
-    /// none is left.
-    pub fn left(&self, epoch: u64, what: &str) -> Result<Duration, DriverError> {
+    /// none is left (`what` is written out only then).
+    pub fn left(&self, epoch: u64, what: &dyn std::fmt::Display) -> Result<Duration, DriverError> {
         let now = Instant::now();
         match (self.0)(now, epoch) {
             Some(until) if until > now => Ok(until - now),

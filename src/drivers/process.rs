@@ -391,7 +391,7 @@ pub(crate) fn command_for(
     cmd.process_group(0);
     // The monotonic clock read before the time left, so the deadline can only come out earlier.
     let start = monotonic_ns();
-    let left = ctx.act_by.left(ctx.epoch, &format!("{program:?}"))?;
+    let left = ctx.act_by.left(ctx.epoch, &format_args!("{program:?}"))?;
     // Off Linux only this check is made (the child's needs `pre_exec` and its Linux calls).
     #[cfg(not(target_os = "linux"))]
     let _ = (start, left);
