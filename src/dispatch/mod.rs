@@ -346,7 +346,6 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
             listener_stop.clone(),
         ));
     }
-    let config = shared.config.subscribe();
     let mut d = Dispatcher {
         // Claimed jobs not yet completed, at most: enough for the executors to stay busy while
         // completions are written, bounded so a slow database cannot pile up claimed rows.
@@ -358,7 +357,6 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         apps: Arc::new(HashMap::new()),
         policies: Arc::new(HashMap::new()),
         traffic_rows: None,
-        config,
         gathering: HashMap::new(),
         last_gather: Instant::now(),
         jobs: JoinSet::new(),
@@ -417,10 +415,9 @@ struct Dispatcher {
     apps: Arc<HashMap<i64, AppPlace>>,
     /// Traffic policies by group, refreshed at each reconciliation.
     policies: Arc<HashMap<String, Policy>>,
-    /// The traffic policies as last read: the [`wake::Config`] generation before the read, when.
+    /// The traffic policies as last read: the [`wake::Config`] generation before the read
+    /// ([`Shared::config`]), when.
     traffic_rows: Option<(u64, Instant, Vec<crate::store::jobs::TrafficRow>)>,
-    /// Announced changes of the configuration: a change reconciles at once.
-    config: watch::Receiver<wake::Config>,
     /// Fan-out parents this node coordinates, waiting for their children.
     gathering: HashMap<i64, Claimed>,
     last_gather: Instant,
@@ -1070,7 +1067,7 @@ impl Dispatcher {
         // announces changes, and every `CONFIG_BACKSTOP` otherwise; switches are decided at every
         // reconciliation (they follow the membership). The generation is taken before the read,
         // so a change announced during it is read next time.
-        let config = *self.config.borrow_and_update();
+        let config = *self.shared.config.borrow();
         let fresh = self.traffic_rows.as_ref().is_some_and(|(generation, at, _)| {
             *generation == config.generation && at.elapsed() < config.period(Duration::ZERO, wake::CONFIG_BACKSTOP)
         });
