@@ -454,3 +454,119 @@ async fn reduce_with(shared: &Shared, parent: &Task, children: &[Task]) {
     };
     finish_checked(shared, parent, outcome).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+    use tokio::sync::watch;
+
+    use super::super::place::Placement;
+    use super::super::Shared;
+    use crate::config::DispatchConfig;
+    use crate::drivers::{BoxFut, Ctx, Driver, DriverError, Observed, Registry, SpecError};
+    use crate::membership::{MembershipState, Status};
+    use crate::metrics::Metrics;
+    use crate::store::dispatch as q;
+    use crate::store::{tasks, DbUrl, PoolOptions, Store};
+
+    /// A `noop` whose `run` began nothing: it answers `Fenced`, as a driver does that read its
+    /// deadline passed ([`crate::drivers::ActBy`]). With `fence_node` it first fences the node,
+    /// as a node paused between its executor's check and the driver's is when it wakes.
+    struct PastDeadline {
+        membership: watch::Sender<MembershipState>,
+        fence_node: bool,
+    }
+
+    impl Driver for PastDeadline {
+        fn name(&self) -> &'static str {
+            "noop"
+        }
+        fn validate(&self, _: &Value) -> Result<(), Vec<SpecError>> {
+            Ok(())
+        }
+        fn start<'a>(&'a self, _: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn stop<'a>(&'a self, _: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn status<'a>(&'a self, _: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>> {
+            Box::pin(async { Ok(Observed::Running) })
+        }
+        fn run<'a>(&'a self, _: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
+            if self.fence_node {
+                self.membership.send_modify(|s| s.status = Status::Fenced("its lease expired".into()));
+            }
+            Box::pin(async { Err(DriverError::Fenced("the deadline had passed: nothing was begun".into())) })
+        }
+        fn shutdown(&self) -> BoxFut<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    /// Run one claimed job on node `n1` with [`PastDeadline`]; the job's row afterwards.
+    async fn run_past_deadline(fence_node: bool) -> crate::store::models::Task {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DbUrl::parse(&format!("sqlite://{}/rota.db", dir.path().display())).unwrap();
+        let store =
+            Store::connect(&url, &PoolOptions { max_size: 4, connect_timeout: Duration::from_secs(5) }).unwrap();
+        store.migrate().unwrap();
+        let mut joined = MembershipState::joining();
+        (joined.status, joined.valid_until, joined.joined_epoch) =
+            (Status::Joined, Some(Instant::now() + Duration::from_secs(60)), 1);
+        let (membership, watched) = watch::channel(joined);
+        let place = Placement::new("n1", &watched.borrow(), Arc::default(), Arc::default());
+        let driver = Arc::new(PastDeadline { membership, fence_node });
+        let cfg = DispatchConfig::default();
+        let shared = Shared::new(
+            store.clone(),
+            Registry::empty().with(driver),
+            "n1".into(),
+            watched,
+            cfg,
+            Arc::new(Metrics::new()),
+        );
+        let fence = shared.fence();
+        let claimed = store
+            .run(move |c| {
+                diesel::connection::SimpleConnection::batch_execute(
+                    c,
+                    "INSERT INTO task (id, action) VALUES (7, 'run')",
+                )?;
+                q::claim(c, &[7], "n1", 1, fence)
+            })
+            .await
+            .unwrap();
+        let task = claimed.into_iter().next().expect("the job is claimed");
+        assert!(super::run(&shared, &place, task).await.is_none());
+        store.run(|c| tasks::find_task(c, 7)).await.unwrap().unwrap()
+    }
+
+    /// A driver that began nothing because the node's deadline had passed, on a node that may no
+    /// longer act: nothing is written about the job (it stays `running` under this node until
+    /// its key's new owner recovers it), not even a failure. Two guards hold this: the executor
+    /// asks for no write ([`Shared::unfenced`], [`finish_checked`]), and a write it asked for
+    /// would carry the fenced node's passed deadline, which the database refuses; the test
+    /// fails only when both break (the next one fails when the first is too strict).
+    #[tokio::test]
+    async fn a_fenced_answer_on_a_fenced_node_writes_nothing() {
+        let row = run_past_deadline(true).await;
+        assert_eq!(
+            (row.status.as_str(), row.owner_node.as_deref(), row.error, row.attempts),
+            ("running", Some("n1"), None, 1)
+        );
+    }
+
+    /// The same answer on a node that may still act (held up past the deadline the driver read,
+    /// not paused): the attempt failed as any other and is retried.
+    #[tokio::test]
+    async fn a_fenced_answer_on_a_node_that_may_act_is_a_failed_attempt() {
+        let row = run_past_deadline(false).await;
+        assert_eq!((row.status.as_str(), row.owner_node), ("pending", None));
+        let error = row.error.unwrap_or_default();
+        assert!(error.contains("the deadline had passed") && error.contains("retrying"), "{error}");
+    }
+}
