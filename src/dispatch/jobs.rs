@@ -520,13 +520,12 @@ mod tests {
         let (membership, watched) = watch::channel(joined);
         let place = Placement::new("n1", &watched.borrow(), Arc::default(), Arc::default());
         let driver = Arc::new(PastDeadline { membership, fence_node });
-        let cfg = DispatchConfig::default();
         let shared = Shared::new(
             store.clone(),
             Registry::empty().with(driver),
             "n1".into(),
             watched,
-            cfg,
+            DispatchConfig::default(),
             Arc::new(Metrics::new()),
         );
         let fence = shared.fence();
