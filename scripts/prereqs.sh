@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install what building (and, with `test`, testing) Rota needs on Debian/Ubuntu, only when missing.
 #   scripts/prereqs.sh build   compilers, protoc (etcd-client), libpq, libsqlite3, sqlite3 CLI
-#   scripts/prereqs.sh test    the above + etcd, PostgreSQL and python3-venv (for schemathesis)
+#   scripts/prereqs.sh test    the above + etcd, PostgreSQL, python3-venv (for schemathesis) and
+#                              libfaketime (a node started with its clock shifted, tests/serve.rs)
 set -euo pipefail
 
 want=(build-essential pkg-config protobuf-compiler libprotobuf-dev libpq-dev libsqlite3-dev sqlite3 curl)
 if [[ "${1:-build}" == "test" ]]; then
-    want+=(etcd-server postgresql)
+    want+=(etcd-server postgresql libfaketime)
     # tests/hostile.rs runs schemathesis from a venv (scripts/test.sh); Debian splits venv out.
     python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 fi

@@ -19,7 +19,7 @@ use crate::api::{self, ApiState, ServerOptions};
 use crate::config::{valid_node_id, Config, MembershipBackend};
 use crate::dispatch;
 use crate::drivers::Registry;
-use crate::membership::{etcd, standalone, LocalNode};
+use crate::membership::{clock, etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
 use crate::store::{DbUrl, PoolOptions, Store};
 
@@ -47,6 +47,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             tracing::info!(migrations = ?applied, "applied migrations");
         }
     }
+    check_clock(&store).await?;
     let listener = TcpListener::bind(&cfg.server.listen).with_context(|| {
         format!("cannot listen on {} (set --listen / ROTA_LISTEN to a free address)", cfg.server.listen)
     })?;
@@ -230,4 +231,54 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish()
+}
+
+/// Read the database's clock against this node's (three readings, the quickest decides) and
+/// refuse to start when it is behind by more than the fence's margin; warn when it is ahead or
+/// cannot be told ([`clock`]). A read that fails is left to the node's first writes to show.
+async fn check_clock(store: &Store) -> anyhow::Result<()> {
+    let read = store
+        .run(|c| {
+            (0..3)
+                .map(|_| {
+                    let before = chrono::Utc::now().naive_utc();
+                    let db = crate::store::lock::db_now(c)?;
+                    Ok(clock::Reading { before, db, after: chrono::Utc::now().naive_utc() })
+                })
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await;
+    let readings = match read {
+        Ok(readings) => readings,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the database's clock to compare it with this node's");
+            return Ok(());
+        }
+    };
+    let margin_ms = crate::membership::DEADLINE_MARGIN.as_millis();
+    match clock::judge(&readings) {
+        clock::Verdict::Agree => {
+            let offset = readings.iter().min_by_key(|r| r.uncertainty()).map(|r| r.offset().num_milliseconds());
+            tracing::info!(clock.offset_ms = ?offset, "the database's clock agrees with this node's");
+            Ok(())
+        }
+        clock::Verdict::Behind(by) => bail!(
+            "the database's clock is {} ms behind this node's: the database would take this node's writes up to \
+             that long after its membership ended, when another node may own the work (docs/membership.md); \
+             synchronise both clocks (NTP) to within {margin_ms} ms",
+            by.num_milliseconds()
+        ),
+        clock::Verdict::Ahead(by) => {
+            tracing::warn!(clock.offset_ms = by.num_milliseconds(), margin_ms = margin_ms as u64,
+                "the database's clock is ahead of this node's: it refuses this node's writes that long before its deadline; synchronise both clocks (NTP)");
+            Ok(())
+        }
+        clock::Verdict::Unsure => {
+            tracing::warn!(
+                margin_ms = margin_ms as u64,
+                "could not tell whether the database's clock agrees with this node's (its answers took too long)"
+            );
+            Ok(())
+        }
+    }
 }

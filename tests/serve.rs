@@ -159,3 +159,43 @@ fn cluster_endpoint_in_standalone_mode() {
     assert_eq!(v["members"][0]["weight"], 3);
     assert_eq!(v["ring"]["points"], 3 * 1024);
 }
+
+/// libfaketime's library (Debian: `/usr/lib/<triplet>/faketime/libfaketime.so.1`), to start a
+/// node with its clock shifted (`scripts/prereqs.sh test` installs it).
+fn libfaketime() -> String {
+    std::fs::read_dir("/usr/lib")
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is missing: scripts/prereqs.sh test installs it")
+        .display()
+        .to_string()
+}
+
+/// A node whose clock runs ahead of the database's by more than the fence's margin would have
+/// its writes taken after its membership ended: it refuses to start, naming the skew and the
+/// fix, before it takes the lock or serves. One whose clock runs behind starts, with a warning
+/// (`membership::clock`). The node's wall clock is shifted with libfaketime (its monotonic clock
+/// is left alone); PostgreSQL only, since SQLite reads the node's own clock.
+#[test]
+fn a_node_whose_clock_is_ahead_of_the_databases_refuses_to_start() {
+    let pg = PgDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let lib = libfaketime();
+    let shifted = |by| [("LD_PRELOAD", lib.as_str()), ("FAKETIME", by), ("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
+
+    let mut ahead = Node::spawn(dir.path(), &["--database-url", &pg.url], &shifted("+5s"));
+    let status = ahead.wait_exit(Duration::from_secs(30));
+    let logs = ahead.logs();
+    assert_eq!(status.code(), Some(1), "{logs}");
+    assert!(logs.contains("the database's clock is") && logs.contains("behind this node's"), "{logs}");
+    assert!(logs.contains("synchronise both clocks (NTP)"), "{logs}");
+    assert!(!logs.contains("http.addr"), "it must not have served: {logs}");
+
+    let behind = Node::start(dir.path(), &["--database-url", &pg.url], &shifted("-5s"));
+    wait_until(Duration::from_secs(10), "the node whose clock is behind to be ready", || {
+        behind.get("/readyz").0 == 200
+    });
+    assert!(behind.logs().contains("the database's clock is ahead of this node's"), "{}", behind.logs());
+}

@@ -885,3 +885,26 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     assert!(!plan.iter().any(|l| l.contains("Seq Scan on task")), "{}", plan.join("\n"));
     assert!(claimed > 0 && claimed < rows, "claimed {claimed} of {rows}");
 }
+
+/// The node's start-up check of the clocks (`membership::clock`) against each real database:
+/// the database's clock as read through the store agrees with this machine's, within the
+/// fence's margin, and the reading is no further off than its round trip allows.
+#[test]
+fn the_databases_clock_agrees_with_this_nodes() {
+    use rota::membership::clock::{judge, Reading, Verdict};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let readings: Vec<Reading> = (0..3)
+            .map(|_| {
+                let before = Utc::now().naive_utc();
+                let db = rota::store::lock::db_now(&mut conn).unwrap();
+                Reading { before, db, after: Utc::now().naive_utc() }
+            })
+            .collect();
+        assert_eq!(judge(&readings), Verdict::Agree, "{readings:?}");
+        let best = readings.iter().min_by_key(|r| r.uncertainty()).unwrap();
+        // SQLite's clock has milliseconds: a reading may be up to 1 ms off beyond its round trip.
+        let slack = chrono::TimeDelta::milliseconds(1);
+        assert!(best.offset().abs() <= best.uncertainty() + slack, "{best:?}");
+    });
+}

@@ -17,6 +17,7 @@
 //! Must never: report `Joined` past `valid_until` — consumers check the deadline themselves, so a
 //! node resumed after a pause is fenced even before its membership task has run again.
 
+pub mod clock;
 pub mod etcd;
 pub mod standalone;
 pub mod view;
