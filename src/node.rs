@@ -258,7 +258,7 @@ async fn check_clock(store: &Store) -> anyhow::Result<()> {
     let margin_ms = crate::membership::DEADLINE_MARGIN.as_millis();
     match clock::judge(&readings) {
         clock::Verdict::Agree => {
-            let offset = readings.iter().min_by_key(|r| r.uncertainty()).map(|r| r.offset().num_milliseconds());
+            let offset = clock::best(&readings).map(|r| r.offset().num_milliseconds());
             tracing::info!(clock.offset_ms = ?offset, "the database's clock agrees with this node's");
             Ok(())
         }
@@ -276,7 +276,7 @@ async fn check_clock(store: &Store) -> anyhow::Result<()> {
         clock::Verdict::Unsure => {
             tracing::warn!(
                 margin_ms = margin_ms as u64,
-                "could not tell whether the database's clock agrees with this node's (its answers took too long)"
+                "could not tell whether the database's clock agrees with this node's (its answers took too long, or this node's clock stepped)"
             );
             Ok(())
         }

@@ -891,7 +891,7 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
 /// fence's margin, and the reading is no further off than its round trip allows.
 #[test]
 fn the_databases_clock_agrees_with_this_nodes() {
-    use rota::membership::clock::{judge, Reading, Verdict};
+    use rota::membership::clock::{best, judge, Reading, Verdict};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let readings: Vec<Reading> = (0..3)
@@ -902,7 +902,7 @@ fn the_databases_clock_agrees_with_this_nodes() {
             })
             .collect();
         assert_eq!(judge(&readings), Verdict::Agree, "{readings:?}");
-        let best = readings.iter().min_by_key(|r| r.uncertainty()).unwrap();
+        let best = best(&readings).unwrap();
         // SQLite's clock has milliseconds: a reading may be up to 1 ms off beyond its round trip.
         let slack = chrono::TimeDelta::milliseconds(1);
         assert!(best.offset().abs() <= best.uncertainty() + slack, "{best:?}");

@@ -49,16 +49,21 @@ pub enum Verdict {
     /// The database's clock is ahead by more than the margin, by about this much: writes are
     /// refused that early before the deadline.
     Ahead(TimeDelta),
-    /// No reading came back within twice the margin, or there was none: cannot tell.
+    /// No reading came back within twice the margin (or this node's clock stepped back during
+    /// one), or there was none: cannot tell.
     Unsure,
 }
 
-/// Judge the clocks by the reading with the shortest round trip: a verdict other than
-/// [`Verdict::Agree`] only when the offset is past the margin by more than that reading's
-/// uncertainty.
+/// The reading with the shortest round trip: the one that says the most.
+pub fn best(readings: &[Reading]) -> Option<&Reading> {
+    readings.iter().min_by_key(|r| r.uncertainty())
+}
+
+/// Judge the clocks by the [`best`] reading: a verdict other than [`Verdict::Agree`] only when
+/// the offset is past the margin by more than that reading's uncertainty.
 pub fn judge(readings: &[Reading]) -> Verdict {
     let margin = TimeDelta::from_std(DEADLINE_MARGIN).unwrap_or(TimeDelta::zero());
-    let Some(best) = readings.iter().min_by_key(|r| r.uncertainty()) else {
+    let Some(best) = best(readings) else {
         return Verdict::Unsure;
     };
     let (offset, uncertainty) = (best.offset(), best.uncertainty());
