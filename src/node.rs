@@ -238,15 +238,7 @@ fn random_u64() -> u64 {
 /// cannot be told ([`clock`]). A read that fails is left to the node's first writes to show.
 async fn check_clock(store: &Store) -> anyhow::Result<()> {
     let read = store
-        .run(|c| {
-            (0..3)
-                .map(|_| {
-                    let before = chrono::Utc::now().naive_utc();
-                    let db = crate::store::lock::db_now(c)?;
-                    Ok(clock::Reading { before, db, after: chrono::Utc::now().naive_utc() })
-                })
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()
-        })
+        .run(|c| (0..3).map(|_| clock::Reading::take(|| crate::store::lock::db_now(c))).collect::<Result<Vec<_>, _>>())
         .await;
     let readings = match read {
         Ok(readings) => readings,

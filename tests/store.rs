@@ -894,13 +894,8 @@ fn the_databases_clock_agrees_with_this_nodes() {
     use rota::membership::clock::{best, judge, Reading, Verdict};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
-        let readings: Vec<Reading> = (0..3)
-            .map(|_| {
-                let before = Utc::now().naive_utc();
-                let db = rota::store::lock::db_now(&mut conn).unwrap();
-                Reading { before, db, after: Utc::now().naive_utc() }
-            })
-            .collect();
+        let readings: Vec<Reading> =
+            (0..3).map(|_| Reading::take(|| rota::store::lock::db_now(&mut conn)).unwrap()).collect();
         assert_eq!(judge(&readings), Verdict::Agree, "{readings:?}");
         let best = best(&readings).unwrap();
         // SQLite's clock has milliseconds: a reading may be up to 1 ms off beyond its round trip.

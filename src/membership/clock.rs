@@ -7,7 +7,7 @@
 //! last moments of a lease, which a node renewing every TTL/3 never reaches. So a node reads the
 //! database's clock as it starts, refuses to start when that clock is surely behind by more
 //! than the margin, and warns when it is ahead, or when the round trip is too slow to tell
-//! (docs/membership.md, *What it assumes*). Pure: the reading is done by `node`.
+//! (docs/membership.md, *What it assumes*). The database's clock is read by `node`.
 
 use chrono::{NaiveDateTime, TimeDelta};
 
@@ -26,6 +26,13 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// Read the database's clock with `db`, between two readings of this node's.
+    pub fn take<E>(db: impl FnOnce() -> Result<NaiveDateTime, E>) -> Result<Reading, E> {
+        let before = chrono::Utc::now().naive_utc();
+        let db = db()?;
+        Ok(Reading { before, db, after: chrono::Utc::now().naive_utc() })
+    }
+
     /// How far the database's clock is ahead of this node's (negative: behind), taking the
     /// database's reading at the middle of the round trip.
     pub fn offset(&self) -> TimeDelta {
