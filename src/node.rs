@@ -250,8 +250,8 @@ async fn check_clock(store: &Store) -> anyhow::Result<()> {
     let margin_ms = crate::membership::DEADLINE_MARGIN.as_millis();
     match clock::judge(&readings) {
         clock::Verdict::Agree => {
-            let offset = clock::best(&readings).map(|r| r.offset().num_milliseconds());
-            tracing::info!(clock.offset_ms = ?offset, "the database's clock agrees with this node's");
+            let offset = clock::best(&readings).map_or(0, |r| r.offset().num_milliseconds());
+            tracing::info!(clock.offset_ms = offset, "the database's clock agrees with this node's");
             Ok(())
         }
         clock::Verdict::Behind(by) => bail!(
