@@ -3,8 +3,10 @@
 //! Why: every write as owner carries this node's deadline on its own wall clock, and the
 //! database compares it with its own clock (`store::dispatch::Fence`). A database clock behind
 //! the node's by more than [`DEADLINE_MARGIN`] lets a write through after the node's lease has
-//! ended, when another node may have taken the work over; one ahead only refuses writes in the
-//! last moments of a lease, which a node renewing every TTL/3 never reaches. So a node reads the
+//! ended, when another node may have taken the work over; one ahead refuses writes that long
+//! before the deadline — harmless while that is less than the two thirds of a TTL a node
+//! renewing every TTL/3 keeps in hand, every write past it (which shows: nothing gets done,
+//! nothing unsafe). So a node reads the
 //! database's clock as it starts, refuses to start when that clock is surely behind by more
 //! than the margin, and warns when it is ahead, or when the round trip is too slow to tell
 //! (docs/membership.md, *What it assumes*). The database's clock is read by `node`.
