@@ -25,3 +25,5 @@ fi
 export ROTA_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
 
 cargo test "$@"
+# Reached only when the tests passed (set -e): say so once, after cargo's many summaries.
+echo "test: passed (cargo test${*:+ $*}). One suite: scripts/test.sh --test NAME (tests/*.rs); benchmarks: scripts/bench.sh --quick" >&2
