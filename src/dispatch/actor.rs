@@ -235,7 +235,7 @@ impl Actor {
             match msg {
                 Msg::Task(t, _) => {
                     let why = format!("application {} does not exist: create it first, or fix app_id", self.app_id);
-                    self.shared.finish(&t.task, Outcome::Failed(why)).await;
+                    self.shared.completer.finish(&t.task, Outcome::Failed(why)).await;
                     self.shared.wake.notify_one();
                 }
                 Msg::Release(done) => {
@@ -452,7 +452,9 @@ impl Actor {
                     let ctx = self.ctx(spec, Some(&task), params);
                     match self.command(&*driver, &ctx, command).await? {
                         Ok(result) => Outcome::Succeeded(result.map(|v| v.to_string())),
-                        Err(e) => self.shared.outcome_of_error(&task, &e),
+                        Err(e) => {
+                            plan::outcome_after_error(&task, &e, &self.shared.cfg, chrono::Utc::now().naive_utc())
+                        }
                     }
                 }
             },
@@ -468,7 +470,7 @@ impl Actor {
             change: change.clone(),
             event: event.clone(),
         });
-        let flags = self.shared.finish_with(&task, outcome, write).await;
+        let flags = self.shared.completer.finish_with(&task, outcome, write).await;
         self.copy_as_of = Instant::now();
         match (flags.app, last) {
             (Some(true), Some((change, _))) => self.applied(change),

@@ -100,7 +100,7 @@ async fn run(
             Item::Read { .. } => None,
         };
         for part in cut_at_repeats(batch, key) {
-            serve(&store, &node, super::fence(&membership), part).await;
+            serve(&store, &node, super::current_fence(&membership), part).await;
         }
     }
 }

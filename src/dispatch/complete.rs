@@ -13,13 +13,17 @@
 //! it costs microseconds, not a wait), and one batch is in flight at a time: the next one fills
 //! while it commits (two in flight gave smaller batches and a slower drain, docs/dispatch.md).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use super::shared::{current_fence, dispatcher_event, record_event};
 use crate::membership::MembershipState;
+use crate::metrics::Metrics;
 use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Finished, Outcome};
+use crate::store::models::Task;
 use crate::store::Store;
 
 /// Outcomes written per transaction, at most.
@@ -33,24 +37,117 @@ struct Item {
     done: oneshot::Sender<Result<FinishFlags, String>>,
 }
 
-/// Handle to the completer task.
+/// The completion writer: the one way down from an executor to the database for a task's
+/// outcome. Executors hand it what happened; it writes the row (batched), counts it, records
+/// the failure event and wakes a coordinator waiting for the row. Nothing on this path calls
+/// back up into the dispatcher.
 #[derive(Clone)]
 pub struct Completer {
     tx: mpsc::UnboundedSender<Item>,
+    store: Store,
+    node: String,
+    metrics: Arc<Metrics>,
+    /// Wakes the dispatcher: a finished fan-out child's coordinator may be this node.
+    wake: Arc<Notify>,
+    /// Tasks this node finished since it started (the maintenance looks at the table's dead
+    /// rows after enough of them: [`super::maintenance`]).
+    finished: Arc<AtomicU64>,
 }
 
 impl Completer {
     /// Start the completer for `node`, whose writes are fenced by its `membership` deadline.
-    pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> Completer {
+    pub fn spawn(
+        store: Store,
+        node: String,
+        membership: watch::Receiver<MembershipState>,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Completer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, node, membership, rx));
-        Completer { tx }
+        tokio::spawn(run(store.clone(), node.clone(), membership, rx));
+        Completer { tx, store, node, metrics, wake, finished: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// Record `outcome` for task `id` claimed at `epoch`, with `app` (an application command's
-    /// last write about its application) first: the outcome is written only when `app` applied.
-    /// Err when the database failed.
-    pub async fn finish(
+    /// Tasks this node finished since it started.
+    pub fn finished(&self) -> u64 {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    /// Record how a claimed task ended, conditional on our claim. Returns false when the row was
+    /// no longer ours (nothing written).
+    pub async fn finish(&self, task: &Task, outcome: Outcome) -> bool {
+        self.finish_with(task, outcome, None).await.task
+    }
+
+    /// [`Completer::finish`] for an application command, with its last write about its
+    /// application (`app`), written first: the outcome is written only when `app` applied
+    /// (`app: Some(false)`: the application is no longer this node's at that epoch). A failed
+    /// database answers that nothing was written and nothing is known of `app`.
+    pub async fn finish_with(&self, task: &Task, outcome: Outcome, app: Option<AppWrite>) -> FinishFlags {
+        let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
+        match self.write_row(id, epoch, outcome.clone(), app).await {
+            Ok(flags) if flags.task => {
+                self.finished.fetch_add(1, Ordering::Relaxed);
+                if task.parent_id.is_some() {
+                    // The parent's coordinator may be this node: let it gather now.
+                    self.wake.notify_one();
+                }
+                let status = match &outcome {
+                    Outcome::Succeeded(_) => "succeeded",
+                    Outcome::Failed(_) => "failed",
+                    Outcome::Retry { .. } => "retried",
+                };
+                self.metrics
+                    .tasks
+                    .get_or_create(&vec![("action".into(), task.action.clone()), ("status".into(), status.into())])
+                    .inc();
+                if let Some(claimed) = task.claimed_at {
+                    let secs =
+                        (chrono::Utc::now().naive_utc() - claimed).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+                    self.metrics.execution.get_or_create(&vec![("action".into(), task.action.clone())]).observe(secs);
+                }
+                match &outcome {
+                    Outcome::Succeeded(_) => tracing::debug!(task.id = id, app.id = ?task.app_id, "task succeeded"),
+                    Outcome::Failed(error) => {
+                        tracing::warn!(task.id = id, app.id = ?task.app_id, error = %error, "task failed");
+                        let ev = dispatcher_event(
+                            &self.node,
+                            "task.failed",
+                            task.app_id,
+                            Some(id),
+                            error.clone(),
+                            serde_json::json!({
+                                "action": task.action, "attempts": task.attempts,
+                            }),
+                        );
+                        record_event(&self.store, ev).await;
+                    }
+                    Outcome::Retry { error, run_after } => {
+                        tracing::info!(task.id = id, app.id = ?task.app_id, error = %error, run_after = %run_after, "task will be retried");
+                    }
+                }
+                flags
+            }
+            Ok(flags) if flags.app == Some(false) => {
+                tracing::warn!(task.id = id, app.id = ?task.app_id,
+                    "the application is no longer ours at our epoch: its state and the task's outcome were not written");
+                flags
+            }
+            Ok(flags) => {
+                tracing::warn!(task.id = id, "task is no longer ours (recovered or cancelled): outcome dropped");
+                flags
+            }
+            Err(e) => {
+                tracing::error!(task.id = id, error = %e, "could not record a task outcome; it is recovered once nothing holds it");
+                FinishFlags { task: false, app: None }
+            }
+        }
+    }
+
+    /// Queue `outcome` for task `id` claimed at `epoch`, with `app` (an application command's
+    /// last write about its application) first, and wait for its batch: the outcome is written
+    /// only when `app` applied. Err when the completer has stopped.
+    async fn write_row(
         &self,
         id: i64,
         epoch: i64,
@@ -136,7 +233,7 @@ async fn write(store: &Store, node: &str, membership: &watch::Receiver<Membershi
     let rows: Arc<Vec<Finished>> = Arc::new(batch.iter().map(|i| i.row.clone()).collect());
     let mut wait = RETRY_FIRST;
     for attempt in 1.. {
-        let (node, rows, fence) = (node.to_string(), rows.clone(), super::fence(membership));
+        let (node, rows, fence) = (node.to_string(), rows.clone(), current_fence(membership));
         match store.run(move |c| q::finish_batch(c, &node, fence, &rows)).await {
             Ok(flags) => {
                 if attempt > 1 {

@@ -40,11 +40,14 @@ fn random_u64() -> u64 {
 pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Option<Task> {
     let (app_id, params, strategy) = match plan::plan(&task) {
         Plan::Poison(msg) => {
-            shared.finish(&task, Outcome::Failed(msg)).await;
+            shared.completer.finish(&task, Outcome::Failed(msg)).await;
             return None;
         }
         Plan::App { .. } => {
-            shared.finish(&task, Outcome::Failed("internal: an application command reached the job pool".into())).await;
+            shared
+                .completer
+                .finish(&task, Outcome::Failed("internal: an application command reached the job pool".into()))
+                .await;
             return None;
         }
         Plan::Job { app_id, params, strategy } => (app_id, params, strategy),
@@ -60,7 +63,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
     if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
         let outcome = match execute(shared, &task, app_id, params).await {
             Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
-            Some(Err(e)) => shared.outcome_of_error(&task, &e),
+            Some(Err(e)) => plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
             None => return None,
         };
         finish_checked(shared, &task, outcome).await;
@@ -85,7 +88,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
                 }
             }
             Some(Err(e)) => {
-                let outcome = shared.outcome_of_error(&task, &e);
+                let outcome = plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc());
                 finish_checked(shared, &task, outcome).await;
                 None
             }
@@ -98,7 +101,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
 /// Finish unless fenced meanwhile (then the row is recovered by its key's owner).
 async fn finish_checked(shared: &Shared, task: &Task, outcome: Outcome) {
     if shared.may_act() {
-        shared.finish(task, outcome).await;
+        shared.completer.finish(task, outcome).await;
     }
 }
 
@@ -275,7 +278,12 @@ async fn coordinate(
             };
             let why =
                 if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
-            let outcome = shared.outcome_of_error(&task, &DriverError::Failed(why));
+            let outcome = plan::outcome_after_error(
+                &task,
+                &DriverError::Failed(why),
+                &shared.cfg,
+                chrono::Utc::now().naive_utc(),
+            );
             finish_checked(shared, &task, outcome).await;
             None
         }
@@ -449,7 +457,7 @@ async fn reduce_with(shared: &Shared, parent: &Task, children: &[Task]) {
     params["results"] = Value::Array(results);
     let outcome = match execute(shared, parent, app_id, params).await {
         Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
-        Some(Err(e)) => shared.outcome_of_error(parent, &e),
+        Some(Err(e)) => plan::outcome_after_error(parent, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
         None => return,
     };
     finish_checked(shared, parent, outcome).await;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::config::DispatchConfig;
 use crate::drivers::DriverError;
 use crate::jobs::Strategy;
+use crate::store::dispatch::Outcome;
 use crate::store::models::Task;
 
 /// An application command.
@@ -143,6 +145,30 @@ pub fn after_error(attempts: i32, max_attempts: i32, error: &DriverError, base: 
         AfterError::Fail
     } else {
         AfterError::Retry(retry_delay(attempts, base, max))
+    }
+}
+
+/// The outcome of a failed attempt of `task` at `now`: retry with backoff (`retry_base_ms`
+/// doubling up to `retry_max_ms`) or fail for good, with the error saying which attempt it was.
+pub fn outcome_after_error(
+    task: &Task,
+    error: &DriverError,
+    cfg: &DispatchConfig,
+    now: chrono::NaiveDateTime,
+) -> Outcome {
+    let base = Duration::from_millis(cfg.retry_base_ms);
+    let max = Duration::from_millis(cfg.retry_max_ms);
+    match after_error(task.attempts, task.max_attempts, error, base, max) {
+        AfterError::Fail => Outcome::Failed(format!("{error} (attempt {} of {})", task.attempts, task.max_attempts)),
+        AfterError::Retry(delay) => Outcome::Retry {
+            error: format!(
+                "{error} (attempt {} of {}; retrying in {:.1} s)",
+                task.attempts,
+                task.max_attempts,
+                delay.as_secs_f64()
+            ),
+            run_after: now + chrono::Duration::from_std(delay).unwrap_or_default(),
+        },
     }
 }
 

@@ -1,0 +1,209 @@
+//! What the dispatcher, its actors and its job executors share: the store, the drivers, this
+//! node's membership as every write as owner carries it, the wake-ups, and the writers that
+//! take outcomes down to the database ([`super::complete`], [`super::appwrite`]).
+//!
+//! Must never: decide anything. It holds handles and answers questions about this node's right
+//! to act; the decisions are in the loop ([`super::rounds`]), the actors and the job executor.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use super::held::Held;
+use super::{appwrite, complete, wake};
+use crate::config::DispatchConfig;
+use crate::drivers::{ActBy, DriverError, Registry};
+use crate::membership::MembershipState;
+use crate::metrics::Metrics;
+use crate::store::dispatch as q;
+use crate::store::models::NewEvent;
+use crate::store::{events, Store};
+
+/// What the dispatcher and its actors share.
+pub struct Shared {
+    /// The database.
+    pub store: Store,
+    /// Drivers by name.
+    pub drivers: Registry,
+    /// This node.
+    pub node_id: String,
+    /// Membership (view, ring, may-act deadline).
+    pub membership: watch::Receiver<MembershipState>,
+    /// Settings.
+    pub cfg: DispatchConfig,
+    /// Wakes the dispatcher (NOTIFY, local inserts, a finished fan-out child).
+    pub wake: Arc<Notify>,
+    /// Applications whose command just finished, so their next command may be claimed
+    /// ([`Shared::turn`]); `turn` wakes the dispatcher for them.
+    pub(super) turns: std::sync::Mutex<Vec<i64>>,
+    pub(super) turn: Notify,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Jobs executing at once (`dispatch.max_concurrency`); held only while a driver runs, not
+    /// while the outcome is written.
+    pub(super) exec_slots: Semaphore,
+    pub(super) completer: complete::Completer,
+    /// Actors' application reads and writes, batched.
+    pub(super) apps: appwrite::AppWriter,
+    /// The rows claimed here that an executor holds ([`held`]).
+    pub(super) held: Arc<Held>,
+    /// This node's membership deadline as drivers read it at the last moment ([`ActBy`]).
+    pub(super) act_by: ActBy,
+    /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
+    pub config: Arc<watch::Sender<wake::Config>>,
+}
+
+/// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
+/// wall clock ([`MembershipState::deadline_on`], the wall clock read first) and the epoch it
+/// began at, from one look at the membership.
+pub(crate) fn current_fence(membership: &watch::Receiver<MembershipState>) -> q::Fence {
+    let wall = chrono::Utc::now().naive_utc();
+    let state = membership.borrow();
+    q::Fence { until: state.deadline_on(wall, Instant::now()), joined: state.joined_epoch as i64 }
+}
+
+impl Shared {
+    /// Everything the dispatcher needs; starts the batched completer.
+    pub fn new(
+        store: Store,
+        drivers: Registry,
+        node_id: String,
+        membership: watch::Receiver<MembershipState>,
+        cfg: DispatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Shared> {
+        let wake = Arc::new(Notify::new());
+        let completer = complete::Completer::spawn(
+            store.clone(),
+            node_id.clone(),
+            membership.clone(),
+            metrics.clone(),
+            wake.clone(),
+        );
+        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
+        let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
+        let held = Arc::new(Held::new(metrics.tasks_held.clone()));
+        let watched = membership.clone();
+        let act_by = ActBy::new(move |now, epoch| watched.borrow().acting_until(now, epoch));
+        Arc::new(Shared {
+            store,
+            drivers,
+            node_id,
+            membership,
+            cfg,
+            wake,
+            turns: std::sync::Mutex::new(Vec::new()),
+            turn: Notify::new(),
+            metrics,
+            exec_slots,
+            completer,
+            apps,
+            held,
+            act_by,
+            config: Arc::new(watch::channel(wake::Config::default()).0),
+        })
+    }
+
+    /// Application `app_id` finished a command: its next one may be claimed now.
+    pub(super) fn turn(&self, app_id: i64) {
+        self.turns.lock().unwrap_or_else(|e| e.into_inner()).push(app_id);
+        self.turn.notify_one();
+    }
+
+    /// Up to `max` applications of [`Shared::turn`], each once, oldest first.
+    pub(super) fn take_turns(&self, max: usize) -> Vec<i64> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        let mut taken = Vec::new();
+        let mut cut = 0;
+        for &app in turns.iter() {
+            if taken.len() == max {
+                break;
+            }
+            cut += 1;
+            if seen.insert(app) {
+                taken.push(app);
+            }
+        }
+        turns.drain(..cut);
+        taken
+    }
+
+    /// True when this node may claim and act right now.
+    pub fn may_act(&self) -> bool {
+        self.membership.borrow().may_act(Instant::now())
+    }
+
+    /// A driver's answer as the executors take it. `Fenced` (the driver began nothing: the
+    /// deadline it read had passed) is None when this node may not act, so nothing is written
+    /// about it; when it may, it was held up past that deadline rather than paused (its spawner
+    /// thread busy), and the call failed as any other, to be retried.
+    pub(super) fn unfenced<T>(&self, answer: Result<T, DriverError>) -> Option<Result<T, DriverError>> {
+        match answer {
+            Err(DriverError::Fenced(why)) => self.may_act().then_some(Err(DriverError::Failed(why))),
+            answer => Some(answer),
+        }
+    }
+
+    /// This node's session as every claim and recovery carries it (`current_fence`).
+    pub fn fence(&self) -> q::Fence {
+        current_fence(&self.membership)
+    }
+
+    pub(super) fn snapshot(&self) -> MembershipState {
+        self.membership.borrow().clone()
+    }
+
+    /// An event written by this node's dispatcher.
+    pub(super) fn new_event(
+        &self,
+        kind: &str,
+        app_id: Option<i64>,
+        task_id: Option<i64>,
+        message: String,
+        data: Value,
+    ) -> NewEvent {
+        dispatcher_event(&self.node_id, kind, app_id, task_id, message, data)
+    }
+
+    /// Record an event written by this node's dispatcher; failures are logged, never fatal.
+    pub(super) async fn event(
+        &self,
+        kind: &str,
+        app_id: Option<i64>,
+        task_id: Option<i64>,
+        message: String,
+        data: Value,
+    ) {
+        record_event(&self.store, dispatcher_event(&self.node_id, kind, app_id, task_id, message, data)).await;
+    }
+}
+
+/// An event written by `node`'s dispatcher.
+pub(super) fn dispatcher_event(
+    node: &str,
+    kind: &str,
+    app_id: Option<i64>,
+    task_id: Option<i64>,
+    message: String,
+    data: Value,
+) -> NewEvent {
+    NewEvent {
+        kind: kind.to_string(),
+        app_id,
+        task_id,
+        node_id: Some(node.to_string()),
+        actor: Some("dispatcher".into()),
+        message,
+        data: Some(data.to_string()),
+    }
+}
+
+/// Record an event; failures are logged, never fatal.
+pub(super) async fn record_event(store: &Store, ev: NewEvent) {
+    if let Err(e) = store.run(move |c| events::record_event(c, &ev)).await {
+        tracing::warn!(error = %e, "could not record an event");
+    }
+}
