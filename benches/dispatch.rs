@@ -18,8 +18,9 @@
 //! row per INSERT at a fixed rate from this process, insert-to-start is `claimed_at − created_at`
 //! (both the database's clock) over every row; sustained — rows inserted at a fixed rate for S
 //! seconds in small batches (every 10 ms), completions counted per minute by `finished_at`,
-//! the last full minute over the first, with the dead tuples left in `task`; idle — transactions committed on the node's
-//! database per second (`pg_stat_database`), minus this process's own reads.
+//! the last full minute over the first, with the dead tuples left in `task`; idle — the statements
+//! of the nodes' database in the server log (`log_statement = 'all'` on that database) per second and
+//! per node, leaving out this process's own, and the transactions `pg_stat_database` counted.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -212,8 +213,8 @@ async fn drained(c: &Client, within: Duration, every: Duration) -> bool {
 }
 
 /// How often `drained` looks. Each look is an index probe on a table full of rows just
-/// finished (0.7 ms of the server's time, session 8): every 10 ms that was 7% of a core taken
-/// from the drain it measures. The drain's figure does not depend on it (`drain_seconds`).
+/// finished (0.7 ms of the server's time): every 10 ms that was 7% of a core taken from the
+/// drain it measures. The drain's figure does not depend on it (`drain_seconds`).
 const POLL: Duration = Duration::from_millis(100);
 
 /// The seconds a drain of rows just committed takes: from now (the database's clock) to the
@@ -280,7 +281,7 @@ fn statements_logged(log: &str, from: u64, db: &str, ours: i32) -> usize {
 /// What the server did during a drain besides the queue's own work: WAL written (bytes) and
 /// checkpoints begun, read before and after. Why: a checkpoint that starts inside a drain makes
 /// every first touch of a page write a full-page image, and a repetition that met one is not
-/// comparable with one that did not (docs/benchmarks.md, session 8).
+/// comparable with one that did not.
 async fn server_marks(c: &Client) -> (f64, i64) {
     let r = c
         .query_one(

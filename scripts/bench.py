@@ -3,8 +3,10 @@
 which installs what is missing, builds, and starts a private etcd.
 
 Each contender gets a fresh database per case; contenders alternate within a repetition; each
-figure is the median of the repetitions. Results go to target/bench/results-<time>.json; with
---quick the last line printed is one JSON object with the headline figures.
+figure is the median of the repetitions. Results go to benches/results/: latest.json for a full
+run (the one docs/benchmarks.md quotes), quick.json with --quick, partial.json with --only (the
+last two are not committed), or --out PATH; the last line printed is one JSON object with the
+headline figures.
 """
 
 import argparse
@@ -69,8 +71,8 @@ def run(cmd, what, cwd=ROOT, env=None, timeout=3600):
 
 
 # The binaries under test, copied once at the start of a run (`snapshot`). Why: `cargo bench`
-# rebuilds whatever changed, so a source edited during a run silently changed the binary in
-# the middle of it (session 9: repetitions 2 and 3 measured an unfinished edit).
+# rebuilds whatever changed, so a source edited during a run would silently change the binary in
+# the middle of it, and the later repetitions would measure an unfinished edit.
 BIN = {}
 
 
@@ -125,7 +127,10 @@ def main():
     ap.add_argument("--sustained-seconds", type=int, default=300, help="length of the sustained case")
     ap.add_argument("--sustained-rate", type=int, default=10_000, help="its rate when no drain ran")
     ap.add_argument("--sustained-reps", type=int, default=None, help="its repetitions (default: --reps)")
+    ap.add_argument("--out", default=None, help="results file (default: benches/results/latest.json, "
+                    "quick.json with --quick, partial.json with --only)")
     a = ap.parse_args()
+    started = datetime.datetime.now(datetime.timezone.utc)
     snapshot()
     quick = a.quick
     reps = a.reps or (1 if quick else 3)
@@ -213,12 +218,15 @@ def main():
         summary["idle_queries_per_s_3"] = med("rota_idle_3", "queries_per_s_per_node")
         summary["sustained_last_over_first"] = med("rota_sustained_1", "ratio_last_over_first")
 
-    out_dir = os.path.join(ROOT, "target", "bench")
-    os.makedirs(out_dir, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = os.path.join(out_dir, f"results-{stamp}.json")
+    name = "quick.json" if quick else "partial.json" if a.only else "latest.json"
+    path = os.path.abspath(a.out or os.path.join(ROOT, "benches", "results", name))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    utc = lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    date = {"started": utc(started), "finished": utc(datetime.datetime.now(datetime.timezone.utc))}
     with open(path, "w") as f:
-        json.dump({"quick": quick, "reps": reps, "machine": machine(), "runs": results, "summary": summary}, f, indent=2)
+        json.dump({"date": date, "quick": quick, "reps": reps, "only": a.only or None, "machine": machine(),
+                   "runs": results, "summary": summary}, f, indent=2)
+        f.write("\n")
     log(f"results in {path}")
     print(json.dumps(summary))
 
@@ -241,6 +249,7 @@ def machine():
         "mem": sh("grep MemTotal /proc/meminfo"),
         "postgres": sh("psql '" + ADMIN + "' -qAtc 'SHOW server_version'"),
         "node": sh("node --version"),
+        "rustc": sh("rustc --version"),
         "rota": BIN.get("commit", ""),
     }
 

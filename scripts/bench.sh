@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rota side by side with graphile-worker, apalis-postgres and the database's own limit (pgbench),
 # in one run, on fresh databases (docs/benchmarks.md). Installs what is missing, builds in release,
-# starts a private etcd, then runs scripts/bench.py.
+# starts a private etcd, then runs scripts/bench.py. Results: benches/results/ (latest.json for a
+# full run, quick.json, partial.json for --only; --out PATH elsewhere).
 #   scripts/bench.sh --quick      <= 5 minutes, one repetition; last line: one JSON object
 #   scripts/bench.sh              the full run (3 repetitions, large preloads)
 #   scripts/bench.sh --only rota_drain_1,pg_limit_batch   some cases

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CPU seconds spent per interval by PostgreSQL's backends (the vacuum apart) and by processes
 whose name starts with given prefixes, read from /proc: how docs/benchmarks.md splits the
-machine during a benchmark (session 14's sustained case).
+machine during a benchmark (e.g. the node's vacuum against the rest in the sustained case).
 
     scripts/cpu_sample.py SECONDS [--every 10] [--prefix rota --prefix dispatch]
 
