@@ -1,5 +1,9 @@
 //! Log output: `tracing` with readable lines by default, one JSON object per line on request.
 //! `RUST_LOG`, when set, wins over the configured level.
+//!
+//! The dispatch path opens a span per owned application (`app.id`) and per command or job
+//! (`task.id`), so every line logged while a command runs can be followed by its id: in text the
+//! span's fields prefix the line, in JSON they are the `span` object.
 
 use std::io::IsTerminal;
 
@@ -17,6 +21,6 @@ pub fn init(format: LogFormat, level: &str) {
     // A second init (tests calling in-process) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
 }

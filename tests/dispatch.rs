@@ -705,3 +705,27 @@ fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_sqlite() {
 fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_postgres() {
     a_row_claimed_here_that_no_executor_holds_is_recovered(true);
 }
+
+/// Every line logged while a job or an application command runs carries the task's id (and the
+/// application's) from the span the dispatcher opens for it: here the failure of a job and of a
+/// command, in the JSON log format, where a span's fields are the line's `span` object.
+#[test]
+fn lines_logged_while_a_task_runs_carry_its_id() {
+    let f = fixture(false, &[("ROTA__LOG__FORMAT", "json")]);
+    f.sql("INSERT INTO application (name, driver, spec) VALUES ('a', 'noop', '{}')");
+    f.sql("INSERT INTO task (action) VALUES ('fly')");
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'fly')");
+    wait_until(Duration::from_secs(10), "both tasks to fail", || {
+        f.tasks().iter().filter(|r| r.status == "failed").count() == 2
+    });
+    let logs = f.node.logs();
+    let failed: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "task failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{logs}");
+    let mut ids: Vec<i64> = failed.iter().map(|l| l["span"]["task.id"].as_i64().unwrap_or_default()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2], "{failed:?}");
+}

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
@@ -93,7 +94,8 @@ pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
             last: None,
         };
         actor.run(rx).await;
-    });
+    }
+    .instrument(tracing::info_span!("app", app.id = app_id)));
     Handle { tx, task }
 }
 
@@ -153,7 +155,9 @@ impl Actor {
             let step = match msg {
                 Some(Msg::Task(t, app)) => {
                     let (task, _hold) = t.into_parts();
-                    self.execute(task, app.map(|a| *a)).await
+                    // Every line logged about the command carries its id.
+                    let span = tracing::info_span!("task", task.id = task.id, task.action = %task.action);
+                    self.execute(task, app.map(|a| *a)).instrument(span).await
                 }
                 Some(Msg::Release(done)) => {
                     self.release().await;

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::actor::{self, AppRead};
 use super::held::Claimed;
@@ -392,7 +393,9 @@ impl Dispatcher {
         self.jobs.spawn(async move {
             // Held while the job runs, however it ends; a waiting parent keeps the hold.
             let (task, hold) = claim.into_parts();
-            let waiting = Box::pin(jobs::run(&shared, &place, task)).await;
+            // Every line logged about the job carries its id.
+            let span = tracing::info_span!("task", task.id = task.id, app.id = task.app_id);
+            let waiting = Box::pin(jobs::run(&shared, &place, task)).instrument(span).await;
             drop(permit);
             waiting.map(|parent| Claimed::from_parts(parent, hold))
         });
