@@ -24,6 +24,10 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATH
 fi
 export ROTA_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
 
+# Rules the machine keeps: formatting and lints first (fast to fail, before the long suite).
+cargo fmt --check || { echo "test: cargo fmt --check failed; run cargo fmt" >&2; exit 1; }
+cargo clippy --all-targets --quiet -- -D warnings
+
 cargo test "$@"
 # Reached only when the tests passed (set -e): say so once, after cargo's many summaries.
 echo "test: passed (cargo test${*:+ $*}). One suite: scripts/test.sh --test NAME (tests/*.rs); benchmarks: scripts/bench.sh --quick" >&2

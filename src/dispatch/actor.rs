@@ -81,21 +81,23 @@ impl Handle {
 /// Start the actor for `app_id`.
 pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        let mut actor = Actor {
-            app_id,
-            shared,
-            epoch: 0,
-            app: None,
-            copy_as_of: Instant::now(),
-            checked: None,
-            skipped: None,
-            defer_last: false,
-            last: None,
-        };
-        actor.run(rx).await;
-    }
-    .instrument(tracing::info_span!("app", app.id = app_id)));
+    let task = tokio::spawn(
+        async move {
+            let mut actor = Actor {
+                app_id,
+                shared,
+                epoch: 0,
+                app: None,
+                copy_as_of: Instant::now(),
+                checked: None,
+                skipped: None,
+                defer_last: false,
+                last: None,
+            };
+            actor.run(rx).await;
+        }
+        .instrument(tracing::info_span!("app", app.id = app_id)),
+    );
     Handle { tx, task }
 }
 
