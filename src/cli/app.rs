@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::client::{ApiArgs, CliError, Client};
 use super::table::{self, Table};
-use super::{items, list_pages, parse_json, parse_pair, print_json};
+use super::{items, list_pages, parse_json, parse_pair, print_json, resolve_app as resolve};
 
 /// How often `--wait` asks the node.
 const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -122,20 +122,6 @@ pub fn run(api: &ApiArgs, command: &AppCommand) -> Result<(), CliError> {
         AppCommand::Restart(args) => command_and_wait(&client, api.json, "restart", args),
         AppCommand::Delete { app, force } => delete(&client, api.json, app, *force),
     }
-}
-
-/// An application id, or the id of the application with that name (a name that is all digits
-/// cannot be used: the id wins). The API has no lookup by name, so names are found by listing.
-pub fn resolve(client: &Client, app: &str) -> Result<i64, CliError> {
-    if let Ok(id) = app.parse::<i64>() {
-        return Ok(id);
-    }
-    let all = list_pages(client, "/api/v1/apps", &[("limit", "500".into())], true)?;
-    items(&all)
-        .iter()
-        .find(|a| a["name"].as_str() == Some(app))
-        .and_then(|a| a["id"].as_i64())
-        .ok_or_else(|| CliError::Input(format!("no application named `{app}` (see `rota app list`)")))
 }
 
 fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError> {

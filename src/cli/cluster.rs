@@ -193,7 +193,7 @@ pub fn events(api: &ApiArgs, args: &EventsArgs) -> Result<(), CliError> {
     let client = Client::new(api);
     let mut query = Vec::new();
     if let Some(app) = &args.app {
-        query.push(("app_id", super::app::resolve(&client, app)?.to_string()));
+        query.push(("app_id", super::resolve_app(&client, app)?.to_string()));
     }
     if let Some(t) = args.task {
         query.push(("task_id", t.to_string()));

@@ -69,6 +69,20 @@ pub fn parse_time(s: &str) -> Result<String, String> {
         .map_err(|e| format!("not an RFC 3339 time like 2030-01-01T00:00:00Z: {e}"))
 }
 
+/// An application id, or the id of the application with that name (a name that is all digits
+/// cannot be used: the id wins). The API has no lookup by name, so names are found by listing.
+pub fn resolve_app(client: &Client, app: &str) -> Result<i64, CliError> {
+    if let Ok(id) = app.parse::<i64>() {
+        return Ok(id);
+    }
+    let all = list_pages(client, "/api/v1/apps", &[("limit", "500".into())], true)?;
+    items(&all)
+        .iter()
+        .find(|a| a["name"].as_str() == Some(app))
+        .and_then(|a| a["id"].as_i64())
+        .ok_or_else(|| CliError::Input(format!("no application named `{app}` (see `rota app list`)")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,7 +169,7 @@ fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError
         }
     }
     if let Some(app) = &args.app {
-        body["app_id"] = json!(super::app::resolve(client, app)?);
+        body["app_id"] = json!(super::resolve_app(client, app)?);
     }
     if args.paused {
         body["enabled"] = json!(false);

@@ -154,7 +154,7 @@ pub fn run(api: &ApiArgs, command: &TaskCommand) -> Result<(), CliError> {
 fn submit(client: &Client, json: bool, args: &SubmitArgs) -> Result<(), CliError> {
     let mut body = json!({ "action": args.action });
     if let Some(app) = &args.app {
-        body["app_id"] = json!(super::app::resolve(client, app)?);
+        body["app_id"] = json!(super::resolve_app(client, app)?);
     }
     if let Some(p) = &args.payload {
         body["payload"] = p.clone();
@@ -210,7 +210,7 @@ fn list(client: &Client, json: bool, args: &ListArgs) -> Result<(), CliError> {
         }
     }
     if let Some(app) = &args.app {
-        query.push(("app_id", super::app::resolve(client, app)?.to_string()));
+        query.push(("app_id", super::resolve_app(client, app)?.to_string()));
     }
     if let Some(n) = args.limit.or(args.all.then_some(500)) {
         query.push(("limit", n.to_string()));

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::shared::{current_fence, dispatcher_event, record_event};
+use super::record::{current_fence, dispatcher_event, record_event};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
 use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Finished, Outcome};

@@ -23,7 +23,7 @@
 //! - `maintenance`: recovery of orphaned rows, pruning, vacuuming.
 //! - `actor`: one per owned application; `jobs`: the job executor and fan-out.
 //! - `complete` and `appwrite`: the batched writers of outcomes and application changes.
-//! - `shared`: the handles all of them share; `held`: the rows an executor holds.
+//! - `shared`: the handles all of them share; `record`: the fence and events writers stamp; `held`: the rows an executor holds.
 //! - `place` (who may place what), `plan` (what a row asks for) and `strategy`: pure rules.
 //! - `wake`: NOTIFY and the in-process wake-up.
 //!
@@ -44,6 +44,7 @@ pub mod place;
 pub mod plan;
 mod pump;
 mod reconcile;
+mod record;
 mod rounds;
 mod shared;
 pub mod strategy;
@@ -65,7 +66,7 @@ use crate::store::DbUrl;
 use held::Claimed;
 use maintenance::Maintenance;
 use place::AppPlace;
-pub(crate) use shared::current_fence;
+pub(crate) use record::current_fence;
 pub use shared::Shared;
 use window::JobWindow;
 

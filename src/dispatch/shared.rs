@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use super::held::Held;
+use super::record::{current_fence, dispatcher_event, record_event};
 use super::{appwrite, complete, wake};
 use crate::config::DispatchConfig;
 use crate::drivers::{ActBy, DriverError, Registry};
@@ -19,7 +20,7 @@ use crate::membership::MembershipState;
 use crate::metrics::Metrics;
 use crate::store::dispatch as q;
 use crate::store::models::NewEvent;
-use crate::store::{events, Store};
+use crate::store::Store;
 
 /// What the dispatcher and its actors share.
 pub struct Shared {
@@ -53,15 +54,6 @@ pub struct Shared {
     pub(super) act_by: ActBy,
     /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
     pub config: Arc<watch::Sender<wake::Config>>,
-}
-
-/// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
-/// wall clock ([`MembershipState::deadline_on`], the wall clock read first) and the epoch it
-/// began at, from one look at the membership.
-pub(crate) fn current_fence(membership: &watch::Receiver<MembershipState>) -> q::Fence {
-    let wall = chrono::Utc::now().naive_utc();
-    let state = membership.borrow();
-    q::Fence { until: state.deadline_on(wall, Instant::now()), joined: state.joined_epoch as i64 }
 }
 
 impl Shared {
@@ -178,32 +170,5 @@ impl Shared {
         data: Value,
     ) {
         record_event(&self.store, dispatcher_event(&self.node_id, kind, app_id, task_id, message, data)).await;
-    }
-}
-
-/// An event written by `node`'s dispatcher.
-pub(super) fn dispatcher_event(
-    node: &str,
-    kind: &str,
-    app_id: Option<i64>,
-    task_id: Option<i64>,
-    message: String,
-    data: Value,
-) -> NewEvent {
-    NewEvent {
-        kind: kind.to_string(),
-        app_id,
-        task_id,
-        node_id: Some(node.to_string()),
-        actor: Some("dispatcher".into()),
-        message,
-        data: Some(data.to_string()),
-    }
-}
-
-/// Record an event; failures are logged, never fatal.
-pub(super) async fn record_event(store: &Store, ev: NewEvent) {
-    if let Err(e) = store.run(move |c| events::record_event(c, &ev)).await {
-        tracing::warn!(error = %e, "could not record an event");
     }
 }
