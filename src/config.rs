@@ -406,7 +406,7 @@ impl Config {
         fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
             ConfigError::Invalid { key, message: message.into() }
         }
-        if !self.node.id.is_empty() && !valid_node_id(&self.node.id) {
+        if !self.node.id.is_empty() && !crate::domain::NodeId::is_valid(&self.node.id) {
             return Err(invalid(
                 "node.id",
                 format!("`{}` may only contain letters, digits, `-`, `_` and `.` (at most 128)", self.node.id),
@@ -537,11 +537,6 @@ fn describe(e: figment::Error) -> String {
         Some(src) => format!("{at}{} (in {src})", e.kind),
         None => format!("{at}{}", e.kind),
     }
-}
-
-/// Node ids end up in etcd keys, log fields and SQL rows: keep them plain.
-pub fn valid_node_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Parse one `key=value` label given on the command line.

@@ -4,6 +4,7 @@
 //! consistent-hash ring which node owns each, and the owner executes it; start, stop and
 //! monitoring of one application always happen on one node. The map:
 //!
+//! - [`domain`]: the vocabulary as types — task status, action, application state, node id.
 //! - [`ring`]: the consistent-hash ring (pure): who owns a key at an epoch.
 //! - [`config`]: settings, defaults, layering and validation.
 //! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
@@ -28,6 +29,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod domain;
 pub mod drivers;
 pub mod jobs;
 pub mod logging;

@@ -16,8 +16,9 @@ use anyhow::{bail, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState, ServerOptions};
-use crate::config::{valid_node_id, Config, MembershipBackend};
+use crate::config::{Config, MembershipBackend};
 use crate::dispatch;
+use crate::domain::NodeId;
 use crate::drivers::Registry;
 use crate::membership::{clock, etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
@@ -205,7 +206,7 @@ fn read_node_id(path: &Path) -> anyhow::Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let id = text.trim().to_string();
-            if !valid_node_id(&id) {
+            if !NodeId::is_valid(&id) {
                 bail!("{} holds `{id}`, which is not a valid node id; fix or delete the file", path.display());
             }
             Ok(Some(id))

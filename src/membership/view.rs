@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Member, View};
-use crate::config::valid_node_id;
+use crate::domain::NodeId;
 
 /// The JSON value of `/{cluster}/members/{node_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ pub struct MemberRecord {
 
 /// Parse one member key's node id and value; the error says what is wrong with it.
 pub fn parse_member(node_id: &str, value: &[u8]) -> Result<(Member, MemberRecord), String> {
-    if !valid_node_id(node_id) {
+    if !NodeId::is_valid(node_id) {
         return Err(format!("`{node_id}` is not a valid node id"));
     }
     let record: MemberRecord =
