@@ -406,7 +406,7 @@ fn validate_request(errors: &mut Vec<SpecError>, op: &str, request: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::process::tests::ctx;
+    use crate::drivers::testing::ctx;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::{Arc, Mutex};

@@ -1,8 +1,16 @@
 //! Drivers: what `start`, `stop`, `status` and `run` mean for one kind of application.
 //!
 //! Why a trait: the dispatcher decides *when* and *where* (ownership, order, fencing); a driver
-//! only knows *how*. Drivers: `process` (a supervised child on the owner), `shell` (admin-defined
-//! commands for outside systems), `http` (calls to an outside API), `noop` (tests, benchmarks).
+//! only knows *how*.
+//!
+//! The modules, one driver each:
+//! - `process`: a supervised child on the owner;
+//! - `shell`: admin-defined commands for outside systems;
+//! - `http`: calls to an outside API;
+//! - `noop`: tests, benchmarks.
+//!
+//! and beside them, no driver:
+//! - `testing` (tests only): the helpers the drivers' unit tests share.
 //!
 //! Security: commands and URLs come only from application specs (written by an admin). A task
 //! row carries parameters, which reach a driver as JSON (`Ctx::params`) and, for commands, as
@@ -15,6 +23,8 @@ pub mod http;
 pub mod noop;
 pub mod process;
 pub mod shell;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;

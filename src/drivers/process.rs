@@ -833,49 +833,9 @@ fn validate_process(spec: &Value) -> Result<(), Vec<SpecError>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::future::Future;
-
-    /// A call context for app `app` with `spec` and `params`.
-    pub(crate) fn ctx(app: Option<i64>, spec: Value, params: Value) -> Ctx {
-        Ctx {
-            app_id: app,
-            app_name: "demo".into(),
-            task_id: Some(77),
-            spec,
-            params,
-            node_id: "node-a".into(),
-            epoch: 9,
-            act_by: crate::drivers::ActBy::unbounded(),
-        }
-    }
-
-    /// Poll `check` until it is true or `limit` passes.
-    pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = bool>,
-    {
-        let deadline = Instant::now() + limit;
-        loop {
-            if check().await {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Alive and not a zombie (an orphan's zombie may linger under an init that does not reap).
-    pub(crate) fn alive(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()) != Some("Z"),
-            Err(_) => false,
-        }
-    }
+    use crate::drivers::testing::{alive, ctx, eventually};
 
     async fn pid_of(driver: &ProcessDriver, app: i64) -> i32 {
         driver.children.lock().await.get(&app).map(|c| c.pid).unwrap()

@@ -185,7 +185,7 @@ fn validate_shell(spec: &Value) -> Result<(), Vec<SpecError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::process::tests::{alive, ctx, eventually};
+    use crate::drivers::testing::{alive, ctx, eventually};
     use serde_json::json;
 
     fn app(spec: Value) -> Ctx {
