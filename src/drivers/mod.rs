@@ -10,6 +10,9 @@
 //! - `noop`: tests, benchmarks.
 //!
 //! and beside them, no driver:
+//! - `child`: running a child of the node (its environment, spawning it in its own process group
+//!   tied to the node, signals, output tails, running a command to its end), for `process` and
+//!   `shell`;
 //! - `testing` (tests only): the helpers the drivers' unit tests share.
 //!
 //! Security: commands and URLs come only from application specs (written by an admin). A task
@@ -19,6 +22,7 @@
 //! Must never: retry on its own (the dispatcher owns retries and backoff), or block a tokio
 //! worker (blocking work goes to `spawn_blocking`).
 
+mod child;
 pub mod http;
 pub mod noop;
 pub mod process;
@@ -68,7 +72,7 @@ pub struct Ctx {
 /// command after its session ended, while the row's next owner may already run it (invariant
 /// I3; the chaos suite caught one, `run` task 1488, seed 83404385). A driver therefore asks
 /// again, and the process driver asks a last time in the child itself, between fork and exec, on
-/// the monotonic clock (`process::command_for`).
+/// the monotonic clock (`child::command_for`).
 #[derive(Clone)]
 pub struct ActBy(Arc<dyn Fn(Instant, u64) -> Option<Instant> + Send + Sync>);
 
