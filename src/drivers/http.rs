@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use ureq::http::{HeaderName, HeaderValue, Method, Uri};
 
-use super::process::{check_ms, join_spec_errors, problem, spec_object};
+use super::spec::{check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time a call may take, connecting included.

@@ -13,6 +13,7 @@
 //! - `child`: running a child of the node (its environment, spawning it in its own process group
 //!   tied to the node, signals, output tails, running a command to its end), for `process` and
 //!   `shell`;
+//! - `spec`: what the spec validators of `process`, `shell` and `http` share;
 //! - `testing` (tests only): the helpers the drivers' unit tests share.
 //!
 //! Security: commands and URLs come only from application specs (written by an admin). A task
@@ -27,6 +28,7 @@ pub mod http;
 pub mod noop;
 pub mod process;
 pub mod shell;
+mod spec;
 #[cfg(test)]
 mod testing;
 

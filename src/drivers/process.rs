@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
@@ -36,6 +36,7 @@ use super::child::{
     capture, child_pid, command_for, describe_exit, output_summary, run_to_completion, signal_group, spawn, Tail,
     KILL_WAIT,
 };
+use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time between SIGTERM and SIGKILL.
@@ -300,58 +301,6 @@ fn app_id(ctx: &Ctx) -> Result<i64, DriverError> {
     ctx.app_id.ok_or_else(|| {
         DriverError::Invalid("this call has no application id; the driver supervises applications".into())
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validation (shared helpers first).
-// ---------------------------------------------------------------------------------------------
-
-/// Push a spec error.
-pub(crate) fn problem(errors: &mut Vec<SpecError>, field: impl Into<String>, message: impl Into<String>) {
-    errors.push(SpecError { field: field.into(), message: message.into() });
-}
-
-/// One line listing every problem, for a `DriverError::Invalid`.
-pub(crate) fn join_spec_errors(errors: &[SpecError]) -> String {
-    let parts: Vec<String> = errors.iter().map(|e| format!("`{}` {}", e.field, e.message)).collect();
-    format!("spec: {}", parts.join("; "))
-}
-
-/// A whole number of ms in `min..=max`.
-pub(crate) fn check_ms(errors: &mut Vec<SpecError>, field: &str, value: &Value, min: u64, max: u64) {
-    match value.as_u64() {
-        Some(ms) if (min..=max).contains(&ms) => {}
-        _ => problem(errors, field, format!("must be a whole number of milliseconds from {min} to {max}")),
-    }
-}
-
-/// `env`: an object of string values whose names are usable and not reserved.
-pub(crate) fn check_env(errors: &mut Vec<SpecError>, value: &Value) {
-    let Some(vars) = value.as_object() else {
-        return problem(errors, "env", "must be an object of NAME: \"value\" strings");
-    };
-    for (name, v) in vars {
-        let field = format!("env.{name}");
-        if name.is_empty() || name.contains('=') || name.contains('\0') {
-            problem(errors, &field, "a variable name must be non-empty and contain neither `=` nor NUL");
-        } else if name.starts_with("ROTA_") {
-            problem(errors, &field, "names starting with ROTA_ are reserved for the task's variables");
-        }
-        match v.as_str() {
-            Some(s) if s.contains('\0') => problem(errors, &field, "must not contain a NUL byte"),
-            Some(_) => {}
-            None => problem(errors, &field, "must be a string (quote numbers)"),
-        }
-    }
-}
-
-/// The spec must be an object; its fields, for the checks that follow.
-pub(crate) fn spec_object<'a>(spec: &'a Value, errors: &mut Vec<SpecError>) -> Option<&'a Map<String, Value>> {
-    let obj = spec.as_object();
-    if obj.is_none() {
-        problem(errors, "", "the spec must be a JSON object");
-    }
-    obj
 }
 
 fn validate_process(spec: &Value) -> Result<(), Vec<SpecError>> {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::child::{command_for, describe_exit, output_summary, run_to_completion, summary, Completed};
-use super::process::{check_env, check_ms, join_spec_errors, problem, spec_object};
+use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time a command may take before its process group is killed.
