@@ -183,3 +183,507 @@ impl Placement {
         self.view.members.iter().find(|m| m.node_id == node).map(|m| m.addr.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use proptest::strategy::Strategy;
+
+    use super::*;
+    use crate::jobs::Strategy as Routing;
+    use crate::membership::Member;
+
+    /// Few points per member: no rule here depends on balance, and a ring per case stays cheap.
+    const VNODES: u32 = 32;
+
+    fn selector(pairs: &[(&str, &str)]) -> Selector {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn member(id: &str, weight: u32, labels: &[(&str, &str)]) -> Member {
+        Member {
+            node_id: id.into(),
+            addr: format!("{id}.test:7000"),
+            labels: selector(labels),
+            weight,
+            started_at: String::new(),
+        }
+    }
+
+    fn row(id: i64, app_id: Option<i64>, action: &str) -> Due {
+        Due { id, app_id, action: action.into(), target_node: None, routing: None, selector: None }
+    }
+
+    fn app(selector: Selector, group: Option<&str>) -> AppPlace {
+        AppPlace { selector, group: group.map(String::from) }
+    }
+
+    /// Group `g` on label `dc`: preferred `a`, backup `b`, `percent` of the keys to `a`.
+    fn policy(percent: i32, sticky: bool) -> Policy {
+        Policy {
+            group: "g".into(),
+            label: "dc".into(),
+            preferred: "a".into(),
+            backup: Some("b".into()),
+            percent,
+            sticky,
+            auto_failover: true,
+            auto_failback: true,
+            failed_over: false,
+        }
+    }
+
+    /// One view, and the placement every member of it computes.
+    struct Cluster {
+        places: Vec<Placement>,
+    }
+
+    impl Cluster {
+        fn new(mut members: Vec<Member>, apps: HashMap<i64, AppPlace>, policies: Vec<Policy>) -> Cluster {
+            // A view's members are sorted by id.
+            members.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+            let ids: Vec<String> = members.iter().map(|m| m.node_id.clone()).collect();
+            let mut ms = MembershipState::joining();
+            ms.adopt_view(View { epoch: 1, members }, VNODES);
+            let apps = Arc::new(apps);
+            let policies: Arc<HashMap<String, Policy>> =
+                Arc::new(policies.into_iter().map(|p| (p.group.clone(), p)).collect());
+            let places = ids.iter().map(|me| Placement::new(me, &ms, apps.clone(), policies.clone())).collect();
+            Cluster { places }
+        }
+
+        /// n1 and n2 in `dc=a` (n2 with a GPU), n3 and n4 in `dc=b`, n5 in `dc=c` drained
+        /// (weight 0).
+        fn five(apps: HashMap<i64, AppPlace>, policies: Vec<Policy>) -> Cluster {
+            Cluster::new(
+                vec![
+                    member("n1", 1, &[("dc", "a")]),
+                    member("n2", 1, &[("dc", "a"), ("gpu", "yes")]),
+                    member("n3", 1, &[("dc", "b")]),
+                    member("n4", 1, &[("dc", "b")]),
+                    member("n5", 0, &[("dc", "c")]),
+                ],
+                apps,
+                policies,
+            )
+        }
+
+        /// What does not depend on who asks (any member's placement).
+        fn any(&self) -> &Placement {
+            &self.places[0]
+        }
+
+        /// The members that each find they own the row.
+        fn owners(&self, d: &Due) -> Vec<String> {
+            self.places.iter().filter(|p| p.owns_due(d)).map(|p| p.me.clone()).collect()
+        }
+
+        /// The members that each find they own the application.
+        fn app_owners(&self, app: i64) -> Vec<String> {
+            self.places.iter().filter(|p| p.owns_app(app)).map(|p| p.me.clone()).collect()
+        }
+
+        /// The plain ring owner of a key, as a one-element list (empty when nobody takes work).
+        fn ring_owner(&self, key: i64) -> Vec<String> {
+            self.any().ring.owner(key.to_string().as_bytes()).map(|m| m.node_id.clone()).into_iter().collect()
+        }
+
+        fn labels_of(&self, node: &str) -> (u32, BTreeMap<String, String>) {
+            let m = self.any().view.members.iter().find(|m| m.node_id == node);
+            m.map(|m| (m.weight, m.labels.clone())).unwrap_or_default()
+        }
+
+        /// True when `node` takes work and has every label of `selector`.
+        fn matches(&self, node: &str, selector: &Selector) -> bool {
+            let (weight, labels) = self.labels_of(node);
+            weight > 0 && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        }
+    }
+
+    fn one(node: &str) -> Vec<String> {
+        vec![node.to_string()]
+    }
+
+    #[test]
+    fn a_row_addressed_to_a_node_is_owned_by_that_node_alone() {
+        // Application 1 wants dc=b; the rows are addressed to n1 in dc=a all the same.
+        let c = Cluster::five(HashMap::from([(1, app(selector(&[("dc", "b")]), None))]), vec![]);
+        for id in 1..50 {
+            let d = Due { target_node: Some("n1".into()), ..row(id, Some(1), "run") };
+            assert_eq!(c.owners(&d), one("n1"), "row {id}");
+            // Even to a drained member: the address decides, not the ring.
+            let d = Due { target_node: Some("n5".into()), ..row(id, None, "run") };
+            assert_eq!(c.owners(&d), one("n5"), "row {id}");
+        }
+        // Addressed to a node that left: nobody takes it (it waits to be reassigned).
+        let gone = Due { target_node: Some("n9".into()), ..row(1, None, "run") };
+        assert_eq!(c.owners(&gone), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_command_of_an_application_goes_to_the_owner_of_its_id() {
+        let c = Cluster::five(HashMap::new(), vec![]);
+        for a in 1..40 {
+            let owner = c.app_owners(a);
+            assert_eq!(owner, c.ring_owner(a), "application {a} is keyed by its id");
+            for (n, action) in ["start", "stop", "status", "restart"].into_iter().enumerate() {
+                let id = a * 1_000 + n as i64;
+                assert_eq!(c.owners(&row(id, Some(a), action)), owner, "{action} (task {id}) of application {a}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_application_is_owned_by_a_member_matching_its_selector() {
+        let mut apps: HashMap<i64, AppPlace> = (1..30).map(|a| (a, app(selector(&[("dc", "b")]), None))).collect();
+        apps.insert(30, app(selector(&[("gpu", "yes")]), None));
+        apps.insert(31, app(selector(&[("dc", "c")]), None));
+        let c = Cluster::five(apps, vec![]);
+        for a in 1..30 {
+            let owner = c.app_owners(a);
+            assert!(owner == one("n3") || owner == one("n4"), "application {a} owned by {owner:?}");
+            assert_eq!(c.owners(&row(a * 10, Some(a), "start")), owner);
+        }
+        assert_eq!(c.app_owners(30), one("n2"));
+        // dc=c has only a drained member: nobody may own the application.
+        assert_eq!(c.app_owners(31), Vec::<String>::new());
+        assert_eq!(c.owners(&row(310, Some(31), "start")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_hash_or_map_job_runs_on_a_member_matching_its_selector_and_a_fan_out_coordinator_anywhere() {
+        let c = Cluster::five(HashMap::new(), vec![]);
+        let gpu = Some(r#"{"gpu":"yes"}"#.to_string());
+        let mut coordinators_elsewhere = 0;
+        for id in 1..60 {
+            for routing in [None, Some("hash"), Some("map"), Some("map_reduce")] {
+                let d = Due { routing: routing.map(String::from), selector: gpu.clone(), ..row(id, None, "run") };
+                assert_eq!(c.owners(&d), one("n2"), "job {id}, routing {routing:?}");
+            }
+            for routing in ["broadcast", "sharding", "round_robin", "random"] {
+                let d = Due { routing: Some(routing.into()), selector: gpu.clone(), ..row(id, None, "run") };
+                assert_eq!(c.owners(&d), c.ring_owner(id), "job {id}, routing {routing}");
+            }
+            coordinators_elsewhere += usize::from(c.ring_owner(id) != one("n2"));
+        }
+        assert!(coordinators_elsewhere > 0, "every id's ring owner is n2: the case tells nothing");
+    }
+
+    #[test]
+    fn a_job_with_an_unreadable_routing_goes_to_the_plain_owner_of_its_id() {
+        // Its selector matches nobody, yet its owner claims it (and fails it as a poison row).
+        let c = Cluster::five(HashMap::new(), vec![]);
+        for id in 1..40 {
+            let d = Due {
+                routing: Some("no-such-routing".into()),
+                selector: Some(r#"{"dc":"nowhere"}"#.into()),
+                ..row(id, None, "run")
+            };
+            assert_eq!(c.owners(&d), c.ring_owner(id), "job {id}");
+        }
+    }
+
+    #[test]
+    fn a_job_selector_is_its_own_else_its_application_s() {
+        let c = Cluster::five(HashMap::from([(1, app(selector(&[("dc", "b")]), None))]), vec![]);
+        let p = c.any();
+        assert_eq!(p.job_selector(5, Some(1), None), selector(&[("dc", "b")]));
+        // Its own replaces the application's; it is not added to it.
+        assert_eq!(p.job_selector(5, Some(1), Some(r#"{"gpu":"yes"}"#)), selector(&[("gpu", "yes")]));
+        // An unreadable one counts as none.
+        assert_eq!(p.job_selector(5, Some(1), Some("dc=a")), selector(&[("dc", "b")]));
+        assert_eq!(p.job_selector(5, None, None), Selector::new());
+        assert_eq!(p.job_selector(5, Some(2), None), Selector::new(), "an unknown application constrains nothing");
+        for id in 1..30 {
+            let owner = c.owners(&row(id, Some(1), "run"));
+            assert!(owner == one("n3") || owner == one("n4"), "job {id} of application 1 owned by {owner:?}");
+        }
+    }
+
+    #[test]
+    fn a_traffic_policy_puts_an_application_on_its_side_and_fails_over_when_the_side_is_gone() {
+        let apps: HashMap<i64, AppPlace> = (1..25).map(|a| (a, app(Selector::new(), Some("g")))).collect();
+        let c = Cluster::five(apps.clone(), vec![policy(100, true)]);
+        for a in 1..25 {
+            assert_eq!(c.any().app_selector(a), selector(&[("dc", "a")]));
+            let owner = c.app_owners(a);
+            assert!(owner == one("n1") || owner == one("n2"), "application {a} owned by {owner:?}");
+        }
+        // dc=a drained (weight 0): no live member there, so the group runs in dc=b.
+        let drained = Cluster::new(
+            vec![
+                member("n1", 0, &[("dc", "a")]),
+                member("n2", 0, &[("dc", "a")]),
+                member("n3", 1, &[("dc", "b")]),
+                member("n4", 1, &[("dc", "b")]),
+            ],
+            apps,
+            vec![policy(100, true)],
+        );
+        for a in 1..25 {
+            assert_eq!(drained.any().app_selector(a), selector(&[("dc", "b")]));
+            let owner = drained.app_owners(a);
+            assert!(owner == one("n3") || owner == one("n4"), "application {a} owned by {owner:?}");
+        }
+        // A group without a policy narrows nothing.
+        let c = Cluster::five(HashMap::from([(1, app(selector(&[("gpu", "yes")]), Some("h")))]), vec![]);
+        assert_eq!(c.any().app_selector(1), selector(&[("gpu", "yes")]));
+    }
+
+    #[test]
+    fn sticky_jobs_of_an_application_keep_one_side_and_others_split_by_task_id() {
+        let apps: HashMap<i64, AppPlace> = (1..10).map(|a| (a, app(Selector::new(), Some("g")))).collect();
+        let side = |c: &Cluster, id: i64, a: i64| c.any().job_selector(id, Some(a), None).get("dc").cloned();
+        let sticky = Cluster::five(apps.clone(), vec![policy(50, true)]);
+        let mut seen = std::collections::BTreeSet::new();
+        for a in 1..10 {
+            let first = side(&sticky, 1, a);
+            seen.insert(first.clone());
+            for id in 2..100 {
+                assert_eq!(side(&sticky, id, a), first, "job {id} of application {a}");
+            }
+        }
+        assert_eq!(seen.len(), 2, "half the applications on each side: {seen:?}");
+        let split = Cluster::five(apps, vec![policy(50, false)]);
+        let sides: std::collections::BTreeSet<_> = (1..100).map(|id| side(&split, id, 1)).collect();
+        assert_eq!(sides, [Some("a".to_string()), Some("b".to_string())].into(), "jobs of one application split");
+    }
+
+    #[test]
+    fn liveness_counts_only_members_that_take_work() {
+        let c = Cluster::five(HashMap::new(), vec![]);
+        let p = c.any();
+        assert!(p.has_live("dc", "a"));
+        assert!(!p.has_live("dc", "c"), "n5 is drained");
+        assert!(!p.has_live("zone", "a"));
+        let takes = |me: &str| c.places.iter().find(|p| p.me == me).is_some_and(Placement::takes_work);
+        assert!(takes("n1"));
+        assert!(!takes("n5"));
+        let stranger = Placement { me: "n9".into(), ..p.clone() };
+        assert!(!stranger.takes_work());
+        assert!(p.is_member("n5") && !p.is_member("n9"));
+        assert_eq!(p.addr("n3"), Some("n3.test:7000"));
+        assert_eq!(p.addr("n9"), None);
+    }
+
+    #[test]
+    fn candidates_are_the_matching_members_that_take_work_in_id_order() {
+        let c = Cluster::five(HashMap::new(), vec![]);
+        let p = c.any();
+        assert_eq!(p.candidates(&Selector::new()), ["n1", "n2", "n3", "n4"]);
+        assert_eq!(p.candidates(&selector(&[("dc", "b")])), ["n3", "n4"]);
+        assert_eq!(p.candidates(&selector(&[("dc", "a"), ("gpu", "yes")])), ["n2"]);
+        assert_eq!(p.candidates(&selector(&[("dc", "c")])), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rows_whose_owner_depends_on_labels_are_told_apart() {
+        let apps = HashMap::from([
+            (1, AppPlace::default()),
+            (2, app(selector(&[("dc", "b")]), None)),
+            (3, app(Selector::new(), Some("g"))),
+        ]);
+        let c = Cluster::five(apps, vec![]);
+        let p = c.any();
+        assert_eq!(p.me, "n1");
+        let own = |sel: &str| Some(sel.to_string());
+        let to = |node: &str| Some(node.to_string());
+        // (row, depends on labels, placed by its id alone)
+        let cases = [
+            (row(1, None, "run"), false, true),
+            (row(2, Some(1), "run"), false, true),
+            (row(3, Some(9), "run"), false, true),
+            (row(4, Some(1), "start"), false, false),
+            (row(5, Some(2), "run"), true, false),
+            (row(6, Some(3), "run"), true, false),
+            (row(7, Some(2), "stop"), true, false),
+            (Due { selector: own(r#"{"gpu":"yes"}"#), ..row(8, None, "run") }, true, false),
+            (Due { selector: own("{}"), ..row(9, None, "run") }, true, false),
+            (Due { target_node: to("n2"), ..row(10, None, "run") }, true, false),
+            (Due { target_node: to("n1"), ..row(11, None, "run") }, false, false),
+        ];
+        for (d, depends, by_id) in cases {
+            assert_eq!((p.depends_on_labels(&d), p.placed_by_id(&d)), (depends, by_id), "{d:?}");
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Properties, over random views, applications, policies and rows.
+    // ---------------------------------------------------------------------------------------
+
+    fn any_selector() -> impl Strategy<Value = Selector> {
+        // dc=c has no member: some selectors match nobody.
+        (prop::option::of(prop_oneof![Just("a"), Just("b"), Just("c")]), any::<bool>()).prop_map(|(dc, gpu)| {
+            let mut s = Selector::new();
+            if let Some(dc) = dc {
+                s.insert("dc".into(), dc.into());
+            }
+            if gpu {
+                s.insert("gpu".into(), "yes".into());
+            }
+            s
+        })
+    }
+
+    fn any_members() -> impl Strategy<Value = Vec<Member>> {
+        let one = (0u32..3, prop::option::of(prop_oneof![Just("a"), Just("b")]), any::<bool>());
+        prop::collection::btree_map(0u8..6, one, 1..6).prop_map(|nodes| {
+            nodes
+                .into_iter()
+                .map(|(n, (weight, dc, gpu))| {
+                    let mut labels = Vec::new();
+                    labels.extend(dc.map(|dc| ("dc", dc)));
+                    if gpu {
+                        labels.push(("gpu", "yes"));
+                    }
+                    member(&format!("n{n}"), weight, &labels)
+                })
+                .collect()
+        })
+    }
+
+    /// Applications 1..5 (a row may name 5, which placement does not know); group `g` may have
+    /// a policy, `h` never has.
+    fn any_apps() -> impl Strategy<Value = HashMap<i64, AppPlace>> {
+        let group = prop::option::of(prop_oneof![Just("g"), Just("h")]);
+        prop::collection::hash_map(1i64..5, (any_selector(), group), 0..5)
+            .prop_map(|apps| apps.into_iter().map(|(id, (s, g))| (id, app(s, g))).collect())
+    }
+
+    fn any_policies() -> impl Strategy<Value = Vec<Policy>> {
+        let backup = prop::option::of(prop_oneof![Just("b"), Just("c")]);
+        let p = (backup, 0i32..=100, any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(backup, percent, sticky, auto_failover, auto_failback, failed_over)| Policy {
+                backup: backup.map(String::from),
+                auto_failover,
+                auto_failback,
+                failed_over,
+                ..policy(percent, sticky)
+            },
+        );
+        prop::collection::vec(p, 0..2)
+    }
+
+    fn any_row() -> impl Strategy<Value = Due> {
+        let action = prop_oneof![Just("run"), Just("start"), Just("stop"), Just("status")];
+        let routing = prop_oneof![
+            Just("hash"),
+            Just("map"),
+            Just("map_reduce"),
+            Just("broadcast"),
+            Just("sharding"),
+            Just("random"),
+            Just("bogus")
+        ];
+        let own = prop_oneof![
+            any_selector().prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
+            Just("not json".to_string())
+        ];
+        (
+            1i64..100_000,
+            prop::option::of(1i64..6),
+            action,
+            prop::option::weighted(0.2, 0u8..7),
+            prop::option::of(routing),
+            prop::option::of(own),
+        )
+            .prop_map(|(id, app_id, action, target, routing, selector)| Due {
+                target_node: target.map(|n| format!("n{n}")),
+                routing: routing.map(String::from),
+                selector,
+                ..row(id, app_id, action)
+            })
+    }
+
+    proptest! {
+        /// Two members never both find they own a row, whatever the row.
+        #[test]
+        fn no_row_has_two_owners(
+            members in any_members(), apps in any_apps(), policies in any_policies(), d in any_row(),
+        ) {
+            let c = Cluster::new(members, apps, policies);
+            let owners = c.owners(&d);
+            prop_assert!(owners.len() <= 1, "{d:?} owned by {owners:?}");
+        }
+
+        /// An application is owned by exactly one member when some member that takes work
+        /// matches its (narrowed) selector, by none otherwise, never by one whose labels do not
+        /// match; and each of its commands, whatever its task id, by that same member.
+        #[test]
+        fn an_application_has_one_matching_owner_and_its_commands_follow_it(
+            members in any_members(), apps in any_apps(), policies in any_policies(),
+            a in 1i64..6, ids in prop::collection::vec(1i64..100_000, 1..5),
+        ) {
+            let c = Cluster::new(members, apps, policies);
+            let wanted = c.any().app_selector(a);
+            let owners = c.app_owners(a);
+            let matching = c.any().view.members.iter().filter(|m| c.matches(&m.node_id, &wanted)).count();
+            prop_assert_eq!(owners.len(), usize::from(matching > 0), "{:?} for {:?}", owners, wanted);
+            for o in &owners {
+                prop_assert!(c.matches(o, &wanted), "{} does not match {:?}", o, wanted);
+            }
+            for (id, action) in ids.into_iter().zip(["start", "stop", "status", "restart"].into_iter().cycle()) {
+                prop_assert_eq!(c.owners(&row(id, Some(a), action)), owners.clone());
+            }
+        }
+
+        /// A job that runs on its owner (`hash`, `map`, `map_reduce`) is owned by exactly one
+        /// member matching its selector when there is one, by none otherwise; a fan-out
+        /// coordinator or an unreadable routing by the plain ring owner of the task id.
+        #[test]
+        fn a_job_runs_only_where_its_selector_matches_and_a_coordinator_anywhere(
+            members in any_members(), apps in any_apps(), policies in any_policies(), d in any_row(),
+        ) {
+            let d = Due { action: "run".into(), target_node: None, ..d };
+            let c = Cluster::new(members, apps, policies);
+            let owners = c.owners(&d);
+            match Routing::parse(d.routing.as_deref()) {
+                Ok(s) if !s.fans_out() => {
+                    let wanted = c.any().job_selector(d.id, d.app_id, d.selector.as_deref());
+                    let matching = c.any().view.members.iter().filter(|m| c.matches(&m.node_id, &wanted)).count();
+                    prop_assert_eq!(owners.len(), usize::from(matching > 0), "{:?} for {:?}", owners, wanted);
+                    for o in &owners {
+                        prop_assert!(c.matches(o, &wanted), "{} does not match {:?}", o, wanted);
+                    }
+                }
+                _ => prop_assert_eq!(owners, c.ring_owner(d.id)),
+            }
+        }
+
+        /// The rows the job window claims by id alone are owned by the ring owner of their task
+        /// id: the window and the placement agree.
+        #[test]
+        fn a_row_placed_by_id_is_owned_by_the_ring_owner_of_its_id(
+            members in any_members(), apps in any_apps(), policies in any_policies(), d in any_row(),
+        ) {
+            let c = Cluster::new(members, apps, policies);
+            prop_assume!(c.any().placed_by_id(&d));
+            prop_assert_eq!(c.owners(&d), c.ring_owner(d.id));
+        }
+
+        /// The only member of a ring, taking work, owns every row whose placement does not depend
+        /// on labels: the rows its one-statement claim takes without asking placement.
+        #[test]
+        fn a_lone_member_owns_every_row_that_does_not_depend_on_labels(
+            weight in 1u32..3, labels in any_selector(), apps in any_apps(), policies in any_policies(),
+            d in any_row(),
+        ) {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let c = Cluster::new(vec![member("n0", weight, &labels)], apps, policies);
+            prop_assume!(!c.any().depends_on_labels(&d));
+            prop_assert_eq!(c.owners(&d), one("n0"));
+        }
+
+        /// Under a sticky policy every job of an application gets the same side, so they run
+        /// in one place.
+        #[test]
+        fn sticky_jobs_of_an_application_share_a_side(
+            percent in 0i32..=100, a in 1i64..1_000, t1 in 1i64..100_000, t2 in 1i64..100_000,
+        ) {
+            let c = Cluster::five(HashMap::from([(a, app(Selector::new(), Some("g")))]), vec![policy(percent, true)]);
+            prop_assert_eq!(c.any().job_selector(t1, Some(a), None), c.any().job_selector(t2, Some(a), None));
+        }
+    }
+}

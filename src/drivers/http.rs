@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use ureq::http::{HeaderName, HeaderValue, Method, Uri};
 
-use super::process::{check_ms, join_spec_errors, problem, spec_object};
+use super::spec::{check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time a call may take, connecting included.
@@ -406,7 +406,7 @@ fn validate_request(errors: &mut Vec<SpecError>, op: &str, request: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::process::tests::ctx;
+    use crate::drivers::testing::ctx;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::{Arc, Mutex};

@@ -1,8 +1,20 @@
 //! Drivers: what `start`, `stop`, `status` and `run` mean for one kind of application.
 //!
 //! Why a trait: the dispatcher decides *when* and *where* (ownership, order, fencing); a driver
-//! only knows *how*. Drivers: `process` (a supervised child on the owner), `shell` (admin-defined
-//! commands for outside systems), `http` (calls to an outside API), `noop` (tests, benchmarks).
+//! only knows *how*.
+//!
+//! The modules, one driver each:
+//! - `process`: a supervised child on the owner;
+//! - `shell`: admin-defined commands for outside systems;
+//! - `http`: calls to an outside API;
+//! - `noop`: tests, benchmarks.
+//!
+//! and beside them, no driver:
+//! - `child`: running a child of the node (its environment, spawning it in its own process group
+//!   tied to the node, signals, output tails, running a command to its end), for `process` and
+//!   `shell`;
+//! - `spec`: what the spec validators of `process`, `shell` and `http` share;
+//! - `testing` (tests only): the helpers the drivers' unit tests share.
 //!
 //! Security: commands and URLs come only from application specs (written by an admin). A task
 //! row carries parameters, which reach a driver as JSON (`Ctx::params`) and, for commands, as
@@ -11,10 +23,14 @@
 //! Must never: retry on its own (the dispatcher owns retries and backoff), or block a tokio
 //! worker (blocking work goes to `spawn_blocking`).
 
+mod child;
 pub mod http;
 pub mod noop;
 pub mod process;
 pub mod shell;
+mod spec;
+#[cfg(test)]
+mod testing;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -58,7 +74,7 @@ pub struct Ctx {
 /// command after its session ended, while the row's next owner may already run it (invariant
 /// I3; the chaos suite caught one, `run` task 1488, seed 83404385). A driver therefore asks
 /// again, and the process driver asks a last time in the child itself, between fork and exec, on
-/// the monotonic clock (`process::command_for`).
+/// the monotonic clock (`child::command_for`).
 #[derive(Clone)]
 pub struct ActBy(Arc<dyn Fn(Instant, u64) -> Option<Instant> + Send + Sync>);
 

@@ -7,7 +7,7 @@
 //! timeout after which the whole group is killed.
 //!
 //! Must never: splice task parameters into a command line. Parameters reach the command only as
-//! environment variables (`ROTA_PARAMS`, `ROTA_PARAM_<KEY>`, see the `process` driver), which the
+//! environment variables (`ROTA_PARAMS`, `ROTA_PARAM_<KEY>`, see `child::task_env`), which the
 //! line may quote: `echo "$ROTA_PARAM_NAME"`. Must never retry a failed command on its own.
 //!
 //! Status convention (LSB, as `systemctl status` answers): exit 0 → running, 3 → stopped, any
@@ -19,10 +19,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::process::{
-    check_env, check_ms, command_for, describe_exit, join_spec_errors, output_summary, problem, run_to_completion,
-    spec_object, summary, Completed,
-};
+use super::child::{command_for, describe_exit, output_summary, run_to_completion, summary, Completed};
+use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time a command may take before its process group is killed.
@@ -185,7 +183,7 @@ fn validate_shell(spec: &Value) -> Result<(), Vec<SpecError>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drivers::process::tests::{alive, ctx, eventually};
+    use crate::drivers::testing::{alive, ctx, eventually};
     use serde_json::json;
 
     fn app(spec: Value) -> Ctx {
