@@ -20,7 +20,8 @@
 //! - [`logging`]: tracing output.
 //! - [`cli`]: command-line front ends that are more than flag parsing (`ring simulate`).
 //!
-//! docs/ explains the design; ../shared/DESIGN.md is the contract between parts.
+//! docs/design.md is the design (the invariants I1–I5 are stated there); the other files of docs/
+//! explain each part.
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

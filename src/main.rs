@@ -19,7 +19,7 @@ use rota::config::{parse_label, Config, ConfigError, LogFormat, MembershipBacken
 /// and freed on the runtime's workers, and glibc's malloc and free were a quarter of a node's
 /// CPU in a drain. Without transparent huge pages (the `no_thp` feature): with them, the
 /// kernel zeroing the huge pages mimalloc faulted in again took a fifth of the node's CPU
-/// (perf; docs/architecture.md, docs/benchmarks.md session 16).
+/// (perf; docs/architecture.md, docs/benchmarks.md#node-cpu).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -527,7 +527,7 @@ impl Actor {
     /// [`SHOW_INTERMEDIATE_AFTER`] (the call goes on meanwhile), else fold it into the next
     /// change. Why: most calls return at once (a `noop`, a process spawned, an HTTP request
     /// answered), and writing a state nobody could see cost an application row update and a
-    /// round trip per command (docs/benchmarks.md, session 11).
+    /// round trip per command (docs/benchmarks.md#round-trips).
     async fn showing_if_slow<T>(&mut self, intermediate: AppChange, call: impl Future<Output = T>) -> Result<T, Lost> {
         tokio::pin!(call);
         tokio::select! {

@@ -8,7 +8,7 @@
 //! Why: each command an actor runs reads its application once and changes its state up to
 //! three times, with an event. Sent one by one, 1,000 applications cost ~8 single-row statements
 //! per command and capped application commands at ~1 k/s, with PostgreSQL's CPU spent parsing
-//! and planning them (docs/benchmarks.md, session 4). Batched as the completer batches
+//! and planning them (docs/benchmarks.md#round-trips). Batched as the completer batches
 //! completions, the same work is two statements per batch. Under light load a batch is one
 //! request, so nothing waits for a batch to fill.
 //!

@@ -7,7 +7,7 @@
 //! so nothing waits for a batch to fill. Each row's update stays conditional on the claim's
 //! owner and epoch (I3), and each caller learns whether its own row was written.
 //!
-//! Measured (docs/benchmarks.md): writing as soon as the first outcome arrived gave batches of ~7
+//! Measured (docs/benchmarks.md#round-trips): writing as soon as the first outcome arrived gave batches of ~7
 //! rows while a backlog drained — one commit per 7 tasks. Now, before writing, the completer
 //! yields a few times so the jobs that are ready can finish and queue their outcomes (no timer:
 //! it costs microseconds, not a wait), and one batch is in flight at a time: the next one fills

@@ -43,7 +43,7 @@ pub(super) struct Maintenance {
     shared: Arc<Shared>,
     /// When orphans were last looked for, and old rows last pruned: both run at most this often
     /// on reconciliation ticks (orphans at once on every membership change), because an idle
-    /// node's queries per second are the sum of its periodic reads (docs/benchmarks.md).
+    /// node's queries per second are the sum of its periodic reads (docs/benchmarks.md#idle).
     last_recover: Option<Instant>,
     /// This node's running rows that no executor held at the last look ([`held`]).
     stranded: Stranded,
@@ -205,8 +205,8 @@ impl Maintenance {
     /// doubles the wait before the next one, up to [`VACUUM_GAP_MAX`].
     /// Why: every claim and completion leaves a dead row version, and with autovacuum off they
     /// pile up until each claim wades through them — a 3-minute load at 38 k/s fell to 0.78 of
-    /// its first minute with 10 M dead rows, and held 0.93 with this (docs/benchmarks.md,
-    /// session 10). An idle node finishes nothing and sends nothing for this.
+    /// its first minute with 10 M dead rows, and held 0.93 with this
+    /// (docs/benchmarks.md#dead-rows). An idle node finishes nothing and sends nothing for this.
     async fn vacuum(&mut self) {
         if let Some(done) = self.vacuuming.take_if(|v| v.is_finished()) {
             match done.await {

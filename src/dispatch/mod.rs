@@ -143,7 +143,7 @@ struct Dispatcher {
     outstanding: Arc<Semaphore>,
     /// The only member's claims of a backlog, made one after another while the batches before
     /// them are handed out ([`pump`]). Why: with one claim at a time the claim stream kept the
-    /// database busy for 62 % of a drain (server log, docs/benchmarks.md), idle while each batch
+    /// database busy for 62 % of a drain (server log, docs/benchmarks.md#round-trips), idle while each batch
     /// was handed out. The next round takes its rows before anything else; a view change gives
     /// them back first ([`Dispatcher::reconcile`]), since the new ring may place them elsewhere.
     pump: Option<pump::Pump>,

@@ -4,7 +4,7 @@
 //! Why: with the next claim sent by the dispatcher (a task spawned when a full batch came back),
 //! every batch went back and forth between the blocking pool, the spawned task and the
 //! dispatcher before the next claim left; the claim stream kept the database busy for 67 % of
-//! a drain and sat idle 1.5 ms between claims (server log, docs/benchmarks.md session 8). The
+//! a drain and sat idle 1.5 ms between claims (server log, docs/benchmarks.md#round-trips). The
 //! pump sends the next claim as soon as the channel has room for its rows.
 //!
 //! Must never: claim rows the channel cannot take — it reserves a slot before each claim, so a
@@ -41,7 +41,7 @@ impl Pump {
         let runtime = tokio::runtime::Handle::current();
         // On a blocking thread of its own: between two claims the pump waits only for room in
         // the channel, never for a turn among the runtime's tasks (hundreds of jobs in a drain;
-        // as an async task the pump drained 8–15 % slower, docs/benchmarks.md session 9).
+        // as an async task the pump drained 8–15 % slower, docs/benchmarks.md#round-trips).
         let task = tokio::task::spawn_blocking(move || {
             let mut after = after;
             // A slot first, then a connection, then the claim: what is claimed is delivered.

@@ -308,7 +308,7 @@ impl Dispatcher {
             let fence = self.shared.fence();
             // The claimed commands' applications are read in the same call to the database,
             // right after the claim, so their actors need not read them again before they run
-            // (one round trip less on every command's path: docs/benchmarks.md, session 15). A
+            // (one round trip less on every command's path: docs/benchmarks.md#round-trips). A
             // read that fails leaves it to the actors; the claim, done, is not retried for it.
             let (claimed, read, at) = self
                 .shared

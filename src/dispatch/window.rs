@@ -18,7 +18,7 @@ use crate::store::StoreError;
 /// which of the next ids its ring owns and claims them ([`q::claim_jobs`]) instead of reading
 /// every due row. Why: each member read a batch per member to claim one, so every row of a
 /// backlog was read once per member — three nodes drained at 0.63–0.88 of one node's rate on
-/// the same database (docs/benchmarks.md). A window starts when a full read was mostly such
+/// the same database (docs/benchmarks.md#three-nodes). A window starts when a full read was mostly such
 /// jobs, and yields to a look at the queue's head at every poll tick.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct JobWindow {

@@ -11,8 +11,8 @@
 //! another view.
 //!
 //! Backends:
-//! - [`standalone`]: this node alone, guarded by a lock row in the database (DESIGN §1).
-//! - [`etcd`]: leases, a prefix read and a watch from the read's revision (DESIGN §4).
+//! - [`standalone`]: this node alone, guarded by a lock row in the database (docs/design.md, "Two deployment shapes").
+//! - [`etcd`]: leases, a prefix read and a watch from the read's revision (docs/design.md, "Membership").
 //!
 //! Must never: report `Joined` past `valid_until` — consumers check the deadline themselves, so a
 //! node resumed after a pause is fenced even before its membership task has run again.
