@@ -13,6 +13,8 @@
 //!
 //! The clock is the database's: the offset between it and this node's clock is measured at a
 //! reload (every 30 s at most), so nodes with skewed clocks still fire at the same instants.
+//! This node's clock is an argument ([`crate::clock`]), so the timing rules are tested on a
+//! manual clock.
 //!
 //! Must never: fire while membership says this node may not act, or write a firing other than
 //! through `fire` (the guard).
@@ -26,6 +28,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::{ring_key, step, Misfire, Outcome, Policy, Timing};
+use crate::clock::Clock;
 use crate::dispatch::wake::{self, Config};
 use crate::membership::MembershipState;
 use crate::store::schedules::{self, Schedule};
@@ -79,8 +82,9 @@ impl Entry {
     }
 }
 
-/// Run the loop until `shutdown`. `wake` is this node's dispatcher (the only wake-up on SQLite);
-/// `config` announces changes of the schedules.
+/// Run the loop until `shutdown`, reading the time from `clock`. `wake` is this node's dispatcher
+/// (the only wake-up on SQLite); `config` announces changes of the schedules.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     store: Store,
     node_id: String,
@@ -88,8 +92,10 @@ pub async fn run(
     wake: Arc<Notify>,
     config: watch::Receiver<Config>,
     opts: Options,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
+    let last_prune = clock.instant();
     let mut r = Runner {
         store,
         node_id,
@@ -104,7 +110,8 @@ pub async fn run(
         config_seen: None,
         reload_failed: false,
         bad: HashSet::new(),
-        last_prune: Instant::now(),
+        last_prune,
+        clock,
     };
     let mut membership = membership;
     let mut seen_epoch = 0;
@@ -113,13 +120,13 @@ pub async fn run(
         let config = *r.config.borrow();
         if r.reload_now
             || r.config_seen != Some(config.generation)
-            || r.last_reload.is_none_or(|t| t.elapsed() >= r.reload_every())
+            || r.last_reload.is_none_or(|t| r.elapsed(t) >= r.reload_every())
         {
             r.config_seen = Some(config.generation);
             r.reload().await;
         }
         let ms = membership.borrow().clone();
-        let acting = ms.may_act(Instant::now());
+        let acting = ms.may_act(r.clock.instant());
         if acting {
             r.fire_due(&ms).await;
             r.prune().await;
@@ -164,11 +171,18 @@ struct Runner {
     /// (id, cron, every_ms) of rows whose timing does not parse, logged once.
     bad: HashSet<(i64, Option<String>, Option<i64>)>,
     last_prune: Instant,
+    clock: Arc<dyn Clock>,
 }
 
 impl Runner {
+    /// The database's clock, as this node estimates it.
     fn now(&self) -> NaiveDateTime {
-        chrono::Utc::now().naive_utc() + self.offset
+        self.clock.now() + self.offset
+    }
+
+    /// Monotonic time since `t`.
+    fn elapsed(&self, t: Instant) -> Duration {
+        self.clock.instant().saturating_duration_since(t)
     }
 
     fn owns(&self, ms: &MembershipState, id: i64) -> bool {
@@ -177,11 +191,11 @@ impl Runner {
 
     async fn reload(&mut self) {
         self.reload_now = false;
-        self.last_reload = Some(Instant::now());
+        self.last_reload = Some(self.clock.instant());
         // The database's clock moves slowly against ours: read it with the list only every
         // CLOCK_EVERY (one statement less per reload on an idle node).
-        let read_clock = self.last_clock.is_none_or(|t| t.elapsed() >= CLOCK_EVERY);
-        let before = chrono::Utc::now().naive_utc();
+        let read_clock = self.last_clock.is_none_or(|t| self.elapsed(t) >= CLOCK_EVERY);
+        let before = self.clock.now();
         let loaded = self
             .store
             .run(move |c| {
@@ -198,10 +212,10 @@ impl Runner {
             }
         };
         self.reload_failed = false;
-        let after = chrono::Utc::now().naive_utc();
+        let after = self.clock.now();
         if let Some(db_now) = db_now {
             self.offset = db_now - (before + (after - before) / 2);
-            self.last_clock = Some(Instant::now());
+            self.last_clock = Some(self.clock.instant());
         }
         let mut entries = HashMap::with_capacity(rows.len());
         for row in rows {
@@ -230,14 +244,14 @@ impl Runner {
             .entries
             .values()
             .filter(|e| self.owns(ms, e.row.id))
-            .filter(|e| e.hold_until.is_none_or(|h| Instant::now() >= h))
+            .filter(|e| e.hold_until.is_none_or(|h| self.clock.instant() >= h))
             .filter(|e| e.due_at().is_some_and(|d| d <= now))
             .map(|e| e.row.id)
             .collect();
         for id in due {
             // A step stops at its caps; keep stepping while the schedule is still due.
             for _ in 0..1000 {
-                if !ms.may_act(Instant::now()) || !self.fire_one(id).await {
+                if !ms.may_act(self.clock.instant()) || !self.fire_one(id).await {
                     break;
                 }
             }
@@ -289,7 +303,7 @@ impl Runner {
                 // Reload at once, but give this schedule a moment, so that a row that keeps
                 // refusing the guard cannot spin the loop.
                 if let Some(entry) = self.entries.get_mut(&id) {
-                    entry.hold_until = Some(Instant::now() + Duration::from_millis(100));
+                    entry.hold_until = Some(self.clock.instant() + Duration::from_millis(100));
                 }
                 self.reload_now = true;
                 false
@@ -297,7 +311,7 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(schedule.id = id, error = %e, "could not fire a schedule; will retry");
                 if let Some(entry) = self.entries.get_mut(&id) {
-                    entry.hold_until = Some(Instant::now() + self.opts.retry_after);
+                    entry.hold_until = Some(self.clock.instant() + self.opts.retry_after);
                 }
                 false
             }
@@ -317,7 +331,7 @@ impl Runner {
     fn sleep_for(&self, ms: &MembershipState, acting: bool) -> Duration {
         let mut sleep = self.opts.max_sleep;
         if let Some(t) = self.last_reload {
-            sleep = sleep.min(self.reload_every().saturating_sub(t.elapsed()));
+            sleep = sleep.min(self.reload_every().saturating_sub(self.elapsed(t)));
         }
         if self.reload_now {
             return Duration::ZERO;
@@ -328,7 +342,7 @@ impl Runner {
                 if let Some(due) = e.due_at() {
                     let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
                     let wait = match e.hold_until {
-                        Some(h) => wait.max(h.saturating_duration_since(Instant::now())),
+                        Some(h) => wait.max(h.saturating_duration_since(self.clock.instant())),
                         None => wait,
                     };
                     sleep = sleep.min(wait);
@@ -339,10 +353,10 @@ impl Runner {
     }
 
     async fn prune(&mut self) {
-        if self.opts.retention_hours == 0 || self.last_prune.elapsed() < Duration::from_secs(60) {
+        if self.opts.retention_hours == 0 || self.elapsed(self.last_prune) < Duration::from_secs(60) {
             return;
         }
-        self.last_prune = Instant::now();
+        self.last_prune = self.clock.instant();
         let cutoff = self.now() - chrono::Duration::hours(self.opts.retention_hours as i64);
         match self.store.run(move |c| schedules::prune_firings(c, cutoff, 1000)).await {
             Ok(0) => {}
