@@ -22,6 +22,7 @@
 //! overlap or leave a hole in the grid.
 
 pub mod runner;
+mod timetable;
 
 use std::fmt;
 use std::str::FromStr;
