@@ -20,7 +20,7 @@
 //! - [`logging`]: tracing output.
 //! - [`cli`]: command-line front ends that are more than flag parsing (`ring simulate`).
 //!
-//! docs/ explains the design; ../shared/DESIGN.md is the contract between parts.
+//! docs/ explains the design; docs/design.md is the contract between parts.
 
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]

@@ -9,7 +9,7 @@
 //! database only to fire. Ownership is only a hint that spreads the work: the guard that makes a
 //! firing happen once is the conditional advance in
 //! [`crate::store::schedules::fire`], so two nodes that both think they own a schedule during a
-//! ring change still record each fire time once.
+//! ring change still record each fire time once (docs/design.md, *Schedules*).
 //!
 //! The clock is the database's: the offset between it and this node's clock is measured at a
 //! reload (every 30 s at most), so nodes with skewed clocks still fire at the same instants.
