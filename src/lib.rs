@@ -7,6 +7,7 @@
 //! - [`domain`]: the vocabulary as types — task status, action, application state, node id.
 //! - [`ring`]: the consistent-hash ring (pure): who owns a key at an epoch.
 //! - [`config`]: settings, defaults, layering and validation.
+//! - [`clock`]: the wall and monotonic clock services take as an argument (a manual one in tests).
 //! - [`store`]: the database (PostgreSQL or SQLite through diesel); every SQL statement lives here.
 //! - [`membership`]: who is in the cluster (standalone lock row, or etcd leases) and whether this
 //!   node may act.
@@ -28,6 +29,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod domain;

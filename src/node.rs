@@ -115,6 +115,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         wake.clone(),
         config,
         schedules,
+        crate::clock::SystemClock::shared(),
         dispatch_stop.clone(),
     ));
     let state = ApiState {

@@ -6,7 +6,8 @@
 //! fire times to record as fired, caught up or skipped, and the new `next_fire_at`. The store
 //! ([`crate::store::schedules::fire`]) applies a step in one transaction, conditional on the
 //! `next_fire_at` the step started from; [`runner`] is the loop that calls both on the ring
-//! owner of `schedule:{id}`.
+//! owner of `schedule:{id}`, with its timing rules (reload, due, hold, sleep, prune) in
+//! `timetable`.
 //!
 //! Times are UTC `NaiveDateTime`s at microsecond precision (PostgreSQL's). Fixed rates are
 //! aligned to the Unix epoch (every 5 s fires at :00, :05, …), so the grid of fire times does not
@@ -22,6 +23,7 @@
 //! overlap or leave a hole in the grid.
 
 pub mod runner;
+mod timetable;
 
 use std::fmt;
 use std::str::FromStr;

@@ -9,41 +9,41 @@
 //! database only to fire. Ownership is only a hint that spreads the work: the guard that makes a
 //! firing happen once is the conditional advance in
 //! [`crate::store::schedules::fire`], so two nodes that both think they own a schedule during a
-//! ring change still record each fire time once.
+//! ring change still record each fire time once (docs/design.md, *Schedules*).
 //!
 //! The clock is the database's: the offset between it and this node's clock is measured at a
 //! reload (every 30 s at most), so nodes with skewed clocks still fire at the same instants.
+//! What the loop knows and decides between database calls (the list, that offset, when to
+//! reload, fire, hold, sleep and prune) is in `timetable`, without I/O; it reads this node's
+//! clock from the [`Clock`] argument, so those rules are unit-tested on a manual clock.
 //!
 //! Must never: fire while membership says this node may not act, or write a firing other than
 //! through `fire` (the guard).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::NaiveDateTime;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{ring_key, step, Misfire, Outcome, Policy, Timing};
-use crate::dispatch::wake::{self, Config};
+use super::timetable::Timetable;
+use super::Outcome;
+use crate::clock::Clock;
+use crate::dispatch::wake::Config;
 use crate::membership::MembershipState;
-use crate::store::schedules::{self, Schedule};
+use crate::store::schedules;
 use crate::store::Store;
 
 /// How often the schedule list is reloaded by default. A new or resumed schedule first fires at
 /// least this long after it was written, so that its owner has seen it by then.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
-/// How often the database's clock is read again (see `reload`).
-const CLOCK_EVERY: Duration = Duration::from_secs(30);
-
 /// Settings of the loop.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Reload the schedule list this often while no change is announced (new and changed
     /// schedules are seen within it); while changes are announced, every
-    /// [`wake::CONFIG_BACKSTOP`]. Default 5 s.
+    /// [`crate::dispatch::wake::CONFIG_BACKSTOP`]. Default 5 s.
     pub reload_every: Duration,
     /// Never sleep longer than this between checks. Default 1 s.
     pub max_sleep: Duration,
@@ -64,23 +64,9 @@ impl Default for Options {
     }
 }
 
-/// A schedule as the loop holds it.
-struct Entry {
-    row: Schedule,
-    timing: Timing,
-    policy: Policy,
-    /// Not before this instant (after a failed firing).
-    hold_until: Option<Instant>,
-}
-
-impl Entry {
-    fn due_at(&self) -> Option<NaiveDateTime> {
-        self.timing.at_or_after(self.row.next_fire_at)
-    }
-}
-
-/// Run the loop until `shutdown`. `wake` is this node's dispatcher (the only wake-up on SQLite);
-/// `config` announces changes of the schedules.
+/// Run the loop until `shutdown`, reading the time from `clock`. `wake` is this node's dispatcher
+/// (the only wake-up on SQLite); `config` announces changes of the schedules.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     store: Store,
     node_id: String,
@@ -88,43 +74,23 @@ pub async fn run(
     wake: Arc<Notify>,
     config: watch::Receiver<Config>,
     opts: Options,
+    clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
-    let mut r = Runner {
-        store,
-        node_id,
-        wake,
-        opts,
-        entries: HashMap::new(),
-        offset: chrono::Duration::zero(),
-        last_reload: None,
-        last_clock: None,
-        reload_now: true,
-        config,
-        config_seen: None,
-        reload_failed: false,
-        bad: HashSet::new(),
-        last_prune: Instant::now(),
-    };
+    let mut r = Runner { store, wake, t: Timetable::new(node_id, opts, config, clock) };
     let mut membership = membership;
     let mut seen_epoch = 0;
     loop {
-        // The generation is taken before the reload, so a change announced during it reloads again.
-        let config = *r.config.borrow();
-        if r.reload_now
-            || r.config_seen != Some(config.generation)
-            || r.last_reload.is_none_or(|t| t.elapsed() >= r.reload_every())
-        {
-            r.config_seen = Some(config.generation);
+        if r.t.take_reload() {
             r.reload().await;
         }
         let ms = membership.borrow().clone();
-        let acting = ms.may_act(Instant::now());
+        let acting = r.t.may_act(&ms);
         if acting {
             r.fire_due(&ms).await;
             r.prune().await;
         }
-        let sleep = r.sleep_for(&ms, acting);
+        let sleep = r.t.sleep_for(&ms, acting);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             changed = membership.changed() => {
@@ -134,54 +100,26 @@ pub async fn run(
                 let epoch = membership.borrow_and_update().view.epoch;
                 if epoch != seen_epoch {
                     seen_epoch = epoch;
-                    r.reload_now = true;
+                    r.t.reload_at_once();
                 }
             }
             _ = tokio::time::sleep(sleep) => {}
         }
     }
-    tracing::debug!(node.id = %r.node_id, "schedule runner stopped");
+    tracing::debug!(node.id = %r.t.node_id(), "schedule runner stopped");
 }
 
+/// The loop's I/O; what it knows and decides is in `t`.
 struct Runner {
     store: Store,
-    node_id: String,
     wake: Arc<Notify>,
-    opts: Options,
-    entries: HashMap<i64, Entry>,
-    /// Database clock minus this node's clock.
-    offset: chrono::Duration,
-    last_reload: Option<Instant>,
-    /// When the database's clock was last read.
-    last_clock: Option<Instant>,
-    reload_now: bool,
-    /// Announced changes of the schedules, and the generation of the last reload.
-    config: watch::Receiver<Config>,
-    config_seen: Option<u64>,
-    /// The last reload failed: the next one comes after [`Options::reload_every`], announced
-    /// changes or not (a change announced meanwhile must not wait for the backstop).
-    reload_failed: bool,
-    /// (id, cron, every_ms) of rows whose timing does not parse, logged once.
-    bad: HashSet<(i64, Option<String>, Option<i64>)>,
-    last_prune: Instant,
+    t: Timetable,
 }
 
 impl Runner {
-    fn now(&self) -> NaiveDateTime {
-        chrono::Utc::now().naive_utc() + self.offset
-    }
-
-    fn owns(&self, ms: &MembershipState, id: i64) -> bool {
-        ms.ring.owner(ring_key(id).as_bytes()).is_some_and(|m| m.node_id == self.node_id)
-    }
-
     async fn reload(&mut self) {
-        self.reload_now = false;
-        self.last_reload = Some(Instant::now());
-        // The database's clock moves slowly against ours: read it with the list only every
-        // CLOCK_EVERY (one statement less per reload on an idle node).
-        let read_clock = self.last_clock.is_none_or(|t| t.elapsed() >= CLOCK_EVERY);
-        let before = chrono::Utc::now().naive_utc();
+        let read_clock = self.t.reloading();
+        let before = self.t.wall();
         let loaded = self
             .store
             .run(move |c| {
@@ -193,51 +131,20 @@ impl Runner {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "could not load schedules; keeping the last list");
-                self.reload_failed = true;
+                self.t.reload_failed();
                 return;
             }
         };
-        self.reload_failed = false;
-        let after = chrono::Utc::now().naive_utc();
-        if let Some(db_now) = db_now {
-            self.offset = db_now - (before + (after - before) / 2);
-            self.last_clock = Some(Instant::now());
-        }
-        let mut entries = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let timing = match Timing::from_parts(row.cron.as_deref(), row.every_ms) {
-                Ok(t) => t,
-                Err(e) => {
-                    if self.bad.insert((row.id, row.cron.clone(), row.every_ms)) {
-                        tracing::warn!(schedule.id = row.id, schedule.name = %row.name, error = %e,
-                            "schedule has an invalid timing (written by hand?); it does not fire until fixed");
-                    }
-                    continue;
-                }
-            };
-            let misfire = Misfire::parse(&row.misfire).unwrap_or(Misfire::FireOnce);
-            let policy = Policy { misfire, grace_ms: row.misfire_grace_ms };
-            let hold_until = self.entries.get(&row.id).and_then(|e| e.hold_until);
-            entries.insert(row.id, Entry { row, timing, policy, hold_until });
-        }
-        self.entries = entries;
+        let after = self.t.wall();
+        self.t.loaded(rows, db_now.map(|db| (before, db, after)));
     }
 
     /// Fire every owned schedule that is due.
     async fn fire_due(&mut self, ms: &MembershipState) {
-        let now = self.now();
-        let due: Vec<i64> = self
-            .entries
-            .values()
-            .filter(|e| self.owns(ms, e.row.id))
-            .filter(|e| e.hold_until.is_none_or(|h| Instant::now() >= h))
-            .filter(|e| e.due_at().is_some_and(|d| d <= now))
-            .map(|e| e.row.id)
-            .collect();
-        for id in due {
+        for id in self.t.due(ms) {
             // A step stops at its caps; keep stepping while the schedule is still due.
             for _ in 0..1000 {
-                if !ms.may_act(Instant::now()) || !self.fire_one(id).await {
+                if !self.t.may_act(ms) || !self.fire_one(id).await {
                     break;
                 }
             }
@@ -246,14 +153,8 @@ impl Runner {
 
     /// One step for schedule `id`; true when it is still due afterwards.
     async fn fire_one(&mut self, id: i64) -> bool {
-        let now = self.now();
-        let Some(entry) = self.entries.get(&id) else { return false };
-        let expected = entry.row.next_fire_at;
-        let decided = step(&entry.timing, expected, now, entry.policy);
-        if decided.records.is_empty() && decided.next_fire_at.is_some() {
-            return false;
-        }
-        let node = self.node_id.clone();
+        let Some((expected, decided)) = self.t.decide(id) else { return false };
+        let node = self.t.node_id().to_owned();
         let applied = decided.clone();
         match self.store.run(move |c| schedules::fire(c, id, expected, &applied, &node)).await {
             Ok(Some(fired)) => {
@@ -275,75 +176,24 @@ impl Runner {
                 }
                 if !fired.schedule.enabled {
                     tracing::info!(schedule.id = id, "schedule has no fire time left; disabled");
-                    self.entries.remove(&id);
-                    return false;
                 }
-                let still_due = decided.next_fire_at.is_some_and(|n| n <= self.now());
-                if let Some(e) = self.entries.get_mut(&id) {
-                    e.row = fired.schedule;
-                }
-                still_due
+                self.t.advanced(id, fired.schedule, decided.next_fire_at)
             }
             Ok(None) => {
                 tracing::debug!(schedule.id = id, "schedule was fired elsewhere or changed; reloading");
-                // Reload at once, but give this schedule a moment, so that a row that keeps
-                // refusing the guard cannot spin the loop.
-                if let Some(entry) = self.entries.get_mut(&id) {
-                    entry.hold_until = Some(Instant::now() + Duration::from_millis(100));
-                }
-                self.reload_now = true;
+                self.t.refused(id);
                 false
             }
             Err(e) => {
                 tracing::warn!(schedule.id = id, error = %e, "could not fire a schedule; will retry");
-                if let Some(entry) = self.entries.get_mut(&id) {
-                    entry.hold_until = Some(Instant::now() + self.opts.retry_after);
-                }
+                self.t.failed(id);
                 false
             }
         }
     }
 
-    /// The periodic reload's period: [`Options::reload_every`] while no change is announced or
-    /// after a failed reload, else the backstop.
-    fn reload_every(&self) -> Duration {
-        if self.reload_failed {
-            return self.opts.reload_every;
-        }
-        self.config.borrow().period(self.opts.reload_every, wake::CONFIG_BACKSTOP.max(self.opts.reload_every))
-    }
-
-    /// Until the earliest owned fire time, the next reload, or `max_sleep`.
-    fn sleep_for(&self, ms: &MembershipState, acting: bool) -> Duration {
-        let mut sleep = self.opts.max_sleep;
-        if let Some(t) = self.last_reload {
-            sleep = sleep.min(self.reload_every().saturating_sub(t.elapsed()));
-        }
-        if self.reload_now {
-            return Duration::ZERO;
-        }
-        if acting {
-            let now = self.now();
-            for e in self.entries.values().filter(|e| self.owns(ms, e.row.id)) {
-                if let Some(due) = e.due_at() {
-                    let wait = (due - now).to_std().unwrap_or(Duration::ZERO);
-                    let wait = match e.hold_until {
-                        Some(h) => wait.max(h.saturating_duration_since(Instant::now())),
-                        None => wait,
-                    };
-                    sleep = sleep.min(wait);
-                }
-            }
-        }
-        sleep
-    }
-
     async fn prune(&mut self) {
-        if self.opts.retention_hours == 0 || self.last_prune.elapsed() < Duration::from_secs(60) {
-            return;
-        }
-        self.last_prune = Instant::now();
-        let cutoff = self.now() - chrono::Duration::hours(self.opts.retention_hours as i64);
+        let Some(cutoff) = self.t.prune_cutoff() else { return };
         match self.store.run(move |c| schedules::prune_firings(c, cutoff, 1000)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "pruned schedule firings past retention"),
