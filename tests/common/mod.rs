@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -136,6 +137,8 @@ pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
 pub struct Node {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr into `logs`; it ends when the process (and so the pipe) is gone.
+    reader: Option<JoinHandle<()>>,
     pub addr: String,
 }
 
@@ -159,12 +162,12 @@ impl Node {
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Node { child, logs, addr: String::new() }
+        Node { child, logs, reader: Some(reader), addr: String::new() }
     }
 
     fn wait_addr(&mut self) -> String {
@@ -186,6 +189,25 @@ impl Node {
     /// Everything the node logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the node has logged a line containing `needle`; everything it logged then.
+    pub fn wait_logged(&self, needle: &str, timeout: Duration) -> String {
+        let mut logs = String::new();
+        wait_until(timeout, &format!("the node to log `{needle}`"), || {
+            logs = self.logs();
+            logs.contains(needle)
+        });
+        logs
+    }
+
+    /// After the process exited: wait for the reader to reach the end of stderr, so that
+    /// [`Node::logs`] holds every line the process wrote. Children the node spawns get pipes of
+    /// their own, so nothing else holds the node's stderr open once it is gone.
+    fn drain_logs(&mut self) {
+        let Some(reader) = self.reader.take() else { return };
+        wait_until(Duration::from_secs(10), "the node's stderr to reach its end", || reader.is_finished());
+        reader.join().unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -211,7 +233,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(20));
+                self.drain_logs();
                 return Some(status);
             }
             if Instant::now() > deadline {
@@ -233,8 +255,7 @@ impl Node {
             status = self.child.try_wait().unwrap();
             status.is_some()
         });
-        // Let the log reader drain.
-        std::thread::sleep(Duration::from_millis(20));
+        self.drain_logs();
         status.unwrap()
     }
 }
