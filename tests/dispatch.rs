@@ -6,60 +6,18 @@ mod common;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-use rota::store::{DbUrl, PoolOptions, Store};
 
-use common::{wait_until, Node, PgDb};
+use common::fixture::Fixture;
+use common::wait_until;
 
-/// Fast settings for tests.
-const FAST: [(&str, &str); 4] = [
-    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
-    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
-    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
-    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "300"),
-];
-
-/// A node on a fresh database of one backend, and a store to inspect it.
-struct Fixture {
-    _pg: Option<PgDb>,
-    _dir: tempfile::TempDir,
-    node: Node,
-    store: Store,
-}
-
+/// A node on a fresh database of one backend, with `extra_env` over the fast settings.
 fn fixture(postgres: bool, extra_env: &[(&str, &str)]) -> Fixture {
-    fixture_with(postgres, &[], extra_env)
-}
-
-/// [`fixture`] with extra `serve` arguments.
-fn fixture_with(postgres: bool, args: &[&str], extra_env: &[(&str, &str)]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = postgres.then(PgDb::create);
-    let url = match &pg {
-        Some(pg) => pg.url.clone(),
-        None => format!("sqlite://{}", dir.path().join("rota.db").display()),
-    };
-    let mut env: Vec<(&str, &str)> = FAST.to_vec();
-    env.extend_from_slice(extra_env);
-    let mut all = vec!["--database-url", url.as_str()];
-    all.extend_from_slice(args);
-    let node = Node::start(dir.path(), &all, &env);
-    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
-    let store = Store::connect(
-        &DbUrl::parse(&url).unwrap(),
-        &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) },
-    )
-    .unwrap();
-    Fixture { _pg: pg, _dir: dir, node, store }
+    Fixture::start(postgres, "", &[], extra_env)
 }
 
 impl Fixture {
-    fn sql(&self, sql: &str) {
-        self.store.conn().unwrap().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
     fn tasks(&self) -> Vec<Row> {
         diesel::sql_query(
             "SELECT id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id",
@@ -83,17 +41,6 @@ impl Fixture {
                 .get_result(&mut *self.store.conn().unwrap())
                 .unwrap();
         (a.state, a.desired_state, a.owner_node)
-    }
-
-    /// The one `bigint` column `n` of the first row of `sql`.
-    fn scalar(&self, sql: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let n: N = diesel::sql_query(sql).get_result(&mut *self.store.conn().unwrap()).unwrap();
-        n.n
     }
 
     fn wait_all_terminal(&self, timeout: Duration) -> Vec<Row> {
@@ -553,7 +500,7 @@ fn a_backlog_of_jobs_drains_with_batched_completion_on_sqlite() {
 /// depends on labels (a job's own selector, an application's selector) must still be placed by
 /// the labels, wherever they sit in the backlog: matching ones run, the others wait unclaimed.
 fn labelled_rows_in_a_backlog_are_placed_by_their_labels(postgres: bool) {
-    let f = fixture_with(postgres, &["--label", "dc=a"], &[]);
+    let f = Fixture::start(postgres, "", &["--label", "dc=a"], &[]);
     let runs = vec!["('run', NULL)"; 1500].join(",");
     // One transaction: the node sees the applications only with their commands.
     f.sql(&format!(

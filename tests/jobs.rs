@@ -244,7 +244,7 @@ fn sharding_over_three_nodes_with_one_killed_runs_every_shard_once_to_success() 
     eprintln!(
         "measured: sharded job done {:?} after {victim} was killed (ttl {} s)",
         t.elapsed(),
-        common::cluster::TTL
+        common::cluster::ttl()
     );
 }
 

@@ -1,5 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, real `rota` processes on loopback ports,
-//! and polling with deadlines (never fixed sleeps).
+//! and polling with deadlines (never fixed sleeps). The one place for what several test files
+//! need: the fast settings ([`FAST`]), one node on a fresh database ([`fixture::Fixture`]), a
+//! cluster of nodes on etcd ([`cluster::Cluster`]).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -13,6 +15,34 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 pub mod cluster;
+pub mod fixture;
+
+/// Dispatch settings that make a test node react in a fraction of a second instead of the
+/// production defaults' seconds, as environment variables (later entries of a node's
+/// environment override them). [`fast_toml`] gives the same as a config file's table.
+pub const FAST: [(&str, &str); 4] = [
+    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
+    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
+    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
+    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "300"),
+];
+
+/// [`FAST`] as a config file's `[dispatch]` table, with `extra` keys (`retry_max_ms`, …) added
+/// or overriding.
+pub fn fast_toml(extra: &[(&str, &str)]) -> String {
+    let mut keys: Vec<(String, String)> = FAST
+        .iter()
+        .map(|(k, v)| (k.trim_start_matches("ROTA__DISPATCH__").to_ascii_lowercase(), v.to_string()))
+        .collect();
+    for (k, v) in extra {
+        match keys.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v.to_string(),
+            None => keys.push((k.to_string(), v.to_string())),
+        }
+    }
+    let lines: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    format!("[dispatch]\n{lines}")
+}
 
 /// Where the test PostgreSQL server is (an admin URL).
 pub fn pg_admin_url() -> String {
