@@ -233,23 +233,42 @@ fn sqlite_run_after_written_in_iso_format_is_due_on_time() {
     assert_eq!(f.tasks()[1].status, "pending");
 }
 
+/// The value of the metric line `name` of `node` (a whole number).
+fn metric(node: &common::Node, name: &str) -> i64 {
+    let metrics = node.get("/metrics").1;
+    let line =
+        metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} is exported"));
+    line[name.len() + 1..].trim().parse().expect("a whole number")
+}
+
 #[test]
 fn a_row_inserted_by_sql_runs_within_the_poll_interval_without_notify() {
     let f = fixture(true, &[("ROTA__DISPATCH__LISTEN_NOTIFY", "false")]);
+    assert_eq!(metric(&f.node, "rota_notify_listening"), 0, "nothing listens: only the poll finds the row");
     f.sql("INSERT INTO task (action) VALUES ('run')");
-    f.wait_all_terminal(Duration::from_secs(5));
+    let rows = f.wait_all_terminal(Duration::from_secs(5));
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("succeeded", 1), "{rows:?}");
 }
 
+/// With the poll ten minutes away, rows are found only by wake-ups. Besides notifications the
+/// node has only a few, each once at its start (its first poll tick, its first view, the
+/// listener's wake-up as it subscribes); rows inserted one at a time, each once the one before
+/// has succeeded, need a wake-up each, and six of them cannot all ride on those.
 #[test]
 fn notify_wakes_the_node_long_before_the_poll_interval() {
     let f = fixture(
         true,
         &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "600000"), ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "600000")],
     );
-    // Inserted before or after the listener subscribed, the row is found: the listener wakes
-    // the dispatcher once when it subscribes, and on every notification after.
-    f.sql("INSERT INTO task (action) VALUES ('run')");
-    f.wait_all_terminal(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "the LISTEN connection", || metric(&f.node, "rota_notify_listening") == 1);
+    for n in 1..=6 {
+        f.sql("INSERT INTO task (action) VALUES ('run')");
+        wait_until(Duration::from_secs(10), &format!("row {n} to succeed"), || {
+            f.scalar("SELECT count(*) AS n FROM task WHERE status = 'succeeded'") == n
+        });
+    }
+    let rows = f.tasks();
+    assert!(rows.iter().all(|r| r.status == "succeeded" && r.attempts == 1), "{rows:?}");
 }
 
 #[test]
@@ -607,9 +626,7 @@ fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
 
 /// `rota_tasks_held` of `node`.
 fn held(node: &common::Node) -> i64 {
-    let metrics = node.get("/metrics").1;
-    let line = metrics.lines().find(|l| l.starts_with("rota_tasks_held ")).expect("rota_tasks_held is exported");
-    line["rota_tasks_held ".len()..].trim().parse().expect("a whole number")
+    metric(node, "rota_tasks_held")
 }
 
 /// A row `running` under this live node that none of its executors holds — its hand-back or
