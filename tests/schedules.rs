@@ -93,6 +93,7 @@ fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
     // Pause through the CLI: no firing after the pause returns.
     assert!(bin(&["schedule", "pause", "tick"]).contains("paused"));
     let paused = firings(store, id);
+    let due = schedules::find_schedule(&mut store.conn().unwrap(), id).unwrap().unwrap().next_fire_at;
     let shown: Value = serde_json::from_str(&bin(&["schedule", "show", &id.to_string(), "--json"])).unwrap();
     assert_eq!(shown["enabled"], false);
     assert!(!shown["recent_firings"].as_array().unwrap().is_empty());
@@ -106,9 +107,14 @@ fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
             t.status == "succeeded" && t.payload == r#"{"k":1}"# && t.action == "run"
         })
     });
-    // Paused means paused: a reload cycle later, still nothing new.
+    // Paused means paused: once two of its fire times have passed (by the database's clock, the
+    // one fire times are kept in), still nothing new — had the node gone on firing it, or fired
+    // it until it next read the schedules, a row would be there.
+    wait_until(Duration::from_secs(10), "two fire times to pass after the pause", || {
+        schedules::db_now(&mut store.conn().unwrap()).unwrap() > due + chrono::Duration::seconds(1)
+    });
     let later = firings(store, id);
-    assert_eq!(later.len(), paused.len());
+    assert_eq!(later.len(), paused.len(), "fired while paused: {later:?}");
 
     assert!(bin(&["schedule", "resume", "tick"]).contains("resumed"));
     wait_until(Duration::from_secs(20), "firing again after resume", || firings(store, id).len() > paused.len());
