@@ -249,19 +249,22 @@ impl Harness {
         self.handler = v["id"].as_i64().unwrap();
     }
 
-    /// Insert probe jobs (retrying while PostgreSQL is away, up to the recovery bound).
-    fn probe(&mut self, deadline: Instant) -> Vec<i64> {
+    /// Insert probe jobs (retrying while PostgreSQL is away, up to `deadline`); None when none
+    /// could be inserted by then. (An empty list would make the recovery wait for no job at
+    /// all and measure a database that never came back as recovered.)
+    fn probe(&mut self, deadline: Instant) -> Option<Vec<i64>> {
         while Instant::now() < deadline {
             let n = 2 * self.nodes.len().max(1);
             if let Some(ids) = self.db.ids(&format!(
                 "INSERT INTO task (action, max_attempts) SELECT 'run', 20 FROM generate_series(1, {n}) RETURNING id"
             )) {
+                assert!(!ids.is_empty(), "an insert of {n} probe jobs returned no id");
                 self.probes.extend(&ids);
-                return ids;
+                return Some(ids);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Vec::new()
+        None
     }
 
     /// Every node answers, is joined, sees exactly the intended members, and is ready.
@@ -411,8 +414,14 @@ impl Harness {
             _ => unreachable!(),
         }
         let done = now_ns();
-        let probes = self.probe(t0 + RECOVERY_BOUND);
-        let recovered = self.wait_recovered(&probes, t0 + RECOVERY_BOUND);
+        let recovered = match self.probe(t0 + RECOVERY_BOUND) {
+            Some(probes) => self.wait_recovered(&probes, t0 + RECOVERY_BOUND),
+            None => {
+                let sep = if note.is_empty() { "" } else { "; " };
+                note = format!("{note}{sep}no probe job could be inserted within the recovery bound");
+                None
+            }
+        };
         let took =
             recovered.map(|r| format!("{:.2} s", (r - at) as f64 / 1e9)).unwrap_or_else(|| "NOT RECOVERED".into());
         eprintln!(
