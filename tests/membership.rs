@@ -71,9 +71,11 @@ fn a_paused_node_is_removed_then_fences_itself_before_rejoining() {
     eprintln!("measured: pause seen after {:?}", t0.elapsed());
     paused.signal("CONT");
     converge(&c.these(&["n1", "n2", "n3"]), &["n1", "n2", "n3"], Duration::from_secs(15));
-    let logs = paused.logs();
+    // The view shows the node joined as soon as it has re-joined; the line saying so is logged
+    // right after: wait for it rather than read the log at convergence.
+    let logs = paused.wait_logged("re-joined the cluster with a new lease", Duration::from_secs(10));
     let fenced = logs.find("fenced: stopped acting").expect("the resumed node must report itself fenced");
-    let rejoined = logs.find("re-joined the cluster with a new lease").expect("then re-join");
+    let rejoined = logs.find("re-joined the cluster with a new lease").unwrap();
     assert!(fenced < rejoined, "fenced must come first:\n{logs}");
     let after = view(paused).unwrap()["self"]["session"].as_str().unwrap().to_string();
     assert_ne!(before, after, "a new lease");
@@ -118,7 +120,7 @@ fn a_watch_from_a_compacted_revision_recovers() {
     });
     proxy.restore();
     converge(&[&node], &["other", "solo"], Duration::from_secs(15));
-    assert!(node.logs().contains("was compacted"), "{}", node.logs());
+    node.wait_logged("was compacted", Duration::from_secs(10));
 }
 
 #[test]
