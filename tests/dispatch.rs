@@ -669,3 +669,33 @@ fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_sqlite() {
 fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_postgres() {
     a_row_claimed_here_that_no_executor_holds_is_recovered(true);
 }
+
+/// The pid in `/proc` is gone, or a zombie no one has reaped yet.
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+/// A job's `timeout_ms` limits each attempt: past it the run is stopped — the `process`
+/// child's group killed — and the attempt fails as timed out, retried like any failure
+/// (docs/jobs.md).
+#[test]
+fn a_job_past_its_timeout_is_killed_and_fails_as_timed_out() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "echo $$ >> \"$PIDS\"; exec sleep 60"],
+        "env": { "PIDS": pids.to_str().unwrap() },
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('sleeper', 'process', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action, timeout_ms, max_attempts) VALUES (1, 'run', 500, 2)");
+    let rows = f.wait_all_terminal(Duration::from_secs(30));
+    let row = &rows[0];
+    assert_eq!((row.status.as_str(), row.attempts), ("failed", 2), "{rows:?}");
+    let error = row.error.as_deref().unwrap_or_default();
+    assert!(error.contains("timed out") && error.contains("timeout_ms of 500"), "{error}");
+    let ran = std::fs::read_to_string(&pids).unwrap();
+    let ran: Vec<&str> = ran.lines().collect();
+    assert_eq!(ran.len(), 2, "one run per attempt: {ran:?}");
+    wait_until(Duration::from_secs(5), "every timed-out run to be killed", || ran.iter().all(|p| gone(p)));
+}
