@@ -699,3 +699,110 @@ fn a_job_past_its_timeout_is_killed_and_fails_as_timed_out() {
     assert_eq!(ran.len(), 2, "one run per attempt: {ran:?}");
     wait_until(Duration::from_secs(5), "every timed-out run to be killed", || ran.iter().all(|p| gone(p)));
 }
+
+/// Insert a `process` application running `script` (with `$STARTS` a file in `dir` named after
+/// it), with restart `policy` and `max_restarts`.
+fn process_app(f: &Fixture, dir: &std::path::Path, name: &str, script: &str, policy: &str, max_restarts: i32) {
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", script],
+        "env": { "STARTS": dir.join(name).to_str().unwrap() },
+    });
+    f.sql(&format!(
+        "INSERT INTO application (name, driver, spec, restart_policy, max_restarts) \
+         VALUES ('{name}', 'process', '{spec}', '{policy}', {max_restarts})"
+    ));
+}
+
+/// Lines in the file `name` of `dir` (0 when there is none).
+fn lines(dir: &std::path::Path, name: &str) -> usize {
+    std::fs::read_to_string(dir.join(name)).map_or(0, |s| s.lines().count())
+}
+
+/// The restart count and last error of application `id`.
+fn restarts(f: &Fixture, id: i64) -> (i64, String) {
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        restart_count: i32,
+        #[diesel(sql_type = Nullable<Text>)]
+        last_error: Option<String>,
+    }
+    let r: R = diesel::sql_query(format!("SELECT restart_count, last_error FROM application WHERE id = {id}"))
+        .get_result(&mut *f.store.conn().unwrap())
+        .unwrap();
+    (i64::from(r.restart_count), r.last_error.unwrap_or_default())
+}
+
+/// A `process` application whose command exits without being asked has failed; its restart
+/// policy decides: `never` leaves it failed, `on_failure` and `always` start it again, and after
+/// `max_restarts` restarts they give up: state `failed`, `last_error` "gave up after N restarts:
+/// …" (docs/dispatch.md, docs/drivers.md). The two that give up take several status checks
+/// each, which the one under `never` gets too.
+#[test]
+fn a_process_that_keeps_exiting_is_restarted_per_its_policy_until_max_restarts() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo started >> \"$STARTS\"; sleep 1; exit 1";
+    for (name, policy) in [("never", "never"), ("on-failure", "on_failure"), ("always", "always")] {
+        process_app(&f, dir.path(), name, script, policy, 2);
+    }
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start'), (2, 'start'), (3, 'start')");
+    wait_until(Duration::from_secs(60), "on_failure and always to give up", || {
+        [2, 3].iter().all(|&id| restarts(&f, id).1.starts_with("gave up after 2 restarts: "))
+    });
+    for (id, name) in [(2, "on-failure"), (3, "always")] {
+        let (count, error) = restarts(&f, id);
+        assert_eq!(f.app_state(id).0, "failed", "{name}");
+        assert_eq!(count, 2, "{name}");
+        assert!(error.contains("exited with code 1"), "{name}: {error}");
+        assert_eq!(lines(dir.path(), name), 3, "{name}: started once, then restarted twice");
+    }
+    assert_eq!(f.app_state(1), ("failed".into(), "running".into(), f.app_state(1).2), "never: left failed");
+    assert_eq!(restarts(&f, 1).0, 0, "never: not restarted");
+    assert_eq!(lines(dir.path(), "never"), 1, "never: started once");
+    let rows = f.tasks();
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "every start succeeded: {rows:?}");
+    let events = f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 1");
+    assert_eq!(events, 0);
+}
+
+/// `always` restarts an application that stopped without being asked (its status says
+/// stopped); `on_failure`, the default, restarts only a failed one and leaves it stopped
+/// (docs/dispatch.md).
+#[test]
+fn always_restarts_a_stopped_application_and_on_failure_leaves_it_stopped() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, policy) in [("always", "always"), ("on-failure", "on_failure")] {
+        let spec = serde_json::json!({
+            "start": "echo started >> \"$FLAG.starts\"; touch \"$FLAG\"",
+            "stop": "rm -f \"$FLAG\"",
+            "status": "test -f \"$FLAG\" || exit 3",
+            "env": { "FLAG": dir.path().join(name).to_str().unwrap() },
+        });
+        f.sql(&format!(
+            "INSERT INTO application (name, driver, spec, restart_policy) VALUES ('{name}', 'shell', '{spec}', '{policy}')"
+        ));
+    }
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start'), (2, 'start')");
+    wait_state(&f, 1, "running");
+    wait_state(&f, 2, "running");
+    let starts = |name: &str| lines(dir.path(), &format!("{name}.starts"));
+    // Both stop behind the node's back.
+    for name in ["always", "on-failure"] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    wait_until(Duration::from_secs(20), "`always` restarted, `on_failure` seen stopped", || {
+        starts("always") == 2 && f.app_state(1).0 == "running" && f.app_state(2).0 == "stopped"
+    });
+    // The status check that saw it stopped decided its restart too; one more round of `always`
+    // gives the other's checks time to act on that decision, had it been a restart.
+    std::fs::remove_file(dir.path().join("always")).unwrap();
+    wait_until(Duration::from_secs(20), "`always` restarted again", || {
+        starts("always") == 3 && f.app_state(1).0 == "running"
+    });
+    assert_eq!(restarts(&f, 1).0, 2);
+    assert_eq!(f.app_state(2), ("stopped".into(), "running".into(), f.app_state(2).2), "on_failure: left stopped");
+    assert_eq!(starts("on-failure"), 1, "on_failure: not restarted");
+    assert_eq!(f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 2"), 0);
+}
