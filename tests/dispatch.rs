@@ -806,3 +806,43 @@ fn always_restarts_a_stopped_application_and_on_failure_leaves_it_stopped() {
     assert_eq!(starts("on-failure"), 1, "on_failure: not restarted");
     assert_eq!(f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 2"), 0);
 }
+
+/// A command gets the node's environment minus every variable starting with `ROTA_` (the
+/// node's settings may hold credentials), then the spec's `env` and the task's own `ROTA_*`
+/// variables (docs/drivers.md). The node here has a secret in a `ROTA_` variable, its settings
+/// (`ROTA__…`) and the suite's `ROTA_TEST_*` in its environment; `process` and `shell` jobs
+/// print theirs.
+#[test]
+fn commands_get_the_nodes_environment_without_its_rota_variables() {
+    const SECRET: &str = "s3cret-in-the-node-env";
+    let f = fixture(
+        false,
+        &[("ROTA_SECRET_TEST", SECRET), ("ROTA_TEST_NODE_ONLY", SECRET), ("PASSED_ON_TEST", "to-children")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let process = serde_json::json!({ "command": ["sh", "-c", "env > \"$OUT\""], "env": { "OUT": out("process") } });
+    let shell = serde_json::json!({ "run": "env > \"$OUT\"", "env": { "OUT": out("shell") } });
+    f.sql(&format!(
+        "INSERT INTO application (name, driver, spec) VALUES ('p', 'process', '{process}'), ('s', 'shell', '{shell}')"
+    ));
+    f.sql(
+        r#"INSERT INTO task (app_id, action, payload) VALUES (1, 'run', '{"who": "me"}'), (2, 'run', '{"who": "me"}')"#,
+    );
+    let rows = f.wait_all_terminal(Duration::from_secs(20));
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
+    let documented = ["ROTA_APP_ID", "ROTA_APP_NAME", "ROTA_NODE_ID", "ROTA_EPOCH", "ROTA_TASK_ID", "ROTA_PARAMS"];
+    for (name, task) in [("process", rows[0].id), ("shell", rows[1].id)] {
+        let env = std::fs::read_to_string(out(name)).unwrap();
+        let vars: std::collections::BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+        assert!(!env.contains(SECRET), "{name}: the node's secret reached the child:\n{env}");
+        let rota: Vec<&&str> = vars.keys().filter(|k| k.starts_with("ROTA_")).collect();
+        assert!(
+            rota.iter().all(|k| documented.contains(k) || k.starts_with("ROTA_PARAM_")),
+            "{name}: only the task's own ROTA_ variables: {rota:?}"
+        );
+        assert_eq!(vars.get("PASSED_ON_TEST"), Some(&"to-children"), "{name}: the rest of the node's environment");
+        assert_eq!(vars.get("ROTA_TASK_ID"), Some(&task.to_string().as_str()), "{name}");
+        assert_eq!(vars.get("ROTA_PARAM_WHO"), Some(&"me"), "{name}");
+    }
+}
