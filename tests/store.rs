@@ -506,6 +506,30 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
     });
 }
 
+/// Priority orders the rows one claim takes, higher first, then by id; it does not let a later
+/// row jump the rows before it: a claim of a batch takes the first due rows by id, whatever the
+/// priority of those after them (docs/dispatch.md).
+#[test]
+fn a_claim_hands_out_its_rows_higher_priority_first_and_takes_them_in_id_order() {
+    use rota::store::dispatch::claim_next;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ids: Vec<i64> = [0, 5, 1, 5, 9, 7]
+            .into_iter()
+            .map(|p| {
+                let new = NewTask { action: "run".into(), priority: Some(p), ..Default::default() };
+                tasks::insert_task(&mut conn, &new).unwrap()
+            })
+            .collect();
+        let mut claim = |batch| -> Vec<i64> {
+            claim_next(&mut conn, 0, batch, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect()
+        };
+        // The first four by id (not the 9 and the 7 behind them), the two at 5 first.
+        assert_eq!(claim(4), vec![ids[1], ids[3], ids[2], ids[0]]);
+        assert_eq!(claim(4), vec![ids[4], ids[5]]);
+    });
+}
+
 /// The one-statement claim runs as a prepared statement on PostgreSQL (`pg_prepared`), with
 /// the node id written as a literal: a node id with quotes and backslashes is claimed under
 /// exactly its own name, and a connection whose prepared statements were dropped (`DEALLOCATE
