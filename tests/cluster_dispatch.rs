@@ -337,7 +337,7 @@ fn three_nodes_claim_a_job_backlog_by_their_ids_without_reading_every_row() {
     // One transaction: the commands and the label-dependent rows sit in the middle of the jobs.
     c.sql(&format!(
         "INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {half}); \
-         INSERT INTO task (app_id, action) SELECT id, a FROM application, (VALUES ('start'), ('stop'), ('start')) v(a) ORDER BY 1; \
+         INSERT INTO task (app_id, action) SELECT id, a FROM application, (VALUES (1, 'start'), (2, 'stop'), (3, 'start')) v(n, a) ORDER BY id, n; \
          INSERT INTO task (action, selector) VALUES ('run', '{{}}'); \
          INSERT INTO task (action, target_node) VALUES ('run', 'n2'); \
          INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {half});",
