@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http, rota, run, wait_until, Node};
+use common::{fast_toml, http, rota, run, wait_until, Node};
 use serde_json::{json, Value};
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -19,8 +19,8 @@ fn node_with_tokens() -> (tempfile::TempDir, Node) {
         format!(
             "[api]\nmax_body_bytes = 4096\ntokens = [{{ name = \"ops\", token = \"{ADMIN}\", scope = \"admin\" }}, \
              {{ name = \"grafana\", token = \"{READER}\", scope = \"read\" }}]\n\
-             [dispatch]\npoll_interval_ms = 200\nmonitor_interval_ms = 300\nreconcile_interval_ms = 500\n\
-             [membership.labels]\ndc = \"eu\"\n"
+             {}[membership.labels]\ndc = \"eu\"\n",
+            fast_toml(&[])
         ),
     )
     .unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use common::{free_port, rota, run, wait_until, Node};
+use common::{fast_toml, free_port, rota, run, wait_until, Node};
 use serde_json::Value;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
@@ -20,9 +20,8 @@ fn node() -> (tempfile::TempDir, Node) {
         format!(
             "[api]\ntokens = [{{ name = \"ops\", token = \"{ADMIN}\", scope = \"admin\" }}, \
              {{ name = \"grafana\", token = \"{READER}\", scope = \"read\" }}]\n\
-             [dispatch]\npoll_interval_ms = 200\nmonitor_interval_ms = 300\nreconcile_interval_ms = 500\n\
-             retry_base_ms = 50\nretry_max_ms = 100\n\
-             [membership.labels]\ntier = \"web\"\n"
+             {}[membership.labels]\ntier = \"web\"\n",
+            fast_toml(&[("retry_base_ms", "50"), ("retry_max_ms", "100")])
         ),
     )
     .unwrap();

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 use rota::ring::{Member, Ring};
 
-use common::cluster::{App, Cluster, TTL};
+use common::cluster::{ttl, App, Cluster};
 use common::wait_until;
 
 /// The ring the nodes build for these ids (same code, same defaults).
@@ -139,8 +139,9 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
     });
     let t = c.task(task_id);
     eprintln!(
-        "measured: applications taken over {took_over:?} after SIGKILL, task recovered after {:?} (ttl {TTL} s)",
-        t0.elapsed()
+        "measured: applications taken over {took_over:?} after SIGKILL, task recovered after {:?} (ttl {} s)",
+        t0.elapsed(),
+        ttl()
     );
     assert_eq!(t.attempts, 2, "the interrupted attempt counts: {t:?}");
     assert_ne!(t.owner_node.as_deref(), Some("n3"));
@@ -219,8 +220,9 @@ fn a_crashed_nodes_process_applications_die_with_it_and_run_again_on_a_survivor(
         pid_of(&survivor).is_some_and(alive)
     });
     eprintln!(
-        "measured: process application running again on {survivor} {:?} after SIGKILL (ttl {TTL} s)",
-        t0.elapsed()
+        "measured: process application running again on {survivor} {:?} after SIGKILL (ttl {} s)",
+        t0.elapsed(),
+        ttl()
     );
     let apps = c.apps();
     let app = apps.iter().find(|a| a.id == id).unwrap();
@@ -335,7 +337,7 @@ fn three_nodes_claim_a_job_backlog_by_their_ids_without_reading_every_row() {
     // One transaction: the commands and the label-dependent rows sit in the middle of the jobs.
     c.sql(&format!(
         "INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {half}); \
-         INSERT INTO task (app_id, action) SELECT id, a FROM application, (VALUES ('start'), ('stop'), ('start')) v(a) ORDER BY 1; \
+         INSERT INTO task (app_id, action) SELECT id, a FROM application, (VALUES (1, 'start'), (2, 'stop'), (3, 'start')) v(n, a) ORDER BY id, n; \
          INSERT INTO task (action, selector) VALUES ('run', '{{}}'); \
          INSERT INTO task (action, target_node) VALUES ('run', 'n2'); \
          INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {half});",

@@ -6,60 +6,18 @@ mod common;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
-use rota::store::{DbUrl, PoolOptions, Store};
 
-use common::{wait_until, Node, PgDb};
+use common::fixture::Fixture;
+use common::wait_until;
 
-/// Fast settings for tests.
-const FAST: [(&str, &str); 4] = [
-    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
-    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
-    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
-    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "300"),
-];
-
-/// A node on a fresh database of one backend, and a store to inspect it.
-struct Fixture {
-    _pg: Option<PgDb>,
-    _dir: tempfile::TempDir,
-    node: Node,
-    store: Store,
-}
-
+/// A node on a fresh database of one backend, with `extra_env` over the fast settings.
 fn fixture(postgres: bool, extra_env: &[(&str, &str)]) -> Fixture {
-    fixture_with(postgres, &[], extra_env)
-}
-
-/// [`fixture`] with extra `serve` arguments.
-fn fixture_with(postgres: bool, args: &[&str], extra_env: &[(&str, &str)]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = postgres.then(PgDb::create);
-    let url = match &pg {
-        Some(pg) => pg.url.clone(),
-        None => format!("sqlite://{}", dir.path().join("rota.db").display()),
-    };
-    let mut env: Vec<(&str, &str)> = FAST.to_vec();
-    env.extend_from_slice(extra_env);
-    let mut all = vec!["--database-url", url.as_str()];
-    all.extend_from_slice(args);
-    let node = Node::start(dir.path(), &all, &env);
-    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
-    let store = Store::connect(
-        &DbUrl::parse(&url).unwrap(),
-        &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) },
-    )
-    .unwrap();
-    Fixture { _pg: pg, _dir: dir, node, store }
+    Fixture::start(postgres, "", &[], extra_env)
 }
 
 impl Fixture {
-    fn sql(&self, sql: &str) {
-        self.store.conn().unwrap().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
     fn tasks(&self) -> Vec<Row> {
         diesel::sql_query(
             "SELECT id, action, status, attempts, error, owner_node, claimed_at, finished_at FROM task ORDER BY id",
@@ -83,17 +41,6 @@ impl Fixture {
                 .get_result(&mut *self.store.conn().unwrap())
                 .unwrap();
         (a.state, a.desired_state, a.owner_node)
-    }
-
-    /// The one `bigint` column `n` of the first row of `sql`.
-    fn scalar(&self, sql: &str) -> i64 {
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let n: N = diesel::sql_query(sql).get_result(&mut *self.store.conn().unwrap()).unwrap();
-        n.n
     }
 
     fn wait_all_terminal(&self, timeout: Duration) -> Vec<Row> {
@@ -286,23 +233,42 @@ fn sqlite_run_after_written_in_iso_format_is_due_on_time() {
     assert_eq!(f.tasks()[1].status, "pending");
 }
 
+/// The value of the metric line `name` of `node` (a whole number).
+fn metric(node: &common::Node, name: &str) -> i64 {
+    let metrics = node.get("/metrics").1;
+    let line =
+        metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} is exported"));
+    line[name.len() + 1..].trim().parse().expect("a whole number")
+}
+
 #[test]
 fn a_row_inserted_by_sql_runs_within_the_poll_interval_without_notify() {
     let f = fixture(true, &[("ROTA__DISPATCH__LISTEN_NOTIFY", "false")]);
+    assert_eq!(metric(&f.node, "rota_notify_listening"), 0, "nothing listens: only the poll finds the row");
     f.sql("INSERT INTO task (action) VALUES ('run')");
-    f.wait_all_terminal(Duration::from_secs(5));
+    let rows = f.wait_all_terminal(Duration::from_secs(5));
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("succeeded", 1), "{rows:?}");
 }
 
+/// With the poll ten minutes away, rows are found only by wake-ups. Besides notifications the
+/// node has only a few, each once at its start (its first poll tick, its first view, the
+/// listener's wake-up as it subscribes); rows inserted one at a time, each once the one before
+/// has succeeded, need a wake-up each, and six of them cannot all ride on those.
 #[test]
 fn notify_wakes_the_node_long_before_the_poll_interval() {
     let f = fixture(
         true,
         &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "600000"), ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "600000")],
     );
-    // Inserted before or after the listener subscribed, the row is found: the listener wakes
-    // the dispatcher once when it subscribes, and on every notification after.
-    f.sql("INSERT INTO task (action) VALUES ('run')");
-    f.wait_all_terminal(Duration::from_secs(10));
+    wait_until(Duration::from_secs(10), "the LISTEN connection", || metric(&f.node, "rota_notify_listening") == 1);
+    for n in 1..=6 {
+        f.sql("INSERT INTO task (action) VALUES ('run')");
+        wait_until(Duration::from_secs(10), &format!("row {n} to succeed"), || {
+            f.scalar("SELECT count(*) AS n FROM task WHERE status = 'succeeded'") == n
+        });
+    }
+    let rows = f.tasks();
+    assert!(rows.iter().all(|r| r.status == "succeeded" && r.attempts == 1), "{rows:?}");
 }
 
 #[test]
@@ -553,7 +519,7 @@ fn a_backlog_of_jobs_drains_with_batched_completion_on_sqlite() {
 /// depends on labels (a job's own selector, an application's selector) must still be placed by
 /// the labels, wherever they sit in the backlog: matching ones run, the others wait unclaimed.
 fn labelled_rows_in_a_backlog_are_placed_by_their_labels(postgres: bool) {
-    let f = fixture_with(postgres, &["--label", "dc=a"], &[]);
+    let f = Fixture::start(postgres, "", &["--label", "dc=a"], &[]);
     let runs = vec!["('run', NULL)"; 1500].join(",");
     // One transaction: the node sees the applications only with their commands.
     f.sql(&format!(
@@ -660,9 +626,7 @@ fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
 
 /// `rota_tasks_held` of `node`.
 fn held(node: &common::Node) -> i64 {
-    let metrics = node.get("/metrics").1;
-    let line = metrics.lines().find(|l| l.starts_with("rota_tasks_held ")).expect("rota_tasks_held is exported");
-    line["rota_tasks_held ".len()..].trim().parse().expect("a whole number")
+    metric(node, "rota_tasks_held")
 }
 
 /// A row `running` under this live node that none of its executors holds — its hand-back or
@@ -728,4 +692,221 @@ fn lines_logged_while_a_task_runs_carry_its_id() {
     let mut ids: Vec<i64> = failed.iter().map(|l| l["span"]["task.id"].as_i64().unwrap_or_default()).collect();
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2], "{failed:?}");
+}
+
+/// The pid in `/proc` is gone, or a zombie no one has reaped yet.
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+/// A job's `timeout_ms` limits each attempt: past it the run is stopped — the `process`
+/// child's group killed — and the attempt fails as timed out, retried like any failure
+/// (docs/jobs.md).
+#[test]
+fn a_job_past_its_timeout_is_killed_and_fails_as_timed_out() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "echo $$ >> \"$PIDS\"; exec sleep 60"],
+        "env": { "PIDS": pids.to_str().unwrap() },
+    });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('sleeper', 'process', '{spec}')"));
+    f.sql("INSERT INTO task (app_id, action, timeout_ms, max_attempts) VALUES (1, 'run', 500, 2)");
+    let rows = f.wait_all_terminal(Duration::from_secs(30));
+    let row = &rows[0];
+    assert_eq!((row.status.as_str(), row.attempts), ("failed", 2), "{rows:?}");
+    let error = row.error.as_deref().unwrap_or_default();
+    assert!(error.contains("timed out") && error.contains("timeout_ms of 500"), "{error}");
+    let ran = std::fs::read_to_string(&pids).unwrap();
+    let ran: Vec<&str> = ran.lines().collect();
+    assert_eq!(ran.len(), 2, "one run per attempt: {ran:?}");
+    wait_until(Duration::from_secs(5), "every timed-out run to be killed", || ran.iter().all(|p| gone(p)));
+}
+
+/// Insert a `process` application running `script` (with `$STARTS` a file in `dir` named after
+/// it), with restart `policy` and `max_restarts`.
+fn process_app(f: &Fixture, dir: &std::path::Path, name: &str, script: &str, policy: &str, max_restarts: i32) {
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", script],
+        "env": { "STARTS": dir.join(name).to_str().unwrap() },
+    });
+    f.sql(&format!(
+        "INSERT INTO application (name, driver, spec, restart_policy, max_restarts) \
+         VALUES ('{name}', 'process', '{spec}', '{policy}', {max_restarts})"
+    ));
+}
+
+/// Lines in the file `name` of `dir` (0 when there is none).
+fn lines(dir: &std::path::Path, name: &str) -> usize {
+    std::fs::read_to_string(dir.join(name)).map_or(0, |s| s.lines().count())
+}
+
+/// The restart count and last error of application `id`.
+fn restarts(f: &Fixture, id: i64) -> (i64, String) {
+    #[derive(QueryableByName)]
+    struct R {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        restart_count: i32,
+        #[diesel(sql_type = Nullable<Text>)]
+        last_error: Option<String>,
+    }
+    let r: R = diesel::sql_query(format!("SELECT restart_count, last_error FROM application WHERE id = {id}"))
+        .get_result(&mut *f.store.conn().unwrap())
+        .unwrap();
+    (i64::from(r.restart_count), r.last_error.unwrap_or_default())
+}
+
+/// A `process` application whose command exits without being asked has failed; its restart
+/// policy decides: `never` leaves it failed, `on_failure` and `always` start it again, and after
+/// `max_restarts` restarts they give up: state `failed`, `last_error` "gave up after N restarts:
+/// …" (docs/dispatch.md, docs/drivers.md). The two that give up take several status checks
+/// each, which the one under `never` gets too.
+#[test]
+fn a_process_that_keeps_exiting_is_restarted_per_its_policy_until_max_restarts() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo started >> \"$STARTS\"; sleep 1; exit 1";
+    for (name, policy) in [("never", "never"), ("on-failure", "on_failure"), ("always", "always")] {
+        process_app(&f, dir.path(), name, script, policy, 2);
+    }
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start'), (2, 'start'), (3, 'start')");
+    wait_until(Duration::from_secs(60), "on_failure and always to give up", || {
+        [2, 3].iter().all(|&id| restarts(&f, id).1.starts_with("gave up after 2 restarts: "))
+    });
+    for (id, name) in [(2, "on-failure"), (3, "always")] {
+        let (count, error) = restarts(&f, id);
+        assert_eq!(f.app_state(id).0, "failed", "{name}");
+        assert_eq!(count, 2, "{name}");
+        assert!(error.contains("exited with code 1"), "{name}: {error}");
+        assert_eq!(lines(dir.path(), name), 3, "{name}: started once, then restarted twice");
+    }
+    assert_eq!(f.app_state(1), ("failed".into(), "running".into(), f.app_state(1).2), "never: left failed");
+    assert_eq!(restarts(&f, 1).0, 0, "never: not restarted");
+    assert_eq!(lines(dir.path(), "never"), 1, "never: started once");
+    let rows = f.tasks();
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "every start succeeded: {rows:?}");
+    let events = f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 1");
+    assert_eq!(events, 0);
+}
+
+/// `always` restarts an application that stopped without being asked (its status says
+/// stopped); `on_failure`, the default, restarts only a failed one and leaves it stopped
+/// (docs/dispatch.md).
+#[test]
+fn always_restarts_a_stopped_application_and_on_failure_leaves_it_stopped() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, policy) in [("always", "always"), ("on-failure", "on_failure")] {
+        let spec = serde_json::json!({
+            "start": "echo started >> \"$FLAG.starts\"; touch \"$FLAG\"",
+            "stop": "rm -f \"$FLAG\"",
+            "status": "test -f \"$FLAG\" || exit 3",
+            "env": { "FLAG": dir.path().join(name).to_str().unwrap() },
+        });
+        f.sql(&format!(
+            "INSERT INTO application (name, driver, spec, restart_policy) VALUES ('{name}', 'shell', '{spec}', '{policy}')"
+        ));
+    }
+    f.sql("INSERT INTO task (app_id, action) VALUES (1, 'start'), (2, 'start')");
+    wait_state(&f, 1, "running");
+    wait_state(&f, 2, "running");
+    let starts = |name: &str| lines(dir.path(), &format!("{name}.starts"));
+    // Both stop behind the node's back.
+    for name in ["always", "on-failure"] {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    wait_until(Duration::from_secs(20), "`always` restarted, `on_failure` seen stopped", || {
+        starts("always") == 2 && f.app_state(1).0 == "running" && f.app_state(2).0 == "stopped"
+    });
+    // The status check that saw it stopped decided its restart too; one more round of `always`
+    // gives the other's checks time to act on that decision, had it been a restart.
+    std::fs::remove_file(dir.path().join("always")).unwrap();
+    wait_until(Duration::from_secs(20), "`always` restarted again", || {
+        starts("always") == 3 && f.app_state(1).0 == "running"
+    });
+    assert_eq!(restarts(&f, 1).0, 2);
+    assert_eq!(f.app_state(2), ("stopped".into(), "running".into(), f.app_state(2).2), "on_failure: left stopped");
+    assert_eq!(starts("on-failure"), 1, "on_failure: not restarted");
+    assert_eq!(f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 2"), 0);
+}
+
+/// A command gets the node's environment minus every variable starting with `ROTA_` (the
+/// node's settings may hold credentials), then the spec's `env` and the task's own `ROTA_*`
+/// variables (docs/drivers.md). The node here has a secret in a `ROTA_` variable, its settings
+/// (`ROTA__…`) and the suite's `ROTA_TEST_*` in its environment; `process` and `shell` jobs
+/// print theirs.
+#[test]
+fn commands_get_the_nodes_environment_without_its_rota_variables() {
+    const SECRET: &str = "s3cret-in-the-node-env";
+    let f = fixture(
+        false,
+        &[("ROTA_SECRET_TEST", SECRET), ("ROTA_TEST_NODE_ONLY", SECRET), ("PASSED_ON_TEST", "to-children")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let process = serde_json::json!({ "command": ["sh", "-c", "env > \"$OUT\""], "env": { "OUT": out("process") } });
+    let shell = serde_json::json!({ "run": "env > \"$OUT\"", "env": { "OUT": out("shell") } });
+    f.sql(&format!(
+        "INSERT INTO application (name, driver, spec) VALUES ('p', 'process', '{process}'), ('s', 'shell', '{shell}')"
+    ));
+    f.sql(
+        r#"INSERT INTO task (app_id, action, payload) VALUES (1, 'run', '{"who": "me"}'), (2, 'run', '{"who": "me"}')"#,
+    );
+    let rows = f.wait_all_terminal(Duration::from_secs(20));
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
+    let documented = ["ROTA_APP_ID", "ROTA_APP_NAME", "ROTA_NODE_ID", "ROTA_EPOCH", "ROTA_TASK_ID", "ROTA_PARAMS"];
+    for (name, task) in [("process", rows[0].id), ("shell", rows[1].id)] {
+        let env = std::fs::read_to_string(out(name)).unwrap();
+        let vars: std::collections::BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
+        assert!(!env.contains(SECRET), "{name}: the node's secret reached the child:\n{env}");
+        let rota: Vec<&&str> = vars.keys().filter(|k| k.starts_with("ROTA_")).collect();
+        assert!(
+            rota.iter().all(|k| documented.contains(k) || k.starts_with("ROTA_PARAM_")),
+            "{name}: only the task's own ROTA_ variables: {rota:?}"
+        );
+        assert_eq!(vars.get("PASSED_ON_TEST"), Some(&"to-children"), "{name}: the rest of the node's environment");
+        assert_eq!(vars.get("ROTA_TASK_ID"), Some(&task.to_string().as_str()), "{name}");
+        assert_eq!(vars.get("ROTA_PARAM_WHO"), Some(&"me"), "{name}");
+    }
+}
+
+/// Jobs claimed in one round are handed out higher priority first (docs/dispatch.md): with one
+/// job running at a time, they run in that order. The claim returns them in that order
+/// (`tests/store.rs`); the dispatcher then spawns a task per job and the tasks take the job
+/// slots (`dispatch.max_concurrency`) in whatever order the runtime first polls them, so the
+/// order is lost on the way to the driver.
+fn jobs_claimed_together_run_higher_priority_first(postgres: bool) {
+    let f = fixture(postgres, &[("ROTA__DISPATCH__MAX_CONCURRENCY", "1")]);
+    let dir = tempfile::tempdir().unwrap();
+    let order = dir.path().join("order");
+    let spec =
+        serde_json::json!({ "run": "echo \"$ROTA_TASK_ID\" >> \"$OUT\"", "env": { "OUT": order.to_str().unwrap() } });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('h', 'shell', '{spec}')"));
+    let priorities = [0, 3, 1, 9, 3, 7, 0, 5];
+    let values: Vec<String> = priorities.iter().map(|p| format!("(1, 'run', {p})")).collect();
+    // One statement: every row is due at the same moment, so the first claim takes them all.
+    f.sql(&format!("INSERT INTO task (app_id, action, priority) VALUES {}", values.join(", ")));
+    let rows = f.wait_all_terminal(Duration::from_secs(30));
+    assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
+    let last_claim = rows.iter().filter_map(|r| r.claimed_at).max();
+    let first_finish = rows.iter().filter_map(|r| r.finished_at).min();
+    assert!(last_claim <= first_finish, "claimed together, before any had run: {rows:?}");
+    let mut want: Vec<(i32, i64)> = rows.iter().zip(priorities).map(|(r, p)| (-p, r.id)).collect();
+    want.sort();
+    let want: Vec<String> = want.into_iter().map(|(_, id)| id.to_string()).collect();
+    let ran: Vec<String> = std::fs::read_to_string(&order).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(ran, want, "run order (task ids) against priority order");
+}
+
+#[test]
+#[ignore = "broken: jobs claimed together take the job slots in the order the runtime polls their tasks, not by priority (8 jobs, one slot: ran 8,6,3,1,2,7,5,4 instead of 4,6,8,2,5,3,1,7)"]
+fn jobs_claimed_together_run_higher_priority_first_on_postgres() {
+    jobs_claimed_together_run_higher_priority_first(true);
+}
+
+#[test]
+#[ignore = "broken: jobs claimed together take the job slots in the order the runtime polls their tasks, not by priority (8 jobs, one slot: ran 8,6,3,1,2,7,5,4 instead of 4,6,8,2,5,3,1,7)"]
+fn jobs_claimed_together_run_higher_priority_first_on_sqlite() {
+    jobs_claimed_together_run_higher_priority_first(false);
 }

@@ -22,52 +22,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
-use rota::store::{DbUrl, PoolOptions, Store};
 use serde_json::{json, Value};
 
-use common::{wait_until, Node, PgDb};
+use common::fixture::Fixture;
+use common::wait_until;
 
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const READER: &str = "reader-token-0123456789abcdef";
 
-/// A node on a fresh database of one backend, and a store to write rows by hand.
-struct Fixture {
-    _pg: Option<PgDb>,
-    _dir: tempfile::TempDir,
-    node: Node,
-    store: Store,
-    postgres: bool,
-}
-
+/// A node on a fresh database of one backend with `config` as its config file and `args`.
 fn fixture(postgres: bool, config: &str, args: &[&str]) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let pg = postgres.then(PgDb::create);
-    let url = match &pg {
-        Some(pg) => pg.url.clone(),
-        None => format!("sqlite://{}", dir.path().join("rota.db").display()),
-    };
-    let cfg = dir.path().join("rota.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{config}\n[dispatch]\npoll_interval_ms = 200\nreconcile_interval_ms = 500\nretry_base_ms = 100\n\
-             monitor_interval_ms = 300\n"
-        ),
-    )
-    .unwrap();
-    let mut all = vec!["--database-url", &url, "--config", cfg.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let node = Node::start(dir.path(), &all, &[]);
-    wait_until(Duration::from_secs(15), "ready", || node.get("/readyz").0 == 200);
-    let store = Store::connect(
-        &DbUrl::parse(&url).unwrap(),
-        &PoolOptions { max_size: 2, connect_timeout: Duration::from_secs(5) },
-    )
-    .unwrap();
-    Fixture { _pg: pg, _dir: dir, node, store, postgres }
+    Fixture::start(postgres, config, args, &[])
 }
 
 #[derive(QueryableByName)]
@@ -93,10 +60,6 @@ struct T {
 }
 
 impl Fixture {
-    fn sql(&self, sql: &str) {
-        self.store.conn().unwrap().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
     /// Insert one row (`… RETURNING id`); the database's error when it refuses it.
     fn insert(&self, sql: &str) -> Result<i64, String> {
         let sql = format!("{sql} RETURNING id");
@@ -824,7 +787,7 @@ fn schemathesis(postgres: bool) {
     let started = Instant::now();
     let mut f = fixture(postgres, &tokens_config(), &[]);
     let examples = std::env::var("ROTA_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "100".into());
-    let report = f._dir.path().join("schemathesis");
+    let report = f.dir.path().join("schemathesis");
     let out = std::process::Command::new(&bin)
         .arg("run")
         .arg(f.node.url("/api/v1/openapi.json"))
@@ -840,7 +803,7 @@ fn schemathesis(postgres: bool) {
         .args(["--header", &format!("Authorization: Bearer {ADMIN}")])
         .arg("--report-dir")
         .arg(&report)
-        .current_dir(f._dir.path())
+        .current_dir(f.dir.path())
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("run schemathesis");

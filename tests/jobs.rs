@@ -203,6 +203,33 @@ fn powerjob_1003_broadcast_child_of_a_killed_node_is_lost_and_no_node_runs_twice
     assert_eq!(distinct.len(), 3, "{runs:?}");
 }
 
+/// A broadcast child whose attempt fails on a live node is retried on that node, never on
+/// another (docs/jobs.md): every child's first attempt fails here, and each succeeds at its
+/// second, on its own node.
+#[test]
+fn a_broadcast_childs_failed_attempt_is_retried_on_its_own_node() {
+    let c = Cluster::new(&["n1", "n2", "n3"]);
+    c.converge(&["n1", "n2", "n3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo \"$ROTA_TASK_ID $ROTA_NODE_ID\" >> \"$DIR/runs\"; \
+                  test -e \"$DIR/tried-$ROTA_TASK_ID\" && exit 0; touch \"$DIR/tried-$ROTA_TASK_ID\"; exit 1";
+    let spec = json!({"command": ["/bin/sh", "-c", script], "env": {"DIR": dir.path().to_str().unwrap()}});
+    let app = create_app(any_node(&c), "flaky", "process", spec);
+    let id = submit(any_node(&c), json!({"action": "run", "app_id": app, "routing": "broadcast", "max_attempts": 3}));
+    let parent = terminal(&c, id, Duration::from_secs(60));
+    let kids = children(&c, id);
+    assert_eq!(parent.status, "succeeded", "{parent:?} {kids:?}");
+    assert_eq!(kids.len(), 3, "{kids:?}");
+    let runs = std::fs::read_to_string(dir.path().join("runs")).unwrap();
+    for k in &kids {
+        assert_eq!((k.status.as_str(), c.task(k.id).attempts), ("succeeded", 2), "{k:?}");
+        assert_eq!(k.owner_node, k.target_node, "{k:?}");
+        let target = k.target_node.clone().unwrap();
+        let on: Vec<&str> = runs.lines().filter_map(|l| l.strip_prefix(&format!("{} ", k.id))).collect();
+        assert_eq!(on, vec![target.as_str(); 2], "child {} ran both attempts on its node {target}:\n{runs}", k.id);
+    }
+}
+
 #[test]
 fn sharding_over_three_nodes_with_one_killed_runs_every_shard_once_to_success() {
     let mut c = Cluster::new(&["n1", "n2", "n3"]);
@@ -244,7 +271,7 @@ fn sharding_over_three_nodes_with_one_killed_runs_every_shard_once_to_success() 
     eprintln!(
         "measured: sharded job done {:?} after {victim} was killed (ttl {} s)",
         t.elapsed(),
-        common::cluster::TTL
+        common::cluster::ttl()
     );
 }
 

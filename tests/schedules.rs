@@ -15,7 +15,9 @@ use rota::store::schedules::{self, Firing};
 use rota::store::{DbUrl, PoolOptions, Store};
 use serde_json::{json, Value};
 
-use common::{http, rota, run, wait_until, Etcd, Node, PgDb};
+use common::cluster::Cluster;
+use common::fixture::Fixture;
+use common::{http, rota, run, wait_until, Node, PgDb};
 
 fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
@@ -33,14 +35,6 @@ fn firings(store: &Store, id: i64) -> Vec<Firing> {
     let mut rows = schedules::recent_firings(&mut store.conn().unwrap(), id, 100_000).unwrap();
     rows.reverse();
     rows
-}
-
-fn sqlite_node() -> (tempfile::TempDir, Node, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("rota.db").display());
-    let node = Node::start(dir.path(), &["--database-url", &url], &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "200")]);
-    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
-    (dir, node, url)
 }
 
 /// The rows tile the per-second grid: each starts one second after the previous one's last, a
@@ -74,8 +68,8 @@ fn assert_tiles_the_grid(store: &Store, id: i64, rows: &[Firing]) {
 
 #[test]
 fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
-    let (_dir, node, url) = sqlite_node();
-    let store = open(&url);
+    let f = Fixture::start(false, "", &[], &[]);
+    let (node, store) = (&f.node, &f.store);
     let bin = |args: &[&str]| {
         let (status, out, err) = run(rota().args(args).args(["--url", &node.url("")]));
         assert!(status.success(), "rota {args:?}: {err}");
@@ -94,32 +88,38 @@ fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
     .unwrap();
     let id = created["id"].as_i64().unwrap();
     assert_eq!((created["every_ms"].as_i64(), created["misfire"].as_str()), (Some(1000), Some("fire_once")));
-    wait_until(Duration::from_secs(20), "four firings", || firings(&store, id).len() >= 4);
+    wait_until(Duration::from_secs(20), "four firings", || firings(store, id).len() >= 4);
 
     // Pause through the CLI: no firing after the pause returns.
     assert!(bin(&["schedule", "pause", "tick"]).contains("paused"));
-    let paused = firings(&store, id);
+    let paused = firings(store, id);
+    let due = schedules::find_schedule(&mut store.conn().unwrap(), id).unwrap().unwrap().next_fire_at;
     let shown: Value = serde_json::from_str(&bin(&["schedule", "show", &id.to_string(), "--json"])).unwrap();
     assert_eq!(shown["enabled"], false);
     assert!(!shown["recent_firings"].as_array().unwrap().is_empty());
     assert!(bin(&["schedule", "list"]).contains("tick"));
 
     assert!(paused.iter().all(|r| r.outcome == "fired"), "on time with the default grace: {paused:?}");
-    assert_tiles_the_grid(&store, id, &paused);
+    assert_tiles_the_grid(store, id, &paused);
     wait_until(Duration::from_secs(20), "every task to succeed", || {
         paused.iter().all(|r| {
             let t = rota::store::tasks::find_task(&mut store.conn().unwrap(), r.task_id.unwrap()).unwrap().unwrap();
             t.status == "succeeded" && t.payload == r#"{"k":1}"# && t.action == "run"
         })
     });
-    // Paused means paused: a reload cycle later, still nothing new.
-    let later = firings(&store, id);
-    assert_eq!(later.len(), paused.len());
+    // Paused means paused: once two of its fire times have passed (by the database's clock, the
+    // one fire times are kept in), still nothing new — had the node gone on firing it, or fired
+    // it until it next read the schedules, a row would be there.
+    wait_until(Duration::from_secs(10), "two fire times to pass after the pause", || {
+        schedules::db_now(&mut store.conn().unwrap()).unwrap() > due + chrono::Duration::seconds(1)
+    });
+    let later = firings(store, id);
+    assert_eq!(later.len(), paused.len(), "fired while paused: {later:?}");
 
     assert!(bin(&["schedule", "resume", "tick"]).contains("resumed"));
-    wait_until(Duration::from_secs(20), "firing again after resume", || firings(&store, id).len() > paused.len());
+    wait_until(Duration::from_secs(20), "firing again after resume", || firings(store, id).len() > paused.len());
     assert!(bin(&["schedule", "delete", "tick"]).contains("deleted"));
-    assert_eq!(call(&node, "GET", &format!("/api/v1/schedules/{id}"), None).0, 404);
+    assert_eq!(call(node, "GET", &format!("/api/v1/schedules/{id}"), None).0, 404);
 }
 
 /// On PostgreSQL a schedule written in SQL is announced (`rota_config`) and fires within a
@@ -130,17 +130,14 @@ fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
 #[test]
 fn a_schedule_inserted_in_sql_is_announced_and_fires_at_once_on_postgres() {
     use diesel::connection::SimpleConnection;
-    let pg = PgDb::create();
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &["--database-url", &pg.url], &[("ROTA__DISPATCH__POLL_INTERVAL_MS", "200")]);
-    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let f = Fixture::start(true, "", &[], &[]);
+    let (node, store) = (&f.node, &f.store);
     // Not listening, the node reloads every 5 s and the second schedule could pass by luck.
     wait_until(Duration::from_secs(10), "the LISTEN connection", || {
         node.get("/metrics").1.lines().any(|l| l == "rota_notify_listening 1")
     });
-    let store = open(&pg.url);
     let id_of = |name: &str| {
-        let (_, list) = call(&node, "GET", "/api/v1/schedules", None);
+        let (_, list) = call(node, "GET", "/api/v1/schedules", None);
         list["items"].as_array().into_iter().flatten().find(|s| s["name"] == name).and_then(|s| s["id"].as_i64())
     };
     for (name, within) in [("first", 35), ("second", 4)] {
@@ -148,14 +145,15 @@ fn a_schedule_inserted_in_sql_is_announced_and_fires_at_once_on_postgres() {
         store.conn().unwrap().batch_execute(&sql).unwrap();
         let id = id_of(name).expect("the schedule is listed");
         wait_until(Duration::from_secs(within), &format!("the {name} schedule's first firing"), || {
-            !firings(&store, id).is_empty()
+            !firings(store, id).is_empty()
         });
     }
 }
 
 #[test]
 fn bad_input_is_refused_with_the_field_named() {
-    let (_dir, node, _url) = sqlite_node();
+    let f = Fixture::start(false, "", &[], &[]);
+    let node = &f.node;
     let cases = [
         (json!({"name": "a", "cron": "*/5 * * * *"}), "cron", "seconds first"),
         (json!({"name": "a", "cron": "0 61 * * * *"}), "cron", "field 2 (minutes) `61`"),
@@ -174,23 +172,23 @@ fn bad_input_is_refused_with_the_field_named() {
         (json!({"name": "a b", "every_ms": 1000}), "name", "letters"),
     ];
     for (body, field, words) in cases {
-        let (status, answer) = call(&node, "POST", "/api/v1/schedules", Some(body.clone()));
+        let (status, answer) = call(node, "POST", "/api/v1/schedules", Some(body.clone()));
         assert_eq!(status, 422, "{body} -> {answer}");
         let fields = answer["error"]["fields"].as_array().unwrap();
         assert_eq!(fields[0]["field"], field, "{body} -> {answer}");
         let message = fields[0]["message"].as_str().unwrap();
         assert!(message.contains(words), "{body}: `{message}` should say `{words}`");
     }
-    let (status, body) = call(&node, "POST", "/api/v1/schedules", Some(json!({"name": "ok", "cron": "*/5 * * * * *"})));
+    let (status, body) = call(node, "POST", "/api/v1/schedules", Some(json!({"name": "ok", "cron": "*/5 * * * * *"})));
     assert_eq!(status, 201, "{body}");
-    let (status, _) = call(&node, "POST", "/api/v1/schedules", Some(json!({"name": "ok", "every_ms": 1000})));
+    let (status, _) = call(node, "POST", "/api/v1/schedules", Some(json!({"name": "ok", "every_ms": 1000})));
     assert_eq!(status, 409, "a taken name is a conflict");
-    let (status, answer) = call(&node, "PATCH", "/api/v1/schedules/1", Some(json!({"cron": "* * 25 * * *"})));
+    let (status, answer) = call(node, "PATCH", "/api/v1/schedules/1", Some(json!({"cron": "* * 25 * * *"})));
     assert_eq!(status, 422);
     assert_eq!(answer["error"]["fields"][0]["field"], "cron");
     assert!(answer["error"]["message"].as_str().unwrap().contains("field 3 (hours) `25`"), "{answer}");
     // Switching to a fixed rate clears the cron expression.
-    let (status, answer) = call(&node, "PATCH", "/api/v1/schedules/1", Some(json!({"every_ms": 2000})));
+    let (status, answer) = call(node, "PATCH", "/api/v1/schedules/1", Some(json!({"every_ms": 2000})));
     assert_eq!(
         (status, answer["cron"].clone(), answer["every_ms"].as_i64()),
         (200, Value::Null, Some(2000)),
@@ -207,54 +205,6 @@ fn bad_input_is_refused_with_the_field_named() {
     assert!(err.contains("no unit"), "{err}");
 }
 
-const FAST: [(&str, &str); 3] = [
-    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
-    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
-    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
-];
-
-struct Cluster {
-    pg: PgDb,
-    etcd: Etcd,
-    dirs: Vec<tempfile::TempDir>,
-    nodes: BTreeMap<String, Node>,
-}
-
-impl Cluster {
-    fn add(&mut self, id: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let endpoint = self.etcd.endpoint();
-        let args = [
-            "--database-url",
-            &self.pg.url,
-            "--membership",
-            "etcd",
-            "--etcd-endpoints",
-            &endpoint,
-            "--node-id",
-            id,
-            "--lease-ttl",
-            "3",
-        ];
-        let node = Node::start(dir.path(), &args, &FAST);
-        self.dirs.push(dir);
-        self.nodes.insert(id.to_string(), node);
-    }
-
-    fn converge(&self, ids: &[&str]) {
-        wait_until(Duration::from_secs(30), &format!("views of {ids:?}"), || {
-            ids.iter().all(|id| {
-                let (status, v) = call(&self.nodes[*id], "GET", "/api/v1/cluster", None);
-                let members: Vec<&str> = v["members"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|m| m["node_id"].as_str()).collect())
-                    .unwrap_or_default();
-                status == 200 && members == ids && v["self"]["status"] == "joined"
-            })
-        });
-    }
-}
-
 fn ring(ids: &[&str]) -> Ring {
     let members = ids.iter().map(|id| Member { node_id: id.to_string(), weight: 1, labels: BTreeMap::new() }).collect();
     Ring::build(1, members, rota::ring::DEFAULT_VNODES).unwrap()
@@ -266,14 +216,9 @@ fn owner(ring: &Ring, schedule_id: i64) -> String {
 
 #[test]
 fn a_per_second_schedule_crosses_a_ring_change_and_an_owner_crash_without_doubles_or_silent_skips() {
-    let pg = PgDb::create();
-    let store = open(&pg.url);
-    store.migrate().unwrap();
-    let mut c = Cluster { pg, etcd: Etcd::start(), dirs: Vec::new(), nodes: BTreeMap::new() };
-    for id in ["n1", "n2", "n3"] {
-        c.add(id);
-    }
+    let mut c = Cluster::new(&["n1", "n2", "n3"]);
     c.converge(&["n1", "n2", "n3"]);
+    let store = open(&c.pg.url);
 
     // Two schedules that n4 will own once it joins (so the join moves them, and killing n4
     // crashes their owner): one per misfire policy. Probes owned by someone else are deleted.

@@ -187,16 +187,51 @@ fn pg_listening(channel: &str) -> (PgDb, Store, PgConnection) {
     (pg, store, listener)
 }
 
+/// The `rota_task` notification: one trigger run per inserting statement, however many rows it
+/// inserts (a per-row trigger would run its `pg_notify` once per row of a bulk insert), and one
+/// notification delivered per committed statement. Counting the notifications delivered cannot
+/// tell the two triggers apart (PostgreSQL folds identical notifications of one transaction into
+/// one), so the trigger's runs are counted in the inserting transaction itself.
 #[test]
-fn postgres_notifies_on_task_insert() {
-    let (_pg, store, mut listener) = pg_listening("rota_task");
-    store.conn().unwrap().batch_execute("INSERT INTO task (action) VALUES ('run'), ('run')").unwrap();
-    let mut got = Vec::new();
-    wait_until(Duration::from_secs(5), "a rota_task notification", || {
-        got.extend(listener.notifications_iter().filter_map(Result::ok).map(|n| n.channel));
-        !got.is_empty()
-    });
-    assert_eq!(got, vec!["rota_task".to_string()], "one notification per statement");
+fn postgres_notifies_once_per_inserting_statement_not_per_row() {
+    use diesel::sql_types::BigInt;
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Calls {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let (pg, _store, mut listener) = pg_listening("rota_task");
+    let mut conn = PgConnection::establish(&pg.url).unwrap();
+    // The count is kept per session until it is reported: read it before and after.
+    let calls = |conn: &mut PgConnection| {
+        diesel::sql_query("SELECT COALESCE(pg_stat_get_xact_function_calls('rota_task_notify'::regproc), 0) AS n")
+            .get_result::<Calls>(conn)
+            .unwrap()
+            .n
+    };
+    let mut deliveries = |want: usize| {
+        let mut got = Vec::new();
+        wait_until(Duration::from_secs(5), &format!("{want} rota_task notifications"), || {
+            listener.batch_execute("SELECT 1").unwrap();
+            got.extend(listener.notifications_iter().filter_map(Result::ok).map(|n| n.channel));
+            got.len() >= want
+        });
+        got
+    };
+    let runs = conn
+        .transaction(|c| {
+            c.batch_execute("SET LOCAL track_functions = 'pl'")?;
+            let before = calls(c);
+            c.batch_execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, 3)")?;
+            Ok::<_, diesel::result::Error>(calls(c) - before)
+        })
+        .unwrap();
+    assert_eq!(runs, 1, "the notify trigger ran {runs} times for one statement inserting 3 rows");
+    assert_eq!(deliveries(1), vec!["rota_task".to_string()], "one notification for the statement");
+    // A statement of its own, committed on its own, is announced on its own.
+    conn.batch_execute("INSERT INTO task (action) VALUES ('run')").unwrap();
+    assert_eq!(deliveries(1), vec!["rota_task".to_string()]);
 }
 
 /// An admin's change of a schedule or a traffic policy is announced on `rota_config` (a NULL
@@ -468,6 +503,30 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
         let next: Vec<i64> = claim_next(&mut conn, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![delayed_third]);
         let _ = (busy_second, delayed_first);
+    });
+}
+
+/// Priority orders the rows one claim takes, higher first, then by id; it does not let a later
+/// row jump the rows before it: a claim of a batch takes the first due rows by id, whatever the
+/// priority of those after them (docs/dispatch.md).
+#[test]
+fn a_claim_hands_out_its_rows_higher_priority_first_and_takes_them_in_id_order() {
+    use rota::store::dispatch::claim_next;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ids: Vec<i64> = [0, 5, 1, 5, 9, 7]
+            .into_iter()
+            .map(|p| {
+                let new = NewTask { action: "run".into(), priority: Some(p), ..Default::default() };
+                tasks::insert_task(&mut conn, &new).unwrap()
+            })
+            .collect();
+        let mut claim = |batch| -> Vec<i64> {
+            claim_next(&mut conn, 0, batch, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect()
+        };
+        // The first four by id (not the 9 and the 7 behind them), the two at 5 first.
+        assert_eq!(claim(4), vec![ids[1], ids[3], ids[2], ids[0]]);
+        assert_eq!(claim(4), vec![ids[4], ids[5]]);
     });
 }
 

@@ -153,7 +153,7 @@ fn traffic_switches_splits_and_fails_over_between_datacenters_and_back() {
     eprintln!(
         "measured: group failed over to dc2 {:?} after dc1 was killed (ttl {} s)",
         t.elapsed(),
-        common::cluster::TTL
+        common::cluster::ttl()
     );
     let (_, v) = call(c.nodes.get("b2").unwrap(), "GET", "/api/v1/traffic/g", Value::Null);
     assert_eq!(v["failed_over"], true, "{v}");

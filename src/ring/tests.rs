@@ -385,20 +385,35 @@ fn simulation_refuses_bad_parameters() {
 
 #[test]
 fn shared_ring_swaps_whole_rings() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const LAST: u64 = 50;
     let shared = Arc::new(SharedRing::default());
     assert_eq!(shared.load().epoch(), 0);
+    // Loads by the reader so far: the writer stores its next ring only after at least one more,
+    // so the reader surely reads while rings are being swapped (a writer left alone could be
+    // done before the reader's first load, and the checks below would check nothing).
+    let loads = Arc::new(AtomicU64::new(0));
     let writer = {
-        let shared = Arc::clone(&shared);
+        let (shared, loads) = (Arc::clone(&shared), Arc::clone(&loads));
         std::thread::spawn(move || {
-            for epoch in 1..=50u64 {
+            for epoch in 1..=LAST {
+                let seen = loads.load(Ordering::SeqCst);
+                while loads.load(Ordering::SeqCst) == seen {
+                    std::thread::yield_now();
+                }
                 let members = (0..(epoch % 5 + 1)).map(|i| member(&format!("n{i}"), 1, &[])).collect();
                 shared.store(Arc::new(Ring::build(epoch, members, 16).unwrap()));
             }
         })
     };
-    let mut last = 0;
-    while !writer.is_finished() {
+    // Rings read while the writer still had rings to store.
+    let (mut last, mut midway) = (0, 0);
+    while last < LAST {
+        if writer.is_finished() && shared.load().epoch() < LAST {
+            break; // the writer panicked: its join below says why
+        }
         let ring = shared.load();
+        loads.fetch_add(1, Ordering::SeqCst);
         // A whole ring: its size matches its epoch's member count, and epochs
         // only go forward.
         assert!(ring.epoch() >= last);
@@ -406,7 +421,12 @@ fn shared_ring_swaps_whole_rings() {
         if ring.epoch() > 0 {
             assert_eq!(ring.point_count() as u64, (ring.epoch() % 5 + 1) * 16);
         }
+        if ring.epoch() > 0 && ring.epoch() < LAST {
+            midway += 1;
+        }
     }
     writer.join().unwrap();
-    assert_eq!(shared.load().epoch(), 50);
+    assert_eq!(shared.load().epoch(), LAST);
+    // The load that let the last store go was made after the store two before it.
+    assert!(midway >= 1, "no ring was read while the writer was swapping them");
 }

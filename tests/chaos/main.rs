@@ -38,17 +38,13 @@ use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text};
 use serde_json::{json, Value};
 
 use check::{Audit, Event, Fault, Life, Task, Violation};
-use common::{Etcd, Node};
+use common::{cluster, Etcd, Node};
 use load::{now_ns, request, Db, Rng, Shared};
 use pg::{PrivatePg, StopMode};
 
-const TTL_S: u64 = 3;
-const FAST: [(&str, &str); 4] = [
-    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
-    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
-    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
-    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "1000"),
-];
+/// Over the shared fast settings: status checks of the load's many applications once a second
+/// instead of every 300 ms, so that they do not crowd out the load itself.
+const MONITOR: (&str, &str) = ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "1000");
 /// Managed `shell` applications the load starts and stops.
 const APPS: usize = 10;
 /// How long a fault may take to recover before it counts as not recovered.
@@ -169,22 +165,10 @@ impl Harness {
 
     fn start_node(&mut self, id: &str) {
         let dir = self.node_dirs.entry(id.to_string()).or_insert_with(|| tempfile::tempdir().unwrap());
-        let url = self.pg.url(DB, id);
-        let endpoint = self.etcd.endpoint();
-        let ttl = TTL_S.to_string();
-        let args = [
-            "--database-url",
-            &url,
-            "--membership",
-            "etcd",
-            "--etcd-endpoints",
-            &endpoint,
-            "--node-id",
-            id,
-            "--lease-ttl",
-            &ttl,
-        ];
-        let node = Node::start(dir.path(), &args, &FAST);
+        let args = cluster::serve_args(&self.pg.url(DB, id), &self.etcd.endpoint(), id, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = common::FAST.iter().copied().chain([MONITOR]).collect();
+        let node = Node::start(dir.path(), &args, &env);
         self.lives.push(Life { node: id.to_string(), start: now_ns(), end: None });
         self.nodes.insert(id.to_string(), node);
         self.publish_live(None);
@@ -265,36 +249,28 @@ impl Harness {
         self.handler = v["id"].as_i64().unwrap();
     }
 
-    /// Insert probe jobs (retrying while PostgreSQL is away, up to the recovery bound).
-    fn probe(&mut self, deadline: Instant) -> Vec<i64> {
+    /// Insert probe jobs (retrying while PostgreSQL is away, up to `deadline`); None when none
+    /// could be inserted by then. (An empty list would make the recovery wait for no job at
+    /// all and measure a database that never came back as recovered.)
+    fn probe(&mut self, deadline: Instant) -> Option<Vec<i64>> {
         while Instant::now() < deadline {
             let n = 2 * self.nodes.len().max(1);
             if let Some(ids) = self.db.ids(&format!(
                 "INSERT INTO task (action, max_attempts) SELECT 'run', 20 FROM generate_series(1, {n}) RETURNING id"
             )) {
+                assert!(!ids.is_empty(), "an insert of {n} probe jobs returned no id");
                 self.probes.extend(&ids);
-                return ids;
+                return Some(ids);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Vec::new()
+        None
     }
 
-    /// Every node answers, is joined, and sees exactly the intended members.
+    /// Every node answers, is joined, sees exactly the intended members, and is ready.
     fn membership_converged(&self) -> bool {
         let want: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
-        self.nodes.values().all(|n| {
-            let (s, v) = request("GET", &n.url("/api/v1/cluster"), None);
-            let mut members: Vec<&str> = v["members"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|m| m["node_id"].as_str()).collect())
-                .unwrap_or_default();
-            members.sort();
-            s == 200
-                && v["self"]["status"] == "joined"
-                && members == want
-                && request("GET", &n.url("/readyz"), None).0 == 200
-        })
+        self.nodes.values().all(|n| cluster::sees(n, &want) && request("GET", &n.url("/readyz"), None).0 == 200)
     }
 
     fn all_succeeded(&mut self, ids: &[i64]) -> bool {
@@ -358,8 +334,8 @@ impl Harness {
                 let epoch = self.etcd_revision();
                 // Restart at once (its old lease is still in etcd) or after the lease expired.
                 if self.rng.below(2) == 0 {
-                    note = format!("restarted after {} s", TTL_S + 1);
-                    std::thread::sleep(Duration::from_secs(TTL_S + 1));
+                    note = format!("restarted after {} s", cluster::ttl() + 1);
+                    std::thread::sleep(Duration::from_secs(cluster::ttl() + 1));
                 } else {
                     note = "restarted at once".into();
                 }
@@ -375,7 +351,7 @@ impl Harness {
                 self.publish_live(Some(&id));
                 signal(&self.nodes[&id], libc::SIGSTOP);
                 let epoch = self.etcd_revision();
-                std::thread::sleep(Duration::from_millis(TTL_S * 1000 + 1500));
+                std::thread::sleep(Duration::from_millis(cluster::ttl() * 1000 + 1500));
                 signal(&self.nodes[&id], libc::SIGCONT);
                 self.publish_live(None);
                 stale = Some((epoch, now_ns()));
@@ -438,8 +414,14 @@ impl Harness {
             _ => unreachable!(),
         }
         let done = now_ns();
-        let probes = self.probe(t0 + RECOVERY_BOUND);
-        let recovered = self.wait_recovered(&probes, t0 + RECOVERY_BOUND);
+        let recovered = match self.probe(t0 + RECOVERY_BOUND) {
+            Some(probes) => self.wait_recovered(&probes, t0 + RECOVERY_BOUND),
+            None => {
+                let sep = if note.is_empty() { "" } else { "; " };
+                note = format!("{note}{sep}no probe job could be inserted within the recovery bound");
+                None
+            }
+        };
         let took =
             recovered.map(|r| format!("{:.2} s", (r - at) as f64 / 1e9)).unwrap_or_else(|| "NOT RECOVERED".into());
         eprintln!(

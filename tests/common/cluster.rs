@@ -1,4 +1,6 @@
-//! A cluster of real `rota` nodes on one PostgreSQL database and one etcd, for multi-node tests.
+//! A cluster of real `rota` nodes on one PostgreSQL database and one etcd, for multi-node tests;
+//! and the pieces of it the chaos harness (its own PostgreSQL, its own bookkeeping) uses too: the
+//! arguments of a node on etcd ([`serve_args`]) and what a converged view is ([`sees`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,16 +9,79 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use rota::store::{DbUrl, PoolOptions, Store};
+use serde_json::Value;
 
-use super::{wait_until, Etcd, Node, PgDb};
+use super::{wait_until, Etcd, Node, PgDb, FAST};
 
-pub const TTL: &str = "3";
-pub const FAST: [(&str, &str); 4] = [
-    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
-    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
-    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
-    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "500"),
-];
+/// Lease TTL of the test nodes, in seconds: 3, or `ROTA_TEST_LEASE_TTL` to measure with another
+/// (e.g. the default 5).
+pub fn ttl() -> u64 {
+    std::env::var("ROTA_TEST_LEASE_TTL").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+}
+
+/// The `rota serve` arguments of node `id` on `db_url` with etcd membership at `endpoint`,
+/// lease TTL [`ttl`], and `labels` (`key=value`).
+pub fn serve_args(db_url: &str, endpoint: &str, id: &str, labels: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--database-url",
+        db_url,
+        "--membership",
+        "etcd",
+        "--etcd-endpoints",
+        endpoint,
+        "--node-id",
+        id,
+        "--lease-ttl",
+        &ttl().to_string(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    for l in labels {
+        args.extend(["--label".to_string(), l.to_string()]);
+    }
+    args
+}
+
+/// The node's `/api/v1/cluster` answer, when it answers 200 with JSON.
+pub fn view(node: &Node) -> Option<Value> {
+    let (status, body) = node.get("/api/v1/cluster");
+    (status == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+/// The member ids of a view, in the order it lists them.
+pub fn members(view: &Value) -> Vec<String> {
+    view["members"]
+        .as_array()
+        .map(|a| a.iter().map(|m| m["node_id"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The node is joined and its view has exactly `ids` (in any order).
+pub fn sees(node: &Node, ids: &[&str]) -> bool {
+    view(node).is_some_and(|v| {
+        let (mut got, mut want) = (members(&v), ids.to_vec());
+        got.sort();
+        want.sort();
+        v["self"]["status"] == "joined" && got == want
+    })
+}
+
+/// Wait until every one of `nodes` is joined with a view of exactly `ids`, all at one epoch;
+/// returns that epoch.
+pub fn converge(nodes: &[&Node], ids: &[&str], timeout: Duration) -> u64 {
+    let mut epoch = 0;
+    wait_until(timeout, &format!("all nodes to agree on {ids:?}"), || {
+        let views: Vec<Value> = nodes.iter().filter_map(|n| view(n)).collect();
+        if views.len() != nodes.len() || !nodes.iter().all(|n| sees(n, ids)) {
+            return false;
+        }
+        let epochs: Vec<u64> = views.iter().map(|v| v["epoch"].as_u64().unwrap_or(0)).collect();
+        epoch = epochs[0];
+        epochs.iter().all(|e| *e == epoch)
+    });
+    epoch
+}
 
 pub struct Cluster {
     pub pg: PgDb,
@@ -28,6 +93,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A fresh, migrated database, an etcd, and nodes `ids` (not waited for to converge).
     pub fn new(ids: &[&str]) -> Cluster {
         let pg = PgDb::create();
         let store = Store::connect(
@@ -53,28 +119,24 @@ impl Cluster {
         self.add_with(id, labels, &[]);
     }
 
-    /// A node with `labels`, and `env` set after (over) the cluster's fast settings.
+    /// A node with `labels`, and `env` set after (over) the fast settings.
     pub fn add_with(&mut self, id: &str, labels: &[&str], env: &[(&str, &str)]) {
+        let endpoint = self.endpoint.clone();
+        let node = self.start_node(id, &endpoint, labels, env);
+        self.nodes.insert(id.to_string(), node);
+    }
+
+    /// Start node `id` on this cluster's database with etcd at `endpoint` (the cluster's own,
+    /// or a proxy to it) and return it without counting it among [`Cluster::nodes`] (a second
+    /// process with a taken id, say).
+    pub fn start_node(&mut self, id: &str, endpoint: &str, labels: &[&str], env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut args = vec![
-            "--database-url",
-            &self.pg.url,
-            "--membership",
-            "etcd",
-            "--etcd-endpoints",
-            self.etcd_endpoint(),
-            "--node-id",
-            id,
-            "--lease-ttl",
-            TTL,
-        ];
-        for l in labels {
-            args.extend(["--label", l]);
-        }
+        let args = serve_args(&self.pg.url, endpoint, id, labels);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let envs: Vec<(&str, &str)> = FAST.iter().chain(env).copied().collect();
         let node = Node::start(dir.path(), &args, &envs);
         self.dirs.push(dir);
-        self.nodes.insert(id.to_string(), node);
+        node
     }
 
     pub fn etcd_endpoint(&self) -> &str {
@@ -109,19 +171,16 @@ impl Cluster {
         n.n
     }
 
-    /// Wait until every node's view has exactly `ids`.
+    /// Wait (up to 30 s) until the nodes `ids` are joined with a view of exactly `ids`, all at
+    /// one epoch.
     pub fn converge(&self, ids: &[&str]) {
-        wait_until(Duration::from_secs(30), &format!("views of {ids:?}"), || {
-            self.nodes.iter().filter(|(id, _)| ids.contains(&id.as_str())).all(|(_, n)| {
-                let (status, body) = n.get("/api/v1/cluster");
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let members: Vec<&str> = v["members"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|m| m["node_id"].as_str()).collect())
-                    .unwrap_or_default();
-                status == 200 && members == ids && v["self"]["status"] == "joined"
-            })
-        });
+        let nodes: Vec<&Node> = ids.iter().map(|id| &self.nodes[*id]).collect();
+        converge(&nodes, ids, Duration::from_secs(30));
+    }
+
+    /// The nodes `ids`, in that order.
+    pub fn these(&self, ids: &[&str]) -> Vec<&Node> {
+        ids.iter().map(|id| &self.nodes[*id]).collect()
     }
 }
 

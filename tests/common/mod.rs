@@ -1,17 +1,48 @@
 //! Test harness: a fresh PostgreSQL database per test, real `rota` processes on loopback ports,
-//! and polling with deadlines (never fixed sleeps).
+//! and polling with deadlines (never fixed sleeps). The one place for what several test files
+//! need: the fast settings ([`FAST`]), one node on a fresh database ([`fixture::Fixture`]), a
+//! cluster of nodes on etcd ([`cluster::Cluster`]).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 pub mod cluster;
+pub mod fixture;
+
+/// Dispatch settings that make a test node react in a fraction of a second instead of the
+/// production defaults' seconds, as environment variables (later entries of a node's
+/// environment override them). [`fast_toml`] gives the same as a config file's table.
+pub const FAST: [(&str, &str); 4] = [
+    ("ROTA__DISPATCH__POLL_INTERVAL_MS", "200"),
+    ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "500"),
+    ("ROTA__DISPATCH__RETRY_BASE_MS", "100"),
+    ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "300"),
+];
+
+/// [`FAST`] as a config file's `[dispatch]` table, with `extra` keys (`retry_max_ms`, …) added
+/// or overriding.
+pub fn fast_toml(extra: &[(&str, &str)]) -> String {
+    let mut keys: Vec<(String, String)> = FAST
+        .iter()
+        .map(|(k, v)| (k.trim_start_matches("ROTA__DISPATCH__").to_ascii_lowercase(), v.to_string()))
+        .collect();
+    for (k, v) in extra {
+        match keys.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v.to_string(),
+            None => keys.push((k.to_string(), v.to_string())),
+        }
+    }
+    let lines: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    format!("[dispatch]\n{lines}")
+}
 
 /// Where the test PostgreSQL server is (an admin URL).
 pub fn pg_admin_url() -> String {
@@ -136,6 +167,8 @@ pub fn run(cmd: &mut Command) -> (ExitStatus, String, String) {
 pub struct Node {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr into `logs`; it ends when the process (and so the pipe) is gone.
+    reader: Option<JoinHandle<()>>,
     pub addr: String,
 }
 
@@ -159,12 +192,12 @@ impl Node {
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = logs.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
         });
-        Node { child, logs, addr: String::new() }
+        Node { child, logs, reader: Some(reader), addr: String::new() }
     }
 
     fn wait_addr(&mut self) -> String {
@@ -186,6 +219,25 @@ impl Node {
     /// Everything the node logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the node has logged a line containing `needle`; everything it logged then.
+    pub fn wait_logged(&self, needle: &str, timeout: Duration) -> String {
+        let mut logs = String::new();
+        wait_until(timeout, &format!("the node to log `{needle}`"), || {
+            logs = self.logs();
+            logs.contains(needle)
+        });
+        logs
+    }
+
+    /// After the process exited: wait for the reader to reach the end of stderr, so that
+    /// [`Node::logs`] holds every line the process wrote. Children the node spawns get pipes of
+    /// their own, so nothing else holds the node's stderr open once it is gone.
+    fn drain_logs(&mut self) {
+        let Some(reader) = self.reader.take() else { return };
+        wait_until(Duration::from_secs(10), "the node's stderr to reach its end", || reader.is_finished());
+        reader.join().unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -211,7 +263,7 @@ impl Node {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                std::thread::sleep(Duration::from_millis(20));
+                self.drain_logs();
                 return Some(status);
             }
             if Instant::now() > deadline {
@@ -233,8 +285,7 @@ impl Node {
             status = self.child.try_wait().unwrap();
             status.is_some()
         });
-        // Let the log reader drain.
-        std::thread::sleep(Duration::from_millis(20));
+        self.drain_logs();
         status.unwrap()
     }
 }
