@@ -307,4 +307,25 @@ pub(crate) mod tests {
             prop_assert_eq!(after_error(attempts, max, &invalid, base, base * 60), AfterError::Fail);
         }
     }
+
+    #[test]
+    fn a_failed_attempt_is_retried_from_the_given_time_until_the_attempts_are_used() {
+        let cfg = DispatchConfig { retry_base_ms: 1000, retry_max_ms: 4000, ..DispatchConfig::default() };
+        let now = chrono::DateTime::UNIX_EPOCH.naive_utc() + chrono::Duration::days(20_000);
+        let failed = DriverError::Failed("boom".into());
+        let at = |attempts| Task { attempts, max_attempts: 4, ..task(None, "run", "{}") };
+        for (attempts, delay_s) in [(1, 1), (2, 2), (3, 4)] {
+            match outcome_after_error(&at(attempts), &failed, &cfg, now) {
+                Outcome::Retry { error, run_after } => {
+                    assert_eq!(run_after, now + chrono::Duration::seconds(delay_s), "attempt {attempts}");
+                    assert!(error.contains(&format!("attempt {attempts} of 4")), "{error}");
+                }
+                other => panic!("attempt {attempts}: {other:?}"),
+            }
+        }
+        match outcome_after_error(&at(4), &failed, &cfg, now) {
+            Outcome::Failed(error) => assert_eq!(error, "boom (attempt 4 of 4)"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
