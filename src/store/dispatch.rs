@@ -20,35 +20,11 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use super::events;
 use super::models::{Application, NewEvent, Task};
 use super::schema::{application, task};
+use super::sql::{due, id_list, pg_literal, Count, TaskRows, SQLITE_NOW, TASK_COLUMNS};
 use super::{AnyConnection, MultiBackend, StoreError};
 
 /// Statuses no row leaves.
 pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
-
-const PG_NOW: &str = "(now() AT TIME ZONE 'utc')";
-const SQLITE_NOW: &str = "strftime('%Y-%m-%d %H:%M:%f', 'now')";
-
-/// Rewrite every `DUE(column)` into "column is due now" for the backend. On SQLite the times are
-/// compared as julian days, not as text: a `run_after` written by hand as `2026-11-22T05:00:00`
-/// (with a `T`) would otherwise sort after every `2026-11-22 …` of the same day.
-fn due(sql: &str, postgres: bool) -> String {
-    let mut out = String::with_capacity(sql.len() + 64);
-    let mut rest = sql;
-    while let Some(start) = rest.find("DUE(") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 4..];
-        let Some(end) = after.find(')') else { break };
-        let column = &after[..end];
-        if postgres {
-            out.push_str(&format!("{column} <= {PG_NOW}"));
-        } else {
-            out.push_str(&format!("julianday({column}) <= julianday('now')"));
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// A pending, due row: enough to decide ownership.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -467,11 +443,6 @@ pub fn max_task_id(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     Ok(n.n)
 }
 
-/// Ids as a comma-separated list of integers (for `IN (…)` and array literals).
-fn id_list(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-}
-
 /// Row `t`'s placement does not depend on labels: no selector of its own, and its application
 /// (if any) has neither a selector nor a traffic group.
 const UNLABELLED: &str = "t.selector IS NULL AND NOT EXISTS (SELECT 1 FROM application a WHERE a.id = t.app_id \
@@ -516,39 +487,6 @@ fn claim_next_pg(limit: i64) -> String {
         fence = fence_sql(true, 4)
     )
 }
-
-/// The columns of `task` in the order of `schema.rs` (and of [`Task`]'s fields), for a statement
-/// whose rows [`TaskRows`] decodes by position. The test `task_columns_follow_the_schema` holds
-/// this list to the schema.
-const TASK_COLUMNS: &str = "id, app_id, action, payload, status, priority, run_after, attempts, max_attempts, \
-    owner_node, owner_epoch, idempotency_key, parent_id, shard_index, shard_total, target_node, result, error, \
-    created_at, claimed_at, finished_at, routing, timeout_ms, selector, stage";
-
-/// A raw PostgreSQL statement without bind parameters whose rows are whole `task` rows in
-/// [`TASK_COLUMNS`] order, decoded by position. Why: `sql_query` decodes by name, and diesel
-/// finds each name by a scan of the result's columns; for a claimed batch that scan was 15 % of
-/// the node's instructions in a drain (callgrind, docs/benchmarks.md), on the claim's critical
-/// path.
-struct TaskRows<'a>(&'a str);
-
-impl diesel::query_builder::QueryId for TaskRows<'_> {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl diesel::query_builder::Query for TaskRows<'_> {
-    type SqlType = task::SqlType;
-}
-
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for TaskRows<'_> {
-    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
-        out.unsafe_to_cache_prepared();
-        out.push_sql(self.0);
-        Ok(())
-    }
-}
-
-impl<Conn> RunQueryDsl<Conn> for TaskRows<'_> {}
 
 /// Run `sql`, a statement returning [`TASK_COLUMNS`], as this connection's named prepared
 /// statement `name`, whose parameters have the given PostgreSQL types; its rows are decoded by
@@ -694,19 +632,6 @@ impl PlanGeneration {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
-}
-
-/// A one-column count row (`… AS n`).
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-/// `text` as a PostgreSQL string literal. The `E'…'` form escapes backslashes and quotes the
-/// same way whatever `standard_conforming_strings` says.
-fn pg_literal(text: &str) -> String {
-    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// Run a claiming `UPDATE … RETURNING` on SQLite inside a transaction. SQLite applies the whole
@@ -1787,8 +1712,7 @@ pub fn app(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, Sto
 
 #[cfg(test)]
 mod tests {
-    use super::{due, task, PlanGeneration, TASK_COLUMNS};
-    use diesel::prelude::*;
+    use super::PlanGeneration;
     use std::time::{Duration, Instant};
 
     const MS: Duration = Duration::from_millis(1);
@@ -1845,33 +1769,5 @@ mod tests {
         assert_eq!(plans.current(t2), 1, "a slow claim that took nothing does not renew");
         plans.took(t2, Duration::from_secs(2), 1);
         assert_eq!(plans.current(t2), 2);
-    }
-
-    #[test]
-    fn task_columns_follow_the_schema() {
-        let select = diesel::debug_query::<diesel::pg::Pg, _>(&task::table.select(task::all_columns)).to_string();
-        let listed: Vec<String> = select
-            .trim_start_matches("SELECT ")
-            .split(" FROM ")
-            .next()
-            .unwrap()
-            .split(", ")
-            .map(|c| c.trim_start_matches("\"task\".").trim_matches('"').to_string())
-            .collect();
-        let ours: Vec<String> = TASK_COLUMNS.split(',').map(|c| c.trim().to_string()).collect();
-        assert_eq!(ours, listed);
-    }
-
-    #[test]
-    fn due_rewrites_every_column() {
-        let sql = "a AND DUE(t.run_after) OR (DUE(e.run_after))";
-        assert_eq!(
-            due(sql, true),
-            "a AND t.run_after <= (now() AT TIME ZONE 'utc') OR (e.run_after <= (now() AT TIME ZONE 'utc'))"
-        );
-        assert_eq!(
-            due(sql, false),
-            "a AND julianday(t.run_after) <= julianday('now') OR (julianday(e.run_after) <= julianday('now'))"
-        );
     }
 }
