@@ -24,8 +24,8 @@ fn later() -> chrono::NaiveDateTime {
 }
 
 /// A writer's session that admits every epoch, its deadline an hour from now.
-fn open() -> rota::store::dispatch::Fence {
-    rota::store::dispatch::Fence { until: later(), joined: 0 }
+fn open() -> rota::store::fence::Fence {
+    rota::store::fence::Fence { until: later(), joined: 0 }
 }
 
 /// Run `f` on a fresh, migrated database of each backend.
@@ -698,8 +698,9 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use rota::store::apps::find_application;
     use rota::store::dispatch::{
         apps_batch, claim, claim_jobs, claim_next, claim_turns, finish_batch, orphans, recover, AppAcquire, AppChange,
-        AppWrite, Fence, FinishFlags, Finished, Outcome,
+        AppWrite, FinishFlags, Finished, Outcome,
     };
+    use rota::store::fence::Fence;
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         conn.batch_execute(

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::complete::{cut_at_repeats, gather};
 use crate::membership::MembershipState;
 use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
+use crate::store::fence::Fence;
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
 
@@ -44,7 +45,7 @@ const STOPPED: &str = "the application writer has stopped";
 
 impl AppWriter {
     /// Start the writer for `node`, whose acquisitions and writes are fenced by its
-    /// `membership` session (`store::dispatch::Fence`).
+    /// `membership` session (`store::fence::Fence`).
     pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> AppWriter {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, node, membership, rx));
@@ -105,7 +106,7 @@ async fn run(
     }
 }
 
-async fn serve(store: &Store, node: &str, fence: q::Fence, batch: Vec<Item>) {
+async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
     let (mut acquires, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for item in &batch {
         match item {

@@ -226,9 +226,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// safe because every row's update is conditional on the claim — a batch that did commit before
 /// its answer was lost writes no outcome the second time (its rows read as no longer ours, and
 /// are answered so); its application writes apply again unchanged, and record no second event.
-/// Each attempt carries this node's session at that moment ([`q::Fence`]): past its deadline, or
-/// for rows claimed in an earlier session, nothing is written and the rows are answered as no
-/// longer ours (recovered by their new owners).
+/// Each attempt carries this node's session at that moment
+/// ([`Fence`](crate::store::fence::Fence)): past its deadline, or for rows claimed in an earlier
+/// session, nothing is written and the rows are answered as no longer ours (recovered by their
+/// new owners).
 async fn write(store: &Store, node: &str, membership: &watch::Receiver<MembershipState>, batch: Vec<Item>) {
     let rows: Arc<Vec<Finished>> = Arc::new(batch.iter().map(|i| i.row.clone()).collect());
     let mut wait = RETRY_FIRST;

@@ -31,8 +31,8 @@
 //! statements); claim or act while membership says this node may not; write about work it does
 //! not own at the epoch it claimed it (every completion is conditional, invariant I3 in
 //! docs/design.md), nor any write as owner past its membership deadline or under an epoch older
-//! than its session (each carries a [`q::Fence`], which the database checks against its own
-//! clock).
+//! than its session (each carries a [`Fence`](crate::store::fence::Fence), which the database
+//! checks against its own clock).
 
 mod actor;
 mod appwrite;

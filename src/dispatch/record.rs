@@ -11,17 +11,17 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::membership::MembershipState;
-use crate::store::dispatch as q;
+use crate::store::fence::Fence;
 use crate::store::models::NewEvent;
 use crate::store::{events, Store};
 
-/// This node's session as every write as owner carries it ([`q::Fence`]): its deadline on the
+/// This node's session as every write as owner carries it ([`Fence`]): its deadline on the
 /// wall clock ([`MembershipState::deadline_on`], the wall clock read first) and the epoch it
 /// began at, from one look at the membership.
-pub(crate) fn current_fence(membership: &watch::Receiver<MembershipState>) -> q::Fence {
+pub(crate) fn current_fence(membership: &watch::Receiver<MembershipState>) -> Fence {
     let wall = Utc::now().naive_utc();
     let state = membership.borrow();
-    q::Fence { until: state.deadline_on(wall, Instant::now()), joined: state.joined_epoch as i64 }
+    Fence { until: state.deadline_on(wall, Instant::now()), joined: state.joined_epoch as i64 }
 }
 
 /// An event written by `node`'s dispatcher.

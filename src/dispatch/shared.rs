@@ -18,7 +18,7 @@ use crate::config::DispatchConfig;
 use crate::drivers::{ActBy, DriverError, Registry};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
-use crate::store::dispatch as q;
+use crate::store::fence::Fence;
 use crate::store::models::NewEvent;
 use crate::store::Store;
 
@@ -140,7 +140,7 @@ impl Shared {
     }
 
     /// This node's session as every claim and recovery carries it (`current_fence`).
-    pub fn fence(&self) -> q::Fence {
+    pub fn fence(&self) -> Fence {
         current_fence(&self.membership)
     }
 

@@ -1,7 +1,7 @@
 //! Whether this node's clock and the database's agree well enough for the fence of writes.
 //!
 //! Why: every write as owner carries this node's deadline on its own wall clock, and the
-//! database compares it with its own clock (`store::dispatch::Fence`). A database clock behind
+//! database compares it with its own clock (`store::fence::Fence`). A database clock behind
 //! the node's by more than [`DEADLINE_MARGIN`] lets a write through after the node's lease has
 //! ended, when another node may have taken the work over; one ahead refuses writes that long
 //! before the deadline — harmless while that is less than the two thirds of a TTL a node

@@ -149,7 +149,7 @@ impl MembershipState {
 
     /// The instant until which this node may act `now` on work it owns at `epoch`: None when it
     /// may not act, or when `epoch` is older than its session (work of an earlier session, which
-    /// [`crate::store::dispatch::Fence`] refuses to write about as well).
+    /// [`crate::store::fence::Fence`] refuses to write about as well).
     pub fn acting_until(&self, now: Instant, epoch: u64) -> Option<Instant> {
         if self.may_act(now) && epoch >= self.joined_epoch {
             self.valid_until
@@ -162,7 +162,7 @@ impl MembershipState {
     /// monotonic clock `now` read after it: `wall` plus what is left of the lease or lock, less
     /// [`DEADLINE_MARGIN`].
     /// Already passed (the Unix epoch) when it may not act. The database compares it with its
-    /// own clock at every write as owner (`store::dispatch::Fence`), so a node paused past its
+    /// own clock at every write as owner (`store::fence::Fence`), so a node paused past its
     /// deadline writes nothing when it wakes. Reading `wall` first means a pause between the two reads
     /// makes the deadline earlier, never later.
     pub fn deadline_on(&self, wall: chrono::NaiveDateTime, now: Instant) -> chrono::NaiveDateTime {

@@ -18,10 +18,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
 use super::events;
+use super::fence::{before_deadline, deadline_text, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewEvent, Task};
 use super::schema::{application, task};
 use super::sql::{due, id_list, pg_literal, Count, TaskRows, SQLITE_NOW, TASK_COLUMNS};
-use super::{AnyConnection, MultiBackend, StoreError};
+use super::{AnyConnection, StoreError};
 
 /// Statuses no row leaves.
 pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
@@ -65,109 +66,9 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 }
 
 /// The claim's assignments (`$1` node, `$2` epoch); `claimed_at` follows.
-/// Every claim's WHERE also holds [`fence_sql`]: the claimant's membership deadline.
+/// Every claim's WHERE also holds [`before_deadline`]: the claimant's membership deadline.
 const CLAIM_SET: &str =
     "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, claimed_at = ";
-
-/// What every write as owner is fenced by: the writer's membership session as the database can
-/// check it. Why: a node checks that it may act before it reads and claims, but a node paused
-/// between the check and the claim (or while its read was in flight) sent the claim when it
-/// woke — past its lease, under the epoch of a session that had ended, for rows the ring had
-/// meanwhile given to others (the chaos suite's I3, CI seed 155236777). docs/membership.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fence {
-    /// The session's deadline on the wall clock (UTC): nothing is written once the database's
-    /// clock has passed it ([`fence_sql`]). Already passed when the node may not act.
-    pub until: NaiveDateTime,
-    /// The epoch at which the session began: a write under an older epoch (a claim made with
-    /// a view from before a re-join, an outcome or an application of an earlier life) is not
-    /// written, whatever the deadline of the session that came after.
-    pub joined: i64,
-}
-
-impl Fence {
-    /// True when a write under `epoch` belongs to this session.
-    pub fn admits(&self, epoch: i64) -> bool {
-        epoch >= self.joined
-    }
-}
-
-/// The answers to `items`, in order, when only those `admitted` keeps were written: the next of
-/// `answers` (the written items' answers, in order) for each of them, `refused(item)` for the
-/// others — and for a written item left without an answer.
-fn merge_admitted<T, R>(
-    items: &[T],
-    admitted: impl Fn(&T) -> bool,
-    answers: Vec<R>,
-    refused: impl Fn(&T) -> R,
-) -> Vec<R> {
-    let mut answers = answers.into_iter();
-    items.iter().map(|i| if admitted(i) { answers.next().unwrap_or_else(|| refused(i)) } else { refused(i) }).collect()
-}
-
-/// "The database's clock is before the writer's deadline `$n`" ([`Fence::until`]), a condition
-/// of every write as owner written as SQL text (the claims, the batched outcomes and
-/// acquisitions); [`BeforeDeadline`] is the same for the statements built with diesel's DSL.
-/// A scalar subquery: evaluated once per statement as it begins (PostgreSQL plans it as a
-/// one-time filter, and past the deadline reads and locks nothing). Compared row by row, the
-/// clock's conversion cost each row the claim's plan looked at, and insert-to-start p99 at 500
-/// tasks/s rose by a quarter (docs/benchmarks.md session 13). It holds as far as the node's and
-/// the database's clocks agree (docs/membership.md).
-fn fence_sql(postgres: bool, n: usize) -> String {
-    let (open, close) = fence_parts(postgres);
-    format!("{open}${n}{close}")
-}
-
-/// The text of [`fence_sql`] before and after the deadline, for each backend.
-fn fence_parts(postgres: bool) -> (&'static str, &'static str) {
-    if postgres {
-        ("(SELECT (clock_timestamp() AT TIME ZONE 'utc') < ", ")")
-    } else {
-        ("(SELECT julianday('now') < julianday(", "))")
-    }
-}
-
-/// [`fence_sql`] for a statement built with diesel's DSL: "the database's clock is before the
-/// bound deadline", its text fixed per backend ([`fence_parts`]). Why: the single-row writes (a
-/// completion under light load, an acquisition, a recovery; on SQLite outcomes, application
-/// writes and acquisitions) keep their small statements; sending a single completion through
-/// the batched `unnest` statement instead raised insert-to-start p50 at 500 tasks/s from 0.66
-/// to 0.73 ms (docs/benchmarks.md session 13).
-#[derive(Debug, Clone, Copy)]
-struct BeforeDeadline(NaiveDateTime);
-
-impl diesel::query_builder::QueryId for BeforeDeadline {
-    type QueryId = BeforeDeadline;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl diesel::expression::Expression for BeforeDeadline {
-    type SqlType = diesel::sql_types::Bool;
-}
-
-impl<QS> diesel::expression::AppearsOnTable<QS> for BeforeDeadline {}
-
-impl<QS> diesel::expression::SelectableExpression<QS> for BeforeDeadline {}
-
-impl diesel::expression::ValidGrouping<()> for BeforeDeadline {
-    type IsAggregate = diesel::expression::is_aggregate::Never;
-}
-
-impl diesel::query_builder::QueryFragment<MultiBackend> for BeforeDeadline {
-    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, MultiBackend>) -> QueryResult<()> {
-        let (open, close) = fence_parts(matches!(out.backend(), MultiBackend::Postgresql(_)));
-        out.push_sql(open);
-        out.push_bind_param::<diesel::sql_types::Timestamp, _>(&self.0)?;
-        out.push_sql(close);
-        Ok(())
-    }
-}
-
-/// A deadline as text, in UTC to the microsecond: a literal for PostgreSQL's `EXECUTE` (of a
-/// `timestamp` parameter) and a time SQLite's `julianday` reads (to the millisecond).
-fn deadline_text(until: NaiveDateTime) -> String {
-    until.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-}
 
 /// Row `t` may be claimed as far as its application's ordering goes: jobs always; a command only
 /// when no earlier command of its application is running or pending and due.
@@ -216,7 +117,7 @@ fn claim_ids(
 /// Claim for the claimant (node, epoch, deadline; its epoch admitted by its [`Fence`]) the
 /// pending, due rows that `pg_ids`
 /// (PostgreSQL, with `$3` the array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`)
-/// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and the [`fence_sql`].
+/// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and [`before_deadline`].
 /// PostgreSQL: the prepared statement `name`, its rows decoded by position ([`TaskRows`]).
 /// SQLite: `sqlite_ids` and `filter` must not use `$3` (bound to a placeholder value, so that
 /// the deadline is `?4`). Returns the claimed rows by priority, then id.
@@ -243,9 +144,9 @@ fn claim_where(
                 "{CLAIM_SET}{claimed} \
                  WHERE id {open}SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
-                   AND {COMMAND_TURN} {lock}{close} AND {fence} \
+                   AND {COMMAND_TURN} {lock}{close} AND {before_deadline} \
                  RETURNING {returning}",
-                fence = fence_sql(postgres, 4)
+                before_deadline = before_deadline(postgres, 4)
             ),
             postgres,
         )
@@ -303,9 +204,9 @@ pub fn claim_next(
              WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} \
                AND {COMMAND_TURN} \
-               ORDER BY t.id LIMIT $4) AND {fence} \
+               ORDER BY t.id LIMIT $4) AND {before_deadline} \
              RETURNING *",
-            fence = fence_sql(false, 5)
+            before_deadline = before_deadline(false, 5)
         ),
         false,
     );
@@ -393,9 +294,9 @@ fn claim_turns_pg() -> String {
              AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
            WHERE h.status = 'pending'), \
          commands AS (SELECT c.id FROM head h {lock}) \
-         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {fence} RETURNING ",
+         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {before_deadline} RETURNING ",
         lock = lock_heads(),
-        fence = fence_sql(true, 4)
+        before_deadline = before_deadline(true, 4)
     )
 }
 
@@ -482,9 +383,9 @@ fn claim_next_pg(limit: i64) -> String {
           {lock} ORDER BY h.id LIMIT {limit}) \
         {CLAIM_SET}{PG_CLAIMED_AT} \
         WHERE id = ANY(ARRAY(SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit})) \
-        AND {fence} RETURNING ",
+        AND {before_deadline} RETURNING ",
         lock = lock_heads(),
-        fence = fence_sql(true, 4)
+        before_deadline = before_deadline(true, 4)
     )
 }
 
@@ -911,7 +812,7 @@ const OUTCOME_SET: &str = "status = v.status, \
 /// for a row with an outcome, only when the outcome was written. Why that last rule: the
 /// completer retries a batch whose answer was lost; the second time the outcomes read as no
 /// longer ours, the application writes apply again unchanged, and no event is recorded twice.
-/// Every write also holds the [`fence_sql`] of the writer's deadline (`$22`).
+/// Every write also holds [`before_deadline`], the writer's deadline (`$22`).
 fn outcomes_pg(
     conn: &mut diesel::PgConnection,
     (node, until): (&str, NaiveDateTime),
@@ -932,11 +833,11 @@ fn outcomes_pg(
            restart_count = COALESCE(v.restart_count, a.restart_count), \
            updated_at = $20 \
            FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
-             AND a.owner_epoch = v.app_epoch AND {fence} \
+             AND a.owner_epoch = v.app_epoch AND {before_deadline} \
            RETURNING a.id), \
          t AS (UPDATE task AS t SET {set} \
            FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
-             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {fence} \
+             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {before_deadline} \
            RETURNING t.id), \
          e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
            SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') \
@@ -944,7 +845,7 @@ fn outcomes_pg(
            WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
          SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
         set = OUTCOME_SET.replace("{now}", "$20"),
-        fence = fence_sql(true, 22)
+        before_deadline = before_deadline(true, 22)
     );
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -1056,10 +957,11 @@ fn finish_batch_pg(
         "UPDATE task AS t SET {set} \
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamp[]) \
            AS v(id, epoch, status, result, error, run_after) \
-         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch AND {fence} \
+         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
+           AND {before_deadline} \
          RETURNING t.id",
         set = OUTCOME_SET.replace("{now}", "$7"),
-        fence = fence_sql(true, 9)
+        before_deadline = before_deadline(true, 9)
     );
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
@@ -1438,7 +1340,7 @@ pub struct AppAcquire {
 }
 
 /// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
-/// the deadline `until` ([`fence_sql`]): one statement (`UPDATE … FROM unnest(…)`, the events
+/// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`, the events
 /// inserted in a CTE fed by its `RETURNING`).
 /// Why: a node adopting 1,000 applications at once (a start, a failover) spent ~1 s committing
 /// one transaction per application (server log, docs/benchmarks.md).
@@ -1461,12 +1363,12 @@ fn acquire_apps_pg(
            $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
          u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
            FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
-             AND {fence} \
+             AND {before_deadline} \
            RETURNING a.*), \
          e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
            SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') FROM v JOIN u ON u.id = v.id) \
          SELECT * FROM u",
-        fence = fence_sql(true, 11)
+        before_deadline = before_deadline(true, 11)
     );
     let got: Vec<Application> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&ids)

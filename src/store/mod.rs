@@ -16,6 +16,7 @@ pub mod apps;
 mod connection;
 pub mod dispatch;
 pub mod events;
+pub mod fence;
 pub mod jobs;
 pub mod lock;
 pub mod models;
