@@ -536,14 +536,14 @@ mod tests {
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
         );
-        let fence = shared.fence();
+        let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store
             .run(move |c| {
                 diesel::connection::SimpleConnection::batch_execute(
                     c,
                     "INSERT INTO task (id, action) VALUES (7, 'run')",
                 )?;
-                q::claim(c, &[7], "n1", 1, fence)
+                q::claim(c, &plans, &[7], "n1", 1, fence)
             })
             .await
             .unwrap();

@@ -44,6 +44,7 @@ impl Pump {
         // as an async task the pump drained 8–15 % slower, docs/benchmarks.md#round-trips).
         let task = tokio::task::spawn_blocking(move || {
             let mut after = after;
+            let plans = shared.store.plans();
             // A slot first, then a connection, then the claim: what is claimed is delivered.
             while let Ok(slot) = runtime.block_on(tx.reserve()) {
                 if !shared.may_act() || shared.membership.borrow().view.epoch as i64 != epoch {
@@ -52,7 +53,7 @@ impl Pump {
                 }
                 let node = shared.node_id.clone();
                 let fence = shared.fence();
-                let claimed = shared.store.run_here(|c| q::claim_next(c, after, batch, &node, epoch, fence));
+                let claimed = shared.store.run_here(|c| q::claim_next(c, &plans, after, batch, &node, epoch, fence));
                 let next = match &claimed {
                     Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),

@@ -197,8 +197,9 @@ impl Dispatcher {
                 }
             }
         } else if claim == Claim::Next {
-            let fence = self.shared.fence();
-            let claimed = self.shared.store.run(move |c| q::claim_next(c, after, batch, &node, epoch, fence)).await?;
+            let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
+            let claimed =
+                self.shared.store.run(move |c| q::claim_next(c, &plans, after, batch, &node, epoch, fence)).await?;
             self.claimed_next(self.shared.held.claimed(claimed), &place)
         } else if claim == Claim::Window {
             return self.window_round(&place).await;
@@ -238,7 +239,8 @@ impl Dispatcher {
             } else {
                 // Under the epoch of the view that placed the rows (read again after the read).
                 let (fence, epoch) = (self.shared.fence(), place.view.epoch as i64);
-                self.shared.store.run(move |c| q::claim(c, &mine, &node, epoch, fence)).await?
+                let plans = self.shared.store.plans();
+                self.shared.store.run(move |c| q::claim(c, &plans, &mine, &node, epoch, fence)).await?
             };
             if windowing {
                 self.hand_out(self.shared.held.claimed(claimed), &place, HashMap::new()).await;
@@ -305,7 +307,7 @@ impl Dispatcher {
                 continue;
             }
             let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-            let fence = self.shared.fence();
+            let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
             // The claimed commands' applications are read in the same call to the database,
             // right after the claim, so their actors need not read them again before they run
             // (one round trip less on every command's path: docs/benchmarks.md#round-trips). A
@@ -314,7 +316,7 @@ impl Dispatcher {
                 .shared
                 .store
                 .run(move |c| {
-                    let claimed = q::claim_turns(c, &apps, &node, epoch, fence)?;
+                    let claimed = q::claim_turns(c, &plans, &apps, &node, epoch, fence)?;
                     let ids: Vec<i64> = claimed.iter().filter_map(|t| t.app_id).collect();
                     let at = Instant::now();
                     let read = if ids.is_empty() { Ok(Vec::new()) } else { q::apps(c, &ids) };

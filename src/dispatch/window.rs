@@ -107,8 +107,8 @@ impl Dispatcher {
         self.window = Some(w);
         self.windowed_to = w.next - 1;
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
-        let fence = self.shared.fence();
-        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &ids, &node, epoch, fence)).await?;
+        let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
+        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &plans, &ids, &node, epoch, fence)).await?;
         tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
         self.hand_out(self.shared.held.claimed(claimed), place, HashMap::new()).await;
         Ok(true)

@@ -18,7 +18,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use super::events;
 use super::fence::{before_deadline, deadline_text, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewEvent, Task};
-use super::plans::pg_prepared;
+use super::plans::{pg_prepared, PlanGeneration};
 use super::schema::{application, task};
 use super::sql::{due, id_list, pg_literal, Count, SQLITE_NOW, TASK_COLUMNS};
 use super::{AnyConnection, StoreError};
@@ -86,22 +86,23 @@ const COMMAND_TURN: &str = "(t.app_id IS NULL OR t.action = 'run' OR NOT EXISTS 
 /// a time, in id order; a delayed earlier command does not hold back the ones behind it). Jobs
 /// (`run`) are not commands: they neither wait for nor hold back anything. Nothing is claimed
 /// under an epoch older than the claimant's session, or once the database's clock has passed its
-/// deadline ([`Fence`]).
+/// deadline ([`Fence`]). `plans`: the store's ([`crate::store::Store::plans`]).
 pub fn claim(
     conn: &mut AnyConnection,
+    plans: &PlanGeneration,
     ids: &[i64],
     node: &str,
     epoch: i64,
     fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
-    claim_ids(conn, "rota_claim", ids, "", (node, epoch, fence))
+    claim_ids(conn, (plans, "rota_claim"), ids, "", (node, epoch, fence))
 }
 
-/// [`claim_where`] for the rows of `ids` that `filter` keeps (the statement `name` on
+/// [`claim_where`] for the rows of `ids` that `filter` keeps (the statement `name` of `plans` on
 /// PostgreSQL), unless there are none or the [`Fence`] does not admit `epoch`.
 fn claim_ids(
     conn: &mut AnyConnection,
-    name: &str,
+    statement: (&PlanGeneration, &str),
     ids: &[i64],
     filter: &str,
     (node, epoch, fence): (&str, i64, Fence),
@@ -110,19 +111,20 @@ fn claim_ids(
         return Ok(Vec::new());
     }
     let claimant = (node, epoch, fence.until);
-    claim_where(conn, name, ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), filter, claimant)
+    claim_where(conn, statement, ids, "= ANY($3)", &format!("IN ({})", id_list(ids)), filter, claimant)
 }
 
 /// Claim for the claimant (node, epoch, deadline; its epoch admitted by its [`Fence`]) the
 /// pending, due rows that `pg_ids`
 /// (PostgreSQL, with `$3` the array of `ids`) or `sqlite_ids` picks and `filter` (`AND …`)
 /// keeps, in one statement, each under the ordering rule [`COMMAND_TURN`] and [`before_deadline`].
-/// PostgreSQL: the prepared statement `name`, its rows decoded by position ([`TaskRows`]).
+/// PostgreSQL: the prepared statement `name` of `plans`, its rows decoded by position
+/// ([`TaskRows`](super::sql::TaskRows)).
 /// SQLite: `sqlite_ids` and `filter` must not use `$3` (bound to a placeholder value, so that
 /// the deadline is `?4`). Returns the claimed rows by priority, then id.
 fn claim_where(
     conn: &mut AnyConnection,
-    name: &str,
+    (plans, name): (&PlanGeneration, &str),
     ids: &[i64],
     pg_ids: &str,
     sqlite_ids: &str,
@@ -153,6 +155,7 @@ fn claim_where(
     let mut claimed: Vec<Task> = match conn {
         AnyConnection::Postgresql(c) => pg_prepared(
             c,
+            plans,
             name,
             &["text", "bigint", "bigint[]", "timestamp"],
             &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(ids), deadline_text(until)),
@@ -183,9 +186,11 @@ fn claim_where(
 /// trips between a NOTIFY and a claim); the dispatcher reads the rows left out with
 /// [`due_after`] and places them itself, at least once per poll interval.
 /// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
-/// Returns the claimed rows by priority, then id.
+/// Returns the claimed rows by priority, then id. `plans`: the store's
+/// ([`crate::store::Store::plans`]).
 pub fn claim_next(
     conn: &mut AnyConnection,
+    plans: &PlanGeneration,
     after: i64,
     limit: i64,
     node: &str,
@@ -214,6 +219,7 @@ pub fn claim_next(
         // that PostgreSQL's generic plan knows it, and picks the same plan as a custom one.
         AnyConnection::Postgresql(c) => pg_prepared(
             c,
+            plans,
             &format!("rota_claim_next_{limit}"),
             &["text", "bigint", "bigint", "timestamp"],
             &format!("{}, {epoch}, {after}, '{}'", pg_literal(node), deadline_text(until)),
@@ -240,9 +246,11 @@ pub fn claim_next(
 /// index probe per application instead of [`claim_next`]'s scan of every application's head
 /// (11 ms per claim for 1,000 applications, server log, docs/benchmarks.md).
 /// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
-/// Returns the claimed rows by priority, then id.
+/// Returns the claimed rows by priority, then id. `plans`: the store's
+/// ([`crate::store::Store::plans`]).
 pub fn claim_turns(
     conn: &mut AnyConnection,
+    plans: &PlanGeneration,
     apps: &[i64],
     node: &str,
     epoch: i64,
@@ -256,6 +264,7 @@ pub fn claim_turns(
         AnyConnection::Postgresql(c) => {
             let mut claimed = pg_prepared(
                 c,
+                plans,
                 "rota_claim_turns",
                 &["text", "bigint", "bigint[]", "timestamp"],
                 &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(apps), deadline_text(until)),
@@ -270,7 +279,7 @@ pub fn claim_turns(
                  AND f.status = 'pending' AND f.action <> 'run' AND DUE(f.run_after) GROUP BY f.app_id)",
                 id_list(apps)
             );
-            claim_where(conn, "", apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), (node, epoch, until))
+            claim_where(conn, (plans, ""), apps, "", &sqlite_ids, &format!("AND {UNLABELLED}"), (node, epoch, until))
         }
     }
 }
@@ -321,16 +330,18 @@ const PG_CLAIMED_AT: &str = "(clock_timestamp() AT TIME ZONE 'utc')";
 /// per member; for the jobs of a backlog it computes which ids of the next stretch its ring owns
 /// and claims them without reading any ([`crate::dispatch`], *job window*).
 /// Nothing is claimed under an epoch the [`Fence`] does not admit, or past its deadline.
-/// Returns the claimed rows by priority, then id.
+/// Returns the claimed rows by priority, then id. `plans`: the store's
+/// ([`crate::store::Store::plans`]).
 pub fn claim_jobs(
     conn: &mut AnyConnection,
+    plans: &PlanGeneration,
     ids: &[i64],
     node: &str,
     epoch: i64,
     fence: Fence,
 ) -> Result<Vec<Task>, StoreError> {
     let filter = format!("AND (t.app_id IS NULL OR t.action = 'run') AND t.target_node IS NULL AND {UNLABELLED}");
-    claim_ids(conn, "rota_claim_jobs", ids, &filter, (node, epoch, fence))
+    claim_ids(conn, (plans, "rota_claim_jobs"), ids, &filter, (node, epoch, fence))
 }
 
 /// The highest task id there is (0 for an empty table): where a job window ends.

@@ -4,10 +4,13 @@
 //! cost more than it took to run; so each connection runs the claims as named prepared statements
 //! ([`pg_prepared`]). PostgreSQL keeps a prepared statement's generic plan until the table's
 //! statistics change, and a plan made on a nearly empty table outlives its fitness:
-//! [`PlanGeneration`] says when the connections prepare them again.
+//! [`PlanGeneration`], one per [`Store`](super::Store), says when its connections prepare them
+//! again.
 //!
 //! Must never: renew the plans of an idle node (its statements per second stay those of its
-//! poll), or choose what a claim reads and writes (its SQL comes from `claim`).
+//! poll), be shared between stores or kept in a global (each pool's connections hold their own
+//! statements; two nodes in one process must not renew each other's), or choose what a claim
+//! reads and writes (its SQL comes from the claim).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -20,25 +23,27 @@ use diesel::sql_types::Text;
 use super::models::Task;
 use super::sql::TaskRows;
 
-/// Run `sql`, a statement returning [`TASK_COLUMNS`](super::sql::TASK_COLUMNS), as this connection's named prepared
-/// statement `name`, whose parameters have the given PostgreSQL types; its rows are decoded by
-/// position ([`TaskRows`]). `EXECUTE` takes no
-/// protocol parameters, so `args` are SQL literals ([`pg_literal`](super::sql::pg_literal) for text). The statement is
-/// prepared on the connection's first call, again if the server lost or invalidated it, and
-/// again at each new [`PlanGeneration`].
+/// Run `sql`, a statement returning [`TASK_COLUMNS`](super::sql::TASK_COLUMNS), as this
+/// connection's named prepared statement `name`, whose parameters have the given PostgreSQL
+/// types; its rows are decoded by position ([`TaskRows`]). `EXECUTE` takes no protocol
+/// parameters, so `args` are SQL literals ([`pg_literal`](super::sql::pg_literal) for text). The
+/// statement is prepared on the connection's first call, again if the server lost or invalidated
+/// it, and again at each new generation of `plans` (the [`PlanGeneration`] of the connection's
+/// store).
 /// Why: an unnamed statement is parsed and planned at every call; the head claim's recursive
 /// CTE took 0.6 ms to parse and 1.7 ms to plan against 0.5 ms to run (server log, latency case
 /// at 500 rows/s, docs/benchmarks.md), and the claim sits between every insert and its start.
 /// Diesel keeps its own prepared statements only for its query builder, never for `sql_query`.
 pub(super) fn pg_prepared(
     c: &mut diesel::PgConnection,
+    plans: &PlanGeneration,
     name: &str,
     types: &[&str],
     args: &str,
     sql: impl FnOnce() -> String,
 ) -> QueryResult<Vec<Task>> {
     let started = Instant::now();
-    let generation = PLANS.current(started);
+    let generation = plans.current(started);
     let prefix = format!("{name}_g");
     let execute = format!("EXECUTE {prefix}{generation}({args})");
     match TaskRows(&execute).load(c) {
@@ -71,7 +76,7 @@ pub(super) fn pg_prepared(
         // preparation and a custom plan.
         other => {
             if let Ok(rows) = &other {
-                PLANS.took(Instant::now(), started.elapsed(), rows.len());
+                plans.took(Instant::now(), started.elapsed(), rows.len());
             }
             other
         }
@@ -89,7 +94,10 @@ pub(super) fn pg_prepared(
 /// most once per [`PlanGeneration::MIN_AGE`]). A new preparation costs a few custom plans per
 /// connection, under 10 ms. An idle node, whose claims take nothing, never renews: its queries
 /// per second stay those of its poll; nor does a node taking a task now and then.
-pub(crate) struct PlanGeneration {
+///
+/// One per [`Store`](super::Store), shared by the connections of its pool, which hold the
+/// statements: [`Store::plans`](super::Store::plans) hands it to the claims.
+pub struct PlanGeneration {
     /// The current generation, part of each statement's name.
     generation: AtomicU64,
     /// When it began, in milliseconds after `origin`.
@@ -98,8 +106,6 @@ pub(crate) struct PlanGeneration {
     claimed: AtomicU64,
     origin: OnceLock<Instant>,
 }
-
-static PLANS: PlanGeneration = PlanGeneration::new();
 
 impl PlanGeneration {
     /// A busy generation is renewed at least this often.
@@ -111,6 +117,7 @@ impl PlanGeneration {
     /// …unless the generation is younger than this.
     pub(crate) const MIN_AGE: Duration = Duration::from_secs(1);
 
+    /// Generation 0, nothing claimed yet.
     pub(crate) const fn new() -> Self {
         Self {
             generation: AtomicU64::new(0),
