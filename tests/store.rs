@@ -279,7 +279,8 @@ fn an_unreachable_database_fails_fast_with_the_real_cause() {
 
 #[test]
 fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
-    use rota::store::dispatch::{claim, finish_batch, FinishFlags, Finished, Outcome};
+    use rota::store::claim::claim;
+    use rota::store::dispatch::{finish_batch, FinishFlags, Finished, Outcome};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();
@@ -324,7 +325,8 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
 #[test]
 fn a_commands_outcome_is_written_only_with_its_application_write() {
     use rota::store::apps::find_application;
-    use rota::store::dispatch::{claim, finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome};
+    use rota::store::claim::claim;
+    use rota::store::dispatch::{finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome};
     use rota::store::events::{list_events, EventFilter};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
@@ -396,7 +398,7 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
 #[test]
 fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     use diesel::RunQueryDsl;
-    use rota::store::dispatch::{claim, claim_next, fail_unreadable};
+    use rota::store::claim::{claim, claim_next, fail_unreadable};
     use rota::store::AnyConnection;
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("u.db").display());
@@ -449,7 +451,7 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
 #[test]
 fn claim_next_takes_each_applications_first_command_and_every_job() {
     use rota::store::apps::insert_application;
-    use rota::store::dispatch::claim_next;
+    use rota::store::claim::claim_next;
     use rota::store::models::NewApplication;
     on_both(|store| {
         let mut conn = store.conn().unwrap();
@@ -546,7 +548,7 @@ fn a_claim_hands_out_its_rows_higher_priority_first_and_takes_them_in_id_order()
 #[test]
 fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
     use diesel::connection::SimpleConnection;
-    use rota::store::dispatch::{claim, claim_next};
+    use rota::store::claim::{claim, claim_next};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();
@@ -634,7 +636,7 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
 #[test]
 fn claim_turns_takes_only_each_applications_next_command() {
     use diesel::connection::SimpleConnection;
-    use rota::store::dispatch::claim_turns;
+    use rota::store::claim::claim_turns;
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();
@@ -666,7 +668,7 @@ fn claim_turns_takes_only_each_applications_next_command() {
 #[test]
 fn claim_jobs_takes_only_jobs_placed_by_their_id() {
     use diesel::connection::SimpleConnection;
-    use rota::store::dispatch::{claim_jobs, max_task_id};
+    use rota::store::claim::{claim_jobs, max_task_id};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();
@@ -709,9 +711,9 @@ fn claim_jobs_takes_only_jobs_placed_by_their_id() {
 fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use diesel::connection::SimpleConnection;
     use rota::store::apps::find_application;
+    use rota::store::claim::{claim, claim_jobs, claim_next, claim_turns};
     use rota::store::dispatch::{
-        apps_batch, claim, claim_jobs, claim_next, claim_turns, finish_batch, orphans, recover, AppAcquire, AppChange,
-        AppWrite, FinishFlags, Finished, Outcome,
+        apps_batch, finish_batch, orphans, recover, AppAcquire, AppChange, AppWrite, FinishFlags, Finished, Outcome,
     };
     use rota::store::fence::Fence;
     on_both(|store| {
@@ -901,7 +903,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
 #[test]
 fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     use diesel::RunQueryDsl;
-    use rota::store::dispatch::claim_next;
+    use rota::store::claim::claim_next;
     #[derive(diesel::QueryableByName)]
     struct Name {
         #[diesel(sql_type = diesel::sql_types::Text)]

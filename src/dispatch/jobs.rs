@@ -477,7 +477,7 @@ mod tests {
     use crate::drivers::{BoxFut, Ctx, Driver, DriverError, Observed, Registry, SpecError};
     use crate::membership::{MembershipState, Status};
     use crate::metrics::Metrics;
-    use crate::store::dispatch as q;
+    use crate::store::claim;
     use crate::store::{tasks, DbUrl, PoolOptions, Store};
 
     /// A `noop` whose `run` began nothing: it answers `Fenced`, as a driver does that read its
@@ -543,7 +543,7 @@ mod tests {
                     c,
                     "INSERT INTO task (id, action) VALUES (7, 'run')",
                 )?;
-                q::claim(c, &plans, &[7], "n1", 1, fence)
+                claim::claim(c, &plans, &[7], "n1", 1, fence)
             })
             .await
             .unwrap();

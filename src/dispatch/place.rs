@@ -16,7 +16,7 @@ use crate::jobs::traffic::Policy;
 use crate::jobs::Strategy;
 use crate::membership::{MembershipState, View};
 use crate::ring::{hash_key, Ring, Selector};
-use crate::store::dispatch::Due;
+use crate::store::claim::Due;
 
 /// What placement needs to know of an application.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Placement {
 
     /// True when the row is a job owned by the ring owner of its task id alone: no target node,
     /// no selector of its own, and an application (if any) with neither a selector nor a traffic
-    /// group — the rows [`crate::store::dispatch::claim_jobs`] claims.
+    /// group — the rows [`crate::store::claim::claim_jobs`] claims.
     pub fn placed_by_id(&self, d: &Due) -> bool {
         (d.app_id.is_none() || d.action == "run") && d.target_node.is_none() && !self.depends_on_labels(d)
     }

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use super::held::Claimed;
 use super::{Dispatcher, Shared};
+use crate::store::claim;
 use crate::store::dispatch as q;
 use crate::store::StoreError;
 
@@ -53,7 +54,8 @@ impl Pump {
                 }
                 let node = shared.node_id.clone();
                 let fence = shared.fence();
-                let claimed = shared.store.run_here(|c| q::claim_next(c, &plans, after, batch, &node, epoch, fence));
+                let claimed =
+                    shared.store.run_here(|c| claim::claim_next(c, &plans, after, batch, &node, epoch, fence));
                 let next = match &claimed {
                     Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),

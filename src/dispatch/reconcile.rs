@@ -16,6 +16,7 @@ use super::rounds::STOP_CLAIM_WITHIN;
 use super::{parse_selector, q, wake, Dispatcher};
 use crate::jobs::traffic::Switch;
 use crate::membership::MembershipState;
+use crate::store::claim;
 use crate::store::StoreError;
 
 impl Dispatcher {
@@ -83,7 +84,7 @@ impl Dispatcher {
     }
 
     /// Load the selectors and traffic groups of applications seen for the first time.
-    pub(super) async fn learn_apps(&mut self, due: &[q::Due]) -> Result<(), StoreError> {
+    pub(super) async fn learn_apps(&mut self, due: &[claim::Due]) -> Result<(), StoreError> {
         let mut unknown: Vec<i64> =
             due.iter().filter_map(|d| d.app_id).filter(|a| !self.apps.contains_key(a)).collect();
         if unknown.is_empty() {

@@ -17,6 +17,7 @@ use super::held::Claimed;
 use super::place::Placement;
 use super::strategy::{self, Claim, Situation};
 use super::{jobs, pump, q, Dispatcher, JobWindow};
+use crate::store::claim;
 use crate::store::models::Task;
 use crate::store::StoreError;
 
@@ -199,7 +200,7 @@ impl Dispatcher {
         } else if claim == Claim::Next {
             let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
             let claimed =
-                self.shared.store.run(move |c| q::claim_next(c, &plans, after, batch, &node, epoch, fence)).await?;
+                self.shared.store.run(move |c| claim::claim_next(c, &plans, after, batch, &node, epoch, fence)).await?;
             self.claimed_next(self.shared.held.claimed(claimed), &place)
         } else if claim == Claim::Window {
             return self.window_round(&place).await;
@@ -213,7 +214,7 @@ impl Dispatcher {
             let after = if windowing { 0 } else { after };
             let takers = place.view.members.iter().filter(|m| m.weight > 0).count().max(1) as i64;
             let read = if windowing { batch } else { batch * takers.min(8) };
-            let due = self.shared.store.run(move |c| q::due_after(c, after, read)).await?;
+            let due = self.shared.store.run(move |c| claim::due_after(c, after, read)).await?;
             self.shared.metrics.rows_read.inc_by(due.len() as u64);
             let full = due.len() as i64 == read;
             let last = due.last().map(|d| d.id);
@@ -240,7 +241,7 @@ impl Dispatcher {
                 // Under the epoch of the view that placed the rows (read again after the read).
                 let (fence, epoch) = (self.shared.fence(), place.view.epoch as i64);
                 let plans = self.shared.store.plans();
-                self.shared.store.run(move |c| q::claim(c, &plans, &mine, &node, epoch, fence)).await?
+                self.shared.store.run(move |c| claim::claim(c, &plans, &mine, &node, epoch, fence)).await?
             };
             if windowing {
                 self.hand_out(self.shared.held.claimed(claimed), &place, HashMap::new()).await;
@@ -316,7 +317,7 @@ impl Dispatcher {
                 .shared
                 .store
                 .run(move |c| {
-                    let claimed = q::claim_turns(c, &plans, &apps, &node, epoch, fence)?;
+                    let claimed = claim::claim_turns(c, &plans, &apps, &node, epoch, fence)?;
                     let ids: Vec<i64> = claimed.iter().filter_map(|t| t.app_id).collect();
                     let at = Instant::now();
                     let read = if ids.is_empty() { Ok(Vec::new()) } else { q::apps(c, &ids) };
@@ -361,7 +362,7 @@ impl Dispatcher {
             return;
         }
         let (after, batch) = (self.cursor, i64::from(self.shared.cfg.batch_size));
-        match self.shared.store.run(move |c| q::fail_unreadable(c, after, batch)).await {
+        match self.shared.store.run(move |c| claim::fail_unreadable(c, after, batch)).await {
             Ok(n) if n > 0 => tracing::warn!(rows = n, "failed rows whose text is not UTF-8"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not fail rows whose text is not UTF-8"),

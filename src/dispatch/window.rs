@@ -2,20 +2,21 @@
 //! alone, by computing which ids its ring owns instead of reading every due row.
 //!
 //! Must never: claim a row whose placement depends on labels (selectors, traffic groups, fan-out
-//! targets: [`crate::store::dispatch::claim_jobs`] leaves them out), or keep a window past a view
+//! targets: [`crate::store::claim::claim_jobs`] leaves them out), or keep a window past a view
 //! change (its ids were placed by the old ring).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::place::Placement;
-use super::{q, Dispatcher};
+use super::Dispatcher;
 use crate::ring::Selector;
+use crate::store::claim;
 use crate::store::StoreError;
 
 /// A member of a larger ring draining a backlog of jobs placed by their id alone (no selector,
 /// no target node, an application without selector or traffic group, if any): it computes
-/// which of the next ids its ring owns and claims them ([`q::claim_jobs`]) instead of reading
+/// which of the next ids its ring owns and claims them ([`claim::claim_jobs`]) instead of reading
 /// every due row. Why: each member read a batch per member to claim one, so every row of a
 /// backlog was read once per member — three nodes drained at 0.63–0.88 of one node's rate on
 /// the same database (docs/benchmarks.md#three-nodes). A window starts when a full read was mostly such
@@ -42,7 +43,7 @@ const WINDOW_POLLS: u32 = 10;
 impl Dispatcher {
     /// One claim of the job window ([`JobWindow`]): the next ids up to a batch that this node's
     /// ring owns, claimed if they are pending, due jobs placed by their id alone
-    /// ([`q::claim_jobs`]). Past the highest id it knew, the window reads the highest id again;
+    /// ([`claim::claim_jobs`]). Past the highest id it knew, the window reads the highest id again;
     /// when none was added it ends, and the next round reads from the queue's head, which finds
     /// every row the window left: commands, label-dependent rows, locked or delayed ones.
     pub(super) async fn window_round(&mut self, place: &Placement) -> Result<bool, StoreError> {
@@ -87,7 +88,7 @@ impl Dispatcher {
         let mut looked = 0;
         while ids.is_empty() && looked < span {
             if w.next > w.hi {
-                let hi = self.shared.store.run(q::max_task_id).await?;
+                let hi = self.shared.store.run(claim::max_task_id).await?;
                 if hi < w.next {
                     tracing::debug!(cursor = w.next, "the job window ends");
                     self.windowed_to = w.hi;
@@ -108,7 +109,7 @@ impl Dispatcher {
         self.windowed_to = w.next - 1;
         let (node, epoch) = (self.shared.node_id.clone(), place.view.epoch as i64);
         let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
-        let claimed = self.shared.store.run(move |c| q::claim_jobs(c, &plans, &ids, &node, epoch, fence)).await?;
+        let claimed = self.shared.store.run(move |c| claim::claim_jobs(c, &plans, &ids, &node, epoch, fence)).await?;
         tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
         self.hand_out(self.shared.held.claimed(claimed), place, HashMap::new()).await;
         Ok(true)
