@@ -280,7 +280,7 @@ fn an_unreachable_database_fails_fast_with_the_real_cause() {
 #[test]
 fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
     use rota::store::claim::claim;
-    use rota::store::dispatch::{finish_batch, FinishFlags, Finished, Outcome};
+    use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();
@@ -326,7 +326,8 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
 fn a_commands_outcome_is_written_only_with_its_application_write() {
     use rota::store::apps::find_application;
     use rota::store::claim::claim;
-    use rota::store::dispatch::{finish_batch, AppChange, AppWrite, FinishFlags, Finished, Outcome};
+    use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
+    use rota::store::dispatch::{AppChange, AppWrite};
     use rota::store::events::{list_events, EventFilter};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
@@ -497,18 +498,18 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
         assert_eq!(claimed, vec![busy_job, delayed_second, idle_first, job]);
         // Nothing more until a running command ends; then only the one after it.
         assert!(claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().is_empty());
-        let done = |id: i64| rota::store::dispatch::Finished {
+        let done = |id: i64| rota::store::complete::Finished {
             id,
             epoch: 1,
-            outcome: rota::store::dispatch::Outcome::Succeeded(None),
+            outcome: rota::store::complete::Outcome::Succeeded(None),
             app: None,
         };
-        rota::store::dispatch::finish_batch(&mut conn, "n1", open(), &[done(idle_first)]).unwrap();
+        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[done(idle_first)]).unwrap();
         let next: Vec<i64> =
             claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![idle_second]);
         // The cursor: only rows after it.
-        rota::store::dispatch::finish_batch(&mut conn, "n1", open(), &[done(delayed_second)]).unwrap();
+        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[done(delayed_second)]).unwrap();
         assert!(claim_next(&mut conn, &plans, delayed_third, 100, "n1", 1, open()).unwrap().is_empty());
         let next: Vec<i64> =
             claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
@@ -712,9 +713,8 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use diesel::connection::SimpleConnection;
     use rota::store::apps::find_application;
     use rota::store::claim::{claim, claim_jobs, claim_next, claim_turns};
-    use rota::store::dispatch::{
-        apps_batch, finish_batch, orphans, recover, AppAcquire, AppChange, AppWrite, FinishFlags, Finished, Outcome,
-    };
+    use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
+    use rota::store::dispatch::{apps_batch, orphans, recover, AppAcquire, AppChange, AppWrite};
     use rota::store::fence::Fence;
     on_both(|store| {
         let mut conn = store.conn().unwrap();

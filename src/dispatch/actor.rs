@@ -22,7 +22,8 @@ use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
-use crate::store::dispatch::{self as q, AppChange, AppWrite, Outcome};
+use crate::store::complete::{self, Outcome};
+use crate::store::dispatch::{self as q, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
@@ -254,7 +255,7 @@ impl Actor {
 
     async fn give_back(&self, t: &Task) {
         let (id, me, epoch) = (t.id, self.shared.node_id.clone(), t.owner_epoch.unwrap_or_default());
-        if let Err(e) = self.shared.store.run(move |c| q::unclaim(c, id, &me, epoch)).await {
+        if let Err(e) = self.shared.store.run(move |c| complete::unclaim(c, id, &me, epoch)).await {
             tracing::warn!(task.id = id, error = %e, "could not give a task back; it is recovered once nothing holds it");
         }
     }

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use super::record::{current_fence, dispatcher_event, record_event};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
-use crate::store::dispatch::{self as q, AppWrite, FinishFlags, Finished, Outcome};
+use crate::store::complete::{self, FinishFlags, Finished, Outcome};
+use crate::store::dispatch::AppWrite;
 use crate::store::models::Task;
 use crate::store::Store;
 
@@ -235,7 +236,7 @@ async fn write(store: &Store, node: &str, membership: &watch::Receiver<Membershi
     let mut wait = RETRY_FIRST;
     for attempt in 1.. {
         let (node, rows, fence) = (node.to_string(), rows.clone(), current_fence(membership));
-        match store.run(move |c| q::finish_batch(c, &node, fence, &rows)).await {
+        match store.run(move |c| complete::finish_batch(c, &node, fence, &rows)).await {
             Ok(flags) => {
                 if attempt > 1 {
                     tracing::info!(rows = batch.len(), attempt, "task outcomes written after a retry");

@@ -27,7 +27,8 @@ use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError};
 use crate::jobs::routing::{self, ChildState, Choice, Gathered, NodeStats};
 use crate::jobs::{Strategy, JOB_ROUTE_NONE};
-use crate::store::dispatch::{self as q, Outcome};
+use crate::store::complete::{self, Outcome};
+use crate::store::dispatch as q;
 use crate::store::jobs::{self as jq, FanOut};
 use crate::store::models::{NewTask, Task};
 
@@ -297,7 +298,7 @@ async fn coordinate(
 /// Hand a claimed row back untouched (a passing database problem).
 async fn release(shared: &Shared, task: &Task) -> Option<Task> {
     let (id, node, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
-    if let Err(e) = shared.store.run(move |c| q::unclaim(c, id, &node, epoch)).await {
+    if let Err(e) = shared.store.run(move |c| complete::unclaim(c, id, &node, epoch)).await {
         tracing::warn!(task.id = id, error = %e, "could not hand a job back; it is recovered once nothing holds it");
     }
     None

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::config::DispatchConfig;
 use crate::drivers::DriverError;
 use crate::jobs::Strategy;
-use crate::store::dispatch::Outcome;
+use crate::store::complete::Outcome;
 use crate::store::models::Task;
 
 /// An application command.

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use super::held::Claimed;
 use super::{Dispatcher, Shared};
 use crate::store::claim;
-use crate::store::dispatch as q;
+use crate::store::complete;
 use crate::store::StoreError;
 
 /// A running pump: the dispatcher's end of the channel, and the pump's thread.
@@ -108,7 +108,7 @@ impl Pump {
             let node = shared.node_id.clone();
             let ids: Vec<(i64, i64)> =
                 rows.iter().map(|c| (c.task.id, c.task.owner_epoch.unwrap_or_default())).collect();
-            match shared.store.run(move |c| q::unclaim_all(c, &ids, &node)).await {
+            match shared.store.run(move |c| complete::unclaim_all(c, &ids, &node)).await {
                 Ok(n) => tracing::info!(tasks = n, "gave back the tasks claimed ahead (stop or view change)"),
                 Err(e) => tracing::warn!(
                     error = %e, tasks = rows.len(),
