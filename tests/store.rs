@@ -714,8 +714,9 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use rota::store::apps::find_application;
     use rota::store::claim::{claim, claim_jobs, claim_next, claim_turns};
     use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
-    use rota::store::dispatch::{apps_batch, orphans, recover, AppAcquire, AppChange, AppWrite};
+    use rota::store::dispatch::{apps_batch, AppAcquire, AppChange, AppWrite};
     use rota::store::fence::Fence;
+    use rota::store::recover::{orphans, recover};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let plans = store.plans();

@@ -23,6 +23,7 @@ use super::place::{AppPlace, Placement};
 use super::Shared;
 use crate::jobs::traffic::Policy;
 use crate::store::dispatch as q;
+use crate::store::recover;
 
 /// Orphans are looked for at every membership change, and at every this many reconciliations
 /// (30 s at the default interval).
@@ -124,14 +125,15 @@ impl Maintenance {
         let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
         let (me, joined) = (self.shared.node_id.clone(), ms.joined_epoch as i64);
         let m = me.clone();
-        let found = match self.shared.store.run(move |c| q::orphans(c, &live, &m)).await {
+        let found = match self.shared.store.run(move |c| recover::orphans(c, &live, &m)).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for orphaned tasks");
                 return;
             }
         };
-        let this_life = |o: &q::Orphan| o.owner_node.as_deref() == Some(me.as_str()) && o.owner_epoch >= Some(joined);
+        let this_life =
+            |o: &recover::Orphan| o.owner_node.as_deref() == Some(me.as_str()) && o.owner_epoch >= Some(joined);
         let running: Vec<held::Seen> = found
             .iter()
             .filter(|o| this_life(o))
@@ -165,7 +167,7 @@ impl Maintenance {
                 )
             };
             let (orphan, why, fence) = (o.clone(), reason.clone(), (self.shared.fence(), ms.view.epoch as i64));
-            match self.shared.store.run(move |c| q::recover(c, &orphan, &why, fence)).await {
+            match self.shared.store.run(move |c| recover::recover(c, &orphan, &why, fence)).await {
                 Ok(Some(status)) => {
                     tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, reason = %reason, "recovered a task");
                     self.shared

@@ -1,0 +1,139 @@
+//! Recovery: putting back the running rows of a node that is gone.
+//!
+//! A node that leaves (it crashed, lost its lease, or started again as a new life) leaves its
+//! claimed rows `running`; the nodes that own them now read them ([`orphans`]) and put each back
+//! ([`recover`]): pending again with its attempt counted, failed when its attempts are used up,
+//! lost for a broadcast child (invariant I5). Each recovery is conditional on the orphan's claim
+//! as it was read (owner, epoch, attempt) and on the recovering node's [`Fence`].
+//!
+//! Must never: put back a row its owner may still be running — one claimed under a newer view
+//! than the recovering node's, within [`NEWER_CLAIM_GRACE`] of its claim.
+
+use chrono::Utc;
+use diesel::prelude::*;
+
+use super::fence::{BeforeDeadline, Fence};
+use super::schema::task;
+use super::{AnyConnection, StoreError};
+
+/// A running task whose owner is gone (or is this node, in an earlier life or in this one).
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct Orphan {
+    /// Task id.
+    pub id: i64,
+    /// Its application.
+    pub app_id: Option<i64>,
+    /// Its action.
+    pub action: String,
+    /// A job's own selector.
+    pub selector: Option<String>,
+    /// The owner that claimed it.
+    pub owner_node: Option<String>,
+    /// The epoch it claimed it at.
+    pub owner_epoch: Option<i64>,
+    /// Its attempt (counted at the claim).
+    pub attempts: i32,
+    /// A fan-out child's node.
+    pub target_node: Option<String>,
+    /// Its routing (a child carries its parent's).
+    pub routing: Option<String>,
+    /// A fan-out parent's stage.
+    pub stage: Option<String>,
+}
+
+/// Running tasks whose owner is not in `live`, or is `me` (the caller tells the rows of its
+/// earlier lives, orphans, from those of its current one, which it recovers only when none of
+/// its executors holds them). Children addressed to another node are left to their parent's
+/// coordinator (it loses or moves them). One statement for both: an idle node's queries per
+/// second are the sum of its periodic reads.
+pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Vec<Orphan>, StoreError> {
+    Ok(task::table
+        .filter(task::status.eq("running"))
+        .filter(task::owner_node.ne_all(live.to_vec()).and(task::target_node.is_null()).or(task::owner_node.eq(me)))
+        .select((
+            task::id,
+            task::app_id,
+            task::action,
+            task::selector,
+            task::owner_node,
+            task::owner_epoch,
+            task::attempts,
+            task::target_node,
+            task::routing,
+            task::stage,
+        ))
+        .order(task::id)
+        .load(conn)?)
+}
+
+/// How long [`recover`] leaves alone a row claimed under a view newer than its own: a join's
+/// event reaches every member within this (etcd's watch: milliseconds; a reconnect: seconds).
+pub const NEWER_CLAIM_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
+/// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
+/// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
+/// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
+/// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
+/// is older than the recovering node's session, or past its deadline ([`Fence`]), nor — for
+/// [`NEWER_CLAIM_GRACE`] after its claim — when the row was claimed under a view newer than
+/// `view`: a node with an old list of live members (paused, or only slow to see a join) would
+/// otherwise put back a row that a node which joined meanwhile is running (the rule of
+/// `store::jobs` for moving a child). Past the grace the claim is taken as what it then is —
+/// from a node that never joined this cluster, or from before its etcd was reset (revisions
+/// start again) — and recovered: a permanent rule would leave such a row running for ever.
+pub fn recover(
+    conn: &mut AnyConnection,
+    o: &Orphan,
+    reason: &str,
+    (fence, view): (Fence, i64),
+) -> Result<Option<&'static str>, StoreError> {
+    if !fence.admits(view) {
+        return Ok(None);
+    }
+    let now = Utc::now().naive_utc();
+    let same = || {
+        task::table
+            .filter(task::id.eq(o.id))
+            .filter(task::status.eq("running"))
+            .filter(task::owner_node.eq(o.owner_node.clone()))
+            .filter(task::owner_epoch.eq(o.owner_epoch))
+            .filter(task::attempts.eq(o.attempts))
+            .filter(
+                task::owner_epoch
+                    .le(view)
+                    .or(task::claimed_at.is_null())
+                    .or(task::claimed_at.lt(now - NEWER_CLAIM_GRACE)),
+            )
+            .filter(BeforeDeadline(fence.until))
+    };
+    if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
+        let n = diesel::update(same())
+            .set((
+                task::status.eq("lost"),
+                task::error.eq(format!("{reason}; a broadcast child is not run again")),
+                task::finished_at.eq(now),
+            ))
+            .execute(conn)?;
+        return Ok((n == 1).then_some("lost"));
+    }
+    let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)).filter(task::stage.is_null()))
+        .set((
+            task::status.eq("failed"),
+            task::error.eq(format!("{reason}; no attempts left")),
+            task::finished_at.eq(now),
+        ))
+        .execute(conn)?;
+    if failed == 1 {
+        return Ok(Some("failed"));
+    }
+    let pending = diesel::update(same().filter(task::attempts.lt(task::max_attempts).or(task::stage.is_not_null())))
+        .set((
+            task::status.eq("pending"),
+            task::error.eq(reason),
+            task::owner_node.eq(None::<String>),
+            task::owner_epoch.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    Ok((pending == 1).then_some("pending"))
+}
