@@ -605,7 +605,7 @@ fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
     // Two dead versions a row (its claim and its completion): twice the threshold. (At 1.2
     // times it, a loaded full suite once saw no vacuum: PostgreSQL's pruning of pages as they
     // are read takes dead versions off the count too.)
-    const ROWS: i64 = rota::store::dispatch::TaskVacuum::MIN_DEAD;
+    const ROWS: i64 = rota::store::maintenance::TaskVacuum::MIN_DEAD;
     let f = fixture(true, &[]);
     f.sql("ALTER TABLE task SET (autovacuum_enabled = false)");
     f.sql(&format!("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, {ROWS})"));

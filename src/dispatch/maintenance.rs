@@ -22,7 +22,7 @@ use super::held::{self, Stranded, STRANDED_AFTER};
 use super::place::{AppPlace, Placement};
 use super::Shared;
 use crate::jobs::traffic::Policy;
-use crate::store::dispatch as q;
+use crate::store::maintenance;
 use crate::store::recover;
 
 /// Orphans are looked for at every membership change, and at every this many reconciliations
@@ -192,7 +192,7 @@ impl Maintenance {
             return;
         }
         let cutoff = (chrono::Utc::now() - chrono::Duration::hours(hours as i64)).naive_utc();
-        match self.shared.store.run(move |c| q::prune_finished(c, cutoff, 1000)).await {
+        match self.shared.store.run(move |c| maintenance::prune_finished(c, cutoff, 1000)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "pruned finished tasks past retention"),
             Err(e) => tracing::warn!(error = %e, "pruning failed"),
@@ -201,9 +201,9 @@ impl Maintenance {
 
     /// After [`VACUUM_LOOK_AFTER`] more finished tasks (or after any, once a pruning interval
     /// has passed since the last look), look at the task table's dead rows and `VACUUM` it if
-    /// no one else will ([`q::TaskVacuum::needed`]), on a task of its own: a vacuum of millions
-    /// of dead rows takes seconds, which the dispatcher does not wait for. A vacuum that did not
-    /// halve the dead rows (another session's old snapshot holds them, or it was skipped)
+    /// no one else will ([`maintenance::TaskVacuum::needed`]), on a task of its own: a vacuum of
+    /// millions of dead rows takes seconds, which the dispatcher does not wait for. A vacuum that
+    /// did not halve the dead rows (another session's old snapshot holds them, or it was skipped)
     /// doubles the wait before the next one, up to [`VACUUM_GAP_MAX`].
     /// Why: every claim and completion leaves a dead row version, and with autovacuum off they
     /// pile up until each claim wades through them — a 3-minute load at 38 k/s fell to 0.78 of
@@ -228,7 +228,7 @@ impl Maintenance {
         self.vacuum_seen = (finished, Instant::now());
         let (store, backend) = (self.shared.store.clone(), self.vacuum_backend.clone());
         self.vacuuming = Some(tokio::spawn(async move {
-            let before = match store.run(q::task_vacuum).await {
+            let before = match store.run(maintenance::task_vacuum).await {
                 Ok(Some(state)) if state.needed() => state,
                 Ok(_) => return None,
                 Err(e) => {
@@ -237,11 +237,11 @@ impl Maintenance {
                 }
             };
             let started = Instant::now();
-            if let Err(e) = store.run(move |c| q::vacuum_task(c, &backend)).await {
+            if let Err(e) = store.run(move |c| maintenance::vacuum_task(c, &backend)).await {
                 tracing::warn!(error = %e, "could not vacuum the task table");
                 return Some(false);
             }
-            let after = store.run(q::task_vacuum).await.ok().flatten().map_or(before.dead, |s| s.dead);
+            let after = store.run(maintenance::task_vacuum).await.ok().flatten().map_or(before.dead, |s| s.dead);
             tracing::info!(
                 table.dead_rows = before.dead, table.dead_rows_after = after, table.live_rows = before.live,
                 took = ?started.elapsed(),
@@ -258,7 +258,7 @@ impl Maintenance {
         if self.vacuuming.take().is_none_or(|v| v.is_finished()) || pid == 0 {
             return;
         }
-        let cancel = self.shared.store.run(move |c| q::cancel_backend(c, pid));
+        let cancel = self.shared.store.run(move |c| maintenance::cancel_backend(c, pid));
         match tokio::time::timeout(Duration::from_secs(2), cancel).await {
             Ok(Ok(())) => tracing::info!(db.backend = pid, "cancelled the vacuum of the task table (stopping)"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not cancel the vacuum of the task table"),

@@ -21,6 +21,7 @@ pub mod events;
 pub mod fence;
 pub mod jobs;
 pub mod lock;
+pub mod maintenance;
 pub mod models;
 pub mod plans;
 pub mod recover;
