@@ -275,8 +275,8 @@ fn notify_wakes_the_node_long_before_the_poll_interval() {
 fn cancelled_pending_tasks_never_run_and_old_rows_are_pruned() {
     let f = fixture(false, &[("ROTA__DISPATCH__RETENTION_HOURS", "1")]);
     f.sql("INSERT INTO task (action, run_after) VALUES ('run', datetime('now', '+1 hour'))");
-    assert!(rota::store::dispatch::cancel(&mut f.store.conn().unwrap(), 1).unwrap());
-    assert!(!rota::store::dispatch::cancel(&mut f.store.conn().unwrap(), 1).unwrap(), "only pending rows cancel");
+    assert!(rota::store::tasks::cancel(&mut f.store.conn().unwrap(), 1).unwrap());
+    assert!(!rota::store::tasks::cancel(&mut f.store.conn().unwrap(), 1).unwrap(), "only pending rows cancel");
     assert_eq!(f.tasks()[0].status, "cancelled");
     // A row that finished two hours ago goes at a reconciliation (pruning runs at every 12th:
     // 6 s here); a fresh one stays.

@@ -21,7 +21,7 @@ async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
         m.members.set(ms.view.members.len() as i64);
         m.ring_epoch.set(ms.view.epoch as i64);
     }
-    match tokio::time::timeout(state.ready_timeout, state.store.run(crate::store::dispatch::queue_depth)).await {
+    match tokio::time::timeout(state.ready_timeout, state.store.run(crate::store::tasks::queue_depth)).await {
         Ok(Ok(n)) => {
             m.queue_depth.set(n);
         }

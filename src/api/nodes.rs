@@ -13,7 +13,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::ApiState;
 use super::{audit, caller};
-use crate::store::dispatch as q;
+use crate::store::tasks;
 
 /// Register the routes.
 pub fn config(cfg: &mut ServiceConfig) {
@@ -36,7 +36,7 @@ fn this_node(state: &ApiState, id: &str) -> Result<(), ApiError> {
 
 async fn report(state: &ApiState) -> Result<serde_json::Value, ApiError> {
     let me = state.node_id.clone();
-    let running = state.store.run(move |c| q::running_on(c, &me)).await?;
+    let running = state.store.run(move |c| tasks::running_on(c, &me)).await?;
     let owned = state.metrics.owned_applications.get();
     let weight = state.drain.as_ref().map(|d| *d.weight.borrow());
     let draining = weight == Some(0);

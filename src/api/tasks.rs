@@ -14,7 +14,6 @@ use super::ApiState;
 use super::{audit, caller, page_size};
 use crate::jobs::routing::check_shards;
 use crate::jobs::Strategy;
-use crate::store::dispatch as q;
 use crate::store::models::NewTask;
 use crate::store::tasks::{self, TaskFilter};
 use crate::store::StoreError;
@@ -257,7 +256,7 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
 #[post("/tasks/{id}/cancel")]
 async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    if state.store.run(move |c| q::cancel(c, id)).await? {
+    if state.store.run(move |c| tasks::cancel(c, id)).await? {
         let task = state.store.run(move |c| tasks::find_task(c, id)).await?;
         let app_id = task.as_ref().and_then(|t| t.app_id);
         audit(&state, "task.cancelled", app_id, Some(id), caller(&req), format!("task {id} cancelled")).await;

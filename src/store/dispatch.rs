@@ -16,35 +16,8 @@ use super::complete::apps_write_pg;
 use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewEvent};
-use super::schema::{application, task};
-use super::sql::{due, Count};
+use super::schema::application;
 use super::{AnyConnection, StoreError};
-
-/// Statuses no row leaves.
-pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
-
-/// Pending tasks due now (the queue's depth).
-pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    let sql = "SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND DUE(run_after)";
-    let n: Count = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(due(sql, true)).get_result(c)?,
-        AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false)).get_result(c)?,
-    };
-    Ok(n.n)
-}
-
-/// Running tasks claimed by `node`.
-pub fn running_on(conn: &mut AnyConnection, node: &str) -> Result<i64, StoreError> {
-    Ok(task::table.filter(task::status.eq("running")).filter(task::owner_node.eq(node)).count().get_result(conn)?)
-}
-
-/// Cancel a pending task; false when it is not pending (any more).
-pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
-    let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq("pending")))
-        .set((task::status.eq("cancelled"), task::finished_at.eq(Utc::now().naive_utc())))
-        .execute(conn)?;
-    Ok(n == 1)
-}
 
 /// An application's id, owner, selector (JSON) and traffic group.
 pub type AppOwner = (i64, Option<String>, String, Option<String>);

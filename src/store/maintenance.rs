@@ -15,8 +15,8 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
-use super::dispatch::TERMINAL;
 use super::schema::task;
+use super::tasks::TERMINAL;
 use super::{AnyConnection, StoreError};
 
 /// Delete up to `limit` finished tasks that finished before `cutoff`; returns how many.

@@ -1,11 +1,19 @@
-//! Queries on `task` for the admin API (the dispatch path's live in `dispatch`).
+//! Queries on `task` as an entity: insert, find, list and cancel (the admin API), and the counts
+//! that metrics and node views read. The dispatch path's statements on `task` live with their
+//! concern: `claim`, `complete`, `recover`, `maintenance`.
+//!
+//! Must never: change a row a node may be running (only a pending row is cancelled here).
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
 use super::models::{NewTask, Task};
 use super::schema::task;
+use super::sql::{due, Count};
 use super::{AnyConnection, MultiBackend, StoreError};
+
+/// Statuses no row leaves.
+pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
 
 /// Insert a task; returns its id. A duplicate `idempotency_key` is refused by the database's
 /// unique index ([`diesel::result::DatabaseErrorKind::UniqueViolation`]).
@@ -62,4 +70,27 @@ pub fn list_tasks(conn: &mut AnyConnection, f: &TaskFilter, after: i64, limit: i
         q = q.filter(task::created_at.lt(t));
     }
     Ok(q.order(task::id).limit(limit).select(Task::as_select()).load(conn)?)
+}
+
+/// Pending tasks due now (the queue's depth).
+pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let sql = "SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND DUE(run_after)";
+    let n: Count = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(due(sql, true)).get_result(c)?,
+        AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false)).get_result(c)?,
+    };
+    Ok(n.n)
+}
+
+/// Running tasks claimed by `node`.
+pub fn running_on(conn: &mut AnyConnection, node: &str) -> Result<i64, StoreError> {
+    Ok(task::table.filter(task::status.eq("running")).filter(task::owner_node.eq(node)).count().get_result(conn)?)
+}
+
+/// Cancel a pending task; false when it is not pending (any more).
+pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
+    let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq("pending")))
+        .set((task::status.eq("cancelled"), task::finished_at.eq(Utc::now().naive_utc())))
+        .execute(conn)?;
+    Ok(n == 1)
 }
