@@ -57,8 +57,8 @@ fn app_event(kind: &str, app: i64) -> rota::store::models::NewEvent {
 
 /// `n` new `noop` applications named `{prefix}0`…, each acquired by `n1` at epoch 5.
 fn acquired_apps(conn: &mut rota::store::AnyConnection, prefix: &str, n: usize) -> Vec<i64> {
+    use rota::store::apps::acquire_app;
     use rota::store::apps::insert_application;
-    use rota::store::dispatch::acquire_app;
     use rota::store::models::NewApplication;
     (0..n)
         .map(|i| {
@@ -325,9 +325,9 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
 #[test]
 fn a_commands_outcome_is_written_only_with_its_application_write() {
     use rota::store::apps::find_application;
+    use rota::store::apps::{AppChange, AppWrite};
     use rota::store::claim::claim;
     use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
-    use rota::store::dispatch::{AppChange, AppWrite};
     use rota::store::events::{list_events, EventFilter};
     on_both(|store| {
         let mut conn = store.conn().unwrap();
@@ -576,8 +576,8 @@ fn claim_next_keeps_an_odd_node_id_and_survives_a_lost_prepared_statement() {
 /// epoch with its event; one a live node holds, or a missing one, is not (and records nothing).
 #[test]
 fn batched_acquisitions_take_only_free_or_abandoned_applications() {
+    use rota::store::apps::{apps_batch, AppAcquire};
     use rota::store::apps::{find_application, insert_application};
-    use rota::store::dispatch::{apps_batch, AppAcquire};
     use rota::store::events::{list_events, EventFilter};
     use rota::store::models::{NewApplication, NewEvent};
     on_both(|store| {
@@ -712,9 +712,9 @@ fn claim_jobs_takes_only_jobs_placed_by_their_id() {
 fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
     use diesel::connection::SimpleConnection;
     use rota::store::apps::find_application;
+    use rota::store::apps::{apps_batch, AppAcquire, AppChange, AppWrite};
     use rota::store::claim::{claim, claim_jobs, claim_next, claim_turns};
     use rota::store::complete::{finish_batch, FinishFlags, Finished, Outcome};
-    use rota::store::dispatch::{apps_batch, AppAcquire, AppChange, AppWrite};
     use rota::store::fence::Fence;
     use rota::store::recover::{orphans, recover};
     on_both(|store| {
@@ -839,7 +839,7 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
 #[test]
 fn batched_application_writes_keep_each_rows_owner_and_epoch() {
     use rota::store::apps::find_application;
-    use rota::store::dispatch::{apps_batch, AppChange, AppWrite};
+    use rota::store::apps::{apps_batch, AppChange, AppWrite};
     use rota::store::events::{list_events, EventFilter};
     on_both(|store| {
         let mut conn = store.conn().unwrap();

@@ -22,8 +22,8 @@ use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
+use crate::store::apps::{self, AppChange, AppWrite};
 use crate::store::complete::{self, Outcome};
-use crate::store::dispatch::{self as q, AppChange, AppWrite};
 use crate::store::models::{Application, NewEvent, Task};
 
 /// A message to an actor.
@@ -210,7 +210,7 @@ impl Actor {
                         return true;
                     }
                     Ok(None) => {
-                        let exists = self.shared.store.run(move |c| q::app(c, id)).await.map(|a| a.is_some());
+                        let exists = self.shared.store.run(move |c| apps::app(c, id)).await.map(|a| a.is_some());
                         if let Ok(false) = exists {
                             return self.drain_missing(rx).await;
                         }
@@ -720,7 +720,7 @@ impl Actor {
             format!("application {id} released"),
             json!({ "epoch": epoch }),
         );
-        match self.shared.store.run(move |c| q::release_app(c, id, &me, epoch, &event)).await {
+        match self.shared.store.run(move |c| apps::release_app(c, id, &me, epoch, &event)).await {
             Ok(true) => {
                 tracing::info!(app.id = id, ring.epoch = epoch, "released application");
             }

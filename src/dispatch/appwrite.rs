@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::complete::{cut_at_repeats, gather};
 use crate::membership::MembershipState;
-use crate::store::dispatch::{self as q, AppAcquire, AppChange, AppWrite};
+use crate::store::apps::{self, AppAcquire, AppChange, AppWrite};
 use crate::store::fence::Fence;
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
@@ -52,7 +52,7 @@ impl AppWriter {
         AppWriter { tx }
     }
 
-    /// Acquire application `id` at `epoch` ([`q::acquire_app`]): the application when this node
+    /// Acquire application `id` at `epoch` ([`apps::acquire_app`]): the application when this node
     /// now owns it, None when another of the `live` members holds it or it does not exist.
     pub async fn acquire(
         &self,
@@ -118,7 +118,7 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
     let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
     let result = {
         let (acquires, writes, reads) = (acquires.clone(), writes.clone(), reads.clone());
-        store.run(move |c| q::apps_batch(c, &node, fence, &acquires, &writes, &reads)).await
+        store.run(move |c| apps::apps_batch(c, &node, fence, &acquires, &writes, &reads)).await
     };
     match result {
         Ok(done) => {

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use super::record::{current_fence, dispatcher_event, record_event};
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
+use crate::store::apps::AppWrite;
 use crate::store::complete::{self, FinishFlags, Finished, Outcome};
-use crate::store::dispatch::AppWrite;
 use crate::store::models::Task;
 use crate::store::Store;
 

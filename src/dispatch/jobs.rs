@@ -27,8 +27,8 @@ use super::Shared;
 use crate::drivers::{Ctx, Driver, DriverError};
 use crate::jobs::routing::{self, ChildState, Choice, Gathered, NodeStats};
 use crate::jobs::{Strategy, JOB_ROUTE_NONE};
+use crate::store::apps;
 use crate::store::complete::{self, Outcome};
-use crate::store::dispatch as q;
 use crate::store::jobs::{self as jq, FanOut};
 use crate::store::models::{NewTask, Task};
 
@@ -116,7 +116,7 @@ async fn execute(
 ) -> Option<Result<Value, DriverError>> {
     let (driver, spec, app_name): (Arc<dyn Driver>, Value, String) = match app_id {
         Some(id) => {
-            let app = match shared.store.run(move |c| q::app(c, id)).await {
+            let app = match shared.store.run(move |c| apps::app(c, id)).await {
                 Ok(Some(app)) => app,
                 Ok(None) => {
                     return Some(Err(DriverError::Invalid(format!(

@@ -61,7 +61,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::jobs::traffic::Policy;
 use crate::ring::Selector;
-use crate::store::dispatch as q;
 use crate::store::DbUrl;
 use held::Claimed;
 use maintenance::Maintenance;

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use super::place::AppPlace;
 use super::rounds::STOP_CLAIM_WITHIN;
-use super::{parse_selector, q, wake, Dispatcher};
+use super::{parse_selector, wake, Dispatcher};
 use crate::jobs::traffic::Switch;
 use crate::membership::MembershipState;
+use crate::store::apps;
 use crate::store::claim;
 use crate::store::StoreError;
 
@@ -40,7 +41,7 @@ impl Dispatcher {
         let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
         self.traffic(&ms, true).await;
-        match self.shared.store.run(q::app_owners).await {
+        match self.shared.store.run(apps::app_owners).await {
             Ok(rows) => {
                 self.apps = Arc::new(
                     rows.iter()
@@ -64,7 +65,7 @@ impl Dispatcher {
                     } else if owner.as_deref() == Some(me.as_str()) {
                         // Ours from an earlier life (no actor runs it): let the new owner have it.
                         let m = me.clone();
-                        if let Err(e) = self.shared.store.run(move |c| q::release_stale_app(c, id, &m)).await {
+                        if let Err(e) = self.shared.store.run(move |c| apps::release_stale_app(c, id, &m)).await {
                             tracing::warn!(app.id = id, error = %e, "could not release a stale application");
                         }
                     }
@@ -93,7 +94,7 @@ impl Dispatcher {
         unknown.sort_unstable();
         unknown.dedup();
         let ids = unknown.clone();
-        let found = self.shared.store.run(move |c| q::app_selectors(c, &ids)).await?;
+        let found = self.shared.store.run(move |c| apps::app_selectors(c, &ids)).await?;
         let apps = Arc::make_mut(&mut self.apps);
         for a in unknown {
             // Missing applications constrain nothing (their commands fail on their owner).

@@ -16,7 +16,8 @@ use super::actor::{self, AppRead};
 use super::held::Claimed;
 use super::place::Placement;
 use super::strategy::{self, Claim, Situation};
-use super::{jobs, pump, q, Dispatcher, JobWindow};
+use super::{jobs, pump, Dispatcher, JobWindow};
+use crate::store::apps;
 use crate::store::claim;
 use crate::store::models::Task;
 use crate::store::StoreError;
@@ -320,7 +321,7 @@ impl Dispatcher {
                     let claimed = claim::claim_turns(c, &plans, &apps, &node, epoch, fence)?;
                     let ids: Vec<i64> = claimed.iter().filter_map(|t| t.app_id).collect();
                     let at = Instant::now();
-                    let read = if ids.is_empty() { Ok(Vec::new()) } else { q::apps(c, &ids) };
+                    let read = if ids.is_empty() { Ok(Vec::new()) } else { apps::apps(c, &ids) };
                     Ok((claimed, read, at))
                 })
                 .await?;

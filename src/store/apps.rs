@@ -1,8 +1,21 @@
-//! Queries on `application` for the admin API (the dispatch path's live in `dispatch`).
+//! Queries on `application`: the admin API's (insert, find, list, update, delete), and its
+//! owner's — who owns each application, acquiring and releasing it (hand-off invariant I4), and
+//! the owner's writes about it, batched ([`apps_batch`]).
+//!
+//! Every write as owner is conditional on the application's `owner_node` and `owner_epoch` and
+//! on the writer's [`Fence`].
+//!
+//! Must never: take an application that another live node holds, or change an application's
+//! owner from the admin API.
 
+use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
-use super::models::{Application, NewApplication};
+use super::complete::apps_write_pg;
+use super::events;
+use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
+use super::models::{Application, NewApplication, NewEvent};
 use super::schema::application;
 use super::{AnyConnection, MultiBackend, StoreError};
 
@@ -107,4 +120,351 @@ pub fn owned_counts(conn: &mut AnyConnection) -> Result<Vec<(Option<String>, i64
         .group_by(application::owner_node)
         .select((application::owner_node, diesel::dsl::count_star()))
         .load(conn)?)
+}
+
+// The owner's queries: who owns each application, acquisition and release, and the owner's
+// writes (the dispatch path).
+
+/// An application's id, owner, selector (JSON) and traffic group.
+pub type AppOwner = (i64, Option<String>, String, Option<String>);
+
+/// Every application's id, owner, selector and traffic group.
+pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<AppOwner>, StoreError> {
+    Ok(application::table
+        .select((application::id, application::owner_node, application::selector, application::traffic_group))
+        .order(application::id)
+        .load(conn)?)
+}
+
+/// The selectors (JSON) and traffic groups of these applications; missing ones are absent.
+pub fn app_selectors(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<AppOwner>, StoreError> {
+    Ok(application::table
+        .filter(application::id.eq_any(ids.to_vec()))
+        .select((application::id, application::owner_node, application::selector, application::traffic_group))
+        .load(conn)?)
+}
+
+/// Take ownership of an application at `epoch` — only when it has no owner, its owner has left
+/// (`live` does not name it), or it is already ours. Hand-off invariant I4: never while another
+/// live node still holds it. Returns the application when acquired. `event` is recorded in the
+/// same transaction, so the history orders acquisitions and releases as the database did.
+/// Nothing is acquired under the [`Fence`] (an epoch of an earlier session, or past the node's
+/// deadline): a node paused with an old list of live members takes nothing from a node that
+/// joined meanwhile. [`apps_batch`] with this one acquisition.
+pub fn acquire_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    fence: Fence,
+    epoch: i64,
+    live: &[String],
+    event: &NewEvent,
+) -> Result<Option<Application>, StoreError> {
+    let acquire = AppAcquire { id, epoch, live: live.to_vec(), event: event.clone() };
+    Ok(apps_batch(conn, me, fence, &[acquire], &[], &[])?.acquired.pop().flatten())
+}
+
+/// [`acquire_app`] inside the caller's transaction, fenced by the deadline `until`.
+fn acquire_app_in(
+    conn: &mut AnyConnection,
+    id: i64,
+    (me, until): (&str, NaiveDateTime),
+    epoch: i64,
+    live: &[String],
+    event: &NewEvent,
+) -> Result<Option<Application>, StoreError> {
+    let n = diesel::update(
+        application::table
+            .filter(application::id.eq(id))
+            .filter(
+                application::owner_node
+                    .is_null()
+                    .or(application::owner_node.eq(me))
+                    .or(application::owner_node.ne_all(live.to_vec())),
+            )
+            .filter(BeforeDeadline(until)),
+    )
+    .set((
+        application::owner_node.eq(me),
+        application::owner_epoch.eq(epoch),
+        application::updated_at.eq(Utc::now().naive_utc()),
+    ))
+    .execute(conn)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    events::record_event(conn, event)?;
+    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
+}
+
+/// An acquisition for [`apps_batch`]: [`acquire_app`]'s arguments.
+#[derive(Debug, Clone)]
+pub struct AppAcquire {
+    /// The application.
+    pub id: i64,
+    /// The ring epoch it is acquired at (its fencing token from now on).
+    pub epoch: i64,
+    /// The live members: an owner not among them has left, and its applications may be taken.
+    pub live: Vec<String>,
+    /// Recorded in the same transaction when the acquisition succeeded.
+    pub event: NewEvent,
+}
+
+/// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
+/// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`, the events
+/// inserted in a CTE fed by its `RETURNING`).
+/// Why: a node adopting 1,000 applications at once (a start, a failover) spent ~1 s committing
+/// one transaction per application (server log, docs/benchmarks.md).
+fn acquire_apps_pg(
+    conn: &mut diesel::PgConnection,
+    (me, until): (&str, NaiveDateTime),
+    live: &[String],
+    acquires: &[&AppAcquire],
+) -> Result<Vec<Option<Application>>, StoreError> {
+    use diesel::sql_types::Timestamp;
+    let ids: Vec<i64> = acquires.iter().map(|a| a.id).collect();
+    let epochs: Vec<i64> = acquires.iter().map(|a| a.epoch).collect();
+    let kinds: Vec<&str> = acquires.iter().map(|a| a.event.kind.as_str()).collect();
+    let nodes: Vec<Option<&str>> = acquires.iter().map(|a| a.event.node_id.as_deref()).collect();
+    let actors: Vec<Option<&str>> = acquires.iter().map(|a| a.event.actor.as_deref()).collect();
+    let messages: Vec<&str> = acquires.iter().map(|a| a.event.message.as_str()).collect();
+    let data: Vec<Option<&str>> = acquires.iter().map(|a| a.event.data.as_deref()).collect();
+    let sql = format!(
+        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+           $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
+         u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
+           FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
+             AND {before_deadline} \
+           RETURNING a.*), \
+         e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
+           SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') FROM v JOIN u ON u.id = v.id) \
+         SELECT * FROM u",
+        before_deadline = before_deadline(true, 11)
+    );
+    let got: Vec<Application> = diesel::sql_query(sql)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<BigInt>, _>(&epochs)
+        .bind::<Array<Text>, _>(&kinds)
+        .bind::<Array<Nullable<Text>>, _>(&nodes)
+        .bind::<Array<Nullable<Text>>, _>(&actors)
+        .bind::<Array<Text>, _>(&messages)
+        .bind::<Array<Nullable<Text>>, _>(&data)
+        .bind::<Text, _>(me)
+        .bind::<Timestamp, _>(Utc::now().naive_utc())
+        .bind::<Array<Text>, _>(live)
+        .bind::<Timestamp, _>(until)
+        .load(conn)?;
+    let mut got: std::collections::HashMap<i64, Application> = got.into_iter().map(|a| (a.id, a)).collect();
+    Ok(ids.iter().map(|id| got.remove(id)).collect())
+}
+
+/// Give an application up (after stopping whatever this node ran for it); `event` is recorded
+/// in the same transaction.
+pub fn release_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    epoch: i64,
+    event: &NewEvent,
+) -> Result<bool, StoreError> {
+    conn.transaction(|c| {
+        let n = diesel::update(
+            application::table
+                .filter(application::id.eq(id))
+                .filter(application::owner_node.eq(me))
+                .filter(application::owner_epoch.eq(epoch)),
+        )
+        .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+        .execute(c)?;
+        if n == 1 {
+            events::record_event(c, event)?;
+        }
+        Ok(n == 1)
+    })
+}
+
+/// Release an application that this node owned in an earlier life (any epoch): no actor of
+/// this process runs it, and the ring gives it to another node.
+pub fn release_stale_app(conn: &mut AnyConnection, id: i64, me: &str) -> Result<bool, StoreError> {
+    let n = diesel::update(application::table.filter(application::id.eq(id)).filter(application::owner_node.eq(me)))
+        .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+/// Fields of an application its owner may change.
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = application)]
+pub struct AppChange {
+    /// New desired state.
+    pub desired_state: Option<String>,
+    /// New observed state.
+    pub state: Option<String>,
+    /// New last error (`Some(None)` clears it).
+    pub last_error: Option<Option<String>>,
+    /// New restart count.
+    pub restart_count: Option<i32>,
+}
+
+impl AppChange {
+    /// This change followed by `later`, as one: `later`'s fields where it sets them.
+    pub fn then(self, later: AppChange) -> AppChange {
+        AppChange {
+            desired_state: later.desired_state.or(self.desired_state),
+            state: later.state.or(self.state),
+            last_error: later.last_error.or(self.last_error),
+            restart_count: later.restart_count.or(self.restart_count),
+        }
+    }
+}
+
+/// Apply `change` to an application this node owns at `epoch`, then record `event` when it
+/// was applied; false (nothing written) when the node does not own it, or the database's clock
+/// has passed `until`.
+pub(super) fn update_owned_app(
+    conn: &mut AnyConnection,
+    id: i64,
+    (me, until): (&str, NaiveDateTime),
+    epoch: i64,
+    change: &AppChange,
+    event: Option<&NewEvent>,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        application::table
+            .filter(application::id.eq(id))
+            .filter(application::owner_node.eq(me))
+            .filter(application::owner_epoch.eq(epoch))
+            .filter(BeforeDeadline(until)),
+    )
+    .set((change, application::updated_at.eq(Utc::now().naive_utc())))
+    .execute(conn)?;
+    if let (1, Some(event)) = (n, event) {
+        events::record_event(conn, event)?;
+    }
+    Ok(n == 1)
+}
+
+/// One owner's write about an application: `change` at `epoch`, and `event` when it applied.
+#[derive(Debug, Clone)]
+pub struct AppWrite {
+    /// The application.
+    pub id: i64,
+    /// The epoch this node acquired it at (the write is conditional on it).
+    pub epoch: i64,
+    /// What changes.
+    pub change: AppChange,
+    /// Recorded with the change when it applied (with a task's outcome,
+    /// [`finish_batch`](super::complete::finish_batch): only when the outcome was written too).
+    pub event: Option<NewEvent>,
+}
+
+/// [`acquire_app`] for `acquires`, [`update_owned_app`] for `writes`, then a fresh read of
+/// `reads`: per acquisition the application when acquired (None: another live node holds it,
+/// it does not exist, or the [`Fence`] refused it), one flag per write (in order; false = not
+/// ours, or refused, nothing written), and the applications of `reads` that exist. The
+/// acquisitions and the writes must each name distinct applications.
+/// PostgreSQL: one statement for the writes and their events (`UPDATE … FROM unnest(…)` with
+/// the `INSERT` in a CTE fed by its `RETURNING`, each row conditional on its own owner and
+/// epoch and on the deadline), one per set of live members for the acquisitions (in a
+/// transaction when there are any), and one for the reads; SQLite: single-row statements in one
+/// transaction, then the reads. Nothing is acquired or written under an epoch of an earlier
+/// session, or once the database's clock has passed the deadline.
+pub fn apps_batch(
+    conn: &mut AnyConnection,
+    me: &str,
+    fence: Fence,
+    acquires: &[AppAcquire],
+    writes: &[AppWrite],
+    reads: &[i64],
+) -> Result<AppsBatch, StoreError> {
+    if !acquires.iter().all(|a| fence.admits(a.epoch)) || !writes.iter().all(|w| fence.admits(w.epoch)) {
+        let mine: Vec<AppAcquire> = acquires.iter().filter(|a| fence.admits(a.epoch)).cloned().collect();
+        let ours: Vec<AppWrite> = writes.iter().filter(|w| fence.admits(w.epoch)).cloned().collect();
+        let done = apps_batch(conn, me, fence, &mine, &ours, reads)?;
+        return Ok(AppsBatch {
+            acquired: merge_admitted(acquires, |a| fence.admits(a.epoch), done.acquired, |_| None),
+            written: merge_admitted(writes, |w| fence.admits(w.epoch), done.written, |_| false),
+            read: done.read,
+        });
+    }
+    let writer = (me, fence.until);
+    let batch = |c: &mut AnyConnection| {
+        let (acquired, written) = apps_write_in(c, writer, acquires, writes)?;
+        let read = if reads.is_empty() { Vec::new() } else { apps(c, reads)? };
+        Ok(AppsBatch { acquired, written, read })
+    };
+    // Several statements to write (acquisitions; every write on SQLite): one transaction, the
+    // reads in it — so a read that fails rolls the writes back, and a batch run again after a
+    // lost connection records no event twice. Writes alone on PostgreSQL are one statement, and
+    // a transaction around it cost a BEGIN and a COMMIT per batch, on the path of every
+    // application command. (A read that fails after such a write answers the writes with its
+    // error: their actors keep their copy of the application as it was until their next read.)
+    match conn {
+        AnyConnection::Postgresql(_) if acquires.is_empty() => batch(conn),
+        _ => conn.transaction(batch),
+    }
+}
+
+/// [`apps_batch`]'s acquisitions and writes.
+#[allow(clippy::type_complexity)]
+fn apps_write_in(
+    conn: &mut AnyConnection,
+    writer: (&str, NaiveDateTime),
+    acquires: &[AppAcquire],
+    writes: &[AppWrite],
+) -> Result<(Vec<Option<Application>>, Vec<bool>), StoreError> {
+    let mut acquired = vec![None; acquires.len()];
+    let mut rest: Vec<usize> = (0..acquires.len()).collect();
+    // PostgreSQL: one statement per set of live members (one set, unless the membership changed
+    // while the batch gathered); SQLite and single acquisitions: one by one.
+    while let Some(&first) = rest.first() {
+        let live = &acquires[first].live;
+        let (group, other): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| acquires[i].live == *live);
+        rest = other;
+        let got = match conn {
+            AnyConnection::Postgresql(c) if group.len() > 1 => {
+                acquire_apps_pg(c, writer, live, &group.iter().map(|&i| &acquires[i]).collect::<Vec<_>>())?
+            }
+            _ => group
+                .iter()
+                .map(|&i| {
+                    let a = &acquires[i];
+                    acquire_app_in(conn, a.id, writer, a.epoch, &a.live, &a.event)
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for (i, app) in group.into_iter().zip(got) {
+            acquired[i] = app;
+        }
+    }
+    let flags = match conn {
+        AnyConnection::Postgresql(_) if writes.is_empty() => Vec::new(),
+        AnyConnection::Postgresql(c) => apps_write_pg(c, writer, writes)?,
+        AnyConnection::Sqlite(_) => writes
+            .iter()
+            .map(|w| update_owned_app(conn, w.id, writer, w.epoch, &w.change, w.event.as_ref()))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((acquired, flags))
+}
+
+/// What [`apps_batch`] did.
+#[derive(Debug)]
+pub struct AppsBatch {
+    /// Per acquisition, in order: the application when this node now owns it.
+    pub acquired: Vec<Option<Application>>,
+    /// Per write, in order: whether it applied.
+    pub written: Vec<bool>,
+    /// The applications read that exist.
+    pub read: Vec<Application>,
+}
+
+/// The applications of `ids` that exist, read fresh.
+pub fn apps(conn: &mut AnyConnection, ids: &[i64]) -> Result<Vec<Application>, StoreError> {
+    Ok(application::table.filter(application::id.eq_any(ids.to_vec())).select(Application::as_select()).load(conn)?)
+}
+
+/// The application, read fresh.
+pub fn app(conn: &mut AnyConnection, id: i64) -> Result<Option<Application>, StoreError> {
+    Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
 }

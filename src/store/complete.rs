@@ -14,7 +14,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
-use super::dispatch::{update_owned_app, AppWrite};
+use super::apps::{update_owned_app, AppWrite};
 use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::schema::task;
