@@ -18,6 +18,7 @@ use super::apps::{update_owned_app, AppWrite};
 use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::schema::task;
+use super::sql::unnest;
 use super::{AnyConnection, StoreError};
 
 /// How a claimed task ends (or does not, for a retry).
@@ -204,6 +205,84 @@ const OUTCOME_SET: &str = "status = v.status, \
     owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
     owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END";
 
+/// The columns of a batch of task outcomes ([`TaskOutcomes`]), with their PostgreSQL types, in
+/// the order their arrays are bound.
+const OUTCOME_COLUMNS: [(&str, &str); 6] = [
+    ("id", "bigint"),
+    ("epoch", "bigint"),
+    ("status", "text"),
+    ("result", "text"),
+    ("error", "text"),
+    ("run_after", "timestamp"),
+];
+
+/// The columns of a batch of application writes and their events ([`AppWrites`]), with their
+/// PostgreSQL types, in the order their arrays are bound.
+const APP_WRITE_COLUMNS: [(&str, &str); 13] = [
+    ("app_id", "bigint"),
+    ("app_epoch", "bigint"),
+    ("desired_state", "text"),
+    ("state", "text"),
+    ("set_error", "bool"),
+    ("last_error", "text"),
+    ("restart_count", "int"),
+    ("kind", "text"),
+    ("task_id", "bigint"),
+    ("node_id", "text"),
+    ("actor", "text"),
+    ("message", "text"),
+    ("data", "text"),
+];
+
+/// [`outcomes_pg`]'s statement. Its parameters: the arrays of [`OUTCOME_COLUMNS`] then of
+/// [`APP_WRITE_COLUMNS`] (`$1`…), then the time written as `finished_at` and `updated_at`, the
+/// writer's node and its deadline — numbered from the columns, so a column added to the batch
+/// renumbers what follows it.
+fn outcomes_pg_sql() -> String {
+    let columns = [OUTCOME_COLUMNS.as_slice(), APP_WRITE_COLUMNS.as_slice()].concat();
+    let (now, node, deadline) = (columns.len() + 1, columns.len() + 2, columns.len() + 3);
+    format!(
+        "WITH v AS (SELECT * FROM {unnest}), \
+         u AS (UPDATE application AS a SET \
+           desired_state = COALESCE(v.desired_state, a.desired_state), \
+           state = COALESCE(v.state, a.state), \
+           last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
+           restart_count = COALESCE(v.restart_count, a.restart_count), \
+           updated_at = ${now} \
+           FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = ${node} \
+             AND a.owner_epoch = v.app_epoch AND {before_deadline} \
+           RETURNING a.id), \
+         t AS (UPDATE task AS t SET {set} \
+           FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = ${node} AND t.owner_epoch = v.epoch \
+             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {before_deadline} \
+           RETURNING t.id), \
+         e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
+           SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') \
+           FROM v JOIN u ON u.id = v.app_id \
+           WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
+         SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
+        unnest = unnest(&columns),
+        set = OUTCOME_SET.replace("{now}", &format!("${now}")),
+        before_deadline = before_deadline(true, deadline)
+    )
+}
+
+/// [`finish_batch_pg`]'s statement. Its parameters: the arrays of [`OUTCOME_COLUMNS`] (`$1`…),
+/// then the time written as `finished_at`, the writer's node and its deadline.
+fn finish_batch_pg_sql() -> String {
+    let (now, node, deadline) = (OUTCOME_COLUMNS.len() + 1, OUTCOME_COLUMNS.len() + 2, OUTCOME_COLUMNS.len() + 3);
+    format!(
+        "UPDATE task AS t SET {set} \
+         FROM {unnest} \
+         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = ${node} AND t.owner_epoch = v.epoch \
+           AND {before_deadline} \
+         RETURNING t.id",
+        set = OUTCOME_SET.replace("{now}", &format!("${now}")),
+        unnest = unnest(&OUTCOME_COLUMNS),
+        before_deadline = before_deadline(true, deadline)
+    )
+}
+
 /// One statement on PostgreSQL for task outcomes `t` and application writes `a`, row by row
 /// (either may be shorter: `unnest` pads it with NULLs): each application write conditional on
 /// its owner and epoch (as [`update_owned_app`]: a NULL field is left as it is; `last_error` has
@@ -212,7 +291,7 @@ const OUTCOME_SET: &str = "status = v.status, \
 /// for a row with an outcome, only when the outcome was written. Why that last rule: the
 /// completer retries a batch whose answer was lost; the second time the outcomes read as no
 /// longer ours, the application writes apply again unchanged, and no event is recorded twice.
-/// Every write also holds [`before_deadline`], the writer's deadline (`$22`).
+/// Every write also holds [`before_deadline`], the writer's deadline (the last parameter).
 fn outcomes_pg(
     conn: &mut diesel::PgConnection,
     (node, until): (&str, NaiveDateTime),
@@ -220,33 +299,8 @@ fn outcomes_pg(
     a: &AppWrites,
 ) -> Result<Vec<WrittenRow>, StoreError> {
     use diesel::sql_types::{Bool, Integer, Timestamp};
-    let sql = format!(
-        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-           $6::timestamp[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::bool[], $12::text[], \
-           $13::int[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[]) \
-           AS v(id, epoch, status, result, error, run_after, app_id, app_epoch, desired_state, state, \
-                set_error, last_error, restart_count, kind, task_id, node_id, actor, message, data)), \
-         u AS (UPDATE application AS a SET \
-           desired_state = COALESCE(v.desired_state, a.desired_state), \
-           state = COALESCE(v.state, a.state), \
-           last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
-           restart_count = COALESCE(v.restart_count, a.restart_count), \
-           updated_at = $20 \
-           FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = $21 \
-             AND a.owner_epoch = v.app_epoch AND {before_deadline} \
-           RETURNING a.id), \
-         t AS (UPDATE task AS t SET {set} \
-           FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $21 AND t.owner_epoch = v.epoch \
-             AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {before_deadline} \
-           RETURNING t.id), \
-         e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
-           SELECT v.kind, v.app_id, v.task_id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') \
-           FROM v JOIN u ON u.id = v.app_id \
-           WHERE v.kind IS NOT NULL AND (v.id IS NULL OR EXISTS (SELECT 1 FROM t WHERE t.id = v.id))) \
-         SELECT id, false AS app FROM t UNION ALL SELECT id, true AS app FROM u",
-        set = OUTCOME_SET.replace("{now}", "$20"),
-        before_deadline = before_deadline(true, 22)
-    );
+    let sql = outcomes_pg_sql();
+    // In the order of the statement's parameters ([`outcomes_pg_sql`]).
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
@@ -353,16 +407,8 @@ fn finish_batch_pg(
     for r in rows {
         t.push(r.id, r.epoch, &r.outcome);
     }
-    let sql = format!(
-        "UPDATE task AS t SET {set} \
-         FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::timestamp[]) \
-           AS v(id, epoch, status, result, error, run_after) \
-         WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $8 AND t.owner_epoch = v.epoch \
-           AND {before_deadline} \
-         RETURNING t.id",
-        set = OUTCOME_SET.replace("{now}", "$7"),
-        before_deadline = before_deadline(true, 9)
-    );
+    let sql = finish_batch_pg_sql();
+    // In the order of the statement's parameters ([`finish_batch_pg_sql`]).
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
@@ -437,4 +483,29 @@ pub(super) fn apps_write_pg(
     let written = outcomes_pg(conn, writer, &TaskOutcomes::default(), &a)?;
     let applied: std::collections::HashSet<i64> = written.iter().filter(|w| w.app).map(|w| w.id).collect();
     Ok(writes.iter().map(|w| applied.contains(&w.id)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{finish_batch_pg_sql, outcomes_pg_sql, APP_WRITE_COLUMNS, OUTCOME_COLUMNS};
+
+    /// The numbers of the `$n` parameters in `sql`, sorted, each once.
+    fn parameters(sql: &str) -> Vec<usize> {
+        let mut found: Vec<usize> = sql
+            .split('$')
+            .skip(1)
+            .filter_map(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    #[test]
+    fn the_batched_statements_number_their_parameters_from_one_without_gaps() {
+        // The arrays of the columns, then the time, the node and the deadline: as many as binds.
+        let binds = OUTCOME_COLUMNS.len() + APP_WRITE_COLUMNS.len() + 3;
+        assert_eq!(parameters(&outcomes_pg_sql()), (1..=binds).collect::<Vec<_>>());
+        assert_eq!(parameters(&finish_batch_pg_sql()), (1..=OUTCOME_COLUMNS.len() + 3).collect::<Vec<_>>());
+    }
 }

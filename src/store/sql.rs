@@ -85,6 +85,15 @@ pub(super) struct Count {
     pub(super) n: i64,
 }
 
+/// `unnest($1::type[], …) AS v(name, …)` for `columns` (name, PostgreSQL type): one array
+/// parameter per column, numbered from `$1` in order, each row of the arrays a row `v`. The
+/// statement's next parameter is `$(columns.len() + 1)`.
+pub(super) fn unnest(columns: &[(&str, &str)]) -> String {
+    let arrays: Vec<String> = columns.iter().enumerate().map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1)).collect();
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    format!("unnest({}) AS v({})", arrays.join(", "), names.join(", "))
+}
+
 /// `text` as a PostgreSQL string literal. The `E'…'` form escapes backslashes and quotes the
 /// same way whatever `standard_conforming_strings` says.
 pub(super) fn pg_literal(text: &str) -> String {
