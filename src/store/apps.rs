@@ -128,8 +128,18 @@ pub fn owned_counts(conn: &mut AnyConnection) -> Result<Vec<(Option<String>, i64
 // The owner's queries: who owns each application, acquisition and release, and the owner's
 // writes (the dispatch path).
 
-/// An application's id, owner, selector (JSON) and traffic group.
-pub type AppOwner = (i64, Option<String>, String, Option<String>);
+/// Who owns an application, and what places it: the dispatcher's view of every application.
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct AppOwner {
+    /// The application.
+    pub id: i64,
+    /// Its owning node, if any.
+    pub owner: Option<String>,
+    /// Its label selector (JSON text, as written).
+    pub selector: String,
+    /// Its traffic group, if any.
+    pub group: Option<String>,
+}
 
 /// Every application's id, owner, selector and traffic group.
 pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<AppOwner>, StoreError> {
