@@ -899,7 +899,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
 /// A claim statement prepared while `task` was empty is prepared again once the table is
 /// large: PostgreSQL's generic plan, cached after five executions and never replanned without
 /// new statistics (autovacuum is off on the test server, as on many), scanned the whole table
-/// at every claim (docs/benchmarks.md, session 10). The claim renews its statements, and the
+/// at every claim (docs/benchmarks.md#the-claims-plan). The claim renews its statements, and the
 /// renewed plan reaches the rows through indexes.
 #[test]
 fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {

@@ -135,7 +135,7 @@ fn claim_where(
     // runs once and the update is one scan of the primary key. With `id IN (SELECT …)` the plan
     // was a HashAggregate of the locked ids joined back to the table by a nested loop (three
     // nodes: 6.9 ms per job-window claim against 6.1 ms, and the drain 8–14 % slower;
-    // docs/benchmarks.md, session 15).
+    // docs/benchmarks.md#round-trips).
     let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
         let (open, close) = if postgres { ("= ANY(ARRAY(", "))") } else { ("IN (", ")") };
         due(
@@ -288,11 +288,11 @@ pub fn claim_turns(
 /// Why one probe: finding the first pending command and then checking [`COMMAND_TURN`] for it
 /// walked each application's entries in the index twice, past the dead entries of every command
 /// it ran since the last vacuum; the claim was 26 µs of the server's time per command, the
-/// largest part of an application command (server log, docs/benchmarks.md session 12).
+/// largest part of an application command (server log, docs/benchmarks.md#round-trips).
 /// The rows are updated by `id = ANY(ARRAY(…))`, probes of the primary key: with
 /// `id IN (SELECT …)` PostgreSQL joined the claimed ids against a sequential scan of the whole
 /// table whenever its statistics were stale and the table looked small (9.8 ms of an 11 ms claim
-/// for 54 commands in a table of 20,000 rows: `auto_explain`, docs/benchmarks.md session 14).
+/// for 54 commands in a table of 20,000 rows: `auto_explain`, docs/benchmarks.md#the-claims-plan).
 fn claim_turns_pg() -> String {
     format!(
         "WITH head AS (SELECT h.id FROM unnest($3::bigint[]) AS a(app_id) CROSS JOIN LATERAL \

@@ -113,7 +113,7 @@ pub struct FinishFlags {
 /// Why the application write goes with the outcome: an application command's last state change
 /// and its completion were two statements through two batching tasks, one after the other on
 /// every command's path; application commands drained at 2.1–2.5× the time of plain tasks
-/// (docs/benchmarks.md, session 12).
+/// (docs/benchmarks.md#round-trips).
 /// Nothing is written under the [`Fence`]: past the node's membership deadline (a node paused
 /// past its lease, its outcomes queued, writes none when it wakes; its rows are recovered by
 /// their new owners), nor for a row claimed, or an application acquired, in an earlier session.

@@ -59,7 +59,7 @@ pub(super) fn merge_admitted<T, R>(
 /// A scalar subquery: evaluated once per statement as it begins (PostgreSQL plans it as a
 /// one-time filter, and past the deadline reads and locks nothing). Compared row by row, the
 /// clock's conversion cost each row the claim's plan looked at, and insert-to-start p99 at 500
-/// tasks/s rose by a quarter (docs/benchmarks.md session 13). It holds as far as the node's and
+/// tasks/s rose by a quarter (docs/benchmarks.md#fencing). It holds as far as the node's and
 /// the database's clocks agree (docs/membership.md).
 pub(super) fn before_deadline(postgres: bool, n: usize) -> String {
     let (open, close) = deadline_parts(postgres);
@@ -80,7 +80,7 @@ fn deadline_parts(postgres: bool) -> (&'static str, &'static str) {
 /// completion under light load, an acquisition, a recovery; on SQLite outcomes, application
 /// writes and acquisitions) keep their small statements; sending a single completion through
 /// the batched `unnest` statement instead raised insert-to-start p50 at 500 tasks/s from 0.66
-/// to 0.73 ms (docs/benchmarks.md session 13).
+/// to 0.73 ms (docs/benchmarks.md#fencing).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BeforeDeadline(pub(super) NaiveDateTime);
 
