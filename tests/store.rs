@@ -523,7 +523,7 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
 /// priority of those after them (docs/dispatch.md).
 #[test]
 fn a_claim_hands_out_its_rows_higher_priority_first_and_takes_them_in_id_order() {
-    use rota::store::dispatch::claim_next;
+    use rota::store::claim::claim_next;
     on_both(|store| {
         let mut conn = store.conn().unwrap();
         let ids: Vec<i64> = [0, 5, 1, 5, 9, 7]
@@ -534,7 +534,7 @@ fn a_claim_hands_out_its_rows_higher_priority_first_and_takes_them_in_id_order()
             })
             .collect();
         let mut claim = |batch| -> Vec<i64> {
-            claim_next(&mut conn, 0, batch, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect()
+            claim_next(&mut conn, &store.plans(), 0, batch, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect()
         };
         // The first four by id (not the 9 and the 7 behind them), the two at 5 first.
         assert_eq!(claim(4), vec![ids[1], ids[3], ids[2], ids[0]]);

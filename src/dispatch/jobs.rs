@@ -394,11 +394,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     };
     let states: Vec<ChildState> = all
         .iter()
-        .map(|c| ChildState {
-            id: c.id,
-            status: c.status.clone(),
-            node: c.owner_node.clone().or(c.target_node.clone()),
-        })
+        .map(|c| ChildState { id: c.id, status: c.status, node: c.owner_node.clone().or(c.target_node.clone()) })
         .collect();
     let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
     if strategy == Strategy::MapReduce {
