@@ -563,7 +563,7 @@ fn labelled_rows_in_a_backlog_are_placed_by_their_labels_on_sqlite() {
 /// pump is surely ahead at the stop (batches claimed and waiting). With instant jobs, under CPU
 /// load, the dispatcher sometimes took the pump's last two batches while the pump's thread waited
 /// for its turn, and at the stop nothing had been claimed ahead: nothing to give back, no row
-/// wrong, but this test then tested nothing (session 11, traced on SQLite).
+/// wrong, but this test then tested nothing (traced on SQLite).
 fn a_graceful_stop_in_a_backlog_leaves_no_row_running(postgres: bool) {
     const ROWS: i64 = 50_000;
     let mut f = fixture(postgres, &[("ROTA__DISPATCH__MAX_CONCURRENCY", "16")]);
@@ -599,7 +599,7 @@ fn a_graceful_stop_in_a_backlog_leaves_no_row_running_on_postgres() {
 
 /// With autovacuum off for the task table, a node that finished many tasks vacuums it itself
 /// once the dead row versions pile up (each claim and each completion leaves one): without it,
-/// claims slow down as they wade through them (docs/benchmarks.md, session 10).
+/// claims slow down as they wade through them (docs/benchmarks.md#dead-rows).
 #[test]
 fn a_busy_node_vacuums_the_task_table_when_autovacuum_is_off_for_it() {
     // Two dead versions a row (its claim and its completion): twice the threshold. (At 1.2

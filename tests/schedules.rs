@@ -104,7 +104,7 @@ fn a_fixed_rate_schedule_fires_every_second_on_one_node() {
     wait_until(Duration::from_secs(20), "every task to succeed", || {
         paused.iter().all(|r| {
             let t = rota::store::tasks::find_task(&mut store.conn().unwrap(), r.task_id.unwrap()).unwrap().unwrap();
-            t.status == "succeeded" && t.payload == r#"{"k":1}"# && t.action == "run"
+            t.status.as_str() == "succeeded" && t.payload == r#"{"k":1}"# && t.action == "run"
         })
     });
     // Paused means paused: once two of its fire times have passed (by the database's clock, the
@@ -314,7 +314,8 @@ fn a_per_second_schedule_crosses_a_ring_change_and_an_owner_crash_without_double
         [once, skip].iter().all(|&id| {
             let tasks = schedules::schedule_tasks(&mut store.conn().unwrap(), id).unwrap();
             tasks.iter().all(|(t, _)| {
-                rota::store::tasks::find_task(&mut store.conn().unwrap(), *t).unwrap().unwrap().status == "succeeded"
+                rota::store::tasks::find_task(&mut store.conn().unwrap(), *t).unwrap().unwrap().status.as_str()
+                    == "succeeded"
             })
         })
     });

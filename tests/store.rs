@@ -115,7 +115,7 @@ fn a_row_inserted_by_plain_sql_gets_every_default() {
         conn.batch_execute("INSERT INTO task (app_id, action) VALUES (1, 'start')").unwrap();
         let t = tasks::find_task(&mut conn, 1).unwrap().expect("row 1");
         assert_eq!((t.app_id, t.action.as_str()), (Some(1), "start"));
-        assert_eq!(t.status, "pending");
+        assert_eq!(t.status.as_str(), "pending");
         assert_eq!(t.payload, "{}");
         assert_eq!((t.priority, t.attempts, t.max_attempts), (0, 0, 3));
         assert_eq!((t.owner_node, t.owner_epoch, t.idempotency_key), (None, None, None));
@@ -343,8 +343,8 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
         ];
         assert_eq!(claim(&mut conn, &plans, &ids, "n1", 5, open()).unwrap().len(), 4);
         let running = AppChange {
-            desired_state: Some("running".into()),
-            state: Some("running".into()),
+            desired_state: Some(rota::domain::DesiredState::Running),
+            state: Some(rota::domain::AppState::Running),
             last_error: Some(None),
             restart_count: Some(0),
         };
@@ -371,12 +371,12 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
         // Written again (a retry of a batch whose answer was lost): nothing is recorded twice.
         let again: Vec<bool> = finish_batch(&mut conn, "n1", open(), &rows).unwrap().iter().map(|f| f.task).collect();
         assert_eq!(again, vec![false, false, false, false]);
-        let status = |id: i64, conn: &mut _| tasks::find_task(conn, id).unwrap().unwrap().status;
+        let status = |id: i64, conn: &mut _| tasks::find_task(conn, id).unwrap().unwrap().status.as_str();
         assert_eq!(
             [status(ids[0], &mut conn), status(ids[1], &mut conn), status(ids[2], &mut conn)],
             ["succeeded", "running", "succeeded"]
         );
-        let state = |id: i64, conn: &mut _| find_application(conn, id).unwrap().unwrap().state;
+        let state = |id: i64, conn: &mut _| find_application(conn, id).unwrap().unwrap().state.as_str();
         assert_eq!(
             [state(apps[0], &mut conn), state(apps[1], &mut conn), state(apps[2], &mut conn)],
             ["running", "stopped", "running"]
@@ -420,7 +420,7 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     let statuses = |conn: &mut AnyConnection| -> Vec<String> {
         [a, a + 1, b]
             .iter()
-            .map(|id| tasks::find_task(conn, *id).map(|t| t.unwrap().status).unwrap_or_default())
+            .map(|id| tasks::find_task(conn, *id).map(|t| t.unwrap().status.to_string()).unwrap_or_default())
             .collect()
     };
 
@@ -431,12 +431,12 @@ fn sqlite_claim_of_a_batch_with_unreadable_text_leaves_no_row_claimed() {
     assert!(err.to_string().to_lowercase().contains("utf-8"), "{err}");
     // Nothing was claimed by either statement (the bad row itself cannot be read yet).
     for id in [a, b] {
-        assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status, "pending", "task {id}");
+        assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status.as_str(), "pending", "task {id}");
     }
 
     assert_eq!(fail_unreadable(&mut conn, 0, 10).unwrap(), 1);
     let bad = tasks::find_task(&mut conn, a + 1).unwrap().unwrap();
-    assert_eq!(bad.status, "failed");
+    assert_eq!(bad.status.as_str(), "failed");
     assert!(bad.error.as_deref().unwrap_or("").contains("`payload` is not valid UTF-8"), "{:?}", bad.error);
     let claimed: Vec<i64> =
         claim_next(&mut conn, &plans, 0, 10, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
@@ -753,7 +753,7 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         // write, a batch of both; several acquisitions and one alone; a batch of writes.
         let acquire =
             |id: i64| AppAcquire { id, epoch: 3, live: vec!["n1".into()], event: app_event("app.acquired", id) };
-        let change = AppChange { state: Some("running".into()), ..Default::default() };
+        let change = AppChange { state: Some(rota::domain::AppState::Running), ..Default::default() };
         let write =
             |id: i64| AppWrite { id, epoch: 3, change: change.clone(), event: Some(app_event("app.state", id)) };
         let done = |id: i64, app: Option<AppWrite>| Finished { id, epoch: 3, outcome: Outcome::Succeeded(None), app };
@@ -775,12 +775,12 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
             assert!(apps_batch(&mut conn, "n1", fence, &[acquire(2)], &[], &[]).unwrap().acquired[0].is_none());
         }
         for id in [10, 11, 12] {
-            assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status, "running", "task {id}");
+            assert_eq!(tasks::find_task(&mut conn, id).unwrap().unwrap().status.as_str(), "running", "task {id}");
         }
         for id in [2, 3] {
             assert_eq!(find_application(&mut conn, id).unwrap().unwrap().owner_node, None, "application {id}");
         }
-        assert_eq!(find_application(&mut conn, 1).unwrap().unwrap().state, "stopped");
+        assert_eq!(find_application(&mut conn, 1).unwrap().unwrap().state.as_str(), "stopped");
 
         // A recovery of task 11 by n2, with a live list in which n1 is gone: not past its
         // deadline, nor from a view older than its session.
@@ -788,7 +788,7 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         let eleven = found.iter().find(|o| o.id == 11).expect("task 11 is an orphan to a view without n1").clone();
         assert_eq!(recover(&mut conn, &eleven, "test", (past, 7)).unwrap(), None);
         assert_eq!(recover(&mut conn, &eleven, "test", (Fence { until: later(), joined: 8 }, 7)).unwrap(), None);
-        assert_eq!(tasks::find_task(&mut conn, 11).unwrap().unwrap().status, "running");
+        assert_eq!(tasks::find_task(&mut conn, 11).unwrap().unwrap().status.as_str(), "running");
 
         // Within the session, the same writes go through.
         assert_eq!(
@@ -853,8 +853,8 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
             event: Some(ev(kind, id)),
         };
         let set = |state: &str, error: Option<Option<&str>>| AppChange {
-            state: Some(state.into()),
-            desired_state: Some("running".into()),
+            state: Some(state.parse().unwrap()),
+            desired_state: Some(rota::domain::DesiredState::Running),
             last_error: error.map(|e| e.map(str::to_string)),
             restart_count: Some(2),
         };
@@ -900,7 +900,7 @@ fn batched_application_writes_keep_each_rows_owner_and_epoch() {
 /// A claim statement prepared while `task` was empty is prepared again once the table is
 /// large: PostgreSQL's generic plan, cached after five executions and never replanned without
 /// new statistics (autovacuum is off on the test server, as on many), scanned the whole table
-/// at every claim (docs/benchmarks.md, session 10). The claim renews its statements, and the
+/// at every claim (docs/benchmarks.md#the-claims-plan). The claim renews its statements, and the
 /// renewed plan reaches the rows through indexes.
 #[test]
 fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {

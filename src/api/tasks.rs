@@ -12,6 +12,8 @@ use super::error::ApiError;
 use super::views::{next_link, Accepted, ErrorBody, Page, TaskView};
 use super::ApiState;
 use super::{audit, caller, page_size};
+use crate::domain::Action;
+use crate::domain::TaskStatus;
 use crate::jobs::routing::check_shards;
 use crate::jobs::Strategy;
 use crate::store::models::NewTask;
@@ -100,7 +102,7 @@ async fn submit(
     if b.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256) {
         return Err(ApiError::field("idempotency_key", "1 to 256 characters"));
     }
-    let is_job = b.action == "run";
+    let is_job = Action::parse(&b.action) == Some(Action::Run);
     for (field, set) in [
         ("routing", b.routing.is_some()),
         ("shard_total", b.shard_total.is_some()),
@@ -132,7 +134,7 @@ async fn submit(
         if !matches!(parent.routing.as_deref(), Some("map" | "map_reduce")) {
             return Err(ApiError::field("parent_id", format!("task {pid} is not a map or map_reduce job")));
         }
-        if parent.status != "running" || parent.stage.is_some() {
+        if parent.status != TaskStatus::Running || parent.stage.is_some() {
             return Err(ApiError::field(
                 "parent_id",
                 format!("task {pid} is {} (children are added while its map step runs)", parent.status),

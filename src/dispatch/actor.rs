@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
+use crate::domain::{AppState, DesiredState};
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
 use crate::store::apps::{self, AppChange, AppWrite};
 use crate::store::complete::{self, Outcome};
@@ -347,8 +348,8 @@ impl Actor {
     /// Apply `change`, then record the `app.state` event of its new state (one trip to the
     /// blocking pool for both).
     async fn change_state(&mut self, change: AppChange, detail: Option<String>) -> Result<(), Lost> {
-        let state = change.state.clone().unwrap_or_default();
-        let event = self.state_event(&state, detail);
+        let state = change.state.unwrap_or(AppState::Unknown);
+        let event = self.state_event(state, detail);
         self.change_with(change, Some(event)).await
     }
 
@@ -419,7 +420,7 @@ impl Actor {
     /// (a hand-off, not a failure: the restart count is untouched).
     async fn adopt(&mut self) {
         let Some(app) = self.app.clone() else { return };
-        if app.desired_state != "running" {
+        if app.desired_state != DesiredState::Running {
             return;
         }
         let Ok((driver, spec)) = self.driver() else { return };
@@ -517,8 +518,11 @@ impl Actor {
 
     /// A `start` command: desired `running`, state `starting`, then the driver.
     async fn start(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
-        let starting =
-            AppChange { desired_state: Some("running".into()), state: Some("starting".into()), ..Default::default() };
+        let starting = AppChange {
+            desired_state: Some(DesiredState::Running),
+            state: Some(AppState::Starting),
+            ..Default::default()
+        };
         self.check_may_act()?;
         let r = self.showing_if_slow(starting, driver.start(ctx)).await?;
         self.after_start(driver, ctx, r).await
@@ -546,20 +550,23 @@ impl Actor {
     }
 
     async fn stop(&mut self, driver: &dyn Driver, ctx: &Ctx) -> Result<Result<(), DriverError>, Lost> {
-        let stopping =
-            AppChange { desired_state: Some("stopped".into()), state: Some("stopping".into()), ..Default::default() };
+        let stopping = AppChange {
+            desired_state: Some(DesiredState::Stopped),
+            state: Some(AppState::Stopping),
+            ..Default::default()
+        };
         self.check_may_act()?;
         let stopped = self.showing_if_slow(stopping, driver.stop(ctx)).await?;
         match self.shared.unfenced(stopped).ok_or(Lost)? {
             Ok(()) => {
-                let change = AppChange { state: Some("stopped".into()), last_error: Some(None), ..Default::default() };
-                let event = self.state_event("stopped", None);
+                let change = AppChange { state: Some(AppState::Stopped), last_error: Some(None), ..Default::default() };
+                let event = self.state_event(AppState::Stopped, None);
                 self.change_last(change, Some(event)).await?;
                 Ok(Ok(()))
             }
             Err(e) => {
                 let change = AppChange {
-                    state: Some("unknown".into()),
+                    state: Some(AppState::Unknown),
                     last_error: Some(Some(e.to_string())),
                     ..Default::default()
                 };
@@ -584,7 +591,7 @@ impl Actor {
                 };
                 let event = self.state_event(state.state(), None);
                 let change = AppChange {
-                    state: Some(state.state().to_string()),
+                    state: Some(state.state()),
                     restart_count: Some(0),
                     last_error: Some(None),
                     ..Default::default()
@@ -593,9 +600,9 @@ impl Actor {
                 Ok(Ok(()))
             }
             Err(e) => {
-                let event = self.state_event("failed", Some(e.to_string()));
+                let event = self.state_event(AppState::Failed, Some(e.to_string()));
                 let change = AppChange {
-                    state: Some("failed".into()),
+                    state: Some(AppState::Failed),
                     last_error: Some(Some(e.to_string())),
                     ..Default::default()
                 };
@@ -605,7 +612,7 @@ impl Actor {
         }
     }
 
-    fn state_event(&self, state: &str, detail: Option<String>) -> NewEvent {
+    fn state_event(&self, state: AppState, detail: Option<String>) -> NewEvent {
         self.shared.new_event(
             "app.state",
             Some(self.app_id),
@@ -623,19 +630,19 @@ impl Actor {
         let state = observed.state();
         // "Cannot tell" adds nothing to a known `failed` or `stopped`.
         let uninformative = matches!(observed, Observed::Unknown(_))
-            && self.app.as_ref().is_some_and(|a| a.state == "failed" || a.state == "stopped");
+            && self.app.as_ref().is_some_and(|a| a.state == AppState::Failed || a.state == AppState::Stopped);
         let changed = !uninformative && self.app.as_ref().is_some_and(|a| a.state != state);
         if changed {
             let detail = match observed {
                 Observed::Failed(d) | Observed::Unknown(d) => Some(d.clone()),
                 _ => None,
             };
-            let mut change = AppChange { state: Some(state.to_string()), ..Default::default() };
+            let mut change = AppChange { state: Some(state), ..Default::default() };
             if let Some(d) = &detail {
                 change.last_error = Some(Some(d.clone()));
             }
             self.change_state(change, detail).await?;
-            tracing::info!(app.id = self.app_id, app.state = state, "application state changed");
+            tracing::info!(app.id = self.app_id, app.state = %state, "application state changed");
         }
         Ok(())
     }
@@ -654,7 +661,7 @@ impl Actor {
         self.record_observed(&observed).await?;
         let Some(app) = self.app.clone() else { return Ok(()) };
         match plan::restart(
-            &app.desired_state,
+            app.desired_state,
             observed.state(),
             &app.restart_policy,
             app.restart_count,
@@ -672,8 +679,12 @@ impl Actor {
                         json!({ "restart": n }),
                     )
                     .await;
-                self.change(AppChange { restart_count: Some(n), state: Some("starting".into()), ..Default::default() })
-                    .await?;
+                self.change(AppChange {
+                    restart_count: Some(n),
+                    state: Some(AppState::Starting),
+                    ..Default::default()
+                })
+                .await?;
                 self.check_may_act()?;
                 let r = driver.start(&ctx).await;
                 let outcome = self.after_start(&*driver, &ctx, r).await?;
@@ -690,7 +701,7 @@ impl Actor {
                 }
                 let last = app.last_error.clone().unwrap_or_default();
                 self.change(AppChange {
-                    state: Some("failed".into()),
+                    state: Some(AppState::Failed),
                     last_error: Some(Some(format!("{why}: {last}"))),
                     ..Default::default()
                 })

@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use super::place::Placement;
 use super::plan::{self, Plan};
 use super::Shared;
+use crate::domain::Action;
 use crate::drivers::{Ctx, Driver, DriverError};
 use crate::jobs::routing::{self, ChildState, Choice, Gathered, NodeStats};
 use crate::jobs::{Strategy, JOB_ROUTE_NONE};
@@ -250,7 +251,7 @@ async fn coordinate(
             .enumerate()
             .map(|(i, node)| NewTask {
                 app_id: parent.app_id,
-                action: "run".into(),
+                action: Action::Run.to_string(),
                 payload: Some(routing::child_payload(&obj, sharded, i, total).to_string()),
                 priority: Some(parent.priority),
                 max_attempts: Some(parent.max_attempts),
@@ -393,11 +394,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     };
     let states: Vec<ChildState> = all
         .iter()
-        .map(|c| ChildState {
-            id: c.id,
-            status: c.status.clone(),
-            node: c.owner_node.clone().or(c.target_node.clone()),
-        })
+        .map(|c| ChildState { id: c.id, status: c.status, node: c.owner_node.clone().or(c.target_node.clone()) })
         .collect();
     let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
     if strategy == Strategy::MapReduce {

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::domain::Action;
 use crate::jobs::traffic::Policy;
 use crate::jobs::Strategy;
 use crate::membership::{MembershipState, View};
@@ -160,7 +161,9 @@ impl Placement {
     /// no selector of its own, and an application (if any) with neither a selector nor a traffic
     /// group — the rows [`crate::store::claim::claim_jobs`] claims.
     pub fn placed_by_id(&self, d: &Due) -> bool {
-        (d.app_id.is_none() || d.action == "run") && d.target_node.is_none() && !self.depends_on_labels(d)
+        (d.app_id.is_none() || Action::parse(&d.action) == Some(Action::Run))
+            && d.target_node.is_none()
+            && !self.depends_on_labels(d)
     }
 
     /// True when this node is a member that takes work (weight > 0).

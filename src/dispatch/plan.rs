@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::config::DispatchConfig;
+use crate::domain::{AppState, DesiredState};
 use crate::drivers::DriverError;
 use crate::jobs::Strategy;
 use crate::store::complete::Outcome;
@@ -186,14 +187,14 @@ pub enum Restart {
 /// Restart policy: an application that should run but is not running is started again, per
 /// its policy (`never`, `on_failure` — only when it failed —, `always` — also when it stopped or
 /// is unknown to this node), up to `max_restarts`.
-pub fn restart(desired: &str, observed: &str, policy: &str, restarts: i32, max_restarts: i32) -> Restart {
-    if desired != "running" || observed == "running" || observed == "starting" {
+pub fn restart(desired: DesiredState, observed: AppState, policy: &str, restarts: i32, max_restarts: i32) -> Restart {
+    if desired != DesiredState::Running || observed == AppState::Running || observed == AppState::Starting {
         return Restart::No;
     }
     let wanted = match policy {
         "never" => false,
         "always" => true,
-        _ => observed == "failed",
+        _ => observed == AppState::Failed,
     };
     if !wanted {
         Restart::No
@@ -216,7 +217,7 @@ pub(crate) mod tests {
             app_id,
             action: action.into(),
             payload: payload.into(),
-            status: "running".into(),
+            status: crate::domain::TaskStatus::Running,
             priority: 0,
             run_after: chrono::DateTime::UNIX_EPOCH.naive_utc(),
             attempts: 1,
@@ -274,13 +275,13 @@ pub(crate) mod tests {
 
     #[test]
     fn restart_policy() {
-        assert_eq!(restart("running", "failed", "on_failure", 0, 3), Restart::Yes(1));
-        assert_eq!(restart("running", "stopped", "on_failure", 0, 3), Restart::No);
-        assert_eq!(restart("running", "unknown", "always", 2, 3), Restart::Yes(3));
-        assert_eq!(restart("running", "failed", "on_failure", 3, 3), Restart::GiveUp);
-        assert_eq!(restart("running", "failed", "never", 0, 3), Restart::No);
-        assert_eq!(restart("stopped", "failed", "always", 0, 3), Restart::No);
-        assert_eq!(restart("running", "running", "always", 0, 3), Restart::No);
+        assert_eq!(restart(DesiredState::Running, AppState::Failed, "on_failure", 0, 3), Restart::Yes(1));
+        assert_eq!(restart(DesiredState::Running, AppState::Stopped, "on_failure", 0, 3), Restart::No);
+        assert_eq!(restart(DesiredState::Running, AppState::Unknown, "always", 2, 3), Restart::Yes(3));
+        assert_eq!(restart(DesiredState::Running, AppState::Failed, "on_failure", 3, 3), Restart::GiveUp);
+        assert_eq!(restart(DesiredState::Running, AppState::Failed, "never", 0, 3), Restart::No);
+        assert_eq!(restart(DesiredState::Stopped, AppState::Failed, "always", 0, 3), Restart::No);
+        assert_eq!(restart(DesiredState::Running, AppState::Running, "always", 0, 3), Restart::No);
     }
 
     proptest! {

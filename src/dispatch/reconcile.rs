@@ -16,7 +16,7 @@ use super::rounds::STOP_CLAIM_WITHIN;
 use super::{parse_selector, wake, Dispatcher};
 use crate::jobs::traffic::Switch;
 use crate::membership::MembershipState;
-use crate::store::apps;
+use crate::store::apps::{self, AppOwner};
 use crate::store::claim;
 use crate::store::StoreError;
 
@@ -45,14 +45,14 @@ impl Dispatcher {
             Ok(rows) => {
                 self.apps = Arc::new(
                     rows.iter()
-                        .map(|(id, _, selector, group)| {
-                            (*id, AppPlace { selector: parse_selector(*id, selector), group: group.clone() })
+                        .map(|a| {
+                            (a.id, AppPlace { selector: parse_selector(a.id, &a.selector), group: a.group.clone() })
                         })
                         .collect(),
                 );
                 let place = self.placement();
                 let mut unplaced = Vec::new();
-                for (id, owner, _, _) in rows {
+                for AppOwner { id, owner, .. } in rows {
                     let selector = place.app_selector(id);
                     if place.owner_of(&id.to_string(), &selector).is_none() {
                         unplaced.push(id);
@@ -100,7 +100,7 @@ impl Dispatcher {
             // Missing applications constrain nothing (their commands fail on their owner).
             apps.insert(a, AppPlace::default());
         }
-        for (id, _, selector, group) in found {
+        for AppOwner { id, selector, group, .. } in found {
             apps.insert(id, AppPlace { selector: parse_selector(id, &selector), group });
         }
         Ok(())

@@ -17,6 +17,7 @@ use super::held::Claimed;
 use super::place::Placement;
 use super::strategy::{self, Claim, Situation};
 use super::{jobs, pump, Dispatcher, JobWindow};
+use crate::domain::Action;
 use crate::store::apps;
 use crate::store::claim;
 use crate::store::models::Task;
@@ -267,7 +268,7 @@ impl Dispatcher {
                 self.shared.metrics.claim_latency.observe(secs);
             }
             match task.app_id {
-                Some(app_id) if task.action != "run" => {
+                Some(app_id) if task.action_word() != Some(Action::Run) => {
                     let app = apps.remove(&app_id);
                     self.actor(app_id).send(claim, app)
                 }

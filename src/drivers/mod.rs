@@ -32,6 +32,7 @@ mod spec;
 #[cfg(test)]
 mod testing;
 
+use crate::domain::AppState;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -125,12 +126,12 @@ pub enum Observed {
 
 impl Observed {
     /// The `application.state` value for this observation.
-    pub fn state(&self) -> &'static str {
+    pub fn state(&self) -> AppState {
         match self {
-            Observed::Running => "running",
-            Observed::Stopped => "stopped",
-            Observed::Failed(_) => "failed",
-            Observed::Unknown(_) => "unknown",
+            Observed::Running => AppState::Running,
+            Observed::Stopped => AppState::Stopped,
+            Observed::Failed(_) => AppState::Failed,
+            Observed::Unknown(_) => AppState::Unknown,
         }
     }
 }

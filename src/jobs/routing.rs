@@ -9,6 +9,7 @@
 //! Routing memory (round-robin counter, per-node uses for lru/lfu) lives in `job_route`, keyed by
 //! the job's application, so every coordinator continues the same rotation.
 
+use crate::domain::TaskStatus;
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -249,7 +250,7 @@ pub struct ChildState {
     /// Child task id.
     pub id: i64,
     /// Its status.
-    pub status: String,
+    pub status: TaskStatus,
     /// Node it was addressed to or ran on.
     pub node: Option<String>,
 }
@@ -276,12 +277,17 @@ pub enum Gathered {
 /// Derive a parent's outcome from its children. A parent without children (a map step that
 /// added none) succeeds.
 pub fn gather(children: &[ChildState]) -> Gathered {
-    let active = children.iter().filter(|c| matches!(c.status.as_str(), "pending" | "running")).count();
+    let active = children.iter().filter(|c| !c.status.is_terminal()).count();
     if active > 0 {
         return Gathered::Waiting { active };
     }
-    let count = |s: &str| children.iter().filter(|c| c.status == s).count();
-    let (ok, failed, lost, cancelled) = (count("succeeded"), count("failed"), count("lost"), count("cancelled"));
+    let count = |s: TaskStatus| children.iter().filter(|c| c.status == s).count();
+    let (ok, failed, lost, cancelled) = (
+        count(TaskStatus::Succeeded),
+        count(TaskStatus::Failed),
+        count(TaskStatus::Lost),
+        count(TaskStatus::Cancelled),
+    );
     let summary = json!({
         "children": children.len(), "succeeded": ok, "failed": failed, "lost": lost, "cancelled": cancelled,
     });
@@ -289,7 +295,7 @@ pub fn gather(children: &[ChildState]) -> Gathered {
         return Gathered::Done { succeeded: true, summary, error: None };
     }
     let mut parts = Vec::new();
-    for (what, n) in [("failed", failed), ("lost", lost), ("cancelled", cancelled)] {
+    for (what, n) in [(TaskStatus::Failed, failed), (TaskStatus::Lost, lost), (TaskStatus::Cancelled, cancelled)] {
         if n > 0 {
             let ids: Vec<String> = children
                 .iter()
@@ -379,7 +385,7 @@ mod tests {
 
     #[test]
     fn gather_derives_the_parent() {
-        let ch = |id, status: &str| ChildState { id, status: status.into(), node: Some(format!("n{id}")) };
+        let ch = |id, status: &str| ChildState { id, status: status.parse().unwrap(), node: Some(format!("n{id}")) };
         assert_eq!(gather(&[ch(1, "succeeded"), ch(2, "running")]), Gathered::Waiting { active: 1 });
         assert!(matches!(gather(&[]), Gathered::Done { succeeded: true, .. }));
         match gather(&[ch(1, "succeeded"), ch(2, "lost"), ch(3, "failed")]) {

@@ -18,6 +18,7 @@ use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewApplication, NewEvent};
 use super::schema::application;
 use super::{AnyConnection, MultiBackend, StoreError};
+use crate::domain::{AppState, DesiredState};
 
 /// Insert an application; returns its id. A taken name is a unique violation.
 pub fn insert_application(conn: &mut AnyConnection, new: &NewApplication) -> Result<i64, StoreError> {
@@ -100,13 +101,15 @@ pub enum Deleted {
 /// Delete an application: only when stopped (observed and desired), unless `force`.
 pub fn delete_application(conn: &mut AnyConnection, id: i64, force: bool) -> Result<Deleted, StoreError> {
     let Some(app) = find_application(conn, id)? else { return Ok(Deleted::Missing) };
-    let stopped = app.state == "stopped" && app.desired_state == "stopped";
+    let stopped = app.state == AppState::Stopped && app.desired_state == DesiredState::Stopped;
     if !stopped && !force {
-        return Ok(Deleted::NotStopped(app.state, app.desired_state));
+        return Ok(Deleted::NotStopped(app.state.to_string(), app.desired_state.to_string()));
     }
     let mut q = application::table.into_boxed::<MultiBackend>().filter(application::id.eq(id));
     if !force {
-        q = q.filter(application::state.eq("stopped")).filter(application::desired_state.eq("stopped"));
+        q = q
+            .filter(application::state.eq(AppState::Stopped))
+            .filter(application::desired_state.eq(DesiredState::Stopped));
     }
     let ids: Vec<i64> = q.select(application::id).load(conn)?;
     let n = diesel::delete(application::table.filter(application::id.eq_any(ids))).execute(conn)?;
@@ -125,8 +128,18 @@ pub fn owned_counts(conn: &mut AnyConnection) -> Result<Vec<(Option<String>, i64
 // The owner's queries: who owns each application, acquisition and release, and the owner's
 // writes (the dispatch path).
 
-/// An application's id, owner, selector (JSON) and traffic group.
-pub type AppOwner = (i64, Option<String>, String, Option<String>);
+/// Who owns an application, and what places it: the dispatcher's view of every application.
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct AppOwner {
+    /// The application.
+    pub id: i64,
+    /// Its owning node, if any.
+    pub owner: Option<String>,
+    /// Its label selector (JSON text, as written).
+    pub selector: String,
+    /// Its traffic group, if any.
+    pub group: Option<String>,
+}
 
 /// Every application's id, owner, selector and traffic group.
 pub fn app_owners(conn: &mut AnyConnection) -> Result<Vec<AppOwner>, StoreError> {
@@ -297,9 +310,9 @@ pub fn release_stale_app(conn: &mut AnyConnection, id: i64, me: &str) -> Result<
 #[diesel(table_name = application)]
 pub struct AppChange {
     /// New desired state.
-    pub desired_state: Option<String>,
+    pub desired_state: Option<DesiredState>,
     /// New observed state.
-    pub state: Option<String>,
+    pub state: Option<AppState>,
     /// New last error (`Some(None)` clears it).
     pub last_error: Option<Option<String>>,
     /// New restart count.

@@ -10,6 +10,7 @@
 //! Must never: write an outcome for a row this node no longer holds, or record an event twice
 //! when a batch whose answer was lost is sent again.
 
+use crate::domain::TaskStatus;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -50,25 +51,25 @@ fn finish(
     let now = Utc::now().naive_utc();
     let target = task::table
         .filter(task::id.eq(id))
-        .filter(task::status.eq("running"))
+        .filter(task::status.eq(TaskStatus::Running))
         .filter(task::owner_node.eq(node))
         .filter(task::owner_epoch.eq(epoch))
         .filter(BeforeDeadline(until));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
             .set((
-                task::status.eq("succeeded"),
+                task::status.eq(TaskStatus::Succeeded),
                 task::result.eq(result),
                 task::error.eq(None::<String>),
                 task::finished_at.eq(now),
             ))
             .execute(conn)?,
         Outcome::Failed(error) => diesel::update(target)
-            .set((task::status.eq("failed"), task::error.eq(error), task::finished_at.eq(now)))
+            .set((task::status.eq(TaskStatus::Failed), task::error.eq(error), task::finished_at.eq(now)))
             .execute(conn)?,
         Outcome::Retry { error, run_after } => diesel::update(target)
             .set((
-                task::status.eq("pending"),
+                task::status.eq(TaskStatus::Pending),
                 task::error.eq(error),
                 task::run_after.eq(run_after),
                 task::owner_node.eq(None::<String>),
@@ -383,8 +384,8 @@ impl AppWrites {
         let e = w.and_then(|w| w.event.as_ref());
         self.ids.push(w.map(|w| w.id));
         self.epochs.push(w.map(|w| w.epoch));
-        self.desired.push(change.and_then(|c| c.desired_state.clone()));
-        self.states.push(change.and_then(|c| c.state.clone()));
+        self.desired.push(change.and_then(|c| c.desired_state.map(|s| s.as_str().to_string())));
+        self.states.push(change.and_then(|c| c.state.map(|s| s.as_str().to_string())));
         self.set_error.push(change.is_some_and(|c| c.last_error.is_some()));
         self.errors.push(change.and_then(|c| c.last_error.clone().flatten()));
         self.restarts.push(change.and_then(|c| c.restart_count));
@@ -442,12 +443,12 @@ pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64) -> Res
     let n = diesel::update(
         task::table
             .filter(task::id.eq(id))
-            .filter(task::status.eq("running"))
+            .filter(task::status.eq(TaskStatus::Running))
             .filter(task::owner_node.eq(node))
             .filter(task::owner_epoch.eq(epoch)),
     )
     .set((
-        task::status.eq("pending"),
+        task::status.eq(TaskStatus::Pending),
         task::attempts.eq(task::attempts - 1),
         task::owner_node.eq(None::<String>),
         task::owner_epoch.eq(None::<i64>),

@@ -6,6 +6,7 @@
 //! (invariant I3), and so is every write a coordinator makes about a child: a child is marked
 //! `lost` or moved only while its parent is still running under that coordinator at that epoch.
 
+use crate::domain::TaskStatus;
 use std::collections::HashMap;
 
 use chrono::Utc;
@@ -102,7 +103,7 @@ pub fn fan_out(
         let taken = diesel::update(
             task::table
                 .filter(task::id.eq(parent))
-                .filter(task::status.eq("running"))
+                .filter(task::status.eq(TaskStatus::Running))
                 .filter(task::owner_node.eq(me))
                 .filter(task::owner_epoch.eq(epoch))
                 .filter(task::stage.is_null()),
@@ -168,7 +169,7 @@ pub fn set_stage(
     let n = diesel::update(
         task::table
             .filter(task::id.eq(parent))
-            .filter(task::status.eq("running"))
+            .filter(task::status.eq(TaskStatus::Running))
             .filter(task::owner_node.eq(me))
             .filter(task::owner_epoch.eq(epoch)),
     )
@@ -180,7 +181,7 @@ pub fn set_stage(
 /// Fan-out parents this node coordinates (running, in a stage).
 pub fn my_parents(conn: &mut AnyConnection, me: &str) -> Result<Vec<Task>, StoreError> {
     Ok(task::table
-        .filter(task::status.eq("running"))
+        .filter(task::status.eq(TaskStatus::Running))
         .filter(task::stage.is_not_null())
         .filter(task::owner_node.eq(me))
         .select(Task::as_select())
@@ -258,7 +259,7 @@ pub fn lose_child(
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
         )
         .set((
-            task::status.eq("lost"),
+            task::status.eq(TaskStatus::Lost),
             task::error.eq(format!("node {dead} left before this broadcast child finished; it is not run elsewhere")),
             task::finished_at.eq(now),
         ))
@@ -294,7 +295,7 @@ pub fn reassign_child(
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
         )
         .set((
-            task::status.eq("pending"),
+            task::status.eq(TaskStatus::Pending),
             task::target_node.eq(to),
             task::owner_node.eq(None::<String>),
             task::owner_epoch.eq(None::<i64>),

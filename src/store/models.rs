@@ -1,9 +1,13 @@
 //! Rows as Rust types. Status-like columns are TEXT in the database (the SQL interface is the
-//! contract and must accept rows written by hand); the enums here are how the code reads them.
+//! contract and must accept rows written by hand); the vocabulary types of [`crate::domain`] are
+//! how the code reads them (the columns' CHECK constraints keep them in the vocabulary). An
+//! action is free text: an unknown one is failed at dispatch, naming it.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
+
+use crate::domain::{Action, AppState, DesiredState, TaskStatus};
 
 use super::schema::{application, event, membership_lock, task};
 
@@ -19,8 +23,8 @@ pub struct Task {
     pub action: String,
     /// JSON parameters.
     pub payload: String,
-    /// `pending`, `running`, `succeeded`, `failed`, `cancelled`, `lost`.
-    pub status: String,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
     /// Higher runs first among due rows.
     pub priority: i32,
     /// Not before this time (UTC).
@@ -61,6 +65,18 @@ pub struct Task {
     pub selector: Option<String>,
     /// Fan-out stage of a parent: None, `gather`, `reduce`.
     pub stage: Option<String>,
+}
+
+impl Task {
+    /// The action this row names, or None for text that names none.
+    pub fn action_word(&self) -> Option<Action> {
+        Action::parse(&self.action)
+    }
+
+    /// True for an application command (a row with an application whose action is not `run`).
+    pub fn is_command(&self) -> bool {
+        self.app_id.is_some() && self.action_word() != Some(Action::Run)
+    }
 }
 
 /// A new `task` row; unset fields take the database defaults.
@@ -111,10 +127,10 @@ pub struct Application {
     pub spec: String,
     /// JSON label selector.
     pub selector: String,
-    /// `running` or `stopped`.
-    pub desired_state: String,
+    /// What an admin wants it to be.
+    pub desired_state: DesiredState,
     /// Observed state.
-    pub state: String,
+    pub state: AppState,
     /// Owning node.
     pub owner_node: Option<String>,
     /// Owner's epoch (fencing token).

@@ -9,6 +9,7 @@
 //! Must never: put back a row its owner may still be running — one claimed under a newer view
 //! than the recovering node's, within [`NEWER_CLAIM_GRACE`] of its claim.
 
+use crate::domain::TaskStatus;
 use chrono::Utc;
 use diesel::prelude::*;
 
@@ -48,7 +49,7 @@ pub struct Orphan {
 /// second are the sum of its periodic reads.
 pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Vec<Orphan>, StoreError> {
     Ok(task::table
-        .filter(task::status.eq("running"))
+        .filter(task::status.eq(TaskStatus::Running))
         .filter(task::owner_node.ne_all(live.to_vec()).and(task::target_node.is_null()).or(task::owner_node.eq(me)))
         .select((
             task::id,
@@ -95,7 +96,7 @@ pub fn recover(
     let same = || {
         task::table
             .filter(task::id.eq(o.id))
-            .filter(task::status.eq("running"))
+            .filter(task::status.eq(TaskStatus::Running))
             .filter(task::owner_node.eq(o.owner_node.clone()))
             .filter(task::owner_epoch.eq(o.owner_epoch))
             .filter(task::attempts.eq(o.attempts))
@@ -110,7 +111,7 @@ pub fn recover(
     if o.target_node.is_some() && o.routing.as_deref() == Some("broadcast") {
         let n = diesel::update(same())
             .set((
-                task::status.eq("lost"),
+                task::status.eq(TaskStatus::Lost),
                 task::error.eq(format!("{reason}; a broadcast child is not run again")),
                 task::finished_at.eq(now),
             ))
@@ -119,7 +120,7 @@ pub fn recover(
     }
     let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)).filter(task::stage.is_null()))
         .set((
-            task::status.eq("failed"),
+            task::status.eq(TaskStatus::Failed),
             task::error.eq(format!("{reason}; no attempts left")),
             task::finished_at.eq(now),
         ))
@@ -129,7 +130,7 @@ pub fn recover(
     }
     let pending = diesel::update(same().filter(task::attempts.lt(task::max_attempts).or(task::stage.is_not_null())))
         .set((
-            task::status.eq("pending"),
+            task::status.eq(TaskStatus::Pending),
             task::error.eq(reason),
             task::owner_node.eq(None::<String>),
             task::owner_epoch.eq(None::<i64>),

@@ -4,6 +4,7 @@
 //!
 //! Must never: change a row a node may be running (only a pending row is cancelled here).
 
+use crate::domain::TaskStatus;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
@@ -13,7 +14,7 @@ use super::sql::{due, Count};
 use super::{AnyConnection, MultiBackend, StoreError};
 
 /// Statuses no row leaves.
-pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "lost"];
+pub const TERMINAL: [TaskStatus; 4] = TaskStatus::TERMINAL;
 
 /// Insert a task; returns its id. A duplicate `idempotency_key` is refused by the database's
 /// unique index ([`diesel::result::DatabaseErrorKind::UniqueViolation`]).
@@ -84,13 +85,17 @@ pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
 
 /// Running tasks claimed by `node`.
 pub fn running_on(conn: &mut AnyConnection, node: &str) -> Result<i64, StoreError> {
-    Ok(task::table.filter(task::status.eq("running")).filter(task::owner_node.eq(node)).count().get_result(conn)?)
+    Ok(task::table
+        .filter(task::status.eq(TaskStatus::Running))
+        .filter(task::owner_node.eq(node))
+        .count()
+        .get_result(conn)?)
 }
 
 /// Cancel a pending task; false when it is not pending (any more).
 pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
-    let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq("pending")))
-        .set((task::status.eq("cancelled"), task::finished_at.eq(Utc::now().naive_utc())))
+    let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq(TaskStatus::Pending)))
+        .set((task::status.eq(TaskStatus::Cancelled), task::finished_at.eq(Utc::now().naive_utc())))
         .execute(conn)?;
     Ok(n == 1)
 }

@@ -2,7 +2,7 @@
 //! every row update, the fault log) to a list of violations. No I/O, so each can be fed a
 //! fabricated history and shown to fail (the self-checks at the bottom).
 //!
-//! Each check names the invariant of DESIGN §6 it tests. A check must be able to fail: where a
+//! Each check names the invariant of docs/design.md#invariants it tests. A check must be able to fail: where a
 //! rule has legitimate exceptions (a task re-run after its node died), the exception must be
 //! justified by a recorded fault on that node in that time window, not merely allowed.
 

@@ -2,7 +2,7 @@
 //! generator, and a fault injector choosing at random among SIGKILL + restart, SIGSTOP past the
 //! lease TTL + SIGCONT, graceful restart, drain/undrain, an etcd restart, a PostgreSQL restart
 //! (fast or immediate), adding and removing a node. Afterwards it quiesces and checks the
-//! invariants of DESIGN §6 against what really ran (docs/reliability.md).
+//! invariants of docs/design.md#invariants against what really ran (docs/reliability.md).
 //!
 //! Why: each invariant has a focused test elsewhere; this suite looks for the interleavings
 //! nobody wrote a test for. Everything it checks comes from outside the code under test — a
