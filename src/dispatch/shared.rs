@@ -169,6 +169,6 @@ impl Shared {
         message: String,
         data: Value,
     ) {
-        record_event(&self.store, dispatcher_event(&self.node_id, kind, app_id, task_id, message, data)).await;
+        record_event(&self.store, self.new_event(kind, app_id, task_id, message, data)).await;
     }
 }
