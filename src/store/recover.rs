@@ -1,7 +1,8 @@
-//! Recovery: putting back the running rows of a node that is gone.
+//! Recovery: putting back running rows that nobody runs any more.
 //!
 //! A node that leaves (it crashed, lost its lease, or started again as a new life) leaves its
-//! claimed rows `running`; the nodes that own them now read them ([`orphans`]) and put each back
+//! claimed rows `running`, and a node can strand rows of its own that no executor holds; the
+//! nodes that own them now read them ([`orphans`]) and put each back
 //! ([`recover`]): pending again with its attempt counted, failed when its attempts are used up,
 //! lost for a broadcast child (invariant I5). Each recovery is conditional on the orphan's claim
 //! as it was read (owner, epoch, attempt) and on the recovering node's [`Fence`].
