@@ -16,13 +16,13 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use super::schema::task;
-use super::tasks::TERMINAL;
 use super::{AnyConnection, StoreError};
+use crate::domain::TaskStatus;
 
 /// Delete up to `limit` finished tasks that finished before `cutoff`; returns how many.
 pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i64) -> Result<usize, StoreError> {
     let old: Vec<i64> = task::table
-        .filter(task::status.eq_any(TERMINAL))
+        .filter(task::status.eq_any(TaskStatus::TERMINAL))
         .filter(task::finished_at.lt(cutoff))
         .select(task::id)
         .limit(limit)
@@ -30,7 +30,8 @@ pub fn prune_finished(conn: &mut AnyConnection, cutoff: NaiveDateTime, limit: i6
     if old.is_empty() {
         return Ok(0);
     }
-    Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TERMINAL))).execute(conn)?)
+    Ok(diesel::delete(task::table.filter(task::id.eq_any(old)).filter(task::status.eq_any(TaskStatus::TERMINAL)))
+        .execute(conn)?)
 }
 
 /// The dead and live row versions of the `task` table, and whether vacuuming it is left to this

@@ -13,9 +13,6 @@ use super::schema::task;
 use super::sql::{due, Count};
 use super::{AnyConnection, MultiBackend, StoreError};
 
-/// Statuses no row leaves.
-pub const TERMINAL: [TaskStatus; 4] = TaskStatus::TERMINAL;
-
 /// Insert a task; returns its id. A duplicate `idempotency_key` is refused by the database's
 /// unique index ([`diesel::result::DatabaseErrorKind::UniqueViolation`]).
 pub fn insert_task(conn: &mut AnyConnection, new: &NewTask) -> Result<i64, StoreError> {
