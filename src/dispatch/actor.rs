@@ -435,7 +435,7 @@ impl Actor {
         }
         tracing::info!(app.id = app.id, "adopted an application that should run: starting it here");
         let result = driver.start(&ctx).await;
-        let _ = self.after_start(&*driver, &ctx, result).await;
+        let _ = self.after_start(&*driver, &ctx, result, None).await;
     }
 
     async fn execute(&mut self, task: Task, read: Option<AppRead>) -> Result<(), Lost> {
@@ -525,7 +525,7 @@ impl Actor {
         };
         self.check_may_act()?;
         let r = self.showing_if_slow(starting, driver.start(ctx)).await?;
-        self.after_start(driver, ctx, r).await
+        self.after_start(driver, ctx, r, Some(0)).await
     }
 
     /// Run a driver call; write `intermediate` only if the call has not returned within
@@ -576,11 +576,16 @@ impl Actor {
         }
     }
 
+    /// Record what a start left: the observed state, and on success `restart_count` (0 after a
+    /// `start` command, the restart's number after a restart, untouched after an adoption).
+    /// Why one change: a reset to 0 followed by a second write of the restart's number lost
+    /// the number whenever the second write failed.
     async fn after_start(
         &mut self,
         driver: &dyn Driver,
         ctx: &Ctx,
         result: Result<(), DriverError>,
+        restart_count: Option<i32>,
     ) -> Result<Result<(), DriverError>, Lost> {
         match self.shared.unfenced(result).ok_or(Lost)? {
             Ok(()) => {
@@ -592,7 +597,7 @@ impl Actor {
                 let event = self.state_event(state.state(), None);
                 let change = AppChange {
                     state: Some(state.state()),
-                    restart_count: Some(0),
+                    restart_count,
                     last_error: Some(None),
                     ..Default::default()
                 };
@@ -687,11 +692,9 @@ impl Actor {
                 .await?;
                 self.check_may_act()?;
                 let r = driver.start(&ctx).await;
-                let outcome = self.after_start(&*driver, &ctx, r).await?;
-                // after_start resets the count on success; keep it so the limit means something.
-                if outcome.is_ok() {
-                    self.change(AppChange { restart_count: Some(n), ..Default::default() }).await?;
-                }
+                // The count stays at n on success too, so the limit means something.
+                // A failed start is recorded there; the next check decides the next restart.
+                let _ = self.after_start(&*driver, &ctx, r, Some(n)).await?;
                 Ok(())
             }
             Restart::GiveUp => {
