@@ -74,11 +74,16 @@ pub struct ApiConfig {
     pub tokens: Vec<TokenConfig>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A list response is cut (with its `next` link) where its JSON would pass this many bytes.
+    pub max_response_bytes: usize,
+    /// Database connections of the API's own pool: the API's requests use only these, so any
+    /// number of them never delays the node's dispatch or membership (docs/api.md#load).
+    pub pool_size: u32,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { tokens: Vec::new(), max_body_bytes: 256 * 1024 }
+        Self { tokens: Vec::new(), max_body_bytes: 256 * 1024, max_response_bytes: 4 * 1024 * 1024, pool_size: 4 }
     }
 }
 
@@ -148,7 +153,8 @@ impl Default for NodeConfig {
 pub struct DatabaseConfig {
     /// `postgres://…` or `sqlite://PATH`; empty means `sqlite://{node.data_dir}/rota.db`.
     pub url: String,
-    /// Connections kept by this node's pool.
+    /// Connections of the node's own pool (dispatch, membership, schedules); the API has its
+    /// own (`api.pool_size`).
     pub pool_size: u32,
     /// How long to wait for a pooled connection before an operation fails.
     pub connect_timeout_ms: u64,
@@ -478,6 +484,12 @@ impl Config {
             if t.token.len() < 16 {
                 return Err(invalid("api.tokens", format!("token `{}` is shorter than 16 characters", t.name)));
             }
+        }
+        if self.api.max_response_bytes == 0 {
+            return Err(invalid("api.max_response_bytes", "must be at least 1"));
+        }
+        if self.api.pool_size == 0 {
+            return Err(invalid("api.pool_size", "must be at least 1"));
         }
         if self.api.max_body_bytes == 0 {
             return Err(invalid("api.max_body_bytes", "must be at least 1"));

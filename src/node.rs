@@ -26,11 +26,13 @@ use crate::store::{DbUrl, PoolOptions, Store};
 
 /// Open the database described by `cfg`, failing with an actionable message.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    open_pool(cfg, cfg.database.pool_size).await
+}
+
+/// A store on the database of `cfg` with a pool of `size` connections.
+async fn open_pool(cfg: &Config, size: u32) -> anyhow::Result<Store> {
     let url = DbUrl::parse(&cfg.database_url())?;
-    let opts = PoolOptions {
-        max_size: cfg.database.pool_size,
-        connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms),
-    };
+    let opts = PoolOptions { max_size: size, connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms) };
     let shown = url.to_string();
     tokio::task::spawn_blocking(move || Store::connect(&url, &opts)).await?.with_context(|| {
         format!("cannot open the database {shown} (check --database-url / ROTA_DATABASE_URL and that the server is up)")
@@ -118,8 +120,11 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         crate::clock::SystemClock::shared(),
         dispatch_stop.clone(),
     ));
+    // The API's own pool: no number of requests can take the connections the node's
+    // heartbeat and dispatcher need (docs/api.md#load).
+    let api_store = open_pool(&cfg, cfg.api.pool_size).await?;
     let state = ApiState {
-        store: store.clone(),
+        store: api_store,
         membership: membership.subscribe(),
         metrics,
         node_id: node_id.clone(),
@@ -131,6 +136,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         wake,
         drivers,
         max_body_bytes: cfg.api.max_body_bytes,
+        max_response_bytes: cfg.api.max_response_bytes,
         drain: (cfg.membership.backend == MembershipBackend::Etcd)
             .then(|| Arc::new(api::Drain { weight: weight_tx, configured: cfg.membership.weight })),
         ready_timeout: Duration::from_secs(2),

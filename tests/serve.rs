@@ -199,3 +199,70 @@ fn a_node_whose_clock_is_ahead_of_the_databases_refuses_to_start() {
     });
     assert!(behind.logs().contains("the database's clock is ahead of this node's"), "{}", behind.logs());
 }
+
+/// Many concurrent reads of rows with large payloads, from any reader, leave the node's own
+/// work alone: the API has its own connections and waits for them without holding threads,
+/// lists leave payloads and results out (docs/api.md#load), so the node neither fences itself
+/// nor restarts what it supervises.
+#[test]
+fn concurrent_task_lists_over_large_rows_do_not_starve_the_node() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let pg = PgDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let starts = dir.path().join("starts");
+    let env: Vec<(&str, &str)> = common::FAST.iter().chain(FAST_LOCK.iter()).copied().collect();
+    let node = Node::start(dir.path(), &["--database-url", &pg.url], &env);
+    wait_until(Duration::from_secs(15), "ready", || node.get("/readyz").0 == 200);
+    let spec = serde_json::json!({
+        "command": ["sh", "-c", "echo started >> \"$STARTS\"; exec sleep 1000"],
+        "env": { "STARTS": starts.to_str().unwrap() },
+    });
+    pg.exec(&format!(
+        "INSERT INTO application (name, driver, spec) VALUES ('worker', 'process', '{spec}');
+         INSERT INTO task (app_id, action) VALUES (1, 'start');
+         INSERT INTO task (action, status, payload, result)
+           SELECT 'start', 'succeeded', '{{\"blob\": \"' || repeat('x', 1000000) || '\"}}',
+                  '{{\"blob\": \"' || repeat('y', 1000000) || '\"}}'
+           FROM generate_series(1, 20)"
+    ));
+    let started = || std::fs::read_to_string(&starts).map(|s| s.lines().count()).unwrap_or(0);
+    wait_until(Duration::from_secs(20), "the worker to start", || started() == 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    // Half the readers list, half read one large row whole.
+    let urls = [node.url("/api/v1/tasks?limit=50"), node.url("/api/v1/tasks/2")];
+    let readers: Vec<_> = (0..200)
+        .map(|i| {
+            let (stop, served, url) = (stop.clone(), served.clone(), urls[i % 2].clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if common::http_get(&url).0 == 200 {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Three times the lock's time to live under load.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    wait_until(Duration::from_secs(60), "the load to run its course", || std::time::Instant::now() >= until);
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 0, "no list was served");
+    let logs = node.logs();
+    assert!(!logs.contains("fenced"), "the node fenced itself under read load:\n{logs}");
+    assert_eq!(started(), 1, "the supervised process was restarted");
+    // Task 1 is the worker's start; the large rows follow.
+    let (status, page) = node.get("/api/v1/tasks?limit=5&after=1");
+    assert_eq!(status, 200);
+    let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+    let first = &page["items"][0];
+    assert!(first.get("payload").is_none() && first.get("result").is_none(), "lists carry no payload: {first}");
+    let one = node.get(&format!("/api/v1/tasks/{}", first["id"]));
+    let one: serde_json::Value = serde_json::from_str(&one.1).unwrap();
+    assert_eq!(one["payload"]["blob"].as_str().map(str::len), Some(1_000_000), "the task itself has it");
+}

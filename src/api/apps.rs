@@ -190,16 +190,17 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let filter = AppFilter { state: q.state.clone(), driver: q.driver.clone(), owner: q.owner.clone() };
     let after = q.after.unwrap_or(0);
     let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
-    let next = (rows.len() as i64 == limit).then(|| {
-        let cursor = ("after", rows.last().map(|a| a.id).unwrap_or(0));
+    let full = rows.len() as i64 == limit;
+    let items = rows.into_iter().map(|a| (a.id, AppView::from(a))).collect();
+    let page = Page::cut(items, full, state.max_response_bytes, |after| {
         next_link(
             "/api/v1/apps",
             limit,
-            cursor,
+            ("after", after),
             &[("state", q.state.clone()), ("driver", q.driver.clone()), ("owner", q.owner.clone())],
         )
     });
-    Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(AppView::from).collect(), next }))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), responses(

@@ -43,11 +43,13 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let filter = EventFilter { app_id: q.app_id, task_id: q.task_id, kind: q.kind.clone(), node_id: q.node_id.clone() };
     let before = q.before;
     let rows = state.store.run(move |c| events::list_events(c, &filter, before, limit)).await?;
-    let next = (rows.len() as i64 == limit).then(|| {
+    let full = rows.len() as i64 == limit;
+    let items = rows.into_iter().map(|e| (e.id, EventView::from(e))).collect();
+    let page = Page::cut(items, full, state.max_response_bytes, |before| {
         next_link(
             "/api/v1/events",
             limit,
-            ("before", rows.last().map(|e| e.id).unwrap_or(0)),
+            ("before", before),
             &[
                 ("app_id", q.app_id.map(|a| a.to_string())),
                 ("task_id", q.task_id.map(|t| t.to_string())),
@@ -56,5 +58,5 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
             ],
         )
     });
-    Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(EventView::from).collect(), next }))
+    Ok(HttpResponse::Ok().json(page))
 }

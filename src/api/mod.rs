@@ -40,7 +40,8 @@ use error::ApiError;
 /// What every handler can read.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The database.
+    /// The database, through the API's own pool (`api.pool_size`): requests never take the
+    /// connections the node's dispatch and membership need.
     pub store: Store,
     /// Membership as published by the backend.
     pub membership: watch::Receiver<MembershipState>,
@@ -58,6 +59,8 @@ pub struct ApiState {
     pub drivers: crate::drivers::Registry,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Where a list response is cut.
+    pub max_response_bytes: usize,
     /// Drain control (etcd membership only).
     pub drain: Option<Arc<Drain>>,
     /// How long `/readyz` waits for the database.

@@ -353,10 +353,12 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let limit = page_size(q.limit)?;
     let after = q.after.unwrap_or(0);
     let rows = state.store.run(move |c| store::list_schedules(c, after, limit)).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| next_link("/api/v1/schedules", limit, ("after", rows.last().map(|s| s.id).unwrap_or(0)), &[]));
-    let items = rows.into_iter().map(|s| ScheduleView::new(s, &state)).collect();
-    Ok(HttpResponse::Ok().json(Page { items, next }))
+    let full = rows.len() as i64 == limit;
+    let items = rows.into_iter().map(|s| (s.id, ScheduleView::new(s, &state))).collect();
+    let page = Page::cut(items, full, state.max_response_bytes, |after| {
+        next_link("/api/v1/schedules", limit, ("after", after), &[])
+    });
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[utoipa::path(tag = "schedules", params(("id" = i64, Path, description = "Schedule id")), responses(

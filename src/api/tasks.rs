@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::error::ApiError;
-use super::views::{next_link, Accepted, ErrorBody, Page, TaskView};
+use super::views::{next_link, Accepted, ErrorBody, Page, TaskSummaryView, TaskView};
 use super::ApiState;
 use super::{audit, caller, page_size};
 use crate::domain::Action;
@@ -199,7 +199,7 @@ pub struct ListQuery {
 
 const STATUSES: [&str; 6] = ["pending", "running", "succeeded", "failed", "cancelled", "lost"];
 
-#[utoipa::path(tag = "tasks", params(ListQuery), responses((status = 200, description = "A page of tasks", body = Page<TaskView>)))]
+#[utoipa::path(tag = "tasks", params(ListQuery), responses((status = 200, description = "A page of tasks", body = Page<TaskSummaryView>)))]
 #[get("/tasks")]
 async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let qy = query.into_inner();
@@ -218,12 +218,14 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
     };
     let after = qy.after.unwrap_or(0);
     let rows = state.store.run(move |c| tasks::list_tasks(c, &filter, after, limit)).await?;
-    let next = (rows.len() as i64 == limit).then(|| {
+    let full = rows.len() as i64 == limit;
+    let items = rows.into_iter().map(|t| (t.id, TaskSummaryView::from(t))).collect();
+    let page = Page::cut(items, full, state.max_response_bytes, |after| {
         let time = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string());
         next_link(
             "/api/v1/tasks",
             limit,
-            ("after", rows.last().map(|t| t.id).unwrap_or(0)),
+            ("after", after),
             &[
                 ("status", qy.status.clone()),
                 ("app_id", qy.app_id.map(|a| a.to_string())),
@@ -234,7 +236,7 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
             ],
         )
     });
-    Ok(HttpResponse::Ok().json(Page { items: rows.into_iter().map(TaskView::from).collect(), next }))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[utoipa::path(tag = "tasks", params(("id" = i64, Path, description = "Task id")), responses(

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::store::models::{Application, Event, Task};
+use crate::store::models::{Application, Event, Task, TaskSummary};
 
 /// Parse a JSON column; a value that is not JSON (written by hand) is returned as a string.
 pub fn json_column(text: &str) -> Value {
@@ -64,14 +64,13 @@ impl From<Application> for AppView {
     }
 }
 
-/// A task as the API shows it.
+/// A task as lists show it: every column but the payload and the result, which only
+/// `GET /tasks/{id}` returns (docs/api.md#lists).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TaskView {
+pub struct TaskSummaryView {
     id: i64,
     app_id: Option<i64>,
     action: String,
-    #[schema(value_type = Object)]
-    payload: Value,
     status: String,
     priority: i32,
     run_after: String,
@@ -84,8 +83,6 @@ pub struct TaskView {
     shard_index: Option<i32>,
     shard_total: Option<i32>,
     target_node: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    result: Option<Value>,
     error: Option<String>,
     created_at: String,
     claimed_at: Option<String>,
@@ -101,12 +98,11 @@ pub struct TaskView {
     stage: Option<String>,
 }
 
-impl From<Task> for TaskView {
-    fn from(t: Task) -> Self {
-        TaskView {
+impl From<TaskSummary> for TaskSummaryView {
+    fn from(t: TaskSummary) -> Self {
+        TaskSummaryView {
             id: t.id,
             app_id: t.app_id,
-            payload: json_column(&t.payload),
             action: t.action,
             status: t.status.to_string(),
             priority: t.priority,
@@ -120,7 +116,6 @@ impl From<Task> for TaskView {
             shard_index: t.shard_index,
             shard_total: t.shard_total,
             target_node: t.target_node,
-            result: t.result.as_deref().map(json_column),
             error: t.error,
             created_at: ts(t.created_at),
             claimed_at: t.claimed_at.map(ts),
@@ -130,6 +125,24 @@ impl From<Task> for TaskView {
             selector: t.selector.as_deref().map(json_column),
             stage: t.stage,
         }
+    }
+}
+
+/// A task as the API shows it: its summary, its payload and its result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskView {
+    #[serde(flatten)]
+    summary: TaskSummaryView,
+    #[schema(value_type = Object)]
+    payload: Value,
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+}
+
+impl From<Task> for TaskView {
+    fn from(t: Task) -> Self {
+        let (summary, payload, result) = t.split();
+        TaskView { summary: summary.into(), payload: json_column(&payload), result: result.as_deref().map(json_column) }
     }
 }
 
@@ -171,6 +184,29 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// The next page's URL.
     pub next: Option<String>,
+}
+
+impl<T: Serialize> Page<T> {
+    /// A page of `items`, each with its cursor, cut where its JSON would pass `max_bytes`; the
+    /// first item always stays, so paging always moves on. `full` says the query filled its
+    /// limit; `next` makes the link after a cursor. Why: a response's size stays bounded
+    /// whatever the rows hold (docs/api.md#lists).
+    pub fn cut(items: Vec<(i64, T)>, full: bool, max_bytes: usize, next: impl FnOnce(i64) -> String) -> Page<T> {
+        let total = items.len();
+        let (mut kept, mut bytes, mut last) = (Vec::with_capacity(total), 0usize, None);
+        for (cursor, item) in items {
+            // A view that cannot be measured is measured as empty: serialising it fails again,
+            // with the error, when the page is written.
+            bytes += serde_json::to_vec(&item).map(|v| v.len() + 1).unwrap_or(0);
+            if !kept.is_empty() && bytes > max_bytes {
+                break;
+            }
+            kept.push(item);
+            last = Some(cursor);
+        }
+        let more = full || kept.len() < total;
+        Page { next: last.filter(|_| more).map(next), items: kept }
+    }
 }
 
 /// The answer to a request that wrote a task (202).
@@ -228,6 +264,23 @@ pub fn next_link(path: &str, limit: i64, cursor: (&str, i64), filters: &[(&str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_are_cut_at_the_byte_cap_and_link_on_from_the_last_item_kept() {
+        let items = |n: i64| (1..=n).map(|i| (i, "x".repeat(10))).collect::<Vec<_>>();
+        let link = |c: i64| format!("after={c}");
+        // Each item is 12 bytes of JSON and a separator.
+        let page = Page::cut(items(5), false, 30, link);
+        assert_eq!((page.items.len(), page.next.as_deref()), (2, Some("after=2")));
+        let page = Page::cut(items(5), false, 1_000, link);
+        assert_eq!((page.items.len(), page.next), (5, None));
+        let page = Page::cut(items(5), true, 1_000, link);
+        assert_eq!(page.next.as_deref(), Some("after=5"), "a full page links on");
+        let page = Page::cut(items(3), false, 1, link);
+        assert_eq!((page.items.len(), page.next.as_deref()), (1, Some("after=1")), "one item always");
+        let page = Page::cut(Vec::<(i64, String)>::new(), true, 1, link);
+        assert_eq!((page.items.len(), page.next), (0, None));
+    }
 
     #[test]
     fn next_links_encode_values() {

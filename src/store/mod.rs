@@ -108,6 +108,14 @@ pub struct Store {
     url: DbUrl,
     /// When the claims' prepared statements on this pool's connections are planned anew.
     plans: Arc<PlanGeneration>,
+    /// One permit per connection, taken before [`Store::run`] goes to the blocking pool. Why:
+    /// without it, a burst of callers (1,000 API reads) each held one of tokio's blocking
+    /// threads while waiting for a connection, and every other store on the node queued behind
+    /// them for a thread. Waiting here holds no thread, and tokio's semaphore is first come,
+    /// first served.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// How long a caller waits for a slot.
+    wait: Duration,
 }
 
 impl Store {
@@ -133,7 +141,14 @@ impl Store {
             .connection_timeout(opts.connect_timeout)
             .error_handler(Box::new(diesel::r2d2::LoggingErrorHandler))
             .build_unchecked(manager);
-        Ok(Store { pool, manager: spare, url: url.clone(), plans: Arc::new(PlanGeneration::new()) })
+        Ok(Store {
+            pool,
+            manager: spare,
+            url: url.clone(),
+            plans: Arc::new(PlanGeneration::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(opts.max_size as usize)),
+            wait: opts.connect_timeout,
+        })
     }
 
     /// Which backend this store talks to.
@@ -173,10 +188,30 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
+        let slot = self.slot(self.wait).await?;
         let (pool, manager) = (self.pool.clone(), self.manager.clone());
-        tokio::task::spawn_blocking(move || run_on(&pool, &manager, f))
-            .await
-            .map_err(|e| StoreError::Aborted(e.to_string()))?
+        // The slot goes with the closure: a caller that stops waiting (a timeout) does not free
+        // it while the statement still runs.
+        tokio::task::spawn_blocking(move || {
+            let out = run_on(&pool, &manager, f);
+            drop(slot);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Aborted(e.to_string()))?
+    }
+
+    /// A connection's slot, waiting at most `wait`.
+    async fn slot(&self, wait: Duration) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(StoreError::Aborted("the store is closed".into())),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "all {} connections stayed busy for {} ms",
+                self.pool.max_size(),
+                wait.as_millis()
+            ))),
+        }
     }
 
     /// [`Store::run`] on the calling thread, for code that already runs on a blocking thread
@@ -190,8 +225,10 @@ impl Store {
 
     /// Check the database answers, waiting at most `timeout` for a connection.
     pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+        let slot = self.slot(timeout).await?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let mut conn = pool.get_timeout(timeout).map_err(|e| StoreError::Unavailable(e.to_string()))?;
             conn.batch_execute("SELECT 1")?;
             Ok(())

@@ -67,7 +67,91 @@ pub struct Task {
     pub stage: Option<String>,
 }
 
+/// A row of `task` without its payload and result: what lists show. Why: those two are the
+/// columns of unbounded size (a hand-inserted payload can be megabytes), and a list of them
+/// could hold the API's connections and the node's memory (docs/api.md#lists).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable)]
+#[diesel(table_name = task)]
+pub struct TaskSummary {
+    /// Monotonic id.
+    pub id: i64,
+    /// The application this command is about; None for jobs.
+    pub app_id: Option<i64>,
+    /// `start`, `stop`, `restart`, `run`, …
+    pub action: String,
+    /// Where the task is in its life.
+    pub status: TaskStatus,
+    /// Higher runs first among due rows.
+    pub priority: i32,
+    /// Not before this time (UTC).
+    pub run_after: NaiveDateTime,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Node that claimed it.
+    pub owner_node: Option<String>,
+    /// Ring epoch under which it was claimed (fencing token).
+    pub owner_epoch: Option<i64>,
+    /// Unique when set.
+    pub idempotency_key: Option<String>,
+    /// The job this row is a child of.
+    pub parent_id: Option<i64>,
+    /// Shard number of a sharded child.
+    pub shard_index: Option<i32>,
+    /// Shard count of a sharded child.
+    pub shard_total: Option<i32>,
+    /// The node a fan-out child must run on.
+    pub target_node: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Insert time (UTC).
+    pub created_at: NaiveDateTime,
+    /// Claim time (UTC).
+    pub claimed_at: Option<NaiveDateTime>,
+    /// Terminal time (UTC).
+    pub finished_at: Option<NaiveDateTime>,
+    /// How a job picks its node(s); None is `hash`.
+    pub routing: Option<String>,
+    /// Per-attempt time limit of a job, ms.
+    pub timeout_ms: Option<i32>,
+    /// A job's own selector (JSON); None uses its application's.
+    pub selector: Option<String>,
+    /// Fan-out stage of a parent: None, `gather`, `reduce`.
+    pub stage: Option<String>,
+}
+
 impl Task {
+    /// The row as a list shows it, with its payload and result apart.
+    pub fn split(self) -> (TaskSummary, String, Option<String>) {
+        let summary = TaskSummary {
+            id: self.id,
+            app_id: self.app_id,
+            action: self.action,
+            status: self.status,
+            priority: self.priority,
+            run_after: self.run_after,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            owner_node: self.owner_node,
+            owner_epoch: self.owner_epoch,
+            idempotency_key: self.idempotency_key,
+            parent_id: self.parent_id,
+            shard_index: self.shard_index,
+            shard_total: self.shard_total,
+            target_node: self.target_node,
+            error: self.error,
+            created_at: self.created_at,
+            claimed_at: self.claimed_at,
+            finished_at: self.finished_at,
+            routing: self.routing,
+            timeout_ms: self.timeout_ms,
+            selector: self.selector,
+            stage: self.stage,
+        };
+        (summary, self.payload, self.result)
+    }
+
     /// The action this row names, or None for text that names none.
     pub fn action_word(&self) -> Option<Action> {
         Action::parse(&self.action)

@@ -8,7 +8,7 @@ use crate::domain::TaskStatus;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use super::models::{NewTask, Task};
+use super::models::{NewTask, Task, TaskSummary};
 use super::schema::task;
 use super::sql::{due, Count};
 use super::{AnyConnection, MultiBackend, StoreError};
@@ -46,8 +46,14 @@ pub struct TaskFilter {
     pub until: Option<NaiveDateTime>,
 }
 
-/// Tasks with `id > after`, in id order, at most `limit`.
-pub fn list_tasks(conn: &mut AnyConnection, f: &TaskFilter, after: i64, limit: i64) -> Result<Vec<Task>, StoreError> {
+/// Tasks with `id > after`, in id order, at most `limit`, without their payloads and results
+/// (`TaskSummary`).
+pub fn list_tasks(
+    conn: &mut AnyConnection,
+    f: &TaskFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<TaskSummary>, StoreError> {
     let mut q = task::table.into_boxed::<MultiBackend>().filter(task::id.gt(after));
     if let Some(s) = &f.status {
         q = q.filter(task::status.eq(s.clone()));
@@ -67,7 +73,7 @@ pub fn list_tasks(conn: &mut AnyConnection, f: &TaskFilter, after: i64, limit: i
     if let Some(t) = f.until {
         q = q.filter(task::created_at.lt(t));
     }
-    Ok(q.order(task::id).limit(limit).select(Task::as_select()).load(conn)?)
+    Ok(q.order(task::id).limit(limit).select(TaskSummary::as_select()).load(conn)?)
 }
 
 /// Pending tasks due now (the queue's depth).

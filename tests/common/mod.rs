@@ -80,6 +80,13 @@ impl PgDb {
         PgConnection::establish(&pg_admin_url()).unwrap()
     }
 
+    /// Run statements (several, `;`-separated) on this database, panicking with the SQL on an
+    /// error.
+    #[allow(dead_code)] // not every test binary writes rows by hand
+    pub fn exec(&self, sql: &str) {
+        PgConnection::establish(&self.url).unwrap().batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
     /// Refuse new connections to this database and end the open ones.
     pub fn go_away(&self) {
         self.admin()
