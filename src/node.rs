@@ -106,6 +106,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();
+    let announce = shared.config.clone();
     let drivers = shared.drivers.clone();
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
     let schedules =
@@ -135,6 +136,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         tokens: Arc::new(cfg.api.tokens.clone()),
         wake,
         drivers,
+        config: announce,
         max_body_bytes: cfg.api.max_body_bytes,
         max_response_bytes: cfg.api.max_response_bytes,
         drain: (cfg.membership.backend == MembershipBackend::Etcd)

@@ -185,3 +185,43 @@ fn traffic_switches_splits_and_fails_over_between_datacenters_and_back() {
     );
     assert!(evs[5].message.contains("dc=dc1 has 1 live node"), "{evs:#?}");
 }
+
+/// A change of an application's selector (or traffic group) through the API applies at once
+/// on every node: no job inserted after the change's answer runs in the place it moved out of
+/// (docs/jobs.md#placement-changes).
+#[test]
+fn a_selector_change_applies_to_the_next_job_at_once() {
+    let mut c = Cluster::new(&[]);
+    for (id, dc) in [("a1", "dc1"), ("b1", "dc2")] {
+        c.add_labelled(id, &[&format!("dc={dc}")]);
+    }
+    c.converge(&["a1", "b1"]);
+    let (a1, b1) = (c.nodes.get("a1").unwrap(), c.nodes.get("b1").unwrap());
+    let (s, v) = call(a1, "POST", "/api/v1/apps", json!({"name": "x", "driver": "noop", "selector": {"dc": "dc1"}}));
+    assert_eq!(s, 201, "{v}");
+    let app = v["id"].as_i64().unwrap();
+    for (round, (dc, node, via)) in
+        [("dc2", "b1", a1), ("dc1", "a1", b1), ("dc2", "b1", b1), ("dc1", "a1", a1)].into_iter().enumerate()
+    {
+        let (s, v) = call(via, "PATCH", &format!("/api/v1/apps/{app}"), json!({"selector": {"dc": dc}}));
+        assert_eq!(s, 200, "{v}");
+        let jobs: Vec<i64> = (0..16)
+            .map(|_| {
+                let (s, v) = call(via, "POST", "/api/v1/tasks", json!({"action": "run", "app_id": app}));
+                assert_eq!(s, 202, "{v}");
+                v["task_id"].as_i64().unwrap()
+            })
+            .collect();
+        let mut ran = Vec::new();
+        wait_until(Duration::from_secs(30), "the jobs to finish", || {
+            ran = jobs
+                .iter()
+                .map(|id| call(via, "GET", &format!("/api/v1/tasks/{id}"), Value::Null).1)
+                .filter(|v| v["status"] == "succeeded")
+                .map(|v| v["owner_node"].as_str().unwrap_or_default().to_string())
+                .collect();
+            ran.len() == jobs.len()
+        });
+        assert!(ran.iter().all(|o| o == node), "round {round}: selector dc={dc}, jobs ran on {ran:?}");
+    }
+}

@@ -259,6 +259,7 @@ async fn update(
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms.flatten(), &mut errors);
     check_group(b.traffic_group.clone().flatten().as_deref(), &mut errors);
     invalid(errors)?;
+    let moves = b.selector.is_some() || b.traffic_group.is_some();
     let change = AppUpdate {
         spec: b.spec.map(|s| s.to_string()),
         selector: b.selector.map(|s| json!(s).to_string()),
@@ -269,6 +270,11 @@ async fn update(
     };
     if !state.store.run(move |c| apps::update_application(c, id, &change)).await? {
         return Err(ApiError::NotFound(format!("no application with id {id}")));
+    }
+    if moves {
+        // This node's next round places by the new rule, even before the database's
+        // notification arrives; the other nodes follow that (docs/jobs.md#placement-changes).
+        crate::dispatch::wake::Config::announce(&state.config);
     }
     audit(&state, "app.updated", Some(id), None, caller(&req), format!("application {id} updated")).await;
     Ok(HttpResponse::Ok().json(AppView::from(load(&state, id).await?)))

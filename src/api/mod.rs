@@ -55,6 +55,9 @@ pub struct ApiState {
     pub tokens: Arc<Vec<crate::config::TokenConfig>>,
     /// Wakes this node's dispatcher after an insert (the only wake-up on SQLite).
     pub wake: Arc<tokio::sync::Notify>,
+    /// Tells this node's dispatcher that an application's placement changed
+    /// ([`crate::dispatch::wake::Config::announce`]).
+    pub config: Arc<watch::Sender<crate::dispatch::wake::Config>>,
     /// Drivers, to validate specs.
     pub drivers: crate::drivers::Registry,
     /// Largest body accepted.

@@ -28,19 +28,42 @@ impl Dispatcher {
         let moved = ms.view.epoch != self.seen_epoch;
         self.seen_epoch = ms.view.epoch;
         if moved {
-            // Its ids were placed by the old ring; the next round reads from the head.
-            if self.window.take().is_some() {
-                self.cursor = 0;
-            }
-            self.windowed_to = 0;
-            if let Some(pump) = self.pump.take() {
-                // Claimed under the old view: back to pending before the new one places them.
-                pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
-            }
+            self.place_anew().await;
         }
-        let me = self.shared.node_id.clone();
         self.actors.retain(|_, a| !a.is_finished());
         self.traffic(&ms, true).await;
+        self.own_apps(&ms).await;
+        self.maintenance.tick(moved, self.apps.clone(), self.policies.clone()).await;
+    }
+
+    /// An application's selector or traffic group changed (announced by the database, or
+    /// changed through this node's API): what the pump claimed ahead goes back, and the
+    /// applications are read again before the next round reads the queue, so no job read from
+    /// now on is placed by the old rule (docs/jobs.md#placement-changes).
+    pub(super) async fn placement_changed(&mut self) {
+        self.place_anew().await;
+        let ms = self.shared.snapshot();
+        self.traffic(&ms, false).await;
+        self.own_apps(&ms).await;
+    }
+
+    /// What was read or claimed ahead was placed by an old rule (ring, selector): the pump's
+    /// claims go back to pending before the new rule places them, and the next round reads
+    /// from the head.
+    async fn place_anew(&mut self) {
+        if self.window.take().is_some() {
+            self.cursor = 0;
+        }
+        self.windowed_to = 0;
+        if let Some(pump) = self.pump.take() {
+            pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
+        }
+    }
+
+    /// Read every application's selector and traffic group, and adopt and release them as the
+    /// ring says.
+    async fn own_apps(&mut self, ms: &MembershipState) {
+        let me = self.shared.node_id.clone();
         match self.shared.store.run(apps::app_owners).await {
             Ok(rows) => {
                 self.apps = Arc::new(
@@ -81,7 +104,6 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not list applications"),
         }
         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-        self.maintenance.tick(moved, self.apps.clone(), self.policies.clone()).await;
     }
 
     /// Load the selectors and traffic groups of applications seen for the first time.

@@ -63,8 +63,8 @@ impl Dispatcher {
                     do_round = false;
                 }
                 changed = config.changed(), if config_open => {
-                    // A traffic policy may have changed (or the listener came or went): read the
-                    // policies now. The queue is not read for it, and no switch is decided on it:
+                    // A traffic policy or an application's placement may have changed (or the
+                    // listener came or went): read them now. The queue is not read for it, and no switch is decided on it:
                     // switches follow membership (at a reconciliation), and every node reacting
                     // at once to another's switch, some on a view a moment older, could flip a
                     // group back and forth.
@@ -94,6 +94,12 @@ impl Dispatcher {
                     }
                 }
             }
+            // A change announced while another event won the race above is applied before the
+            // round: the listener announces a change before the inserts committed after it.
+            if config_open && config.has_changed().unwrap_or(false) {
+                config.borrow_and_update();
+                do_policies = true;
+            }
             if !self.shared.may_act() {
                 if !self.fenced {
                     self.stop_at_once().await;
@@ -110,8 +116,7 @@ impl Dispatcher {
             if do_reconcile {
                 self.reconcile().await;
             } else if do_policies {
-                let ms = self.shared.snapshot();
-                self.traffic(&ms, false).await;
+                self.placement_changed().await;
             }
             // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
             // the other events (membership, shutdown) and come straight back.

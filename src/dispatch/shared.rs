@@ -52,7 +52,8 @@ pub struct Shared {
     pub(super) held: Arc<Held>,
     /// This node's membership deadline as drivers read it at the last moment ([`ActBy`]).
     pub(super) act_by: ActBy,
-    /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
+    /// Changes of schedules, traffic policies and applications' placement, announced by the
+    /// database ([`wake::listen`]) or by this node's API ([`wake::Config::announce`]).
     pub config: Arc<watch::Sender<wake::Config>>,
 }
 

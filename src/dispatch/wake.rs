@@ -33,6 +33,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Announce a change made on this node (through its API) to this node's readers at once,
+    /// without waiting for the database's notification (there is none on SQLite).
+    pub fn announce(config: &watch::Sender<Config>) {
+        config.send_modify(|c| c.generation += 1);
+    }
+
     /// How often a reader reads on its own: `short` while nothing announces changes, `long`
     /// (a backstop) while the listener does.
     pub fn period(&self, short: Duration, long: Duration) -> Duration {
@@ -112,7 +118,7 @@ async fn connect_and_listen(
             }
             msg = messages.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) if n.channel() == "rota_config" => {
-                    config.send_modify(|c| c.generation += 1);
+                    Config::announce(config);
                 }
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}

@@ -1,0 +1,1 @@
+DROP TRIGGER application_placement_notify ON application;
