@@ -266,3 +266,32 @@ fn concurrent_task_lists_over_large_rows_do_not_starve_the_node() {
     let one: serde_json::Value = serde_json::from_str(&one.1).unwrap();
     assert_eq!(one["payload"]["blob"].as_str().map(str::len), Some(1_000_000), "the task itself has it");
 }
+
+/// A database connection that hangs without being reset (here a proxy that stops forwarding,
+/// as a frozen server or a stuck network path does) is noticed: the NOTIFY listener checks its
+/// connection, `rota_notify_listening` drops to 0 within seconds, and comes back with the
+/// database (docs/operations.md#ha).
+#[test]
+fn a_hung_database_connection_is_noticed_by_the_listener() {
+    let pg = PgDb::create();
+    let upstream = common::pg_admin_url();
+    let upstream = upstream.split_once('@').and_then(|(_, r)| r.split_once('/')).map(|(hp, _)| hp.to_string()).unwrap();
+    let proxy = common::proxy::Proxy::start(&upstream);
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, pg.name);
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<(&str, &str)> = common::FAST.iter().copied().collect();
+    let node = Node::start(dir.path(), &["--database-url", &url], &env);
+    let listening = |v: u8| {
+        let (_, m) = node.get("/metrics");
+        m.lines().any(|l| l == format!("rota_notify_listening {v}"))
+    };
+    wait_until(Duration::from_secs(15), "the listener to subscribe", || listening(1));
+    proxy.freeze();
+    let frozen = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "the gauge to say the listener is not listening", || listening(0));
+    eprintln!("noticed after {:?}", frozen.elapsed());
+    let logs = node.wait_logged("did not answer a check", Duration::from_secs(5));
+    assert!(logs.contains("NOTIFY listener lost its connection"), "{logs}");
+    proxy.thaw();
+    wait_until(Duration::from_secs(30), "the listener to come back", || listening(1));
+}

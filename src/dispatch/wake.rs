@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::FusedFuture;
 use futures_util::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -81,12 +82,43 @@ pub async fn listen(
     }
 }
 
+/// How often the listener checks that its connection still answers, and how long it waits.
+/// Why: a connection that hangs without being reset (a frozen server, a cut network, a stuck
+/// proxy) delivers no notification and raises no error; without the check the node showed
+/// `rota_notify_listening` 1 for the whole hang while it heard nothing (docs/operations.md#ha).
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_WITHIN: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 enum ListenError {
     #[error(transparent)]
     Pg(#[from] tokio_postgres::Error),
     #[error("the server closed the connection")]
     Closed,
+    #[error("the connection did not answer a check within {0:?}")]
+    Hung(Duration),
+}
+
+/// The listener's connection settings: the URL's, with the TCP liveness settings the pooled
+/// connections get (`store::connection::PG_LIVENESS`) where the URL sets none.
+fn listener_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let mut cfg: tokio_postgres::Config = url.parse()?;
+    if cfg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        cfg.keepalives_idle(Duration::from_secs(5));
+    }
+    if cfg.get_keepalives_interval().is_none() {
+        cfg.keepalives_interval(Duration::from_secs(2));
+    }
+    if cfg.get_keepalives_retries().is_none() {
+        cfg.keepalives_retries(3);
+    }
+    if cfg.get_tcp_user_timeout().is_none() {
+        cfg.tcp_user_timeout(Duration::from_secs(10));
+    }
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    Ok(cfg)
 }
 
 async fn connect_and_listen(
@@ -96,15 +128,27 @@ async fn connect_and_listen(
     gauge: &prometheus_client::metrics::gauge::Gauge,
     shutdown: &CancellationToken,
 ) -> Result<(), ListenError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (client, mut connection) = listener_config(url)?.connect(NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     // The connection must be polled for LISTEN to complete: drive both together.
     let listen = client.batch_execute("LISTEN rota_task; LISTEN rota_config");
     tokio::pin!(listen);
     let mut listening = false;
+    let mut probe_tick = tokio::time::interval(PROBE_EVERY);
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    probe_tick.reset();
+    let probe = futures_util::future::Fuse::terminated();
+    tokio::pin!(probe);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            _ = probe_tick.tick(), if listening && probe.is_terminated() => {
+                probe.set(futures_util::FutureExt::fuse(tokio::time::timeout(PROBE_WITHIN, client.batch_execute("SELECT 1"))));
+            }
+            answered = &mut probe => match answered {
+                Ok(done) => done?,
+                Err(_) => return Err(ListenError::Hung(PROBE_WITHIN)),
+            },
             done = &mut listen, if !listening => {
                 done?;
                 listening = true;

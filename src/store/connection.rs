@@ -109,6 +109,38 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// TCP settings libpq applies to every PostgreSQL connection of the node unless the URL sets
+/// them: a server that stops answering — a crashed host, a cut network, a hung failover — is
+/// seen within about ten seconds instead of the operating system's two hours (keepalives) or
+/// fifteen minutes (unacknowledged data), and the connection is replaced (docs/operations.md#ha).
+pub const PG_LIVENESS: [(&str, &str); 5] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "5"),
+    ("keepalives_interval", "2"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "10000"),
+];
+
+/// `url` with [`PG_LIVENESS`] and a `connect_timeout` of `connect` (whole seconds, at least 2,
+/// libpq's minimum) added where the URL does not set them: an operator's own value wins.
+pub fn with_liveness(url: &str, connect: Duration) -> String {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let set = |key: &str| query.split('&').any(|kv| kv.split('=').next() == Some(key));
+    let timeout = connect.as_secs().max(2).to_string();
+    let mut out = url.to_string();
+    let mut sep = if url.contains('?') { '&' } else { '?' };
+    for (key, value) in PG_LIVENESS.iter().copied().chain([("connect_timeout", timeout.as_str())]) {
+        if !set(key) {
+            out.push(sep);
+            out.push_str(key);
+            out.push('=');
+            out.push_str(value);
+            sep = '&';
+        }
+    }
+    out
+}
+
 /// Opening or checking a connection failed; the message is the driver's, with the URL redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -129,13 +161,14 @@ pub enum ConnectError {
 #[derive(Debug, Clone)]
 pub struct Manager {
     url: DbUrl,
-    sqlite_busy_timeout: Duration,
+    /// How long to wait: PostgreSQL's connect timeout, SQLite's busy timeout.
+    wait: Duration,
 }
 
 impl Manager {
     /// A manager for `url`.
-    pub fn new(url: DbUrl, sqlite_busy_timeout: Duration) -> Self {
-        Self { url, sqlite_busy_timeout }
+    pub fn new(url: DbUrl, wait: Duration) -> Self {
+        Self { url, wait }
     }
 
     /// Open and prepare one connection.
@@ -143,7 +176,8 @@ impl Manager {
         let fail = |message: String| ConnectError::Connect { url: self.url.to_string(), message };
         match &self.url {
             DbUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(url).map_err(|e| fail(e.to_string().trim().to_string()))?;
+                let url = with_liveness(url, self.wait);
+                let mut conn = PgConnection::establish(&url).map_err(|e| fail(e.to_string().trim().to_string()))?;
                 // An `application_name` the operator put in the URL (e.g. one per node, to tell
                 // the nodes apart in `pg_stat_activity` or an audit trigger) is kept.
                 //
@@ -171,7 +205,7 @@ impl Manager {
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA foreign_keys = ON;",
-                    self.sqlite_busy_timeout.as_millis()
+                    self.wait.as_millis()
                 ))
                 .map_err(|e| fail(e.to_string()))?;
                 Ok(AnyConnection::Sqlite(conn))
@@ -217,6 +251,28 @@ mod tests {
         assert!(DbUrl::parse("mysql://x").is_err());
         assert!(DbUrl::parse("sqlite://").is_err());
         assert!(DbUrl::parse("sqlite::memory:").is_err());
+    }
+
+    #[test]
+    fn liveness_settings_are_added_unless_the_url_sets_them() {
+        let url = with_liveness("postgres://u@h/db", Duration::from_millis(5_000));
+        assert_eq!(
+            url,
+            "postgres://u@h/db?keepalives=1&keepalives_idle=5&keepalives_interval=2&keepalives_count=3\
+             &tcp_user_timeout=10000&connect_timeout=5"
+        );
+        let url = with_liveness(
+            "postgres://u@h1:1,h2:2/db?target_session_attrs=read-write&keepalives_idle=60",
+            Duration::ZERO,
+        );
+        assert!(
+            url.starts_with(
+                "postgres://u@h1:1,h2:2/db?target_session_attrs=read-write&keepalives_idle=60&keepalives=1&"
+            ),
+            "{url}"
+        );
+        assert_eq!(url.matches("keepalives_idle").count(), 1, "the operator's value wins: {url}");
+        assert!(url.ends_with("&connect_timeout=2"), "libpq's minimum: {url}");
     }
 
     #[test]

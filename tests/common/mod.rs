@@ -16,6 +16,7 @@ use diesel::{Connection, PgConnection};
 
 pub mod cluster;
 pub mod fixture;
+pub mod proxy;
 
 /// Dispatch settings that make a test node react in a fraction of a second instead of the
 /// production defaults' seconds, as environment variables (later entries of a node's
