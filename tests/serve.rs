@@ -279,7 +279,7 @@ fn a_hung_database_connection_is_noticed_by_the_listener() {
     let proxy = common::proxy::Proxy::start(&upstream);
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, pg.name);
     let dir = tempfile::tempdir().unwrap();
-    let env: Vec<(&str, &str)> = common::FAST.iter().copied().collect();
+    let env: Vec<(&str, &str)> = common::FAST.to_vec();
     let node = Node::start(dir.path(), &["--database-url", &url], &env);
     let listening = |v: u8| {
         let (_, m) = node.get("/metrics");
