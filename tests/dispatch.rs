@@ -517,7 +517,8 @@ fn a_backlog_of_jobs_drains_with_batched_completion_on_sqlite() {
 
 /// A backlog on the only node is claimed in one statement per batch; rows whose placement
 /// depends on labels (a job's own selector, an application's selector) must still be placed by
-/// the labels, wherever they sit in the backlog: matching ones run, the others wait unclaimed.
+/// the labels, wherever they sit in the backlog: matching ones run, a command no node matches
+/// waits unclaimed, and a job no node matches fails (docs/jobs.md).
 fn labelled_rows_in_a_backlog_are_placed_by_their_labels(postgres: bool) {
     let f = Fixture::start(postgres, "", &["--label", "dc=a"], &[]);
     let runs = vec!["('run', NULL)"; 1500].join(",");
@@ -536,13 +537,20 @@ fn labelled_rows_in_a_backlog_are_placed_by_their_labels(postgres: bool) {
     let mut rows = Vec::new();
     wait_until(Duration::from_secs(120), "every placeable task to be terminal", || {
         rows = f.tasks();
-        rows.len() == total && rows.iter().filter(|r| r.status == "succeeded").count() == total - 2
+        rows.len() == total
+            && rows.iter().filter(|r| r.status == "succeeded").count() == total - 2
+            && rows.iter().any(|r| r.status == "failed")
     });
     let waiting: Vec<_> = rows.iter().filter(|r| r.status != "succeeded").collect();
     assert_eq!(waiting.len(), 2, "{waiting:?}");
-    assert!(waiting.iter().all(|r| r.status == "pending" && r.attempts == 0 && r.owner_node.is_none()), "{waiting:?}");
     assert_eq!(waiting[0].action, "start", "the start of `far` (dc=b) waits: {waiting:?}");
-    assert_eq!(waiting[1].action, "run", "the dc=b job waits: {waiting:?}");
+    assert!(
+        waiting[0].status == "pending" && waiting[0].attempts == 0 && waiting[0].owner_node.is_none(),
+        "{waiting:?}"
+    );
+    assert_eq!((waiting[1].action.as_str(), waiting[1].status.as_str()), ("run", "failed"), "{waiting:?}");
+    let error = waiting[1].error.clone().unwrap_or_default();
+    assert!(error.contains(r#"no live node matches selector {"dc":"b"}"#), "the dc=b job fails: {error}");
     assert_eq!(f.app_state(2).0, "running");
 }
 
