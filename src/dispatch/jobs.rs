@@ -551,6 +551,7 @@ mod tests {
             watched,
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
+            Duration::ZERO,
         );
         let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store

@@ -81,7 +81,7 @@ impl Dispatcher {
             Err(e) => tracing::warn!(error = %e, "could not list applications"),
         }
         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-        self.maintenance.tick(moved, self.apps.clone(), self.policies.clone()).await;
+        self.maintenance.tick(self.apps.clone(), self.policies.clone()).await;
     }
 
     /// Load the selectors and traffic groups of applications seen for the first time.

@@ -6,7 +6,7 @@
 //! to act; the decisions are in the loop ([`super::rounds`]), the actors and the job executor.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -54,6 +54,10 @@ pub struct Shared {
     pub(super) act_by: ActBy,
     /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
     pub config: Arc<watch::Sender<wake::Config>>,
+    /// How long a row claimed under a view newer than this node's is left alone before it is
+    /// recovered (`store::recover::recover`): the lease TTL on etcd (a member sees a join
+    /// within it), none for the standalone node (no other node can be a member beside it).
+    pub(super) newer_claim_grace: Duration,
 }
 
 impl Shared {
@@ -65,6 +69,7 @@ impl Shared {
         membership: watch::Receiver<MembershipState>,
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
+        newer_claim_grace: Duration,
     ) -> Arc<Shared> {
         let wake = Arc::new(Notify::new());
         let completer = complete::Completer::spawn(
@@ -95,6 +100,7 @@ impl Shared {
             held,
             act_by,
             config: Arc::new(watch::channel(wake::Config::default()).0),
+            newer_claim_grace,
         })
     }
 
