@@ -103,6 +103,10 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         membership.subscribe(),
         cfg.dispatch.clone(),
         metrics.clone(),
+        match cfg.membership.backend {
+            MembershipBackend::Standalone => Duration::ZERO,
+            MembershipBackend::Etcd => Duration::from_secs(cfg.membership.lease_ttl_s),
+        },
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();

@@ -260,7 +260,11 @@ fn nasty_rows(postgres: bool) -> Vec<(String, String, Want)> {
             ins("action, selector", r#"'run', '{"dc": 1}'"#),
             fails(&["selector must be a JSON object"]),
         ),
-        ("selector matching no node", ins("action, selector", r#"'run', '{"dc": "atlantis"}'"#), Want::Pending),
+        (
+            "selector matching no node",
+            ins("action, selector", r#"'run', '{"dc": "atlantis"}'"#),
+            fails(&[r#"no live node matches selector {"dc":"atlantis"}"#]),
+        ),
         ("zero timeout", ins("action, timeout_ms", "'run', 0"), fails(&["timeout_ms must be at least 1"])),
         (
             "negative timeout",

@@ -408,3 +408,64 @@ fn sqlite_fan_out_and_bad_job_input() {
         }
     }
 }
+
+/// A `hash`, `map` or `map_reduce` job whose selector no live node matches is failed by the rule
+/// of the fan-out strategies: retried with backoff, then `failed` with `no live node matches
+/// selector …`, with one event. Before, it stayed `pending` for ever, with nothing said.
+fn jobs_no_node_matches_fail_like_fan_outs(postgres: bool) {
+    let f = common::fixture::Fixture::start(postgres, "", &[], &[]);
+    let ids: Vec<i64> = ["hash", "map", "map_reduce", "broadcast"]
+        .iter()
+        .map(|routing| {
+            submit(
+                &f.node,
+                json!({"action": "run", "routing": routing, "selector": {"dc": "nowhere"}, "max_attempts": 2}),
+            )
+        })
+        .collect();
+    let one = |id: i64| -> Row {
+        diesel::sql_query(format!(
+            "SELECT id, status, target_node, owner_node, shard_index, result, error FROM task WHERE id = {id}"
+        ))
+        .get_result(&mut *f.store.conn().unwrap())
+        .unwrap()
+    };
+    for id in ids {
+        wait_until(Duration::from_secs(30), &format!("job {id} to end"), || {
+            !matches!(one(id).status.as_str(), "pending" | "running")
+        });
+        let row = one(id);
+        assert_eq!(row.status, "failed", "{row:?}");
+        let error = row.error.unwrap_or_default();
+        assert!(error.contains(r#"no live node matches selector {"dc":"nowhere"}"#), "{error}");
+        assert!(error.contains("attempt 2 of 2"), "retried first: {error}");
+        // Besides the API's `task.submitted`, one event: the failure.
+        let events =
+            f.scalar(&format!("SELECT count(*) AS n FROM event WHERE task_id = {id} AND kind <> 'task.submitted'"));
+        let kinds: Vec<String> = diesel::sql_query(format!("SELECT kind AS s FROM event WHERE task_id = {id}"))
+            .load::<S>(&mut *f.store.conn().unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.s)
+            .collect();
+        assert_eq!(events, 1, "one event for job {id}: {kinds:?}");
+        let kind = f.scalar(&format!("SELECT count(*) AS n FROM event WHERE task_id = {id} AND kind = 'task.failed'"));
+        assert_eq!(kind, 1);
+    }
+}
+
+#[test]
+fn jobs_no_node_matches_fail_like_fan_outs_on_sqlite() {
+    jobs_no_node_matches_fail_like_fan_outs(false);
+}
+
+#[test]
+fn jobs_no_node_matches_fail_like_fan_outs_on_postgres() {
+    jobs_no_node_matches_fail_like_fan_outs(true);
+}
+
+#[derive(QueryableByName)]
+struct S {
+    #[diesel(sql_type = Text)]
+    s: String,
+}

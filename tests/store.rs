@@ -29,6 +29,9 @@ fn open() -> rota::store::fence::Fence {
 }
 
 /// Run `f` on a fresh, migrated database of each backend.
+/// The grace of a claim under a newer view, in these tests.
+const GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 fn on_both(f: impl Fn(&Store)) {
     let pg = PgDb::create();
     let pg_store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &opts()).unwrap();
@@ -786,8 +789,8 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         // deadline, nor from a view older than its session.
         let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
         let eleven = found.iter().find(|o| o.id == 11).expect("task 11 is an orphan to a view without n1").clone();
-        assert_eq!(recover(&mut conn, &eleven, "test", (past, 7)).unwrap(), None);
-        assert_eq!(recover(&mut conn, &eleven, "test", (Fence { until: later(), joined: 8 }, 7)).unwrap(), None);
+        assert_eq!(recover(&mut conn, &eleven, "test", (past, 7, GRACE)).unwrap(), None);
+        assert_eq!(recover(&mut conn, &eleven, "test", (Fence { until: later(), joined: 8 }, 7, GRACE)).unwrap(), None);
         assert_eq!(tasks::find_task(&mut conn, 11).unwrap().unwrap().status.as_str(), "running");
 
         // Within the session, the same writes go through.
@@ -795,7 +798,7 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
             finish_batch(&mut conn, "n1", open(), &[done(10, None), done(12, Some(write(1)))]).unwrap(),
             [FinishFlags { task: true, app: None }, FinishFlags { task: true, app: Some(true) }]
         );
-        assert_eq!(recover(&mut conn, &eleven, "test", (open(), 7)).unwrap(), Some("pending"));
+        assert_eq!(recover(&mut conn, &eleven, "test", (open(), 7, GRACE)).unwrap(), Some("pending"));
 
         // One batch holding writes of this session and of an earlier one: each answered as its
         // own, in order.
@@ -823,15 +826,44 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         assert_eq!(claim(&mut conn, &plans, &[22], "n3", 9, open()).unwrap().len(), 1);
         let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
         let newer = found.iter().find(|o| o.id == 22).expect("task 22 is an orphan to a view without n3").clone();
-        assert_eq!(recover(&mut conn, &newer, "test", (open(), 7)).unwrap(), None);
-        assert_eq!(recover(&mut conn, &newer, "test", (open(), 9)).unwrap(), Some("pending"));
+        assert_eq!(recover(&mut conn, &newer, "test", (open(), 7, GRACE)).unwrap(), None);
+        assert_eq!(recover(&mut conn, &newer, "test", (open(), 9, GRACE)).unwrap(), Some("pending"));
         // …for a while only: a claim under a newer view that stays unexplained (a node that
         // never joined, an etcd reset) is recovered once it is older than the grace.
         assert_eq!(claim(&mut conn, &plans, &[22], "n3", 9, open()).unwrap().len(), 1);
         conn.batch_execute("UPDATE task SET claimed_at = '2000-01-01 00:00:00' WHERE id = 22").unwrap();
         let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
         let old = found.iter().find(|o| o.id == 22).expect("task 22 is an orphan again").clone();
-        assert_eq!(recover(&mut conn, &old, "test", (open(), 7)).unwrap(), Some("pending"));
+        assert_eq!(recover(&mut conn, &old, "test", (open(), 7, GRACE)).unwrap(), Some("pending"));
+    });
+}
+
+/// A `running` row whose `owner_node` or `owner_epoch` is NULL is an orphan to every node, and is
+/// put back (or failed, with no attempt left): `=` and `<> ALL` never hold for NULL, so such rows
+/// were never read as orphans and never recovered (docs/design.md#no-row-stalls).
+#[test]
+fn running_rows_without_an_owner_or_an_epoch_are_recovered() {
+    use rota::store::recover::{orphans, recover};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        conn.batch_execute(
+            "INSERT INTO task (id, action, status, attempts, max_attempts, owner_node, owner_epoch) VALUES \
+             (1, 'run', 'running', 1, 3, NULL, NULL), (2, 'run', 'running', 1, 1, NULL, 4), \
+             (3, 'run', 'running', 1, 3, 'n1', NULL), (4, 'run', 'running', 1, 3, 'gone', NULL), \
+             (5, 'run', 'running', 1, 3, NULL, NULL)",
+        )
+        .unwrap();
+        conn.batch_execute("UPDATE task SET target_node = 'n1' WHERE id = 5").unwrap();
+        let found = orphans(&mut conn, &["n1".into()], "n1").unwrap();
+        assert_eq!(found.iter().map(|o| o.id).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let open = rota::store::fence::Fence { until: later(), joined: 0 };
+        let want = [Some("pending"), Some("failed"), Some("pending"), Some("pending"), Some("pending")];
+        for (o, want) in found.iter().zip(want) {
+            assert_eq!(recover(&mut conn, o, "test", (open, 7, GRACE)).unwrap(), want, "{o:?}");
+        }
+        // Recovered once: the claim changed, so a second recovery of the same read does nothing.
+        assert_eq!(recover(&mut conn, &found[0], "test", (open, 7, GRACE)).unwrap(), None);
+        assert!(orphans(&mut conn, &["n1".into()], "n1").unwrap().is_empty());
     });
 }
 

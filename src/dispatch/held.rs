@@ -7,7 +7,7 @@
 //! node's earlier lives, so such a row stayed `running` under a live node for good (chaos seed
 //! 853741529: a fan-out's hand-back failed in a PostgreSQL restart). Every claimed row travels
 //! in a [`Claimed`] whose drop forgets it; a row `running` under this node's current life that
-//! no [`Claimed`] holds, seen so in two looks at least [`STRANDED_AFTER`] apart with the same
+//! no [`Claimed`] holds, seen so in two looks at least a reconcile interval (and [`STRANDED_AFTER`]) apart with the same
 //! claim (epoch and attempt), is stranded: recovered like an orphan ([`Stranded::sweep`]).
 //!
 //! Must never: call stranded a row an executor still holds. A row is counted held from just
@@ -24,9 +24,12 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::store::models::Task;
 
-/// How long a row must be seen running here and held by nothing before it is recovered: far
-/// longer than the moments between a commit and the hold that follows or precedes it.
-pub const STRANDED_AFTER: Duration = Duration::from_secs(10);
+/// How long a row must be seen running here and held by nothing before it is recovered, at
+/// least: far longer than the moments between a commit and the hold that follows or precedes
+/// it. The wait is the reconcile interval (two looks at consecutive reconciliations), not less
+/// than this, so a stranded row is recovered within the lease TTL plus the reconcile interval
+/// (docs/design.md#no-row-stalls); it was 10 s, looked at every sixth reconciliation.
+pub const STRANDED_AFTER: Duration = Duration::from_secs(1);
 
 /// The rows this node's executors hold, with how many holds each (see the module docs).
 #[derive(Default)]
@@ -145,12 +148,6 @@ impl Stranded {
         recover
     }
 
-    /// When the oldest suspect will be due for recovery, if there is one: the next look
-    /// should not wait for the periodic one.
-    pub fn due_at(&self, after: Duration) -> Option<Instant> {
-        self.suspects.values().map(|(_, since)| *since + after).min()
-    }
-
     /// Forget every suspect (this node was fenced: its rows are an earlier life's now).
     pub fn clear(&mut self) {
         self.suspects.clear();
@@ -192,10 +189,8 @@ mod tests {
         let after = Duration::from_secs(10);
         let row = Seen { id: 7, epoch: 3, attempts: 1 };
         assert!(s.sweep(&[row], |_| false, t0, after).is_empty(), "one look is never enough");
-        assert_eq!(s.due_at(after), Some(t0 + after));
         assert!(s.sweep(&[row], |_| false, t0 + Duration::from_secs(5), after).is_empty());
         assert_eq!(s.sweep(&[row], |_| false, t0 + after, after), vec![7]);
-        assert_eq!(s.due_at(after), None);
     }
 
     #[test]

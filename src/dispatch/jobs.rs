@@ -62,6 +62,20 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         }
         _ => {}
     }
+    if task.target_node.is_none() && !strategy.fans_out() {
+        // Runs here only where its selector matches: claimed by its plain owner because none
+        // did ([`Placement::owns`]), it fails by the fan-out rule, or goes back when one
+        // matches now (the claim was placed by an older view).
+        let selector = place.job_selector(task.id, app_id, task.selector.as_deref());
+        match place.owner_of(&task.id.to_string(), &selector) {
+            None => {
+                no_candidate(shared, &task, &selector, strategy).await;
+                return None;
+            }
+            Some(owner) if owner != shared.node_id => return release(shared, &task).await,
+            Some(_) => {}
+        }
+    }
     if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
         let outcome = match execute(shared, &task, app_id, params).await {
             Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
@@ -273,20 +287,7 @@ async fn coordinate(
         }
         Ok(FanOut::NotOurs) => None,
         Ok(FanOut::NoCandidate) => {
-            let why = if selector.is_empty() {
-                "no live node can take it".to_string()
-            } else {
-                format!("no live node matches selector {}", json!(selector))
-            };
-            let why =
-                if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
-            let outcome = plan::outcome_after_error(
-                &task,
-                &DriverError::Failed(why),
-                &shared.cfg,
-                chrono::Utc::now().naive_utc(),
-            );
-            finish_checked(shared, &task, outcome).await;
+            no_candidate(shared, &task, &selector, strategy).await;
             None
         }
         Err(e) => {
@@ -294,6 +295,23 @@ async fn coordinate(
             release(shared, &task).await
         }
     }
+}
+
+/// The one rule for a job that no live node can take, whatever its strategy: a failed attempt
+/// (retried with backoff, then `failed` with the reason; the `task.failed` event is the one
+/// event). For fan-out strategies the coordinator finds no candidate; a `hash`, `map` or
+/// `map_reduce` job is claimed for it by its plain ring owner ([`Placement::owns`]).
+async fn no_candidate(shared: &Shared, task: &Task, selector: &crate::ring::Selector, strategy: Strategy) {
+    let why = if selector.is_empty() {
+        "no live node can take it".to_string()
+    } else {
+        format!("no live node matches selector {}", json!(selector))
+    };
+    let why = if strategy == Strategy::Failover { format!("{why} (or none answered its health probe)") } else { why };
+    tracing::warn!(task.id = task.id, routing = strategy.as_str(), reason = %why, "no live node can run the job");
+    let outcome =
+        plan::outcome_after_error(task, &DriverError::Failed(why), &shared.cfg, chrono::Utc::now().naive_utc());
+    finish_checked(shared, task, outcome).await;
 }
 
 /// Hand a claimed row back untouched (a passing database problem).
@@ -533,6 +551,7 @@ mod tests {
             watched,
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
+            Duration::ZERO,
         );
         let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store

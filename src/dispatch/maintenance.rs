@@ -25,10 +25,6 @@ use crate::jobs::traffic::Policy;
 use crate::store::maintenance;
 use crate::store::recover;
 
-/// Orphans are looked for at every membership change, and at every this many reconciliations
-/// (30 s at the default interval).
-const RECOVER_EVERY: u32 = 6;
-
 /// Finished rows past retention are pruned at every this many reconciliations (a minute at the
 /// default interval; retention is counted in hours).
 const PRUNE_EVERY: u32 = 12;
@@ -42,10 +38,9 @@ const VACUUM_GAP_MAX: Duration = Duration::from_secs(600);
 /// Recovery, pruning and vacuuming, with the state that paces them.
 pub(super) struct Maintenance {
     shared: Arc<Shared>,
-    /// When orphans were last looked for, and old rows last pruned: both run at most this often
-    /// on reconciliation ticks (orphans at once on every membership change), because an idle
-    /// node's queries per second are the sum of its periodic reads (docs/benchmarks.md#idle).
-    last_recover: Option<Instant>,
+    /// When old rows were last pruned: at most every [`PRUNE_EVERY`] reconciliations, because
+    /// an idle node's queries per second are the sum of its periodic reads
+    /// (docs/benchmarks.md#idle).
     /// This node's running rows that no executor held at the last look ([`held`]).
     stranded: Stranded,
     last_prune: Option<Instant>,
@@ -64,7 +59,6 @@ impl Maintenance {
     pub(super) fn new(shared: Arc<Shared>) -> Maintenance {
         Maintenance {
             shared,
-            last_recover: None,
             stranded: Stranded::default(),
             last_prune: None,
             vacuuming: None,
@@ -75,22 +69,15 @@ impl Maintenance {
         }
     }
 
-    /// A reconciliation happened (`moved`: under a new view): recover, prune and vacuum when
-    /// each is due. `apps` and `policies` place the orphans' keys.
-    pub(super) async fn tick(
-        &mut self,
-        moved: bool,
-        apps: Arc<HashMap<i64, AppPlace>>,
-        policies: Arc<HashMap<String, Policy>>,
-    ) {
+    /// A reconciliation happened: recover, and prune and vacuum when each is due. `apps` and
+    /// `policies` place the orphans' keys.
+    pub(super) async fn tick(&mut self, apps: Arc<HashMap<i64, AppPlace>>, policies: Arc<HashMap<String, Policy>>) {
         let every = Duration::from_millis(self.shared.cfg.reconcile_interval_ms);
-        // Rows seen unheld are looked at again as soon as they may be recovered, not only at the
-        // next periodic look (none are seen on an idle node: it sends no more queries).
-        let stranded_due = self.stranded.due_at(STRANDED_AFTER).is_some_and(|at| at <= Instant::now());
-        if moved || stranded_due || self.last_recover.is_none_or(|t| t.elapsed() >= every * RECOVER_EVERY) {
-            self.last_recover = Some(Instant::now());
-            self.recover(apps, policies).await;
-        }
+        // Orphans are looked for at every reconciliation (and at once on a membership change):
+        // every running row is recovered within the lease TTL plus the reconcile interval, rows
+        // of owners that never were members included (docs/design.md#no-row-stalls). One read
+        // per reconciliation; it was every sixth (30 s), past that bound.
+        self.recover(apps, policies).await;
         if self.last_prune.is_none_or(|t| t.elapsed() >= every * PRUNE_EVERY) {
             self.last_prune = Some(Instant::now());
             self.prune().await;
@@ -104,11 +91,6 @@ impl Maintenance {
         self.stranded.clear();
     }
 
-    /// The node acts again: look for orphans at the next reconciliation.
-    pub(super) fn acting(&mut self) {
-        self.last_recover = None;
-    }
-
     /// A graceful stop: cancel the vacuum in flight, if any (a stop does not wait for it).
     pub(super) async fn stop(&mut self) {
         self.cancel_vacuum().await;
@@ -116,7 +98,7 @@ impl Maintenance {
 
     /// Recover the running rows of departed nodes that this node's ring places here, the rows
     /// of this node's earlier lives, and the rows of its current life that none of its
-    /// executors has held for [`STRANDED_AFTER`] (a write about them failed, or their executor
+    /// executors has held for a reconcile interval (a write about them failed, or their executor
     /// ended without one: [`held`]).
     async fn recover(&mut self, apps: Arc<HashMap<i64, AppPlace>>, policies: Arc<HashMap<String, Policy>>) {
         let ms = self.shared.snapshot();
@@ -140,17 +122,18 @@ impl Maintenance {
             .map(|o| held::Seen { id: o.id, epoch: o.owner_epoch.unwrap_or_default(), attempts: o.attempts })
             .collect();
         let held = self.shared.held.clone();
-        let stranded = self.stranded.sweep(&running, |id| held.holds(id), Instant::now(), STRANDED_AFTER);
+        let after = Duration::from_millis(self.shared.cfg.reconcile_interval_ms).max(STRANDED_AFTER);
+        let stranded = self.stranded.sweep(&running, |id| held.holds(id), Instant::now(), after);
         for o in found {
             let reason = if this_life(&o) {
                 if !stranded.contains(&o.id) {
                     continue;
                 }
                 format!(
-                    "stranded on its owner {me}: claimed at epoch {} and held by none of its executors for {} s \
+                    "stranded on its owner {me}: claimed at epoch {} and held by none of its executors for {:.1} s \
                      (a write about it failed, or its executor ended without one)",
                     o.owner_epoch.unwrap_or_default(),
-                    STRANDED_AFTER.as_secs()
+                    after.as_secs_f64()
                 )
             } else {
                 // An earlier life's rows are ours to recover; others' go to their key's owner.
@@ -160,13 +143,20 @@ impl Maintenance {
                 {
                     continue;
                 }
-                format!(
-                    "owner {} left while the task was running (claimed at epoch {})",
-                    o.owner_node.clone().unwrap_or_default(),
-                    o.owner_epoch.unwrap_or_default()
-                )
+                match (&o.owner_node, o.owner_epoch) {
+                    (None, _) => "running without an owner (owner_node is NULL); nothing runs it".to_string(),
+                    (Some(owner), None) if earlier_life => {
+                        format!("running under {owner} without a claim epoch (owner_epoch is NULL); nothing runs it")
+                    }
+                    (Some(owner), epoch) => format!(
+                        "owner {owner} is not a live member (it left while the task was running, or never was one; \
+                         claimed at epoch {})",
+                        epoch.map_or_else(|| "NULL".to_string(), |e| e.to_string())
+                    ),
+                }
             };
-            let (orphan, why, fence) = (o.clone(), reason.clone(), (self.shared.fence(), ms.view.epoch as i64));
+            let grace = chrono::TimeDelta::from_std(self.shared.newer_claim_grace).unwrap_or_default();
+            let (orphan, why, fence) = (o.clone(), reason.clone(), (self.shared.fence(), ms.view.epoch as i64, grace));
             match self.shared.store.run(move |c| recover::recover(c, &orphan, &why, fence)).await {
                 Ok(Some(status)) => {
                     tracing::info!(task.id = o.id, app.id = ?o.app_id, from.node = ?o.owner_node, to.status = status, reason = %reason, "recovered a task");

@@ -132,8 +132,14 @@ impl Placement {
             ("run", _) => {
                 // Fan-out coordinators need not match; an unreadable routing is a poison row that
                 // its plain owner claims and fails.
+                // A job that runs where its owner is goes to the first matching node; when no
+                // live node matches, to its plain owner, which fails it by the rule of the
+                // fan-out strategies (retried with backoff, then failed: `jobs::no_candidate`)
+                // instead of leaving it pending, unseen, for ever.
                 match Strategy::parse(routing) {
-                    Ok(s) if !s.fans_out() => self.owner_of(&id.to_string(), &self.job_selector(id, app_id, selector)),
+                    Ok(s) if !s.fans_out() => self
+                        .owner_of(&id.to_string(), &self.job_selector(id, app_id, selector))
+                        .or_else(|| self.owner_of(&id.to_string(), &Selector::new())),
                     _ => self.owner_of(&id.to_string(), &Selector::new()),
                 }
             }

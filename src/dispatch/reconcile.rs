@@ -33,7 +33,7 @@ impl Dispatcher {
         self.actors.retain(|_, a| !a.is_finished());
         self.traffic(&ms, true).await;
         self.own_apps(&ms).await;
-        self.maintenance.tick(moved, self.apps.clone(), self.policies.clone()).await;
+        self.maintenance.tick(self.apps.clone(), self.policies.clone()).await;
     }
 
     /// An application's selector or traffic group changed (announced by the database, or

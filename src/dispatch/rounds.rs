@@ -108,7 +108,6 @@ impl Dispatcher {
             }
             if self.fenced {
                 self.fenced = false;
-                self.maintenance.acting();
                 do_reconcile = true;
                 do_round = true;
                 tracing::info!(node.id = %self.shared.node_id, "dispatcher is acting");
@@ -362,17 +361,20 @@ impl Dispatcher {
         (claimed, full, last)
     }
 
-    /// A read that failed on text that is not UTF-8 (SQLite stores any bytes): fail the rows
-    /// that hold such text, with the column named, so the queue behind them moves again.
+    /// A read that failed decoding a row (SQLite stores anything in any column: text that is
+    /// not UTF-8, a time in a layout the node does not read): fail the rows that hold such
+    /// values, each alone with its column named, so the queue behind them moves again.
     pub(super) async fn fail_unreadable(&self, e: &StoreError) {
-        if !e.to_string().to_lowercase().contains("utf-8") {
+        if !matches!(e, StoreError::Query(diesel::result::Error::DeserializationError(_)))
+            && !e.to_string().to_lowercase().contains("utf-8")
+        {
             return;
         }
         let (after, batch) = (self.cursor, i64::from(self.shared.cfg.batch_size));
         match self.shared.store.run(move |c| claim::fail_unreadable(c, after, batch)).await {
-            Ok(n) if n > 0 => tracing::warn!(rows = n, "failed rows whose text is not UTF-8"),
+            Ok(n) if n > 0 => tracing::warn!(rows = n, "failed rows holding values the node cannot read"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not fail rows whose text is not UTF-8"),
+            Err(e) => tracing::warn!(error = %e, "could not fail rows holding values the node cannot read"),
         }
     }
 

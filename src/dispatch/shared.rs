@@ -6,7 +6,7 @@
 //! to act; the decisions are in the loop ([`super::rounds`]), the actors and the job executor.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -55,6 +55,10 @@ pub struct Shared {
     /// Changes of schedules, traffic policies and applications' placement, announced by the
     /// database ([`wake::listen`]) or by this node's API ([`wake::Config::announce`]).
     pub config: Arc<watch::Sender<wake::Config>>,
+    /// How long a row claimed under a view newer than this node's is left alone before it is
+    /// recovered (`store::recover::recover`): the lease TTL on etcd (a member sees a join
+    /// within it), none for the standalone node (no other node can be a member beside it).
+    pub(super) newer_claim_grace: Duration,
 }
 
 impl Shared {
@@ -66,6 +70,7 @@ impl Shared {
         membership: watch::Receiver<MembershipState>,
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
+        newer_claim_grace: Duration,
     ) -> Arc<Shared> {
         let wake = Arc::new(Notify::new());
         let completer = complete::Completer::spawn(
@@ -96,6 +101,7 @@ impl Shared {
             held,
             act_by,
             config: Arc::new(watch::channel(wake::Config::default()).0),
+            newer_claim_grace,
         })
     }
 

@@ -156,12 +156,16 @@ impl Timetable {
     }
 
     /// The reload read `rows` and, when asked to, the database's clock `db_now` between this
-    /// node's wall clock `before` and `after` (the database's reading taken at the middle).
-    /// A schedule held after a failed firing stays held.
+    /// node's wall clock `before` and `after` (the database's reading taken as made at `after`,
+    /// the latest it can have been made). A schedule held after a failed firing stays held.
+    /// Why `after` and not the middle: the database read its clock somewhere in the round trip,
+    /// and taking the middle put this node's idea of the database's time up to half a round trip
+    /// ahead of it — schedules fired up to 5 ms early (docs/schedules.md). Taken at `after`, the
+    /// idea is never ahead: a firing is late by at most the round trip, never early.
     pub fn loaded(&mut self, rows: Vec<Schedule>, clock: Option<(NaiveDateTime, NaiveDateTime, NaiveDateTime)>) {
         self.reload_failed = false;
-        if let Some((before, db_now, after)) = clock {
-            self.offset = db_now - (before + (after - before) / 2);
+        if let Some((_before, db_now, after)) = clock {
+            self.offset = db_now - after;
             self.last_clock = Some(self.clock.instant());
         }
         let mut entries = HashMap::with_capacity(rows.len());
@@ -422,15 +426,16 @@ mod tests {
     }
 
     #[test]
-    fn the_database_clock_is_read_every_clock_every_and_taken_at_the_round_trip_middle() {
+    fn the_database_clock_is_read_every_clock_every_and_taken_at_the_round_trips_end() {
         let mut f = fixture(opts());
-        // Our clock read 0 s and 2 s around a database reading 11 s: the database is 10 s ahead.
+        // Our clock read 0 s and 2 s around a database reading 11 s: the database is at least
+        // 9 s ahead (it read its clock at our 2 s at the latest); never taken as further ahead.
         f.t.loaded(vec![], Some((t0(), t0() + ms(11_000), t0() + ms(2_000))));
-        assert_eq!(f.t.now(), t0() + ms(10_000));
+        assert_eq!(f.t.now(), t0() + ms(9_000));
         f.clock.advance(CLOCK_EVERY - MS);
         assert!(!f.t.reloading(), "not read again before CLOCK_EVERY");
         f.t.loaded(vec![], None);
-        assert_eq!(f.t.now() - f.t.wall(), ms(10_000), "the offset stays without a reading");
+        assert_eq!(f.t.now() - f.t.wall(), ms(9_000), "the offset stays without a reading");
         f.clock.advance(MS);
         assert!(f.t.reloading(), "read again at CLOCK_EVERY");
     }

@@ -424,11 +424,38 @@ const TASK_TEXT: [&str; 11] = [
     "stage",
 ];
 
-/// SQLite keeps whatever bytes it is given as TEXT; a pending row with text that is not UTF-8
-/// cannot be decoded, and it made every read of its batch fail — the queue behind it stopped.
-/// Among the first `limit` pending rows after `after`, fail each such row: its bad column is
-/// rewritten as readable text (invalid bytes replaced) and the error names the column and
-/// keeps the original bytes in hex, so nothing is lost. Returns how many rows it failed. A
+/// How [`fail_unreadable`] reads a column of `task` alone.
+enum Probe {
+    Int,
+    BigInt,
+    Time,
+}
+
+/// The non-text columns of `task`, how each is read, and what replaces a value that cannot be
+/// (the original is kept in the row's `error`).
+const TASK_TYPED: [(&str, Probe, &str); 14] = [
+    ("app_id", Probe::BigInt, "NULL"),
+    ("priority", Probe::Int, "0"),
+    ("attempts", Probe::Int, "0"),
+    ("max_attempts", Probe::Int, "1"),
+    ("owner_epoch", Probe::BigInt, "NULL"),
+    ("parent_id", Probe::BigInt, "NULL"),
+    ("shard_index", Probe::Int, "NULL"),
+    ("shard_total", Probe::Int, "NULL"),
+    ("timeout_ms", Probe::Int, "NULL"),
+    ("run_after", Probe::Time, "strftime('%Y-%m-%d %H:%M:%f', 'now')"),
+    ("created_at", Probe::Time, "strftime('%Y-%m-%d %H:%M:%f', 'now')"),
+    ("claimed_at", Probe::Time, "NULL"),
+    ("finished_at", Probe::Time, "NULL"),
+    ("id", Probe::BigInt, "id"),
+];
+
+/// SQLite keeps whatever it is given in any column; a pending row with text that is not UTF-8,
+/// or a value the node cannot read as its column's type (a bare date in `run_after`, text in
+/// `priority`), cannot be decoded, and it made every read of its batch fail — the queue behind
+/// it stopped. Among the first `limit` pending rows after `after`, fail each such row: its bad
+/// column is rewritten as a readable value and the error names the column and keeps the
+/// original (text bytes in hex), so nothing is lost. Returns how many rows it failed. A
 /// no-op on PostgreSQL, which refuses such text at insert.
 pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<usize, StoreError> {
     use diesel::sql_types::{Binary, Timestamp};
@@ -441,6 +468,24 @@ pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Resu
     struct Raw {
         #[diesel(sql_type = Nullable<Binary>)]
         raw: Option<Vec<u8>>,
+    }
+    #[derive(QueryableByName)]
+    struct ProbeInt {
+        #[diesel(sql_type = Nullable<diesel::sql_types::Integer>)]
+        #[allow(dead_code)]
+        v: Option<i32>,
+    }
+    #[derive(QueryableByName)]
+    struct ProbeBigInt {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        #[allow(dead_code)]
+        v: Option<i64>,
+    }
+    #[derive(QueryableByName)]
+    struct ProbeTime {
+        #[diesel(sql_type = Nullable<Timestamp>)]
+        #[allow(dead_code)]
+        v: Option<chrono::NaiveDateTime>,
     }
     let AnyConnection::Sqlite(c) = conn else { return Ok(0) };
     let ids: Vec<Id> = diesel::sql_query("SELECT id FROM task WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?")
@@ -458,9 +503,6 @@ pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Resu
                 bad.push((col, bytes));
             }
         }
-        if bad.is_empty() {
-            continue;
-        }
         let mut why = Vec::new();
         for (col, bytes) in &bad {
             let hex: String = bytes.iter().take(256).map(|b| format!("{b:02X}")).collect();
@@ -470,7 +512,31 @@ pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Resu
                 .bind::<BigInt, _>(id)
                 .execute(c)?;
         }
-        let error = format!("{}: write the row again as UTF-8 text", why.join("; "));
+        // Values of other types the node cannot read back (a row written before the update
+        // checks of migration `task_rows_never_stall`): each column read alone, as the node
+        // reads it; one that fails is named, and replaced so that the row can be read at all.
+        for (col, probe, replacement) in TASK_TYPED {
+            let sql = format!("SELECT {col} AS v FROM task WHERE id = ?");
+            let read = match probe {
+                Probe::Int => diesel::sql_query(&sql).bind::<BigInt, _>(id).get_result::<ProbeInt>(c).map(|_| ()),
+                Probe::BigInt => diesel::sql_query(&sql).bind::<BigInt, _>(id).get_result::<ProbeBigInt>(c).map(|_| ()),
+                Probe::Time => diesel::sql_query(&sql).bind::<BigInt, _>(id).get_result::<ProbeTime>(c).map(|_| ()),
+            };
+            if let Err(e) = read {
+                let shown: Raw = diesel::sql_query(format!("SELECT CAST({col} AS BLOB) AS raw FROM task WHERE id = ?"))
+                    .bind::<BigInt, _>(id)
+                    .get_result(c)?;
+                let shown = String::from_utf8_lossy(&shown.raw.unwrap_or_default()).into_owned();
+                why.push(format!("`{col}` cannot be read ({e}; it holds {shown:?})"));
+                diesel::sql_query(format!("UPDATE task SET {col} = {replacement} WHERE id = ?"))
+                    .bind::<BigInt, _>(id)
+                    .execute(c)?;
+            }
+        }
+        if why.is_empty() {
+            continue;
+        }
+        let error = format!("{}: write the row again with values of the column's type (docs/sql.md)", why.join("; "));
         failed += diesel::sql_query(
             "UPDATE task SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status = 'pending'",
         )

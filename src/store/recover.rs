@@ -8,7 +8,7 @@
 //! as it was read (owner, epoch, attempt) and on the recovering node's [`Fence`].
 //!
 //! Must never: put back a row its owner may still be running — one claimed under a newer view
-//! than the recovering node's, within [`NEWER_CLAIM_GRACE`] of its claim.
+//! than the recovering node's, within the membership's grace of its claim ([`recover`]).
 
 use crate::domain::TaskStatus;
 use chrono::Utc;
@@ -45,13 +45,22 @@ pub struct Orphan {
 
 /// Running tasks whose owner is not in `live`, or is `me` (the caller tells the rows of its
 /// earlier lives, orphans, from those of its current one, which it recovers only when none of
-/// its executors holds them). Children addressed to another node are left to their parent's
-/// coordinator (it loses or moves them). One statement for both: an idle node's queries per
-/// second are the sum of its periodic reads.
+/// its executors holds them), or is NULL. Children addressed to another node are left to their
+/// parent's coordinator (it loses or moves them) — unless they have no owner at all, which no
+/// coordinator looks at. One statement for all: an idle node's queries per second are the sum
+/// of its periodic reads.
+/// Why NULL apart: `owner_node <> ALL(live)` is NULL, not true, for a NULL owner, so a row
+/// written `running` without an owner was never read and never recovered
+/// (docs/design.md#no-row-stalls).
 pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Vec<Orphan>, StoreError> {
     Ok(task::table
         .filter(task::status.eq(TaskStatus::Running))
-        .filter(task::owner_node.ne_all(live.to_vec()).and(task::target_node.is_null()).or(task::owner_node.eq(me)))
+        .filter(
+            task::owner_node
+                .is_null()
+                .or(task::owner_node.ne_all(live.to_vec()).and(task::target_node.is_null()))
+                .or(task::owner_node.eq(me)),
+        )
         .select((
             task::id,
             task::app_id,
@@ -68,9 +77,21 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
         .load(conn)?)
 }
 
-/// How long [`recover`] leaves alone a row claimed under a view newer than its own: a join's
-/// event reaches every member within this (etcd's watch: milliseconds; a reconnect: seconds).
-pub const NEWER_CLAIM_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+diesel::define_sql_function! {
+    /// `coalesce` of a nullable text with a text.
+    #[sql_name = "coalesce"]
+    fn coalesce_text(x: diesel::sql_types::Nullable<diesel::sql_types::Text>, y: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+diesel::define_sql_function! {
+    /// `coalesce` of a nullable bigint with a bigint.
+    #[sql_name = "coalesce"]
+    fn coalesce_bigint(x: diesel::sql_types::Nullable<diesel::sql_types::BigInt>, y: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt;
+}
+
+/// What stands for a NULL owner or epoch in [`recover`]'s comparison with the claim as read: no
+/// node is named `""` and no epoch is negative, so NULL matches NULL and nothing else.
+const NO_OWNER: &str = "";
+const NO_EPOCH: i64 = -1;
 
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
 /// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
@@ -78,17 +99,20 @@ pub const NEWER_CLAIM_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
 /// is older than the recovering node's session, or past its deadline ([`Fence`]), nor — for
-/// [`NEWER_CLAIM_GRACE`] after its claim — when the row was claimed under a view newer than
-/// `view`: a node with an old list of live members (paused, or only slow to see a join) would
-/// otherwise put back a row that a node which joined meanwhile is running (the rule of
-/// `store::jobs` for moving a child). Past the grace the claim is taken as what it then is —
-/// from a node that never joined this cluster, or from before its etcd was reset (revisions
-/// start again) — and recovered: a permanent rule would leave such a row running for ever.
+/// `grace` after its claim — when the row was claimed under a view newer than `view`: a node
+/// with an old list of live members (paused, or only slow to see a join) would otherwise put
+/// back a row that a node which joined meanwhile is running (the rule of `store::jobs` for
+/// moving a child). Past the grace the claim is taken as what it then is — from a node that
+/// never joined this cluster, or from before its etcd was reset (revisions start again) — and
+/// recovered: a permanent rule would leave such a row running for ever. The caller's grace is
+/// the membership's (the lease TTL on etcd; none for the standalone node, beside which no other
+/// node can be a member). A NULL owner or epoch is compared as NULL, not with `=`, which NULL
+/// never satisfies.
 pub fn recover(
     conn: &mut AnyConnection,
     o: &Orphan,
     reason: &str,
-    (fence, view): (Fence, i64),
+    (fence, view, grace): (Fence, i64, chrono::TimeDelta),
 ) -> Result<Option<&'static str>, StoreError> {
     if !fence.admits(view) {
         return Ok(None);
@@ -98,14 +122,15 @@ pub fn recover(
         task::table
             .filter(task::id.eq(o.id))
             .filter(task::status.eq(TaskStatus::Running))
-            .filter(task::owner_node.eq(o.owner_node.clone()))
-            .filter(task::owner_epoch.eq(o.owner_epoch))
+            .filter(coalesce_text(task::owner_node, NO_OWNER).eq(o.owner_node.clone().unwrap_or_default()))
+            .filter(coalesce_bigint(task::owner_epoch, NO_EPOCH).eq(o.owner_epoch.unwrap_or(NO_EPOCH)))
             .filter(task::attempts.eq(o.attempts))
             .filter(
                 task::owner_epoch
                     .le(view)
+                    .or(task::owner_epoch.is_null())
                     .or(task::claimed_at.is_null())
-                    .or(task::claimed_at.lt(now - NEWER_CLAIM_GRACE)),
+                    .or(task::claimed_at.lt(now - grace)),
             )
             .filter(BeforeDeadline(fence.until))
     };

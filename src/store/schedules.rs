@@ -303,6 +303,9 @@ pub fn fire(
                         routing: s.routing.clone(),
                         timeout_ms: s.timeout_ms,
                         shard_total: s.shard_total,
+                        // Not claimable before its fire time on the database's clock, whatever
+                        // this node's idea of that clock was when it fired (docs/schedules.md).
+                        run_after: Some(r.fire_at),
                         ..Default::default()
                     },
                 )?)
