@@ -20,6 +20,7 @@ use crate::config::{Config, MembershipBackend};
 use crate::dispatch;
 use crate::domain::NodeId;
 use crate::drivers::Registry;
+use crate::membership::settle::SettleRule;
 use crate::membership::{clock, etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
 use crate::store::{DbUrl, PoolOptions, Store};
@@ -89,6 +90,10 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
                 cluster: cfg.membership.cluster.clone(),
                 ttl: Duration::from_secs(cfg.membership.lease_ttl_s),
                 vnodes: cfg.membership.vnodes,
+                settle: SettleRule {
+                    quiet: Duration::from_millis(cfg.membership.settle_ms),
+                    max_wait: Duration::from_millis(cfg.membership.settle_max_ms),
+                },
             };
             etcd::start(me.clone(), opts, weight_rx, metrics.clone(), membership_stop.clone())
         }

@@ -76,8 +76,11 @@ impl Dispatcher {
                     if changed.is_err() {
                         break;
                     }
-                    let epoch = membership.borrow_and_update().view.epoch;
-                    if epoch != self.seen_epoch {
+                    let (epoch, apps) = {
+                        let ms = membership.borrow_and_update();
+                        (ms.view.epoch, ms.app_generation)
+                    };
+                    if epoch != self.seen_epoch || apps != self.seen_app_generation {
                         do_reconcile = true;
                     } else {
                         // A renewed lease or heartbeat changes nothing in the queue (measured:
@@ -375,7 +378,9 @@ impl Dispatcher {
     /// the ring, taking work. (The rows whose placement depends on labels — selectors, traffic
     /// groups, fan-out targets — are left out of the one-statement claim by its SQL.)
     pub(super) fn owns_everything(&self, place: &Placement) -> bool {
-        place.view.members.len() == 1
+        // While the view settles, application commands are placed by another ring than jobs.
+        !place.settling()
+            && place.view.members.len() == 1
             && place.view.members[0].node_id == self.shared.node_id
             && place.view.members[0].weight > 0
     }

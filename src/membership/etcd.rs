@@ -30,6 +30,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::settle::SettleRule;
 use super::view::{parse_member, Applied, MemberRecord, MemberTable};
 use super::{LocalNode, MembershipHandle, MembershipState, Status};
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub struct Options {
     pub ttl: Duration,
     /// Ring points per unit of weight.
     pub vnodes: u32,
+    /// When applications follow a view that adds members ([`super::settle`]).
+    pub settle: SettleRule,
 }
 
 /// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
@@ -59,7 +62,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> MembershipHandle {
-    let (tx, rx) = watch::channel(MembershipState::joining());
+    let (tx, rx) = watch::channel(MembershipState::joining_with(opts.settle));
     let prefix = format!("/{}/members/", opts.cluster);
     let record = MemberRecord {
         addr: me.addr.clone(),
@@ -299,11 +302,13 @@ impl Runner {
             let view = self.table.view(anchor as u64);
             let vnodes = self.opts.vnodes;
             self.tx.send_modify(|s| {
-                s.adopt_view(view, vnodes);
                 if s.status != Status::Joined {
-                    // A new session: work claimed before this anchor belongs to an earlier life.
+                    // A new session: work claimed before this anchor belongs to an earlier life,
+                    // and applications wait for the view to settle.
                     s.joined_epoch = anchor as u64;
+                    s.begin_session(vnodes);
                 }
+                s.adopt_view(view, vnodes);
                 s.status = Status::Joined;
                 s.valid_until = valid_until;
                 s.session = format!("etcd lease {lease_id:x}");
@@ -331,12 +336,17 @@ impl Runner {
                 Some(l) => l.valid_until,
                 None => return End::LostLease("lease dropped".into()),
             };
+            let settle_due = self.tx.borrow().settle.due();
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     return End::LostLease("lease deadline passed without a keep-alive answer".into());
                 }
                 _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = tokio::time::sleep_until(settle_due.unwrap_or(deadline).into()), if settle_due.is_some() => {
+                    let vnodes = self.opts.vnodes;
+                    self.tx.send_if_modified(|s| s.settle_tick(Instant::now(), vnodes));
+                }
                 changed = self.weight.changed(), if self.weight_open => {
                     if changed.is_err() {
                         self.weight_open = false;

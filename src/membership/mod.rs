@@ -19,6 +19,7 @@
 
 pub mod clock;
 pub mod etcd;
+pub mod settle;
 pub mod standalone;
 pub mod view;
 
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ring::{self, Ring};
+use settle::{Settle, SettleRule};
 
 /// One member of the cluster as every node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,8 +87,15 @@ pub struct MembershipState {
     pub status: Status,
     /// The latest view.
     pub view: Arc<View>,
-    /// The ring built from `view` (same epoch).
+    /// The ring built from `view` (same epoch): jobs are placed by it.
     pub ring: Arc<Ring>,
+    /// The ring applications are placed by: `ring` once the view has settled, the members that
+    /// were applied before and are still there meanwhile ([`settle`]).
+    pub app_ring: Arc<Ring>,
+    /// Grows each time `app_ring` changes, so the dispatcher reconciles when it does.
+    pub app_generation: u64,
+    /// Which view changes applications follow at once and which wait ([`settle`]).
+    pub settle: Settle,
     /// A `Joined` node may act only before this instant (its lease or lock deadline).
     pub valid_until: Option<Instant>,
     /// Backend detail for operators: `standalone epoch 3`, `etcd lease 0x…`.
@@ -97,12 +106,20 @@ pub struct MembershipState {
 }
 
 impl MembershipState {
-    /// The state before joining.
+    /// The state before joining, with applications following every view at once.
     pub fn joining() -> Self {
+        Self::joining_with(SettleRule::IMMEDIATE)
+    }
+
+    /// The state before joining, applications following views by `rule`.
+    pub fn joining_with(rule: SettleRule) -> Self {
         Self {
             status: Status::Joining(String::new()),
             view: Arc::new(View::default()),
             ring: Arc::new(Ring::empty()),
+            app_ring: Arc::new(Ring::empty()),
+            app_generation: 0,
+            settle: Settle::new(rule),
             valid_until: None,
             session: String::new(),
             joined_epoch: 0,
@@ -110,25 +127,14 @@ impl MembershipState {
     }
 
     /// Adopt `view`: rebuild the ring from its members and log the change once (members added
-    /// and removed, with `ring.epoch`). Returns false when nothing changed.
+    /// and removed, with `ring.epoch`); the applications' ring follows by the settle rule.
+    /// Returns false when nothing changed.
     pub fn adopt_view(&mut self, view: View, vnodes: u32) -> bool {
         if *self.view == view {
             return false;
         }
         let (added, removed) = view::diff(&self.view, &view);
-        let members = view
-            .members
-            .iter()
-            .map(|m| ring::Member { node_id: m.node_id.clone(), weight: m.weight, labels: m.labels.clone() })
-            .collect();
-        let ring = match Ring::build(view.epoch, members, vnodes) {
-            Ok(r) => r,
-            Err(e) => {
-                // Cannot happen with ids from a map; never act on a ring we could not build.
-                tracing::error!(ring.epoch = view.epoch, error = %e, "cannot build the ring; keeping an empty one");
-                Ring::empty()
-            }
-        };
+        let ring = build_ring(view.epoch, &view.members, vnodes);
         if added.is_empty() && removed.is_empty() {
             tracing::debug!(ring.epoch = view.epoch, "membership epoch advanced; members unchanged");
         } else {
@@ -138,8 +144,46 @@ impl MembershipState {
             );
         }
         self.ring = Arc::new(ring);
+        let applied = self.settle.observe(&view.members, Instant::now());
         self.view = Arc::new(view);
+        self.place_apps(applied, vnodes);
         true
+    }
+
+    /// A new membership session begins: applications are placed among no member until the view
+    /// has settled ([`settle`]).
+    pub fn begin_session(&mut self, vnodes: u32) {
+        self.settle.restart(Instant::now());
+        self.place_apps(true, vnodes);
+    }
+
+    /// Apply the members that waited to settle, when they are due at `now`. True when the
+    /// applications' ring changed.
+    pub fn settle_tick(&mut self, now: Instant, vnodes: u32) -> bool {
+        let changed = self.settle.tick(now);
+        if changed {
+            tracing::info!(
+                ring.epoch = self.view.epoch,
+                members = self.settle.applied().len(),
+                "membership view settled; applications follow it"
+            );
+        }
+        self.place_apps(changed, vnodes);
+        changed
+    }
+
+    /// Rebuild the applications' ring when the applied members `changed` (the view's own ring
+    /// once settled, so both are one).
+    fn place_apps(&mut self, changed: bool, vnodes: u32) {
+        if self.settle.settled() && self.settle.applied() == self.view.members.as_slice() {
+            if !Arc::ptr_eq(&self.app_ring, &self.ring) {
+                self.app_ring = self.ring.clone();
+                self.app_generation += 1;
+            }
+        } else if changed || Arc::ptr_eq(&self.app_ring, &self.ring) {
+            self.app_ring = Arc::new(build_ring(self.view.epoch, self.settle.applied(), vnodes));
+            self.app_generation += 1;
+        }
     }
 
     /// True when this node may claim and act now.
@@ -184,6 +228,22 @@ impl MembershipState {
                 Status::Fenced("membership deadline passed without renewal".into())
             }
             (s, _) => s.clone(),
+        }
+    }
+}
+
+/// The ring of `members` at `epoch`: empty, with an error logged, if it cannot be built.
+fn build_ring(epoch: u64, members: &[Member], vnodes: u32) -> Ring {
+    let members = members
+        .iter()
+        .map(|m| ring::Member { node_id: m.node_id.clone(), weight: m.weight, labels: m.labels.clone() })
+        .collect();
+    match Ring::build(epoch, members, vnodes) {
+        Ok(r) => r,
+        Err(e) => {
+            // Cannot happen with ids from a map; never act on a ring we could not build.
+            tracing::error!(ring.epoch = epoch, error = %e, "cannot build the ring; keeping an empty one");
+            Ring::empty()
         }
     }
 }
