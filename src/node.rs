@@ -85,7 +85,11 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             if store.backend() == crate::store::Backend::Sqlite {
                 tracing::warn!("etcd membership on SQLite: every node must share this one file on one machine; use PostgreSQL for a real cluster");
             }
+            let database = store.run(crate::store::identity::database_id).await?;
+            tracing::info!(database.id = %database, "this node's database");
             let opts = etcd::Options {
+                database: database.0,
+                database_shown: store.url().to_string(),
                 endpoints: cfg.membership.etcd_endpoints.clone(),
                 cluster: cfg.membership.cluster.clone(),
                 ttl: Duration::from_secs(cfg.membership.lease_ttl_s),
@@ -98,6 +102,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             etcd::start(me.clone(), opts, weight_rx, metrics.clone(), membership_stop.clone())
         }
     };
+    tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));
     let dispatch_stop = CancellationToken::new();
     let shared = dispatch::Shared::new(
         store.clone(),

@@ -205,3 +205,79 @@ fn a_node_fenced_in_the_middle_of_a_backlog_loses_no_row() {
     assert!(logs.contains("fenced: aborted all work"), "the resumed node's dispatcher must have fenced:\n{logs}");
     assert_eq!(count(&mut db, "status <> 'succeeded'"), 0, "{logs}");
 }
+
+/// The identity a database was given by its migration.
+fn database_id(url: &str) -> String {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let mut conn = diesel::PgConnection::establish(url).unwrap();
+    diesel::sql_query("SELECT id FROM database_identity").get_result::<Row>(&mut conn).unwrap().id
+}
+
+/// Cluster identity (docs/design.md): a second deployment — its own database — started on the
+/// same etcd with the same (default) cluster name refuses to join, naming both databases; a
+/// record of another deployment that appears later is kept out of the ring with a warning, a
+/// metric, an event and `/readyz` saying why; nothing is ever released to a foreign node.
+#[test]
+fn a_deployment_on_another_database_never_shares_the_ring() {
+    let a = Cluster::new(&["a1", "a2"]);
+    a.converge(&["a1", "a2"]);
+    let values: Vec<String> = (1..=12).map(|i| format!("('app-{i}', 'noop')")).collect();
+    a.sql(&format!("INSERT INTO application (name, driver) VALUES {}", values.join(",")));
+    a.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
+    let on_a = |a: &Cluster| {
+        a.apps().iter().all(|x| x.state == "running" && matches!(x.owner_node.as_deref(), Some("a1" | "a2")))
+    };
+    wait_until(Duration::from_secs(30), "deployment A to run its applications", || on_a(&a));
+
+    // Deployment B: another database, the same etcd and cluster name.
+    let b_db = common::PgDb::create();
+    let b_store = rota::store::Store::connect(
+        &rota::store::DbUrl::parse(&b_db.url).unwrap(),
+        &rota::store::PoolOptions { max_size: 1, connect_timeout: Duration::from_secs(5) },
+    )
+    .unwrap();
+    b_store.migrate().unwrap();
+    let (a_id, b_id) = (database_id(&a.pg.url), database_id(&b_db.url));
+    assert_ne!(a_id, b_id, "each database has its own identity");
+    let dir = tempfile::tempdir().unwrap();
+    let args = common::cluster::serve_args(&b_db.url, &a.endpoint, "b1", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let b1 = Node::start(dir.path(), &args, &common::FAST);
+    let mut body = String::new();
+    wait_until(Duration::from_secs(15), "b1 to refuse the other deployment's cluster", || {
+        let (status, b) = b1.get("/readyz");
+        body = b;
+        status == 503 && body.contains("another deployment")
+    });
+    assert!(body.contains(&a_id) && body.contains(&b_id), "the refusal names both databases: {body}");
+    b1.wait_logged("refusing to join the cluster", Duration::from_secs(5));
+    assert_eq!(view(&b1).unwrap()["self"]["status"], "joining");
+
+    // A record of another deployment appearing later (two deployments starting at once).
+    let record = serde_json::json!({
+        "addr": "127.0.0.1:9", "weight": 1, "started_at": "2026-12-10T00:00:00Z", "instance": "x", "database": b_id,
+    });
+    a.etcd.with_client(async |c| c.put("/rota/members/b2", record.to_string(), None).await.unwrap());
+    for n in a.these(&["a1", "a2"]) {
+        n.wait_logged("ignoring a member of another deployment", Duration::from_secs(10));
+        let (status, body) = n.get("/readyz");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("ignoring member b2") && body.contains(&b_id), "{body}");
+        let (_, metrics) = n.get("/metrics");
+        assert!(metrics.lines().any(|l| l.ends_with("membership_foreign_members 1")), "{metrics}");
+    }
+    a.converge(&["a1", "a2"]);
+    wait_until(Duration::from_secs(10), "an event for the foreign member", || {
+        let (_, events) = a.nodes["a1"].get("/api/v1/events?kind=membership.foreign_member");
+        events.contains("b2") && events.contains(&b_id)
+    });
+    // Nothing was ever released to b1 or b2.
+    assert!(on_a(&a), "{:?}", a.apps());
+    let (_, events) = a.nodes["a1"].get("/api/v1/events?kind=app.released");
+    assert!(!events.contains("\"app.released\""), "no application was released: {events}");
+}

@@ -48,6 +48,10 @@ pub struct Options {
     pub vnodes: u32,
     /// When applications follow a view that adds members ([`super::settle`]).
     pub settle: SettleRule,
+    /// The identity of this node's database (`store::identity`), put in its member record.
+    pub database: String,
+    /// This node's database as shown to people (no password), for the messages that name it.
+    pub database_shown: String,
 }
 
 /// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
@@ -70,7 +74,9 @@ pub fn start(
         weight: me.weight,
         started_at: me.started_at.clone(),
         instance: me.instance.clone(),
+        database: opts.database.clone(),
     };
+    let table = MemberTable::for_database(&opts.database);
     let runner = Runner {
         record,
         weight,
@@ -85,7 +91,8 @@ pub fn start(
         shutdown,
         lease: None,
         last_rev: 0,
-        table: MemberTable::new(),
+        table,
+        refused: String::new(),
     };
     let mut runner = runner;
     runner.encode_record();
@@ -111,6 +118,8 @@ enum End {
     LostLease(String),
     /// Another process holds our node id.
     Held(String),
+    /// Every other member runs on another database: another deployment's cluster.
+    Refused(String),
 }
 
 struct Runner {
@@ -128,6 +137,8 @@ struct Runner {
     lease: Option<Lease>,
     last_rev: i64,
     table: MemberTable,
+    /// The last refusal logged ([`End::Refused`]), so that a retry logs only a new reason.
+    refused: String,
 }
 
 async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
@@ -194,6 +205,21 @@ impl Runner {
                     self.fence(why);
                     need_anchor = true;
                     client = Some(c);
+                }
+                End::Refused(why) => {
+                    if why != self.refused {
+                        tracing::error!(node.id = %self.me.node_id, reason = %why, "refusing to join the cluster");
+                        self.refused = why.clone();
+                    }
+                    self.tx.send_modify(|s| {
+                        if !matches!(s.status, Status::Fenced(_)) {
+                            s.status = Status::Joining(why.clone());
+                        }
+                    });
+                    client = Some(c);
+                    if self.pause(&mut backoff).await {
+                        break;
+                    }
                 }
                 End::Held(why) => {
                     tracing::warn!(node.id = %self.me.node_id, reason = %why, "cannot join yet");
@@ -265,6 +291,12 @@ impl Runner {
 
     async fn session(&mut self, client: &mut Client, need_anchor: &mut bool) -> End {
         let ttl_s = self.opts.ttl.as_secs().max(2) as i64;
+        if self.tx.borrow().status != Status::Joined {
+            if let Err(end) = self.refuse_foreign(client).await {
+                return end;
+            }
+            self.refused.clear();
+        }
         if self.lease.is_none() {
             let sent = Instant::now();
             match call(client.lease_grant(ttl_s, None)).await {
@@ -284,12 +316,10 @@ impl Runner {
                 Ok(r) => r,
                 Err(e) => return End::Retry(format!("reading members failed: {e}")),
             };
-            let mut table = MemberTable::new();
+            let mut table = MemberTable::for_database(&self.opts.database);
             for kv in resp.kvs() {
                 let id = self.node_id_of(kv.key());
-                if let Applied::Rejected(why) = table.put(&id, kv.value()) {
-                    self.rejected(&id, &why);
-                }
+                self.applied(&id, table.put(&id, kv.value()));
             }
             self.table = table;
             self.last_rev = anchor;
@@ -301,7 +331,9 @@ impl Runner {
             let was = self.tx.borrow().status.clone();
             let view = self.table.view(anchor as u64);
             let vnodes = self.opts.vnodes;
+            let foreign = self.foreign();
             self.tx.send_modify(|s| {
+                s.foreign = foreign;
                 if s.status != Status::Joined {
                     // A new session: work claimed before this anchor belongs to an earlier life,
                     // and applications wait for the view to settle.
@@ -393,9 +425,8 @@ impl Runner {
                             let id = self.node_id_of(kv.key());
                             match ev.event_type() {
                                 EventType::Put => {
-                                    if let Applied::Rejected(why) = self.table.put(&id, kv.value()) {
-                                        self.rejected(&id, &why);
-                                    }
+                                    let applied = self.table.put(&id, kv.value());
+                                    self.applied(&id, applied);
                                 }
                                 EventType::Delete => self.table.delete(&id),
                             }
@@ -406,7 +437,11 @@ impl Runner {
                         }
                         let view = self.table.view(self.last_rev as u64);
                         let vnodes = self.opts.vnodes;
-                        self.tx.send_modify(|s| { s.adopt_view(view, vnodes); });
+                        let foreign = self.foreign();
+                        self.tx.send_modify(|s| {
+                            s.foreign = foreign;
+                            s.adopt_view(view, vnodes);
+                        });
                     }
                     Ok(None) => return End::Retry("watch stream closed".into()),
                     Err(e) => return End::Retry(format!("watch stream failed: {e}")),
@@ -468,6 +503,61 @@ impl Runner {
 
     fn node_id_of(&self, key: &[u8]) -> String {
         String::from_utf8_lossy(key).strip_prefix(&self.prefix).unwrap_or_default().to_string()
+    }
+
+    /// Log what a put did when it kept a record out of the view.
+    fn applied(&self, id: &str, applied: Applied) {
+        match applied {
+            Applied::Member => {}
+            Applied::Rejected(why) => self.rejected(id, &why),
+            Applied::Foreign(f) => tracing::warn!(
+                node.id = %self.me.node_id, member.id = %f.node_id, member.addr = %f.addr,
+                member.database = %f.database, database = %self.opts.database,
+                "ignoring a member of another deployment: it runs on another database but registered under this \
+                 cluster's etcd prefix; give each deployment its own --cluster (membership.cluster)"
+            ),
+        }
+    }
+
+    /// The records of other deployments' nodes, as published (and counted by the metric).
+    fn foreign(&self) -> Arc<Vec<super::ForeignMember>> {
+        let foreign = self.table.foreign();
+        self.metrics.foreign_members.set(foreign.len() as i64);
+        Arc::new(foreign)
+    }
+
+    /// Before joining: refuse a cluster whose members all run on another database (another
+    /// deployment's, docs/design.md "Cluster identity"), naming both databases. A prefix with
+    /// members of ours as well is ours; the others' records are ignored.
+    async fn refuse_foreign(&self, client: &mut Client) -> Result<(), End> {
+        let resp = call(client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())))
+            .await
+            .map_err(|e| End::Retry(format!("reading members failed: {e}")))?;
+        let mut table = MemberTable::for_database(&self.opts.database);
+        for kv in resp.kvs() {
+            let id = self.node_id_of(kv.key());
+            if id != self.me.node_id {
+                table.put(&id, kv.value());
+            }
+        }
+        let foreign = table.foreign();
+        if foreign.is_empty() || !table.ids().is_empty() {
+            return Ok(());
+        }
+        let mut by_db: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for f in &foreign {
+            by_db.entry(f.database.as_str()).or_default().push(format!("{} at {}", f.node_id, f.addr));
+        }
+        let theirs: Vec<String> =
+            by_db.iter().map(|(db, nodes)| format!("database {db} (members {})", nodes.join(", "))).collect();
+        Err(End::Refused(format!(
+            "cluster `{}` in etcd ({}) belongs to another deployment: its members run on {}, this node on database              {} ({}). Two deployments must not share a ring: give this one its own --cluster (membership.cluster),              or point it at the database the cluster runs on",
+            self.opts.cluster,
+            self.opts.endpoints.join(","),
+            theirs.join("; "),
+            self.opts.database,
+            self.opts.database_shown,
+        )))
     }
 
     fn rejected(&self, id: &str, why: &str) {

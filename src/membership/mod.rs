@@ -49,6 +49,18 @@ pub struct Member {
     pub started_at: String,
 }
 
+/// A member record under our cluster prefix whose node runs on another database: another
+/// deployment's node, never in our view (docs/design.md, "Cluster identity").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignMember {
+    /// Its node id.
+    pub node_id: String,
+    /// Its HTTP address.
+    pub addr: String,
+    /// The identity of the database it runs on.
+    pub database: String,
+}
+
 /// The cluster at one epoch. Members are sorted by node id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct View {
@@ -96,6 +108,9 @@ pub struct MembershipState {
     pub app_generation: u64,
     /// Which view changes applications follow at once and which wait ([`settle`]).
     pub settle: Settle,
+    /// Records under the cluster prefix of nodes that run on another database: ignored, and
+    /// reported (`/readyz`, a metric, an event).
+    pub foreign: Arc<Vec<ForeignMember>>,
     /// A `Joined` node may act only before this instant (its lease or lock deadline).
     pub valid_until: Option<Instant>,
     /// Backend detail for operators: `standalone epoch 3`, `etcd lease 0x…`.
@@ -120,6 +135,7 @@ impl MembershipState {
             app_ring: Arc::new(Ring::empty()),
             app_generation: 0,
             settle: Settle::new(rule),
+            foreign: Arc::new(Vec::new()),
             valid_until: None,
             session: String::new(),
             joined_epoch: 0,
@@ -269,6 +285,37 @@ impl MembershipHandle {
     pub async fn stopped(self) {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "membership task ended abnormally");
+        }
+    }
+}
+
+/// Record an event each time a member of another deployment appears in the view's records
+/// (`membership.foreign_member`), until the channel closes. Why an event: the warning is in
+/// one node's log, the metric in a dashboard; the event is in the history every admin reads.
+pub async fn record_foreign(store: crate::store::Store, node_id: String, mut rx: watch::Receiver<MembershipState>) {
+    let mut known: Vec<ForeignMember> = Vec::new();
+    loop {
+        let foreign = rx.borrow_and_update().foreign.clone();
+        for f in foreign.iter().filter(|f| !known.contains(f)) {
+            let ev = crate::store::models::NewEvent {
+                kind: "membership.foreign_member".into(),
+                app_id: None,
+                task_id: None,
+                node_id: Some(node_id.clone()),
+                actor: Some("membership".into()),
+                message: format!(
+                    "ignoring member {} at {}: it runs on database {}, not this cluster's; two deployments share                      one etcd prefix, give each its own --cluster",
+                    f.node_id, f.addr, f.database
+                ),
+                data: Some(serde_json::json!({ "member": f }).to_string()),
+            };
+            if let Err(e) = store.run(move |c| crate::store::events::record_event(c, &ev)).await {
+                tracing::warn!(error = %e, "could not record an event");
+            }
+        }
+        known = foreign.to_vec();
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
