@@ -72,6 +72,9 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let metrics = Arc::new(Metrics::new());
     let membership_stop = CancellationToken::new();
     let (weight_tx, weight_rx) = tokio::sync::watch::channel(cfg.membership.weight);
+    // The dispatcher says whether it acts; membership waits for it to stop before it leaves
+    // the ring over the database's health (membership::health).
+    let (acting_tx, acting_rx) = tokio::sync::watch::channel(false);
     let membership = match cfg.membership.backend {
         MembershipBackend::Standalone => {
             let opts = standalone::Options {
@@ -99,7 +102,15 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
                     max_wait: Duration::from_millis(cfg.membership.settle_max_ms),
                 },
             };
-            etcd::start(me.clone(), opts, weight_rx, metrics.clone(), membership_stop.clone())
+            let (hold_tx, hold_rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(crate::membership::health::watch_database(
+                store.clone(),
+                Duration::from_millis(cfg.membership.database_outage_ms),
+                hold_tx,
+                membership_stop.clone(),
+            ));
+            let health = etcd::Health { hold: hold_rx, acting: acting_rx };
+            etcd::start(me.clone(), opts, weight_rx, health, metrics.clone(), membership_stop.clone())
         }
     };
     tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));
@@ -111,6 +122,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         membership.subscribe(),
         cfg.dispatch.clone(),
         metrics.clone(),
+        acting_tx,
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();

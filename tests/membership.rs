@@ -281,3 +281,93 @@ fn a_deployment_on_another_database_never_shares_the_ring() {
     let (_, events) = a.nodes["a1"].get("/api/v1/events?kind=app.released");
     assert!(!events.contains("\"app.released\""), "no application was released: {events}");
 }
+
+/// The live processes (pid, node) each application's starts recorded in `dir`.
+fn live_processes(dir: &std::path::Path, apps: i64) -> Vec<Vec<(i32, String)>> {
+    let alive = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    (1..=apps)
+        .map(|i| {
+            let text = std::fs::read_to_string(dir.join(format!("starts-{i}"))).unwrap_or_default();
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter_map(|(node, pid)| pid.trim().parse::<i32>().ok().map(|p| (p, node.to_string())))
+                .filter(|(p, _)| alive(*p))
+                .collect()
+        })
+        .collect()
+}
+
+/// Health-gated membership (docs/design.md): a node whose database connection is cut while etcd
+/// answers leaves the ring within the configured bound — its processes stopped first — so its
+/// applications run on the others; it joins again when the database answers.
+#[test]
+fn a_node_that_loses_its_database_leaves_the_ring_and_comes_back() {
+    let mut c = Cluster::new(&["n1", "n2"]);
+    // n3 reaches PostgreSQL through a proxy the test cuts; etcd directly.
+    let admin = common::pg_admin_url();
+    let pg_addr = admin.split_once('@').unwrap().1.split_once('/').unwrap().0.to_string();
+    let proxy = Proxy::start(pg_addr.clone());
+    let n3_url = c.pg.url.replace(&pg_addr, &format!("127.0.0.1:{}", proxy.port));
+    let dir = tempfile::tempdir().unwrap();
+    let args = common::cluster::serve_args(&n3_url, &c.endpoint.clone(), "n3", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env: Vec<(&str, &str)> =
+        common::FAST.iter().copied().chain([("ROTA__MEMBERSHIP__DATABASE_OUTAGE_MS", "3000")]).collect();
+    let n3 = Node::start(dir.path(), &args, &env);
+    c.nodes.insert("n3".into(), n3);
+    c.converge(&["n1", "n2", "n3"]);
+
+    let marks = tempfile::tempdir().unwrap();
+    let apps = 12;
+    let rows: Vec<String> = (1..=apps)
+        .map(|i| {
+            let spec = serde_json::json!({
+                "command": ["sh", "-c", "echo \"$ROTA_NODE_ID $$\" >> \"$DIR/starts-$APP\"; exec sleep 300"],
+                "env": { "DIR": marks.path().to_str().unwrap(), "APP": i.to_string() },
+            });
+            format!("({i}, 'w-{i}', 'process', '{spec}')")
+        })
+        .collect();
+    c.sql(&format!("INSERT INTO application (id, name, driver, spec) VALUES {}", rows.join(",")));
+    c.sql("INSERT INTO task (app_id, action) SELECT id, 'start' FROM application");
+    let running_on = |c: &Cluster, nodes: &[&str]| {
+        let live = live_processes(marks.path(), apps);
+        c.apps().iter().all(|a| a.state == "running" && a.owner_node.as_deref().is_some_and(|o| nodes.contains(&o)))
+            && live.iter().all(|l| l.len() == 1 && nodes.contains(&l[0].1.as_str()))
+    };
+    wait_until(Duration::from_secs(30), "every application running", || running_on(&c, &["n1", "n2", "n3"]));
+    let on_n3: Vec<i64> = c.apps().iter().filter(|a| a.owner_node.as_deref() == Some("n3")).map(|a| a.id).collect();
+    assert!(!on_n3.is_empty(), "n3 runs a share");
+
+    proxy.cut();
+    let t0 = Instant::now();
+    // Never two live processes of one application, while n3 leaves and its share moves.
+    let mut left = None;
+    wait_until(Duration::from_secs(30), "n3's share to run on n1 and n2", || {
+        let live = live_processes(marks.path(), apps);
+        assert!(live.iter().all(|l| l.len() <= 1), "two live processes of one application: {live:?}");
+        if left.is_none() && common::cluster::sees(&c.nodes["n1"], &["n1", "n2"]) {
+            left = Some(t0.elapsed());
+        }
+        left.is_some() && running_on(&c, &["n1", "n2"])
+    });
+    let left = left.unwrap();
+    eprintln!("measured: n3 out of n1's view {left:?} after its database connection was cut (bound 3 s)");
+    assert!(
+        (Duration::from_secs(3)..Duration::from_secs(6)).contains(&left),
+        "n3 left after the bound (3 s), within a little more: {left:?}"
+    );
+    let (status, body) = c.nodes["n3"].get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("out of the ring") && body.contains("database has not answered"), "{body}");
+    c.nodes["n3"].wait_logged("left the ring (lease revoked)", Duration::from_secs(5));
+
+    proxy.restore();
+    c.converge(&["n1", "n2", "n3"]);
+    wait_until(Duration::from_secs(30), "n3 to run its share again", || {
+        let live = live_processes(marks.path(), apps);
+        assert!(live.iter().all(|l| l.len() <= 1), "two live processes of one application: {live:?}");
+        running_on(&c, &["n1", "n2", "n3"])
+            && c.apps().iter().filter(|a| a.owner_node.as_deref() == Some("n3")).count() == on_n3.len()
+    });
+}

@@ -533,6 +533,7 @@ mod tests {
             watched,
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
+            watch::channel(false).0,
         );
         let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store

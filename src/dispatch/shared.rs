@@ -54,6 +54,9 @@ pub struct Shared {
     pub(super) act_by: ActBy,
     /// Changes of schedules and traffic policies announced by the database ([`wake::listen`]).
     pub config: Arc<watch::Sender<wake::Config>>,
+    /// True while the dispatcher acts; false once it has stopped every actor and supervised
+    /// process (membership leaves the ring only then: `membership::health`).
+    pub acting: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -65,6 +68,7 @@ impl Shared {
         membership: watch::Receiver<MembershipState>,
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
+        acting: watch::Sender<bool>,
     ) -> Arc<Shared> {
         let wake = Arc::new(Notify::new());
         let completer = complete::Completer::spawn(
@@ -95,6 +99,7 @@ impl Shared {
             held,
             act_by,
             config: Arc::new(watch::channel(wake::Config::default()).0),
+            acting,
         })
     }
 

@@ -54,6 +54,15 @@ pub struct Options {
     pub database_shown: String,
 }
 
+/// What the backend needs to leave the ring over the database's health ([`super::health`]).
+pub struct Health {
+    /// The reason to stay out of the ring; None while the database answers.
+    pub hold: watch::Receiver<Option<String>>,
+    /// True while the dispatcher acts; false once it has stopped every actor and supervised
+    /// process.
+    pub acting: watch::Receiver<bool>,
+}
+
 /// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
 /// reports `Joining` with the reason (so `/readyz` says why).
 ///
@@ -63,6 +72,7 @@ pub fn start(
     me: LocalNode,
     opts: Options,
     weight: watch::Receiver<u32>,
+    health: Health,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> MembershipHandle {
@@ -81,6 +91,9 @@ pub fn start(
         record,
         weight,
         weight_open: true,
+        hold: health.hold,
+        hold_open: true,
+        acting: health.acting,
         key: format!("{prefix}{}", me.node_id),
         value: Vec::new(),
         prefix,
@@ -120,12 +133,18 @@ enum End {
     Held(String),
     /// Every other member runs on another database: another deployment's cluster.
     Refused(String),
+    /// The database has not answered for too long and the dispatcher has stopped acting:
+    /// revoke the lease and stay out until it answers ([`super::health`]).
+    Out(String),
 }
 
 struct Runner {
     record: MemberRecord,
     weight: watch::Receiver<u32>,
     weight_open: bool,
+    hold: watch::Receiver<Option<String>>,
+    hold_open: bool,
+    acting: watch::Receiver<bool>,
     me: LocalNode,
     opts: Options,
     metrics: Arc<Metrics>,
@@ -165,6 +184,13 @@ impl Runner {
             }
             if self.lease.as_ref().is_some_and(|l| Instant::now() >= l.valid_until) {
                 self.fence("lease deadline passed without a keep-alive answer".into());
+                need_anchor = true;
+            }
+            if self.tx.borrow().status != Status::Joined && self.hold.borrow().is_some() {
+                // Not a member, and the database does not answer: join only once it does.
+                if self.stay_out(None).await {
+                    break;
+                }
                 need_anchor = true;
             }
             let c = match client.take() {
@@ -221,6 +247,14 @@ impl Runner {
                         break;
                     }
                 }
+                End::Out(why) => {
+                    self.revoke(&mut c).await;
+                    need_anchor = true;
+                    client = Some(c);
+                    if self.stay_out(Some(why)).await {
+                        break;
+                    }
+                }
                 End::Held(why) => {
                     tracing::warn!(node.id = %self.me.node_id, reason = %why, "cannot join yet");
                     self.tx.send_modify(|s| {
@@ -239,6 +273,39 @@ impl Runner {
             }
         }
         self.leave(client).await;
+    }
+
+    /// Out of the ring (`Joining`, with the hold's reason) until the hold lifts; true when
+    /// shutdown came first.
+    async fn stay_out(&mut self, why: Option<String>) -> bool {
+        let why = why.or_else(|| self.hold.borrow().clone()).unwrap_or_default();
+        let reason = format!("out of the ring: {why}; joins again when the database answers");
+        self.tx.send_modify(|s| {
+            s.status = Status::Joining(reason.clone());
+            s.valid_until = None;
+        });
+        let lifted = tokio::select! {
+            _ = self.shutdown.cancelled() => return true,
+            lifted = self.hold.wait_for(|h| h.is_none()) => lifted.is_ok(),
+        };
+        if !lifted {
+            // The health watch is gone (shutting down): nothing will lift the hold.
+            self.shutdown.cancelled().await;
+            return true;
+        }
+        tracing::info!(node.id = %self.me.node_id, "the database answers again; joining the ring with a new lease");
+        false
+    }
+
+    /// Revoke our lease now (leaving the ring at once); it expires by itself if etcd does not
+    /// answer.
+    async fn revoke(&mut self, client: &mut Client) {
+        let Some(lease) = self.lease.take() else { return };
+        match call(client.lease_revoke(lease.id)).await {
+            Ok(_) => tracing::warn!(node.id = %self.me.node_id, "left the ring (lease revoked)"),
+            Err(e) => tracing::warn!(node.id = %self.me.node_id, error = %e,
+                "could not revoke the lease; it expires by itself within the TTL"),
+        }
     }
 
     /// Sleep `backoff` (doubling up to 2 s); true when shutdown came first.
@@ -363,12 +430,15 @@ impl Runner {
         let mut ticker = tokio::time::interval(self.opts.ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
+        // The hold's reason, once the dispatcher was told to stop acting before we leave.
+        let mut leaving: Option<String> = None;
         loop {
             let deadline = match &self.lease {
                 Some(l) => l.valid_until,
                 None => return End::LostLease("lease dropped".into()),
             };
             let settle_due = self.tx.borrow().settle.due();
+            let mut acting = self.acting.clone();
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -378,6 +448,30 @@ impl Runner {
                 _ = tokio::time::sleep_until(settle_due.unwrap_or(deadline).into()), if settle_due.is_some() => {
                     let vnodes = self.opts.vnodes;
                     self.tx.send_if_modified(|s| s.settle_tick(Instant::now(), vnodes));
+                }
+                changed = self.hold.changed(), if self.hold_open && leaving.is_none() => {
+                    if changed.is_err() {
+                        self.hold_open = false;
+                        continue;
+                    }
+                    let Some(why) = self.hold.borrow_and_update().clone() else { continue };
+                    // Stop acting first (the dispatcher stops every actor and process), keep the
+                    // lease alive meanwhile, and revoke it only then: the others must not start
+                    // what this node still runs (docs/design.md, "Health-gated membership").
+                    tracing::error!(node.id = %self.me.node_id, reason = %why,
+                        "stopping every application here before leaving the ring");
+                    self.tx.send_modify(|s| {
+                        s.status = Status::Fenced(format!("leaving the ring: {why}"));
+                        s.valid_until = None;
+                    });
+                    leaving = Some(why);
+                }
+                stopped = async { acting.wait_for(|acting| !acting).await.map(|_| ()) }, if leaving.is_some() => {
+                    if stopped.is_err() {
+                        // No dispatcher (shutting down): nothing runs here any more.
+                        tracing::debug!("the dispatcher is gone");
+                    }
+                    return End::Out(leaving.take().unwrap_or_default());
                 }
                 changed = self.weight.changed(), if self.weight_open => {
                     if changed.is_err() {

@@ -19,6 +19,7 @@
 
 pub mod clock;
 pub mod etcd;
+pub mod health;
 pub mod settle;
 pub mod standalone;
 pub mod view;
