@@ -232,6 +232,14 @@ pub struct MembershipConfig {
     pub vnodes: u32,
     /// Address other nodes and clients reach this node at; empty means the bound listen address.
     pub advertise_addr: String,
+    /// etcd: a view that adds members places applications once no member change has been seen
+    /// for this many milliseconds (docs/design.md, "Settled cold start").
+    pub settle_ms: u64,
+    /// etcd: … or at the latest this many milliseconds after the first change still waiting.
+    pub settle_max_ms: u64,
+    /// etcd: a node whose database has not answered for this many milliseconds leaves the ring
+    /// until it answers again (docs/design.md, "Health-gated membership").
+    pub database_outage_ms: u64,
 }
 
 impl Default for MembershipConfig {
@@ -247,6 +255,9 @@ impl Default for MembershipConfig {
             weight: 1,
             vnodes: 1024,
             advertise_addr: String::new(),
+            settle_ms: 2_000,
+            settle_max_ms: 10_000,
+            database_outage_ms: 10_000,
         }
     }
 }
@@ -471,6 +482,21 @@ impl Config {
         }
         if m.vnodes == 0 {
             return Err(invalid("membership.vnodes", "must be at least 1"));
+        }
+        if m.settle_max_ms < m.settle_ms {
+            return Err(invalid(
+                "membership.settle_max_ms",
+                format!("must be at least membership.settle_ms ({} ms), got {} ms", m.settle_ms, m.settle_max_ms),
+            ));
+        }
+        if m.database_outage_ms < 1_000 {
+            return Err(invalid(
+                "membership.database_outage_ms",
+                format!(
+                    "must be at least 1000 ms (a node would leave the ring over a slow query), got {} ms",
+                    m.database_outage_ms
+                ),
+            ));
         }
         if !m.advertise_addr.is_empty() {
             m.advertise_addr.parse::<SocketAddr>().map_err(|e| {

@@ -56,6 +56,10 @@ pub struct Metrics {
     /// configuration changes arrive); 0 on SQLite, with `listen_notify = false`, or while it
     /// reconnects (the poll interval and the 5 s re-reads cover the gap).
     pub notify_listening: Gauge,
+    /// Member records under this cluster's etcd prefix whose nodes run on another database:
+    /// another deployment sharing the etcd and cluster name, ignored (docs/design.md, "Cluster
+    /// identity"). Anything but 0 needs a person: give each deployment its own `--cluster`.
+    pub foreign_members: Gauge,
 }
 
 impl Metrics {
@@ -81,6 +85,7 @@ impl Metrics {
             owned_applications: Gauge::default(),
             tasks_held: Gauge::default(),
             notify_listening: Gauge::default(),
+            foreign_members: Gauge::default(),
             rows_read: Counter::default(),
             registry: Registry::default(),
         };
@@ -116,6 +121,11 @@ impl Metrics {
             "notify_listening",
             "1 while the LISTEN connection for wake-ups and configuration changes is subscribed",
             m.notify_listening.clone(),
+        );
+        registry.register(
+            "membership_foreign_members",
+            "Member records in this cluster's etcd prefix from nodes on another database (ignored)",
+            m.foreign_members.clone(),
         );
         registry.register(
             "dispatch_rows_read",

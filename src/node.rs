@@ -20,6 +20,7 @@ use crate::config::{Config, MembershipBackend};
 use crate::dispatch;
 use crate::domain::NodeId;
 use crate::drivers::Registry;
+use crate::membership::settle::SettleRule;
 use crate::membership::{clock, etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
 use crate::store::{DbUrl, PoolOptions, Store};
@@ -73,6 +74,9 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let metrics = Arc::new(Metrics::new());
     let membership_stop = CancellationToken::new();
     let (weight_tx, weight_rx) = tokio::sync::watch::channel(cfg.membership.weight);
+    // The dispatcher says whether it acts; membership waits for it to stop before it leaves
+    // the ring over the database's health (membership::health).
+    let (acting_tx, acting_rx) = tokio::sync::watch::channel(false);
     let membership = match cfg.membership.backend {
         MembershipBackend::Standalone => {
             let opts = standalone::Options {
@@ -86,15 +90,32 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             if store.backend() == crate::store::Backend::Sqlite {
                 tracing::warn!("etcd membership on SQLite: every node must share this one file on one machine; use PostgreSQL for a real cluster");
             }
+            let database = store.run(crate::store::identity::database_id).await?;
+            tracing::info!(database.id = %database, "this node's database");
             let opts = etcd::Options {
+                database: database.0,
+                database_shown: store.url().to_string(),
                 endpoints: cfg.membership.etcd_endpoints.clone(),
                 cluster: cfg.membership.cluster.clone(),
                 ttl: Duration::from_secs(cfg.membership.lease_ttl_s),
                 vnodes: cfg.membership.vnodes,
+                settle: SettleRule {
+                    quiet: Duration::from_millis(cfg.membership.settle_ms),
+                    max_wait: Duration::from_millis(cfg.membership.settle_max_ms),
+                },
             };
-            etcd::start(me.clone(), opts, weight_rx, metrics.clone(), membership_stop.clone())
+            let (hold_tx, hold_rx) = tokio::sync::watch::channel(None);
+            tokio::spawn(crate::membership::health::watch_database(
+                store.clone(),
+                Duration::from_millis(cfg.membership.database_outage_ms),
+                hold_tx,
+                membership_stop.clone(),
+            ));
+            let health = etcd::Health { hold: hold_rx, acting: acting_rx };
+            etcd::start(me.clone(), opts, weight_rx, health, metrics.clone(), membership_stop.clone())
         }
     };
+    tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));
     let dispatch_stop = CancellationToken::new();
     let shared = dispatch::Shared::new(
         store.clone(),
@@ -107,6 +128,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
             MembershipBackend::Standalone => Duration::ZERO,
             MembershipBackend::Etcd => Duration::from_secs(cfg.membership.lease_ttl_s),
         },
+        acting_tx,
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();

@@ -3,6 +3,12 @@
 //! `/livez` answers 200 while the process serves HTTP at all. `/readyz` answers 200 only when the
 //! database answers and this node is a member that may act; otherwise 503 with every failing
 //! check and its reason, so a load balancer stops sending work and a person sees why.
+//!
+//! Members of another deployment seen under this cluster's etcd prefix (docs/design.md,
+//! "Cluster identity") are named in `warnings` and in the `cluster` check without making the node
+//! unready: it places nothing on them and serves its own deployment correctly, and both
+//! deployments going unready over a shared name would be an outage of both. A node that refuses
+//! to join such a cluster is not a member, so it is unready with the refusal as its reason.
 
 use std::time::Instant;
 
@@ -40,11 +46,24 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         reasons.push(format!("membership: {text}"));
         json!({ "ok": false, "status": status, "error": text })
     };
+    let warnings: Vec<String> = m
+        .foreign
+        .iter()
+        .map(|f| {
+            format!(
+                "ignoring member {} at {}: it runs on database {}, another deployment's, under this cluster's \
+                 etcd prefix; give each deployment its own --cluster",
+                f.node_id, f.addr, f.database
+            )
+        })
+        .collect();
+    let cluster = json!({ "ok": true, "foreign_members": *m.foreign });
     let body = json!({
         "status": if reasons.is_empty() { "ready" } else { "unavailable" },
         "node_id": state.node_id,
         "reason": reasons.join("; "),
-        "checks": { "database": database, "membership": membership },
+        "warnings": warnings,
+        "checks": { "database": database, "membership": membership, "cluster": cluster },
     });
     if reasons.is_empty() {
         HttpResponse::Ok().json(body)

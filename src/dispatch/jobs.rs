@@ -552,6 +552,7 @@ mod tests {
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
             Duration::ZERO,
+            watch::channel(false).0,
         );
         let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store

@@ -118,6 +118,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
         unplaced_logged: (0, 0),
         fenced: true,
         seen_epoch: 0,
+        seen_app_generation: 0,
     };
     d.run(shutdown).await;
     listener_stop.cancel();
@@ -161,4 +162,6 @@ struct Dispatcher {
     unplaced_logged: (u64, usize),
     fenced: bool,
     seen_epoch: u64,
+    /// The applications' ring last reconciled ([`crate::membership::MembershipState::app_generation`]).
+    seen_app_generation: u64,
 }

@@ -33,8 +33,11 @@ pub struct AppPlace {
 pub struct Placement {
     /// This node.
     pub me: String,
-    /// The ring.
+    /// The ring: jobs are placed by it.
     pub ring: Arc<Ring>,
+    /// The ring applications (and their commands) are placed by: the view's once it has
+    /// settled ([`crate::membership::settle`]).
+    pub app_ring: Arc<Ring>,
     /// The view the ring was built from.
     pub view: Arc<View>,
     /// Applications by id.
@@ -51,7 +54,14 @@ impl Placement {
         apps: Arc<HashMap<i64, AppPlace>>,
         policies: Arc<HashMap<String, Policy>>,
     ) -> Self {
-        Placement { me: me.to_string(), ring: ms.ring.clone(), view: ms.view.clone(), apps, policies }
+        Placement {
+            me: me.to_string(),
+            ring: ms.ring.clone(),
+            app_ring: ms.app_ring.clone(),
+            view: ms.view.clone(),
+            apps,
+            policies,
+        }
     }
 
     /// True when some live member that takes work (weight > 0) has `label = value`.
@@ -110,9 +120,25 @@ impl Placement {
         m.map(|m| m.node_id.as_str())
     }
 
+    /// The owner of application `app_id` (on the applications' ring), if any member matches.
+    pub fn app_owner(&self, app_id: i64) -> Option<&str> {
+        let (key, selector) = (app_id.to_string(), self.app_selector(app_id));
+        let m = if selector.is_empty() {
+            self.app_ring.owner(key.as_bytes())
+        } else {
+            self.app_ring.owner_matching(key.as_bytes(), &selector)
+        };
+        m.map(|m| m.node_id.as_str())
+    }
+
+    /// True while applications are not yet placed by the view's ring (it has not settled).
+    pub fn settling(&self) -> bool {
+        !Arc::ptr_eq(&self.ring, &self.app_ring)
+    }
+
     /// Does this node own an application?
     pub fn owns_app(&self, app_id: i64) -> bool {
-        self.owner_of(&app_id.to_string(), &self.app_selector(app_id)) == Some(self.me.as_str())
+        self.app_owner(app_id) == Some(self.me.as_str())
     }
 
     /// Does this node own the row (claim it, or recover it when its owner left)?
@@ -143,7 +169,7 @@ impl Placement {
                     _ => self.owner_of(&id.to_string(), &Selector::new()),
                 }
             }
-            (_, Some(app)) => self.owner_of(&app.to_string(), &self.app_selector(app)),
+            (_, Some(app)) => self.app_owner(app),
             (_, None) => self.owner_of(&id.to_string(), &Selector::new()),
         };
         owner == Some(self.me.as_str())

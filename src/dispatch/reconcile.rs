@@ -27,6 +27,7 @@ impl Dispatcher {
         let ms = self.shared.snapshot();
         let moved = ms.view.epoch != self.seen_epoch;
         self.seen_epoch = ms.view.epoch;
+        self.seen_app_generation = ms.app_generation;
         if moved {
             self.place_anew().await;
         }
@@ -76,8 +77,7 @@ impl Dispatcher {
                 let place = self.placement();
                 let mut unplaced = Vec::new();
                 for AppOwner { id, owner, .. } in rows {
-                    let selector = place.app_selector(id);
-                    if place.owner_of(&id.to_string(), &selector).is_none() {
+                    if place.app_owner(id).is_none() && !place.settling() {
                         unplaced.push(id);
                     }
                     if place.owns_app(id) {

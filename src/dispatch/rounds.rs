@@ -27,6 +27,16 @@ use crate::store::StoreError;
 /// a drain): a database that does not answer must not hold up a stop or a view change.
 pub(super) const STOP_CLAIM_WITHIN: Duration = Duration::from_secs(10);
 
+/// What a wake-up of the loop asks for.
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    reconcile: bool,
+    policies: bool,
+    round: bool,
+    /// Woken only because applications finished commands: claim their next ones.
+    turns_only: bool,
+}
+
 impl Dispatcher {
     pub(super) async fn run(&mut self, shutdown: CancellationToken) {
         let mut poll = tokio::time::interval(Duration::from_millis(self.shared.cfg.poll_interval_ms));
@@ -76,8 +86,11 @@ impl Dispatcher {
                     if changed.is_err() {
                         break;
                     }
-                    let epoch = membership.borrow_and_update().view.epoch;
-                    if epoch != self.seen_epoch {
+                    let (epoch, apps) = {
+                        let ms = membership.borrow_and_update();
+                        (ms.view.epoch, ms.app_generation)
+                    };
+                    if epoch != self.seen_epoch || apps != self.seen_app_generation {
                         do_reconcile = true;
                     } else {
                         // A renewed lease or heartbeat changes nothing in the queue (measured:
@@ -108,48 +121,69 @@ impl Dispatcher {
             }
             if self.fenced {
                 self.fenced = false;
+                self.shared.acting.send_replace(true);
                 do_reconcile = true;
                 do_round = true;
                 tracing::info!(node.id = %self.shared.node_id, "dispatcher is acting");
             }
-            if do_reconcile {
-                self.reconcile().await;
-            } else if do_policies {
-                self.placement_changed().await;
-            }
-            // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
-            // the other events (membership, shutdown) and come straight back.
-            // An event that reads nothing (a finished job, a heartbeat) leaves `more` as it was:
-            // clearing it stalled a backlog until the next poll tick.
-            if do_round && turns_only && self.takes_turns() {
-                if let Err(e) = self.turn_round().await {
-                    tracing::warn!(error = %e, "claiming the next commands of applications failed");
-                    // A full round looks at every application's head.
-                    more = true;
-                }
-            } else if do_round {
-                if !self.takes_turns() {
-                    // A full round looks at every application's head.
-                    self.shared.take_turns(usize::MAX);
-                }
-                more = false;
-                for i in 0..64 {
-                    match self.round().await {
-                        Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => more = i == 63,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "dispatch round failed");
-                            self.fail_unreadable(&e).await;
-                            break;
-                        }
-                    }
-                }
-            }
-            if !self.gathering.is_empty() && self.last_gather.elapsed() >= Duration::from_millis(200) {
-                self.gather().await;
+            // The work of this wake-up gives way the moment membership says stop: a round waiting
+            // for an unreachable database (up to its connection timeout per statement) must not
+            // hold up stopping every process, which leaving the ring waits for
+            // (docs/design.md, "Health-gated membership"). What it claimed stays claimed at this
+            // epoch, recovered like the rows of aborted jobs.
+            let mut stop = self.shared.membership.clone();
+            let work = Work { reconcile: do_reconcile, policies: do_policies, round: do_round, turns_only };
+            let stopped = tokio::select! {
+                biased;
+                _ = stop.wait_for(|m| !m.may_act(Instant::now())) => true,
+                _ = self.work(work, &mut more, &shutdown) => false,
+            };
+            if stopped {
+                self.stop_at_once().await;
             }
         }
         self.stop_gracefully().await;
+    }
+
+    /// What one wake-up of the loop does, once it may act ([`Work`]).
+    async fn work(&mut self, work: Work, more: &mut bool, shutdown: &CancellationToken) {
+        let Work { reconcile: do_reconcile, policies: do_policies, round: do_round, turns_only } = work;
+        if do_reconcile {
+            self.reconcile().await;
+        } else if do_policies {
+            self.placement_changed().await;
+        }
+        // Drain a backlog: keep reading while rounds come back full; after 64 rounds look at
+        // the other events (membership, shutdown) and come straight back.
+        // An event that reads nothing (a finished job, a heartbeat) leaves `more` as it was:
+        // clearing it stalled a backlog until the next poll tick.
+        if do_round && turns_only && self.takes_turns() {
+            if let Err(e) = self.turn_round().await {
+                tracing::warn!(error = %e, "claiming the next commands of applications failed");
+                // A full round looks at every application's head.
+                *more = true;
+            }
+        } else if do_round {
+            if !self.takes_turns() {
+                // A full round looks at every application's head.
+                self.shared.take_turns(usize::MAX);
+            }
+            *more = false;
+            for i in 0..64 {
+                match self.round().await {
+                    Ok(true) if self.shared.may_act() && !shutdown.is_cancelled() => *more = i == 63,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch round failed");
+                        self.fail_unreadable(&e).await;
+                        break;
+                    }
+                }
+            }
+        }
+        if !self.gathering.is_empty() && self.last_gather.elapsed() >= Duration::from_millis(200) {
+            self.gather().await;
+        }
     }
 
     pub(super) fn placement(&self) -> Placement {
@@ -382,7 +416,9 @@ impl Dispatcher {
     /// the ring, taking work. (The rows whose placement depends on labels — selectors, traffic
     /// groups, fan-out targets — are left out of the one-statement claim by its SQL.)
     pub(super) fn owns_everything(&self, place: &Placement) -> bool {
-        place.view.members.len() == 1
+        // While the view settles, application commands are placed by another ring than jobs.
+        !place.settling()
+            && place.view.members.len() == 1
             && place.view.members[0].node_id == self.shared.node_id
             && place.view.members[0].weight > 0
     }
@@ -431,6 +467,7 @@ impl Dispatcher {
         self.gathering.clear();
         self.maintenance.fenced();
         self.shared.drivers.shutdown_within(Duration::from_secs(30)).await;
+        self.shared.acting.send_replace(false);
         tracing::error!(node.id = %self.shared.node_id, actors = n, "fenced: aborted all work and stopped supervised processes");
     }
 

@@ -59,6 +59,9 @@ pub struct Shared {
     /// recovered (`store::recover::recover`): the lease TTL on etcd (a member sees a join
     /// within it), none for the standalone node (no other node can be a member beside it).
     pub(super) newer_claim_grace: Duration,
+    /// True while the dispatcher acts; false once it has stopped every actor and supervised
+    /// process (membership leaves the ring only then: `membership::health`).
+    pub acting: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -71,6 +74,7 @@ impl Shared {
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
         newer_claim_grace: Duration,
+        acting: watch::Sender<bool>,
     ) -> Arc<Shared> {
         let wake = Arc::new(Notify::new());
         let completer = complete::Completer::spawn(
@@ -102,6 +106,7 @@ impl Shared {
             act_by,
             config: Arc::new(watch::channel(wake::Config::default()).0),
             newer_claim_grace,
+            acting,
         })
     }
 

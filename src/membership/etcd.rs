@@ -30,6 +30,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::settle::SettleRule;
 use super::view::{parse_member, Applied, MemberRecord, MemberTable};
 use super::{LocalNode, MembershipHandle, MembershipState, Status};
 use crate::metrics::Metrics;
@@ -45,6 +46,21 @@ pub struct Options {
     pub ttl: Duration,
     /// Ring points per unit of weight.
     pub vnodes: u32,
+    /// When applications follow a view that adds members ([`super::settle`]).
+    pub settle: SettleRule,
+    /// The identity of this node's database (`store::identity`), put in its member record.
+    pub database: String,
+    /// This node's database as shown to people (no password), for the messages that name it.
+    pub database_shown: String,
+}
+
+/// What the backend needs to leave the ring over the database's health ([`super::health`]).
+pub struct Health {
+    /// The reason to stay out of the ring; None while the database answers.
+    pub hold: watch::Receiver<Option<String>>,
+    /// True while the dispatcher acts; false once it has stopped every actor and supervised
+    /// process.
+    pub acting: watch::Receiver<bool>,
 }
 
 /// Start the backend. It never fails: an unreachable etcd is retried with backoff while the node
@@ -56,10 +72,11 @@ pub fn start(
     me: LocalNode,
     opts: Options,
     weight: watch::Receiver<u32>,
+    health: Health,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> MembershipHandle {
-    let (tx, rx) = watch::channel(MembershipState::joining());
+    let (tx, rx) = watch::channel(MembershipState::joining_with(opts.settle));
     let prefix = format!("/{}/members/", opts.cluster);
     let record = MemberRecord {
         addr: me.addr.clone(),
@@ -67,11 +84,16 @@ pub fn start(
         weight: me.weight,
         started_at: me.started_at.clone(),
         instance: me.instance.clone(),
+        database: opts.database.clone(),
     };
+    let table = MemberTable::for_database(&opts.database);
     let runner = Runner {
         record,
         weight,
         weight_open: true,
+        hold: health.hold,
+        hold_open: true,
+        acting: health.acting,
         key: format!("{prefix}{}", me.node_id),
         value: Vec::new(),
         prefix,
@@ -82,7 +104,8 @@ pub fn start(
         shutdown,
         lease: None,
         last_rev: 0,
-        table: MemberTable::new(),
+        table,
+        refused: String::new(),
     };
     let mut runner = runner;
     runner.encode_record();
@@ -108,12 +131,20 @@ enum End {
     LostLease(String),
     /// Another process holds our node id.
     Held(String),
+    /// Every other member runs on another database: another deployment's cluster.
+    Refused(String),
+    /// The database has not answered for too long and the dispatcher has stopped acting:
+    /// revoke the lease and stay out until it answers ([`super::health`]).
+    Out(String),
 }
 
 struct Runner {
     record: MemberRecord,
     weight: watch::Receiver<u32>,
     weight_open: bool,
+    hold: watch::Receiver<Option<String>>,
+    hold_open: bool,
+    acting: watch::Receiver<bool>,
     me: LocalNode,
     opts: Options,
     metrics: Arc<Metrics>,
@@ -125,6 +156,8 @@ struct Runner {
     lease: Option<Lease>,
     last_rev: i64,
     table: MemberTable,
+    /// The last refusal logged ([`End::Refused`]), so that a retry logs only a new reason.
+    refused: String,
 }
 
 async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
@@ -151,6 +184,13 @@ impl Runner {
             }
             if self.lease.as_ref().is_some_and(|l| Instant::now() >= l.valid_until) {
                 self.fence("lease deadline passed without a keep-alive answer".into());
+                need_anchor = true;
+            }
+            if self.tx.borrow().status != Status::Joined && self.hold.borrow().is_some() {
+                // Not a member, and the database does not answer: join only once it does.
+                if self.stay_out(None).await {
+                    break;
+                }
                 need_anchor = true;
             }
             let c = match client.take() {
@@ -192,6 +232,29 @@ impl Runner {
                     need_anchor = true;
                     client = Some(c);
                 }
+                End::Refused(why) => {
+                    if why != self.refused {
+                        tracing::error!(node.id = %self.me.node_id, reason = %why, "refusing to join the cluster");
+                        self.refused = why.clone();
+                    }
+                    self.tx.send_modify(|s| {
+                        if !matches!(s.status, Status::Fenced(_)) {
+                            s.status = Status::Joining(why.clone());
+                        }
+                    });
+                    client = Some(c);
+                    if self.pause(&mut backoff).await {
+                        break;
+                    }
+                }
+                End::Out(why) => {
+                    self.revoke(&mut c).await;
+                    need_anchor = true;
+                    client = Some(c);
+                    if self.stay_out(Some(why)).await {
+                        break;
+                    }
+                }
                 End::Held(why) => {
                     tracing::warn!(node.id = %self.me.node_id, reason = %why, "cannot join yet");
                     self.tx.send_modify(|s| {
@@ -210,6 +273,39 @@ impl Runner {
             }
         }
         self.leave(client).await;
+    }
+
+    /// Out of the ring (`Joining`, with the hold's reason) until the hold lifts; true when
+    /// shutdown came first.
+    async fn stay_out(&mut self, why: Option<String>) -> bool {
+        let why = why.or_else(|| self.hold.borrow().clone()).unwrap_or_default();
+        let reason = format!("out of the ring: {why}; joins again when the database answers");
+        self.tx.send_modify(|s| {
+            s.status = Status::Joining(reason.clone());
+            s.valid_until = None;
+        });
+        let lifted = tokio::select! {
+            _ = self.shutdown.cancelled() => return true,
+            lifted = self.hold.wait_for(|h| h.is_none()) => lifted.is_ok(),
+        };
+        if !lifted {
+            // The health watch is gone (shutting down): nothing will lift the hold.
+            self.shutdown.cancelled().await;
+            return true;
+        }
+        tracing::info!(node.id = %self.me.node_id, "the database answers again; joining the ring with a new lease");
+        false
+    }
+
+    /// Revoke our lease now (leaving the ring at once); it expires by itself if etcd does not
+    /// answer.
+    async fn revoke(&mut self, client: &mut Client) {
+        let Some(lease) = self.lease.take() else { return };
+        match call(client.lease_revoke(lease.id)).await {
+            Ok(_) => tracing::warn!(node.id = %self.me.node_id, "left the ring (lease revoked)"),
+            Err(e) => tracing::warn!(node.id = %self.me.node_id, error = %e,
+                "could not revoke the lease; it expires by itself within the TTL"),
+        }
     }
 
     /// Sleep `backoff` (doubling up to 2 s); true when shutdown came first.
@@ -262,6 +358,12 @@ impl Runner {
 
     async fn session(&mut self, client: &mut Client, need_anchor: &mut bool) -> End {
         let ttl_s = self.opts.ttl.as_secs().max(2) as i64;
+        if self.tx.borrow().status != Status::Joined {
+            if let Err(end) = self.refuse_foreign(client).await {
+                return end;
+            }
+            self.refused.clear();
+        }
         if self.lease.is_none() {
             let sent = Instant::now();
             match call(client.lease_grant(ttl_s, None)).await {
@@ -281,12 +383,10 @@ impl Runner {
                 Ok(r) => r,
                 Err(e) => return End::Retry(format!("reading members failed: {e}")),
             };
-            let mut table = MemberTable::new();
+            let mut table = MemberTable::for_database(&self.opts.database);
             for kv in resp.kvs() {
                 let id = self.node_id_of(kv.key());
-                if let Applied::Rejected(why) = table.put(&id, kv.value()) {
-                    self.rejected(&id, &why);
-                }
+                self.applied(&id, table.put(&id, kv.value()));
             }
             self.table = table;
             self.last_rev = anchor;
@@ -298,12 +398,16 @@ impl Runner {
             let was = self.tx.borrow().status.clone();
             let view = self.table.view(anchor as u64);
             let vnodes = self.opts.vnodes;
+            let foreign = self.foreign();
             self.tx.send_modify(|s| {
-                s.adopt_view(view, vnodes);
+                s.foreign = foreign;
                 if s.status != Status::Joined {
-                    // A new session: work claimed before this anchor belongs to an earlier life.
+                    // A new session: work claimed before this anchor belongs to an earlier life,
+                    // and applications wait for the view to settle.
                     s.joined_epoch = anchor as u64;
+                    s.begin_session(vnodes);
                 }
+                s.adopt_view(view, vnodes);
                 s.status = Status::Joined;
                 s.valid_until = valid_until;
                 s.session = format!("etcd lease {lease_id:x}");
@@ -326,17 +430,49 @@ impl Runner {
         let mut ticker = tokio::time::interval(self.opts.ttl / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
+        // The hold's reason, once the dispatcher was told to stop acting before we leave.
+        let mut leaving: Option<String> = None;
         loop {
             let deadline = match &self.lease {
                 Some(l) => l.valid_until,
                 None => return End::LostLease("lease dropped".into()),
             };
+            let settle_due = self.tx.borrow().settle.due();
+            let mut acting = self.acting.clone();
             tokio::select! {
                 biased;
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     return End::LostLease("lease deadline passed without a keep-alive answer".into());
                 }
                 _ = self.shutdown.cancelled() => return End::Shutdown,
+                _ = tokio::time::sleep_until(settle_due.unwrap_or(deadline).into()), if settle_due.is_some() => {
+                    let vnodes = self.opts.vnodes;
+                    self.tx.send_if_modified(|s| s.settle_tick(Instant::now(), vnodes));
+                }
+                changed = self.hold.changed(), if self.hold_open && leaving.is_none() => {
+                    if changed.is_err() {
+                        self.hold_open = false;
+                        continue;
+                    }
+                    let Some(why) = self.hold.borrow_and_update().clone() else { continue };
+                    // Stop acting first (the dispatcher stops every actor and process), keep the
+                    // lease alive meanwhile, and revoke it only then: the others must not start
+                    // what this node still runs (docs/design.md, "Health-gated membership").
+                    tracing::error!(node.id = %self.me.node_id, reason = %why,
+                        "stopping every application here before leaving the ring");
+                    self.tx.send_modify(|s| {
+                        s.status = Status::Fenced(format!("leaving the ring: {why}"));
+                        s.valid_until = None;
+                    });
+                    leaving = Some(why);
+                }
+                stopped = async { acting.wait_for(|acting| !acting).await.map(|_| ()) }, if leaving.is_some() => {
+                    if stopped.is_err() {
+                        // No dispatcher (shutting down): nothing runs here any more.
+                        tracing::debug!("the dispatcher is gone");
+                    }
+                    return End::Out(leaving.take().unwrap_or_default());
+                }
                 changed = self.weight.changed(), if self.weight_open => {
                     if changed.is_err() {
                         self.weight_open = false;
@@ -383,9 +519,8 @@ impl Runner {
                             let id = self.node_id_of(kv.key());
                             match ev.event_type() {
                                 EventType::Put => {
-                                    if let Applied::Rejected(why) = self.table.put(&id, kv.value()) {
-                                        self.rejected(&id, &why);
-                                    }
+                                    let applied = self.table.put(&id, kv.value());
+                                    self.applied(&id, applied);
                                 }
                                 EventType::Delete => self.table.delete(&id),
                             }
@@ -396,7 +531,11 @@ impl Runner {
                         }
                         let view = self.table.view(self.last_rev as u64);
                         let vnodes = self.opts.vnodes;
-                        self.tx.send_modify(|s| { s.adopt_view(view, vnodes); });
+                        let foreign = self.foreign();
+                        self.tx.send_modify(|s| {
+                            s.foreign = foreign;
+                            s.adopt_view(view, vnodes);
+                        });
                     }
                     Ok(None) => return End::Retry("watch stream closed".into()),
                     Err(e) => return End::Retry(format!("watch stream failed: {e}")),
@@ -458,6 +597,61 @@ impl Runner {
 
     fn node_id_of(&self, key: &[u8]) -> String {
         String::from_utf8_lossy(key).strip_prefix(&self.prefix).unwrap_or_default().to_string()
+    }
+
+    /// Log what a put did when it kept a record out of the view.
+    fn applied(&self, id: &str, applied: Applied) {
+        match applied {
+            Applied::Member => {}
+            Applied::Rejected(why) => self.rejected(id, &why),
+            Applied::Foreign(f) => tracing::warn!(
+                node.id = %self.me.node_id, member.id = %f.node_id, member.addr = %f.addr,
+                member.database = %f.database, database = %self.opts.database,
+                "ignoring a member of another deployment: it runs on another database but registered under this \
+                 cluster's etcd prefix; give each deployment its own --cluster (membership.cluster)"
+            ),
+        }
+    }
+
+    /// The records of other deployments' nodes, as published (and counted by the metric).
+    fn foreign(&self) -> Arc<Vec<super::ForeignMember>> {
+        let foreign = self.table.foreign();
+        self.metrics.foreign_members.set(foreign.len() as i64);
+        Arc::new(foreign)
+    }
+
+    /// Before joining: refuse a cluster whose members all run on another database (another
+    /// deployment's, docs/design.md "Cluster identity"), naming both databases. A prefix with
+    /// members of ours as well is ours; the others' records are ignored.
+    async fn refuse_foreign(&self, client: &mut Client) -> Result<(), End> {
+        let resp = call(client.get(self.prefix.as_str(), Some(GetOptions::new().with_prefix())))
+            .await
+            .map_err(|e| End::Retry(format!("reading members failed: {e}")))?;
+        let mut table = MemberTable::for_database(&self.opts.database);
+        for kv in resp.kvs() {
+            let id = self.node_id_of(kv.key());
+            if id != self.me.node_id {
+                table.put(&id, kv.value());
+            }
+        }
+        let foreign = table.foreign();
+        if foreign.is_empty() || !table.ids().is_empty() {
+            return Ok(());
+        }
+        let mut by_db: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for f in &foreign {
+            by_db.entry(f.database.as_str()).or_default().push(format!("{} at {}", f.node_id, f.addr));
+        }
+        let theirs: Vec<String> =
+            by_db.iter().map(|(db, nodes)| format!("database {db} (members {})", nodes.join(", "))).collect();
+        Err(End::Refused(format!(
+            "cluster `{}` in etcd ({}) belongs to another deployment: its members run on {}, this node on database              {} ({}). Two deployments must not share a ring: give this one its own --cluster (membership.cluster),              or point it at the database the cluster runs on",
+            self.opts.cluster,
+            self.opts.endpoints.join(","),
+            theirs.join("; "),
+            self.opts.database,
+            self.opts.database_shown,
+        )))
     }
 
     fn rejected(&self, id: &str, why: &str) {

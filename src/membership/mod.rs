@@ -19,6 +19,8 @@
 
 pub mod clock;
 pub mod etcd;
+pub mod health;
+pub mod settle;
 pub mod standalone;
 pub mod view;
 
@@ -31,6 +33,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::ring::{self, Ring};
+use settle::{Settle, SettleRule};
 
 /// One member of the cluster as every node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +48,18 @@ pub struct Member {
     pub weight: u32,
     /// When the member process started (RFC 3339).
     pub started_at: String,
+}
+
+/// A member record under our cluster prefix whose node runs on another database: another
+/// deployment's node, never in our view (docs/design.md, "Cluster identity").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ForeignMember {
+    /// Its node id.
+    pub node_id: String,
+    /// Its HTTP address.
+    pub addr: String,
+    /// The identity of the database it runs on.
+    pub database: String,
 }
 
 /// The cluster at one epoch. Members are sorted by node id.
@@ -85,8 +100,18 @@ pub struct MembershipState {
     pub status: Status,
     /// The latest view.
     pub view: Arc<View>,
-    /// The ring built from `view` (same epoch).
+    /// The ring built from `view` (same epoch): jobs are placed by it.
     pub ring: Arc<Ring>,
+    /// The ring applications are placed by: `ring` once the view has settled, the members that
+    /// were applied before and are still there meanwhile ([`settle`]).
+    pub app_ring: Arc<Ring>,
+    /// Grows each time `app_ring` changes, so the dispatcher reconciles when it does.
+    pub app_generation: u64,
+    /// Which view changes applications follow at once and which wait ([`settle`]).
+    pub settle: Settle,
+    /// Records under the cluster prefix of nodes that run on another database: ignored, and
+    /// reported (`/readyz`, a metric, an event).
+    pub foreign: Arc<Vec<ForeignMember>>,
     /// A `Joined` node may act only before this instant (its lease or lock deadline).
     pub valid_until: Option<Instant>,
     /// Backend detail for operators: `standalone epoch 3`, `etcd lease 0x…`.
@@ -97,12 +122,21 @@ pub struct MembershipState {
 }
 
 impl MembershipState {
-    /// The state before joining.
+    /// The state before joining, with applications following every view at once.
     pub fn joining() -> Self {
+        Self::joining_with(SettleRule::IMMEDIATE)
+    }
+
+    /// The state before joining, applications following views by `rule`.
+    pub fn joining_with(rule: SettleRule) -> Self {
         Self {
             status: Status::Joining(String::new()),
             view: Arc::new(View::default()),
             ring: Arc::new(Ring::empty()),
+            app_ring: Arc::new(Ring::empty()),
+            app_generation: 0,
+            settle: Settle::new(rule),
+            foreign: Arc::new(Vec::new()),
             valid_until: None,
             session: String::new(),
             joined_epoch: 0,
@@ -110,25 +144,14 @@ impl MembershipState {
     }
 
     /// Adopt `view`: rebuild the ring from its members and log the change once (members added
-    /// and removed, with `ring.epoch`). Returns false when nothing changed.
+    /// and removed, with `ring.epoch`); the applications' ring follows by the settle rule.
+    /// Returns false when nothing changed.
     pub fn adopt_view(&mut self, view: View, vnodes: u32) -> bool {
         if *self.view == view {
             return false;
         }
         let (added, removed) = view::diff(&self.view, &view);
-        let members = view
-            .members
-            .iter()
-            .map(|m| ring::Member { node_id: m.node_id.clone(), weight: m.weight, labels: m.labels.clone() })
-            .collect();
-        let ring = match Ring::build(view.epoch, members, vnodes) {
-            Ok(r) => r,
-            Err(e) => {
-                // Cannot happen with ids from a map; never act on a ring we could not build.
-                tracing::error!(ring.epoch = view.epoch, error = %e, "cannot build the ring; keeping an empty one");
-                Ring::empty()
-            }
-        };
+        let ring = build_ring(view.epoch, &view.members, vnodes);
         if added.is_empty() && removed.is_empty() {
             tracing::debug!(ring.epoch = view.epoch, "membership epoch advanced; members unchanged");
         } else {
@@ -138,8 +161,46 @@ impl MembershipState {
             );
         }
         self.ring = Arc::new(ring);
+        let applied = self.settle.observe(&view.members, Instant::now());
         self.view = Arc::new(view);
+        self.place_apps(applied, vnodes);
         true
+    }
+
+    /// A new membership session begins: applications are placed among no member until the view
+    /// has settled ([`settle`]).
+    pub fn begin_session(&mut self, vnodes: u32) {
+        self.settle.restart(Instant::now());
+        self.place_apps(true, vnodes);
+    }
+
+    /// Apply the members that waited to settle, when they are due at `now`. True when the
+    /// applications' ring changed.
+    pub fn settle_tick(&mut self, now: Instant, vnodes: u32) -> bool {
+        let changed = self.settle.tick(now);
+        if changed {
+            tracing::info!(
+                ring.epoch = self.view.epoch,
+                members = self.settle.applied().len(),
+                "membership view settled; applications follow it"
+            );
+        }
+        self.place_apps(changed, vnodes);
+        changed
+    }
+
+    /// Rebuild the applications' ring when the applied members `changed` (the view's own ring
+    /// once settled, so both are one).
+    fn place_apps(&mut self, changed: bool, vnodes: u32) {
+        if self.settle.settled() && self.settle.applied() == self.view.members.as_slice() {
+            if !Arc::ptr_eq(&self.app_ring, &self.ring) {
+                self.app_ring = self.ring.clone();
+                self.app_generation += 1;
+            }
+        } else if changed || Arc::ptr_eq(&self.app_ring, &self.ring) {
+            self.app_ring = Arc::new(build_ring(self.view.epoch, self.settle.applied(), vnodes));
+            self.app_generation += 1;
+        }
     }
 
     /// True when this node may claim and act now.
@@ -188,6 +249,22 @@ impl MembershipState {
     }
 }
 
+/// The ring of `members` at `epoch`: empty, with an error logged, if it cannot be built.
+fn build_ring(epoch: u64, members: &[Member], vnodes: u32) -> Ring {
+    let members = members
+        .iter()
+        .map(|m| ring::Member { node_id: m.node_id.clone(), weight: m.weight, labels: m.labels.clone() })
+        .collect();
+    match Ring::build(epoch, members, vnodes) {
+        Ok(r) => r,
+        Err(e) => {
+            // Cannot happen with ids from a map; never act on a ring we could not build.
+            tracing::error!(ring.epoch = epoch, error = %e, "cannot build the ring; keeping an empty one");
+            Ring::empty()
+        }
+    }
+}
+
 /// A running membership backend.
 pub struct MembershipHandle {
     rx: watch::Receiver<MembershipState>,
@@ -209,6 +286,37 @@ impl MembershipHandle {
     pub async fn stopped(self) {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "membership task ended abnormally");
+        }
+    }
+}
+
+/// Record an event each time a member of another deployment appears in the view's records
+/// (`membership.foreign_member`), until the channel closes. Why an event: the warning is in
+/// one node's log, the metric in a dashboard; the event is in the history every admin reads.
+pub async fn record_foreign(store: crate::store::Store, node_id: String, mut rx: watch::Receiver<MembershipState>) {
+    let mut known: Vec<ForeignMember> = Vec::new();
+    loop {
+        let foreign = rx.borrow_and_update().foreign.clone();
+        for f in foreign.iter().filter(|f| !known.contains(f)) {
+            let ev = crate::store::models::NewEvent {
+                kind: "membership.foreign_member".into(),
+                app_id: None,
+                task_id: None,
+                node_id: Some(node_id.clone()),
+                actor: Some("membership".into()),
+                message: format!(
+                    "ignoring member {} at {}: it runs on database {}, not this cluster's; two deployments share                      one etcd prefix, give each its own --cluster",
+                    f.node_id, f.addr, f.database
+                ),
+                data: Some(serde_json::json!({ "member": f }).to_string()),
+            };
+            if let Err(e) = store.run(move |c| crate::store::events::record_event(c, &ev)).await {
+                tracing::warn!(error = %e, "could not record an event");
+            }
+        }
+        known = foreign.to_vec();
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }

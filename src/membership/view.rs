@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Member, View};
+use super::{ForeignMember, Member, View};
 use crate::domain::NodeId;
 
 /// The JSON value of `/{cluster}/members/{node_id}`.
@@ -28,6 +28,10 @@ pub struct MemberRecord {
     pub started_at: String,
     /// Per-process token: tells a restarted process from a second one with the same node id.
     pub instance: String,
+    /// The identity of the database the member runs on (`store::identity`). Empty in records
+    /// written before it existed: such a member is taken as running on ours.
+    #[serde(default)]
+    pub database: String,
 }
 
 /// Parse one member key's node id and value; the error says what is wrong with it.
@@ -47,10 +51,14 @@ pub fn parse_member(node_id: &str, value: &[u8]) -> Result<(Member, MemberRecord
     Ok((member, record))
 }
 
-/// Members keyed by node id, kept from a snapshot plus events.
+/// Members keyed by node id, kept from a snapshot plus events; records of members that run on
+/// another database are kept apart, out of the view.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemberTable {
+    /// Our database's identity; empty takes every record as ours.
+    database: String,
     members: BTreeMap<String, (Member, String)>,
+    foreign: BTreeMap<String, ForeignMember>,
 }
 
 /// What applying one put did.
@@ -58,19 +66,33 @@ pub struct MemberTable {
 pub enum Applied {
     /// The member was added or updated.
     Member,
+    /// The record is another deployment's (another database): kept out of the view.
+    Foreign(ForeignMember),
     /// The value was rejected (and any previous member under that key removed).
     Rejected(String),
 }
 
 impl MemberTable {
-    /// An empty table.
+    /// An empty table that takes every record as ours.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty table of the members that run on `database`.
+    pub fn for_database(database: &str) -> Self {
+        Self { database: database.to_string(), ..Self::default() }
+    }
+
     /// Apply a put of `node_id` → `value`.
     pub fn put(&mut self, node_id: &str, value: &[u8]) -> Applied {
+        self.foreign.remove(node_id);
         match parse_member(node_id, value) {
+            Ok((m, record)) if self.is_foreign(&record) => {
+                self.members.remove(node_id);
+                let f = ForeignMember { node_id: m.node_id, addr: m.addr, database: record.database };
+                self.foreign.insert(node_id.to_string(), f.clone());
+                Applied::Foreign(f)
+            }
             Ok((m, record)) => {
                 self.members.insert(node_id.to_string(), (m, record.instance));
                 Applied::Member
@@ -82,9 +104,25 @@ impl MemberTable {
         }
     }
 
+    /// True when `record` says its member runs on another database than ours.
+    pub fn is_foreign(&self, record: &MemberRecord) -> bool {
+        !self.database.is_empty() && !record.database.is_empty() && record.database != self.database
+    }
+
     /// Apply a delete of `node_id`.
     pub fn delete(&mut self, node_id: &str) {
         self.members.remove(node_id);
+        self.foreign.remove(node_id);
+    }
+
+    /// The records of members that run on another database, sorted by node id.
+    pub fn foreign(&self) -> Vec<ForeignMember> {
+        self.foreign.values().cloned().collect()
+    }
+
+    /// Node ids of the members (ours), sorted.
+    pub fn ids(&self) -> Vec<&str> {
+        self.members.keys().map(String::as_str).collect()
     }
 
     /// True when `node_id` is a member.
@@ -122,8 +160,34 @@ mod tests {
             weight: 1,
             started_at: "2026-11-22T00:00:00Z".into(),
             instance: "i".into(),
+            database: String::new(),
         })
         .unwrap()
+    }
+
+    fn on(addr: &str, database: &str) -> Vec<u8> {
+        let mut r: MemberRecord = serde_json::from_slice(&record(addr)).unwrap();
+        r.database = database.into();
+        serde_json::to_vec(&r).unwrap()
+    }
+
+    #[test]
+    fn members_of_another_database_are_kept_out_of_the_view() {
+        let mut t = MemberTable::for_database("db-a");
+        assert_eq!(t.put("a1", &on("h:1", "db-a")), Applied::Member);
+        assert_eq!(t.put("old", &record("h:2")), Applied::Member, "a record without a database is taken as ours");
+        let Applied::Foreign(f) = t.put("b1", &on("h:3", "db-b")) else { panic!("b1 is foreign") };
+        assert_eq!((f.node_id.as_str(), f.addr.as_str(), f.database.as_str()), ("b1", "h:3", "db-b"));
+        assert_eq!(t.view(3).members.iter().map(|m| m.node_id.as_str()).collect::<Vec<_>>(), ["a1", "old"]);
+        assert_eq!(t.foreign().len(), 1);
+        // A member that moves to another database leaves the view; a deleted one is forgotten.
+        assert!(matches!(t.put("a1", &on("h:1", "db-c")), Applied::Foreign(_)));
+        assert!(!t.contains("a1"));
+        t.delete("b1");
+        t.delete("a1");
+        assert!(t.foreign().is_empty());
+        // A table without a database of its own takes every record.
+        assert_eq!(MemberTable::new().put("b1", &on("h:3", "db-b")), Applied::Member);
     }
 
     #[test]

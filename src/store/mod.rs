@@ -31,6 +31,7 @@ pub mod complete;
 mod connection;
 pub mod events;
 pub mod fence;
+pub mod identity;
 pub mod jobs;
 pub mod lock;
 pub mod maintenance;
@@ -76,6 +77,9 @@ pub enum StoreError {
     /// The blocking task panicked or was cancelled.
     #[error("database task aborted: {0}")]
     Aborted(String),
+    /// The database's identity cannot be read ([`identity`]).
+    #[error("{0}")]
+    Identity(String),
 }
 
 impl From<ConnectError> for StoreError {
