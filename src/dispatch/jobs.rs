@@ -541,6 +541,16 @@ mod tests {
         let mut joined = MembershipState::joining();
         (joined.status, joined.valid_until, joined.joined_epoch) =
             (Status::Joined, Some(Instant::now() + Duration::from_secs(60)), 1);
+        // n1 is the only member, so the job is its own (a job no member can take fails by
+        // another rule, `no_candidate`).
+        let me = crate::membership::Member {
+            node_id: "n1".into(),
+            addr: "n1.test:7000".into(),
+            labels: Default::default(),
+            weight: 1,
+            started_at: String::new(),
+        };
+        joined.adopt_view(crate::membership::View { epoch: 1, members: vec![me] }, 16);
         let (membership, watched) = watch::channel(joined);
         let place = Placement::new("n1", &watched.borrow(), Arc::default(), Arc::default());
         let driver = Arc::new(PastDeadline { membership, fence_node });
