@@ -88,8 +88,7 @@ fn env_key(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
-/// A command ready to spawn, and the watchdog its process group is announced to (a supervised
-/// child: a `process` application or job, a `shell` job).
+/// A command ready to spawn, and the watchdog its process group is announced to.
 pub(crate) struct ChildCommand {
     cmd: Command,
     watch: Option<Watchdog>,
@@ -97,8 +96,11 @@ pub(crate) struct ChildCommand {
 
 /// A command ready to spawn: no shell, own process group, death signal, stdin closed, the node's
 /// environment without its own `ROTA_*` variables (which may hold credentials, and must not be
-/// confused with the task's), then the spec's `env`, then the task variables, then, when
-/// `watch` is given, the node's marker ([`MARKER_VAR`]).
+/// confused with the task's), then the spec's `env`, then the task variables. With `watch`, the
+/// group is announced to the node's watchdog as it begins (killed once the node may no longer
+/// act); with `mark` too, the child carries the node's marker ([`MARKER_VAR`]), so that what it
+/// leaves behind is the node's to kill (a supervised child: a `process` application or job, a
+/// `shell` job — not a `shell` application's `start`, which may leave a daemon on purpose).
 pub(crate) fn command_for(
     program: &str,
     args: &[String],
@@ -106,6 +108,7 @@ pub(crate) fn command_for(
     cwd: Option<&std::path::Path>,
     ctx: &Ctx,
     watch: Option<&Watchdog>,
+    mark: bool,
 ) -> Result<ChildCommand, DriverError> {
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -116,7 +119,7 @@ pub(crate) fn command_for(
     }
     cmd.envs(env);
     cmd.envs(task_env(ctx)?);
-    if let Some(w) = watch {
+    if let (Some(w), true) = (watch, mark) {
         cmd.env(MARKER_VAR, w.marker());
     }
     if let Some(dir) = cwd {
@@ -485,7 +488,8 @@ mod tests {
         let by = std::time::Instant::now() + Duration::from_millis(300);
         let c = Ctx { act_by: crate::drivers::ActBy::new(move |_, _| Some(by)), ..ctx(None, json!({}), json!({})) };
         let cmd =
-            command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c, None).unwrap();
+            command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c, None, false)
+                .unwrap();
         tokio::time::sleep_until(Instant::from_std(by + Duration::from_millis(50))).await;
         let err = spawn(cmd).await.unwrap_err();
         assert!(matches!(&err, DriverError::Fenced(m) if m.contains("touch")), "{err:?}");

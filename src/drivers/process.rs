@@ -155,7 +155,7 @@ impl ProcessSpec {
     fn command(&self, ctx: &Ctx, watch: Option<&Watchdog>) -> Result<ChildCommand, DriverError> {
         let (program, args) =
             self.command.split_first().ok_or_else(|| DriverError::Invalid("spec: `command` is empty".into()))?;
-        command_for(program, args, &self.env, self.cwd.as_deref(), ctx, watch)
+        command_for(program, args, &self.env, self.cwd.as_deref(), ctx, watch, true)
     }
 }
 

@@ -35,7 +35,7 @@ const OPERATIONS: [&str; 4] = ["start", "stop", "status", "run"];
 /// The shell driver. Stateless: the outside system holds the state.
 #[derive(Debug, Default)]
 pub struct ShellDriver {
-    /// The node's watchdog, told of every `run` command (a job); none in tests and tools.
+    /// The node's watchdog, told of every command; none in tests and tools.
     watchdog: Option<Watchdog>,
 }
 
@@ -86,18 +86,18 @@ impl ShellSpec {
     }
 }
 
-/// Run the `op` command of the application to its end (or its timeout). A `run` command (a job)
-/// is announced to `watch`: a job must not run on past the node's right to act, while it
-/// runs again elsewhere. `start`, `stop` and `status` are not: a `start` may leave a daemon
-/// behind on purpose, which must not be mistaken for the node's own children.
+/// Run the `op` command of the application to its end (or its timeout), announced to `watch`
+/// while it runs: no command runs on past the node's right to act while another node runs it.
+/// Only a `run` command (a job) carries the node's marker, so that what it leaves behind dies
+/// with the node's right to act too; a `start` may leave a daemon behind on purpose, which is
+/// the outside system's.
 async fn execute(ctx: &Ctx, op: &str, watch: Option<&Watchdog>) -> Result<Completed, DriverError> {
     let spec = ShellSpec::parse(&ctx.spec)?;
     let line = spec.line(op).ok_or_else(|| DriverError::Invalid(format!("this application has no `{op}` command")))?;
     // `$0` names the operation, so the shell's own errors say which command failed
     // ("rota-stop: 1: kubectl: not found"). The line is the script; nothing is appended to it.
     let args = ["-c".to_string(), line.to_string(), format!("rota-{op}")];
-    let watch = if op == "run" { watch } else { None };
-    let cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, watch)?;
+    let cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, watch, op == "run")?;
     tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, "running shell command");
     // No sweep: a start command may leave a daemon behind on purpose.
     run_to_completion(cmd, Some(Duration::from_millis(spec.timeout_ms)), TAIL_LINES, false).await.map_err(|e| match e {

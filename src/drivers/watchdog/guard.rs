@@ -6,7 +6,8 @@
 //! - when the deadline the node sent last passes (the node was paused, hung, or its lease
 //!   lapsed; a deadline sent later arms it again), and every group announced while it is past;
 //! - when its pipe from the node reaches end-of-file (the node exited or died); then it exits;
-//! - on `sweep <pgid>`, what it followed out of that group (the group itself is the node's).
+//! - on `sweep <pgid>`, what it followed out of that group (the group itself is the node's);
+//!   on `end <pgid>` it forgets the group and what came from it.
 //!
 //! What it kills: every announced process group; every process it saw descend from one, even
 //! after it left the group or lost its parent (a scan of `/proc` every [`SCAN_INTERVAL`] while
@@ -88,6 +89,7 @@ impl State {
             }
             Message::End(g) => {
                 self.groups.remove(&g);
+                self.followed.retain(|_, f| f.root != g);
                 Act::Wait
             }
         }
@@ -312,17 +314,19 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_kills_what_came_from_its_group_and_an_end_only_forgets_the_group() {
+    fn a_sweep_kills_what_came_from_its_group_and_an_end_forgets_it() {
         let mut s = State::default();
         s.apply(Message::Deadline(u64::MAX), 0);
-        s.apply(Message::Group(10), 0);
-        s.apply(Message::Group(20), 0);
-        s.adopt(&[stat(10, 1, 10), stat(11, 10, 11), stat(20, 1, 20), stat(21, 20, 21)], &[]);
+        for g in [10, 20, 30] {
+            s.apply(Message::Group(g), 0);
+        }
+        let table = [stat(10, 1, 10), stat(11, 10, 11), stat(20, 1, 20), stat(21, 20, 21), stat(30, 1, 30)];
+        s.adopt(&table, &[]);
         let Act::Kill(gone) = s.apply(Message::Sweep(10), 0) else { panic!("expected a kill") };
         assert_eq!(gone.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![10, 11]);
         assert_eq!(s.apply(Message::End(20), 0), Act::Wait);
         let (groups, followed) = s.take_all();
-        assert!(groups.is_empty());
-        assert_eq!(followed.keys().copied().collect::<Vec<_>>(), vec![20, 21], "what left stays followed");
+        assert_eq!(groups.into_iter().collect::<Vec<_>>(), vec![30]);
+        assert_eq!(followed.keys().copied().collect::<Vec<_>>(), vec![30], "an ended group's descendants are left");
     }
 }

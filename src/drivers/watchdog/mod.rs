@@ -17,14 +17,16 @@
 //! - `group <pgid>`: a supervised child began, leading this process group;
 //! - `sweep <pgid>` / `end <pgid>`: the group's leader has ended; with `sweep` what the watchdog
 //!   followed out of the group dies too (the `process` driver's rule: the group lives as long as
-//!   its leader), with `end` it is only forgotten as a group (a `shell` job's background
-//!   processes may outlive the job, not the node's right to act).
+//!   its leader), with `end` the group and what came from it are forgotten (a `shell` command
+//!   may leave a daemon behind on purpose).
 //!
 //! Supervised children (`process` applications and jobs, `shell` jobs) also carry
 //! [`MARKER_VAR`] in their environment, naming this node on this database ([`marker`]): the
 //! watchdog kills what carries it when it acts (a child forked and not yet announced, a
 //! grandchild that left its group), and a node starting kills what an earlier life of its own
-//! left behind ([`procfs::sweep`]).
+//! left behind ([`procfs::sweep`]). A `shell` application's `start`, `stop` and `status`
+//! commands are announced while they run, but not marked: what a `start` leaves running is the
+//! outside system's, not the node's.
 //!
 //! Parts: this module has the messages and the node's side ([`Watchdog`]: a thread writing to
 //! the watchdog, which starts it again if it dies); `guard` is the watchdog's own loop;
@@ -60,7 +62,7 @@ pub enum Message {
     Group(i32),
     /// The group's leader ended: kill what was followed out of the group, forget the group.
     Sweep(i32),
-    /// The group's leader ended: forget the group (what left it stays watched).
+    /// The group's leader ended: forget the group and what came from it.
     End(i32),
 }
 
@@ -209,7 +211,8 @@ impl Watchdog {
         self.send(Message::Group(pgid));
     }
 
-    /// The leader of group `pgid` ended; with `sweep`, what left the group dies too.
+    /// The leader of group `pgid` ended; with `sweep`, what left the group dies too; without,
+    /// the group and what came from it are no longer watched.
     pub(crate) fn release(&self, pgid: i32, sweep: bool) {
         self.send(if sweep { Message::Sweep(pgid) } else { Message::End(pgid) });
     }
