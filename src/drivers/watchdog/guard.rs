@@ -11,11 +11,13 @@
 //!
 //! What it kills: every announced process group; every process it saw descend from one, even
 //! after it left the group or lost its parent (a scan of `/proc` every [`SCAN_INTERVAL`] while
-//! there is anything to follow, each process known by pid and start time); and every process
-//! whose environment carries the node's marker. What can escape: a process that leaves its
-//! group, drops the marker from its environment (`env -i`, a program that clears it) and loses
-//! its parent, all within one scan interval; one whose environment cannot be read; a process
-//! stuck in uninterruptible sleep dies only when it leaves it. docs/design.md#i1.
+//! there is anything to follow, every [`YOUNG_SCAN_INTERVAL`] in the [`YOUNG`] after a group
+//! is announced, when wrappers fork their workers; each process known by pid and start time);
+//! and every process whose environment carries the node's marker. What can escape: a process
+//! that leaves its group, drops the marker from its environment (`env -i`, a program that
+//! clears it) and loses its parent, all between two scans; one whose environment cannot be
+//! read; a process stuck in uninterruptible sleep dies only when it leaves it.
+//! docs/design.md#i1.
 //!
 //! It must not die before it acts: SIGINT, SIGTERM and SIGHUP are ignored (it ends when its
 //! node does), it has no death signal, and it is in a process group of its own. It forks
@@ -33,6 +35,12 @@ use super::{monotonic_ns, Message};
 
 /// How often the processes descending from the announced groups are looked for.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// How often in the [`YOUNG`] after a group is announced: a wrapper forks its workers as it
+/// starts, and an application stopped soon after it started (a hand-off at a cold start) must
+/// not leave a worker behind that left the group before the first scan.
+pub const YOUNG_SCAN_INTERVAL: Duration = Duration::from_millis(25);
+/// How long a group counts as young.
+pub const YOUNG: Duration = Duration::from_secs(1);
 
 /// A process followed: its start time (with its pid, the process) and the group it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +71,8 @@ pub struct State {
     killed_for: Option<u64>,
     groups: BTreeSet<i32>,
     followed: BTreeMap<i32, Followed>,
+    /// Until when the latest group announced is young (`CLOCK_MONOTONIC` ns).
+    young_until: u64,
 }
 
 impl State {
@@ -75,6 +85,7 @@ impl State {
             }
             Message::Group(g) => {
                 self.groups.insert(g);
+                self.young_until = now.saturating_add(duration_ns(YOUNG));
                 if self.deadline.is_some_and(|d| now >= d) {
                     Act::KillAll
                 } else {
@@ -112,10 +123,19 @@ impl State {
         !self.groups.is_empty() || !self.followed.is_empty()
     }
 
+    /// How often to scan `/proc` at `now` ([`YOUNG_SCAN_INTERVAL`] while a group is young).
+    pub fn scan_interval(&self, now: u64) -> Duration {
+        if now < self.young_until {
+            YOUNG_SCAN_INTERVAL
+        } else {
+            SCAN_INTERVAL
+        }
+    }
+
     /// How long to wait for a message at `now`: until the deadline, at most a scan interval
     /// while there is something to follow (a minute otherwise).
     pub fn wait(&self, now: u64) -> Duration {
-        let idle = if self.following() { SCAN_INTERVAL } else { Duration::from_secs(60) };
+        let idle = if self.following() { self.scan_interval(now) } else { Duration::from_secs(60) };
         match self.deadline {
             Some(d) if !self.due(now) && d > now => idle.min(Duration::from_nanos(d - now)),
             _ => idle,
@@ -193,6 +213,10 @@ pub fn run(marker: &str) -> ExitCode {
         };
         // Every message waiting first: a newer deadline may have come after the one passing.
         while let Some(m) = next {
+            if let Message::Sweep(_) = m {
+                // What the group's last members forked since the last scan is followed too.
+                state.adopt(&procfs::table(), spare.pids());
+            }
             match state.apply(m, monotonic_ns()) {
                 Act::Wait => {}
                 Act::KillAll => kill_all(&mut state, marker, &spare, node, "a group began after the deadline"),
@@ -212,7 +236,7 @@ pub fn run(marker: &str) -> ExitCode {
         let now = monotonic_ns();
         if state.due(now) {
             kill_all(&mut state, marker, &spare, node, "the node's membership deadline passed");
-        } else if state.following() && now.saturating_sub(scanned) >= duration_ns(SCAN_INTERVAL) {
+        } else if state.following() && now.saturating_sub(scanned) >= duration_ns(state.scan_interval(now)) {
             scanned = now;
             state.adopt(&procfs::table(), spare.pids());
         }
@@ -280,7 +304,11 @@ mod tests {
         assert_eq!(s.wait(0), Duration::from_millis(5));
         s.apply(Message::Deadline(60_000_000_000), 0);
         s.apply(Message::Group(7), 0);
-        assert_eq!(s.wait(0), SCAN_INTERVAL);
+        assert_eq!(s.wait(0), YOUNG_SCAN_INTERVAL, "a group just announced");
+        let later = duration_ns(YOUNG);
+        assert_eq!(s.wait(later), SCAN_INTERVAL);
+        s.apply(Message::Group(8), later);
+        assert_eq!(s.wait(later), YOUNG_SCAN_INTERVAL, "another one");
     }
 
     #[test]
