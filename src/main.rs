@@ -83,6 +83,16 @@ enum Command {
         #[command(flatten)]
         args: EventsArgs,
     },
+    /// The watchdog a node starts beside itself (docs/design.md#i1); not for direct use.
+    #[command(hide = true)]
+    Watchdog {
+        /// The marker of the node's supervised children.
+        #[arg(long)]
+        marker: String,
+        /// Log format (the node's).
+        #[arg(long, value_name = "text|json", default_value = "text")]
+        log_format: LogFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,6 +208,10 @@ fn main() -> ExitCode {
         Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
         Command::Traffic { api, command } => return api_exit(rota::cli::traffic::run(&api, &command)),
         Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),
+        Command::Watchdog { marker, log_format } => {
+            rota::logging::init(log_format, "info");
+            return rota::drivers::watchdog::guard::run(&marker);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

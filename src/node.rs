@@ -1,10 +1,12 @@
 //! `rota serve`: wires the store, membership and the HTTP server into one running node, and
 //! takes it down in the safe order on shutdown.
 //!
-//! Start order: database (fail fast with the driver's message) → migrations → bind the HTTP
-//! port (fail fast if taken) → membership (a refused standalone lock stops the start) → HTTP.
+//! Start order: database (fail fast with the driver's message) → migrations → kill what an
+//! earlier life of this node left running → bind the HTTP port (fail fast if taken) →
+//! membership (a refused standalone lock stops the start) → the watchdog (`drivers::watchdog`)
+//! → dispatcher → HTTP.
 //! Stop order: stop acting (the dispatcher releases its applications) → leave membership (release the lock / revoke the lease, so others
-//! react at once) → stop HTTP.
+//! react at once) → stop the watchdog → stop HTTP.
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::TcpListener;
@@ -19,6 +21,7 @@ use crate::api::{self, ApiState, ServerOptions};
 use crate::config::{Config, MembershipBackend};
 use crate::dispatch;
 use crate::domain::NodeId;
+use crate::drivers::watchdog::{self, Watchdog};
 use crate::drivers::Registry;
 use crate::membership::settle::SettleRule;
 use crate::membership::{clock, etcd, standalone, LocalNode};
@@ -52,6 +55,14 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         }
     }
     check_clock(&store).await?;
+    // Before this node can act: what an earlier life of it left running (its watchdog could
+    // not act, killed with it) must not run beside what it starts now (docs/design.md#i1).
+    let marker = watchdog::marker(&node_id, &store.url().to_string());
+    let m = marker.clone();
+    let swept = tokio::task::spawn_blocking(move || watchdog::procfs::sweep(&m)).await?;
+    if swept > 0 {
+        tracing::warn!(node.id = %node_id, killed = swept, "killed processes an earlier life of this node had left running");
+    }
     let listener = TcpListener::bind(&cfg.server.listen).with_context(|| {
         format!("cannot listen on {} (set --listen / ROTA_LISTEN to a free address)", cfg.server.listen)
     })?;
@@ -116,19 +127,23 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         }
     };
     tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));
+    let watchdog = Watchdog::start(marker, cfg.log.format, membership.subscribe())
+        .context("cannot start the watchdog process (`rota watchdog`, from this binary)")?;
     let dispatch_stop = CancellationToken::new();
     let shared = dispatch::Shared::new(
         store.clone(),
-        Registry::builtin(),
+        Registry::builtin_watched(Some(watchdog.clone())),
         node_id.clone(),
-        membership.subscribe(),
+        dispatch::MembershipLink {
+            state: membership.subscribe(),
+            newer_claim_grace: match cfg.membership.backend {
+                MembershipBackend::Standalone => Duration::ZERO,
+                MembershipBackend::Etcd => Duration::from_secs(cfg.membership.lease_ttl_s),
+            },
+            acting: acting_tx,
+        },
         cfg.dispatch.clone(),
         metrics.clone(),
-        match cfg.membership.backend {
-            MembershipBackend::Standalone => Duration::ZERO,
-            MembershipBackend::Etcd => Duration::from_secs(cfg.membership.lease_ttl_s),
-        },
-        acting_tx,
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();
@@ -190,6 +205,9 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     }
     membership_stop.cancel();
     membership.stopped().await;
+    // The children are stopped; the watchdog kills what may be left (a job's background
+    // processes) and exits.
+    tokio::task::spawn_blocking(move || watchdog.stop()).await?;
     server_handle.stop(true).await;
     if let Err(e) = server_task.await? {
         tracing::warn!(error = %e, "http server ended with an error");

@@ -844,7 +844,7 @@ fn always_restarts_a_stopped_application_and_on_failure_leaves_it_stopped() {
 /// node's settings may hold credentials), then the spec's `env` and the task's own `ROTA_*`
 /// variables (docs/drivers.md). The node here has a secret in a `ROTA_` variable, its settings
 /// (`ROTA__…`) and the suite's `ROTA_TEST_*` in its environment; `process` and `shell` jobs
-/// print theirs.
+/// print theirs (with the node's marker, `ROTA_SUPERVISOR`).
 #[test]
 fn commands_get_the_nodes_environment_without_its_rota_variables() {
     const SECRET: &str = "s3cret-in-the-node-env";
@@ -864,7 +864,15 @@ fn commands_get_the_nodes_environment_without_its_rota_variables() {
     );
     let rows = f.wait_all_terminal(Duration::from_secs(20));
     assert!(rows.iter().all(|r| r.status == "succeeded"), "{rows:?}");
-    let documented = ["ROTA_APP_ID", "ROTA_APP_NAME", "ROTA_NODE_ID", "ROTA_EPOCH", "ROTA_TASK_ID", "ROTA_PARAMS"];
+    let documented = [
+        "ROTA_APP_ID",
+        "ROTA_APP_NAME",
+        "ROTA_NODE_ID",
+        "ROTA_EPOCH",
+        "ROTA_TASK_ID",
+        "ROTA_PARAMS",
+        "ROTA_SUPERVISOR",
+    ];
     for (name, task) in [("process", rows[0].id), ("shell", rows[1].id)] {
         let env = std::fs::read_to_string(out(name)).unwrap();
         let vars: std::collections::BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
@@ -877,6 +885,9 @@ fn commands_get_the_nodes_environment_without_its_rota_variables() {
         assert_eq!(vars.get("PASSED_ON_TEST"), Some(&"to-children"), "{name}: the rest of the node's environment");
         assert_eq!(vars.get("ROTA_TASK_ID"), Some(&task.to_string().as_str()), "{name}");
         assert_eq!(vars.get("ROTA_PARAM_WHO"), Some(&"me"), "{name}");
+        // A job is supervised: it carries its node's marker (docs/drivers.md, "What is killed when").
+        let node = vars.get("ROTA_NODE_ID").copied().unwrap_or_default();
+        assert!(vars.get("ROTA_SUPERVISOR").is_some_and(|m| m.starts_with(&format!("{node}/"))), "{name}: {env}");
     }
 }
 

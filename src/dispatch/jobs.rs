@@ -488,7 +488,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::super::place::Placement;
-    use super::super::Shared;
+    use super::super::{MembershipLink, Shared};
     use crate::config::DispatchConfig;
     use crate::drivers::{BoxFut, Ctx, Driver, DriverError, Observed, Registry, SpecError};
     use crate::membership::{MembershipState, Status};
@@ -558,11 +558,9 @@ mod tests {
             store.clone(),
             Registry::empty().with(driver),
             "n1".into(),
-            watched,
+            MembershipLink { state: watched, newer_claim_grace: Duration::ZERO, acting: watch::channel(false).0 },
             DispatchConfig::default(),
             Arc::new(Metrics::new()),
-            Duration::ZERO,
-            watch::channel(false).0,
         );
         let (fence, plans) = (shared.fence(), store.plans());
         let claimed = store

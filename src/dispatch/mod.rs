@@ -66,7 +66,7 @@ use held::Claimed;
 use maintenance::Maintenance;
 use place::AppPlace;
 pub(crate) use record::current_fence;
-pub use shared::Shared;
+pub use shared::{MembershipLink, Shared};
 use window::JobWindow;
 
 /// Parse an application's `selector` column: a JSON object of string values. Anything else

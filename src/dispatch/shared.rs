@@ -64,18 +64,28 @@ pub struct Shared {
     pub acting: watch::Sender<bool>,
 }
 
+/// How the dispatcher and this node's membership talk: the state it follows, how long a row
+/// claimed under a view newer than its own is left alone, and where it says whether it acts.
+pub struct MembershipLink {
+    /// The membership state as its backend publishes it.
+    pub state: watch::Receiver<MembershipState>,
+    /// See [`Shared`]'s field of the same name.
+    pub newer_claim_grace: Duration,
+    /// True while the dispatcher acts ([`Shared`]'s field of the same name).
+    pub acting: watch::Sender<bool>,
+}
+
 impl Shared {
     /// Everything the dispatcher needs; starts the batched completer.
     pub fn new(
         store: Store,
         drivers: Registry,
         node_id: String,
-        membership: watch::Receiver<MembershipState>,
+        link: MembershipLink,
         cfg: DispatchConfig,
         metrics: Arc<Metrics>,
-        newer_claim_grace: Duration,
-        acting: watch::Sender<bool>,
     ) -> Arc<Shared> {
+        let MembershipLink { state: membership, newer_claim_grace, acting } = link;
         let wake = Arc::new(Notify::new());
         let completer = complete::Completer::spawn(
             store.clone(),

@@ -7,9 +7,11 @@
 //! kept in one place: task parameters reach a child only as environment variables; the node's own
 //! `ROTA_*` variables are not passed on; the child leads its own process group, so one signal
 //! reaches everything it forked; it is forked from one long-lived thread with
-//! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the node; and between fork and exec it checks
+//! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the node; between fork and exec it checks
 //! that the node's membership deadline (`ActBy`) has not passed, so a node paused past it begins
-//! nothing.
+//! nothing; and a supervised child ([`ChildCommand`] with a watchdog) carries the node's marker
+//! and is announced to the node's watchdog as it begins, which kills its whole group (and what
+//! left it) once the node may no longer act (`drivers::watchdog`, docs/design.md#i1).
 //!
 //! Must never: put a shell of its own in front of a program or splice task parameters into a
 //! command line; fork from any thread but the spawner's; signal anything but a child's own
@@ -30,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::watchdog::{monotonic_ns, Watchdog, MARKER_VAR};
 use super::{Ctx, DriverError};
 
 /// A line longer than this is cut, so a child writing without newlines cannot exhaust memory.
@@ -85,16 +88,28 @@ fn env_key(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
+/// A command ready to spawn, and the watchdog its process group is announced to.
+pub(crate) struct ChildCommand {
+    cmd: Command,
+    watch: Option<Watchdog>,
+}
+
 /// A command ready to spawn: no shell, own process group, death signal, stdin closed, the node's
 /// environment without its own `ROTA_*` variables (which may hold credentials, and must not be
-/// confused with the task's), then the spec's `env`, then the task variables.
+/// confused with the task's), then the spec's `env`, then the task variables. With `watch`, the
+/// group is announced to the node's watchdog as it begins (killed once the node may no longer
+/// act); with `mark` too, the child carries the node's marker ([`MARKER_VAR`]), so that what it
+/// leaves behind is the node's to kill (a supervised child: a `process` application or job, a
+/// `shell` job — not a `shell` application's `start`, which may leave a daemon on purpose).
 pub(crate) fn command_for(
     program: &str,
     args: &[String],
     env: &BTreeMap<String, String>,
     cwd: Option<&std::path::Path>,
     ctx: &Ctx,
-) -> Result<Command, DriverError> {
+    watch: Option<&Watchdog>,
+    mark: bool,
+) -> Result<ChildCommand, DriverError> {
     let mut cmd = Command::new(program);
     cmd.args(args);
     for (name, _) in std::env::vars_os() {
@@ -104,6 +119,9 @@ pub(crate) fn command_for(
     }
     cmd.envs(env);
     cmd.envs(task_env(ctx)?);
+    if let (Some(w), true) = (watch, mark) {
+        cmd.env(MARKER_VAR, w.marker());
+    }
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -140,28 +158,15 @@ pub(crate) fn command_for(
             });
         }
     }
-    Ok(cmd)
+    Ok(ChildCommand { cmd, watch: watch.cloned() })
 }
 
 /// The errno a child reports from between fork and exec when its node's deadline had passed
 /// (`execve` itself never returns `ETIME`).
 const FENCED_ERRNO: i32 = libc::ETIME;
 
-/// CLOCK_MONOTONIC in nanoseconds (async-signal-safe: callable between fork and exec). Like
-/// `Instant`, it counts while the process is stopped.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes only the timespec it is given; CLOCK_MONOTONIC always exists
-    // on Linux, so it does not fail.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(ts.tv_nsec).unwrap_or(0))
-}
-
 struct SpawnRequest {
-    cmd: Command,
+    cmd: ChildCommand,
     reply: oneshot::Sender<io::Result<Child>>,
 }
 
@@ -184,9 +189,16 @@ fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError
                 .name("rota-spawner".into())
                 .spawn(move || {
                     runtime.block_on(async move {
-                        while let Some(SpawnRequest { mut cmd, reply }) = rx.recv().await {
+                        while let Some(SpawnRequest { cmd: ChildCommand { mut cmd, watch }, reply }) = rx.recv().await {
+                            let spawned = cmd.spawn();
+                            // Announced at once, from this thread, before anyone hears of it.
+                            if let (Ok(child), Some(w)) = (&spawned, &watch) {
+                                if let Some(pid) = child.id().and_then(|id| libc::pid_t::try_from(id).ok()) {
+                                    w.register(pid);
+                                }
+                            }
                             // The caller may have gone; the child then is dropped and reaped.
-                            let _ = reply.send(cmd.spawn());
+                            let _ = reply.send(spawned);
                         }
                     })
                 })
@@ -197,9 +209,9 @@ fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError
         .map_err(|e| DriverError::Failed(e.clone()))
 }
 
-/// Spawn on the spawner thread.
-pub(crate) async fn spawn(cmd: Command) -> Result<Child, DriverError> {
-    let program = format!("{:?}", cmd.as_std().get_program());
+/// Spawn on the spawner thread (and announce it to the watchdog, if it has one).
+pub(crate) async fn spawn(cmd: ChildCommand) -> Result<Child, DriverError> {
+    let program = format!("{:?}", cmd.cmd.as_std().get_program());
     let (reply, answer) = oneshot::channel();
     spawner()?
         .send(SpawnRequest { cmd, reply })
@@ -379,16 +391,22 @@ impl Completed {
 }
 
 /// Kills the group if the caller stops waiting (the future is dropped) before the leader exits,
-/// so a cancelled call does not leave a command running unsupervised.
+/// so a cancelled call does not leave a command running unsupervised; and tells the watchdog the
+/// group ended, however it ended (swept when the group was killed or `sweep` asked for).
 struct GroupGuard {
     pid: libc::pid_t,
     armed: bool,
+    sweep: bool,
+    watch: Option<Watchdog>,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             signal_group(self.pid, libc::SIGKILL);
+        }
+        if let Some(w) = &self.watch {
+            w.release(self.pid, self.armed || self.sweep);
         }
     }
 }
@@ -399,15 +417,16 @@ impl Drop for GroupGuard {
 /// its leader); without, background processes it started are left alone (a shell `start` command
 /// may daemonize on purpose).
 pub(crate) async fn run_to_completion(
-    cmd: Command,
+    cmd: ChildCommand,
     timeout: Option<Duration>,
     tail_lines: usize,
     sweep: bool,
 ) -> Result<Completed, DriverError> {
     let started = Instant::now();
+    let watch = cmd.watch.clone();
     let mut child = spawn(cmd).await?;
     let pid = child_pid(&child)?;
-    let mut guard = GroupGuard { pid, armed: true };
+    let mut guard = GroupGuard { pid, armed: true, sweep, watch };
     let (stdout, out_reader) = capture(child.stdout.take(), tail_lines);
     let (stderr, err_reader) = capture(child.stderr.take(), tail_lines);
     let waited = match timeout {
@@ -417,7 +436,7 @@ pub(crate) async fn run_to_completion(
                 signal_group(pid, libc::SIGKILL);
                 // Reap it, so no zombie is left; SIGKILL makes this quick.
                 let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
-                guard.armed = false;
+                (guard.armed, guard.sweep) = (false, true);
                 drain(out_reader, err_reader).await;
                 return Err(DriverError::Timeout(format!(
                     "did not finish within {} ms; its process group was killed; {}",
@@ -468,7 +487,9 @@ mod tests {
         let marker = dir.path().join("ran");
         let by = std::time::Instant::now() + Duration::from_millis(300);
         let c = Ctx { act_by: crate::drivers::ActBy::new(move |_, _| Some(by)), ..ctx(None, json!({}), json!({})) };
-        let cmd = command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c).unwrap();
+        let cmd =
+            command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c, None, false)
+                .unwrap();
         tokio::time::sleep_until(Instant::from_std(by + Duration::from_millis(50))).await;
         let err = spawn(cmd).await.unwrap_err();
         assert!(matches!(&err, DriverError::Fenced(m) if m.contains("touch")), "{err:?}");

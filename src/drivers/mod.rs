@@ -14,6 +14,8 @@
 //!   tied to the node, signals, output tails, running a command to its end), for `process` and
 //!   `shell`;
 //! - `spec`: what the spec validators of `process`, `shell` and `http` share;
+//! - `watchdog`: the process beside the node that kills its supervised children once the node
+//!   may no longer act (its deadline passed, or it died), and the node's side of it;
 //! - `testing` (tests only): the helpers the drivers' unit tests share.
 //!
 //! Security: commands and URLs come only from application specs (written by an admin). A task
@@ -31,6 +33,7 @@ pub mod shell;
 mod spec;
 #[cfg(test)]
 mod testing;
+pub mod watchdog;
 
 use crate::domain::AppState;
 use std::collections::BTreeMap;
@@ -212,10 +215,16 @@ impl Registry {
 
     /// Every built-in driver.
     pub fn builtin() -> Self {
+        Self::builtin_watched(None)
+    }
+
+    /// Every built-in driver; with a watchdog, `process` and `shell` announce the children it
+    /// must kill once the node may no longer act (docs/drivers.md).
+    pub fn builtin_watched(watchdog: Option<watchdog::Watchdog>) -> Self {
         Self::empty()
             .with(Arc::new(noop::NoopDriver))
-            .with(Arc::new(process::ProcessDriver::new()))
-            .with(Arc::new(shell::ShellDriver::new()))
+            .with(Arc::new(process::ProcessDriver::watched(watchdog.clone())))
+            .with(Arc::new(shell::ShellDriver::watched(watchdog)))
             .with(Arc::new(http::HttpDriver::new()))
     }
 

@@ -3,9 +3,10 @@
 //! Why it exists: the simplest application is a program that should be running somewhere. The
 //! dispatcher decides where (the owner) and when; this driver starts the program, watches it and
 //! stops it. The child gets its own process group, so `stop` reaches everything it forked, and is
-//! tied to the node with `PR_SET_PDEATHSIG = SIGKILL`, so a SIGKILLed node does not leave orphans
-//! behind that the next owner would run a second copy next to. The last lines of stdout/stderr are
-//! kept so that a crash can be reported with its cause.
+//! tied to the node with `PR_SET_PDEATHSIG = SIGKILL` and announced to the node's watchdog, so
+//! neither a SIGKILLed node nor a paused one leaves a copy running beside the one the next owner
+//! starts (docs/design.md#i1). The last lines of stdout/stderr are kept so that a crash can be
+//! reported with its cause.
 //!
 //! Must never: run the command through a shell or splice task parameters into it (parameters reach
 //! the child only as environment variables); restart a child on its own (the dispatcher owns the
@@ -29,14 +30,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 
 use super::child::{
-    capture, child_pid, command_for, describe_exit, output_summary, run_to_completion, signal_group, spawn, Tail,
-    KILL_WAIT,
+    capture, child_pid, command_for, describe_exit, output_summary, run_to_completion, signal_group, spawn,
+    ChildCommand, Tail, KILL_WAIT,
 };
 use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
+use super::watchdog::Watchdog;
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time between SIGTERM and SIGKILL.
@@ -54,12 +55,19 @@ pub struct ProcessDriver {
     /// Supervised children by application id. Held across a spawn, so two starts of one
     /// application cannot both spawn; never held across a wait.
     children: Mutex<HashMap<i64, Arc<Supervised>>>,
+    /// The node's watchdog, told of every child (none in tests and tools).
+    watchdog: Option<Watchdog>,
 }
 
 impl ProcessDriver {
     /// A driver supervising nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A driver whose children `watchdog` kills once the node may no longer act.
+    pub fn watched(watchdog: Option<Watchdog>) -> Self {
+        Self { watchdog, ..Self::default() }
     }
 }
 
@@ -144,10 +152,10 @@ impl ProcessSpec {
         serde_json::from_value(spec.clone()).map_err(|e| DriverError::Invalid(format!("spec: {e}")))
     }
 
-    fn command(&self, ctx: &Ctx) -> Result<Command, DriverError> {
+    fn command(&self, ctx: &Ctx, watch: Option<&Watchdog>) -> Result<ChildCommand, DriverError> {
         let (program, args) =
             self.command.split_first().ok_or_else(|| DriverError::Invalid("spec: `command` is empty".into()))?;
-        command_for(program, args, &self.env, self.cwd.as_deref(), ctx)
+        command_for(program, args, &self.env, self.cwd.as_deref(), ctx, watch, true)
     }
 }
 
@@ -171,7 +179,7 @@ impl Driver for ProcessDriver {
                     return Ok(());
                 }
             }
-            let cmd = spec.command(ctx)?;
+            let cmd = spec.command(ctx, self.watchdog.as_ref())?;
             let mut child = spawn(cmd).await?;
             let pid = child_pid(&child)?;
             let tail_lines = spec.tail_lines;
@@ -180,12 +188,17 @@ impl Driver for ProcessDriver {
             let stop_requested = Arc::new(AtomicBool::new(false));
             let (tx, rx) = watch::channel(None);
             let flag = Arc::clone(&stop_requested);
+            let watch = self.watchdog.clone();
             tokio::spawn(async move {
                 let status = child.wait().await.map_err(|e| e.to_string());
                 // The group lives as long as its leader: sweep what it left behind now. The kernel
                 // does not hand out a pid still used as a group id, so while members remain this
                 // reaches only them; once the group is empty the signal finds nothing (ESRCH).
+                // The watchdog kills what it saw leave the group.
                 signal_group(pid, libc::SIGKILL);
+                if let Some(w) = &watch {
+                    w.release(pid, true);
+                }
                 let during_stop = flag.load(Ordering::SeqCst);
                 match &status {
                     Ok(s) => {
@@ -227,7 +240,7 @@ impl Driver for ProcessDriver {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
         Box::pin(async move {
             let spec = ProcessSpec::parse(&ctx.spec)?;
-            let cmd = spec.command(ctx)?;
+            let cmd = spec.command(ctx, self.watchdog.as_ref())?;
             let timeout = spec.timeout_ms.map(Duration::from_millis);
             let done = run_to_completion(cmd, timeout, spec.tail_lines, true).await?;
             if done.status.success() {

@@ -238,6 +238,25 @@ impl MembershipState {
         }
     }
 
+    /// This node's deadline on the monotonic clock (`CLOCK_MONOTONIC`, in nanoseconds), given
+    /// that clock's reading `mono_ns` and `now` read after it: the lease's or lock's end less
+    /// [`DEADLINE_MARGIN`], the instant [`MembershipState::deadline_on`] names on the wall
+    /// clock. 0 (long passed) when the node is not `Joined`; in the past, not 0, when its
+    /// deadline has passed. The watchdog kills the node's supervised processes at this instant
+    /// (`drivers::watchdog`, docs/design.md#i1): before the lease can end in etcd (its end there
+    /// counts from a renewal etcd received after the node sent it), so before any other node
+    /// can acquire. Reading `mono_ns` first makes a pause between the reads bring it earlier.
+    pub fn deadline_monotonic(&self, mono_ns: u64, now: Instant) -> u64 {
+        let (Status::Joined, Some(until)) = (&self.status, self.valid_until) else { return 0 };
+        let nanos = |d: std::time::Duration| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX);
+        let left = match until.checked_duration_since(now) {
+            Some(ahead) => nanos(ahead),
+            None => -nanos(now - until),
+        };
+        let at = i128::from(mono_ns).saturating_add(left).saturating_sub(nanos(DEADLINE_MARGIN));
+        u64::try_from(at.max(0)).unwrap_or(u64::MAX)
+    }
+
     /// `Joined`, unless its deadline has passed, in which case `Fenced` with that reason.
     pub fn effective_status(&self, now: Instant) -> Status {
         match (&self.status, self.valid_until) {
@@ -409,6 +428,27 @@ mod tests {
         assert!(s.deadline_on(wall, now + Duration::from_secs(3)) < wall, "lease over: passed");
         s.status = Status::Fenced("test".into());
         assert!(s.deadline_on(wall, now) < wall, "fenced: passed");
+    }
+
+    #[test]
+    fn the_monotonic_deadline_is_the_leases_end_less_the_margin_and_passed_when_not_joined() {
+        let now = Instant::now();
+        let mono = 1_000_000_000_000u64;
+        let ms = |n: u64| n * 1_000_000;
+        let mut s = MembershipState::joining();
+        s.valid_until = Some(now + Duration::from_secs(3));
+        assert_eq!(s.deadline_monotonic(mono, now), 0, "joining: passed");
+        s.status = Status::Joined;
+        assert_eq!(s.deadline_monotonic(mono, now), mono + ms(3_000 - 250));
+        // Read later (or after a pause between the two reads): earlier, never later.
+        assert_eq!(s.deadline_monotonic(mono, now + Duration::from_millis(1_000)), mono + ms(2_000 - 250));
+        // The lease over: in the past by as much, and the margin.
+        assert_eq!(s.deadline_monotonic(mono, now + Duration::from_secs(4)), mono - ms(1_000 + 250));
+        assert_eq!(s.deadline_monotonic(ms(100), now + Duration::from_secs(4)), 0, "never below 0");
+        s.status = Status::Fenced("test".into());
+        assert_eq!(s.deadline_monotonic(mono, now), 0, "fenced: passed");
+        s.status = Status::Left;
+        assert_eq!(s.deadline_monotonic(mono, now), 0, "left: passed");
     }
 
     #[test]

@@ -241,7 +241,8 @@ impl Node {
 
     /// After the process exited: wait for the reader to reach the end of stderr, so that
     /// [`Node::logs`] holds every line the process wrote. Children the node spawns get pipes of
-    /// their own, so nothing else holds the node's stderr open once it is gone.
+    /// their own; its watchdog shares its stderr, and exits as soon as it has acted on the
+    /// node's end.
     fn drain_logs(&mut self) {
         let Some(reader) = self.reader.take() else { return };
         wait_until(Duration::from_secs(10), "the node's stderr to reach its end", || reader.is_finished());
