@@ -102,7 +102,7 @@ fn nodes_rejoin_and_converge_after_etcd_restarts() {
 #[test]
 fn a_watch_from_a_compacted_revision_recovers() {
     let mut c = Cluster::new(&[]);
-    let proxy = Proxy::start(c.etcd.endpoint());
+    let proxy = Proxy::start(&c.etcd.endpoint());
     let node = member(&mut c, "solo", &format!("127.0.0.1:{}", proxy.port));
     converge(&[&node], &["solo"], Duration::from_secs(15));
 
@@ -306,7 +306,7 @@ fn a_node_that_loses_its_database_leaves_the_ring_and_comes_back() {
     // n3 reaches PostgreSQL through a proxy the test cuts; etcd directly.
     let admin = common::pg_admin_url();
     let pg_addr = admin.split_once('@').unwrap().1.split_once('/').unwrap().0.to_string();
-    let proxy = Proxy::start(pg_addr.clone());
+    let proxy = Proxy::start(&pg_addr);
     let n3_url = c.pg.url.replace(&pg_addr, &format!("127.0.0.1:{}", proxy.port));
     let dir = tempfile::tempdir().unwrap();
     let args = common::cluster::serve_args(&n3_url, &c.endpoint.clone(), "n3", &[]);

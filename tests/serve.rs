@@ -276,7 +276,7 @@ fn a_hung_database_connection_is_noticed_by_the_listener() {
     let pg = PgDb::create();
     let upstream = common::pg_admin_url();
     let upstream = upstream.split_once('@').and_then(|(_, r)| r.split_once('/')).map(|(hp, _)| hp.to_string()).unwrap();
-    let proxy = common::proxy::Proxy::start(&upstream);
+    let proxy = common::Proxy::start(&upstream);
     let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port, pg.name);
     let dir = tempfile::tempdir().unwrap();
     let env: Vec<(&str, &str)> = common::FAST.to_vec();

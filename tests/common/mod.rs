@@ -450,53 +450,5 @@ impl Drop for Etcd {
     }
 }
 
-/// A TCP proxy whose connections the test can cut (to break a node's streams to etcd).
-pub struct Proxy {
-    pub port: u16,
-    cut: Arc<std::sync::atomic::AtomicBool>,
-    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
-}
-
-impl Proxy {
-    pub fn start(target: String) -> Proxy {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
-        let (c2, k2) = (cut.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for inbound in listener.incoming().map_while(Result::ok) {
-                if c2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let Ok(outbound) = std::net::TcpStream::connect(&target) else { continue };
-                let mut kept = k2.lock().unwrap();
-                kept.push(inbound.try_clone().unwrap());
-                kept.push(outbound.try_clone().unwrap());
-                for (mut from, mut to) in
-                    [(inbound.try_clone().unwrap(), outbound.try_clone().unwrap()), (outbound, inbound)]
-                {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Proxy { port, cut, conns }
-    }
-
-    /// Close every connection and refuse new ones.
-    pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for s in self.conns.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    /// Accept connections again.
-    pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use proxy::Proxy;

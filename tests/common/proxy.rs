@@ -1,18 +1,21 @@
-//! A TCP proxy on a free loopback port in front of a real server, that a test can freeze: while
-//! frozen it keeps every connection open and forwards nothing, as a hung server or a stuck
-//! network path does (the operating system still acknowledges what was sent, so no TCP timeout
-//! fires: only the application can notice).
+//! A TCP proxy on a free loopback port in front of a real server (etcd, PostgreSQL), that a
+//! test can cut — every connection closed, new ones refused, as when a server or a network
+//! path goes away — or freeze — every connection kept open and nothing forwarded, as a hung
+//! server or a stuck network path does (the operating system still acknowledges what was sent,
+//! so no TCP timeout fires: only the application can notice).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub struct Proxy {
     pub port: u16,
+    cut: Arc<AtomicBool>,
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Proxy {
@@ -21,17 +24,23 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (frozen, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (f, s, up) = (frozen.clone(), stop.clone(), upstream.to_string());
+        let p =
+            Proxy { port, cut: Arc::default(), frozen: Arc::default(), stop: Arc::default(), conns: Arc::default() };
+        let (cut, frozen, stop, conns, up) =
+            (p.cut.clone(), p.frozen.clone(), p.stop.clone(), p.conns.clone(), upstream.to_string());
         std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
+                    Ok((client, _)) if cut.load(Ordering::SeqCst) => drop(client),
                     Ok((client, _)) => {
                         let Ok(server) = TcpStream::connect(&up) else { continue };
+                        let mut kept = conns.lock().unwrap();
+                        kept.push(client.try_clone().unwrap());
+                        kept.push(server.try_clone().unwrap());
                         for (from, to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
                         {
-                            let (f, s) = (f.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, &f, &s));
+                            let (frozen, stop) = (frozen.clone(), stop.clone());
+                            std::thread::spawn(move || pump(from, to, &frozen, &stop));
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::park_timeout(Duration::from_millis(10)),
@@ -39,7 +48,20 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, frozen, stop }
+        p
+    }
+
+    /// Close every connection and refuse new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Accept connections again.
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 
     /// Stop forwarding (connections stay open).
@@ -79,5 +101,5 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
 }
