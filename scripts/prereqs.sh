@@ -2,12 +2,13 @@
 # Install what building (and, with `test`, testing) Rota needs on Debian/Ubuntu, only when missing.
 #   scripts/prereqs.sh build   compilers, protoc (etcd-client), libpq, libsqlite3, sqlite3 CLI
 #   scripts/prereqs.sh test    the above + etcd, PostgreSQL, python3-venv (for schemathesis) and
-#                              libfaketime (a node started with its clock shifted, tests/serve.rs)
+#                              libfaketime (a node started with its clock shifted, tests/serve.rs),
+#                              iproute2 and nftables (the chaos suite's network partitions)
 set -euo pipefail
 
 want=(build-essential pkg-config protobuf-compiler libprotobuf-dev libpq-dev libsqlite3-dev sqlite3 curl)
 if [[ "${1:-build}" == "test" ]]; then
-    want+=(etcd-server postgresql libfaketime)
+    want+=(etcd-server postgresql libfaketime iproute2 nftables)
     # tests/hostile.rs runs schemathesis from a venv (scripts/test.sh); Debian splits venv out.
     python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 fi

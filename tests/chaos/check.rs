@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::procs::{Census, Crowded, Proc};
 use super::witness::Exec;
 
 /// Slack after a fault's recovery during which its effects may still show (leases, backoff).
@@ -573,6 +574,61 @@ pub fn delays(delayed: &[(i64, i64)], execs: &[Exec]) -> Vec<Violation> {
     out
 }
 
+fn procs_list(procs: &[Proc]) -> String {
+    let each: Vec<String> =
+        procs.iter().map(|p| format!("pid {} on {} epoch {} (parent {})", p.pid, p.node, p.epoch, p.ppid)).collect();
+    each.join(", ")
+}
+
+/// I1 — one actor, seen from the operating system: no sample of `/proc` finds two live workers
+/// of one `process` application (children or grandchildren, on any node). Consecutive crowded
+/// samples of one application are one episode, reported once with its length.
+pub fn live_processes(crowded: &[Crowded], period_ns: i64) -> Vec<Violation> {
+    let mut by_app: BTreeMap<&str, Vec<&Crowded>> = BTreeMap::new();
+    for c in crowded {
+        by_app.entry(&c.app).or_default().push(c);
+    }
+    let mut out = Vec::new();
+    for (app, mut list) in by_app {
+        list.sort_by_key(|c| c.index);
+        let mut i = 0;
+        while i < list.len() {
+            let mut j = i;
+            while j + 1 < list.len() && list[j + 1].index == list[j].index + 1 {
+                j += 1;
+            }
+            let (first, last) = (list[i], list[j]);
+            let most = list[i..=j].iter().max_by_key(|c| c.procs.len()).copied().unwrap_or(first);
+            out.push(v(
+                "I1",
+                format!(
+                    "application {app}: {} live processes at once for at least {:.1} s ({} samples from {} to {}): {}",
+                    most.procs.len(),
+                    ((last.at - first.at) + period_ns) as f64 / 1e9,
+                    j - i + 1,
+                    first.at,
+                    last.at,
+                    procs_list(&most.procs)
+                ),
+            ));
+            i = j + 1;
+        }
+    }
+    out
+}
+
+/// I1 — nothing outlives its node: once every node has stopped, no worker of any application
+/// is alive (a grandchild that escaped its node's death would run on unsupervised).
+pub fn survivors(census: &Census) -> Vec<Violation> {
+    census
+        .iter()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(app, procs)| {
+            v("I1", format!("application {app}: {} processes outlived every node: {}", procs.len(), procs_list(procs)))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Self-checks: fabricated histories with a known fault must be reported; a clean one must not.
 
@@ -796,5 +852,30 @@ mod self_checks {
         let early = [Exec::new("n1", Some(8), Some(5), "run", 10 * S, Some(11 * S))];
         assert_eq!(delays(&[(8, 12 * S)], &early).len(), 1);
         assert!(delays(&[(8, 9 * S)], &early).is_empty());
+    }
+
+    fn worker(pid: u32, node: &str) -> Proc {
+        Proc { pid, ppid: 1, node: node.into(), epoch: "7".into() }
+    }
+
+    #[test]
+    fn two_live_workers_are_one_violation_per_episode_and_a_survivor_is_one_too() {
+        let crowd = |index, app: &str| Crowded {
+            index,
+            at: index as i64 * 100_000_000,
+            app: app.into(),
+            procs: vec![worker(10, "n1"), worker(20, "n2")],
+        };
+        // Samples 3-5 and 9 of one application: two episodes; one sample of another: a third.
+        let found =
+            live_processes(&[crowd(3, "a"), crowd(4, "a"), crowd(5, "a"), crowd(9, "a"), crowd(4, "b")], 100_000_000);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].detail.contains("3 samples") && found[0].detail.contains("pid 20 on n2"), "{found:?}");
+        assert!(live_processes(&[], 100_000_000).is_empty());
+        let mut census = Census::new();
+        census.insert("a".into(), vec![]);
+        assert!(survivors(&census).is_empty());
+        census.insert("b".into(), vec![worker(30, "n3")]);
+        assert_eq!(survivors(&census).len(), 1);
     }
 }

@@ -97,14 +97,20 @@ pub struct Config {
     pub seed: u64,
 }
 
-/// POST with a short timeout (a paused node must not stall the load): (status, JSON).
+/// The admin token every node of the suite is configured with: a node in a network namespace
+/// listens on a non-loopback address, which Rota refuses without tokens.
+pub const TOKEN: &str = "chaos-admin-token-7f3a9c1e5b2d8f4a6c0e9b1d";
+
+/// A request with the admin token and a short timeout (a paused node must not stall the load):
+/// (status, JSON).
 pub fn request(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(3)))
         .build()
         .into();
-    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    let mut req =
+        ureq::http::Request::builder().method(method).uri(url).header("Authorization", format!("Bearer {TOKEN}"));
     if body.is_some() {
         req = req.header("Content-Type", "application/json");
     }

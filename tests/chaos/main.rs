@@ -1,8 +1,11 @@
-//! The chaos suite: N real `rota serve` nodes on a private PostgreSQL and a private etcd, a load
-//! generator, and a fault injector choosing at random among SIGKILL + restart, SIGSTOP past the
-//! lease TTL + SIGCONT, graceful restart, drain/undrain, an etcd restart, a PostgreSQL restart
-//! (fast or immediate), adding and removing a node. Afterwards it quiesces and checks the
-//! invariants of docs/design.md#invariants against what really ran (docs/reliability.md).
+//! The chaos suite: N real `rota serve` nodes, each in a network namespace of its own, on a
+//! private PostgreSQL and a private etcd, a load generator, and a fault injector choosing at
+//! random among SIGKILL + restart, SIGSTOP past the lease TTL + SIGCONT, graceful restart,
+//! drain/undrain, an etcd restart, a PostgreSQL restart (fast or immediate), adding and removing
+//! a node, and network partitions of one node (cut from etcd, from PostgreSQL, from both, one
+//! way only, or slowed). Afterwards it quiesces and checks the invariants of
+//! docs/design.md#invariants against what really ran (docs/reliability.md), including every
+//! 100 ms sample of the live processes of the `process` applications.
 //!
 //! Why: each invariant has a focused test elsewhere; this suite looks for the interleavings
 //! nobody wrote a test for. Everything it checks comes from outside the code under test — a
@@ -16,14 +19,18 @@
 //! Settings (environment, so `cargo test` runs the default): `ROTA_CHAOS_DURATION` (seconds of
 //! faults, default 120), `ROTA_CHAOS_NODES` (default 4), `ROTA_CHAOS_SEED` (default random,
 //! printed: the same seed replays the same choices, though not the same timing),
-//! `ROTA_CHAOS_REPORT` (also write the JSON report there). `scripts/chaos.sh` sets them.
+//! `ROTA_CHAOS_REPORT` (also write the JSON report there). `scripts/chaos.sh` sets them. Without
+//! root, `ip` or `nft` the nodes run on loopback and the partition faults are left out, with a
+//! notice; under `CI=true` that fails the test instead.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod check;
 mod load;
+mod net;
 mod pg;
+mod procs;
 mod witness;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,6 +47,7 @@ use serde_json::{json, Value};
 use check::{Audit, Event, Fault, Life, Task, Violation};
 use common::{cluster, Etcd, Node};
 use load::{now_ns, request, Db, Rng, Shared};
+use net::{Dir, Impair, Net, Ports};
 use pg::{PrivatePg, StopMode};
 
 /// Over the shared fast settings: status checks of the load's many applications once a second
@@ -47,6 +55,9 @@ use pg::{PrivatePg, StopMode};
 const MONITOR: (&str, &str) = ("ROTA__DISPATCH__MONITOR_INTERVAL_MS", "1000");
 /// Managed `shell` applications the load starts and stops.
 const APPS: usize = 10;
+/// Long-lived `process` applications (a `sleep` each; every other one under a `/bin/sh -c
+/// "sleep … & wait"` wrapper, so the worker is a grandchild), counted by the process sampler.
+const PROC_APPS: usize = 4;
 /// How long a fault may take to recover before it counts as not recovered.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// How long the quiesce may take before the run counts as not converged.
@@ -114,11 +125,28 @@ struct Harness {
     handler: i64,
     /// Probe tasks (recovery measurement); they are checked like every other task.
     probes: Vec<i64>,
+    /// The `process` applications: (id, name).
+    proc_apps: Vec<(i64, String)>,
+    /// Marks this run's processes (procs::MARK), and kills what is left of them on Drop.
+    reaper: procs::Reaper,
+    /// The nodes' network namespaces; last, so that it is dropped after the nodes.
+    net: Option<Net>,
 }
 
 impl Harness {
     fn new(settings: Settings) -> Harness {
-        let pg = PrivatePg::start();
+        let net = match Net::new() {
+            Ok(net) => Some(net),
+            Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("chaos: no network namespaces ({why}); CI runs the partition faults")
+            }
+            Err(why) => {
+                eprintln!("chaos: NOTICE: no network namespaces ({why}): nodes on loopback, no partition faults");
+                None
+            }
+        };
+        let host = net.as_ref().map(|n| n.host.clone());
+        let pg = PrivatePg::start(host.as_deref());
         let mut admin = PgConnection::establish(&pg.url("postgres", "chaos-harness")).unwrap();
         admin.batch_execute(&format!("CREATE DATABASE {DB}")).unwrap();
         let url = pg.url(DB, "chaos-harness");
@@ -130,7 +158,7 @@ impl Harness {
         store.migrate().unwrap();
         drop(store);
         PgConnection::establish(&url).unwrap().batch_execute(AUDIT_SQL).unwrap();
-        let etcd = Etcd::start();
+        let etcd = Etcd::start_also_on(host.as_deref());
         let dir = tempfile::Builder::new().prefix("rota-chaos").tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
         std::fs::write(dir.path().join("witness.sh"), witness::SCRIPT).unwrap();
@@ -154,6 +182,9 @@ impl Harness {
             apps: Vec::new(),
             handler: 0,
             probes: Vec::new(),
+            proc_apps: Vec::new(),
+            reaper: procs::Reaper(format!("rota-chaos-{}", std::process::id())),
+            net,
         };
         for _ in 0..h.settings.nodes {
             let id = format!("n{}", h.next_node);
@@ -165,10 +196,24 @@ impl Harness {
 
     fn start_node(&mut self, id: &str) {
         let dir = self.node_dirs.entry(id.to_string()).or_insert_with(|| tempfile::tempdir().unwrap());
-        let args = cluster::serve_args(&self.pg.url(DB, id), &self.etcd.endpoint(), id, &[]);
+        // In its namespace a node reaches the servers only through the bridge's address.
+        let (netns, listen, server) = match self.net.as_mut() {
+            Some(net) => {
+                let n = net.node(id);
+                (Some(n.ns), n.ip, net.host.clone())
+            }
+            None => (None, "127.0.0.1".to_string(), "127.0.0.1".to_string()),
+        };
+        let etcd = format!("{server}:{}", self.etcd.client_port);
+        let config = dir.path().join("chaos.toml");
+        let tokens =
+            format!("[api]\ntokens = [{{ name = \"chaos\", token = \"{}\", scope = \"admin\" }}]\n", load::TOKEN);
+        std::fs::write(&config, tokens).unwrap();
+        let mut args = cluster::serve_args(&self.pg.url_at(&server, DB, id), &etcd, id, &[]);
+        args.extend(["--config".to_string(), config.display().to_string()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = common::FAST.iter().copied().chain([MONITOR]).collect();
-        let node = Node::start(dir.path(), &args, &env);
+        let node = Node::start_in(netns.as_deref(), &listen, dir.path(), &args, &env);
         self.lives.push(Life { node: id.to_string(), start: now_ns(), end: None });
         self.nodes.insert(id.to_string(), node);
         self.publish_live(None);
@@ -247,6 +292,25 @@ impl Harness {
         );
         assert_eq!(s, 201, "{v}");
         self.handler = v["id"].as_i64().unwrap();
+        for i in 0..PROC_APPS {
+            let (name, command) = if i % 2 == 0 {
+                (format!("proc-{i}"), json!(["/bin/sleep", "100000"]))
+            } else {
+                (format!("wrapper-{i}"), json!(["/bin/sh", "-c", "sleep 100000 & wait"]))
+            };
+            let mark = format!("{}:{name}", self.reaper.0);
+            let spec = json!({"command": command, "env": {procs::MARK: mark}, "stop_grace_ms": 2000});
+            let (s, v) = request(
+                "POST",
+                &node.url("/api/v1/apps"),
+                Some(json!({"name": name, "driver": "process", "spec": spec, "monitor_interval_ms": 1000})),
+            );
+            assert_eq!(s, 201, "{v}");
+            let id = v["id"].as_i64().unwrap();
+            let (s, v) = request("POST", &node.url(&format!("/api/v1/apps/{id}/start")), Some(json!({})));
+            assert_eq!(s, 202, "{v}");
+            self.proc_apps.push((id, name));
+        }
     }
 
     /// Insert probe jobs (retrying while PostgreSQL is away, up to `deadline`); None when none
@@ -270,7 +334,7 @@ impl Harness {
     /// Every node answers, is joined, sees exactly the intended members, and is ready.
     fn membership_converged(&self) -> bool {
         let want: Vec<&str> = self.nodes.keys().map(String::as_str).collect();
-        self.nodes.values().all(|n| cluster::sees(n, &want) && request("GET", &n.url("/readyz"), None).0 == 200)
+        self.nodes.values().all(|n| sees(n, &want) && request("GET", &n.url("/readyz"), None).0 == 200)
     }
 
     fn all_succeeded(&mut self, ids: &[i64]) -> bool {
@@ -309,9 +373,25 @@ impl Harness {
     fn fault(&mut self) {
         let n = self.settings.nodes;
         let count = self.nodes.len();
-        let kinds =
-            ["kill", "stop", "graceful_restart", "drain", "etcd_restart", "pg_restart", "add_node", "remove_node"];
-        let mut weights = [3, 2, 2, 1, 1, 1, 1, 1];
+        let kinds = [
+            "kill",
+            "stop",
+            "graceful_restart",
+            "drain",
+            "etcd_restart",
+            "pg_restart",
+            "add_node",
+            "remove_node",
+            "cut_etcd",
+            "cut_pg",
+            "cut_both",
+            "one_way",
+            "slow",
+        ];
+        let mut weights = [3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        if self.net.is_none() {
+            weights[8..].fill(0);
+        }
         if count > n {
             weights[6] = 0;
         }
@@ -411,6 +491,41 @@ impl Harness {
                 self.start_node(&id);
                 node = Some(id);
             }
+            "cut_etcd" | "cut_pg" | "cut_both" | "one_way" | "slow" => {
+                let id = self.pick_node();
+                let imp = match kind {
+                    "cut_etcd" => Impair::Cut { etcd: true, pg: false, dir: Dir::Both },
+                    "cut_pg" => Impair::Cut { etcd: false, pg: true, dir: Dir::Both },
+                    "cut_both" => Impair::Cut { etcd: true, pg: true, dir: Dir::Both },
+                    "one_way" => {
+                        let dir = if self.rng.below(2) == 0 { Dir::Out } else { Dir::In };
+                        let (etcd, pg) = *self.rng.pick(&[(true, false), (false, true), (true, true)]);
+                        Impair::Cut { etcd, pg, dir }
+                    }
+                    _ => Impair::Slow {
+                        delay_ms: self.rng.millis(50, 400).as_millis() as u32,
+                        rate_kbit: *self.rng.pick(&[64, 128, 256]),
+                        loss_pct: self.rng.millis(2, 20).as_millis() as u32,
+                    },
+                };
+                // Healed after 1 s to twice the TTL + 2 s: shorter and longer than the lease.
+                let hold = self.rng.millis(1000, (2 * cluster::ttl() + 2) * 1000);
+                let ports = Ports { etcd: self.etcd.client_port, pg: self.pg.port };
+                let net = self.net.as_mut().expect("partition faults only with namespaces");
+                let how = net.impair(&id, ports, &imp);
+                let epoch = self.etcd_revision();
+                std::thread::sleep(hold); // the fault's length, chosen above
+                self.net.as_mut().expect("namespaces").heal(&id);
+                let how = if how.is_empty() { String::new() } else { format!(" ({how})") };
+                note = format!("{imp:?}{how} for {} ms", hold.as_millis());
+                // Cut both ways from etcd for longer than the TTL (+ 1.5 s for etcd to expire it),
+                // its lease is gone: its session ended, and it may act again only under a new one.
+                let from_etcd = matches!(imp, Impair::Cut { etcd: true, dir: Dir::Both, .. });
+                if from_etcd && hold > Duration::from_millis(cluster::ttl() * 1000 + 1500) {
+                    stale = Some((epoch, now_ns()));
+                }
+                node = Some(id);
+            }
             _ => unreachable!(),
         }
         let done = now_ns();
@@ -431,6 +546,15 @@ impl Harness {
         );
         self.faults.push(Fault { kind, node, at, done, recovered, stale });
     }
+}
+
+/// The node is joined and its view has exactly `ids` (`cluster::sees`, with the token).
+fn sees(node: &Node, ids: &[&str]) -> bool {
+    let (status, v) = request("GET", &node.url("/api/v1/cluster"), None);
+    let (mut got, mut want) = (cluster::members(&v), ids.to_vec());
+    got.sort();
+    want.sort();
+    status == 200 && v["self"]["status"] == "joined" && got == want
 }
 
 /// Signal a node directly (not through a `kill` process: under load that can take 100 ms and
@@ -650,9 +774,11 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
     );
 
     let watcher = witness::Watcher::start(h.dir.path().join("witness"));
+    let sampler = procs::Sampler::start(h.reaper.0.clone());
 
-    // Load.
-    let cfg = load::Config { db_url: h.pg.url(DB, "chaos-load"), apps: h.apps.clone(), handler: h.handler, seed };
+    // Load: commands to the shell and the process applications alike.
+    let all_apps: Vec<i64> = h.apps.iter().copied().chain(h.proc_apps.iter().map(|p| p.0)).collect();
+    let cfg = load::Config { db_url: h.pg.url(DB, "chaos-load"), apps: all_apps.clone(), handler: h.handler, seed };
     let shared = h.shared.clone();
     let loader = std::thread::spawn(move || load::run(cfg, shared));
 
@@ -681,7 +807,7 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let mut finals: Vec<(i64, i64, &str)> = Vec::new(); // (app, task, desired)
-    for app in h.apps.clone() {
+    for app in all_apps.clone() {
         let target = if h.rng.below(2) == 0 { "running" } else { "stopped" };
         let action = if target == "running" { "start" } else { "stop" };
         while Instant::now() < deadline {
@@ -706,19 +832,31 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "stopped".into())
     };
+    let names: BTreeMap<i64, String> = h.proc_apps.iter().cloned().collect();
+    // The outside system of a process application: how many workers the sampler sees.
+    let workers = |census: &procs::Census, app: i64| {
+        let n = names.get(&app).and_then(|name| census.get(name)).map_or(0, Vec::len);
+        match n {
+            0 => "stopped".to_string(),
+            1 => "running".to_string(),
+            n => format!("{n} processes"),
+        }
+    };
     let mut converged = false;
     while Instant::now() < deadline {
         let apps = load_apps(&mut h.db).unwrap_or_default();
         let by_id: BTreeMap<i64, &AppSql> = apps.iter().map(|a| (a.id, a)).collect();
+        let census = sampler.latest();
         unconverged = finals
             .iter()
             .filter_map(|(app, task, want)| {
                 let a = by_id.get(app)?;
-                let (f, ok) = (file_state(*app), a.desired_state == *want && a.state == *want);
+                let f = if names.contains_key(app) { workers(&census, *app) } else { file_state(*app) };
+                let ok = a.desired_state == *want && a.state == *want;
                 (!(ok && f == *want)).then(|| format!("application {app}: final task {task} wants {want}; desired {}, observed {}, outside system {f}, owner {:?}", a.desired_state, a.state, a.owner_node))
             })
             .collect();
-        if finals.len() == h.apps.len()
+        if finals.len() == all_apps.len()
             && unconverged.is_empty()
             && !apps.is_empty()
             && h.all_succeeded(&final_ids)
@@ -742,6 +880,9 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
         h.stop_node(&id);
     }
     let now = now_ns();
+    let (crowded, samples) = sampler.finish();
+    let leftover = procs::scan(&h.reaper.0);
+    procs::kill_marked(&h.reaper.0);
     let tasks = load_tasks(&mut h.db);
     let audit = load_audit(&mut h.db);
     let events = load_events(&mut h.db);
@@ -753,6 +894,8 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
         violations.push(Violation { check: "witness", detail: format!("malformed witness line: {t}") });
     }
     violations.extend(check::overlaps(&execs, &h.lives, now));
+    violations.extend(check::live_processes(&crowded, procs::PERIOD.as_nanos() as i64));
+    violations.extend(check::survivors(&leftover));
     violations.extend(check::broadcast(&tasks, &execs, &h.faults));
     violations.extend(check::shards(&tasks));
     let mut submitted = log.submitted.clone();
@@ -813,6 +956,13 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
         execs.iter().filter(|e| e.end.is_none()).count()
     );
     eprintln!("audit: {} row updates; events: {} acquisitions/releases", audit.len(), events.len());
+    eprintln!(
+        "processes: {samples} samples of {} process applications every {} ms, {} crowded, {} left after the nodes",
+        h.proc_apps.len(),
+        procs::PERIOD.as_millis(),
+        crowded.len(),
+        leftover.values().map(Vec::len).sum::<usize>()
+    );
     let results = tasks.iter().filter(|t| t.result.as_deref().is_some_and(|r| r.contains("witness "))).count();
     let stale_windows = h.faults.iter().filter(|f| f.stale.is_some()).count();
     let children = tasks.iter().filter(|t| t.parent_id.is_some() && t.routing.as_deref() == Some("broadcast")).count();
@@ -864,6 +1014,9 @@ fn run(settings: Settings) -> (Value, Vec<Violation>) {
         "violations": violations.len(),
         "lost": lost,
         "duplicate_executions": duplicate_executions,
+        "process_samples": samples,
+        "crowded_samples": crowded.len(),
+        "partitions": h.net.is_some(),
         "recovery_p50_s": round2(percentile(&rec, 0.5)),
         "recovery_max_s": round2(rec.last().copied().unwrap_or(0.0)),
         "converged": converged,

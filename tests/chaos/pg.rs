@@ -27,6 +27,8 @@ pub struct PrivatePg {
     data: PathBuf,
     socket: PathBuf,
     pub port: u16,
+    /// Another address it also listens on, reachable from the nodes' network namespaces.
+    also_on: Option<String>,
     running: bool,
 }
 
@@ -78,8 +80,9 @@ fn chown_postgres(path: &Path) {
 }
 
 impl PrivatePg {
-    /// initdb a fresh cluster and start it.
-    pub fn start() -> PrivatePg {
+    /// initdb a fresh cluster and start it, listening on loopback and on `also_on` (the host end
+    /// of the nodes' network, whose /24 may connect; trust, like loopback).
+    pub fn start(also_on: Option<&str>) -> PrivatePg {
         let bin = pg_bin();
         let root = tempfile::Builder::new().prefix("rota-chaos-pg").tempdir().unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -99,23 +102,44 @@ impl PrivatePg {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut pg = PrivatePg { bin, _root: root, data, socket, port: free_port(), running: false };
+        if let Some(host) = also_on {
+            let net = host.rsplit_once('.').map(|(a, _)| format!("{a}.0/24")).unwrap_or_else(|| host.to_string());
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(&format!("host all all {net} trust\n"));
+            std::fs::write(&hba, text).unwrap();
+        }
+        let mut pg = PrivatePg {
+            bin,
+            _root: root,
+            data,
+            socket,
+            port: free_port(),
+            also_on: also_on.map(str::to_string),
+            running: false,
+        };
         pg.start_again();
         pg
     }
 
     /// An admin URL of database `db`, tagged with `application_name` (the audit trigger's writer).
     pub fn url(&self, db: &str, app_name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}?application_name={app_name}", self.port)
+        self.url_at("127.0.0.1", db, app_name)
+    }
+
+    /// [`PrivatePg::url`] through `host` (one of the addresses it listens on).
+    pub fn url_at(&self, host: &str, db: &str, app_name: &str) -> String {
+        format!("postgres://postgres@{host}:{}/{db}?application_name={app_name}", self.port)
     }
 
     /// Start the (stopped) server on the same port and data directory and wait until it answers.
     pub fn start_again(&mut self) {
         // `fsync=off`: the suite crashes PostgreSQL, never the machine, so the page cache survives.
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses='{}' -c fsync=off -c max_connections=200",
             self.port,
-            self.socket.display()
+            self.socket.display(),
+            ["127.0.0.1"].into_iter().chain(self.also_on.as_deref()).collect::<Vec<_>>().join(",")
         );
         let log = self.data.parent().unwrap().join("sock").join("postgres.log");
         let out = pg_tool(

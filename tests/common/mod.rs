@@ -191,12 +191,63 @@ impl Node {
 
     /// Start without waiting (for nodes expected to fail).
     pub fn spawn(data_dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
+        Node::spawn_in(None, "127.0.0.1", data_dir, args, envs)
+    }
+
+    /// Start `rota serve` inside the network namespace `netns` (a name under `/run/netns`, as
+    /// `ip netns add` makes them), listening on `host` with a free port; wait for its address.
+    /// The node's children inherit the namespace.
+    pub fn start_in(
+        netns: Option<&str>,
+        host: &str,
+        data_dir: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Node {
+        let mut node = Node::spawn_in(netns, host, data_dir, args, envs);
+        node.addr = node.wait_addr();
+        node
+    }
+
+    fn spawn_in(
+        netns: Option<&str>,
+        host: &str,
+        data_dir: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Node {
         let mut cmd = rota();
-        cmd.arg("serve").arg("--listen").arg("127.0.0.1:0").arg("--data-dir").arg(data_dir).args(args);
+        cmd.arg("serve").arg("--listen").arg(format!("{host}:0")).arg("--data-dir").arg(data_dir).args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        if let Some(ns) = netns {
+            use std::os::fd::IntoRawFd;
+            use std::os::unix::process::CommandExt;
+            // Opened here, entered in the child between fork and exec (setns is a plain system
+            // call); the descriptor is close-on-exec, and the parent's copy is closed below.
+            let fd = std::fs::File::open(format!("/run/netns/{ns}"))
+                .unwrap_or_else(|e| panic!("network namespace {ns}: {e}"))
+                .into_raw_fd();
+            // SAFETY: the closure only makes the setns system call, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+            // SAFETY: fd is ours (into_raw_fd above) and closed once.
+            unsafe { libc::close(fd) };
+            return Node::collect(child.unwrap());
+        }
+        Node::collect(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap())
+    }
+
+    /// Read the stderr of a just-spawned node into its log.
+    fn collect(mut child: Child) -> Node {
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(Vec::new()));
         let sink = logs.clone();
@@ -347,6 +398,8 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     pub client_port: u16,
     peer_port: u16,
+    /// Another address it also serves clients on (e.g. one network namespaces reach).
+    also_on: Option<String>,
 }
 
 impl Etcd {
@@ -354,7 +407,18 @@ impl Etcd {
     /// later, so a test running beside this one can take one in between (a fresh-clone run saw
     /// etcd never become healthy): a start that fails is tried again on other ports.
     pub fn start() -> Etcd {
-        let mut e = Etcd { child: None, dir: tempfile::tempdir().unwrap(), client_port: 0, peer_port: 0 };
+        Etcd::start_also_on(None)
+    }
+
+    /// As [`Etcd::start`], also serving clients on `host` (same port), when given.
+    pub fn start_also_on(host: Option<&str>) -> Etcd {
+        let mut e = Etcd {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            client_port: 0,
+            peer_port: 0,
+            also_on: host.map(str::to_string),
+        };
         for attempt in 1..=3 {
             (e.client_port, e.peer_port) = (free_port(), free_port());
             while e.peer_port == e.client_port {
@@ -383,7 +447,10 @@ impl Etcd {
 
     /// Start it on its ports and data; true once it is healthy (within 20 s).
     fn try_launch(&mut self) -> bool {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let mut client = format!("http://127.0.0.1:{}", self.client_port);
+        if let Some(host) = &self.also_on {
+            client = format!("{client},http://{host}:{}", self.client_port);
+        }
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::options().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
         let child = Command::new("etcd")
@@ -397,7 +464,7 @@ impl Etcd {
             .spawn()
             .expect("etcd must be installed (scripts/test.sh installs etcd-server)");
         self.child = Some(child);
-        let health = format!("{client}/health");
+        let health = format!("http://127.0.0.1:{}/health", self.client_port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if http_get(&health).1.contains("true") {
