@@ -371,3 +371,36 @@ fn a_node_that_loses_its_database_leaves_the_ring_and_comes_back() {
             && c.apps().iter().filter(|a| a.owner_node.as_deref() == Some("n3")).count() == on_n3.len()
     });
 }
+
+/// etcd with three members: nodes are given every endpoint, and killing any one member (the
+/// leader included) and starting it again fences no node and changes no view
+/// (docs/operations.md#etcd-members).
+#[test]
+fn killing_one_of_three_etcd_members_fences_no_node() {
+    let mut etcd = common::EtcdCluster::start(3);
+    let endpoints = etcd.endpoints();
+    let mut c = Cluster::new(&[]);
+    let nodes = [member(&mut c, "n1", &endpoints), member(&mut c, "n2", &endpoints)];
+    let refs: Vec<&Node> = nodes.iter().collect();
+    converge(&refs, &["n1", "n2"], Duration::from_secs(20));
+    for i in 0..3 {
+        etcd.kill(i);
+        // Three lease TTLs without member i: every lease would have run out by now if a
+        // node could not renew it through the others.
+        let until = Instant::now() + Duration::from_secs(3 * ttl());
+        wait_until(Duration::from_secs(60), "three TTLs to pass", || {
+            for n in &nodes {
+                let logs = n.logs();
+                assert!(!logs.contains("fenced"), "a node fenced with etcd member {i} down:\n{logs}");
+            }
+            Instant::now() >= until
+        });
+        converge(&refs, &["n1", "n2"], Duration::from_secs(5));
+        etcd.resume(i);
+    }
+    converge(&refs, &["n1", "n2"], Duration::from_secs(10));
+    for n in &nodes {
+        let logs = n.logs();
+        assert!(!logs.contains("fenced"), "{logs}");
+    }
+}

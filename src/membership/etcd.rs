@@ -106,6 +106,7 @@ pub fn start(
         last_rev: 0,
         table,
         refused: String::new(),
+        next_endpoint: 0,
     };
     let mut runner = runner;
     runner.encode_record();
@@ -158,6 +159,8 @@ struct Runner {
     table: MemberTable,
     /// The last refusal logged ([`End::Refused`]), so that a retry logs only a new reason.
     refused: String,
+    /// The endpoint the next connection tries first ([`Runner::connect`]).
+    next_endpoint: usize,
 }
 
 async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
@@ -215,6 +218,7 @@ impl Runner {
                 }
                 End::Retry(why) => {
                     self.metrics.membership_errors.inc();
+                    self.next_endpoint += 1;
                     tracing::warn!(node.id = %self.me.node_id, reason = %why, "etcd session interrupted; reconnecting");
                     self.unreachable(&why);
                     if self.pause(&mut backoff).await {
@@ -318,11 +322,37 @@ impl Runner {
         }
     }
 
-    async fn connect(&self) -> Result<Client, String> {
+    /// A client on one member that answers, trying the endpoints in turn from the one after
+    /// the last session's. Why one at a time: a client given every endpoint balanced each
+    /// request among them, dead members included, and every request sent to a killed member
+    /// failed ("tcp connect error") until the lease ran out — one etcd member down out of three
+    /// fenced the nodes (docs/operations.md#etcd-members). A session that ends in an error
+    /// moves on to the next member.
+    async fn connect(&mut self) -> Result<Client, String> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(1), CALL_TIMEOUT);
-        call(Client::connect(&self.opts.endpoints, Some(opts))).await
+        let n = self.opts.endpoints.len().max(1);
+        let mut failed = Vec::new();
+        for k in 0..n {
+            let i = (self.next_endpoint + k) % n;
+            let Some(endpoint) = self.opts.endpoints.get(i) else { break };
+            let answered = async {
+                let mut client = call(Client::connect([endpoint], Some(opts.clone()))).await?;
+                // A member cut from the others' quorum answers status but no lease or watch:
+                // the session's first calls find that out, and the next session moves on.
+                call(client.status()).await?;
+                Ok::<_, String>(client)
+            };
+            match answered.await {
+                Ok(client) => {
+                    self.next_endpoint = i;
+                    return Ok(client);
+                }
+                Err(e) => failed.push(format!("{endpoint}: {e}")),
+            }
+        }
+        Err(failed.join("; "))
     }
 
     fn unreachable(&self, why: &str) {

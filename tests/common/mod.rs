@@ -392,6 +392,92 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A private etcd cluster of several members, each on free loopback ports with its own data
+/// directory, that a test can kill and start one member at a time.
+pub struct EtcdCluster {
+    dir: tempfile::TempDir,
+    members: Vec<(String, u16, u16, Option<Child>)>,
+    token: String,
+}
+
+impl EtcdCluster {
+    /// `n` members, started together and healthy.
+    pub fn start(n: usize) -> EtcdCluster {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let token = format!("rota-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+        let members = (0..n).map(|i| (format!("m{i}"), free_port(), free_port(), None)).collect();
+        let mut c = EtcdCluster { dir: tempfile::tempdir().unwrap(), members, token };
+        for i in 0..n {
+            c.launch(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    /// Every member's client endpoint, comma-separated (what `--etcd-endpoints` takes).
+    pub fn endpoints(&self) -> String {
+        self.members.iter().map(|(_, client, _, _)| format!("127.0.0.1:{client}")).collect::<Vec<_>>().join(",")
+    }
+
+    fn launch(&mut self, i: usize) {
+        let cluster = self
+            .members
+            .iter()
+            .map(|(name, _, peer, _)| format!("{name}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (name, client, peer, _) = &self.members[i];
+        let (client, peer) = (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}"));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", name, "--data-dir"])
+            .arg(self.dir.path().join(name))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &cluster, "--initial-cluster-token", &self.token])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd must be installed (scripts/test.sh installs etcd-server)");
+        self.members[i].3 = Some(child);
+    }
+
+    fn wait_healthy(&self, i: usize) {
+        let health = format!("http://127.0.0.1:{}/health", self.members[i].1);
+        wait_until(Duration::from_secs(30), &format!("etcd member {i} to be healthy"), || {
+            http_get(&health).1.contains("true")
+        });
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].3.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start member `i` again on its ports and data, and wait until it is healthy.
+    pub fn resume(&mut self, i: usize) {
+        self.launch(i);
+        self.wait_healthy(i);
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// A private etcd process on free loopback ports with its own data directory.
 pub struct Etcd {
     child: Option<Child>,
