@@ -439,9 +439,12 @@ fn jobs_no_node_matches_fail_like_fan_outs(postgres: bool) {
         let error = row.error.unwrap_or_default();
         assert!(error.contains(r#"no live node matches selector {"dc":"nowhere"}"#), "{error}");
         assert!(error.contains("attempt 2 of 2"), "retried first: {error}");
-        // Besides the API's `task.submitted`, one event: the failure.
-        let events =
-            f.scalar(&format!("SELECT count(*) AS n FROM event WHERE task_id = {id} AND kind <> 'task.submitted'"));
+        // Besides the API's `task.submitted`, one event: the failure (recorded just after the
+        // outcome is written).
+        let count =
+            || f.scalar(&format!("SELECT count(*) AS n FROM event WHERE task_id = {id} AND kind <> 'task.submitted'"));
+        wait_until(Duration::from_secs(5), "the failure's event", || count() > 0);
+        let events = count();
         let kinds: Vec<String> = diesel::sql_query(format!("SELECT kind AS s FROM event WHERE task_id = {id}"))
             .load::<S>(&mut *f.store.conn().unwrap())
             .unwrap()
