@@ -75,6 +75,18 @@ fn acquired_apps(conn: &mut rota::store::AnyConnection, prefix: &str, n: usize) 
         .collect()
 }
 
+/// The claim of row `id` among `claimed` (the rows a claim returned), with its epoch replaced by
+/// `epoch`: a write as the claim's holder at that epoch.
+fn held_at(claimed: &[rota::store::models::Task], id: i64, epoch: i64) -> rota::store::models::Claim {
+    let row = claimed.iter().find(|t| t.id == id).unwrap_or_else(|| panic!("row {id} was not claimed"));
+    rota::store::models::Claim { epoch, ..row.claim() }
+}
+
+/// The claim row `id` is held under now, as read from the table.
+fn claim_now(conn: &mut rota::store::AnyConnection, id: i64) -> rota::store::models::Claim {
+    tasks::find_task(conn, id).unwrap().unwrap().claim()
+}
+
 /// Migrations shipped (the same number on both backends).
 fn migration_count() -> usize {
     let dir = |b: &str| std::fs::read_dir(format!("{}/migrations/{b}", env!("CARGO_MANIFEST_DIR"))).unwrap().count();
@@ -293,7 +305,12 @@ fn batched_completion_writes_each_outcome_only_for_its_own_claim() {
         let claimed = claim(&mut conn, &plans, &ids, "n1", 7, open()).unwrap();
         assert_eq!(claimed.len(), 4);
         let retry_at = Utc::now().naive_utc() + chrono::Duration::hours(1);
-        let row = |id: i64, epoch: i64, outcome: Outcome| Finished { id, epoch, outcome, app: None };
+        let row = |id: i64, epoch: i64, outcome: Outcome| Finished {
+            id,
+            claim: held_at(&claimed, id, epoch),
+            outcome,
+            app: None,
+        };
         let rows = vec![
             row(ids[0], 7, Outcome::Succeeded(Some("{\"ok\":1}".into()))),
             row(ids[1], 7, Outcome::Failed("boom".into())),
@@ -344,7 +361,8 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             tasks::insert_task(&mut conn, &task(None, "run")).unwrap(),
             tasks::insert_task(&mut conn, &task(Some(apps[2]), "start")).unwrap(),
         ];
-        assert_eq!(claim(&mut conn, &plans, &ids, "n1", 5, open()).unwrap().len(), 4);
+        let claimed = claim(&mut conn, &plans, &ids, "n1", 5, open()).unwrap();
+        assert_eq!(claimed.len(), 4);
         let running = AppChange {
             desired_state: Some(rota::domain::DesiredState::Running),
             state: Some(rota::domain::AppState::Running),
@@ -352,14 +370,19 @@ fn a_commands_outcome_is_written_only_with_its_application_write() {
             restart_count: Some(0),
         };
         let write = |id: i64, epoch: i64| AppWrite { id, epoch, change: running.clone(), event: Some(ev(id)) };
-        let done = |id: i64, app: Option<AppWrite>| Finished { id, epoch: 5, outcome: Outcome::Succeeded(None), app };
+        let done = |id: i64, app: Option<AppWrite>| Finished {
+            id,
+            claim: held_at(&claimed, id, 5),
+            outcome: Outcome::Succeeded(None),
+            app,
+        };
         let rows = vec![
             done(ids[0], Some(write(apps[0], 5))),
             done(ids[1], Some(write(apps[1], 4))), // the application at an older epoch: not ours
             done(ids[2], None),
             // The task claimed at another epoch (recovered and claimed again): its outcome is
             // not ours to write; the application's state is, without an event.
-            Finished { epoch: 4, ..done(ids[3], Some(write(apps[2], 5))) },
+            Finished { claim: held_at(&claimed, ids[3], 4), ..done(ids[3], Some(write(apps[2], 5))) },
         ];
         let flags = finish_batch(&mut conn, "n1", open(), &rows).unwrap();
         assert_eq!(
@@ -501,18 +524,20 @@ fn claim_next_takes_each_applications_first_command_and_every_job() {
         assert_eq!(claimed, vec![busy_job, delayed_second, idle_first, job]);
         // Nothing more until a running command ends; then only the one after it.
         assert!(claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().is_empty());
-        let done = |id: i64| rota::store::complete::Finished {
+        let done = |id: i64, conn: &mut rota::store::AnyConnection| rota::store::complete::Finished {
             id,
-            epoch: 1,
+            claim: claim_now(conn, id),
             outcome: rota::store::complete::Outcome::Succeeded(None),
             app: None,
         };
-        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[done(idle_first)]).unwrap();
+        let row = done(idle_first, &mut conn);
+        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[row]).unwrap();
         let next: Vec<i64> =
             claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(next, vec![idle_second]);
         // The cursor: only rows after it.
-        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[done(delayed_second)]).unwrap();
+        let row = done(delayed_second, &mut conn);
+        rota::store::complete::finish_batch(&mut conn, "n1", open(), &[row]).unwrap();
         assert!(claim_next(&mut conn, &plans, delayed_third, 100, "n1", 1, open()).unwrap().is_empty());
         let next: Vec<i64> =
             claim_next(&mut conn, &plans, 0, 100, "n1", 1, open()).unwrap().iter().map(|t| t.id).collect();
@@ -747,9 +772,10 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
             assert_eq!((t.status.as_str(), t.owner_node, t.attempts), ("pending", None, 0), "task {id}");
         }
 
-        assert_eq!(claim_jobs(&mut conn, &plans, &[10], "n1", 3, open()).unwrap().len(), 1);
-        assert_eq!(claim_turns(&mut conn, &plans, &[1], "n1", 3, open()).unwrap().len(), 1);
-        assert_eq!(claim(&mut conn, &plans, &[11], "n1", 3, open()).unwrap().len(), 1);
+        let mut claimed = claim_jobs(&mut conn, &plans, &[10], "n1", 3, open()).unwrap();
+        claimed.extend(claim_turns(&mut conn, &plans, &[1], "n1", 3, open()).unwrap());
+        claimed.extend(claim(&mut conn, &plans, &[11], "n1", 3, open()).unwrap());
+        assert_eq!(claimed.len(), 3);
 
         // Completions, application writes and acquisitions past the deadline write nothing
         // either, by every path: a batch of outcomes, a single one, one with its application
@@ -759,7 +785,12 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         let change = AppChange { state: Some(rota::domain::AppState::Running), ..Default::default() };
         let write =
             |id: i64| AppWrite { id, epoch: 3, change: change.clone(), event: Some(app_event("app.state", id)) };
-        let done = |id: i64, app: Option<AppWrite>| Finished { id, epoch: 3, outcome: Outcome::Succeeded(None), app };
+        let done = |id: i64, app: Option<AppWrite>| Finished {
+            id,
+            claim: held_at(&claimed, id, 3),
+            outcome: Outcome::Succeeded(None),
+            app,
+        };
         conn.batch_execute("INSERT INTO application (id, name, driver) VALUES (2, 'b', 'noop'), (3, 'c', 'noop');")
             .unwrap();
         assert!(apps_batch(&mut conn, "n1", open(), &[acquire(1)], &[], &[]).unwrap().acquired[0].is_some());
@@ -804,9 +835,15 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         // own, in order.
         let session = Fence { until: later(), joined: 4 };
         conn.batch_execute("INSERT INTO task (id, action) VALUES (20, 'run'), (21, 'run'), (22, 'run');").unwrap();
-        assert_eq!(claim(&mut conn, &plans, &[20], "n1", 5, open()).unwrap().len(), 1);
-        assert_eq!(claim(&mut conn, &plans, &[21], "n1", 3, open()).unwrap().len(), 1);
-        let at = |id: i64, epoch: i64| Finished { id, epoch, outcome: Outcome::Succeeded(None), app: None };
+        let mut claimed = claim(&mut conn, &plans, &[20], "n1", 5, open()).unwrap();
+        claimed.extend(claim(&mut conn, &plans, &[21], "n1", 3, open()).unwrap());
+        assert_eq!(claimed.len(), 2);
+        let at = |id: i64, epoch: i64| Finished {
+            id,
+            claim: held_at(&claimed, id, epoch),
+            outcome: Outcome::Succeeded(None),
+            app: None,
+        };
         let written = FinishFlags { task: true, app: None };
         assert_eq!(finish_batch(&mut conn, "n1", session, &[at(21, 3), at(20, 5)]).unwrap(), [refused, written]);
         let acquire_at = |id: i64, epoch: i64| AppAcquire {
@@ -835,6 +872,108 @@ fn a_write_past_the_writers_deadline_or_session_changes_nothing() {
         let found = orphans(&mut conn, &["n2".into()], "n2").unwrap();
         let old = found.iter().find(|o| o.id == 22).expect("task 22 is an orphan again").clone();
         assert_eq!(recover(&mut conn, &old, "test", (open(), 7, GRACE)).unwrap(), Some("pending"));
+    });
+}
+
+/// A failover onto an asynchronous replica loses the transactions the old primary had not
+/// shipped, and the promoted server's sequence hands their ids out again: one node can hold, at
+/// one membership epoch (etcd's, which a database failover does not change), a claim of task 1
+/// from before the failover and a claim of another task 1 from after it. Every write as the
+/// first claim's holder — outcomes by each path, give-backs, a parent's stage and fan-out, moving
+/// and losing its children, a recovery decided on the first claim — leaves the second row alone;
+/// the second claim's own writes go through (docs/design.md#i3, docs/operations.md#ha).
+#[test]
+fn a_write_of_an_earlier_claim_never_lands_on_a_new_row_with_the_same_id() {
+    use rota::store::claim::claim;
+    use rota::store::complete::{finish_batch, unclaim, unclaim_all, FinishFlags, Finished, Outcome};
+    use rota::store::jobs::{fan_out, lose_child, reassign_child, set_stage, FanOut};
+    use rota::store::recover::{orphans, recover};
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let plans = store.plans();
+        let app = acquired_apps(&mut conn, "f", 1)[0];
+        // Rows 1–6 jobs, row 7 a command of the application, row 8 a parent.
+        let rows = |payload: &str| {
+            format!(
+                "INSERT INTO task (id, action, payload) VALUES (1, 'run', '{payload}'), (2, 'run', '{payload}'), \
+                 (3, 'run', '{payload}'), (4, 'run', '{payload}'), (5, 'run', '{payload}'), (6, 'run', '{payload}'), \
+                 (8, 'run', '{payload}'); \
+                 INSERT INTO task (id, app_id, action, payload) VALUES (7, {app}, 'start', '{payload}');"
+            )
+        };
+        conn.batch_execute(&rows(r#"{"before":true}"#)).unwrap();
+        let ids: Vec<i64> = (1..=8).collect();
+        let before = claim(&mut conn, &plans, &ids, "n1", 5, open()).unwrap();
+        assert_eq!(before.len(), 8);
+        // A recovery decided on the first claims (n1 gone from the view of the recovering node).
+        let seen = orphans(&mut conn, &["n2".into()], "n2").unwrap();
+        assert_eq!(seen.len(), 8);
+
+        // The failover: the rows are gone, and new tasks take their ids. Task 8's child 9 runs
+        // on a node that left.
+        conn.batch_execute("DELETE FROM task").unwrap();
+        conn.batch_execute(&rows(r#"{"after":true}"#)).unwrap();
+        conn.batch_execute(
+            "INSERT INTO task (id, action, parent_id, target_node, routing) VALUES (9, 'run', 8, 'gone', 'sharding')",
+        )
+        .unwrap();
+        let after = claim(&mut conn, &plans, &ids, "n1", 5, open()).unwrap();
+        assert_eq!(after.len(), 8);
+        for t in &after {
+            let old = before.iter().find(|b| b.id == t.id).unwrap();
+            assert_eq!((t.owner_node.as_deref(), t.owner_epoch, t.attempts), (Some("n1"), Some(5), old.attempts));
+            assert_ne!(t.claim_token, old.claim_token, "row {}: a claim's token is its own", t.id);
+        }
+        let old = |id: i64| before.iter().find(|t| t.id == id).unwrap().claim();
+        let new = |id: i64| after.iter().find(|t| t.id == id).unwrap().claim();
+
+        // The first claims' late writes, by every path.
+        let done = |id: i64, claim, outcome| Finished { id, claim, outcome, app: None };
+        let retry = Outcome::Retry { error: "again".into(), run_after: Utc::now().naive_utc() };
+        let batch = [
+            done(1, old(1), Outcome::Succeeded(Some(r#"{"stale":1}"#.into()))),
+            done(2, old(2), Outcome::Failed("stale".into())),
+            done(3, old(3), retry.clone()),
+        ];
+        let refused = FinishFlags { task: false, app: None };
+        assert_eq!(finish_batch(&mut conn, "n1", open(), &batch).unwrap(), [refused; 3], "a batch");
+        let one = [done(4, old(4), Outcome::Succeeded(Some(r#"{"stale":4}"#.into())))];
+        assert_eq!(finish_batch(&mut conn, "n1", open(), &one).unwrap(), [refused], "alone");
+        let change =
+            rota::store::apps::AppChange { state: Some(rota::domain::AppState::Running), ..Default::default() };
+        let write = rota::store::apps::AppWrite { id: app, epoch: 5, change, event: None };
+        let with_app = [Finished { app: Some(write.clone()), ..done(7, old(7), Outcome::Failed("stale".into())) }];
+        assert!(!finish_batch(&mut conn, "n1", open(), &with_app).unwrap()[0].task, "with its application write");
+        assert!(!unclaim(&mut conn, 5, "n1", old(5)).unwrap(), "a give-back");
+        assert_eq!(unclaim_all(&mut conn, &[(5, old(5)), (6, old(6))], "n1").unwrap(), 0, "give-backs");
+        assert!(!set_stage(&mut conn, 8, "n1", old(8), "gather", None).unwrap(), "a stage");
+        let fanned = fan_out(&mut conn, 8, "n1", old(8), "k", |_| vec![Default::default()]).unwrap();
+        assert_eq!(fanned, FanOut::NotOurs, "a fan-out");
+        let ev = app_event("task.reassigned", app);
+        assert!(!reassign_child(&mut conn, 9, "gone", "n1", 8, "n1", old(8), 9, &ev).unwrap(), "moving a child");
+        assert!(!lose_child(&mut conn, 9, "gone", 8, "n1", old(8), 9, &ev).unwrap(), "losing a child");
+        for o in &seen {
+            let fence = (open(), 9, GRACE);
+            assert_eq!(recover(&mut conn, o, "test", fence).unwrap(), None, "a recovery of task {}", o.id);
+        }
+        for id in 1..=9 {
+            let t = tasks::find_task(&mut conn, id).unwrap().unwrap();
+            assert_eq!(t.payload, if id == 9 { "{}" } else { r#"{"after":true}"# }, "task {id}");
+            let want = if id == 9 { ("pending", None) } else { ("running", Some(new(id))) };
+            assert_eq!((t.status.as_str(), (id != 9).then(|| t.claim())), want, "task {id}: untouched");
+            assert_eq!((t.result, t.error, t.stage, t.target_node.is_some()), (None, None, None, id == 9), "task {id}");
+        }
+
+        // The second claims' own writes go through.
+        let batch: Vec<Finished> =
+            (1..=4).map(|id| done(id, new(id), Outcome::Succeeded(Some(format!(r#"{{"ok":{id}}}"#))))).collect();
+        let written = FinishFlags { task: true, app: None };
+        assert_eq!(finish_batch(&mut conn, "n1", open(), &batch).unwrap(), [written; 4]);
+        assert!(unclaim(&mut conn, 5, "n1", new(5)).unwrap());
+        assert!(set_stage(&mut conn, 8, "n1", new(8), "gather", None).unwrap());
+        assert!(reassign_child(&mut conn, 9, "gone", "n1", 8, "n1", new(8), 9, &ev).unwrap());
+        let with_app = [Finished { app: Some(write), ..done(7, new(7), Outcome::Succeeded(None)) }];
+        assert!(finish_batch(&mut conn, "n1", open(), &with_app).unwrap()[0].task);
     });
 }
 
@@ -990,7 +1129,7 @@ fn a_claim_plan_made_on_an_empty_table_is_replaced_once_the_table_is_large() {
     }
     let now = held(any);
     assert_eq!(now.len(), 1, "one generation held: {now:?}");
-    let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {}('n1', 1, 0, '2999-01-01')", now[0]))
+    let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN EXECUTE {}('n1', 1, 0, '2999-01-01', 1)", now[0]))
         .load::<Line>(pg(any))
         .unwrap()
         .into_iter()

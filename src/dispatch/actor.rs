@@ -255,8 +255,8 @@ impl Actor {
     }
 
     async fn give_back(&self, t: &Task) {
-        let (id, me, epoch) = (t.id, self.shared.node_id.clone(), t.owner_epoch.unwrap_or_default());
-        if let Err(e) = self.shared.store.run(move |c| complete::unclaim(c, id, &me, epoch)).await {
+        let (id, me, claim) = (t.id, self.shared.node_id.clone(), t.claim());
+        if let Err(e) = self.shared.store.run(move |c| complete::unclaim(c, id, &me, claim)).await {
             tracing::warn!(task.id = id, error = %e, "could not give a task back; it is recovered once nothing holds it");
         }
     }

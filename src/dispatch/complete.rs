@@ -24,7 +24,7 @@ use crate::membership::MembershipState;
 use crate::metrics::Metrics;
 use crate::store::apps::AppWrite;
 use crate::store::complete::{self, FinishFlags, Finished, Outcome};
-use crate::store::models::Task;
+use crate::store::models::{Claim, Task};
 use crate::store::Store;
 
 /// Outcomes written per transaction, at most.
@@ -85,8 +85,8 @@ impl Completer {
     /// (`app: Some(false)`: the application is no longer this node's at that epoch). A failed
     /// database answers that nothing was written and nothing is known of `app`.
     pub async fn finish_with(&self, task: &Task, outcome: Outcome, app: Option<AppWrite>) -> FinishFlags {
-        let (id, epoch) = (task.id, task.owner_epoch.unwrap_or_default());
-        match self.write_row(id, epoch, outcome.clone(), app).await {
+        let (id, claim) = (task.id, task.claim());
+        match self.write_row(id, claim, outcome.clone(), app).await {
             Ok(flags) if flags.task => {
                 self.finished.fetch_add(1, Ordering::Relaxed);
                 if task.parent_id.is_some() {
@@ -145,18 +145,18 @@ impl Completer {
         }
     }
 
-    /// Queue `outcome` for task `id` claimed at `epoch`, with `app` (an application command's
+    /// Queue `outcome` for task `id` held under `claim`, with `app` (an application command's
     /// last write about its application) first, and wait for its batch: the outcome is written
     /// only when `app` applied. Err when the completer has stopped.
     async fn write_row(
         &self,
         id: i64,
-        epoch: i64,
+        claim: Claim,
         outcome: Outcome,
         app: Option<AppWrite>,
     ) -> Result<FinishFlags, String> {
         let (done, wait) = oneshot::channel();
-        let row = Finished { id, epoch, outcome, app };
+        let row = Finished { id, claim, outcome, app };
         self.tx.send(Item { row, done }).map_err(|_| "the completer has stopped".to_string())?;
         wait.await.map_err(|_| "the completer has stopped".to_string())?
     }

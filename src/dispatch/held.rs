@@ -8,7 +8,7 @@
 //! 853741529: a fan-out's hand-back failed in a PostgreSQL restart). Every claimed row travels
 //! in a [`Claimed`] whose drop forgets it; a row `running` under this node's current life that
 //! no [`Claimed`] holds, seen so in two looks at least a reconcile interval (and [`STRANDED_AFTER`]) apart with the same
-//! claim (epoch and attempt), is stranded: recovered like an orphan ([`Stranded::sweep`]).
+//! claim (epoch, token and attempt), is stranded: recovered like an orphan ([`Stranded::sweep`]).
 //!
 //! Must never: call stranded a row an executor still holds. A row is counted held from just
 //! after its claim returns (the claim's commit comes a moment earlier) until just after its
@@ -109,13 +109,15 @@ impl Drop for Hold {
 }
 
 /// A running row of this node's current life as a look found it: its claim is told apart
-/// from a later claim of the same row by the epoch and the attempt.
+/// from a later claim of the same row by the epoch, the claim's token and the attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     /// Task id.
     pub id: i64,
     /// The epoch it was claimed at.
     pub epoch: i64,
+    /// The claim's token.
+    pub token: Option<i64>,
     /// Its attempt when claimed.
     pub attempts: i32,
 }
@@ -187,7 +189,7 @@ mod tests {
         let mut s = Stranded::default();
         let t0 = Instant::now();
         let after = Duration::from_secs(10);
-        let row = Seen { id: 7, epoch: 3, attempts: 1 };
+        let row = Seen { id: 7, epoch: 3, token: Some(1), attempts: 1 };
         assert!(s.sweep(&[row], |_| false, t0, after).is_empty(), "one look is never enough");
         assert!(s.sweep(&[row], |_| false, t0 + Duration::from_secs(5), after).is_empty());
         assert_eq!(s.sweep(&[row], |_| false, t0 + after, after), vec![7]);
@@ -198,10 +200,22 @@ mod tests {
         let mut s = Stranded::default();
         let t0 = Instant::now();
         let after = Duration::from_secs(10);
-        s.sweep(&[Seen { id: 7, epoch: 3, attempts: 1 }], |_| false, t0, after);
-        let later = Seen { id: 7, epoch: 3, attempts: 2 };
+        s.sweep(&[Seen { id: 7, epoch: 3, token: Some(1), attempts: 1 }], |_| false, t0, after);
+        let later = Seen { id: 7, epoch: 3, token: Some(1), attempts: 2 };
         assert!(s.sweep(&[later], |_| false, t0 + after, after).is_empty());
         assert_eq!(s.sweep(&[later], |_| false, t0 + after * 2, after), vec![7]);
+    }
+
+    #[test]
+    fn a_claim_with_another_token_is_another_claim() {
+        // Given back and claimed again at the same epoch, or a row with the same id after a
+        // database failover: the attempt can be the same, the token is not.
+        let mut s = Stranded::default();
+        let t0 = Instant::now();
+        let after = Duration::from_secs(10);
+        s.sweep(&[Seen { id: 7, epoch: 3, token: Some(1), attempts: 1 }], |_| false, t0, after);
+        let again = Seen { id: 7, epoch: 3, token: Some(2), attempts: 1 };
+        assert!(s.sweep(&[again], |_| false, t0 + after, after).is_empty());
     }
 
     proptest! {
@@ -228,7 +242,7 @@ mod tests {
                     if running.iter().any(|r| r.id == id) {
                         continue;
                     }
-                    running.push(Seen { id, epoch: 1, attempts });
+                    running.push(Seen { id, epoch: 1, token: Some(1), attempts });
                     if is_held {
                         held.insert(id);
                     }

@@ -92,9 +92,9 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
     if strategy.is_map() {
         return match execute(shared, &task, app_id, params).await {
             Some(Ok(v)) => {
-                let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
+                let (id, me, claim) = (task.id, shared.node_id.clone(), task.claim());
                 let result = Some(v.to_string());
-                match shared.store.run(move |c| jq::set_stage(c, id, &me, epoch, "gather", result.clone())).await {
+                match shared.store.run(move |c| jq::set_stage(c, id, &me, claim, "gather", result.clone())).await {
                     Ok(true) => Some(Task { stage: Some("gather".into()), ..task }),
                     Ok(false) => None,
                     Err(e) => {
@@ -279,8 +279,8 @@ async fn coordinate(
             })
             .collect()
     };
-    let (id, me, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
-    match shared.store.run(move |c| jq::fan_out(c, id, &me, epoch, &route_key, &choose)).await {
+    let (id, me, claim) = (task.id, shared.node_id.clone(), task.claim());
+    match shared.store.run(move |c| jq::fan_out(c, id, &me, claim, &route_key, &choose)).await {
         Ok(FanOut::Done(children)) => {
             tracing::info!(task.id = id, routing = strategy.as_str(), children = children.len(), "fanned out");
             Some(Task { stage: Some("gather".into()), ..task })
@@ -316,8 +316,8 @@ async fn no_candidate(shared: &Shared, task: &Task, selector: &crate::ring::Sele
 
 /// Hand a claimed row back untouched (a passing database problem).
 async fn release(shared: &Shared, task: &Task) -> Option<Task> {
-    let (id, node, epoch) = (task.id, shared.node_id.clone(), task.owner_epoch.unwrap_or_default());
-    if let Err(e) = shared.store.run(move |c| complete::unclaim(c, id, &node, epoch)).await {
+    let (id, node, claim) = (task.id, shared.node_id.clone(), task.claim());
+    if let Err(e) = shared.store.run(move |c| complete::unclaim(c, id, &node, claim)).await {
         tracing::warn!(task.id = id, error = %e, "could not hand a job back; it is recovered once nothing holds it");
     }
     None
@@ -335,7 +335,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
         }
     };
     let strategy = Strategy::parse(parent.routing.as_deref()).unwrap_or(Strategy::Hash);
-    let epoch = parent.owner_epoch.unwrap_or_default();
+    let claim = parent.claim();
     let view = place.view.epoch as i64;
     let mut loads: Option<HashMap<String, i64>> = None;
     for child in &active {
@@ -353,7 +353,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                     ),
                     json!({ "parent": pid, "node": dead, "was": child.status }),
                 );
-                match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, epoch, view, &ev)).await {
+                match shared.store.run(move |c| jq::lose_child(c, cid, &dead_s, pid, &me, claim, view, &ev)).await {
                     Ok(true) => {
                         tracing::warn!(task.id = cid, parent.id = pid, node.id = %dead, "broadcast child lost with its node")
                     }
@@ -385,7 +385,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
                 let to_s = to.clone();
                 match shared
                     .store
-                    .run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, epoch, view, &ev))
+                    .run(move |c| jq::reassign_child(c, cid, &dead_s, &to_s, pid, &me, claim, view, &ev))
                     .await
                 {
                     Ok(true) => {
@@ -417,7 +417,7 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     let Gathered::Done { succeeded, summary, error } = routing::gather(&states) else { return false };
     if strategy == Strategy::MapReduce {
         let (me, result) = (shared.node_id.clone(), parent.result.clone());
-        return match shared.store.run(move |c| jq::set_stage(c, pid, &me, epoch, "reduce", result.clone())).await {
+        return match shared.store.run(move |c| jq::set_stage(c, pid, &me, claim, "reduce", result.clone())).await {
             Ok(true) => {
                 reduce_with(shared, parent, &all).await;
                 true

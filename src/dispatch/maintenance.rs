@@ -119,7 +119,12 @@ impl Maintenance {
         let running: Vec<held::Seen> = found
             .iter()
             .filter(|o| this_life(o))
-            .map(|o| held::Seen { id: o.id, epoch: o.owner_epoch.unwrap_or_default(), attempts: o.attempts })
+            .map(|o| held::Seen {
+                id: o.id,
+                epoch: o.owner_epoch.unwrap_or_default(),
+                token: o.claim_token,
+                attempts: o.attempts,
+            })
             .collect();
         let held = self.shared.held.clone();
         let after = Duration::from_millis(self.shared.cfg.reconcile_interval_ms).max(STRANDED_AFTER);

@@ -238,6 +238,7 @@ pub(crate) mod tests {
             timeout_ms: None,
             selector: None,
             stage: None,
+            claim_token: None,
         }
     }
 

@@ -25,6 +25,7 @@ use super::held::Claimed;
 use super::{Dispatcher, Shared};
 use crate::store::claim;
 use crate::store::complete;
+use crate::store::models::Claim;
 use crate::store::StoreError;
 
 /// A running pump: the dispatcher's end of the channel, and the pump's thread.
@@ -106,8 +107,7 @@ impl Pump {
                 return;
             }
             let node = shared.node_id.clone();
-            let ids: Vec<(i64, i64)> =
-                rows.iter().map(|c| (c.task.id, c.task.owner_epoch.unwrap_or_default())).collect();
+            let ids: Vec<(i64, Claim)> = rows.iter().map(|c| (c.task.id, c.task.claim())).collect();
             match shared.store.run(move |c| complete::unclaim_all(c, &ids, &node)).await {
                 Ok(n) => tracing::info!(tasks = n, "gave back the tasks claimed ahead (stop or view change)"),
                 Err(e) => tracing::warn!(

@@ -1,9 +1,9 @@
 //! Reading due rows and claiming them: what a node takes to run.
 //!
 //! A claim turns pending, due rows into `running` rows of the claimant (`owner_node`,
-//! `owner_epoch`, the attempt counted) in one statement, under two rules: the commands of one
-//! application run one at a time, in id order ([`COMMAND_TURN`]), and nothing is claimed past the
-//! claimant's [`Fence`]. Four variants, by what the dispatcher knows: [`claim`] (rows it read
+//! `owner_epoch`, a fresh `claim_token`, the attempt counted) in one statement, under two rules:
+//! the commands of one application run one at a time, in id order ([`COMMAND_TURN`]), and
+//! nothing is claimed past the claimant's [`Fence`]. Four variants, by what the dispatcher knows: [`claim`] (rows it read
 //! and placed), [`claim_next`] (read and claim at once, for the only member of the ring),
 //! [`claim_turns`] (the next command of given applications), [`claim_jobs`] (the jobs a ring
 //! member owns by their id, claimed without reading them).
@@ -11,8 +11,9 @@
 //! The read and the claims are per-backend SQL: on PostgreSQL `FOR UPDATE SKIP LOCKED`, run as
 //! prepared statements ([`plans`](super::plans)); on SQLite one writer and `IN (…)` of integers.
 //!
-//! Must never: claim a row without counting its attempt, claim without the fence, or claim a row
-//! whose placement depends on labels without the dispatcher having placed it.
+//! Must never: claim a row without counting its attempt or without a new token, claim without
+//! the fence, or claim a row whose placement depends on labels without the dispatcher having
+//! placed it.
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -62,10 +63,42 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
     })
 }
 
-/// The claim's assignments (`$1` node, `$2` epoch); `claimed_at` follows.
-/// Every claim's WHERE also holds [`before_deadline`]: the claimant's membership deadline.
-const CLAIM_SET: &str =
-    "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, attempts = attempts + 1, claimed_at = ";
+/// The claim's assignments (`$1` node, `$2` epoch, `$token` the claim's [`claim_token`]);
+/// `claimed_at` follows. Every claim's WHERE also holds [`before_deadline`]: the claimant's
+/// membership deadline.
+fn claim_set(token: usize) -> String {
+    format!(
+        "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, claim_token = ${token}, \
+         attempts = attempts + 1, claimed_at = "
+    )
+}
+
+/// A new claim's token: one per claim statement (the rows of one statement differ by id), a
+/// 63-bit mix of a random seed and a counter — the same twice, in a process or between two, only
+/// by a chance of about 2^-63 per pair; positive, so that no token is the recovery's stand-in for
+/// NULL. Why: the token, not the epoch, tells two claims of one id apart (docs/design.md#i3,
+/// [`Claim`]). No extra statement and no extra round trip: one more bound value.
+/// [`Claim`]: super::models::Claim
+pub fn claim_token() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    // SplitMix64 of seed + n·γ: a bijection of n, so distinct for every claim of this process.
+    let mut z = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // 63 bits, and never 0 (the value a NULL token reads as).
+    ((z >> 1) as i64).max(1)
+}
 
 /// Row `t` may be claimed as far as its application's ordering goes: jobs always; a command only
 /// when no earlier command of its application is running or pending and due.
@@ -119,7 +152,7 @@ fn claim_ids(
 /// PostgreSQL: the prepared statement `name` of `plans`, its rows decoded by position
 /// ([`TaskRows`](super::sql::TaskRows)).
 /// SQLite: `sqlite_ids` and `filter` must not use `$3` (bound to a placeholder value, so that
-/// the deadline is `?4`). Returns the claimed rows by priority, then id.
+/// the deadline is `?4`). `$5` is the claim's token ([`claim_token`]). Returns the claimed rows by priority, then id.
 fn claim_where(
     conn: &mut AnyConnection,
     (plans, name): (&PlanGeneration, &str),
@@ -136,15 +169,17 @@ fn claim_where(
     // was a HashAggregate of the locked ids joined back to the table by a nested loop (three
     // nodes: 6.9 ms per job-window claim against 6.1 ms, and the drain 8–14 % slower;
     // docs/benchmarks.md#the-claims-plan).
+    let token = claim_token();
     let body = |postgres: bool, claimed: &str, ids: &str, lock: &str, returning: &str| {
         let (open, close) = if postgres { ("= ANY(ARRAY(", "))") } else { ("IN (", ")") };
         due(
             &format!(
-                "{CLAIM_SET}{claimed} \
+                "{set}{claimed} \
                  WHERE id {open}SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
                    AND {COMMAND_TURN} {lock}{close} AND {before_deadline} \
                  RETURNING {returning}",
+                set = claim_set(5),
                 before_deadline = before_deadline(postgres, 4)
             ),
             postgres,
@@ -155,8 +190,8 @@ fn claim_where(
             c,
             plans,
             name,
-            &["text", "bigint", "bigint[]", "timestamp"],
-            &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(ids), deadline_text(until)),
+            &["text", "bigint", "bigint[]", "timestamp", "bigint"],
+            &format!("{}, {epoch}, '{{{}}}', '{}', {token}", pg_literal(node), id_list(ids), deadline_text(until)),
             || body(true, PG_CLAIMED_AT, pg_ids, "FOR UPDATE OF t SKIP LOCKED", TASK_COLUMNS),
         )?,
         AnyConnection::Sqlite(c) => {
@@ -168,6 +203,7 @@ fn claim_where(
                     // `?3` is not used on SQLite (the ids are in the statement); bound all the same.
                     .bind::<BigInt, _>(0)
                     .bind::<Text, _>(deadline_text(until))
+                    .bind::<BigInt, _>(token)
                     .load(c)
             })?
         }
@@ -198,16 +234,17 @@ pub fn claim_next(
     if !fence.admits(epoch) {
         return Ok(Vec::new());
     }
-    let until = fence.until;
+    let (until, token) = (fence.until, claim_token());
     // SQLite: the per-row check along the id order (one writer, no planner for the loose scan).
     let sqlite = due(
         &format!(
-            "{CLAIM_SET}{SQLITE_NOW} \
+            "{set}{SQLITE_NOW} \
              WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} \
                AND {COMMAND_TURN} \
                ORDER BY t.id LIMIT $4) AND {before_deadline} \
              RETURNING *",
+            set = claim_set(6),
             before_deadline = before_deadline(false, 5)
         ),
         false,
@@ -219,8 +256,8 @@ pub fn claim_next(
             c,
             plans,
             &format!("rota_claim_next_{limit}"),
-            &["text", "bigint", "bigint", "timestamp"],
-            &format!("{}, {epoch}, {after}, '{}'", pg_literal(node), deadline_text(until)),
+            &["text", "bigint", "bigint", "timestamp", "bigint"],
+            &format!("{}, {epoch}, {after}, '{}', {token}", pg_literal(node), deadline_text(until)),
             || due(&claim_next_pg(limit), true) + TASK_COLUMNS,
         )?,
         AnyConnection::Sqlite(c) => sqlite_claim(c, |c| {
@@ -230,6 +267,7 @@ pub fn claim_next(
                 .bind::<BigInt, _>(after)
                 .bind::<BigInt, _>(limit)
                 .bind::<Text, _>(deadline_text(until))
+                .bind::<BigInt, _>(token)
                 .load(c)
         })?,
     };
@@ -264,8 +302,14 @@ pub fn claim_turns(
                 c,
                 plans,
                 "rota_claim_turns",
-                &["text", "bigint", "bigint[]", "timestamp"],
-                &format!("{}, {epoch}, '{{{}}}', '{}'", pg_literal(node), id_list(apps), deadline_text(until)),
+                &["text", "bigint", "bigint[]", "timestamp", "bigint"],
+                &format!(
+                    "{}, {epoch}, '{{{}}}', '{}', {}",
+                    pg_literal(node),
+                    id_list(apps),
+                    deadline_text(until),
+                    claim_token()
+                ),
                 || due(&claim_turns_pg(), true) + TASK_COLUMNS,
             )?;
             claimed.sort_by_key(|t| (std::cmp::Reverse(t.priority), t.id));
@@ -300,7 +344,8 @@ fn claim_turns_pg() -> String {
              AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
            WHERE h.status = 'pending'), \
          commands AS (SELECT c.id FROM head h {lock}) \
-         {CLAIM_SET}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {before_deadline} RETURNING ",
+         {set}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {before_deadline} RETURNING ",
+        set = claim_set(5),
         lock = lock_heads(),
         before_deadline = before_deadline(true, 4)
     )
@@ -389,9 +434,10 @@ fn claim_next_pg(limit: i64) -> String {
             ORDER BY t.id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
         commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
           {lock} ORDER BY h.id LIMIT {limit}) \
-        {CLAIM_SET}{PG_CLAIMED_AT} \
+        {set}{PG_CLAIMED_AT} \
         WHERE id = ANY(ARRAY(SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit})) \
         AND {before_deadline} RETURNING ",
+        set = claim_set(5),
         lock = lock_heads(),
         before_deadline = before_deadline(true, 4)
     )
@@ -433,12 +479,13 @@ enum Probe {
 
 /// The non-text columns of `task`, how each is read, and what replaces a value that cannot be
 /// (the original is kept in the row's `error`).
-const TASK_TYPED: [(&str, Probe, &str); 14] = [
+const TASK_TYPED: [(&str, Probe, &str); 15] = [
     ("app_id", Probe::BigInt, "NULL"),
     ("priority", Probe::Int, "0"),
     ("attempts", Probe::Int, "0"),
     ("max_attempts", Probe::Int, "1"),
     ("owner_epoch", Probe::BigInt, "NULL"),
+    ("claim_token", Probe::BigInt, "NULL"),
     ("parent_id", Probe::BigInt, "NULL"),
     ("shard_index", Probe::Int, "NULL"),
     ("shard_total", Probe::Int, "NULL"),

@@ -1,7 +1,7 @@
 //! Completion: how a claimed task ended, written for the claim it ends — or the claim given back.
 //!
-//! Every outcome is conditional on its claim (`running`, this node, the epoch it was claimed at)
-//! and on the writer's [`Fence`]: a row recovered by another node meanwhile, or a node past its
+//! Every outcome is conditional on its claim (`running`, this node, the epoch it was claimed at
+//! and the claim's token: [`Claim`]) and on the writer's [`Fence`]: a row recovered by another node meanwhile, or a node past its
 //! deadline, writes nothing, and the caller learns it ([`FinishFlags`]). An application
 //! command's last write about its application goes with its outcome, which is written only when
 //! that write applied. On PostgreSQL a batch is one statement ([`outcomes_pg`], which also writes
@@ -18,6 +18,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use super::apps::{update_owned_app, AppWrite};
 use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
+use super::models::Claim;
 use super::schema::task;
 use super::sql::unnest;
 use super::{AnyConnection, StoreError};
@@ -38,14 +39,15 @@ pub enum Outcome {
     },
 }
 
-/// Record the outcome of a task this node claimed at `epoch`; false when the row is no longer
-/// ours (recovered by another node, cancelled) or the database's clock has passed `until`:
-/// nothing is written then.
+/// Record the outcome of a task this node holds under `claim`; false when the row is no longer
+/// ours (recovered by another node, cancelled, claimed again — a row with the same id after a
+/// database failover included) or the database's clock has passed `until`: nothing is written
+/// then.
 fn finish(
     conn: &mut AnyConnection,
     id: i64,
     (node, until): (&str, NaiveDateTime),
-    epoch: i64,
+    claim: Claim,
     outcome: &Outcome,
 ) -> Result<bool, StoreError> {
     let now = Utc::now().naive_utc();
@@ -53,7 +55,8 @@ fn finish(
         .filter(task::id.eq(id))
         .filter(task::status.eq(TaskStatus::Running))
         .filter(task::owner_node.eq(node))
-        .filter(task::owner_epoch.eq(epoch))
+        .filter(task::owner_epoch.eq(claim.epoch))
+        .filter(task::claim_token.eq(claim.token))
         .filter(BeforeDeadline(until));
     let n = match outcome {
         Outcome::Succeeded(result) => diesel::update(target)
@@ -74,6 +77,7 @@ fn finish(
                 task::run_after.eq(run_after),
                 task::owner_node.eq(None::<String>),
                 task::owner_epoch.eq(None::<i64>),
+                task::claim_token.eq(None::<i64>),
             ))
             .execute(conn)?,
     };
@@ -86,8 +90,8 @@ fn finish(
 pub struct Finished {
     /// Task id.
     pub id: i64,
-    /// The epoch it was claimed at.
-    pub epoch: i64,
+    /// The claim it was held under.
+    pub claim: Claim,
     /// How it ended.
     pub outcome: Outcome,
     /// Written first, conditional on the application's owner and epoch; the outcome is written
@@ -124,7 +128,7 @@ pub fn finish_batch(
     rows: &[Finished],
 ) -> Result<Vec<FinishFlags>, StoreError> {
     let refused = |r: &Finished| FinishFlags { task: false, app: r.app.as_ref().map(|_| false) };
-    let admitted = |r: &Finished| fence.admits(r.epoch) && r.app.as_ref().is_none_or(|w| fence.admits(w.epoch));
+    let admitted = |r: &Finished| fence.admits(r.claim.epoch) && r.app.as_ref().is_none_or(|w| fence.admits(w.epoch));
     if !rows.iter().all(admitted) {
         let mine: Vec<Finished> = rows.iter().filter(|r| admitted(r)).cloned().collect();
         return Ok(merge_admitted(rows, admitted, finish_batch(conn, node, fence, &mine)?, refused));
@@ -155,7 +159,7 @@ fn finish_one(
                 Some(w) => Some(update_owned_app(conn, w.id, writer, w.epoch, &w.change, None)?),
                 None => None,
             };
-            let task = app != Some(false) && finish(conn, r.id, writer, r.epoch, &r.outcome)?;
+            let task = app != Some(false) && finish(conn, r.id, writer, r.claim, &r.outcome)?;
             // As on PostgreSQL: the event of a row whose outcome was written.
             if let (true, Some(event)) = (task, r.app.as_ref().and_then(|w| w.event.as_ref())) {
                 events::record_event(conn, event)?;
@@ -174,7 +178,7 @@ fn finish_with_apps_pg(
     let mut t = TaskOutcomes::default();
     let mut a = AppWrites::default();
     for r in rows {
-        t.push(r.id, r.epoch, &r.outcome);
+        t.push(r.id, r.claim, &r.outcome);
         a.push(r.app.as_ref());
     }
     let written = outcomes_pg(conn, writer, &t, &a)?;
@@ -204,13 +208,15 @@ const OUTCOME_SET: &str = "status = v.status, \
     finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE {now} END, \
     run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
     owner_node = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_node END, \
-    owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END";
+    owner_epoch = CASE WHEN v.status = 'pending' THEN NULL ELSE t.owner_epoch END, \
+    claim_token = CASE WHEN v.status = 'pending' THEN NULL ELSE t.claim_token END";
 
 /// The columns of a batch of task outcomes ([`TaskOutcomes`]), with their PostgreSQL types, in
 /// the order their arrays are bound.
-const OUTCOME_COLUMNS: [(&str, &str); 6] = [
+const OUTCOME_COLUMNS: [(&str, &str); 7] = [
     ("id", "bigint"),
     ("epoch", "bigint"),
+    ("token", "bigint"),
     ("status", "text"),
     ("result", "text"),
     ("error", "text"),
@@ -255,6 +261,7 @@ fn outcomes_pg_sql() -> String {
            RETURNING a.id), \
          t AS (UPDATE task AS t SET {set} \
            FROM v WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = ${node} AND t.owner_epoch = v.epoch \
+             AND t.claim_token = v.token \
              AND (v.app_id IS NULL OR EXISTS (SELECT 1 FROM u WHERE u.id = v.app_id)) AND {before_deadline} \
            RETURNING t.id), \
          e AS (INSERT INTO event (kind, app_id, task_id, node_id, actor, message, data) \
@@ -276,6 +283,7 @@ fn finish_batch_pg_sql() -> String {
         "UPDATE task AS t SET {set} \
          FROM {unnest} \
          WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = ${node} AND t.owner_epoch = v.epoch \
+             AND t.claim_token = v.token \
            AND {before_deadline} \
          RETURNING t.id",
         set = OUTCOME_SET.replace("{now}", &format!("${now}")),
@@ -305,6 +313,7 @@ fn outcomes_pg(
     Ok(diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
+        .bind::<Array<BigInt>, _>(&t.tokens)
         .bind::<Array<Text>, _>(&t.statuses)
         .bind::<Array<Nullable<Text>>, _>(&t.results)
         .bind::<Array<Nullable<Text>>, _>(&t.errors)
@@ -333,6 +342,7 @@ fn outcomes_pg(
 struct TaskOutcomes {
     ids: Vec<i64>,
     epochs: Vec<i64>,
+    tokens: Vec<i64>,
     statuses: Vec<&'static str>,
     results: Vec<Option<String>>,
     errors: Vec<Option<String>>,
@@ -342,14 +352,15 @@ struct TaskOutcomes {
 impl TaskOutcomes {
     /// Same effect per row as [`finish`]: succeeded (result, no error, finished), failed (error,
     /// finished), retry (pending again from run_after, owner cleared).
-    fn push(&mut self, id: i64, epoch: i64, outcome: &Outcome) {
+    fn push(&mut self, id: i64, claim: Claim, outcome: &Outcome) {
         let (status, result, error, after) = match outcome {
             Outcome::Succeeded(r) => ("succeeded", r.clone(), None, None),
             Outcome::Failed(e) => ("failed", None, Some(e.clone()), None),
             Outcome::Retry { error, run_after } => ("pending", None, Some(error.clone()), Some(*run_after)),
         };
         self.ids.push(id);
-        self.epochs.push(epoch);
+        self.epochs.push(claim.epoch);
+        self.tokens.push(claim.token);
         self.statuses.push(status);
         self.results.push(result);
         self.errors.push(error);
@@ -406,13 +417,14 @@ fn finish_batch_pg(
     use diesel::sql_types::Timestamp;
     let mut t = TaskOutcomes::default();
     for r in rows {
-        t.push(r.id, r.epoch, &r.outcome);
+        t.push(r.id, r.claim, &r.outcome);
     }
     let sql = finish_batch_pg_sql();
     // In the order of the statement's parameters ([`finish_batch_pg_sql`]).
     let written: Vec<Written> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&t.ids)
         .bind::<Array<BigInt>, _>(&t.epochs)
+        .bind::<Array<BigInt>, _>(&t.tokens)
         .bind::<Array<Text>, _>(&t.statuses)
         .bind::<Array<Nullable<Text>>, _>(&t.results)
         .bind::<Array<Nullable<Text>>, _>(&t.errors)
@@ -437,34 +449,36 @@ fn written_flags(ids: &[i64], written: Vec<Written>) -> Vec<bool> {
     ids.iter().map(|id| done.contains(id)).collect()
 }
 
-/// Give a claimed task back untouched (its attempt uncounted): the application could not be
-/// acquired yet (its previous owner has not released it).
-pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, epoch: i64) -> Result<bool, StoreError> {
+/// Give a task held under `claim` back untouched (its attempt uncounted): the application could
+/// not be acquired yet (its previous owner has not released it), or the claim will not be run.
+pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, claim: Claim) -> Result<bool, StoreError> {
     let n = diesel::update(
         task::table
             .filter(task::id.eq(id))
             .filter(task::status.eq(TaskStatus::Running))
             .filter(task::owner_node.eq(node))
-            .filter(task::owner_epoch.eq(epoch)),
+            .filter(task::owner_epoch.eq(claim.epoch))
+            .filter(task::claim_token.eq(claim.token)),
     )
     .set((
         task::status.eq(TaskStatus::Pending),
         task::attempts.eq(task::attempts - 1),
         task::owner_node.eq(None::<String>),
         task::owner_epoch.eq(None::<i64>),
+        task::claim_token.eq(None::<i64>),
         task::claimed_at.eq(None::<NaiveDateTime>),
     ))
     .execute(conn)?;
     Ok(n == 1)
 }
 
-/// [`unclaim`] for every `(id, epoch)` of a claim this node will not run (a claim still in
+/// [`unclaim`] for every `(id, claim)` of a claim this node will not run (a claim still in
 /// flight when it stops), in one transaction; how many were given back.
-pub fn unclaim_all(conn: &mut AnyConnection, rows: &[(i64, i64)], node: &str) -> Result<usize, StoreError> {
+pub fn unclaim_all(conn: &mut AnyConnection, rows: &[(i64, Claim)], node: &str) -> Result<usize, StoreError> {
     conn.transaction(|c| {
         let mut n = 0;
-        for (id, epoch) in rows {
-            n += usize::from(unclaim(c, *id, node, *epoch)?);
+        for (id, claim) in rows {
+            n += usize::from(unclaim(c, *id, node, *claim)?);
         }
         Ok(n)
     })

@@ -2,9 +2,10 @@
 //! (`job_route`), per-node load, the gather step (children's states, lost and reassigned
 //! children), stage changes of a parent, and traffic policies.
 //!
-//! Every write about a parent is conditional on the coordinator's `owner_node`/`owner_epoch`
-//! (invariant I3), and so is every write a coordinator makes about a child: a child is marked
-//! `lost` or moved only while its parent is still running under that coordinator at that epoch.
+//! Every write about a parent is conditional on the coordinator's claim of it (`owner_node`,
+//! `owner_epoch`, `claim_token`: invariant I3), and so is every write a coordinator makes about
+//! a child: a child is marked `lost` or moved only while its parent is still running under that
+//! claim.
 
 use crate::domain::TaskStatus;
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 
 use super::events;
-use super::models::{NewEvent, NewTask, Task};
+use super::models::{Claim, NewEvent, NewTask, Task};
 use super::schema::{task, traffic_policy};
 use super::{AnyConnection, StoreError};
 use crate::jobs::routing::NodeStats;
@@ -89,13 +90,13 @@ pub enum FanOut {
 }
 
 /// Fan a parent out, in one transaction: take the parent into the `gather` stage (only if it is
-/// running under `me` at `epoch` and has no stage yet), advance the job's round-robin counter,
+/// running under `me` and `claim` and has no stage yet), advance the job's round-robin counter,
 /// let `choose` pick the children from the routing memory, insert them, and count the uses.
 pub fn fan_out(
     conn: &mut AnyConnection,
     parent: i64,
     me: &str,
-    epoch: i64,
+    claim: Claim,
     route_key: &str,
     choose: impl FnOnce(&RouteMemory) -> Vec<NewTask>,
 ) -> Result<FanOut, StoreError> {
@@ -105,7 +106,8 @@ pub fn fan_out(
                 .filter(task::id.eq(parent))
                 .filter(task::status.eq(TaskStatus::Running))
                 .filter(task::owner_node.eq(me))
-                .filter(task::owner_epoch.eq(epoch))
+                .filter(task::owner_epoch.eq(claim.epoch))
+                .filter(task::claim_token.eq(claim.token))
                 .filter(task::stage.is_null()),
         )
         .set(task::stage.eq("gather"))
@@ -156,13 +158,13 @@ pub fn fan_out(
     })
 }
 
-/// Move a parent that is running under `me` at `epoch` to `stage` (keeping `result`, the map
+/// Move a parent that is running under `me` and `claim` to `stage` (keeping `result`, the map
 /// step's output, when given). False when it is no longer ours.
 pub fn set_stage(
     conn: &mut AnyConnection,
     parent: i64,
     me: &str,
-    epoch: i64,
+    claim: Claim,
     stage: &str,
     result: Option<String>,
 ) -> Result<bool, StoreError> {
@@ -171,7 +173,8 @@ pub fn set_stage(
             .filter(task::id.eq(parent))
             .filter(task::status.eq(TaskStatus::Running))
             .filter(task::owner_node.eq(me))
-            .filter(task::owner_epoch.eq(epoch)),
+            .filter(task::owner_epoch.eq(claim.epoch))
+            .filter(task::claim_token.eq(claim.token)),
     )
     .set((task::stage.eq(stage), task::result.eq(result)))
     .execute(conn)?;
@@ -217,13 +220,14 @@ pub fn children(conn: &mut AnyConnection, parent: i64) -> Result<Vec<Task>, Stor
     Ok(task::table.filter(task::parent_id.eq(parent)).select(Task::as_select()).order(task::id).load(conn)?)
 }
 
-/// The parent running under `me` at `epoch`, as a subquery condition for writes about its
+/// The parent running under `me` and `claim`, as a subquery condition for writes about its
 /// children.
-fn parent_is_mine(parent: i64, me: &str, epoch: i64) -> String {
+fn parent_is_mine(parent: i64, me: &str, claim: Claim) -> String {
     let me = me.replace('\'', "''");
+    let Claim { epoch, token } = claim;
     format!(
         "EXISTS (SELECT 1 FROM task p WHERE p.id = {parent} AND p.status = 'running' \
-         AND p.owner_node = '{me}' AND p.owner_epoch = {epoch})"
+         AND p.owner_node = '{me}' AND p.owner_epoch = {epoch} AND p.claim_token = {token})"
     )
 }
 
@@ -244,7 +248,7 @@ pub fn lose_child(
     dead: &str,
     parent: i64,
     me: &str,
-    epoch: i64,
+    claim: Claim,
     view: i64,
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
@@ -256,7 +260,7 @@ pub fn lose_child(
                 .filter(task::status.eq_any(["pending", "running"]))
                 .filter(task::target_node.eq(dead))
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&claimed_no_later_than(view)))
-                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, claim))),
         )
         .set((
             task::status.eq(TaskStatus::Lost),
@@ -281,7 +285,7 @@ pub fn reassign_child(
     to: &str,
     parent: i64,
     me: &str,
-    epoch: i64,
+    claim: Claim,
     view: i64,
     event: &NewEvent,
 ) -> Result<bool, StoreError> {
@@ -292,13 +296,14 @@ pub fn reassign_child(
                 .filter(task::status.eq_any(["pending", "running"]))
                 .filter(task::target_node.eq(dead))
                 .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&claimed_no_later_than(view)))
-                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, epoch))),
+                .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(&parent_is_mine(parent, me, claim))),
         )
         .set((
             task::status.eq(TaskStatus::Pending),
             task::target_node.eq(to),
             task::owner_node.eq(None::<String>),
             task::owner_epoch.eq(None::<i64>),
+            task::claim_token.eq(None::<i64>),
             task::error.eq(format!("node {dead} left; moved to {to}")),
         ))
         .execute(c)?;

@@ -65,6 +65,25 @@ pub struct Task {
     pub selector: Option<String>,
     /// Fan-out stage of a parent: None, `gather`, `reduce`.
     pub stage: Option<String>,
+    /// Set at every claim to a value of the claimant's choosing: told apart from every other
+    /// claim of a row with this id, even one by the same node at the same epoch ([`Claim`]).
+    pub claim_token: Option<i64>,
+}
+
+/// The claim a row is held under, as the claim returned it: every write as the claim's holder
+/// (outcome, give-back, a fan-out parent's stage and children) is conditional on both, besides
+/// the owner (docs/design.md#i3).
+/// Why the token: the epoch is the membership's, and a database failover does not change it.
+/// After a failover onto an asynchronous replica the promoted server hands out again the ids of
+/// the transactions the old primary had not shipped, so one node can hold, at one epoch, a claim
+/// of row 42 from before the failover and a claim of another task with id 42 from after it; the
+/// first one's late outcome must not land on the second (docs/operations.md#ha).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The epoch it was claimed at (`owner_epoch`).
+    pub epoch: i64,
+    /// The claim's token (`claim_token`).
+    pub token: i64,
 }
 
 /// A row of `task` without its payload and result: what lists show. Why: those two are the
@@ -155,6 +174,11 @@ impl Task {
     /// The action this row names, or None for text that names none.
     pub fn action_word(&self) -> Option<Action> {
         Action::parse(&self.action)
+    }
+
+    /// The claim this row was read under (a row this node claimed: the claim sets both).
+    pub fn claim(&self) -> Claim {
+        Claim { epoch: self.owner_epoch.unwrap_or_default(), token: self.claim_token.unwrap_or_default() }
     }
 
     /// True for an application command (a row with an application whose action is not `run`).

@@ -5,7 +5,7 @@
 //! nodes that own them now read them ([`orphans`]) and put each back
 //! ([`recover`]): pending again with its attempt counted, failed when its attempts are used up,
 //! lost for a broadcast child (invariant I5). Each recovery is conditional on the orphan's claim
-//! as it was read (owner, epoch, attempt) and on the recovering node's [`Fence`].
+//! as it was read (owner, epoch, token, attempt) and on the recovering node's [`Fence`].
 //!
 //! Must never: put back a row its owner may still be running — one claimed under a newer view
 //! than the recovering node's, within the membership's grace of its claim ([`recover`]).
@@ -33,6 +33,8 @@ pub struct Orphan {
     pub owner_node: Option<String>,
     /// The epoch it claimed it at.
     pub owner_epoch: Option<i64>,
+    /// The claim's token.
+    pub claim_token: Option<i64>,
     /// Its attempt (counted at the claim).
     pub attempts: i32,
     /// A fan-out child's node.
@@ -68,6 +70,7 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
             task::selector,
             task::owner_node,
             task::owner_epoch,
+            task::claim_token,
             task::attempts,
             task::target_node,
             task::routing,
@@ -88,15 +91,17 @@ diesel::define_sql_function! {
     fn coalesce_bigint(x: diesel::sql_types::Nullable<diesel::sql_types::BigInt>, y: diesel::sql_types::BigInt) -> diesel::sql_types::BigInt;
 }
 
-/// What stands for a NULL owner or epoch in [`recover`]'s comparison with the claim as read: no
-/// node is named `""` and no epoch is negative, so NULL matches NULL and nothing else.
+/// What stands for a NULL owner, epoch or token in [`recover`]'s comparison with the claim as
+/// read: no node is named `""`, no epoch is negative and no token is (`claim::claim_token`), so
+/// NULL matches NULL and nothing else.
 const NO_OWNER: &str = "";
 const NO_EPOCH: i64 = -1;
+const NO_TOKEN: i64 = -1;
 
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
 /// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
-/// orphan's claim: owner, epoch and attempt. Returns the new status, if changed.
+/// orphan's claim: owner, epoch, token and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
 /// is older than the recovering node's session, or past its deadline ([`Fence`]), nor — for
 /// `grace` after its claim — when the row was claimed under a view newer than `view`: a node
@@ -124,6 +129,7 @@ pub fn recover(
             .filter(task::status.eq(TaskStatus::Running))
             .filter(coalesce_text(task::owner_node, NO_OWNER).eq(o.owner_node.clone().unwrap_or_default()))
             .filter(coalesce_bigint(task::owner_epoch, NO_EPOCH).eq(o.owner_epoch.unwrap_or(NO_EPOCH)))
+            .filter(coalesce_bigint(task::claim_token, NO_TOKEN).eq(o.claim_token.unwrap_or(NO_TOKEN)))
             .filter(task::attempts.eq(o.attempts))
             .filter(
                 task::owner_epoch
@@ -160,6 +166,7 @@ pub fn recover(
             task::error.eq(reason),
             task::owner_node.eq(None::<String>),
             task::owner_epoch.eq(None::<i64>),
+            task::claim_token.eq(None::<i64>),
         ))
         .execute(conn)?;
     Ok((pending == 1).then_some("pending"))

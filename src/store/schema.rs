@@ -52,6 +52,7 @@ diesel::table! {
         timeout_ms -> Nullable<Integer>,
         selector -> Nullable<Text>,
         stage -> Nullable<Text>,
+        claim_token -> Nullable<BigInt>,
     }
 }
 
