@@ -90,7 +90,6 @@ impl PrivatePg {
         PrivatePg::create(also_on)
     }
 
-
     /// A root directory for a server's data and socket, the server's user's.
     fn root() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let root = tempfile::Builder::new().prefix("rota-chaos-pg").tempdir().unwrap();
