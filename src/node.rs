@@ -74,7 +74,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     };
     let me = LocalNode {
         node_id: node_id.clone(),
-        addr: advertise,
+        addr: advertise.clone(),
         labels: cfg.membership.labels.clone(),
         weight: cfg.membership.weight,
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -170,6 +170,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         membership: membership.subscribe(),
         metrics,
         node_id: node_id.clone(),
+        advertise,
         backend: match cfg.membership.backend {
             MembershipBackend::Standalone => "standalone",
             MembershipBackend::Etcd => "etcd",

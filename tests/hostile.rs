@@ -12,6 +12,12 @@
 //! - **Tokens**: every write route of the OpenAPI document refuses a missing or wrong token
 //!   (401) and a read token (403), as docs/api.md says, and changes nothing in the database;
 //!   the admin token does work.
+//! - **Browsers** (no tokens): a forged `Host` (DNS rebinding), a foreign `Origin` and a
+//!   `text/plain` body ("simple" cross-origin POST) are refused on every write route, and change
+//!   nothing; health and metrics refuse the forged `Host` too; the node's own origin still works.
+//!   With tokens, a foreign `Origin` is refused even with the admin token.
+//! - **Bodies**: an optional body is validated when sent (malformed 400, unknown field 422,
+//!   oversized 413) and may be left out (202).
 //! - **schemathesis** (`ROTA_SCHEMATHESIS`, installed by scripts/test.sh) fuzzes every
 //!   operation of the OpenAPI document: no 5xx, responses conform, the node stays up.
 //!
@@ -677,6 +683,165 @@ fn request(method: &str, url: &str, body: Option<&str>, auth: Option<&str>) -> (
     }
 }
 
+/// One HTTP/1.1 request written by hand, so that `Host`, `Origin` and `Content-Type` are exactly
+/// what a browser would send: (status, body). `headers` may replace `Host`; a body goes as JSON
+/// unless `headers` name another `Content-Type`. `auth` is a raw `Authorization` value ("" for none).
+fn raw(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>, auth: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = url.strip_prefix("http://").unwrap().split('/').next().unwrap().to_string();
+    let path = &url["http://".len() + addr.len()..];
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !auth.is_empty() {
+        head.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Every write route of the OpenAPI document: (method, path template, URL, a body it accepts).
+fn write_routes(node: &common::Node, node_id: &str) -> Vec<(String, String, String, String)> {
+    let (s, doc) = request("GET", &node.url("/api/v1/openapi.json"), None, None);
+    assert_eq!(s, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let bodies: BTreeMap<(&str, &str), Value> = [
+        (("POST", "/api/v1/apps"), json!({"name": "intruder", "driver": "noop"})),
+        (("PATCH", "/api/v1/apps/{id}"), json!({"max_restarts": 9})),
+        (("POST", "/api/v1/tasks"), json!({"action": "run"})),
+        (("POST", "/api/v1/schedules"), json!({"name": "intruder", "every_ms": 1000})),
+        (("PATCH", "/api/v1/schedules/{id}"), json!({"enabled": true})),
+        (("PUT", "/api/v1/traffic/{group}"), json!({"preferred": "us", "reason": "intrusion"})),
+    ]
+    .into_iter()
+    .collect();
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys().map(|m| m.to_uppercase()) {
+            if !matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+                continue;
+            }
+            let url = node.url(
+                &path.replace("{id}", if path.contains("/nodes/") { node_id } else { "1" }).replace("{group}", "g"),
+            );
+            let body = bodies.get(&(method.as_str(), path.as_str())).cloned().unwrap_or(json!({})).to_string();
+            out.push((method, path.clone(), url, body));
+        }
+    }
+    out
+}
+
+/// Something for every write to change, then wait until the node has acquired the application
+/// (an `app.acquired` event), so that only a refused request could change the snapshot.
+fn seed(f: &Fixture, auth: Option<&str>) {
+    let node = &f.node;
+    let write = |method: &str, path: &str, body: Value| {
+        let (s, text) = request(method, &node.url(path), Some(&body.to_string()), auth);
+        assert!((200..300).contains(&s), "{method} {path}: {s} {text}");
+    };
+    write("POST", "/api/v1/apps", json!({"name": "web", "driver": "noop"}));
+    write("POST", "/api/v1/tasks", json!({"action": "run", "run_after": "2999-01-01T00:00:00Z"}));
+    write("POST", "/api/v1/schedules", json!({"name": "nightly", "cron": "0 0 3 * * *", "enabled": false}));
+    write("PUT", "/api/v1/traffic/g", json!({"preferred": "eu", "reason": "set up"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.texts("SELECT kind AS t FROM event WHERE kind = 'app.acquired'").is_empty() {
+        assert!(Instant::now() < deadline, "the node did not acquire application 1 within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn browsers_cannot_drive_a_node_without_tokens() {
+    let f = fixture(false, "", &["--node-id", "hostile-1"]);
+    let node = &f.node;
+    seed(&f, None);
+    let before = snapshot(&f);
+    let addr = node.url("").trim_start_matches("http://").to_string();
+    let port = addr.rsplit_once(':').unwrap().1.to_string();
+    let forged = format!("attacker.example:{port}");
+    let own = format!("http://{addr}");
+    let routes = write_routes(node, "hostile-1");
+    assert!(routes.len() >= 15, "the document lists the write routes: {routes:?}");
+    for (method, path, url, body) in &routes {
+        type Refusal<'a> = (&'a [(&'a str, &'a str)], u16, &'a str);
+        let refusals: [Refusal; 4] = [
+            (&[("Host", forged.as_str())], 421, "attacker.example"),
+            (&[("Origin", "http://attacker.example")], 403, "attacker.example"),
+            (&[("Origin", "null")], 403, "null"),
+            (&[("Content-Type", "text/plain")], 415, "text/plain"),
+        ];
+        for (headers, want, named) in refusals {
+            let (s, text) = raw(method, url, headers, Some(body), "");
+            assert_eq!(s, want, "{method} {path} with {headers:?}: {text}");
+            let e: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let message = e["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(named), "{method} {path} with {headers:?}: {text}");
+        }
+    }
+    assert_eq!(snapshot(&f), before, "a refused write changed the database");
+    // Monitoring keeps working under the loopback names, never under a forged one.
+    for path in ["/livez", "/readyz", "/metrics"] {
+        assert_eq!(raw("GET", &node.url(path), &[("Host", &forged)], None, "").0, 421, "{path}");
+        for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+            assert_eq!(raw("GET", &node.url(path), &[("Host", &host)], None, "").0, 200, "{path} as {host}");
+        }
+    }
+    // The node's own origin, and plain clients, still drive it.
+    let start = node.url("/api/v1/apps/1/start");
+    let (s, text) = raw("POST", &start, &[("Origin", &own)], Some("{}"), "");
+    assert_eq!(s, 202, "{text}");
+    let (s, text) = request("POST", &start, None, None);
+    assert_eq!(s, 202, "{text}");
+    assert_ne!(snapshot(&f), before);
+}
+
+#[test]
+fn optional_bodies_are_validated_when_sent() {
+    let f = fixture(false, "[api]\nmax_body_bytes = 4096\n", &["--node-id", "hostile-1"]);
+    let node = &f.node;
+    let (s, text) = request("POST", &node.url("/api/v1/apps"), Some(r#"{"name": "web", "driver": "noop"}"#), None);
+    assert_eq!(s, 201, "{text}");
+    let tasks = || f.scalar("SELECT COUNT(*) AS n FROM task WHERE app_id = 1");
+    for action in ["start", "stop", "restart"] {
+        let url = node.url(&format!("/api/v1/apps/1/{action}"));
+        let (s, text) = request("POST", &url, Some(r#"{"idempotency_kye": "deploy-7"}"#), None);
+        assert_eq!(s, 422, "{action}: {text}");
+        assert!(text.contains("idempotency_kye"), "{action}: the field is named: {text}");
+        let (s, text) = request("POST", &url, Some(r#"{"idempotency_key": "#), None);
+        assert_eq!(s, 400, "{action}: {text}");
+        let big = json!({"payload": {"pad": "x".repeat(5000)}}).to_string();
+        let (s, text) = request("POST", &url, Some(&big), None);
+        assert_eq!(s, 413, "{action}: {text}");
+        assert!(text.contains("api.max_body_bytes"), "{action}: {text}");
+        assert_eq!(tasks(), 0, "{action}: a refused body wrote a task");
+    }
+    let (s, text) = request("POST", &node.url("/api/v1/apps/1/start"), None, None);
+    assert_eq!(s, 202, "an empty body is still allowed: {text}");
+    let (s, text) = request("POST", &node.url("/api/v1/apps/1/stop"), Some(r#"{"idempotency_key": "k-1"}"#), None);
+    assert_eq!(s, 202, "{text}");
+    assert_eq!(tasks(), 2);
+    // Routes without fields refuse one rather than ignore it.
+    let (s, text) = request("POST", &node.url("/api/v1/tasks/1/cancel"), Some(r#"{"force": true}"#), None);
+    assert_eq!(s, 422, "{text}");
+    assert!(text.contains("force"), "{text}");
+}
+
 fn tokens_config() -> String {
     format!(
         "[api]\ntokens = [{{ name = \"ops\", token = \"{ADMIN}\", scope = \"admin\" }}, \
@@ -764,6 +929,9 @@ fn every_write_route_refuses_missing_wrong_and_read_tokens() {
                 let code = if want == 401 { "unauthorized" } else { "forbidden" };
                 assert_eq!(e["error"]["code"], code, "{method} {path} with {auth:?}: {text}");
             }
+            let admin_auth = format!("Bearer {ADMIN}");
+            let (s, text) = raw(&method, &url, &[("Origin", "http://attacker.example")], Some(&body), &admin_auth);
+            assert_eq!(s, 403, "{method} {path} as admin from a foreign origin: {text}");
             writes.push(format!("{method} {path}"));
         }
     }

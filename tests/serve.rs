@@ -104,7 +104,10 @@ fn a_killed_holder_on_this_machine_is_recognised_as_gone() {
 fn readyz_follows_the_database_away_and_back() {
     let pg = PgDb::create();
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), &["--database-url", &pg.url], &FAST_LOCK);
+    // libpq takes a password from the query string too (the server trusts us and ignores it).
+    const SECRET: &str = "hunter2-in-the-query";
+    let url = format!("{}?sslmode=disable&password={SECRET}", pg.url);
+    let node = Node::start(dir.path(), &["--database-url", &url], &FAST_LOCK);
     wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
 
     pg.go_away();
@@ -117,8 +120,21 @@ fn readyz_follows_the_database_away_and_back() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["checks"]["database"]["ok"], false, "{body}");
     assert!(v["reason"].as_str().unwrap().contains("database"), "{body}");
-    // Past the lock TTL without a heartbeat the node fences itself.
-    wait_until(Duration::from_secs(15), "the node to fence itself", || node.get("/readyz").1.contains("fenced"));
+    // Past the lock TTL without a heartbeat the node fences itself. Every answer meanwhile (a
+    // dropped connection first, then refused new ones) is open to anyone: no URL, user, host or
+    // database name (docs/security.md).
+    let mut seen = vec![body];
+    wait_until(Duration::from_secs(15), "the node to fence itself", || {
+        let b = node.get("/readyz").1;
+        seen.push(b.clone());
+        b.contains("fenced")
+    });
+    let user = pg.url.split("://").nth(1).unwrap().split(['@', ':']).next().unwrap();
+    for body in &seen {
+        for detail in ["postgres://", &format!("\"{user}\""), &pg.name, "127.0.0.1", "localhost", SECRET] {
+            assert!(!body.contains(detail), "/readyz shows `{detail}`: {body}");
+        }
+    }
 
     pg.come_back();
     wait_until(Duration::from_secs(20), "/readyz 200 once the database is back", || node.get("/readyz").0 == 200);
@@ -127,6 +143,9 @@ fn readyz_follows_the_database_away_and_back() {
         node.logs().contains("re-joined as the standalone node")
     });
     assert_eq!(node.get("/livez").0, 200);
+    let logs = node.logs();
+    assert!(!logs.contains(SECRET), "the password reached the log:\n{logs}");
+    assert!(logs.contains("password=***"), "the log keeps the redacted URL:\n{logs}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::body::{NoFields, OptionalJson};
 use super::error::{ApiError, FieldError};
 use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Page};
 use super::{audit, caller, page_size, ApiState};
@@ -300,6 +301,7 @@ async fn delete(
     req: HttpRequest,
     id: web::Path<i64>,
     q: web::Query<DeleteQuery>,
+    _body: OptionalJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let force = q.force;
@@ -343,9 +345,9 @@ async fn start(
     state: web::Data<ApiState>,
     req: HttpRequest,
     id: web::Path<i64>,
-    body: Option<web::Json<CommandBody>>,
+    body: OptionalJson<CommandBody>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, &req, id.into_inner(), "start", body.map(|b| b.into_inner()).unwrap_or_default()).await
+    command(&state, &req, id.into_inner(), "start", body.into_inner().unwrap_or_default()).await
 }
 
 #[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
@@ -357,9 +359,9 @@ async fn stop(
     state: web::Data<ApiState>,
     req: HttpRequest,
     id: web::Path<i64>,
-    body: Option<web::Json<CommandBody>>,
+    body: OptionalJson<CommandBody>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, &req, id.into_inner(), "stop", body.map(|b| b.into_inner()).unwrap_or_default()).await
+    command(&state, &req, id.into_inner(), "stop", body.into_inner().unwrap_or_default()).await
 }
 
 #[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
@@ -371,9 +373,9 @@ async fn restart(
     state: web::Data<ApiState>,
     req: HttpRequest,
     id: web::Path<i64>,
-    body: Option<web::Json<CommandBody>>,
+    body: OptionalJson<CommandBody>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, &req, id.into_inner(), "restart", body.map(|b| b.into_inner()).unwrap_or_default()).await
+    command(&state, &req, id.into_inner(), "restart", body.into_inner().unwrap_or_default()).await
 }
 
 async fn command(

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// The body is too large (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The body is not sent as JSON (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request names a host this node does not answer to (421).
+    #[error("{0}")]
+    Misdirected(String),
     /// A dependency (database, membership) is unavailable (503).
     #[error("{0}")]
     Unavailable(String),
@@ -67,6 +73,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Misdirected(_) => "misdirected_request",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -92,6 +100,8 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -129,7 +139,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
             ApiError::TooLarge(format!("the body is larger than {limit} bytes (api.max_body_bytes)"))
         }
         JsonPayloadError::ContentType => {
-            ApiError::BadRequest("send the body as JSON with Content-Type: application/json".into())
+            ApiError::UnsupportedMediaType("send the body as JSON with Content-Type: application/json".into())
         }
         JsonPayloadError::Deserialize(e) if e.is_data() => {
             ApiError::Invalid { message: e.to_string(), fields: Vec::new() }

@@ -2,7 +2,9 @@
 //!
 //! `/livez` answers 200 while the process serves HTTP at all. `/readyz` answers 200 only when the
 //! database answers and this node is a member that may act; otherwise 503 with every failing
-//! check and its reason, so a load balancer stops sending work and a person sees why.
+//! check and its reason, so a load balancer stops sending work and a person sees why. The
+//! reasons carry no connection details (user, host, database, URL): `/readyz` is open to anyone
+//! who can reach the port; the node's log has the driver's message with the URL redacted.
 //!
 //! Members of another deployment seen under this cluster's etcd prefix (docs/design.md,
 //! "Cluster identity") are named in `warnings` and in the `cluster` check without making the node
@@ -17,6 +19,7 @@ use serde_json::json;
 
 use super::ApiState;
 use crate::membership::Status;
+use crate::store::StoreError;
 
 /// Register the health routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
@@ -35,8 +38,12 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let database = match &db {
         Ok(()) => json!({ "ok": true }),
         Err(e) => {
-            reasons.push(format!("database: {e}"));
-            json!({ "ok": false, "error": e.to_string() })
+            // The driver's message names the user, host and database (and a URL may hold a
+            // password): only the node's log gets it, redacted (docs/security.md).
+            tracing::warn!(error = %e, "readyz: the database does not answer");
+            let text = database_reason(e, state.ready_timeout);
+            reasons.push(format!("database: {text}"));
+            json!({ "ok": false, "error": text })
         }
     };
     let membership = if status == Status::Joined {
@@ -70,6 +77,16 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+/// Why the database check failed, without connection details: `/readyz` answers anyone.
+fn database_reason(e: &StoreError, timeout: std::time::Duration) -> String {
+    let what = match e {
+        StoreError::Unavailable(_) => format!("no connection within {} ms", timeout.as_millis()),
+        StoreError::Query(_) => "the check query failed".to_string(),
+        _ => "the check could not run".to_string(),
+    };
+    format!("{what} (the node's log has the driver's message)")
 }
 
 fn describe(status: &Status) -> String {

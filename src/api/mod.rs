@@ -9,9 +9,11 @@
 
 pub mod apps;
 pub mod auth;
+pub mod body;
 pub mod cluster;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod nodes;
@@ -49,6 +51,9 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// This node's id.
     pub node_id: String,
+    /// The address this node advertises (`host:port`): without tokens, its host is the one name
+    /// besides the loopback ones that requests may carry in `Host` ([`guard`]).
+    pub advertise: String,
     /// Membership backend name (`standalone`, `etcd`).
     pub backend: &'static str,
     /// API tokens (empty: loopback callers only).
@@ -159,6 +164,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let (app, mut doc) = App::new()
+            .wrap(actix_web::middleware::from_fn(guard::middleware))
             .app_data(data.clone())
             .app_data(web::JsonConfig::default().limit(limit).error_handler(error::json_error))
             .app_data(web::PathConfig::default().error_handler(error::path_error))

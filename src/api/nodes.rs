@@ -10,6 +10,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::views::ErrorBody;
 use serde_json::json;
 
+use super::body::{NoFields, OptionalJson};
 use super::error::ApiError;
 use super::ApiState;
 use super::{audit, caller};
@@ -65,7 +66,12 @@ async fn status(state: web::Data<ApiState>, id: web::Path<String>) -> Result<Htt
     (status = 404, description = "Not a member", body = ErrorBody),
     (status = 409, description = "Another node (its address is named) or a standalone node", body = ErrorBody)))]
 #[post("/nodes/{id}/drain")]
-async fn drain(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn drain(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    _body: OptionalJson<NoFields>,
+) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {
         return Err(ApiError::Conflict(
@@ -88,6 +94,7 @@ async fn undrain(
     state: web::Data<ApiState>,
     req: HttpRequest,
     id: web::Path<String>,
+    _body: OptionalJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     this_node(&state, &id)?;
     let Some(d) = state.drain.as_ref() else {

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::body::{NoFields, OptionalJson};
 use super::error::{ApiError, FieldError};
 use super::views::{json_column, next_link, ErrorBody, Page};
 use super::{audit, caller, page_size, ApiState};
@@ -458,7 +459,12 @@ async fn update(
     (status = 204, description = "Deleted (its tasks stay)"),
     (status = 404, description = "No such schedule", body = ErrorBody)))]
 #[delete("/schedules/{id}")]
-async fn remove(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn remove(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    _body: OptionalJson<NoFields>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let s = load(&state, id).await?;
     if !state.store.run(move |c| store::delete_schedule(c, id)).await? {

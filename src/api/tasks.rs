@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::body::{NoFields, OptionalJson};
 use super::error::ApiError;
 use super::views::{next_link, Accepted, ErrorBody, Page, TaskSummaryView, TaskView};
 use super::ApiState;
@@ -258,7 +259,12 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
     (status = 404, description = "No such task", body = ErrorBody),
     (status = 409, description = "Not pending", body = ErrorBody)))]
 #[post("/tasks/{id}/cancel")]
-async fn cancel(state: web::Data<ApiState>, req: HttpRequest, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
+async fn cancel(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    _body: OptionalJson<NoFields>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if state.store.run(move |c| tasks::cancel(c, id)).await? {
         let task = state.store.run(move |c| tasks::find_task(c, id)).await?;

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
+use super::body::{NoFields, OptionalJson};
 use super::error::{ApiError, FieldError};
 use super::views::ErrorBody;
 use super::{caller, ApiState};
@@ -204,6 +205,7 @@ async fn delete_policy(
     req: HttpRequest,
     group: web::Path<String>,
     query: web::Query<DeleteQuery>,
+    _body: OptionalJson<NoFields>,
 ) -> Result<HttpResponse, ApiError> {
     let group = group.into_inner();
     let reason = query.into_inner().reason;

@@ -99,14 +99,62 @@ impl fmt::Debug for DbUrl {
     }
 }
 
-/// Hide the password of `scheme://user:password@host…`.
+/// The URL with its secrets hidden: the password of `scheme://user:password@host…` and the value
+/// of every query parameter whose name contains `password` (`?password=`, `sslpassword=`: libpq
+/// takes both from the URL). Safe for logs and error messages; the user, host and database stay,
+/// so an operator can tell which server is meant (docs/security.md).
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    // The last `@` ends the userinfo: a password may hold an unencoded `@`, and hiding too much
+    // is the safe side.
+    let mut out = format!("{scheme}://");
+    match before_query.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                None => out.push_str(&format!("{userinfo}@")),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(before_query),
     }
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if secret_key(k) => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+/// A query parameter that holds a secret: its name, percent-decoded, contains `password`.
+fn secret_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                decoded.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).to_ascii_lowercase().contains("password")
 }
 
 /// TCP settings libpq applies to every PostgreSQL connection of the node unless the URL sets
@@ -279,7 +327,55 @@ mod tests {
     fn passwords_are_hidden() {
         assert_eq!(redact("postgres://bob:s3cret@h:5432/db"), "postgres://bob:***@h:5432/db");
         assert_eq!(redact("postgres://bob@h/db"), "postgres://bob@h/db");
+        assert_eq!(redact("postgres://bob@h/db?password=s3cret"), "postgres://bob@h/db?password=***");
+        assert_eq!(
+            redact("postgres://h/db?user=bob&sslmode=verify-full&sslpassword=k3y&PassWord=x&pass%77ord=y"),
+            "postgres://h/db?user=bob&sslmode=verify-full&sslpassword=***&PassWord=***&pass%77ord=***"
+        );
+        assert_eq!(redact("postgres://bob:p@ss@h/db"), "postgres://bob:***@h/db");
+        assert_eq!(redact("postgres://bob:pw@h1:1,h2:2/db?x=1"), "postgres://bob:***@h1:1,h2:2/db?x=1");
         let err = DbUrl::parse("mysql://bob:s3cret@h").unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+        let shown = DbUrl::parse("postgres://bob@h/db?password=s3cret").unwrap().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    mod property {
+        use super::super::redact;
+        use proptest::prelude::*;
+
+        /// A secret no other part of the generated URL can spell (those are lowercase words).
+        fn secret() -> impl Strategy<Value = String> {
+            "[A-Z0-9][A-Za-z0-9!$*()_~.:@/-]{5,24}".prop_map(|s| format!("Q{s}"))
+        }
+
+        proptest! {
+            #[test]
+            fn the_secret_never_appears(
+                secret in secret(),
+                user in "[a-z]{1,8}",
+                host in "[a-z]{1,8}",
+                db in "[a-z]{1,8}",
+                where_ in 0..4usize,
+                key in prop::sample::select(vec!["password", "sslpassword", "PASSWORD", "db_password", "pass%77ord"]),
+                before in prop::collection::vec("[a-z]{1,6}=[a-z0-9]{0,6}", 0..3),
+                after in prop::collection::vec("[a-z]{1,6}=[a-z0-9]{0,6}", 0..3),
+            ) {
+                let mut params = before.clone();
+                // The secret in the userinfo, in a query parameter, or both.
+                let userinfo = if where_ % 2 == 0 { format!("{user}:{secret}@") } else { format!("{user}@") };
+                if where_ >= 1 {
+                    params.push(format!("{key}={}", secret.replace(['&', '#'], "")));
+                }
+                params.extend(after.iter().cloned());
+                let query = if params.is_empty() { String::new() } else { format!("?{}", params.join("&")) };
+                let url = format!("postgres://{userinfo}{host}:5432/{db}{query}");
+                let shown = redact(&url);
+                prop_assert!(!shown.contains(&secret), "{} -> {}", url, shown);
+                // What is not secret stays, so the operator can tell which server is meant.
+                let host_port = format!("{host}:5432/{db}");
+                prop_assert!(shown.contains(&host_port), "{} -> {}", url, shown);
+            }
+        }
     }
 }
