@@ -3,7 +3,7 @@
 -- condition the new row version meets. `task_app_active_idx` held every pending or running job,
 -- which no query asks it for: it serves the per-application order of commands, and every query
 -- on it names `app_id` and `action <> 'run'` (store/claim.rs). A job now writes 10 index
--- entries in its life instead of 12 (docs/benchmarks.md, session 14).
+-- entries in its life instead of 12 (docs/benchmarks.md#dead-rows).
 -- (The unique index of `idempotency_key` also holds an entry, NULL, for every row without a
 -- key; a partial one would save 3 more, but `INSERT … ON CONFLICT (idempotency_key)` — the way a
 -- producer inserts idempotently in SQL — cannot use a partial index unless it repeats its

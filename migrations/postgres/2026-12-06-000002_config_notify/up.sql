@@ -1,6 +1,6 @@
 -- Tell the nodes when an admin changes a schedule or a traffic policy (API or SQL), so they read
 -- them again at once instead of every few seconds: an idle node sent one read of each table per
--- 5 s, a third of its statements (docs/benchmarks.md, session 15).
+-- 5 s, a third of its statements (docs/benchmarks.md#idle).
 -- An update notifies only when it changes the row (a row trigger with that condition): an update
 -- that loses a race changes nothing, and a firing's advance of a schedule (`next_fire_at`,
 -- `updated_at`, `enabled` written unchanged) is not a change of the schedule. Inserts, deletes
