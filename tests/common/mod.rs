@@ -183,10 +183,7 @@ pub struct Node {
 impl Node {
     /// Start `rota serve` with `--listen 127.0.0.1:0` and the given extra args; wait for its address.
     pub fn start(data_dir: &std::path::Path, args: &[&str], envs: &[(&str, &str)]) -> Node {
-        let node = Node::spawn(data_dir, args, envs);
-        let mut node = node;
-        node.addr = node.wait_addr();
-        node
+        Node::start_in(None, "127.0.0.1", data_dir, args, envs)
     }
 
     /// Start without waiting (for nodes expected to fail).
