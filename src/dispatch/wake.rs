@@ -84,8 +84,9 @@ pub async fn listen(
 
 /// How often the listener checks that its connection still answers, and how long it waits.
 /// Why: a connection that hangs without being reset (a frozen server, a cut network, a stuck
-/// proxy) delivers no notification and raises no error; without the check the node showed
-/// `rota_notify_listening` 1 for the whole hang while it heard nothing (docs/operations.md#ha).
+/// proxy) delivers no notification and raises no error; without a check
+/// `rota_notify_listening` would read 1 for the whole hang while the node hears nothing
+/// (docs/operations.md#ha).
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_WITHIN: Duration = Duration::from_secs(3);
 

@@ -323,11 +323,11 @@ impl Runner {
     }
 
     /// A client on one member that answers, trying the endpoints in turn from the one after
-    /// the last session's. Why one at a time: a client given every endpoint balanced each
-    /// request among them, dead members included, and every request sent to a killed member
-    /// failed ("tcp connect error") until the lease ran out — one etcd member down out of three
-    /// fenced the nodes (docs/operations.md#etcd-members). A session that ends in an error
-    /// moves on to the next member.
+    /// the last session's. Why one at a time: a client given every endpoint balances each
+    /// request among them, dead members included, and a request sent to a dead member fails
+    /// ("tcp connect error"), so one member down out of three can let the lease run out
+    /// (docs/operations.md#etcd-members). A session that ends in an error moves on to the next
+    /// member.
     async fn connect(&mut self) -> Result<Client, String> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
@@ -340,7 +340,7 @@ impl Runner {
             let answered = async {
                 let mut client = call(Client::connect([endpoint], Some(opts.clone()))).await?;
                 // A member cut from the others' quorum answers status but no lease or watch:
-                // the session's first calls find that out, and the next session moves on.
+                // the first calls on it fail, and the next connection moves on.
                 call(client.status()).await?;
                 Ok::<_, String>(client)
             };

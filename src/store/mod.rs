@@ -113,9 +113,8 @@ pub struct Store {
     /// When the claims' prepared statements on this pool's connections are planned anew.
     plans: Arc<PlanGeneration>,
     /// One permit per connection, taken before [`Store::run`] goes to the blocking pool. Why:
-    /// without it, a burst of callers (1,000 API reads) each held one of tokio's blocking
-    /// threads while waiting for a connection, and every other store on the node queued behind
-    /// them for a thread. Waiting here holds no thread, and tokio's semaphore is first come,
+    /// a caller waiting for a connection on a blocking thread holds that thread, so a burst of
+    /// callers (1,000 API reads) would leave every other store on the node queued for one. Waiting here holds no thread, and tokio's semaphore is first come,
     /// first served.
     slots: Arc<tokio::sync::Semaphore>,
     /// How long a caller waits for a slot.
