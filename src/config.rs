@@ -59,6 +59,36 @@ pub struct TokenConfig {
     pub scope: Scope,
 }
 
+/// Every token must be able to match a request and to match only one entry: a header carries
+/// visible ASCII only, a client strips the spaces around a token, and two entries with one
+/// secret would leave its scope to the order of the list. Messages name the token, never its
+/// secret.
+fn check_tokens(tokens: &[TokenConfig]) -> Result<(), String> {
+    for (i, t) in tokens.iter().enumerate() {
+        if t.name.is_empty() {
+            return Err(format!("token {} has an empty name", i + 1));
+        }
+        if t.token.len() < 16 {
+            return Err(format!("token `{}` is shorter than 16 characters", t.name));
+        }
+        if !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "token `{}` holds a space, a control or a non-ASCII character: an Authorization header \
+                 can only carry visible ASCII, so it could never match",
+                t.name
+            ));
+        }
+        if let Some(first) = tokens[..i].iter().find(|o| o.token == t.token) {
+            return Err(format!(
+                "tokens `{}` and `{}` have the same secret: give each its own (a request must map to one \
+                 scope)",
+                first.name, t.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for TokenConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the secret.
@@ -503,14 +533,7 @@ impl Config {
                 invalid("membership.advertise_addr", format!("`{}` is not host:port: {e}", m.advertise_addr))
             })?;
         }
-        for (i, t) in self.api.tokens.iter().enumerate() {
-            if t.name.is_empty() {
-                return Err(invalid("api.tokens", format!("token {} has an empty name", i + 1)));
-            }
-            if t.token.len() < 16 {
-                return Err(invalid("api.tokens", format!("token `{}` is shorter than 16 characters", t.name)));
-            }
-        }
+        check_tokens(&self.api.tokens).map_err(|m| invalid("api.tokens", m))?;
         if self.api.max_response_bytes == 0 {
             return Err(invalid("api.max_response_bytes", "must be at least 1"));
         }
@@ -594,6 +617,33 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();
         Config::load_with_env(Some(&path), &Overrides::default(), Env::prefixed("ROTA_TEST_NONE__"))
+    }
+
+    fn token(name: &str, secret: &str, scope: Scope) -> TokenConfig {
+        TokenConfig { name: name.into(), token: secret.into(), scope }
+    }
+
+    #[test]
+    fn tokens_that_could_never_match_or_would_match_twice_are_refused() {
+        let good = "0123456789abcdef-ok";
+        assert_eq!(check_tokens(&[token("ops", good, Scope::Admin)]), Ok(()));
+        for (secret, needle) in [
+            (" 0123456789abcdef", "space"),
+            ("0123456789abcdef\t", "control"),
+            ("0123456789abcdéf", "non-ASCII"),
+            ("0123456789 abcdef", "space"),
+            ("tiny", "shorter than 16"),
+        ] {
+            let e = check_tokens(&[token("ops", secret, Scope::Admin)]).unwrap_err();
+            assert!(e.contains(needle) && e.contains("`ops`") && !e.contains(secret), "{secret:?}: {e}");
+        }
+        let e = check_tokens(&[token("ops", good, Scope::Admin), token("ci", good, Scope::Read)]).unwrap_err();
+        assert!(e.contains("`ops`") && e.contains("`ci`") && !e.contains(good), "{e}");
+        // One name may hold two secrets (rotation).
+        assert_eq!(
+            check_tokens(&[token("ops", good, Scope::Admin), token("ops", "fedcba9876543210", Scope::Admin)]),
+            Ok(())
+        );
     }
 
     #[test]

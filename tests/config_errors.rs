@@ -85,3 +85,20 @@ fn a_port_in_use_is_a_clear_error() {
     let addr = taken.local_addr().unwrap().to_string();
     serve_fails(&["--listen", &addr], &[], &["cannot listen on", &addr]);
 }
+
+#[test]
+fn a_token_that_could_never_match_or_shares_a_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rota.toml");
+    std::fs::write(&file, "[api]\ntokens = [{ name = \"ops\", token = \" 0123456789abcdef\", scope = \"admin\" }]\n")
+        .unwrap();
+    let code = serve_fails(&["--config", file.to_str().unwrap()], &[], &["api.tokens", "`ops`", "space"]);
+    assert_eq!(code, 2);
+    std::fs::write(
+        &file,
+        "[api]\ntokens = [{ name = \"ops\", token = \"0123456789abcdef\", scope = \"admin\" },\n\
+         { name = \"ci\", token = \"0123456789abcdef\", scope = \"read\" }]\n",
+    )
+    .unwrap();
+    serve_fails(&["--config", file.to_str().unwrap()], &[], &["api.tokens", "`ops`", "`ci`", "same secret"]);
+}

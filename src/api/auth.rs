@@ -28,6 +28,14 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is matched without regard to
+/// case (RFC 7235 section 2.1), and spaces around the token are not part of it.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.trim_start().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Authenticate one request against the configured tokens.
 pub fn authenticate(
     state: &ApiState,
@@ -45,7 +53,7 @@ pub fn authenticate(
     let Some(header) = header else {
         return Err(ApiError::Unauthorized("missing credentials: send `Authorization: Bearer <token>`".into()));
     };
-    let Some(presented) = header.strip_prefix("Bearer ").map(str::trim) else {
+    let Some(presented) = bearer_token(header) else {
         return Err(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into()));
     };
     // Check every token (no early exit) so timing does not tell which one almost matched.
@@ -85,6 +93,16 @@ pub async fn middleware(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer abc", "bearer abc", "BEARER  abc ", "  bEaReR abc"] {
+            assert_eq!(bearer_token(header), Some("abc"), "{header:?}");
+        }
+        for header in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", "", "Token abc"] {
+            assert_eq!(bearer_token(header), None, "{header:?}");
+        }
+    }
 
     #[test]
     fn constant_time_equality() {

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::json;
 
+use super::document::Routes;
 use crate::store::StoreError;
 
 /// One invalid field.
@@ -43,6 +44,14 @@ pub enum ApiError {
     /// No such route or resource (404).
     #[error("{0}")]
     NotFound(String),
+    /// The path is served, but not for this method (405).
+    #[error("{message}")]
+    MethodNotAllowed {
+        /// Summary.
+        message: String,
+        /// The methods the path takes, for the `Allow` header.
+        allow: String,
+    },
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(String),
@@ -71,6 +80,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -98,6 +108,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -115,6 +126,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized(_)) {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = self {
+            resp.insert_header(("Allow", allow.as_str()));
         }
         resp.json(body)
     }
@@ -160,7 +174,19 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
     ApiError::BadRequest(format!("bad query string: {err}")).into()
 }
 
-/// The default service: unknown routes are JSON 404s too.
+/// The default service: a served path with another method is a JSON 405 with `Allow`
+/// (docs/api.md#errors), anything else a JSON 404.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response()
+    let allowed = req.app_data::<actix_web::web::Data<Routes>>().and_then(|r| r.allowed(req.path()));
+    match allowed {
+        Some(methods) if !methods.is_empty() => {
+            let allow = methods.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+            ApiError::MethodNotAllowed {
+                message: format!("{} {} is not served: this path takes {allow}", req.method(), req.path()),
+                allow,
+            }
+            .error_response()
+        }
+        _ => ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response(),
+    }
 }

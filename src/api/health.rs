@@ -17,13 +17,15 @@ use std::time::Instant;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
+use super::error::not_found;
 use super::ApiState;
 use crate::membership::Status;
 use crate::store::StoreError;
 
 /// Register the health routes.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/livez", web::get().to(livez)).route("/readyz", web::get().to(readyz));
+    cfg.service(web::resource("/livez").route(web::get().to(livez)).default_service(web::to(not_found)))
+        .service(web::resource("/readyz").route(web::get().to(readyz)).default_service(web::to(not_found)));
 }
 
 async fn livez() -> HttpResponse {

@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 
-use super::error::ApiError;
+use super::error::{not_found, ApiError};
 use super::ApiState;
+
+/// What `/metrics` answers: the OpenMetrics text format, which Prometheus negotiates.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Register the route.
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)).default_service(web::to(not_found)));
 }
 
 async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -32,5 +35,5 @@ async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     m.db_pool_connections.set(i64::from(open));
     m.db_pool_idle.set(i64::from(idle));
     let body = m.encode().map_err(|e| ApiError::Internal(format!("encoding metrics failed: {e}")))?;
-    Ok(HttpResponse::Ok().content_type("application/openmetrics-text; version=1.0.0; charset=utf-8").body(body))
+    Ok(HttpResponse::Ok().content_type(CONTENT_TYPE).body(body))
 }

@@ -11,6 +11,7 @@ pub mod apps;
 pub mod auth;
 pub mod body;
 pub mod cluster;
+pub mod document;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -114,6 +115,22 @@ pub fn page_size(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
+/// A time the API stores or compares in SQL: years 1 to 9999, the range both backends hold and
+/// order alike (PostgreSQL refuses later years and years before 1 BC; SQLite would store
+/// `+10000-…` or `0000-…` as text that sorts wrongly).
+pub fn stored_time(
+    field: &str,
+    t: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
+    use chrono::Datelike;
+    match t {
+        Some(t) if !(1..=9999).contains(&t.year()) => {
+            Err(ApiError::field(field, format!("year {} is outside 1 to 9999", t.year())))
+        }
+        t => Ok(t.map(|t| t.naive_utc())),
+    }
+}
+
 /// Drain control: this node's ring weight as published in membership.
 pub struct Drain {
     /// Set 0 to drain, the configured weight to undrain.
@@ -129,24 +146,6 @@ pub struct ServerOptions {
     pub workers: usize,
     /// Graceful shutdown wait.
     pub shutdown_timeout: Duration,
-}
-
-/// The fixed parts of the OpenAPI document; paths and schemas are collected from the handlers.
-fn base_document() -> utoipa::openapi::OpenApi {
-    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-    use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, SecurityRequirement};
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new()
-                .title("Rota admin API")
-                .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Applications, tasks, events and cluster of a Rota node. Errors are JSON {\"error\": {\"code\", \"message\"}}.")),
-        )
-        .components(Some(
-            ComponentsBuilder::new().security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer))).build(),
-        ))
-        .security(Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]))
-        .build()
 }
 
 /// The OpenAPI document as served at `/api/v1/openapi.json`.
@@ -172,9 +171,13 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
             .app_data(web::PayloadConfig::default().limit(limit))
             .configure(health::config)
             .configure(metrics::config)
-            .route("/api/v1/openapi.json", web::get().to(openapi_json))
+            .service(
+                web::resource("/api/v1/openapi.json")
+                    .route(web::get().to(openapi_json))
+                    .default_service(web::to(error::not_found)),
+            )
             .into_utoipa_app()
-            .openapi(base_document())
+            .openapi(document::base())
             .service(
                 utoipa_actix_web::scope("/api/v1")
                     .wrap(actix_web::middleware::from_fn(auth::middleware))
@@ -188,17 +191,10 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .default_service(web::to(error::not_found)),
             )
             .split_for_parts();
-        doc.paths.paths.insert(
-            "/api/v1/openapi.json".into(),
-            utoipa::openapi::path::PathItem::new(
-                utoipa::openapi::HttpMethod::Get,
-                utoipa::openapi::path::OperationBuilder::new()
-                    .summary(Some("This document"))
-                    .response("200", utoipa::openapi::Response::new("The OpenAPI 3 document")),
-            ),
-        );
+        document::complete(&mut doc);
+        let routes = web::Data::new(document::Routes::of(&doc));
         let json = doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-        app.app_data(web::Data::new(Document(json))).default_service(web::to(error::not_found))
+        app.app_data(web::Data::new(Document(json))).app_data(routes).default_service(web::to(error::not_found))
     })
     .workers(opts.workers)
     .disable_signals()

@@ -12,7 +12,7 @@ use super::body::{NoFields, OptionalJson};
 use super::error::ApiError;
 use super::views::{next_link, Accepted, ErrorBody, Page, TaskSummaryView, TaskView};
 use super::ApiState;
-use super::{audit, caller, page_size};
+use super::{audit, caller, page_size, stored_time};
 use crate::domain::Action;
 use crate::domain::TaskStatus;
 use crate::jobs::routing::check_shards;
@@ -152,6 +152,7 @@ async fn submit(
             return Err(ApiError::field("app_id", format!("no application with id {app_id}")));
         }
     }
+    let run_after = stored_time("run_after", b.run_after)?;
     let new = NewTask {
         app_id,
         routing: b.routing,
@@ -162,7 +163,7 @@ async fn submit(
         action: b.action.clone(),
         payload: b.payload.map(|p| p.to_string()),
         priority: b.priority,
-        run_after: b.run_after.map(|t| t.naive_utc()),
+        run_after,
         max_attempts: b.max_attempts,
         idempotency_key: b.idempotency_key,
         ..Default::default()
@@ -208,14 +209,13 @@ async fn list(state: web::Data<ApiState>, query: web::Query<ListQuery>) -> Resul
     if let Some(s) = qy.status.as_deref().filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::field("status", format!("`{s}` is not one of {}", STATUSES.join(", "))));
     }
-    let naive = |t: Option<DateTime<Utc>>| t.map(|t| t.naive_utc());
     let filter = TaskFilter {
         status: qy.status.clone(),
         app_id: qy.app_id,
         owner: qy.owner.clone(),
         parent_id: qy.parent_id,
-        since: naive(qy.since),
-        until: naive(qy.until),
+        since: stored_time("since", qy.since)?,
+        until: stored_time("until", qy.until)?,
     };
     let after = qy.after.unwrap_or(0);
     let rows = state.store.run(move |c| tasks::list_tasks(c, &filter, after, limit)).await?;

@@ -91,8 +91,9 @@ pub struct TaskSummaryView {
     routing: Option<String>,
     /// Jobs: per-attempt time limit (ms).
     timeout_ms: Option<i32>,
-    /// Jobs: own selector.
-    #[schema(value_type = Option<Object>)]
+    /// Jobs: own selector. Any JSON value: a row written by SQL may hold text the API would
+    /// refuse, shown as a string when it is not JSON (docs/api.md#sql-rows).
+    #[schema(value_type = Option<Value>)]
     selector: Option<Value>,
     /// Fan-out parents: `gather` (waiting for children) or `reduce`.
     stage: Option<String>,
@@ -133,9 +134,12 @@ impl From<TaskSummary> for TaskSummaryView {
 pub struct TaskView {
     #[serde(flatten)]
     summary: TaskSummaryView,
-    #[schema(value_type = Object)]
+    /// Parameters: an object when the API wrote them; a row written by SQL may hold any JSON,
+    /// or text that is not JSON, shown as a string (docs/api.md#sql-rows).
+    #[schema(value_type = Value)]
     payload: Value,
-    #[schema(value_type = Option<Object>)]
+    /// What the execution returned, any JSON (a job's output that is not JSON, as a string).
+    #[schema(value_type = Option<Value>)]
     result: Option<Value>,
 }
 
@@ -229,7 +233,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable: `bad_request`, `invalid`, `unauthorized`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unavailable`, `internal`.
+    /// `method_not_allowed`, `conflict`, `payload_too_large`, `unsupported_media_type`,
+    /// `misdirected_request`, `unavailable`, `internal`.
     pub code: String,
     /// What is wrong and what to do.
     pub message: String,
