@@ -142,6 +142,9 @@ pub struct DispatchConfig {
     /// PostgreSQL: `VACUUM` the task table when autovacuum is off for it and dead row versions
     /// pile up (a node that finished many tasks looks at most once per reconciliation).
     pub vacuum: bool,
+    /// Most bytes of parameters one fan-out writes into its children's rows together; a job
+    /// over it fails (422 at the API) instead of writing them (docs/jobs.md#caps).
+    pub fan_out_max_bytes: u64,
 }
 
 impl Default for DispatchConfig {
@@ -157,6 +160,7 @@ impl Default for DispatchConfig {
             retry_max_ms: 300_000,
             retention_hours: 168,
             vacuum: true,
+            fan_out_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -562,6 +566,7 @@ impl Config {
             ("dispatch.monitor_interval_ms", d.monitor_interval_ms),
             ("dispatch.reconcile_interval_ms", d.reconcile_interval_ms),
             ("dispatch.retry_base_ms", d.retry_base_ms),
+            ("dispatch.fan_out_max_bytes", d.fan_out_max_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

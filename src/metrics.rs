@@ -3,6 +3,11 @@
 //! Why here and not in `api`: membership, the store and the dispatcher update these; the API only
 //! encodes them. Gauges that mirror state (ring epoch, pool use, queue depth) are set at scrape
 //! time from the source of truth, so they can never drift from it.
+//!
+//! Must never: take a label value from data (a task row's text, an application id, an error):
+//! every label set costs memory and scrape bytes for the node's lifetime, and rows are written
+//! by hand. Label values are `&'static str` from a closed vocabulary ([`crate::domain::Action::label`]),
+//! so the type refuses anything else (docs/security.md).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -12,8 +17,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-/// Label set of the task metrics: `[("action", …), ("status", …)]` or `[("action", …)]`.
-pub type Labels = Vec<(String, String)>;
+/// Label set of the task metrics: `[("action", …), ("status", …)]` or `[("action", …)]`, each
+/// value from a closed set (an unknown action is `other`), so the label sets are bounded.
+pub type Labels = Vec<(&'static str, &'static str)>;
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s

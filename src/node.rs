@@ -181,6 +181,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         config: announce,
         max_body_bytes: cfg.api.max_body_bytes,
         max_response_bytes: cfg.api.max_response_bytes,
+        fan_out_max_bytes: cfg.dispatch.fan_out_max_bytes,
         drain: (cfg.membership.backend == MembershipBackend::Etcd)
             .then(|| Arc::new(api::Drain { weight: weight_tx, configured: cfg.membership.weight })),
         ready_timeout: Duration::from_secs(2),

@@ -70,6 +70,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// Where a list response is cut.
     pub max_response_bytes: usize,
+    /// Most bytes of parameters one fan-out writes into its children (`dispatch.fan_out_max_bytes`).
+    pub fan_out_max_bytes: u64,
     /// Drain control (etcd membership only).
     pub drain: Option<Arc<Drain>>,
     /// How long `/readyz` waits for the database.

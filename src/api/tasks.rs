@@ -15,7 +15,7 @@ use super::ApiState;
 use super::{audit, caller, page_size, stored_time};
 use crate::domain::Action;
 use crate::domain::TaskStatus;
-use crate::jobs::routing::check_shards;
+use crate::jobs::routing::{check_shards, fan_out_payloads};
 use crate::jobs::Strategy;
 use crate::store::models::NewTask;
 use crate::store::tasks::{self, TaskFilter};
@@ -121,7 +121,12 @@ async fn submit(
     }
     if strategy == Strategy::Sharding {
         let obj = b.payload.as_ref().and_then(Value::as_object).cloned().unwrap_or_default();
-        check_shards(b.shard_total, &obj).map_err(|(field, msg)| ApiError::field(&field, msg))?;
+        let shards = check_shards(b.shard_total, &obj).map_err(|(field, msg)| ApiError::field(&field, msg))?;
+        // Without a count it is one shard per matching node, each storing only its index.
+        if let Some(n) = shards {
+            fan_out_payloads(&obj, true, n as usize, state.fan_out_max_bytes)
+                .map_err(|msg| ApiError::field("payload.shard_params", msg))?;
+        }
     }
     if b.timeout_ms.is_some_and(|t| t < 1) {
         return Err(ApiError::field("timeout_ms", "must be at least 1"));

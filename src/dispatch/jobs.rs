@@ -77,6 +77,17 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         }
     }
     if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
+        let params = match task.parent_id.filter(|_| strategy.fans_out()) {
+            Some(parent) => match with_parent_params(shared, &task, parent, params).await {
+                Ok(p) => p,
+                Err(None) => return release(shared, &task).await,
+                Err(Some(msg)) => {
+                    finish_checked(shared, &task, Outcome::Failed(msg)).await;
+                    return None;
+                }
+            },
+            None => params,
+        };
         let outcome = match execute(shared, &task, app_id, params).await {
             Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
             Some(Err(e)) => plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
@@ -112,6 +123,38 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         };
     }
     coordinate(shared, place, task, app_id, strategy, params).await
+}
+
+/// A fan-out child's parameters as its job sees them: its parent's, with its own stored ones
+/// over them ([`routing::merge_params`]); a child stores only its own (docs/jobs.md#caps).
+/// `Err(None)`: the database did not answer (hand the row back); `Err(Some(_))`: the child can
+/// never run, and why. Only a parent of the same application lends its parameters: they were
+/// given to that application's jobs.
+async fn with_parent_params(shared: &Shared, task: &Task, parent: i64, own: Value) -> Result<Value, Option<String>> {
+    let found = match shared.store.run(move |c| jq::parent_params(c, parent)).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(task.id = task.id, parent.id = parent, error = %e, "could not read a child's parent parameters; the child is handed back");
+            return Err(None);
+        }
+    };
+    let Some(p) = found else {
+        return Err(Some(format!(
+            "its parent job {parent} does not exist: a fan-out child takes its parameters from its parent"
+        )));
+    };
+    if p.app_id != task.app_id {
+        return Err(Some(format!(
+            "its parent job {parent} belongs to another application: a fan-out child takes its parameters \
+             from a parent of its own application"
+        )));
+    }
+    let parent_obj = match serde_json::from_str::<Value>(&p.payload) {
+        Ok(Value::Object(o)) => o,
+        _ => return Err(Some(format!("the payload of its parent job {parent} is not a JSON object"))),
+    };
+    let own = own.as_object().cloned().unwrap_or_default();
+    Ok(routing::merge_params(&parent_obj, &own))
 }
 
 /// Finish unless fenced meanwhile (then the row is recovered by its key's owner).
@@ -248,6 +291,16 @@ async fn coordinate(
     } else {
         None
     };
+    let sharded = strategy == Strategy::Sharding;
+    let total = routing::child_count(strategy, candidates.len(), shards);
+    let payloads = match routing::fan_out_payloads(&obj, sharded, total, shared.cfg.fan_out_max_bytes) {
+        Ok(p) => p,
+        Err(msg) => {
+            // Rows written by hand reach here unchecked: fail before writing anything.
+            finish_checked(shared, &task, Outcome::Failed(format!("payload.shard_params {msg}"))).await;
+            return None;
+        }
+    };
     let random = random_u64();
     let parent = task.clone();
     let cands = candidates.clone();
@@ -259,14 +312,20 @@ async fn coordinate(
         let targets =
             routing::choose(strategy, &Choice { candidates: &cands, stats: &stats, seq: mem.seq, random, shards });
         let total = targets.len();
-        let sharded = strategy == Strategy::Sharding;
         targets
             .into_iter()
             .enumerate()
             .map(|(i, node)| NewTask {
                 app_id: parent.app_id,
                 action: Action::Run.to_string(),
-                payload: Some(routing::child_payload(&obj, sharded, i, total).to_string()),
+                // The children's stored parameters were counted against the cap above;
+                // `child_count` is what `choose` returns, so every child has its entry.
+                payload: Some(
+                    payloads
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| routing::child_payload(&obj, sharded, i, total).to_string()),
+                ),
                 priority: Some(parent.priority),
                 max_attempts: Some(parent.max_attempts),
                 parent_id: Some(parent.id),

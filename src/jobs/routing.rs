@@ -6,6 +6,10 @@
 //! the job's own step on the coordinator and wait for the children the step adds. The parent's
 //! status is derived from its children once every one is terminal ([`gather`]).
 //!
+//! A fan-out's children store only their own parameters and get their parent's merged in when
+//! they run ([`child_payload`], [`merge_params`]); what one fan-out writes is capped in shards
+//! and bytes (docs/jobs.md#caps), because its input may be a row written by hand.
+//!
 //! Routing memory (round-robin counter, per-node uses for lru/lfu) lives in `job_route`, keyed by
 //! the job's application, so every coordinator continues the same rotation.
 
@@ -196,22 +200,73 @@ pub fn reassign_to(candidates: &[String], dead: &str, stats: &HashMap<String, No
     candidates.iter().filter(|c| c.as_str() != dead).min_by_key(|c| stats.get(*c).map(|s| s.load).unwrap_or(0)).cloned()
 }
 
-/// The payload of child `index` of `total`: the parent's parameters without `shard_params`,
-/// then the shard's own parameters (`shard_params[index]`, when given), then `shard_index` and
-/// `shard_total` (sharding only).
+/// Most shards one job may have, however they are asked for (`shard_total` or the length of
+/// `payload.shard_params`): each is a row written in one transaction.
+pub const MAX_SHARDS: usize = 10_000;
+
+/// The parameters child `index` of `total` stores: for sharding, its shard's own parameters
+/// (`shard_params[index]`, when given), then `shard_index` and `shard_total`; otherwise none.
+/// The parent's other parameters are not copied (a fan-out would write them once per child):
+/// the child's job gets them at execution from [`merge_params`] (docs/jobs.md#caps).
 pub fn child_payload(parent: &Map<String, Value>, sharded: bool, index: usize, total: usize) -> Value {
-    let mut out = parent.clone();
-    out.remove("shard_params");
+    let mut out = Map::new();
     if sharded {
         if let Some(Value::Object(own)) = parent.get("shard_params").and_then(|p| p.get(index)) {
-            for (k, v) in own {
-                out.insert(k.clone(), v.clone());
-            }
+            out.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         out.insert("shard_index".into(), json!(index));
         out.insert("shard_total".into(), json!(total));
     }
     Value::Object(out)
+}
+
+/// What a fan-out child's job sees: its parent's parameters without `shard_params`, then the
+/// child's own stored ones ([`child_payload`]), which win. A child that stored a full copy of
+/// its parent's parameters sees the same object.
+pub fn merge_params(parent: &Map<String, Value>, own: &Map<String, Value>) -> Value {
+    let mut out = parent.clone();
+    out.remove("shard_params");
+    for (k, v) in own {
+        out.insert(k.clone(), v.clone());
+    }
+    Value::Object(out)
+}
+
+/// How many children a fan-out writes when `candidates` nodes match: what [`choose`] returns.
+pub fn child_count(strategy: Strategy, candidates: usize, shards: Option<i32>) -> usize {
+    if candidates == 0 {
+        return 0;
+    }
+    match strategy {
+        Strategy::Hash | Strategy::Map | Strategy::MapReduce => 0,
+        Strategy::Broadcast => candidates,
+        Strategy::Sharding => shards.map(|s| s.max(1) as usize).unwrap_or(candidates),
+        _ => 1,
+    }
+}
+
+/// The stored parameters of every child of a fan-out of `total` children, checked against the
+/// bytes a fan-out may write (`dispatch.fan_out_max_bytes`); the error gives the numbers.
+pub fn fan_out_payloads(
+    parent: &Map<String, Value>,
+    sharded: bool,
+    total: usize,
+    max_bytes: u64,
+) -> Result<Vec<String>, String> {
+    let mut bytes = 0u64;
+    let mut out = Vec::with_capacity(total);
+    for i in 0..total {
+        let payload = child_payload(parent, sharded, i, total).to_string();
+        bytes += payload.len() as u64;
+        out.push(payload);
+    }
+    if bytes > max_bytes {
+        return Err(format!(
+            "would write {total} children holding {bytes} bytes of parameters, more than the \
+             {max_bytes} a fan-out may write (dispatch.fan_out_max_bytes): give fewer or smaller shard_params"
+        ));
+    }
+    Ok(out)
 }
 
 /// Check a sharding job's `shard_total` and `shard_params` together; the error names the field.
@@ -220,8 +275,8 @@ pub fn check_shards(shard_total: Option<i32>, params: &Map<String, Value>) -> Re
         if n < 1 {
             return Err(("shard_total".into(), format!("must be at least 1 (got {n})")));
         }
-        if n > 10_000 {
-            return Err(("shard_total".into(), format!("at most 10000 shards (got {n})")));
+        if n as usize > MAX_SHARDS {
+            return Err(("shard_total".into(), format!("at most {MAX_SHARDS} shards (got {n})")));
         }
     }
     match params.get("shard_params") {
@@ -229,6 +284,12 @@ pub fn check_shards(shard_total: Option<i32>, params: &Map<String, Value>) -> Re
         Some(Value::Array(list)) => {
             if list.is_empty() {
                 return Err(("payload.shard_params".into(), "must not be empty (leave it out instead)".into()));
+            }
+            if list.len() > MAX_SHARDS {
+                return Err((
+                    "payload.shard_params".into(),
+                    format!("at most {MAX_SHARDS} shards (got {} entries)", list.len()),
+                ));
             }
             if let Some(i) = list.iter().position(|p| !p.is_object()) {
                 return Err((format!("payload.shard_params[{i}]"), "each shard's parameters must be an object".into()));
@@ -378,9 +439,31 @@ mod tests {
         assert!(check_shards(Some(3), p).unwrap_err().1.contains("has 2 entries"));
         assert_eq!(check_shards(Some(0), &Map::new()).unwrap_err().0, "shard_total");
         assert_eq!(child_payload(p, true, 1, 2), json!({"a": 2, "range": "10-19", "shard_index": 1, "shard_total": 2}));
-        assert_eq!(child_payload(p, false, 0, 1), json!({"a": 1}));
+        assert_eq!(child_payload(p, false, 0, 1), json!({}));
+        let own = child_payload(p, true, 1, 2);
+        assert_eq!(
+            merge_params(p, own.as_object().unwrap()),
+            json!({"a": 2, "range": "10-19", "shard_index": 1, "shard_total": 2})
+        );
+        assert_eq!(merge_params(p, &Map::new()), json!({"a": 1}));
+        let many = json!({"shard_params": vec![json!({}); MAX_SHARDS + 1]});
+        assert_eq!(
+            check_shards(None, many.as_object().unwrap()),
+            Err(("payload.shard_params".into(), "at most 10000 shards (got 10001 entries)".into()))
+        );
         let bad = json!({"shard_params": [1]});
         assert_eq!(check_shards(None, bad.as_object().unwrap()).unwrap_err().0, "payload.shard_params[0]");
+    }
+
+    #[test]
+    fn a_fan_out_over_its_bytes_is_refused_with_the_numbers() {
+        let parent = json!({"big": "x".repeat(100_000), "shard_params": [{"r": "a"}, {"r": "b"}]});
+        let p = parent.as_object().unwrap();
+        // The parent's own parameters are not copied: two small children.
+        let kids = fan_out_payloads(p, true, 2, 200).unwrap();
+        assert_eq!(kids[0], r#"{"r":"a","shard_index":0,"shard_total":2}"#);
+        let e = fan_out_payloads(p, true, 2, 50).unwrap_err();
+        assert!(e.contains("2 children holding 82 bytes") && e.contains("than the 50 a fan-out may write"), "{e}");
     }
 
     #[test]
@@ -457,6 +540,40 @@ mod tests {
             }
             let uses: Vec<i64> = c.iter().map(|id| stats.get(id).map(|s| s.uses).unwrap_or(0)).collect();
             prop_assert!(uses.iter().max().unwrap() - uses.iter().min().unwrap() <= 1, "{:?}", uses);
+        }
+
+        /// [`child_count`] is what [`choose`] writes, for every strategy.
+        #[test]
+        fn child_count_is_what_choose_returns(n in 0usize..8, shards in proptest::option::of(1i32..40), seq in 1i64..50) {
+            let c = nodes(n);
+            let stats = HashMap::new();
+            let mut ch = choice(&c, &stats, seq);
+            ch.shards = shards;
+            for s in Strategy::ALL {
+                prop_assert_eq!(choose(s, &ch).len(), child_count(s, n, shards));
+            }
+        }
+
+        /// A child's job sees what a full copy of its parent's parameters gave it: the parent's
+        /// without `shard_params`, its shard's own over them, then its index and total.
+        #[test]
+        fn merged_params_equal_a_full_copy(
+            keys in proptest::collection::vec("[a-e]", 0..6),
+            own in proptest::collection::vec("[a-e]", 0..4),
+            total in 1usize..5,
+        ) {
+            let own: Map<String, Value> = own.into_iter().map(|k| (k, json!("own"))).collect();
+            let mut parent: Map<String, Value> = keys.into_iter().map(|k| (k, json!("parent"))).collect();
+            parent.insert("shard_params".into(), Value::Array(vec![Value::Object(own.clone()); total]));
+            for i in 0..total {
+                let mut copy = parent.clone();
+                copy.remove("shard_params");
+                copy.extend(own.clone());
+                copy.insert("shard_index".into(), json!(i));
+                copy.insert("shard_total".into(), json!(total));
+                let stored = child_payload(&parent, true, i, total);
+                prop_assert_eq!(merge_params(&parent, stored.as_object().unwrap()), Value::Object(copy));
+            }
         }
 
         /// Every shard gets a node, shard i goes to a candidate, and no node has more than

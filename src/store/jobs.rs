@@ -158,6 +158,20 @@ pub fn fan_out(
     })
 }
 
+/// What a fan-out child needs of its parent to run: the parent's application and parameters.
+#[derive(Debug, Clone, PartialEq, Queryable)]
+pub struct ParentParams {
+    /// The parent's application.
+    pub app_id: Option<i64>,
+    /// The parent's payload (a JSON object's text).
+    pub payload: String,
+}
+
+/// The application and parameters of task `parent`; None when there is no such task.
+pub fn parent_params(conn: &mut AnyConnection, parent: i64) -> Result<Option<ParentParams>, StoreError> {
+    Ok(task::table.find(parent).select((task::app_id, task::payload)).first(conn).optional()?)
+}
+
 /// Move a parent that is running under `me` and `claim` to `stage` (keeping `result`, the map
 /// step's output, when given). False when it is no longer ours.
 pub fn set_stage(
