@@ -14,6 +14,7 @@ use super::body::{NoFields, OptionalJson};
 use super::error::{ApiError, FieldError};
 use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Page};
 use super::{audit, caller, page_size, ApiState};
+use crate::drivers::{secret, SpecError};
 use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
 use crate::store::events::{self, EventFilter};
 use crate::store::models::{NewApplication, NewTask};
@@ -39,7 +40,8 @@ pub struct CreateApp {
     name: String,
     /// `process`, `shell`, `http` or `noop` (docs/drivers.md).
     driver: String,
-    /// The driver's spec (validated now; errors per field).
+    /// The driver's spec (validated now; errors per field). `***` as a secret field's value is
+    /// refused: there is no stored value to keep (docs/api.md#secrets).
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     spec: Value,
@@ -90,21 +92,43 @@ fn check_policy(policy: Option<&str>, max: Option<i32>, interval: Option<i32>, e
     }
 }
 
-fn check_spec(state: &ApiState, driver: &str, spec: &Value, errors: &mut Vec<FieldError>) {
-    match state.drivers.get(driver) {
-        None => errors.push(FieldError {
+/// A spec problem as a body field (`spec.env.A`).
+fn spec_field(e: SpecError) -> FieldError {
+    FieldError {
+        field: if e.field.is_empty() { "spec".into() } else { format!("spec.{}", e.field) },
+        message: e.message,
+    }
+}
+
+/// The spec to store: `sent` with each `***` at a secret place replaced by what `stored` holds
+/// there (`stored` is None on create, where `***` is refused: there is nothing to keep), then
+/// validated. Problems go to `errors`, each naming its field and none quoting a value.
+fn complete_spec(
+    state: &ApiState,
+    driver: &str,
+    sent: Value,
+    stored: Option<&Value>,
+    errors: &mut Vec<FieldError>,
+) -> Value {
+    let Some(d) = state.drivers.get(driver) else {
+        errors.push(FieldError {
             field: "driver".into(),
             message: format!("unknown driver `{driver}` (available: {})", state.drivers.names().join(", ")),
-        }),
-        Some(d) => {
-            if let Err(found) = d.validate(spec) {
-                errors.extend(found.into_iter().map(|e| FieldError {
-                    field: if e.field.is_empty() { "spec".into() } else { format!("spec.{}", e.field) },
-                    message: e.message,
-                }));
-            }
+        });
+        return sent;
+    };
+    let secrets = secret::all(d.secrets(&sent), &sent);
+    let spec = match secret::merge(&sent, stored, &secrets) {
+        Ok(spec) => spec,
+        Err(found) => {
+            errors.extend(found.into_iter().map(spec_field));
+            return sent;
         }
+    };
+    if let Err(found) = d.validate(&spec) {
+        errors.extend(found.into_iter().map(spec_field));
     }
+    spec
 }
 
 fn invalid(errors: Vec<FieldError>) -> Result<(), ApiError> {
@@ -128,14 +152,14 @@ async fn create(
     let b = body.into_inner();
     let mut errors = Vec::new();
     check_name(&b.name, &mut errors);
-    check_spec(&state, &b.driver, &b.spec, &mut errors);
+    let spec = complete_spec(&state, &b.driver, b.spec, None, &mut errors);
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms, &mut errors);
     check_group(b.traffic_group.as_deref(), &mut errors);
     invalid(errors)?;
     let new = NewApplication {
         name: b.name.clone(),
         driver: b.driver,
-        spec: Some(b.spec.to_string()),
+        spec: Some(spec.to_string()),
         selector: Some(json!(b.selector).to_string()),
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
@@ -151,7 +175,9 @@ async fn create(
     };
     audit(&state, "app.created", Some(id), None, caller(&req), format!("application {id} `{}` created", b.name)).await;
     let app = load(&state, id).await?;
-    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/apps/{id}"))).json(AppView::from(app)))
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/apps/{id}")))
+        .json(AppView::new(app, &state.drivers)))
 }
 
 async fn load(state: &ApiState, id: i64) -> Result<crate::store::models::Application, ApiError> {
@@ -192,7 +218,7 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let after = q.after.unwrap_or(0);
     let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
     let full = rows.len() as i64 == limit;
-    let items = rows.into_iter().map(|a| (a.id, AppView::from(a))).collect();
+    let items = rows.into_iter().map(|a| (a.id, AppView::new(a, &state.drivers))).collect();
     let page = Page::cut(items, full, state.max_response_bytes, |after| {
         next_link(
             "/api/v1/apps",
@@ -213,7 +239,7 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
     let app = load(&state, id).await?;
     let filter = EventFilter { app_id: Some(id), ..Default::default() };
     let recent = state.store.run(move |c| events::list_events(c, &filter, None, 20)).await?;
-    let mut body = json!(AppView::from(app));
+    let mut body = json!(AppView::new(app, &state.drivers));
     body["recent_events"] = json!(recent.into_iter().map(EventView::from).collect::<Vec<_>>());
     Ok(HttpResponse::Ok().json(body))
 }
@@ -227,6 +253,8 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApp {
+    /// The whole new spec. `***` as a secret field's value keeps the stored value, so a spec
+    /// read back can be sent as it is (docs/api.md#secrets).
     #[schema(value_type = Option<Object>)]
     spec: Option<Value>,
     selector: Option<BTreeMap<String, String>>,
@@ -254,15 +282,15 @@ async fn update(
     let b = body.into_inner();
     let app = load(&state, id).await?;
     let mut errors = Vec::new();
-    if let Some(spec) = &b.spec {
-        check_spec(&state, &app.driver, spec, &mut errors);
-    }
+    // `***` keeps what is stored: the spec a read shows can be edited and sent back whole.
+    let stored = serde_json::from_str::<Value>(&app.spec).unwrap_or(Value::Null);
+    let spec = b.spec.map(|sent| complete_spec(&state, &app.driver, sent, Some(&stored), &mut errors));
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms.flatten(), &mut errors);
     check_group(b.traffic_group.clone().flatten().as_deref(), &mut errors);
     invalid(errors)?;
     let moves = b.selector.is_some() || b.traffic_group.is_some();
     let change = AppUpdate {
-        spec: b.spec.map(|s| s.to_string()),
+        spec: spec.map(|s| s.to_string()),
         selector: b.selector.map(|s| json!(s).to_string()),
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
@@ -278,7 +306,7 @@ async fn update(
         crate::dispatch::wake::Config::announce(&state.config);
     }
     audit(&state, "app.updated", Some(id), None, caller(&req), format!("application {id} updated")).await;
-    Ok(HttpResponse::Ok().json(AppView::from(load(&state, id).await?)))
+    Ok(HttpResponse::Ok().json(AppView::new(load(&state, id).await?, &state.drivers)))
 }
 
 /// Delete options.

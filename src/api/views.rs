@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::drivers::{secret, Registry};
 use crate::store::models::{Application, Event, Task, TaskSummary};
 
 /// Parse a JSON column; a value that is not JSON (written by hand) is returned as a string.
@@ -21,6 +22,7 @@ pub struct AppView {
     id: i64,
     name: String,
     driver: String,
+    /// The driver's spec, each secret field shown as `***` (docs/api.md#secrets).
     #[schema(value_type = Object)]
     spec: Value,
     #[schema(value_type = Object)]
@@ -40,11 +42,18 @@ pub struct AppView {
     updated_at: String,
 }
 
-impl From<Application> for AppView {
-    fn from(a: Application) -> Self {
+impl AppView {
+    /// The application as every read shows it: its spec with each secret replaced by the
+    /// placeholder, by the rules of its driver in `drivers` (docs/api.md#secrets). A spec that is
+    /// not JSON (written by hand) is hidden whole: nobody can tell where its secrets are.
+    pub fn new(a: Application, drivers: &Registry) -> Self {
+        let spec = match serde_json::from_str::<Value>(&a.spec) {
+            Ok(spec) => drivers.redacted(&a.driver, &spec),
+            Err(_) => Value::String(secret::PLACEHOLDER.into()),
+        };
         AppView {
             id: a.id,
-            spec: json_column(&a.spec),
+            spec,
             selector: json_column(&a.selector),
             name: a.name,
             driver: a.driver,

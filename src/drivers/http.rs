@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use ureq::http::{HeaderName, HeaderValue, Method, Uri};
 
+use super::secret::{check_marks, pointer, Secret};
 use super::spec::{check_ms, join_spec_errors, problem, spec_object};
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 
@@ -83,6 +84,9 @@ struct HttpSpec {
     stop: Option<RequestSpec>,
     status: Option<RequestSpec>,
     run: Option<RequestSpec>,
+    /// Marks of more secret fields: only reads use them.
+    #[serde(default, rename = "secrets")]
+    _secrets: serde::de::IgnoredAny,
 }
 
 impl HttpSpec {
@@ -264,6 +268,28 @@ impl Driver for HttpDriver {
         validate_http(spec)
     }
 
+    /// Every header value and the credentials in every URL, of every request; what is not of
+    /// the expected type (an invalid spec) is hidden whole.
+    fn secrets(&self, spec: &Value) -> Vec<Secret> {
+        let mut secrets = Vec::new();
+        for op in OPERATIONS {
+            let Some(request) = spec.get(op) else { continue };
+            match request.get("headers") {
+                Some(Value::Object(headers)) => {
+                    secrets.extend(headers.keys().map(|name| Secret::Whole(pointer(&[op, "headers", name]))))
+                }
+                Some(_) => secrets.push(Secret::Whole(pointer(&[op, "headers"]))),
+                None => {}
+            }
+            match request.get("url") {
+                Some(Value::String(_)) => secrets.push(Secret::UrlParts(pointer(&[op, "url"]))),
+                Some(_) => secrets.push(Secret::Whole(pointer(&[op, "url"]))),
+                None => {}
+            }
+        }
+        secrets
+    }
+
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
         Box::pin(async move { self.call_ok(ctx, "start").await.map(|_| ()) })
     }
@@ -321,7 +347,8 @@ fn validate_http(spec: &Value) -> Result<(), Vec<SpecError>> {
     for (key, value) in obj {
         match key.as_str() {
             "start" | "stop" | "status" | "run" => validate_request(&mut errors, key, value),
-            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run)"),
+            "secrets" => check_marks(&mut errors, spec, value),
+            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run, secrets)"),
         }
     }
     if errors.is_empty() {

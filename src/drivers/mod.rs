@@ -14,6 +14,8 @@
 //!   tied to the node, signals, output tails, running a command to its end), for `process` and
 //!   `shell`;
 //! - `spec`: what the spec validators of `process`, `shell` and `http` share;
+//! - `secret`: where a spec holds secrets, the spec as reads show it, and a spec sent back with
+//!   placeholders completed from the stored one (each driver names its own secret fields);
 //! - `watchdog`: the process beside the node that kills its supervised children once the node
 //!   may no longer act (its deadline passed, or it died), and the node's side of it;
 //! - `testing` (tests only): the helpers the drivers' unit tests share.
@@ -29,6 +31,7 @@ mod child;
 pub mod http;
 pub mod noop;
 pub mod process;
+pub mod secret;
 pub mod shell;
 mod spec;
 #[cfg(test)]
@@ -183,6 +186,12 @@ pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Check a spec; every problem, each with its field.
     fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>>;
+    /// Where `spec` holds secrets by this driver's rules (docs/drivers.md#secrets); the spec's
+    /// own `secrets` marks are added by [`Registry::secrets`]. Called on any spec, valid or not
+    /// (an invalid one is shown redacted too). Default: none.
+    fn secrets(&self, _spec: &Value) -> Vec<secret::Secret> {
+        Vec::new()
+    }
     /// Bring the application up.
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>>;
     /// Bring it down.
@@ -236,6 +245,22 @@ impl Registry {
     /// Names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.drivers.keys().copied().collect()
+    }
+
+    /// Every secret place of `spec` for the driver `name` (its own and the spec's marks); None
+    /// when no driver has that name.
+    pub fn secrets(&self, name: &str, spec: &Value) -> Option<Vec<secret::Secret>> {
+        self.get(name).map(|driver| secret::all(driver.secrets(spec), spec))
+    }
+
+    /// `spec` as every read shows it (docs/api.md#secrets): each secret replaced by
+    /// [`secret::PLACEHOLDER`]; every string when no driver has the name `name`, since nobody
+    /// knows where that spec's secrets are.
+    pub fn redacted(&self, name: &str, spec: &Value) -> Value {
+        match self.secrets(name, spec) {
+            Some(secrets) => secret::redact(spec, &secrets),
+            None => secret::redact_everything(spec),
+        }
     }
 
     /// Stop everything every driver supervises, in parallel, waiting at most `limit`.

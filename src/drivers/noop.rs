@@ -52,14 +52,16 @@ impl Driver for NoopDriver {
         for (k, v) in obj {
             match k.as_str() {
                 "delay_ms" if v.is_u64() => {}
+                "secrets" => super::secret::check_marks(&mut errors, spec, v),
                 "fail" if matches!(v.as_str(), Some("start" | "stop" | "run")) => {}
                 "delay_ms" => {
                     errors.push(SpecError { field: k.clone(), message: "must be a whole number of ms".into() })
                 }
                 "fail" => errors.push(SpecError { field: k.clone(), message: "must be start, stop or run".into() }),
-                _ => {
-                    errors.push(SpecError { field: k.clone(), message: "unknown field (known: delay_ms, fail)".into() })
-                }
+                _ => errors.push(SpecError {
+                    field: k.clone(),
+                    message: "unknown field (known: delay_ms, fail, secrets)".into(),
+                }),
             }
         }
         if errors.is_empty() {

@@ -36,6 +36,7 @@ use super::child::{
     capture, child_pid, command_for, describe_exit, output_summary, run_to_completion, signal_group, spawn,
     ChildCommand, Tail, KILL_WAIT,
 };
+use super::secret::{self, check_marks, Secret};
 use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
 use super::watchdog::Watchdog;
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
@@ -134,6 +135,9 @@ struct ProcessSpec {
     #[serde(default = "default_tail")]
     tail_lines: usize,
     timeout_ms: Option<u64>,
+    /// Marks of more secret fields: only reads use them.
+    #[serde(default, rename = "secrets")]
+    _secrets: serde::de::IgnoredAny,
 }
 
 fn default_grace() -> u64 {
@@ -166,6 +170,10 @@ impl Driver for ProcessDriver {
 
     fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
         validate_process(spec)
+    }
+
+    fn secrets(&self, spec: &Value) -> Vec<Secret> {
+        secret::env_values(spec)
     }
 
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
@@ -345,6 +353,7 @@ fn validate_process(spec: &Value) -> Result<(), Vec<SpecError>> {
         match key.as_str() {
             "command" => {}
             "env" => check_env(&mut errors, value),
+            "secrets" => check_marks(&mut errors, spec, value),
             "cwd" => match value.as_str() {
                 Some(dir) if dir.starts_with('/') && !dir.contains('\0') => {}
                 _ => problem(&mut errors, "cwd", "must be an absolute directory path"),
@@ -359,7 +368,7 @@ fn validate_process(spec: &Value) -> Result<(), Vec<SpecError>> {
             _ => problem(
                 &mut errors,
                 key,
-                "unknown field (known: command, env, cwd, stop_grace_ms, tail_lines, timeout_ms)",
+                "unknown field (known: command, env, cwd, stop_grace_ms, tail_lines, timeout_ms, secrets)",
             ),
         }
     }

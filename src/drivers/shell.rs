@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::child::{command_for, describe_exit, output_summary, run_to_completion, summary, Completed};
+use super::secret::{self, check_marks, Secret};
 use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
 use super::watchdog::Watchdog;
 use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
@@ -63,6 +64,9 @@ struct ShellSpec {
     env: BTreeMap<String, String>,
     #[serde(default = "default_timeout")]
     timeout_ms: u64,
+    /// Marks of more secret fields: only reads use them.
+    #[serde(default, rename = "secrets")]
+    _secrets: serde::de::IgnoredAny,
 }
 
 fn default_timeout() -> u64 {
@@ -128,6 +132,10 @@ impl Driver for ShellDriver {
         validate_shell(spec)
     }
 
+    fn secrets(&self, spec: &Value) -> Vec<Secret> {
+        secret::env_values(spec)
+    }
+
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
         Box::pin(async move { require_success("start", &execute(ctx, "start", self.watchdog.as_ref()).await?) })
     }
@@ -182,8 +190,9 @@ fn validate_shell(spec: &Value) -> Result<(), Vec<SpecError>> {
                 None => problem(&mut errors, key, "must be a shell command line (a string)"),
             },
             "env" => check_env(&mut errors, value),
+            "secrets" => check_marks(&mut errors, spec, value),
             "timeout_ms" => check_ms(&mut errors, key, value, 1, u64::MAX),
-            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run, env, timeout_ms)"),
+            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run, env, timeout_ms, secrets)"),
         }
     }
     if errors.is_empty() {
