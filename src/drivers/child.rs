@@ -4,8 +4,9 @@
 //!
 //! Why it exists: the `process` driver (a long-running child it supervises) and the `shell`
 //! driver (one command per operation) start programs the same way, and what makes that safe is
-//! kept in one place: task parameters reach a child only as environment variables; the node's own
-//! `ROTA_*` variables are not passed on; the child leads its own process group, so one signal
+//! kept in one place: task parameters reach a child only as environment variables (or, too long
+//! for one, in a private file named by one); the child gets a minimal environment, not the
+//! node's, which may hold its credentials; the child leads its own process group, so one signal
 //! reaches everything it forked; it is forked from one long-lived thread with
 //! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the node; between fork and exec it checks
 //! that the node's membership deadline (`ActBy`) has not passed, so a node paused past it begins
@@ -16,7 +17,8 @@
 //! Must never: put a shell of its own in front of a program or splice task parameters into a
 //! command line; fork from any thread but the spawner's; signal anything but a child's own
 //! process group; leave a command running once its caller stops waiting for it; block a tokio
-//! worker. What an exit means (a status, a restart) is for the drivers to decide, not for it.
+//! worker; pass on more of the node's environment than `inherited` says. What an exit means (a
+//! status, a restart) is for the drivers to decide, not for it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
@@ -684,6 +686,25 @@ mod tests {
         assert!(!names.contains(&"ROTA_PARAM_BLOB"), "a value too long for a variable is only in the file");
         assert!(names.contains(&"ROTA_PARAM_NAME") && names.contains(&"ROTA_PARAM_N"), "{names:?}");
         assert!(large.vars.iter().all(|(_, v)| v.len() <= ENV_VALUE_MAX));
+    }
+
+    #[test]
+    fn the_nodes_parameter_directory_is_private_and_cleared_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        let dir = ChildSetup::params_dir_in(data.path()).unwrap();
+        assert!(dir.is_absolute() && dir.ends_with("params"));
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // What an earlier life of the node left is removed; anything else is left alone.
+        let left = ParamsFile::write(&dir, "{}").unwrap();
+        let path = left.path.clone();
+        std::mem::forget(left);
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(ChildSetup::params_dir_in(data.path()).unwrap(), dir);
+        assert!(!path.exists());
+        assert!(dir.join("notes.txt").exists());
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     }
 
     #[test]

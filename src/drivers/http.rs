@@ -8,7 +8,9 @@
 //! Must never: put task parameters into a URL (they go into the body, where the spec has the
 //! value `"{{params}}"`, and the caller's identity into `X-Rota-*` headers); retry on its own;
 //! block a tokio worker (ureq is blocking, so every call runs in `spawn_blocking`); quote the
-//! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs.
+//! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs;
+//! follow a redirect the spec does not allow, or one to another origin (the agent follows none;
+//! `same_origin_hop` decides), so the spec's headers never leave the origin it names.
 //!
 //! Plain `http://` only: the build has no TLS, so an `https://` URL passes validation (it is a
 //! well-formed URL) but fails at call time.
@@ -235,25 +237,17 @@ impl HttpDriver {
                     e => DriverError::Failed(format!("{what}: {e}")),
                 })?;
                 let answer = Answer { redirects, ..answer };
-                // Followed only to the origin the spec names, so the spec's headers (which may
-                // carry credentials) and the answer a task's result is made of never come from
-                // anywhere else; at most MAX_REDIRECTS times.
-                let next = match (&answer.location, follow && redirects < MAX_REDIRECTS) {
-                    (Some(location), true) if is_followed(answer.status) => url.join(location).ok(),
-                    _ => None,
+                let hop = if follow && redirects < MAX_REDIRECTS {
+                    same_origin_hop(answer.status, answer.location.as_deref(), &url, &origin, &method)
+                } else {
+                    None
                 };
-                match next {
-                    Some(next) if next.origin() == origin.origin() => {
-                        // As browsers do: 303 (and 301/302 after a POST) fetch the new place with GET.
-                        if answer.status == 303 && method != "GET"
-                            || matches!(answer.status, 301 | 302) && method == "POST"
-                        {
-                            (method, with_body) = ("GET".into(), false);
-                        }
-                        url = next;
+                match hop {
+                    Some(hop) => {
+                        (url, method, with_body) = (hop.url, hop.method, with_body && hop.with_body);
                         redirects += 1;
                     }
-                    _ => return Ok(answer),
+                    None => return Ok(answer),
                 }
             }
         })
@@ -294,6 +288,38 @@ impl HttpDriver {
 /// The statuses that redirect to their `Location`.
 fn is_followed(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// The next request of a call that follows same-origin redirects.
+#[derive(Debug, PartialEq, Eq)]
+struct Hop {
+    url: url::Url,
+    method: String,
+    /// False once a redirect turned the request into a GET.
+    with_body: bool,
+}
+
+/// Where an answer `status` with `location`, to a `method` request to `url`, sends the call
+/// next, if it is a redirect to `origin` (scheme, host and port of the spec's `url`): only there,
+/// so the spec's headers (which may carry credentials) never go anywhere else and the answer a
+/// task's result is made of never comes from anywhere else. As browsers do, 303 (and 301/302
+/// after a POST) fetch the new place with GET, without the body.
+fn same_origin_hop(
+    status: u16,
+    location: Option<&str>,
+    url: &url::Url,
+    origin: &url::Url,
+    method: &str,
+) -> Option<Hop> {
+    if !is_followed(status) {
+        return None;
+    }
+    let next = url.join(location?).ok()?;
+    if next.origin() != origin.origin() {
+        return None;
+    }
+    let to_get = status == 303 && method != "GET" || matches!(status, 301 | 302) && method == "POST";
+    Some(Hop { url: next, method: if to_get { "GET".into() } else { method.into() }, with_body: !to_get })
 }
 
 /// What every request of one call carries: the spec's headers and Rota's, and the body.
@@ -843,6 +869,27 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["status.state_pointer", "status.states"]);
         assert_eq!(d.validate(&json!({})).unwrap_err()[0].field, "");
+    }
+
+    #[test]
+    fn only_redirects_to_the_same_origin_are_hops() {
+        let origin = url::Url::parse("http://api:8081/v1/jobs?token=t").unwrap();
+        let hop = |status, location: &str, method| {
+            same_origin_hop(status, Some(location), &origin, &origin, method)
+                .map(|h| (h.url.to_string(), h.method, h.with_body))
+        };
+        assert_eq!(hop(307, "run", "POST"), Some(("http://api:8081/v1/run".into(), "POST".into(), true)));
+        assert_eq!(hop(308, "/v2/jobs", "PUT"), Some(("http://api:8081/v2/jobs".into(), "PUT".into(), true)));
+        assert_eq!(hop(302, "http://api:8081/x", "POST"), Some(("http://api:8081/x".into(), "GET".into(), false)));
+        assert_eq!(hop(301, "/x", "DELETE"), Some(("http://api:8081/x".into(), "DELETE".into(), true)));
+        assert_eq!(hop(303, "/x", "PUT"), Some(("http://api:8081/x".into(), "GET".into(), false)));
+        // Another port, host or scheme is another origin; a status that does not redirect is no hop.
+        for elsewhere in ["http://api:8082/x", "http://other:8081/x", "https://api:8081/x", "//evil/x"] {
+            assert_eq!(hop(302, elsewhere, "GET"), None, "{elsewhere}");
+        }
+        assert_eq!(hop(300, "/x", "GET"), None);
+        assert_eq!(hop(304, "/x", "GET"), None);
+        assert_eq!(same_origin_hop(302, None, &origin, &origin, "GET"), None);
     }
 
     #[test]

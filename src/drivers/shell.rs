@@ -7,8 +7,8 @@
 //! timeout after which the whole group is killed.
 //!
 //! Must never: splice task parameters into a command line. Parameters reach the command only as
-//! environment variables (`ROTA_PARAMS`, `ROTA_PARAM_<KEY>`, see `child::task_env`), which the
-//! line may quote: `echo "$ROTA_PARAM_NAME"`. Must never retry a failed command on its own.
+//! environment variables (`ROTA_PARAMS` or the file `ROTA_PARAMS_FILE` names, `ROTA_PARAM_<KEY>`,
+//! see `child::task_env`), which the line may quote: `echo "$ROTA_PARAM_NAME"`. Must never retry a failed command on its own.
 //!
 //! Status convention (LSB, as `systemctl status` answers): exit 0 → running, 3 → stopped, any
 //! other code → failed, with the code and the output tail.
