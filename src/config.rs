@@ -33,6 +33,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The dispatcher.
     pub dispatch: DispatchConfig,
+    /// What the drivers' commands get from the node.
+    pub drivers: DriversConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -163,6 +165,16 @@ impl Default for DispatchConfig {
             fan_out_max_bytes: 64 * 1024 * 1024,
         }
     }
+}
+
+/// `[drivers]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriversConfig {
+    /// Names of the node's environment variables that `process` and `shell` commands inherit
+    /// beyond `PATH`, `HOME`, `LANG`, `LC_ALL` and `TZ` (docs/drivers.md): a command gets nothing
+    /// else of the node's environment, which may hold its credentials.
+    pub pass_env: Vec<String>,
 }
 
 /// `[node]`
@@ -362,6 +374,8 @@ pub struct Overrides {
     pub lease_ttl_s: Option<u64>,
     /// `--advertise-addr`
     pub advertise_addr: Option<String>,
+    /// `--pass-env NAME`, repeatable (replaces the configured list when given)
+    pub pass_env: Option<Vec<String>>,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -449,6 +463,9 @@ impl Config {
         }
         if let Some(v) = &o.advertise_addr {
             self.membership.advertise_addr = v.clone();
+        }
+        if let Some(v) = &o.pass_env {
+            self.drivers.pass_env = v.clone();
         }
     }
 
@@ -575,6 +592,9 @@ impl Config {
         if d.retry_max_ms < d.retry_base_ms {
             return Err(invalid("dispatch.retry_max_ms", "must be at least dispatch.retry_base_ms"));
         }
+        for name in &self.drivers.pass_env {
+            check_pass_env(name).map_err(|message| invalid("drivers.pass_env", message))?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", format!("`{}` is not a tracing filter: {e}", self.log.level)))?;
         Ok(())
@@ -603,6 +623,23 @@ fn describe(e: figment::Error) -> String {
         Some(src) => format!("{at}{} (in {src})", e.kind),
         None => format!("{at}{}", e.kind),
     }
+}
+
+/// One name of `drivers.pass_env`: a portable variable name (letters, digits, `_`, not starting
+/// with a digit), and not a `ROTA_` one — the node's own settings (`ROTA__…`) may hold its
+/// credentials, and the task's variables are Rota's to set.
+fn check_pass_env(name: &str) -> Result<(), String> {
+    let portable = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !portable {
+        return Err(format!("`{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"));
+    }
+    if name.starts_with("ROTA_") {
+        return Err(format!(
+            "`{name}`: ROTA_ variables are the node's settings and the task's; they are never passed on"
+        ));
+    }
+    Ok(())
 }
 
 /// Parse one `key=value` label given on the command line.
@@ -699,6 +736,10 @@ mod tests {
             ("[membership]\nlock_ttl_ms = 10\n", "membership.lock_ttl_ms"),
             ("[membership]\nlock_ttl_ms = 900\nheartbeat_interval_ms = 100\n", "at least 1000 ms"),
             ("[node]\nid = \"a b\"\n", "node.id"),
+            ("[drivers]\npass_env = [\"A-B\"]\n", "drivers.pass_env"),
+            ("[drivers]\npass_env = [\"\"]\n", "drivers.pass_env"),
+            ("[drivers]\npass_env = [\"1A\"]\n", "drivers.pass_env"),
+            ("[drivers]\npass_env = [\"ROTA__DATABASE__URL\"]\n", "never passed on"),
         ] {
             let err = load_str(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");
@@ -711,6 +752,15 @@ mod tests {
         let c = Config::load_with_env(None, &o, Env::prefixed("ROTA_TEST_NONE__")).unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9");
         assert!(!c.database.migrate);
+    }
+
+    #[test]
+    fn pass_env_comes_from_the_file_or_the_flag() {
+        let c = load_str("[drivers]\npass_env = [\"AWS_PROFILE\", \"_X1\"]\n").unwrap();
+        assert_eq!(c.drivers.pass_env, ["AWS_PROFILE", "_X1"]);
+        let o = Overrides { pass_env: Some(vec!["C".into()]), ..Default::default() };
+        let c = Config::load_with_env(None, &o, Env::prefixed("ROTA_TEST_NONE__")).unwrap();
+        assert_eq!(c.drivers.pass_env, ["C"]);
     }
 
     #[test]

@@ -151,6 +151,10 @@ struct ServeArgs {
     /// Address others reach this node at (default: the bound listen address).
     #[arg(long, value_name = "HOST:PORT")]
     advertise_addr: Option<String>,
+    /// A variable of the node's environment that `process` and `shell` commands inherit
+    /// (repeatable; replaces `drivers.pass_env`).
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
 }
 
 impl CommonArgs {
@@ -173,6 +177,7 @@ impl ServeArgs {
             weight: self.weight,
             lease_ttl_s: self.lease_ttl,
             advertise_addr: self.advertise_addr.clone(),
+            pass_env: (!self.pass_env.is_empty()).then(|| self.pass_env.clone()),
             ..self.common.overrides()
         }
     }

@@ -22,7 +22,7 @@ use crate::config::{Config, MembershipBackend};
 use crate::dispatch;
 use crate::domain::NodeId;
 use crate::drivers::watchdog::{self, Watchdog};
-use crate::drivers::Registry;
+use crate::drivers::{ChildSetup, Registry};
 use crate::membership::settle::SettleRule;
 use crate::membership::{clock, etcd, standalone, LocalNode};
 use crate::metrics::Metrics;
@@ -129,10 +129,17 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));
     let watchdog = Watchdog::start(marker, cfg.log.format, membership.subscribe())
         .context("cannot start the watchdog process (`rota watchdog`, from this binary)")?;
+    let params_dir = ChildSetup::params_dir_in(&cfg.node.data_dir).with_context(|| {
+        format!("cannot prepare {}/params, the directory of large task parameters", cfg.node.data_dir.display())
+    })?;
     let dispatch_stop = CancellationToken::new();
     let shared = dispatch::Shared::new(
         store.clone(),
-        Registry::builtin_watched(Some(watchdog.clone())),
+        Registry::builtin_with(ChildSetup {
+            watchdog: Some(watchdog.clone()),
+            pass_env: cfg.drivers.pass_env.clone(),
+            params_dir: Some(params_dir),
+        }),
         node_id.clone(),
         dispatch::MembershipLink {
             state: membership.subscribe(),

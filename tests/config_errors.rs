@@ -54,6 +54,17 @@ fn a_bad_listen_address_is_named() {
 }
 
 #[test]
+fn a_pass_env_name_that_cannot_be_passed_is_named() {
+    let code = serve_fails(&["--pass-env", "ROTA__DATABASE__URL"], &[], &["drivers.pass_env", "never passed on"]);
+    assert_eq!(code, 2);
+    serve_fails(
+        &[],
+        &[("ROTA__DRIVERS__PASS_ENV", r#"["A B"]"#)],
+        &["drivers.pass_env", "`A B` is not a variable name"],
+    );
+}
+
+#[test]
 fn a_missing_config_file_is_named() {
     serve_fails(&["--config", "/nonexistent/rota.toml"], &[], &["/nonexistent/rota.toml", "does not exist"]);
 }

@@ -844,17 +844,26 @@ fn always_restarts_a_stopped_application_and_on_failure_leaves_it_stopped() {
     assert_eq!(f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'app.restart' AND app_id = 2"), 0);
 }
 
-/// A command gets the node's environment minus every variable starting with `ROTA_` (the
-/// node's settings may hold credentials), then the spec's `env` and the task's own `ROTA_*`
-/// variables (docs/drivers.md). The node here has a secret in a `ROTA_` variable, its settings
-/// (`ROTA__…`) and the suite's `ROTA_TEST_*` in its environment; `process` and `shell` jobs
-/// print theirs (with the node's marker, `ROTA_SUPERVISOR`).
+/// A command gets a minimal environment: of the node's, only PATH, HOME, LANG, LC_ALL, TZ and
+/// what `drivers.pass_env` names (never a `ROTA_` variable), then the spec's `env` and the
+/// task's own `ROTA_*` variables (docs/drivers.md). The node here has a database password and a
+/// cloud secret, a secret in a `ROTA_` variable, its settings (`ROTA__…`) and the suite's
+/// `ROTA_TEST_*` in its environment; `process` and `shell` jobs print theirs (with the node's
+/// marker, `ROTA_SUPERVISOR`).
 #[test]
-fn commands_get_the_nodes_environment_without_its_rota_variables() {
+fn commands_get_a_minimal_environment() {
     const SECRET: &str = "s3cret-in-the-node-env";
     let f = fixture(
         false,
-        &[("ROTA_SECRET_TEST", SECRET), ("ROTA_TEST_NODE_ONLY", SECRET), ("PASSED_ON_TEST", "to-children")],
+        &[
+            ("PGPASSWORD", SECRET),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("ROTA_SECRET_TEST", SECRET),
+            ("ROTA_TEST_NODE_ONLY", SECRET),
+            ("NOT_PASSED_TEST", "not-for-children"),
+            ("PASSED_ON_TEST", "to-children"),
+            ("ROTA__DRIVERS__PASS_ENV", r#"["PASSED_ON_TEST"]"#),
+        ],
     );
     let dir = tempfile::tempdir().unwrap();
     let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
@@ -881,18 +890,44 @@ fn commands_get_the_nodes_environment_without_its_rota_variables() {
         let env = std::fs::read_to_string(out(name)).unwrap();
         let vars: std::collections::BTreeMap<&str, &str> = env.lines().filter_map(|l| l.split_once('=')).collect();
         assert!(!env.contains(SECRET), "{name}: the node's secret reached the child:\n{env}");
+        assert!(!vars.contains_key("PGPASSWORD") && !vars.contains_key("AWS_SECRET_ACCESS_KEY"), "{name}: {env}");
+        assert!(!vars.contains_key("NOT_PASSED_TEST"), "{name}: a variable not allowlisted passed:\n{env}");
         let rota: Vec<&&str> = vars.keys().filter(|k| k.starts_with("ROTA_")).collect();
         assert!(
             rota.iter().all(|k| documented.contains(k) || k.starts_with("ROTA_PARAM_")),
             "{name}: only the task's own ROTA_ variables: {rota:?}"
         );
-        assert_eq!(vars.get("PASSED_ON_TEST"), Some(&"to-children"), "{name}: the rest of the node's environment");
+        assert_eq!(vars.get("PASSED_ON_TEST"), Some(&"to-children"), "{name}: the allowlisted variable");
+        assert_eq!(vars.get("PATH").copied(), std::env::var("PATH").ok().as_deref(), "{name}");
+        assert_eq!(vars.get("HOME").copied(), std::env::var("HOME").ok().as_deref(), "{name}");
+        assert_eq!(vars.get("OUT"), Some(&out(name).as_str()), "{name}: the spec's env");
         assert_eq!(vars.get("ROTA_TASK_ID"), Some(&task.to_string().as_str()), "{name}");
         assert_eq!(vars.get("ROTA_PARAM_WHO"), Some(&"me"), "{name}");
         // A job is supervised: it carries its node's marker (docs/drivers.md, "What is killed when").
         let node = vars.get("ROTA_NODE_ID").copied().unwrap_or_default();
         assert!(vars.get("ROTA_SUPERVISOR").is_some_and(|m| m.starts_with(&format!("{node}/"))), "{name}: {env}");
     }
+}
+
+/// A 200 KB payload is more than Linux takes in one environment variable (128 KiB): a `process`
+/// job reads it from the file `ROTA_PARAMS_FILE` names, in the node's data directory, which is
+/// empty again once the job has ended (docs/drivers.md#large-parameters).
+#[test]
+fn a_large_payload_reaches_a_job_through_a_file() {
+    let f = fixture(false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("payload.json");
+    let script = "cp \"$ROTA_PARAMS_FILE\" \"$OUT\"";
+    let spec = serde_json::json!({ "command": ["sh", "-c", script], "env": { "OUT": copy.to_str().unwrap() } });
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('p', 'process', '{spec}')"));
+    let payload = serde_json::json!({ "blob": "b".repeat(200_000), "name": "n" });
+    f.sql(&format!("INSERT INTO task (app_id, action, payload) VALUES (1, 'run', '{payload}')"));
+    let rows = f.wait_all_terminal(Duration::from_secs(20));
+    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("succeeded", 1), "{rows:?}");
+    let copied: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+    assert_eq!(copied, payload);
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("params")).unwrap().collect();
+    assert!(left.is_empty(), "parameter files outlived their job: {left:?}");
 }
 
 /// Jobs claimed in one round are handed out higher priority first (docs/dispatch.md): with one

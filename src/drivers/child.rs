@@ -4,8 +4,9 @@
 //!
 //! Why it exists: the `process` driver (a long-running child it supervises) and the `shell`
 //! driver (one command per operation) start programs the same way, and what makes that safe is
-//! kept in one place: task parameters reach a child only as environment variables; the node's own
-//! `ROTA_*` variables are not passed on; the child leads its own process group, so one signal
+//! kept in one place: task parameters reach a child only as environment variables (or, too long
+//! for one, in a private file named by one); the child gets a minimal environment, not the
+//! node's, which may hold its credentials; the child leads its own process group, so one signal
 //! reaches everything it forked; it is forked from one long-lived thread with
 //! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the node; between fork and exec it checks
 //! that the node's membership deadline (`ActBy`) has not passed, so a node paused past it begins
@@ -16,12 +17,16 @@
 //! Must never: put a shell of its own in front of a program or splice task parameters into a
 //! command line; fork from any thread but the spawner's; signal anything but a child's own
 //! process group; leave a command running once its caller stops waiting for it; block a tokio
-//! worker. What an exit means (a status, a restart) is for the drivers to decide, not for it.
+//! worker; pass on more of the node's environment than `inherited` says. What an exit means (a
+//! status, a restart) is for the drivers to decide, not for it.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -33,7 +38,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watchdog::{monotonic_ns, Watchdog, MARKER_VAR};
-use super::{Ctx, DriverError};
+use super::{ChildSetup, Ctx, DriverError};
 
 /// A line longer than this is cut, so a child writing without newlines cannot exhaust memory.
 const MAX_LINE_BYTES: usize = 4_096;
@@ -47,11 +52,38 @@ const PIPE_DRAIN: Duration = Duration::from_millis(500);
 const ERROR_TAIL_LINES: usize = 20;
 const ERROR_TAIL_BYTES: usize = 2_000;
 
+/// The longest value of a variable Rota sets for a command (64 KiB). Linux refuses to execute a
+/// program with any one environment string longer than 128 KiB (`MAX_ARG_STRLEN`), and with all
+/// of them together longer than a quarter of the stack limit (2 MiB with the usual 8 MiB): half
+/// the first leaves room for the rest. Parameters longer than this as JSON go through a file
+/// (`ROTA_PARAMS_FILE`), docs/drivers.md#large-parameters.
+pub(crate) const ENV_VALUE_MAX: usize = 64 * 1024;
+/// The name of every parameter file starts with this (so the node can clear its directory).
+pub(crate) const PARAMS_FILE_PREFIX: &str = "params-";
+/// The variable naming the parameter file.
+const PARAMS_FILE_VAR: &str = "ROTA_PARAMS_FILE";
+/// What a command inherits from the node's environment whatever the configuration: where
+/// programs are, whose home, the language, locale and time zone — nothing that holds a
+/// credential. `drivers.pass_env` adds names (docs/drivers.md#environment-variables-process-and-shell).
+pub(crate) const ALWAYS_INHERITED: [&str; 5] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ"];
+
+/// The variables of the task: who is calling, and its parameters.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TaskEnv {
+    /// Set on the command as they are.
+    pub(crate) vars: Vec<(String, String)>,
+    /// The parameters' JSON when it is longer than [`ENV_VALUE_MAX`]: written to a file whose
+    /// path the command gets in `ROTA_PARAMS_FILE` instead of `ROTA_PARAMS`.
+    pub(crate) params_file: Option<String>,
+}
+
 /// The variables every command gets: who is calling, and the task's parameters.
 ///
-/// Parameters travel only here (and in `ROTA_PARAMS`), never in a command line. A parameter
+/// Parameters travel only here (in `ROTA_PARAMS`, or the file `ROTA_PARAMS_FILE` names when they
+/// are too long for a variable, and in `ROTA_PARAM_<KEY>`), never in a command line. A
+/// `ROTA_PARAM_<KEY>` value longer than [`ENV_VALUE_MAX`] is only in the JSON. A parameter
 /// containing a NUL byte cannot be an environment variable and makes the call `Invalid`.
-pub(crate) fn task_env(ctx: &Ctx) -> Result<Vec<(String, String)>, DriverError> {
+pub(crate) fn task_env(ctx: &Ctx) -> Result<TaskEnv, DriverError> {
     let mut env = Vec::new();
     if let Some(app) = ctx.app_id {
         env.push(("ROTA_APP_ID".to_string(), app.to_string()));
@@ -62,7 +94,13 @@ pub(crate) fn task_env(ctx: &Ctx) -> Result<Vec<(String, String)>, DriverError> 
     if let Some(task) = ctx.task_id {
         env.push(("ROTA_TASK_ID".to_string(), task.to_string()));
     }
-    env.push(("ROTA_PARAMS".to_string(), ctx.params.to_string()));
+    let json = ctx.params.to_string();
+    let params_file = if json.len() > ENV_VALUE_MAX {
+        Some(json)
+    } else {
+        env.push(("ROTA_PARAMS".to_string(), json));
+        None
+    };
     if let Some(params) = ctx.params.as_object() {
         for (key, value) in params {
             let text = match value {
@@ -77,10 +115,12 @@ pub(crate) fn task_env(ctx: &Ctx) -> Result<Vec<(String, String)>, DriverError> 
                     "parameter `{key}` contains a NUL byte and cannot be passed as an environment variable"
                 )));
             }
-            env.push((format!("ROTA_PARAM_{}", env_key(key)), text));
+            if text.len() <= ENV_VALUE_MAX {
+                env.push((format!("ROTA_PARAM_{}", env_key(key)), text));
+            }
         }
     }
-    Ok(env)
+    Ok(TaskEnv { vars: env, params_file })
 }
 
 /// `foo-bar` → `FOO_BAR`: upper-case ASCII, everything else `_`.
@@ -88,40 +128,100 @@ fn env_key(key: &str) -> String {
     key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
-/// A command ready to spawn, and the watchdog its process group is announced to.
+/// The node's variables a command inherits: those named in [`ALWAYS_INHERITED`] or `pass_env`
+/// that `parent` (the node's environment) has. Never a `ROTA_*` one: the node's own settings
+/// (`ROTA__…`) may hold credentials, and the task's variables must not be confused with them.
+pub(crate) fn inherited<I>(parent: I, pass_env: &[String]) -> Vec<(OsString, OsString)>
+where
+    I: IntoIterator<Item = (OsString, OsString)>,
+{
+    parent
+        .into_iter()
+        .filter(|(name, _)| {
+            name.to_str().is_some_and(|name| {
+                !name.starts_with("ROTA_") && (ALWAYS_INHERITED.contains(&name) || pass_env.iter().any(|p| p == name))
+            })
+        })
+        .collect()
+}
+
+/// A command ready to spawn, the watchdog its process group is announced to, and the parameters
+/// to write to a file first (too long for the environment).
 pub(crate) struct ChildCommand {
     cmd: Command,
     watch: Option<Watchdog>,
+    params: Option<PendingParams>,
 }
 
-/// A command ready to spawn: no shell, own process group, death signal, stdin closed, the node's
-/// environment without its own `ROTA_*` variables (which may hold credentials, and must not be
-/// confused with the task's), then the spec's `env`, then the task variables. With `watch`, the
-/// group is announced to the node's watchdog as it begins (killed once the node may no longer
-/// act); with `mark` too, the child carries the node's marker ([`MARKER_VAR`]), so that what it
-/// leaves behind is the node's to kill (a supervised child: a `process` application or job, a
-/// `shell` job — not a `shell` application's `start`, which may leave a daemon on purpose).
+/// Parameters to write to a file before the command is spawned.
+struct PendingParams {
+    dir: PathBuf,
+    json: String,
+}
+
+/// A parameter file (0600), removed when this is dropped: when the command has ended (a `run`,
+/// a `shell` command) or the supervised child has exited (`process` `start`).
+#[derive(Debug)]
+pub(crate) struct ParamsFile {
+    path: PathBuf,
+}
+
+impl ParamsFile {
+    /// Write `json` to a new file in `dir` that only the node's user can read. `create_new`: an
+    /// existing file (or a link planted in a shared temporary directory) is never written through.
+    fn write(dir: &Path, json: &str) -> io::Result<ParamsFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+        let path = dir.join(format!("{PARAMS_FILE_PREFIX}{}-{n}.json", std::process::id()));
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let guard = ParamsFile { path };
+        file.write_all(json.as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for ParamsFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a parameter file");
+            }
+        }
+    }
+}
+
+/// A command ready to spawn: no shell, own process group, death signal, stdin closed, a minimal
+/// environment — the node's variables [`inherited`] says, then the spec's `env`, then the task
+/// variables. With a watchdog in `setup`, the group is announced to it as it begins (killed once
+/// the node may no longer act); with `mark` too, the child carries the node's marker
+/// ([`MARKER_VAR`]), so that what it leaves behind is the node's to kill (a supervised child: a
+/// `process` application or job, a `shell` job — not a `shell` application's `start`, which may
+/// leave a daemon on purpose).
 pub(crate) fn command_for(
     program: &str,
     args: &[String],
     env: &BTreeMap<String, String>,
     cwd: Option<&std::path::Path>,
     ctx: &Ctx,
-    watch: Option<&Watchdog>,
+    setup: &ChildSetup,
     mark: bool,
 ) -> Result<ChildCommand, DriverError> {
     let mut cmd = Command::new(program);
     cmd.args(args);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("ROTA_") {
-            cmd.env_remove(name);
-        }
-    }
+    cmd.env_clear();
+    cmd.envs(inherited(std::env::vars_os(), &setup.pass_env));
     cmd.envs(env);
-    cmd.envs(task_env(ctx)?);
+    let task = task_env(ctx)?;
+    cmd.envs(task.vars);
+    let watch = setup.watchdog.as_ref();
     if let (Some(w), true) = (watch, mark) {
         cmd.env(MARKER_VAR, w.marker());
     }
+    let params = task
+        .params_file
+        .map(|json| PendingParams { dir: setup.params_dir.clone().unwrap_or_else(std::env::temp_dir), json });
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -158,7 +258,7 @@ pub(crate) fn command_for(
             });
         }
     }
-    Ok(ChildCommand { cmd, watch: watch.cloned() })
+    Ok(ChildCommand { cmd, watch: watch.cloned(), params })
 }
 
 /// The errno a child reports from between fork and exec when its node's deadline had passed
@@ -189,7 +289,9 @@ fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError
                 .name("rota-spawner".into())
                 .spawn(move || {
                     runtime.block_on(async move {
-                        while let Some(SpawnRequest { cmd: ChildCommand { mut cmd, watch }, reply }) = rx.recv().await {
+                        while let Some(SpawnRequest { cmd: ChildCommand { mut cmd, watch, .. }, reply }) =
+                            rx.recv().await
+                        {
                             let spawned = cmd.spawn();
                             // Announced at once, from this thread, before anyone hears of it.
                             if let (Ok(child), Some(w)) = (&spawned, &watch) {
@@ -209,17 +311,43 @@ fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError
         .map_err(|e| DriverError::Failed(e.clone()))
 }
 
-/// Spawn on the spawner thread (and announce it to the watchdog, if it has one).
-pub(crate) async fn spawn(cmd: ChildCommand) -> Result<Child, DriverError> {
+/// Spawn on the spawner thread (and announce it to the watchdog, if it has one); the parameter
+/// file it reads, if any, which must be kept until the command has ended.
+pub(crate) async fn spawn(mut cmd: ChildCommand) -> Result<(Child, Option<ParamsFile>), DriverError> {
     let program = format!("{:?}", cmd.cmd.as_std().get_program());
+    let params = match cmd.params.take() {
+        // Written off the tokio workers: it may be megabytes.
+        Some(PendingParams { dir, json }) => {
+            let file = tokio::task::spawn_blocking(move || ParamsFile::write(&dir, &json).map_err(|e| (dir, e)))
+                .await
+                .map_err(|e| {
+                    DriverError::Failed(format!("cannot start {program}: writing its parameters was lost: {e}"))
+                })?
+                .map_err(|(dir, e)| {
+                    DriverError::Failed(format!(
+                        "cannot start {program}: cannot write its parameters to a file in {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            cmd.cmd.env(PARAMS_FILE_VAR, &file.path);
+            Some(file)
+        }
+        None => None,
+    };
     let (reply, answer) = oneshot::channel();
     spawner()?
         .send(SpawnRequest { cmd, reply })
         .map_err(|_| DriverError::Failed("the spawner thread has stopped".into()))?;
     match answer.await {
-        Ok(Ok(child)) => Ok(child),
+        Ok(Ok(child)) => Ok((child, params)),
         Ok(Err(e)) if e.raw_os_error() == Some(FENCED_ERRNO) => Err(DriverError::Fenced(format!(
             "{program} was not begun: this node's membership deadline passed before the command could start"
+        ))),
+        // Too long a command line or environment: the same call fails the same way every time.
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::E2BIG) => Err(DriverError::Invalid(format!(
+            "cannot start {program}: its arguments and environment are too long for the system (E2BIG: at most \
+             128 KiB per argument or variable, and a quarter of the stack limit for all of them); shorten the \
+             spec's `command` or `env`, or the parameters"
         ))),
         Ok(Err(e)) => Err(DriverError::Failed(format!("cannot start {program}: {e}"))),
         Err(_) => Err(DriverError::Failed("the spawner thread dropped the request".into())),
@@ -424,7 +552,8 @@ pub(crate) async fn run_to_completion(
 ) -> Result<Completed, DriverError> {
     let started = Instant::now();
     let watch = cmd.watch.clone();
-    let mut child = spawn(cmd).await?;
+    // Removed when this returns, however it returns: the command has ended (or was killed).
+    let (mut child, _params) = spawn(cmd).await?;
     let pid = child_pid(&child)?;
     let mut guard = GroupGuard { pid, armed: true, sweep, watch };
     let (stdout, out_reader) = capture(child.stdout.take(), tail_lines);
@@ -487,9 +616,16 @@ mod tests {
         let marker = dir.path().join("ran");
         let by = std::time::Instant::now() + Duration::from_millis(300);
         let c = Ctx { act_by: crate::drivers::ActBy::new(move |_, _| Some(by)), ..ctx(None, json!({}), json!({})) };
-        let cmd =
-            command_for("/usr/bin/touch", &[marker.display().to_string()], &BTreeMap::new(), None, &c, None, false)
-                .unwrap();
+        let cmd = command_for(
+            "/usr/bin/touch",
+            &[marker.display().to_string()],
+            &BTreeMap::new(),
+            None,
+            &c,
+            &ChildSetup::default(),
+            false,
+        )
+        .unwrap();
         tokio::time::sleep_until(Instant::from_std(by + Duration::from_millis(50))).await;
         let err = spawn(cmd).await.unwrap_err();
         assert!(matches!(&err, DriverError::Fenced(m) if m.contains("touch")), "{err:?}");
@@ -502,5 +638,85 @@ mod tests {
         assert_eq!(env_key("é1"), "_1");
         let err = task_env(&ctx(None, json!({}), json!({ "a": "x\u{0}y" }))).unwrap_err();
         assert!(err.is_permanent());
+    }
+
+    fn os(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect()
+    }
+
+    #[test]
+    fn a_command_inherits_only_the_minimal_set_and_the_allowlist() {
+        let node = os(&[
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/home/rota"),
+            ("LANG", "C.UTF-8"),
+            ("TZ", "UTC"),
+            ("PGPASSWORD", "pg-secret"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
+            ("ROTA__DATABASE__URL", "postgres://u:pw@db/rota"),
+            ("ROTA_SUPERVISOR", "an-older-marker"),
+            ("AWS_PROFILE", "ops"),
+            ("USER", "rota"),
+        ]);
+        let names = |pass: &[&str]| -> Vec<String> {
+            let pass: Vec<String> = pass.iter().map(|p| p.to_string()).collect();
+            inherited(node.clone(), &pass).into_iter().map(|(k, _)| k.into_string().unwrap()).collect()
+        };
+        assert_eq!(names(&[]), ["PATH", "HOME", "LANG", "TZ"]);
+        // An allowlisted name passes; a ROTA_ one never does, even if it were listed.
+        assert_eq!(
+            names(&["AWS_PROFILE", "ROTA__DATABASE__URL", "ABSENT"]),
+            ["PATH", "HOME", "LANG", "TZ", "AWS_PROFILE"]
+        );
+        let all = inherited(node.clone(), &["AWS_PROFILE".into()]);
+        assert!(all.contains(&(OsString::from("AWS_PROFILE"), OsString::from("ops"))));
+    }
+
+    #[test]
+    fn parameters_too_long_for_a_variable_go_to_a_file() {
+        let small = task_env(&ctx(None, json!({}), json!({ "name": "n" }))).unwrap();
+        assert_eq!(small.params_file, None);
+        assert!(small.vars.contains(&("ROTA_PARAMS".into(), r#"{"name":"n"}"#.into())));
+        let big = "x".repeat(ENV_VALUE_MAX + 1);
+        let params = json!({ "blob": big, "name": "n", "n": 5 });
+        let large = task_env(&ctx(None, json!({}), params.clone())).unwrap();
+        assert_eq!(large.params_file.as_deref(), Some(params.to_string().as_str()));
+        let names: Vec<&str> = large.vars.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(!names.contains(&"ROTA_PARAMS"), "{names:?}");
+        assert!(!names.contains(&"ROTA_PARAM_BLOB"), "a value too long for a variable is only in the file");
+        assert!(names.contains(&"ROTA_PARAM_NAME") && names.contains(&"ROTA_PARAM_N"), "{names:?}");
+        assert!(large.vars.iter().all(|(_, v)| v.len() <= ENV_VALUE_MAX));
+    }
+
+    #[test]
+    fn the_nodes_parameter_directory_is_private_and_cleared_at_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        let dir = ChildSetup::params_dir_in(data.path()).unwrap();
+        assert!(dir.is_absolute() && dir.ends_with("params"));
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        // What an earlier life of the node left is removed; anything else is left alone.
+        let left = ParamsFile::write(&dir, "{}").unwrap();
+        let path = left.path.clone();
+        std::mem::forget(left);
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(ChildSetup::params_dir_in(data.path()).unwrap(), dir);
+        assert!(!path.exists());
+        assert!(dir.join("notes.txt").exists());
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_parameter_file_is_private_and_removed_with_its_guard() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = ParamsFile::write(dir.path(), "{\"a\":1}").unwrap();
+        let path = file.path.clone();
+        assert!(path.file_name().unwrap().to_string_lossy().starts_with(PARAMS_FILE_PREFIX));
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}");
+        drop(file);
+        assert!(!path.exists());
     }
 }

@@ -8,7 +8,9 @@
 //! Must never: put task parameters into a URL (they go into the body, where the spec has the
 //! value `"{{params}}"`, and the caller's identity into `X-Rota-*` headers); retry on its own;
 //! block a tokio worker (ureq is blocking, so every call runs in `spawn_blocking`); quote the
-//! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs.
+//! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs;
+//! follow a redirect the spec does not allow, or one to another origin (the agent follows none;
+//! `same_origin_hop` decides), so the spec's headers never leave the origin it names.
 //!
 //! Plain `http://` only: the build has no TLS, so an `https://` URL passes validation (it is a
 //! well-formed URL) but fails at call time.
@@ -35,6 +37,8 @@ const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 const OPERATIONS: [&str; 4] = ["start", "stop", "status", "run"];
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 const STATES: [&str; 3] = ["running", "stopped", "failed"];
+/// Most redirects one call follows (with `redirects: "same_origin"`).
+const MAX_REDIRECTS: u32 = 5;
 /// Headers Rota sets itself; a spec may not forge them.
 const ROTA_HEADER_PREFIX: &str = "x-rota-";
 
@@ -52,9 +56,11 @@ impl Default for HttpDriver {
 
 impl HttpDriver {
     /// A driver with its own connection pool. Non-2xx statuses are answers, not transport errors,
-    /// so they can be reported with their body.
+    /// so they can be reported with their body. The agent follows no redirect: it would follow
+    /// them to any host with every header but `Authorization`; `call` follows only those the
+    /// spec allows.
     pub fn new() -> Self {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).build();
+        let config = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build();
         Self { agent: ureq::Agent::new_with_config(config) }
     }
 }
@@ -74,6 +80,20 @@ struct RequestSpec {
     /// Status only: state value → running | stopped | failed.
     #[serde(default)]
     states: BTreeMap<String, String>,
+    /// Which redirects are followed; none by default.
+    redirects: Option<Redirects>,
+}
+
+/// Which redirects a request follows (docs/drivers.md#http).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Redirects {
+    /// None: a 3xx is the answer, and fails the call.
+    #[default]
+    None,
+    /// Those to the origin (scheme, host, port) of the request's `url`, at most
+    /// [`MAX_REDIRECTS`] in a row; a redirect elsewhere is the answer, and fails the call.
+    SameOrigin,
 }
 
 /// The parsed spec.
@@ -110,6 +130,10 @@ impl HttpSpec {
 struct Answer {
     status: u16,
     body: Vec<u8>,
+    /// The `Location` header, as sent (it may hold credentials: shown only through [`shown`]).
+    location: Option<String>,
+    /// Redirects followed before this answer.
+    redirects: u32,
 }
 
 impl Answer {
@@ -154,7 +178,7 @@ fn excerpt(text: &str) -> &str {
 }
 
 impl HttpDriver {
-    /// Make the `op` request of the application.
+    /// Make the `op` request of the application, following redirects as its `redirects` allows.
     async fn call(&self, ctx: &Ctx, op: &str) -> Result<(RequestSpec, Answer), DriverError> {
         let spec = HttpSpec::parse(&ctx.spec)?.request(op)?;
         let default_method = if op == "status" { "GET" } else { "POST" };
@@ -162,95 +186,195 @@ impl HttpDriver {
         let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
         let what = format!("`{op}`: {method} {}", shown(&spec.url));
 
-        let mut builder = ureq::http::Request::builder().method(method.as_str()).uri(spec.url.as_str());
-        let mut has_content_type = false;
-        for (name, value) in &spec.headers {
-            has_content_type |= name.eq_ignore_ascii_case("content-type");
-            builder = builder.header(name.as_str(), value.as_str());
-        }
+        let mut headers: Vec<(String, String)> = spec.headers.clone().into_iter().collect();
+        let has_content_type = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
         if let Some(app) = ctx.app_id {
-            builder = builder.header("X-Rota-App-Id", app.to_string());
+            headers.push(("X-Rota-App-Id".into(), app.to_string()));
         }
         if let Some(task) = ctx.task_id {
-            builder = builder.header("X-Rota-Task-Id", task.to_string());
+            headers.push(("X-Rota-Task-Id".into(), task.to_string()));
         }
-        builder = builder.header("X-Rota-Node-Id", ctx.node_id.as_str());
+        headers.push(("X-Rota-Node-Id".into(), ctx.node_id.clone()));
         // The ring epoch is a fencing token: the outside system may refuse a call from an older one.
-        builder = builder.header("X-Rota-Epoch", ctx.epoch.to_string());
+        headers.push(("X-Rota-Epoch".into(), ctx.epoch.to_string()));
         let body = match &spec.body {
             Some(template) => {
                 let mut body = template.clone();
                 substitute(&mut body, &ctx.params);
-                if !has_content_type {
-                    builder = builder.header("Content-Type", "application/json");
-                }
                 Some(serde_json::to_vec(&body).map_err(|e| DriverError::Invalid(format!("{what}: body: {e}")))?)
             }
             None => None,
         };
-        let invalid = |e: ureq::http::Error| DriverError::Invalid(format!("{what}: cannot build the request: {e}"));
-        let agent = self.agent.clone();
-        let request = match body {
-            Some(bytes) => {
-                let request = builder.body(bytes).map_err(invalid)?;
-                agent.configure_request(request).timeout_global(Some(timeout)).build().map(Payload::Bytes)
-            }
-            None => {
-                let request = builder.body(()).map_err(invalid)?;
-                agent.configure_request(request).timeout_global(Some(timeout)).build().map(|()| Payload::Empty)
-            }
-        };
+        let outgoing = Outgoing { headers, has_content_type, body };
+        // Built once here so that a request that cannot be built is invalid before anything is sent.
+        outgoing
+            .request(&self.agent, &method, &spec.url, true, timeout)
+            .map_err(|e| DriverError::Invalid(format!("{what}: cannot build the request: {e}")))?;
+        let origin = url::Url::parse(&spec.url).map_err(|e| DriverError::Invalid(format!("{what}: {e}")))?;
+        let follow = spec.redirects.unwrap_or_default() == Redirects::SameOrigin;
 
         tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, url = %shown(&spec.url), "http call");
         let (act_by, epoch, op_name) = (ctx.act_by.clone(), ctx.epoch, format!("the `{op}` request"));
-        let outcome = tokio::task::spawn_blocking(move || {
-            // Asked again on the thread that sends it: the hop here is where a paused node would
-            // otherwise begin the call after its deadline (`ActBy`). What is left is the time
-            // from here to the request on the wire (resolving and connecting), which a pause
-            // could still stretch: an outside system should check `X-Rota-Epoch`.
-            if let Err(fenced) = act_by.left(epoch, &op_name) {
-                return Ok(Err(fenced));
+        let agent = self.agent.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            let timed_out = || DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis()));
+            let (mut method, mut url, mut with_body) = (method, origin.clone(), true);
+            let mut redirects = 0;
+            loop {
+                // Asked again on the thread that sends it, before every request: the hop here is
+                // where a paused node would otherwise begin the call after its deadline
+                // (`ActBy`). What is left is the time from here to the request on the wire
+                // (resolving and connecting), which a pause could still stretch: an outside
+                // system should check `X-Rota-Epoch`.
+                act_by.left(epoch, &op_name)?;
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                let request = outgoing.request(&agent, &method, url.as_str(), with_body, left).map_err(|e| {
+                    DriverError::Failed(format!("{what}: cannot build the request to {}: {e}", shown(url.as_str())))
+                })?;
+                let answer = send(&agent, request).map_err(|e| match e {
+                    ureq::Error::Timeout(_) => timed_out(),
+                    ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => timed_out(),
+                    e => DriverError::Failed(format!("{what}: {e}")),
+                })?;
+                let answer = Answer { redirects, ..answer };
+                let hop = if follow && redirects < MAX_REDIRECTS {
+                    same_origin_hop(answer.status, answer.location.as_deref(), &url, &origin, &method)
+                } else {
+                    None
+                };
+                match hop {
+                    Some(hop) => {
+                        (url, method, with_body) = (hop.url, hop.method, with_body && hop.with_body);
+                        redirects += 1;
+                    }
+                    None => return Ok(answer),
+                }
             }
-            let response = match request.into_parts() {
-                (parts, Payload::Bytes(bytes)) => agent.run(ureq::http::Request::from_parts(parts, bytes)),
-                (parts, Payload::Empty) => agent.run(ureq::http::Request::from_parts(parts, ())),
-            };
-            let mut response = response?;
-            let status = response.status().as_u16();
-            let body = response.body_mut().with_config().limit(MAX_RESPONSE_BYTES).read_to_vec()?;
-            Ok::<_, ureq::Error>(Ok(Answer { status, body }))
         })
         .await
-        .map_err(|e| DriverError::Failed(format!("{what}: the call was lost: {e}")))?;
-
-        match outcome {
-            Ok(Ok(answer)) => Ok((spec, answer)),
-            Ok(Err(fenced)) => Err(fenced),
-            Err(ureq::Error::Timeout(_)) => {
-                Err(DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis())))
-            }
-            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                Err(DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis())))
-            }
-            Err(e) => Err(DriverError::Failed(format!("{what}: {e}"))),
-        }
+        .map_err(|e| DriverError::Failed(format!("`{op}`: the call was lost: {e}")))??;
+        Ok((spec, answer))
     }
 
-    /// A call whose answer must be 2xx.
+    /// A call whose answer must be 2xx. A redirect that was not followed fails with its status
+    /// and why it was not followed; its `Location` is shown without query or user info.
     async fn call_ok(&self, ctx: &Ctx, op: &str) -> Result<(RequestSpec, Answer), DriverError> {
         let (spec, answer) = self.call(ctx, op).await?;
         if answer.is_success() {
             return Ok((spec, answer));
         }
         let method = spec.method.as_deref().unwrap_or(if op == "status" { "GET" } else { "POST" });
+        let called = format!("`{op}`: {method} {} answered {}", shown(&spec.url), answer.status);
+        if let (true, Some(location)) = (is_followed(answer.status), &answer.location) {
+            let to = shown(location);
+            let why = match spec.redirects.unwrap_or_default() {
+                Redirects::None => {
+                    "redirects are not followed unless the request's `redirects` is \"same_origin\"".to_string()
+                }
+                Redirects::SameOrigin if answer.redirects >= MAX_REDIRECTS => {
+                    format!("not followed: {MAX_REDIRECTS} redirects were followed already, the most allowed")
+                }
+                Redirects::SameOrigin => {
+                    "not followed: only redirects to the origin of the request's `url` are".to_string()
+                }
+            };
+            return Err(DriverError::Failed(format!("{called}, a redirect to {to}; {why}")));
+        }
         let text = answer.text();
-        Err(DriverError::Failed(format!(
-            "`{op}`: {method} {} answered {}: {}",
-            shown(&spec.url),
-            answer.status,
-            excerpt(&text)
-        )))
+        Err(DriverError::Failed(format!("{called}: {}", excerpt(&text))))
     }
+}
+
+/// The statuses that redirect to their `Location`.
+fn is_followed(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// The next request of a call that follows same-origin redirects.
+#[derive(Debug, PartialEq, Eq)]
+struct Hop {
+    url: url::Url,
+    method: String,
+    /// False once a redirect turned the request into a GET.
+    with_body: bool,
+}
+
+/// Where an answer `status` with `location`, to a `method` request to `url`, sends the call
+/// next, if it is a redirect to `origin` (scheme, host and port of the spec's `url`): only there,
+/// so the spec's headers (which may carry credentials) never go anywhere else and the answer a
+/// task's result is made of never comes from anywhere else. As browsers do, 303 (and 301/302
+/// after a POST) fetch the new place with GET, without the body.
+fn same_origin_hop(
+    status: u16,
+    location: Option<&str>,
+    url: &url::Url,
+    origin: &url::Url,
+    method: &str,
+) -> Option<Hop> {
+    if !is_followed(status) {
+        return None;
+    }
+    let next = url.join(location?).ok()?;
+    if next.origin() != origin.origin() {
+        return None;
+    }
+    let to_get = status == 303 && method != "GET" || matches!(status, 301 | 302) && method == "POST";
+    Some(Hop { url: next, method: if to_get { "GET".into() } else { method.into() }, with_body: !to_get })
+}
+
+/// What every request of one call carries: the spec's headers and Rota's, and the body.
+struct Outgoing {
+    headers: Vec<(String, String)>,
+    has_content_type: bool,
+    body: Option<Vec<u8>>,
+}
+
+impl Outgoing {
+    /// The request to `url`, with the body unless `with_body` is false (after a redirect to GET).
+    fn request(
+        &self,
+        agent: &ureq::Agent,
+        method: &str,
+        url: &str,
+        with_body: bool,
+        timeout: Duration,
+    ) -> Result<ureq::http::Request<Payload>, ureq::http::Error> {
+        let mut builder = ureq::http::Request::builder().method(method).uri(url);
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        match self.body.as_ref().filter(|_| with_body) {
+            Some(bytes) => {
+                if !self.has_content_type {
+                    builder = builder.header("Content-Type", "application/json");
+                }
+                let request = builder.body(bytes.clone())?;
+                Ok(agent.configure_request(request).timeout_global(Some(timeout)).build().map(Payload::Bytes))
+            }
+            None => {
+                let request = builder.body(())?;
+                Ok(agent.configure_request(request).timeout_global(Some(timeout)).build().map(|()| Payload::Empty))
+            }
+        }
+    }
+}
+
+/// Send one request (no redirect is followed by the agent) and read its answer.
+fn send(agent: &ureq::Agent, request: ureq::http::Request<Payload>) -> Result<Answer, ureq::Error> {
+    let response = match request.into_parts() {
+        (parts, Payload::Bytes(bytes)) => agent.run(ureq::http::Request::from_parts(parts, bytes)),
+        (parts, Payload::Empty) => agent.run(ureq::http::Request::from_parts(parts, ())),
+    };
+    let mut response = response?;
+    let status = response.status().as_u16();
+    let location =
+        response.headers().get(ureq::http::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body = response.body_mut().with_config().limit(MAX_RESPONSE_BYTES).read_to_vec()?;
+    Ok(Answer { status, body, location, redirects: 0 })
 }
 
 /// A request body, or none (so no `Content-Length: 0` is sent with a GET).
@@ -406,6 +530,11 @@ fn validate_request(errors: &mut Vec<SpecError>, op: &str, request: &Value) {
                 None => problem(errors, field, "must be an object of name: \"value\" strings"),
             },
             "timeout_ms" => check_ms(errors, &field, value, 1, u64::MAX),
+            "redirects" => {
+                if !matches!(value.as_str(), Some("none" | "same_origin")) {
+                    problem(errors, field, "must be \"none\" (the default) or \"same_origin\"");
+                }
+            }
             "state_pointer" if is_status => match value.as_str() {
                 Some(p) if p.is_empty() || p.starts_with('/') => {}
                 _ => problem(errors, field, "must be a JSON pointer: \"\" or starting with /"),
@@ -424,7 +553,7 @@ fn validate_request(errors: &mut Vec<SpecError>, op: &str, request: &Value) {
             _ => problem(
                 errors,
                 field,
-                "unknown field (known: method, url, headers, body, timeout_ms; status also state_pointer, states)",
+                "unknown field (known: method, url, headers, body, timeout_ms, redirects; status also state_pointer, states)",
             ),
         }
     }
@@ -479,6 +608,16 @@ mod tests {
     }
 
     fn serve(answer: impl Fn(&Seen) -> (u16, String) + Send + 'static) -> Server {
+        serve_with_headers(move |r| {
+            let (code, body) = answer(r);
+            (code, Vec::new(), body)
+        })
+    }
+
+    /// [`serve`], with headers in the answers.
+    fn serve_with_headers(
+        answer: impl Fn(&Seen) -> (u16, Vec<(&'static str, String)>, String) + Send + 'static,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -487,10 +626,13 @@ mod tests {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let Some(request) = read_request(&mut stream) else { continue };
-                let (code, body) = answer(&request);
+                let (code, headers, body) = answer(&request);
                 record.lock().unwrap().push(request);
-                let reply =
-                    format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                let reply = format!(
+                    "HTTP/1.1 {code} X\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = stream.write_all(reply.as_bytes());
             }
         });
@@ -602,6 +744,76 @@ mod tests {
         assert!(!s.seen.lock().unwrap()[0].headers.contains_key("x-rota-app-id"));
     }
 
+    /// The application's server, which redirects: `/same` and `/keep` (307) to its own `/ok`,
+    /// `/loop` to itself, `/away` to `foreign` (with a credential in the Location's query).
+    fn redirecting(foreign: &str) -> Server {
+        let foreign = foreign.to_string();
+        serve_with_headers(move |r| match r.path.as_str() {
+            "/same" => (302, vec![("Location", "/ok".into())], String::new()),
+            "/keep" => (307, vec![("Location", "ok".into())], String::new()),
+            "/loop" => (302, vec![("Location", "/loop".into())], String::new()),
+            "/away" => (302, vec![("Location", format!("{foreign}/ok?token=loc-secret"))], String::new()),
+            "/ok" => (200, Vec::new(), r#"{"accepted":true}"#.into()),
+            _ => (404, Vec::new(), "no such thing".into()),
+        })
+    }
+
+    fn redirect_spec(base: &str, path: &str, redirects: Option<&str>) -> Value {
+        let mut request = json!({ "url": format!("{base}{path}"), "headers": { "X-Api-Key": "k-secret" },
+                                  "body": { "p": "{{params}}" } });
+        if let Some(r) = redirects {
+            request["redirects"] = json!(r);
+        }
+        json!({ "run": request })
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_by_default() {
+        let foreign = outside_system();
+        let s = redirecting(&foreign.base);
+        let d = HttpDriver::new();
+        for path in ["/away", "/same"] {
+            let err = d.run(&ctx(None, redirect_spec(&s.base, path, None), json!({}))).await.unwrap_err();
+            let DriverError::Failed(msg) = &err else { panic!("expected Failed, got {err:?}") };
+            assert!(msg.contains("answered 302") && msg.contains("redirects are not followed"), "{msg}");
+            assert!(!msg.contains("loc-secret") && !msg.contains("k-secret"), "{msg}");
+        }
+        assert_eq!(s.seen.lock().unwrap().len(), 2, "each call made one request");
+        assert!(foreign.seen.lock().unwrap().is_empty(), "the redirect to another origin was followed");
+    }
+
+    #[tokio::test]
+    async fn same_origin_redirects_are_followed_there_only() {
+        let foreign = outside_system();
+        let s = redirecting(&foreign.base);
+        let d = HttpDriver::new();
+        let run = |path: &str| ctx(None, redirect_spec(&s.base, path, Some("same_origin")), json!({ "n": 1 }));
+        // 302 after a POST: the new place is fetched with GET, with the same headers.
+        assert_eq!(d.run(&run("/same")).await.unwrap(), json!({ "accepted": true }));
+        // 307: same method, same body.
+        assert_eq!(d.run(&run("/keep")).await.unwrap(), json!({ "accepted": true }));
+        {
+            let seen = s.seen.lock().unwrap();
+            let hops: Vec<(&str, &str)> = seen.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
+            assert_eq!(hops, [("POST", "/same"), ("GET", "/ok"), ("POST", "/keep"), ("POST", "/ok")]);
+            assert!(seen.iter().all(|r| r.headers["x-api-key"] == "k-secret"), "same origin: the headers go along");
+            assert_eq!(seen[1].body, "");
+            assert_eq!(seen[3].body, r#"{"p":{"n":1}}"#);
+        }
+        // Another origin (another port): not followed, nothing sent there.
+        let err = d.run(&run("/away")).await.unwrap_err();
+        assert!(
+            matches!(&err, DriverError::Failed(m) if m.contains("answered 302") && m.contains("only redirects to the origin") && !m.contains("loc-secret")),
+            "{err:?}"
+        );
+        assert!(foreign.seen.lock().unwrap().is_empty(), "the spec's headers were sent to another origin");
+        // A loop ends after the most allowed.
+        s.seen.lock().unwrap().clear();
+        let err = d.run(&run("/loop")).await.unwrap_err();
+        assert!(matches!(&err, DriverError::Failed(m) if m.contains("the most allowed")), "{err:?}");
+        assert_eq!(s.seen.lock().unwrap().len(), 1 + MAX_REDIRECTS as usize);
+    }
+
     #[tokio::test]
     async fn connection_refused_is_failed() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -652,12 +864,14 @@ mod tests {
     fn validate_names_every_field() {
         let d = HttpDriver::new();
         assert!(d.validate(&status_spec("http://flink:8081", "x")).is_ok());
+        assert!(d.validate(&json!({ "run": { "url": "http://x/", "redirects": "same_origin" } })).is_ok());
+        assert!(d.validate(&json!({ "run": { "url": "http://x/", "redirects": "none" } })).is_ok());
         let errors = d
             .validate(&json!({
                 "start": { "method": "FETCH", "url": "ftp://x", "headers": { "X-Rota-App-Id": "1", "A": 2 }, "states": {} },
                 "stop": {},
                 "status": { "url": "http://x/", "state_pointer": "state", "states": { "RUNNING": "up" } },
-                "run": { "url": "http://x/", "timeout_ms": 0, "extra": 1 },
+                "run": { "url": "http://x/", "timeout_ms": 0, "extra": 1, "redirects": "any" },
                 "restart": {}
             }))
             .unwrap_err();
@@ -673,6 +887,7 @@ mod tests {
             "status.states.RUNNING",
             "run.timeout_ms",
             "run.extra",
+            "run.redirects",
             "restart",
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
@@ -681,6 +896,27 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["status.state_pointer", "status.states"]);
         assert_eq!(d.validate(&json!({})).unwrap_err()[0].field, "");
+    }
+
+    #[test]
+    fn only_redirects_to_the_same_origin_are_hops() {
+        let origin = url::Url::parse("http://api:8081/v1/jobs?token=t").unwrap();
+        let hop = |status, location: &str, method| {
+            same_origin_hop(status, Some(location), &origin, &origin, method)
+                .map(|h| (h.url.to_string(), h.method, h.with_body))
+        };
+        assert_eq!(hop(307, "run", "POST"), Some(("http://api:8081/v1/run".into(), "POST".into(), true)));
+        assert_eq!(hop(308, "/v2/jobs", "PUT"), Some(("http://api:8081/v2/jobs".into(), "PUT".into(), true)));
+        assert_eq!(hop(302, "http://api:8081/x", "POST"), Some(("http://api:8081/x".into(), "GET".into(), false)));
+        assert_eq!(hop(301, "/x", "DELETE"), Some(("http://api:8081/x".into(), "DELETE".into(), true)));
+        assert_eq!(hop(303, "/x", "PUT"), Some(("http://api:8081/x".into(), "GET".into(), false)));
+        // Another port, host or scheme is another origin; a status that does not redirect is no hop.
+        for elsewhere in ["http://api:8082/x", "http://other:8081/x", "https://api:8081/x", "//evil/x"] {
+            assert_eq!(hop(302, elsewhere, "GET"), None, "{elsewhere}");
+        }
+        assert_eq!(hop(300, "/x", "GET"), None);
+        assert_eq!(hop(304, "/x", "GET"), None);
+        assert_eq!(same_origin_hop(302, None, &origin, &origin, "GET"), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod watchdog;
 use crate::domain::AppState;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,6 +205,39 @@ pub trait Driver: Send + Sync {
     fn shutdown(&self) -> BoxFut<'_, ()>;
 }
 
+/// How `process` and `shell` start commands on this node: who watches them, which of the node's
+/// environment variables they inherit, and where parameters too large for the environment go
+/// (docs/drivers.md#environment-variables-process-and-shell).
+#[derive(Debug, Clone, Default)]
+pub struct ChildSetup {
+    /// The node's watchdog, told of every child; none in tests and tools.
+    pub watchdog: Option<watchdog::Watchdog>,
+    /// Names of the node's variables passed on beyond the minimal set (`drivers.pass_env`).
+    pub pass_env: Vec<String>,
+    /// Where parameters too large for an environment variable are written; none: the system's
+    /// temporary directory. [`ChildSetup::params_dir_in`] prepares the node's.
+    pub params_dir: Option<PathBuf>,
+}
+
+impl ChildSetup {
+    /// Prepare `{data_dir}/params`, the node's directory of parameter files: created if missing,
+    /// readable by the node's user only, emptied of files an earlier life of the node left (their
+    /// commands were killed with it), and absolute, so a command with another `cwd` finds it.
+    pub fn params_dir_in(data_dir: &Path) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = std::path::absolute(data_dir.join("params"))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(child::PARAMS_FILE_PREFIX) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(dir)
+    }
+}
+
 /// The drivers by name.
 #[derive(Clone)]
 pub struct Registry {
@@ -224,16 +258,17 @@ impl Registry {
 
     /// Every built-in driver.
     pub fn builtin() -> Self {
-        Self::builtin_watched(None)
+        Self::builtin_with(ChildSetup::default())
     }
 
-    /// Every built-in driver; with a watchdog, `process` and `shell` announce the children it
-    /// must kill once the node may no longer act (docs/drivers.md).
-    pub fn builtin_watched(watchdog: Option<watchdog::Watchdog>) -> Self {
+    /// Every built-in driver; `process` and `shell` start their children as `setup` says (with
+    /// a watchdog, they announce the children it must kill once the node may no longer act;
+    /// docs/drivers.md).
+    pub fn builtin_with(setup: ChildSetup) -> Self {
         Self::empty()
             .with(Arc::new(noop::NoopDriver))
-            .with(Arc::new(process::ProcessDriver::watched(watchdog.clone())))
-            .with(Arc::new(shell::ShellDriver::watched(watchdog)))
+            .with(Arc::new(process::ProcessDriver::with_setup(setup.clone())))
+            .with(Arc::new(shell::ShellDriver::with_setup(setup)))
             .with(Arc::new(http::HttpDriver::new()))
     }
 

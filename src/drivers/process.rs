@@ -38,8 +38,7 @@ use super::child::{
 };
 use super::secret::{self, check_marks, Secret};
 use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
-use super::watchdog::Watchdog;
-use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
+use super::{BoxFut, ChildSetup, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 5_000;
@@ -56,8 +55,9 @@ pub struct ProcessDriver {
     /// Supervised children by application id. Held across a spawn, so two starts of one
     /// application cannot both spawn; never held across a wait.
     children: Mutex<HashMap<i64, Arc<Supervised>>>,
-    /// The node's watchdog, told of every child (none in tests and tools).
-    watchdog: Option<Watchdog>,
+    /// How children are started: the node's watchdog, told of every child (none in tests and
+    /// tools), what they inherit, where large parameters go.
+    setup: ChildSetup,
 }
 
 impl ProcessDriver {
@@ -66,9 +66,10 @@ impl ProcessDriver {
         Self::default()
     }
 
-    /// A driver whose children `watchdog` kills once the node may no longer act.
-    pub fn watched(watchdog: Option<Watchdog>) -> Self {
-        Self { watchdog, ..Self::default() }
+    /// A driver starting its children as `setup` says (its watchdog kills them once the node
+    /// may no longer act).
+    pub fn with_setup(setup: ChildSetup) -> Self {
+        Self { setup, ..Self::default() }
     }
 }
 
@@ -156,10 +157,10 @@ impl ProcessSpec {
         serde_json::from_value(spec.clone()).map_err(|e| DriverError::Invalid(format!("spec: {e}")))
     }
 
-    fn command(&self, ctx: &Ctx, watch: Option<&Watchdog>) -> Result<ChildCommand, DriverError> {
+    fn command(&self, ctx: &Ctx, setup: &ChildSetup) -> Result<ChildCommand, DriverError> {
         let (program, args) =
             self.command.split_first().ok_or_else(|| DriverError::Invalid("spec: `command` is empty".into()))?;
-        command_for(program, args, &self.env, self.cwd.as_deref(), ctx, watch, true)
+        command_for(program, args, &self.env, self.cwd.as_deref(), ctx, setup, true)
     }
 }
 
@@ -187,8 +188,8 @@ impl Driver for ProcessDriver {
                     return Ok(());
                 }
             }
-            let cmd = spec.command(ctx, self.watchdog.as_ref())?;
-            let mut child = spawn(cmd).await?;
+            let cmd = spec.command(ctx, &self.setup)?;
+            let (mut child, params) = spawn(cmd).await?;
             let pid = child_pid(&child)?;
             let tail_lines = spec.tail_lines;
             let (stdout, _) = capture(child.stdout.take(), tail_lines);
@@ -196,9 +197,11 @@ impl Driver for ProcessDriver {
             let stop_requested = Arc::new(AtomicBool::new(false));
             let (tx, rx) = watch::channel(None);
             let flag = Arc::clone(&stop_requested);
-            let watch = self.watchdog.clone();
+            let watch = self.setup.watchdog.clone();
             tokio::spawn(async move {
                 let status = child.wait().await.map_err(|e| e.to_string());
+                // The parameters live as long as the leader: it may read them at any time.
+                drop(params);
                 // The group lives as long as its leader: sweep what it left behind now. The kernel
                 // does not hand out a pid still used as a group id, so while members remain this
                 // reaches only them; once the group is empty the signal finds nothing (ESRCH).
@@ -248,7 +251,7 @@ impl Driver for ProcessDriver {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
         Box::pin(async move {
             let spec = ProcessSpec::parse(&ctx.spec)?;
-            let cmd = spec.command(ctx, self.watchdog.as_ref())?;
+            let cmd = spec.command(ctx, &self.setup)?;
             let timeout = spec.timeout_ms.map(Duration::from_millis);
             let done = run_to_completion(cmd, timeout, spec.tail_lines, true).await?;
             if done.status.success() {
@@ -611,6 +614,65 @@ mod tests {
         let d = ProcessDriver::new();
         let err = d.run(&ctx(None, json!({ "command": ["/nonexistent/bin"] }), json!({}))).await.unwrap_err();
         assert!(matches!(&err, DriverError::Failed(m) if m.contains("/nonexistent/bin")), "{err:?}");
+    }
+
+    /// 200 KB of parameters is more than Linux takes in one environment string (128 KiB): the
+    /// command reads them from the file `ROTA_PARAMS_FILE` names, which only the node's user can
+    /// read and which is gone once the command has ended.
+    #[tokio::test]
+    async fn large_parameters_reach_a_job_through_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let params_dir = dir.path().join("params");
+        std::fs::create_dir(&params_dir).unwrap();
+        let copy = dir.path().join("copy.json");
+        let d = ProcessDriver::with_setup(ChildSetup { params_dir: Some(params_dir.clone()), ..Default::default() });
+        let params = json!({ "blob": "p".repeat(200_000), "name": "n" });
+        let script = format!(
+            "cp \"$ROTA_PARAMS_FILE\" {}; echo \"$ROTA_PARAMS_FILE\"; echo \"${{ROTA_PARAMS-unset}}|$ROTA_PARAM_NAME|${{ROTA_PARAM_BLOB-unset}}\"",
+            copy.display()
+        );
+        let out = d.run(&ctx(None, sh(&script), params.clone())).await.unwrap();
+        let lines = out["stdout_tail"].as_array().unwrap();
+        let file = std::path::PathBuf::from(lines[0].as_str().unwrap());
+        assert_eq!(file.parent(), Some(params_dir.as_path()), "written in the node's directory");
+        assert_eq!(lines[1], "unset|n|unset");
+        let copied: Value = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+        assert_eq!(copied, params);
+        assert!(!file.exists(), "the file outlived its command");
+        assert_eq!(std::fs::read_dir(&params_dir).unwrap().count(), 0);
+
+        // An application keeps its file while it runs.
+        let script = format!("cp \"$ROTA_PARAMS_FILE\" {}; exec sleep 30", copy.display());
+        std::fs::remove_file(&copy).unwrap();
+        let c = ctx(Some(9), sh(&script), params.clone());
+        d.start(&c).await.unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { copy.exists() }).await);
+        let files: Vec<_> = std::fs::read_dir(&params_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+        d.stop(&c).await.unwrap();
+        assert!(eventually(Duration::from_secs(5), || async { !files[0].exists() }).await, "kept after the exit");
+    }
+
+    /// Small parameters travel as before: `ROTA_PARAMS`, no file.
+    #[tokio::test]
+    async fn small_parameters_stay_in_the_environment() {
+        let d = ProcessDriver::new();
+        let script = "echo \"${ROTA_PARAMS_FILE-none}|$ROTA_PARAMS\"";
+        let out = d.run(&ctx(None, sh(script), json!({ "a": 1 }))).await.unwrap();
+        assert_eq!(out["stdout_tail"], json!([r#"none|{"a":1}"#]));
+    }
+
+    /// A command line or environment too long for the system fails the same way every time: the
+    /// failure is permanent, not retried.
+    #[tokio::test]
+    async fn an_environment_too_long_for_the_system_is_invalid() {
+        let d = ProcessDriver::new();
+        let spec = json!({ "command": ["true"], "env": { "HUGE": "h".repeat(200_000) } });
+        let err = d.run(&ctx(None, spec, json!({}))).await.unwrap_err();
+        assert!(err.is_permanent(), "{err:?}");
+        assert!(err.to_string().contains("E2BIG") && !err.to_string().contains("hhhh"), "{err}");
     }
 
     #[tokio::test]

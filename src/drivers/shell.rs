@@ -7,8 +7,8 @@
 //! timeout after which the whole group is killed.
 //!
 //! Must never: splice task parameters into a command line. Parameters reach the command only as
-//! environment variables (`ROTA_PARAMS`, `ROTA_PARAM_<KEY>`, see `child::task_env`), which the
-//! line may quote: `echo "$ROTA_PARAM_NAME"`. Must never retry a failed command on its own.
+//! environment variables (`ROTA_PARAMS` or the file `ROTA_PARAMS_FILE` names, `ROTA_PARAM_<KEY>`,
+//! see `child::task_env`), which the line may quote: `echo "$ROTA_PARAM_NAME"`. Must never retry a failed command on its own.
 //!
 //! Status convention (LSB, as `systemctl status` answers): exit 0 → running, 3 → stopped, any
 //! other code → failed, with the code and the output tail.
@@ -22,8 +22,7 @@ use serde_json::Value;
 use super::child::{command_for, describe_exit, output_summary, run_to_completion, summary, Completed};
 use super::secret::{self, check_marks, Secret};
 use super::spec::{check_env, check_ms, join_spec_errors, problem, spec_object};
-use super::watchdog::Watchdog;
-use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
+use super::{BoxFut, ChildSetup, Ctx, Driver, DriverError, Observed, SpecError};
 
 /// Default time a command may take before its process group is killed.
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
@@ -36,8 +35,9 @@ const OPERATIONS: [&str; 4] = ["start", "stop", "status", "run"];
 /// The shell driver. Stateless: the outside system holds the state.
 #[derive(Debug, Default)]
 pub struct ShellDriver {
-    /// The node's watchdog, told of every command; none in tests and tools.
-    watchdog: Option<Watchdog>,
+    /// How commands are started: the node's watchdog, told of every command (none in tests and
+    /// tools), what they inherit, where large parameters go.
+    setup: ChildSetup,
 }
 
 impl ShellDriver {
@@ -46,9 +46,10 @@ impl ShellDriver {
         Self::default()
     }
 
-    /// A driver whose jobs `watchdog` kills once the node may no longer act.
-    pub fn watched(watchdog: Option<Watchdog>) -> Self {
-        Self { watchdog }
+    /// A driver starting its commands as `setup` says (its watchdog kills a job's processes
+    /// once the node may no longer act).
+    pub fn with_setup(setup: ChildSetup) -> Self {
+        Self { setup }
     }
 }
 
@@ -90,18 +91,18 @@ impl ShellSpec {
     }
 }
 
-/// Run the `op` command of the application to its end (or its timeout), announced to `watch`
+/// Run the `op` command of the application to its end (or its timeout), announced to the watchdog
 /// while it runs: no command runs on past the node's right to act while another node runs it.
 /// Only a `run` command (a job) carries the node's marker, so that what it leaves behind dies
 /// with the node's right to act too; a `start` may leave a daemon behind on purpose, which is
 /// the outside system's.
-async fn execute(ctx: &Ctx, op: &str, watch: Option<&Watchdog>) -> Result<Completed, DriverError> {
+async fn execute(ctx: &Ctx, op: &str, setup: &ChildSetup) -> Result<Completed, DriverError> {
     let spec = ShellSpec::parse(&ctx.spec)?;
     let line = spec.line(op).ok_or_else(|| DriverError::Invalid(format!("this application has no `{op}` command")))?;
     // `$0` names the operation, so the shell's own errors say which command failed
     // ("rota-stop: 1: kubectl: not found"). The line is the script; nothing is appended to it.
     let args = ["-c".to_string(), line.to_string(), format!("rota-{op}")];
-    let cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, watch, op == "run")?;
+    let cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, setup, op == "run")?;
     tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, "running shell command");
     // No sweep: a start command may leave a daemon behind on purpose.
     run_to_completion(cmd, Some(Duration::from_millis(spec.timeout_ms)), TAIL_LINES, false).await.map_err(|e| match e {
@@ -137,16 +138,16 @@ impl Driver for ShellDriver {
     }
 
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
-        Box::pin(async move { require_success("start", &execute(ctx, "start", self.watchdog.as_ref()).await?) })
+        Box::pin(async move { require_success("start", &execute(ctx, "start", &self.setup).await?) })
     }
 
     fn stop<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>> {
-        Box::pin(async move { require_success("stop", &execute(ctx, "stop", self.watchdog.as_ref()).await?) })
+        Box::pin(async move { require_success("stop", &execute(ctx, "stop", &self.setup).await?) })
     }
 
     fn status<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>> {
         Box::pin(async move {
-            let done = execute(ctx, "status", self.watchdog.as_ref()).await?;
+            let done = execute(ctx, "status", &self.setup).await?;
             Ok(match done.status.code() {
                 Some(0) => Observed::Running,
                 Some(LSB_NOT_RUNNING) => Observed::Stopped,
@@ -162,7 +163,7 @@ impl Driver for ShellDriver {
 
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
         Box::pin(async move {
-            let done = execute(ctx, "run", self.watchdog.as_ref()).await?;
+            let done = execute(ctx, "run", &self.setup).await?;
             require_success("run", &done)?;
             Ok(done.to_json())
         })
