@@ -35,20 +35,23 @@ enum Command {
     /// Run a node: dispatch tasks, serve /livez, /readyz, /metrics and the API.
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
+    #[command(after_help = "\
+Examples:
+  $ rota migrate --database-url sqlite://./rota.db")]
     Migrate(CommonArgs),
     /// Consistent-hash ring tools.
     Ring {
         #[command(subcommand)]
         command: RingCommand,
     },
-    /// Applications: create, list, show, start, stop, restart, delete (through the REST API).
+    /// Applications: create, list, show, update, start, stop, restart, delete (through the REST API).
     App {
         #[command(flatten)]
         api: ApiArgs,
         #[command(subcommand)]
         command: AppCommand,
     },
-    /// Tasks: submit, list, show, cancel (through the REST API).
+    /// Tasks: submit, list, show, cancel, children (through the REST API).
     Task {
         #[command(flatten)]
         api: ApiArgs,
@@ -77,6 +80,11 @@ enum Command {
         command: ClusterCommand,
     },
     /// The event history, newest first.
+    #[command(after_help = "\
+Examples:
+  $ rota events --app report
+  $ rota events --kind app.state --limit 10
+  $ rota events --node node-1 --json")]
     Events {
         #[command(flatten)]
         api: ApiArgs,
@@ -206,7 +214,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Ring { command: RingCommand::Simulate(args) } => rota::cli::ring::simulate(&args),
+        Command::Ring { command: RingCommand::Simulate(args) } => return api_exit(rota::cli::ring::simulate(&args)),
         Command::App { api, command } => return api_exit(rota::cli::app::run(&api, &command)),
         Command::Task { api, command } => return api_exit(rota::cli::task::run(&api, &command)),
         Command::Schedule { api, command } => return api_exit(rota::cli::schedule::run(&api, &command)),
@@ -231,13 +239,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// API commands: the error's own lines on stderr and exit 1 (usage errors exit 2 in clap).
+/// Client commands: the error's own lines on stderr; exit 2 for a usage error (as clap's own),
+/// 1 for any other.
 fn api_exit(result: Result<(), CliError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", e.render());
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

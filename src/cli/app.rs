@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::client::{ApiArgs, CliError, Client};
+use super::flags;
 use super::table::{self, Table};
 use super::{items, list_pages, parse_json, parse_pair, print_json, resolve_app as resolve};
 
@@ -24,26 +25,73 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 /// `rota app` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AppCommand {
-    /// Create an application (it starts `stopped`; `rota app start` runs it).
+    /// Create an application (it starts `stopped`).
+    #[command(after_help = "\
+Examples:
+  $ rota app create web --driver process --spec '{\"command\": [\"sleep\", \"600\"]}'
+  $ rota app create report --driver noop --selector dc=dc1 --traffic-group billing
+  $ rota app create scratch --driver noop
+
+An application runs in one of two ways: `rota app start` runs it for good on its owning node
+(a `process` child, a service a `shell` or `http` spec manages); as the handler of jobs
+(`rota task submit run --app NAME`, schedules) it needs no start.")]
     Create(CreateArgs),
     /// List applications.
+    #[command(after_help = "\
+Examples:
+  $ rota app list
+  $ rota app list --state running --all")]
     List(ListArgs),
-    /// Show an application and its recent events.
+    /// Show an application (every field the API has) and its recent events.
+    #[command(after_help = "\
+Examples:
+  $ rota app show web
+  $ rota app show 1 --json")]
     Show {
         /// Application id or name.
         app: String,
     },
+    /// Change an application: spec, selector, restart policy, max restarts, monitor interval,
+    /// traffic group (what is not given stays as it is).
+    #[command(after_help = "\
+Examples:
+  $ rota app update web --restart-policy on_failure --max-restarts 5 --monitor-interval-ms 1000
+  $ rota app update web --spec '{\"command\": [\"sleep\", \"300\"]}'
+  $ rota app update report --clear-selector --clear-traffic-group
+
+A new spec replaces the whole spec. Secret fields are shown as \"***\" (`rota app show`);
+\"***\" sent back at a secret field keeps the stored value, so a spec read with
+`rota app show NAME --json` can be edited and given to --spec-file as it is.
+A running `process` application keeps its process until it is restarted.")]
+    Update(UpdateArgs),
     /// Ask the owning node to start the application.
+    #[command(after_help = "\
+Examples:
+  $ rota app start web --wait")]
     Start(CommandArgs),
     /// Ask the owning node to stop the application.
+    #[command(after_help = "\
+Examples:
+  $ rota app stop web --wait --timeout 30")]
     Stop(CommandArgs),
     /// Ask the owning node to stop, then start the application.
+    #[command(after_help = "\
+Examples:
+  $ rota app restart web")]
     Restart(CommandArgs),
     /// Delete an application (it must be stopped unless --force).
+    #[command(after_help = "\
+Examples:
+  $ rota app delete scratch
+  $ rota app delete web --force")]
     Delete {
         /// Application id or name.
         app: String,
-        /// Delete even if it is not stopped (the node stops managing it; nothing is stopped).
+        /// Delete it even when it is not stopped. Its owning node notices at its next status
+        /// check of the application (the application's monitor interval; 5 s by default), stops
+        /// what it runs there (a `process` child is stopped; a `shell` or `http` spec's `stop` is
+        /// called) and logs it; the `app.deleted` event says "(forced)", and no later event is
+        /// recorded for it.
         #[arg(long)]
         force: bool,
     },
@@ -57,12 +105,8 @@ pub struct CreateArgs {
     /// Driver: noop, process, shell or http.
     #[arg(long, value_name = "DRIVER")]
     pub driver: String,
-    /// Driver spec as JSON, e.g. '{"command": "sleep", "args": ["60"]}'.
-    #[arg(long, value_name = "JSON", value_parser = parse_json, conflicts_with = "spec_file")]
-    pub spec: Option<Value>,
-    /// Read the driver spec (JSON) from a file.
-    #[arg(long, value_name = "FILE")]
-    pub spec_file: Option<PathBuf>,
+    #[command(flatten)]
+    spec: SpecArgs,
     /// Run only on nodes with this label, key=value (repeatable).
     #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_pair)]
     pub selector: Vec<(String, String)>,
@@ -75,6 +119,73 @@ pub struct CreateArgs {
     /// How often the owner checks the application (default: the node's setting).
     #[arg(long, value_name = "MS")]
     pub monitor_interval_ms: Option<i32>,
+    /// Traffic group: the traffic policy of that name picks the side (datacenter) it and its
+    /// jobs run in (`rota traffic set`).
+    #[arg(long, value_name = "GROUP")]
+    pub traffic_group: Option<String>,
+}
+
+/// `--spec` / `--spec-file`, shared by create and update.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpecArgs {
+    /// Driver spec as JSON, e.g. '{"command": ["sleep", "60"]}' for `process` (docs/drivers.md).
+    #[arg(long, value_name = "JSON", value_parser = parse_json, conflicts_with = "spec_file")]
+    pub spec: Option<Value>,
+    /// Read the driver spec (JSON) from a file.
+    #[arg(long, value_name = "FILE")]
+    pub spec_file: Option<PathBuf>,
+}
+
+impl SpecArgs {
+    /// The spec given, if any; a file that cannot be read or is not JSON is a usage error.
+    fn read(&self) -> Result<Option<Value>, CliError> {
+        match (&self.spec, &self.spec_file) {
+            (Some(spec), _) => Ok(Some(spec.clone())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Usage(format!("cannot read --spec-file {}: {e}", path.display())))?;
+                parse_json(&text).map(Some).map_err(|e| CliError::Usage(format!("--spec-file {}: {e}", path.display())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// `rota app update`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args([
+    "spec", "spec_file", "selector", "clear_selector", "restart_policy", "max_restarts",
+    "monitor_interval_ms", "default_monitor_interval", "traffic_group", "clear_traffic_group",
+])))]
+pub struct UpdateArgs {
+    /// Application id or name.
+    pub app: String,
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Run only on nodes with these labels, key=value (repeatable; replaces the whole selector).
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub selector: Vec<(String, String)>,
+    /// Remove the selector (run on any node).
+    #[arg(long, conflicts_with = "selector")]
+    pub clear_selector: bool,
+    /// never, on_failure or always.
+    #[arg(long, value_name = "POLICY")]
+    pub restart_policy: Option<String>,
+    /// Restarts allowed before the application is left `failed`.
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<i32>,
+    /// How often the owner checks the application.
+    #[arg(long, value_name = "MS")]
+    pub monitor_interval_ms: Option<i32>,
+    /// Check it as often as the node's setting says (`dispatch.monitor_interval_ms`).
+    #[arg(long, conflicts_with = "monitor_interval_ms")]
+    pub default_monitor_interval: bool,
+    /// Traffic group (a traffic policy of that name picks where it runs).
+    #[arg(long, value_name = "GROUP")]
+    pub traffic_group: Option<String>,
+    /// Leave its traffic group (only its selector places it).
+    #[arg(long, conflicts_with = "traffic_group")]
+    pub clear_traffic_group: bool,
 }
 
 /// `rota app list`.
@@ -114,26 +225,21 @@ pub struct CommandArgs {
 pub fn run(api: &ApiArgs, command: &AppCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     match command {
-        AppCommand::Create(args) => create(&client, api.json, args),
-        AppCommand::List(args) => list(&client, api.json, args),
+        AppCommand::Create(args) => create(&client, api.json, args).map_err(|e| e.with_flags(flags::APP_CREATE)),
+        AppCommand::List(args) => list(&client, api.json, args).map_err(|e| e.with_flags(flags::APP_LIST)),
         AppCommand::Show { app } => show(&client, api.json, app),
+        AppCommand::Update(args) => update(&client, api.json, args).map_err(|e| e.with_flags(flags::APP_UPDATE)),
         AppCommand::Start(args) => command_and_wait(&client, api.json, "start", args),
         AppCommand::Stop(args) => command_and_wait(&client, api.json, "stop", args),
         AppCommand::Restart(args) => command_and_wait(&client, api.json, "restart", args),
-        AppCommand::Delete { app, force } => delete(&client, api.json, app, *force),
+        AppCommand::Delete { app, force } => {
+            delete(&client, api.json, app, *force).map_err(|e| e.with_flags(flags::APP_DELETE))
+        }
     }
 }
 
 fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError> {
-    let spec = match (&args.spec, &args.spec_file) {
-        (Some(spec), _) => spec.clone(),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Input(format!("cannot read --spec-file {}: {e}", path.display())))?;
-            parse_json(&text).map_err(|e| CliError::Input(format!("--spec-file {}: {e}", path.display())))?
-        }
-        (None, None) => json!({}),
-    };
+    let spec = args.spec.read()?.unwrap_or_else(|| json!({}));
     let mut body = json!({
         "name": args.name,
         "driver": args.driver,
@@ -149,18 +255,67 @@ fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError
     if let Some(n) = args.monitor_interval_ms {
         body["monitor_interval_ms"] = json!(n);
     }
+    if let Some(g) = &args.traffic_group {
+        body["traffic_group"] = json!(g);
+    }
     let app = client.post("/api/v1/apps", Some(&body))?;
     if json {
         return print_json(&app);
     }
+    let name = table::cell(&app["name"]);
     println!(
-        "created application {} `{}` ({}, {}); start it with: rota app start {}",
+        "created application {} `{name}` ({}, {})\n\
+         run it: rota app start {name}   (not needed when it only handles jobs: rota task submit run --app {name})",
         table::cell(&app["id"]),
-        table::cell(&app["name"]),
         table::cell(&app["driver"]),
         table::cell(&app["state"]),
-        table::cell(&app["id"]),
     );
+    Ok(())
+}
+
+/// The PATCH body of `rota app update`: only what was given. The spec is sent as given (a
+/// `"***"` in it keeps a stored secret, docs/api.md#secrets).
+fn update_body(args: &UpdateArgs, spec: Option<Value>) -> Value {
+    let mut body = json!({});
+    if let Some(spec) = spec {
+        body["spec"] = spec;
+    }
+    if !args.selector.is_empty() {
+        body["selector"] = json!(args.selector.iter().cloned().collect::<BTreeMap<_, _>>());
+    }
+    if args.clear_selector {
+        body["selector"] = json!({});
+    }
+    if let Some(p) = &args.restart_policy {
+        body["restart_policy"] = json!(p);
+    }
+    if let Some(n) = args.max_restarts {
+        body["max_restarts"] = json!(n);
+    }
+    if let Some(n) = args.monitor_interval_ms {
+        body["monitor_interval_ms"] = json!(n);
+    }
+    if args.default_monitor_interval {
+        body["monitor_interval_ms"] = Value::Null;
+    }
+    if let Some(g) = &args.traffic_group {
+        body["traffic_group"] = json!(g);
+    }
+    if args.clear_traffic_group {
+        body["traffic_group"] = Value::Null;
+    }
+    body
+}
+
+fn update(client: &Client, json: bool, args: &UpdateArgs) -> Result<(), CliError> {
+    let spec = args.spec.read()?;
+    let id = resolve(client, &args.app)?;
+    let app = client.patch(&format!("/api/v1/apps/{id}"), &update_body(args, spec))?;
+    if json {
+        return print_json(&app);
+    }
+    println!("updated application {id} `{}`", table::cell(&app["name"]));
+    print!("{}", render_app(&app));
     Ok(())
 }
 
@@ -204,6 +359,38 @@ fn show(client: &Client, json: bool, app: &str) -> Result<(), CliError> {
     if json {
         return print_json(&a);
     }
+    print!("{}", render_app(&a));
+    let events = a["recent_events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    println!("\nrecent events:");
+    print!("{}", super::cluster::events_table(events).render());
+    Ok(())
+}
+
+/// The keys of an application document that [`render_app`] prints in its own lines.
+const SHOWN: &[&str] = &[
+    "id",
+    "name",
+    "driver",
+    "state",
+    "desired_state",
+    "owner_node",
+    "owner_epoch",
+    "restart_count",
+    "max_restarts",
+    "restart_policy",
+    "monitor_interval_ms",
+    "selector",
+    "traffic_group",
+    "spec",
+    "last_error",
+    "created_at",
+    "updated_at",
+    "recent_events",
+];
+
+/// An application as `key: value` lines: every field the API sends, those it adds after this
+/// CLI was built too (under their API names), so `show` never hides one.
+pub fn render_app(a: &Value) -> String {
     let restarts = format!(
         "{} of {} ({})",
         table::cell(&a["restart_count"]),
@@ -211,28 +398,33 @@ fn show(client: &Client, json: bool, app: &str) -> Result<(), CliError> {
         table::cell(&a["restart_policy"])
     );
     let owner = format!("{} (epoch {})", table::cell(&a["owner_node"]), table::cell(&a["owner_epoch"]));
-    print!(
-        "{}",
-        table::fields(&[
-            ("id", table::cell(&a["id"])),
-            ("name", table::cell(&a["name"])),
-            ("driver", table::cell(&a["driver"])),
-            ("state", table::cell(&a["state"])),
-            ("desired", table::cell(&a["desired_state"])),
-            ("owner", owner),
-            ("restarts", restarts),
-            ("monitor every", a["monitor_interval_ms"].as_i64().map_or("node default".into(), |ms| format!("{ms} ms"))),
-            ("selector", table::labels(&a["selector"])),
-            ("spec", a["spec"].to_string()),
-            ("last error", table::cell(&a["last_error"])),
-            ("created", table::cell(&a["created_at"])),
-            ("updated", table::cell(&a["updated_at"])),
-        ])
-    );
-    let events = a["recent_events"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    println!("\nrecent events:");
-    print!("{}", super::cluster::events_table(events).render());
-    Ok(())
+    let mut pairs = vec![
+        ("id", table::cell(&a["id"])),
+        ("name", table::cell(&a["name"])),
+        ("driver", table::cell(&a["driver"])),
+        ("state", table::cell(&a["state"])),
+        ("desired", table::cell(&a["desired_state"])),
+        ("owner", owner),
+        ("restarts", restarts),
+        ("monitor every", a["monitor_interval_ms"].as_i64().map_or("node default".into(), |ms| format!("{ms} ms"))),
+        ("selector", table::labels(&a["selector"])),
+        ("traffic group", table::cell(&a["traffic_group"])),
+        ("spec", a["spec"].to_string()),
+        ("last error", table::cell(&a["last_error"])),
+        ("created", table::cell(&a["created_at"])),
+        ("updated", table::cell(&a["updated_at"])),
+    ];
+    let others: Vec<(String, String)> = a
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| !SHOWN.contains(&k.as_str()))
+                .map(|(k, v)| (k.replace('_', " "), table::cell(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.extend(others.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    table::fields(&pairs)
 }
 
 fn delete(client: &Client, json: bool, app: &str, force: bool) -> Result<(), CliError> {
@@ -360,6 +552,41 @@ mod tests {
         assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "starting"}), "running"), Verdict::Wait);
         assert_eq!(judge(1, &json!({"status": "succeeded"}), &running, "running"), Verdict::Done);
         assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "stopped"}), "stopped"), Verdict::Done);
+    }
+
+    fn update_args(extra: &[&str]) -> UpdateArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            u: UpdateArgs,
+        }
+        let mut argv = vec!["x", "web"];
+        argv.extend_from_slice(extra);
+        P::try_parse_from(argv).map(|p| p.u).unwrap()
+    }
+
+    #[test]
+    fn update_sends_only_what_was_given() {
+        let a = update_args(&["--max-restarts", "5", "--traffic-group", "billing", "--selector", "dc=dc1"]);
+        assert_eq!(
+            update_body(&a, None),
+            json!({"max_restarts": 5, "traffic_group": "billing", "selector": {"dc": "dc1"}})
+        );
+        let a = update_args(&["--clear-traffic-group", "--clear-selector", "--default-monitor-interval"]);
+        assert_eq!(update_body(&a, None), json!({"traffic_group": null, "selector": {}, "monitor_interval_ms": null}));
+        // The spec goes as the user gave it, placeholders included.
+        let spec = json!({"command": ["x"], "env": {"K": "***"}});
+        assert_eq!(update_body(&update_args(&["--restart-policy", "always"]), Some(spec.clone()))["spec"], spec);
+    }
+
+    #[test]
+    fn show_prints_every_field() {
+        let a = json!({"id": 1, "name": "web", "traffic_group": "billing", "new_field": 7, "recent_events": []});
+        let text = render_app(&a);
+        assert!(text.contains("traffic group: billing"), "{text}");
+        assert!(text.contains("new field:") && text.contains(" 7"), "{text}");
+        assert!(!text.contains("recent events"), "{text}");
     }
 
     #[test]

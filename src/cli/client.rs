@@ -46,30 +46,74 @@ pub enum CliError {
         status: u16,
         /// `error.code` (`not_found`, `invalid`, …).
         code: String,
-        /// `error.message`.
+        /// `error.message`; empty when it only joined the fields' messages (they are printed
+        /// instead, so nothing is said twice).
         message: String,
-        /// `error.fields[]` as (field, message).
+        /// `error.fields[]` as (field, message): the API's field names until
+        /// [`CliError::with_flags`] names them by the flags that set them.
         fields: Vec<(String, String)>,
     },
+    /// A flag's value the CLI checks itself before it asks the node (an unreadable
+    /// `--spec-file`, nothing to change): exit 2, like clap's own usage errors.
+    Usage(String),
     /// The request failed after connecting, or the answer was not the JSON expected.
     Transport(String),
-    /// Bad local input the flags could not check (an unreadable file, an unknown name).
+    /// A name that resolves to nothing (`rota app show web` with no application `web`).
     Input(String),
     /// The command ran but its outcome was a failure (a task failed, a wait timed out).
     Failed(String),
 }
 
 impl CliError {
-    /// The lines for stderr: `error: …`, then each invalid field, then a hint where one helps.
+    /// The process's exit code: 2 for a usage error (the command line is wrong; the README's
+    /// promise, the same as clap's), 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The same error with the API's field names replaced by the flags of the command that sent
+    /// them ([`super::flags`]), so the message says what to type.
+    pub fn with_flags(self, flags: &[super::flags::Flag]) -> CliError {
+        match self {
+            CliError::Api { status, code, message, fields } => CliError::Api {
+                status,
+                code,
+                message: super::flags::rewrite(&message, flags),
+                fields: fields
+                    .into_iter()
+                    .map(|(f, m)| {
+                        // A field's own name in its message stays a word: the flag leads the line.
+                        let others: Vec<_> = flags.iter().copied().filter(|fl| fl.api != f).collect();
+                        (super::flags::field(&f, flags), super::flags::rewrite(&m, &others))
+                    })
+                    .collect(),
+            },
+            other => other,
+        }
+    }
+
+    /// The lines for stderr, each thing said once: `error: …` (the message, or the one invalid
+    /// field), then each invalid field when there are several, then a hint where one helps.
     pub fn render(&self) -> String {
         match self {
             CliError::Unreachable { url, reason } => {
                 format!("error: cannot reach the Rota node at {url} (is it running? set --url or ROTA_URL)\n  cause: {reason}")
             }
             CliError::Api { status, message, fields, .. } => {
-                let mut out = format!("error: {message}");
-                for (field, msg) in fields {
-                    out.push_str(&format!("\n  {field}: {msg}"));
+                let mut out = match (message.is_empty(), fields.as_slice()) {
+                    (true, [(field, msg)]) => format!("error: {field}: {msg}"),
+                    (true, _) => "error: the node refused these values (nothing was changed):".to_string(),
+                    (false, _) => format!("error: {message}"),
+                };
+                if message.is_empty() && fields.len() == 1 {
+                    // Said on the first line.
+                } else {
+                    for (field, msg) in fields {
+                        out.push_str(&format!("\n  {field}: {msg}"));
+                    }
                 }
                 match status {
                     401 => out.push_str("\nhint: set --token or ROTA_TOKEN to one of the node's API tokens ([api] tokens)"),
@@ -78,7 +122,9 @@ impl CliError {
                 }
                 out
             }
-            CliError::Transport(m) | CliError::Input(m) | CliError::Failed(m) => format!("error: {m}"),
+            CliError::Transport(m) | CliError::Input(m) | CliError::Failed(m) | CliError::Usage(m) => {
+                format!("error: {m}")
+            }
         }
     }
 }
@@ -221,7 +267,7 @@ fn parse_answer(status: u16, text: &str) -> Result<Value, CliError> {
     let err = &body["error"];
     let message =
         err["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("the node answered HTTP {status}"));
-    let fields = err["fields"]
+    let fields: Vec<(String, String)> = err["fields"]
         .as_array()
         .map(|fs| {
             fs.iter()
@@ -231,6 +277,9 @@ fn parse_answer(status: u16, text: &str) -> Result<Value, CliError> {
                 .collect()
         })
         .unwrap_or_default();
+    // The API's message for invalid fields is the fields' messages joined: print those instead.
+    let joined = fields.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
+    let message = if !fields.is_empty() && message == joined { String::new() } else { message };
     Err(CliError::Api { status, code: err["code"].as_str().unwrap_or("").to_string(), message, fields })
 }
 
@@ -245,12 +294,42 @@ mod tests {
     }
 
     #[test]
-    fn api_errors_keep_message_and_fields() {
+    fn api_errors_say_each_thing_once() {
         let body = r#"{"error":{"code":"invalid","message":"spec.command: required","fields":[{"field":"spec.command","message":"required"}]}}"#;
-        let err = parse_answer(422, body).unwrap_err();
-        let text = err.render();
-        assert!(text.starts_with("error: spec.command: required"), "{text}");
-        assert!(text.contains("\n  spec.command: required"), "{text}");
+        let text = parse_answer(422, body).unwrap_err().render();
+        assert_eq!(text, "error: spec.command: required");
+
+        let body = r#"{"error":{"code":"invalid","message":"a: x; b: y","fields":[{"field":"a","message":"x"},{"field":"b","message":"y"}]}}"#;
+        let text = parse_answer(422, body).unwrap_err().render();
+        assert_eq!(text, "error: the node refused these values (nothing was changed):\n  a: x\n  b: y");
+
+        // A message that says more than its fields is kept, and the fields follow.
+        let body = r#"{"error":{"code":"invalid","message":"bad spec","fields":[{"field":"a","message":"x"}]}}"#;
+        assert_eq!(parse_answer(422, body).unwrap_err().render(), "error: bad spec\n  a: x");
+        let body = r#"{"error":{"code":"not_found","message":"no application with id 1"}}"#;
+        assert_eq!(parse_answer(404, body).unwrap_err().render(), "error: no application with id 1");
+    }
+
+    #[test]
+    fn fields_are_named_by_their_flags() {
+        use crate::cli::flags;
+        let body = r#"{"error":{"code":"invalid","message":"shard_total: only with routing `sharding`","fields":[{"field":"shard_total","message":"only with routing `sharding`"}]}}"#;
+        let err = parse_answer(422, body).unwrap_err().with_flags(flags::TASK_SUBMIT);
+        assert_eq!(err.render(), "error: --shards: only with --routing `sharding`");
+        let body = r#"{"error":{"code":"invalid","message":"driver: unknown driver `docker`","fields":[{"field":"driver","message":"unknown driver `docker`"}]}}"#;
+        let err = parse_answer(422, body).unwrap_err().with_flags(flags::APP_CREATE);
+        assert_eq!(err.render(), "error: --driver: unknown driver `docker`");
+        let body =
+            r#"{"error":{"code":"conflict","message":"not stopped: stop it first, or delete with ?force=true"}}"#;
+        let err = parse_answer(409, body).unwrap_err().with_flags(flags::APP_DELETE);
+        assert_eq!(err.render(), "error: not stopped: stop it first, or delete with --force");
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(CliError::Input("x".into()).exit_code(), 1);
+        assert_eq!(parse_answer(422, r#"{"error":{"code":"invalid","message":"m"}}"#).unwrap_err().exit_code(), 1);
     }
 
     #[test]

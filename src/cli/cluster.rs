@@ -10,6 +10,7 @@
 use serde_json::Value;
 
 use super::client::{ApiArgs, CliError, Client};
+use super::flags;
 use super::table::{self, Table};
 use super::{items, parse_pair, print_json};
 
@@ -17,8 +18,16 @@ use super::{items, parse_pair, print_json};
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Members with labels and weights, this node's status, the epoch.
+    #[command(after_help = "\
+Examples:
+  $ rota cluster status
+  $ rota cluster status --json")]
     Status,
     /// Which node owns KEY (an application or task id) on this node's ring, and why.
+    #[command(after_help = "\
+Examples:
+  $ rota cluster owner 1
+  $ rota cluster owner 1 --selector dc=dc1")]
     Owner {
         /// The key, e.g. an application id.
         key: String,
@@ -28,6 +37,13 @@ pub enum ClusterCommand {
     },
     /// Take NODE out of the ring gracefully (send it to that node's --url): its applications move
     /// to the others. `--undo` brings it back.
+    #[command(after_help = "\
+Examples:
+  $ rota cluster drain node-1 --wait
+  $ rota cluster drain node-1 --undo
+
+Send it to the node drained (--url or ROTA_URL); another node answers with that node's address.
+Only nodes on etcd can drain: a standalone node has nobody to hand its work to.")]
     Drain {
         /// The node id.
         node: String,
@@ -68,7 +84,9 @@ pub fn run(api: &ApiArgs, command: &ClusterCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     match command {
         ClusterCommand::Status => status(&client, api.json),
-        ClusterCommand::Owner { key, selector } => owner(&client, api.json, key, selector),
+        ClusterCommand::Owner { key, selector } => {
+            owner(&client, api.json, key, selector).map_err(|e| e.with_flags(flags::OWNER))
+        }
         ClusterCommand::Drain { node, undo, wait, timeout } => drain(&client, api.json, node, *undo, *wait, *timeout),
     }
 }
@@ -190,6 +208,10 @@ fn owner(client: &Client, json: bool, key: &str, selector: &[(String, String)]) 
 
 /// Run `rota events`.
 pub fn events(api: &ApiArgs, args: &EventsArgs) -> Result<(), CliError> {
+    list_events(api, args).map_err(|e| e.with_flags(flags::EVENTS))
+}
+
+fn list_events(api: &ApiArgs, args: &EventsArgs) -> Result<(), CliError> {
     let client = Client::new(api);
     let mut query = Vec::new();
     if let Some(app) = &args.app {

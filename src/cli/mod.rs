@@ -8,6 +8,7 @@
 pub mod app;
 pub mod client;
 pub mod cluster;
+pub mod flags;
 pub mod ring;
 pub mod schedule;
 pub mod table;
@@ -54,7 +55,7 @@ pub fn items(page: &Value) -> &[Value] {
 
 /// Parse `key=value` for repeatable selector flags (the same rule as node labels).
 pub fn parse_pair(s: &str) -> Result<(String, String), String> {
-    crate::config::parse_label(s)
+    crate::config::parse_label(s).map_err(|e| format!("{e} (write key=value, e.g. dc=dc1)"))
 }
 
 /// Parse a JSON flag value (`--spec`, `--payload`): usage errors name the problem.

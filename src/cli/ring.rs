@@ -9,7 +9,7 @@
 //! It must never hold logic the ring needs elsewhere: anything a node needs at
 //! run time lives in `crate::ring`.
 
-use anyhow::{bail, Context as _};
+use super::client::CliError;
 
 use crate::ring::simulate::MAX_SIMULATED_KEYS;
 use crate::ring::{SimulateParams, DEFAULT_VNODES, MAX_MEMBERS};
@@ -17,6 +17,10 @@ use crate::ring::{SimulateParams, DEFAULT_VNODES, MAX_MEMBERS};
 /// Simulate the ring for N nodes: balance, keys moved on join and leave,
 /// memory, build and lookup time (`rota ring simulate`).
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Examples:
+  $ rota ring simulate --nodes 10 --keys 100000
+  $ rota ring simulate --nodes 4 --weights 1,1,2,4 --keys 100000 --json")]
 pub struct SimulateArgs {
     /// Number of nodes (named node-1..node-N).
     #[arg(long, default_value_t = 10)]
@@ -36,45 +40,48 @@ pub struct SimulateArgs {
 }
 
 /// Runs `rota ring simulate`: prints the table, or with `--json` exactly one
-/// JSON object on stdout.
-pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
-    let params = validate(args)?;
-    let report = crate::ring::simulate(&params).context("ring simulation failed")?;
+/// JSON object on stdout. Flags out of range are usage errors (exit 2).
+pub fn simulate(args: &SimulateArgs) -> Result<(), CliError> {
+    let params = validate(args).map_err(CliError::Usage)?;
+    let report =
+        crate::ring::simulate(&params).map_err(|e| CliError::Failed(format!("ring simulation failed: {e}")))?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).context("could not encode the report as JSON")?);
+        let text = serde_json::to_string(&report)
+            .map_err(|e| CliError::Failed(format!("could not encode the report as JSON: {e}")))?;
+        println!("{text}");
     } else {
         print!("{}", report.render_table());
     }
     Ok(())
 }
 
-/// Checks the flags and turns them into simulator parameters.
-fn validate(args: &SimulateArgs) -> anyhow::Result<SimulateParams> {
+/// Checks the flags and turns them into simulator parameters; the error names the flag.
+fn validate(args: &SimulateArgs) -> Result<SimulateParams, String> {
     if args.nodes == 0 {
-        bail!("--nodes must be at least 1 (got 0)");
+        return Err("--nodes must be at least 1 (got 0)".to_string());
     }
     // u32 always fits usize on the 32- and 64-bit targets Rota builds for.
     let nodes = usize::try_from(args.nodes).unwrap_or(usize::MAX);
     let max_nodes = MAX_MEMBERS - 1;
     if nodes > max_nodes {
-        bail!("--nodes must be at most {max_nodes} (got {})", args.nodes);
+        return Err(format!("--nodes must be at most {max_nodes} (got {})", args.nodes));
     }
     if args.vnodes == 0 {
-        bail!("--vnodes must be at least 1 (got 0); the default is {DEFAULT_VNODES}");
+        return Err(format!("--vnodes must be at least 1 (got 0); the default is {DEFAULT_VNODES}"));
     }
     if args.keys == 0 || args.keys > MAX_SIMULATED_KEYS {
-        bail!("--keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})", args.keys);
+        return Err(format!("--keys must be between 1 and {MAX_SIMULATED_KEYS} (got {})", args.keys));
     }
     if let Some(weights) = &args.weights {
         if weights.len() != nodes {
-            bail!(
+            return Err(format!(
                 "--weights has {} entries but --nodes is {}: give exactly one weight per node, in node order (e.g. --nodes 3 --weights 1,1,2)",
                 weights.len(),
                 args.nodes
-            );
+            ));
         }
         if weights.iter().all(|&w| w == 0) {
-            bail!("--weights are all 0: at least one node must have a weight above 0");
+            return Err("--weights are all 0: at least one node must have a weight above 0".to_string());
         }
     }
     Ok(SimulateParams { nodes: args.nodes, vnodes: args.vnodes, keys: args.keys, weights: args.weights.clone() })
@@ -91,7 +98,7 @@ mod tests {
     #[test]
     fn weights_must_match_nodes() {
         let a = SimulateArgs { weights: Some(vec![1, 2]), ..args() };
-        let err = validate(&a).unwrap_err().to_string();
+        let err = validate(&a).unwrap_err();
         assert!(err.contains("--weights has 2 entries but --nodes is 3"), "{err}");
     }
 
@@ -102,7 +109,7 @@ mod tests {
             (SimulateArgs { vnodes: 0, ..args() }, "--vnodes"),
             (SimulateArgs { keys: 0, ..args() }, "--keys"),
         ] {
-            let err = validate(&a).unwrap_err().to_string();
+            let err = validate(&a).unwrap_err();
             assert!(err.starts_with(flag), "{err}");
         }
     }

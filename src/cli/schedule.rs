@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use super::client::{ApiArgs, CliError, Client};
+use super::flags;
 use super::table::{self, Table};
 use super::{items, list_pages, parse_json, print_json};
 
@@ -16,8 +17,16 @@ use super::{items, list_pages, parse_json, print_json};
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ScheduleCommand {
     /// Create a schedule: a cron expression (seconds first, UTC) or a fixed rate.
+    #[command(after_help = "\
+Examples:
+  $ rota schedule create tick --every 10s --app report --routing round_robin
+  $ rota schedule create nightly --cron '0 0 2 * * *' --app report --routing sharding --shards 4 --misfire skip
+  $ rota schedule create later --every 5m --paused --misfire-grace 30s --timeout 10s --max-attempts 5")]
     Create(CreateArgs),
     /// List schedules.
+    #[command(after_help = "\
+Examples:
+  $ rota schedule list")]
     List {
         /// Page size (1..=500; the API's default is 50).
         #[arg(long, value_name = "N")]
@@ -27,21 +36,33 @@ pub enum ScheduleCommand {
         all: bool,
     },
     /// Show a schedule and its recent firings.
+    #[command(after_help = "\
+Examples:
+  $ rota schedule show tick")]
     Show {
         /// Schedule id or name.
         schedule: String,
     },
     /// Stop firing (fire times while paused are not misfires: resume starts from the next one).
+    #[command(after_help = "\
+Examples:
+  $ rota schedule pause tick")]
     Pause {
         /// Schedule id or name.
         schedule: String,
     },
     /// Fire again, from the next fire time after now.
+    #[command(after_help = "\
+Examples:
+  $ rota schedule resume tick")]
     Resume {
         /// Schedule id or name.
         schedule: String,
     },
     /// Delete a schedule and its firing history (its tasks stay).
+    #[command(after_help = "\
+Examples:
+  $ rota schedule delete tick")]
     Delete {
         /// Schedule id or name.
         schedule: String,
@@ -112,8 +133,12 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
 pub fn run(api: &ApiArgs, command: &ScheduleCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     match command {
-        ScheduleCommand::Create(args) => create(&client, api.json, args),
-        ScheduleCommand::List { limit, all } => list(&client, api.json, *limit, *all),
+        ScheduleCommand::Create(args) => {
+            create(&client, api.json, args).map_err(|e| e.with_flags(flags::SCHEDULE_CREATE))
+        }
+        ScheduleCommand::List { limit, all } => {
+            list(&client, api.json, *limit, *all).map_err(|e| e.with_flags(flags::LIMIT))
+        }
         ScheduleCommand::Show { schedule } => {
             let id = resolve(&client, schedule)?;
             let s = client.get(&format!("/api/v1/schedules/{id}"), &[])?;

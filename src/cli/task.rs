@@ -10,27 +10,48 @@
 use serde_json::{json, Value};
 
 use super::client::{ApiArgs, CliError, Client};
+use super::flags;
 use super::table::{self, Table};
-use super::{items, list_pages, parse_json, parse_time, print_json};
+use super::{items, list_pages, parse_json, parse_pair, parse_time, print_json};
 
 /// `rota task` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TaskCommand {
     /// Submit a task (start, stop, restart, run, …).
+    #[command(after_help = "\
+Examples:
+  $ rota task submit run --app report --payload '{\"date\": \"2030-01-01\"}'
+  $ rota task submit run --run-after 2099-01-01T00:00:00Z --idempotency-key nightly-2099-01-01
+  $ rota task submit run --app report --routing sharding --shards 4 --timeout-ms 60000
+  $ rota task submit restart --app report --priority 10")]
     Submit(SubmitArgs),
     /// List tasks, oldest first.
+    #[command(after_help = "\
+Examples:
+  $ rota task list --status pending
+  $ rota task list --app report --since 2026-01-01T00:00:00Z --all")]
     List(ListArgs),
     /// Show one task.
+    #[command(after_help = "\
+Examples:
+  $ rota task show 4
+  $ rota task show 4 --json")]
     Show {
         /// Task id.
         id: i64,
     },
     /// Cancel a pending task.
+    #[command(after_help = "\
+Examples:
+  $ rota task cancel 5")]
     Cancel {
         /// Task id.
         id: i64,
     },
     /// The children of a fan-out or map job: where each ran and how it ended.
+    #[command(after_help = "\
+Examples:
+  $ rota task children 6")]
     Children {
         /// The parent task id.
         id: i64,
@@ -71,8 +92,8 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<i32>,
     /// Jobs: a label the executing node must have, `key=value` (repeatable).
-    #[arg(long = "selector", value_name = "KEY=VALUE")]
-    pub selector: Vec<String>,
+    #[arg(long = "selector", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub selector: Vec<(String, String)>,
     /// A child of this running map / map_reduce job.
     #[arg(long, value_name = "ID")]
     pub parent: Option<i64>,
@@ -108,8 +129,8 @@ pub struct ListArgs {
 pub fn run(api: &ApiArgs, command: &TaskCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     match command {
-        TaskCommand::Submit(args) => submit(&client, api.json, args),
-        TaskCommand::List(args) => list(&client, api.json, args),
+        TaskCommand::Submit(args) => submit(&client, api.json, args).map_err(|e| e.with_flags(flags::TASK_SUBMIT)),
+        TaskCommand::List(args) => list(&client, api.json, args).map_err(|e| e.with_flags(flags::TASK_LIST)),
         TaskCommand::Show { id } => {
             let task = client.get(&format!("/api/v1/tasks/{id}"), &[])?;
             if api.json {
@@ -181,14 +202,7 @@ fn submit(client: &Client, json: bool, args: &SubmitArgs) -> Result<(), CliError
         body["timeout_ms"] = json!(ms);
     }
     if !args.selector.is_empty() {
-        let mut sel = serde_json::Map::new();
-        for pair in &args.selector {
-            let Some((k, v)) = pair.split_once('=') else {
-                return Err(CliError::Input(format!("--selector `{pair}`: expected key=value, e.g. --selector dc=eu")));
-            };
-            sel.insert(k.to_string(), json!(v));
-        }
-        body["selector"] = Value::Object(sel);
+        body["selector"] = json!(args.selector.iter().cloned().collect::<std::collections::BTreeMap<_, _>>());
     }
     if let Some(p) = args.parent {
         body["parent_id"] = json!(p);

@@ -7,22 +7,38 @@
 use serde_json::{json, Value};
 
 use super::client::{ApiArgs, CliError, Client};
+use super::flags;
 use super::table::{self, Table};
 use super::{items, print_json};
 
 /// `rota traffic` subcommands.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TrafficCommand {
+    /// Set (or replace) a group's policy: where it runs, where it fails over to, a split.
+    #[command(after_help = "\
+Examples:
+  $ rota traffic set billing --preferred dc1 --backup dc2 --reason \"initial placement\"
+  $ rota traffic set billing --preferred dc2 --backup dc1 --percent 90 --reason \"move 10% back to dc1 (canary)\"
+
+Applications join a group with `rota app create|update NAME --traffic-group GROUP`.")]
+    Set(SetArgs),
     /// Every policy: the share each side gets now, and its live nodes.
+    #[command(after_help = "\
+Examples:
+  $ rota traffic list")]
     List,
     /// One group's policy.
+    #[command(after_help = "\
+Examples:
+  $ rota traffic show billing")]
     Show {
         /// Traffic group.
         group: String,
     },
-    /// Set (or replace) a group's policy: where it runs, where it fails over to, a split.
-    Set(SetArgs),
     /// Remove a group's policy (its work runs wherever its selectors allow).
+    #[command(after_help = "\
+Examples:
+  $ rota traffic delete billing --reason \"back to selectors only\"")]
     Delete {
         /// Traffic group.
         group: String,
@@ -65,6 +81,10 @@ pub struct SetArgs {
 
 /// Run one `rota traffic` command.
 pub fn run(api: &ApiArgs, command: &TrafficCommand) -> Result<(), CliError> {
+    run_command(api, command).map_err(|e| e.with_flags(flags::TRAFFIC_SET))
+}
+
+fn run_command(api: &ApiArgs, command: &TrafficCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     let (policy, what) = match command {
         TrafficCommand::List => {
@@ -119,10 +139,9 @@ pub fn run(api: &ApiArgs, command: &TrafficCommand) -> Result<(), CliError> {
         return print_json(&policy);
     }
     if let Some(what) = what {
-        println!(
-            "traffic policy of group {} {what}; nodes apply it at their next reconciliation",
-            table::cell(&policy["group"])
-        );
+        // When nodes apply it depends on the database (at once on PostgreSQL, which announces
+        // it; docs/jobs.md): the message claims no timing.
+        println!("traffic policy of group {} {what}:", table::cell(&policy["group"]));
     }
     print!(
         "{}",
