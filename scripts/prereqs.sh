@@ -3,36 +3,50 @@
 #   scripts/prereqs.sh build   compilers, protoc (etcd-client), libpq, libsqlite3, sqlite3 CLI
 #   scripts/prereqs.sh test    the above + etcd, PostgreSQL, python3-venv (for schemathesis) and
 #                              libfaketime (a node started with its clock shifted, tests/serve.rs),
-#                              iproute2 and nftables (the chaos suite's network partitions)
+#                              iproute2 and nftables (the chaos suite's network partitions),
+#                              prometheus (its promtool checks /metrics and deploy/'s alerting rules)
 set -euo pipefail
 
+lean=()
 want=(build-essential pkg-config protobuf-compiler libprotobuf-dev libpq-dev libsqlite3-dev sqlite3 curl)
 if [[ "${1:-build}" == "test" ]]; then
     want+=(etcd-server postgresql libfaketime iproute2 nftables)
     # tests/hostile.rs runs schemathesis from a venv (scripts/test.sh); Debian splits venv out.
     python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
+    # Only for promtool; its recommends (node exporter, smartmontools, ipmitool, …) are not needed.
+    lean+=(prometheus)
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 missing=()
 for p in "${want[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
+done
+missing_lean=()
+for p in "${lean[@]}"; do
+    installed "$p" || missing_lean+=("$p")
 done
 
-if ((${#missing[@]})); then
+if ((${#missing[@]} + ${#missing_lean[@]})); then
     if ! command -v apt-get >/dev/null; then
-        echo "rota: please install: ${missing[*]} (no apt-get on this machine)" >&2
+        echo "rota: please install: ${missing[*]} ${missing_lean[*]} (no apt-get on this machine)" >&2
         exit 1
     fi
     sudo=""
     if [[ $(id -u) -ne 0 ]]; then
-        command -v sudo >/dev/null || { echo "rota: run as root or install sudo to install: ${missing[*]}" >&2; exit 1; }
+        command -v sudo >/dev/null || { echo "rota: run as root or install sudo to install: ${missing[*]} ${missing_lean[*]}" >&2; exit 1; }
         sudo="sudo"
     fi
-    echo "rota: installing ${missing[*]}" >&2
+    echo "rota: installing ${missing[*]} ${missing_lean[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     # Named explicitly: --no-install-recommends would silently drop libprotobuf-dev otherwise.
-    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    if ((${#missing[@]})); then
+        $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ((${#missing_lean[@]})); then
+        $sudo apt-get install -y -qq --no-install-recommends "${missing_lean[@]}" >/dev/null
+    fi
 fi
 
 if ! command -v cargo >/dev/null; then

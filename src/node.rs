@@ -172,6 +172,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     // The API's own pool: no number of requests can take the connections the node's
     // heartbeat and dispatcher need (docs/api.md#load).
     let api_store = open_pool(&cfg, cfg.api.pool_size).await?;
+    let ready_timeout = Duration::from_secs(2);
+    let database_check = api::health::spawn_database_check(api_store.clone(), ready_timeout, dispatch_stop.clone());
     let state = ApiState {
         store: api_store,
         membership: membership.subscribe(),
@@ -191,7 +193,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         fan_out_max_bytes: cfg.dispatch.fan_out_max_bytes,
         drain: (cfg.membership.backend == MembershipBackend::Etcd)
             .then(|| Arc::new(api::Drain { weight: weight_tx, configured: cfg.membership.weight })),
-        ready_timeout: Duration::from_secs(2),
+        ready_timeout,
+        database_check,
     };
     let server_opts = ServerOptions {
         workers: cfg.server.workers,

@@ -74,15 +74,18 @@ fn open_routes() -> Vec<(&'static str, Operation)> {
         (
             "/metrics",
             OperationBuilder::new()
-                .summary(Some("Prometheus text exposition"))
+                .summary(Some("Prometheus metrics, in the format `Accept` asks for"))
                 .security(open())
                 .response(
                     "200",
-                    ResponseBuilder::new()
-                        .description("Metrics")
-                        .content(
-                            super::metrics::CONTENT_TYPE,
-                            Content::new(Some(utoipa::openapi::ObjectBuilder::new())),
+                    super::metrics::CONTENT_TYPES
+                        .into_iter()
+                        .fold(
+                            ResponseBuilder::new().description(
+                                "Metrics: OpenMetrics when `Accept` asks for `application/openmetrics-text`, \
+                                 the Prometheus text format 0.0.4 otherwise",
+                            ),
+                            |r, t| r.content(t, Content::new(Some(utoipa::openapi::ObjectBuilder::new()))),
                         )
                         .build(),
                 )

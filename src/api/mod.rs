@@ -74,8 +74,11 @@ pub struct ApiState {
     pub fan_out_max_bytes: u64,
     /// Drain control (etcd membership only).
     pub drain: Option<Arc<Drain>>,
-    /// How long `/readyz` waits for the database.
+    /// How long the database check (and the queue depth read of `/metrics`) waits for the
+    /// database.
     pub ready_timeout: Duration,
+    /// The database check's last state, refreshed in the background ([`health::spawn_database_check`]).
+    pub database_check: health::DatabaseCheck,
 }
 
 // Helpers every route module uses.

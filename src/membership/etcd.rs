@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::settle::SettleRule;
 use super::view::{parse_member, Applied, MemberRecord, MemberTable};
 use super::{LocalNode, MembershipHandle, MembershipState, Status};
+use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
 /// etcd settings.
@@ -107,6 +108,7 @@ pub fn start(
         table,
         refused: String::new(),
         next_endpoint: 0,
+        outage: RateLimit::new(OUTAGE_LOG_EVERY),
     };
     let mut runner = runner;
     runner.encode_record();
@@ -115,6 +117,10 @@ pub fn start(
 
 /// How long one unary etcd call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At most one warning about an unreachable etcd per this period: a retry every 100 ms would
+/// otherwise write two lines each time for as long as the outage lasts.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Lease {
     id: i64,
@@ -161,6 +167,9 @@ struct Runner {
     refused: String,
     /// The endpoint the next connection tries first ([`Runner::connect`]).
     next_endpoint: usize,
+    /// The warnings of an etcd outage: the first, then a summary per [`OUTAGE_LOG_EVERY`];
+    /// reset by the first keep-alive answer after it.
+    outage: RateLimit,
 }
 
 async fn call<T, E: std::fmt::Display>(f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
@@ -219,7 +228,7 @@ impl Runner {
                 End::Retry(why) => {
                     self.metrics.membership_errors.inc();
                     self.next_endpoint += 1;
-                    tracing::warn!(node.id = %self.me.node_id, reason = %why, "etcd session interrupted; reconnecting");
+                    self.outage_warning("etcd session interrupted; reconnecting", &why);
                     self.unreachable(&why);
                     if self.pause(&mut backoff).await {
                         break;
@@ -355,9 +364,20 @@ impl Runner {
         Err(failed.join("; "))
     }
 
-    fn unreachable(&self, why: &str) {
+    /// Log a warning of an etcd outage, unless one was logged less than [`OUTAGE_LOG_EVERY`]
+    /// ago; the next one logged says how many were held back.
+    fn outage_warning(&mut self, what: &str, reason: &str) {
+        match self.outage.admit(Instant::now()) {
+            None => {}
+            Some(0) => tracing::warn!(node.id = %self.me.node_id, reason = %reason, "{what}"),
+            Some(held) => tracing::warn!(node.id = %self.me.node_id, reason = %reason, log.held_back = held,
+                "{what} ({held} warnings like it held back in the last {} s)", OUTAGE_LOG_EVERY.as_secs()),
+        }
+    }
+
+    fn unreachable(&mut self, why: &str) {
         let reason = format!("etcd at {} is unreachable: {why}", self.opts.endpoints.join(","));
-        tracing::warn!(node.id = %self.me.node_id, reason = %reason, "membership: retrying");
+        self.outage_warning("membership: retrying", &reason);
         self.tx.send_modify(|s| {
             if matches!(s.status, Status::Joining(_)) {
                 s.status = Status::Joining(reason.clone());
@@ -522,6 +542,11 @@ impl Runner {
                         let sent = in_flight.pop_front().unwrap_or_else(Instant::now);
                         if resp.ttl() <= 0 {
                             return End::LostLease("etcd says the lease has expired".into());
+                        }
+                        if self.outage.active() {
+                            let held = self.outage.reset();
+                            tracing::info!(node.id = %self.me.node_id, log.held_back = held,
+                                "etcd answers again ({held} warnings of the outage were held back)");
                         }
                         let until = sent + self.opts.ttl;
                         if let Some(l) = self.lease.as_mut() {

@@ -380,6 +380,12 @@ pub fn traffic_policies(conn: &mut AnyConnection) -> Result<Vec<TrafficRow>, Sto
     Ok(traffic_policy::table.select(TrafficRow::as_select()).order(traffic_policy::group_name).load(conn)?)
 }
 
+/// How many traffic groups run on their backup side (failed over, automatically or not), for
+/// `/metrics`.
+pub fn failed_over_groups(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    Ok(traffic_policy::table.filter(traffic_policy::failed_over.eq(true)).count().get_result(conn)?)
+}
+
 /// One traffic policy.
 pub fn traffic_policy(conn: &mut AnyConnection, group: &str) -> Result<Option<TrafficRow>, StoreError> {
     Ok(traffic_policy::table.find(group).select(TrafficRow::as_select()).first(conn).optional()?)

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 
 use super::models::{NewTask, Task, TaskSummary};
 use super::schema::task;
-use super::sql::{due, Count};
+use super::sql::due;
 use super::{AnyConnection, MultiBackend, StoreError};
 
 /// Insert a task; returns its id. A duplicate `idempotency_key` is refused by the database's
@@ -76,14 +76,35 @@ pub fn list_tasks(
     Ok(q.order(task::id).limit(limit).select(TaskSummary::as_select()).load(conn)?)
 }
 
-/// Pending tasks due now (the queue's depth).
-pub fn queue_depth(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    let sql = "SELECT COUNT(*) AS n FROM task WHERE status = 'pending' AND DUE(run_after)";
-    let n: Count = match conn {
-        AnyConnection::Postgresql(c) => diesel::sql_query(due(sql, true)).get_result(c)?,
-        AnyConnection::Sqlite(c) => diesel::sql_query(due(sql, false)).get_result(c)?,
+/// The due queue at a glance: how many pending tasks are due now, and how long the oldest of
+/// them has been due (seconds; `None` when none is), from its `run_after` (its creation time
+/// unless it was deferred). For `/metrics` ([`crate::metrics`]): one statement, at scrape time.
+pub fn queue_backlog(conn: &mut AnyConnection) -> Result<(i64, Option<f64>), StoreError> {
+    #[derive(QueryableByName)]
+    struct Backlog {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+        oldest_s: Option<f64>,
+    }
+    let b: Backlog = match conn {
+        AnyConnection::Postgresql(c) => diesel::sql_query(due(
+            "SELECT COUNT(*) AS n, \
+             CAST(EXTRACT(EPOCH FROM (now() AT TIME ZONE 'utc') - MIN(run_after)) AS DOUBLE PRECISION) AS oldest_s \
+             FROM task WHERE status = 'pending' AND DUE(run_after)",
+            true,
+        ))
+        .get_result(c)?,
+        // Julian days, not text: a `run_after` written by hand with a `T` sorts apart ([`due`]).
+        AnyConnection::Sqlite(c) => diesel::sql_query(due(
+            "SELECT COUNT(*) AS n, \
+             (julianday('now') - MIN(julianday(run_after))) * 86400.0 AS oldest_s \
+             FROM task WHERE status = 'pending' AND DUE(run_after)",
+            false,
+        ))
+        .get_result(c)?,
     };
-    Ok(n.n)
+    Ok((b.n, b.oldest_s.map(|s| s.max(0.0))))
 }
 
 /// Running tasks claimed by `node`.
