@@ -225,3 +225,28 @@ fn a_selector_change_applies_to_the_next_job_at_once() {
         assert!(ran.iter().all(|o| o == node), "round {round}: selector dc={dc}, jobs ran on {ran:?}");
     }
 }
+
+/// On SQLite there is no notification between nodes: the node that serves `PUT /traffic` must
+/// place by the new policy at once, not at its next reconciliation (here a minute away).
+#[test]
+fn a_policy_set_on_a_single_sqlite_node_applies_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rota.toml");
+    std::fs::write(
+        &cfg,
+        format!("{}[membership.labels]\ndc = \"dc1\"\n", common::fast_toml(&[("reconcile_interval_ms", "60000")])),
+    )
+    .unwrap();
+    let node = Node::start(dir.path(), &["--config", cfg.to_str().unwrap()], &[]);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let (s, v) = call(&node, "POST", "/api/v1/apps", json!({"name": "x", "driver": "noop", "traffic_group": "g"}));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(call(&node, "POST", "/api/v1/apps/1/start", json!({})).0, 202);
+    let app = || call(&node, "GET", "/api/v1/apps/1", Value::Null).1;
+    wait_until(Duration::from_secs(10), "the application to run here", || {
+        app()["state"] == "running" && app()["owner_node"].is_string()
+    });
+    // No live node is in dc2: the group runs nowhere, so the node lets the application go.
+    set(&node, json!({"preferred": "dc2", "auto_failover": false, "reason": "move to dc2"}));
+    wait_until(Duration::from_secs(15), "the node to release the application", || app()["owner_node"].is_null());
+}

@@ -262,7 +262,7 @@ pub struct UpdateApp {
     max_restarts: Option<i32>,
     #[serde(default, deserialize_with = "double_option")]
     monitor_interval_ms: Option<Option<i32>>,
-    /// Traffic group (`null` leaves it).
+    /// Traffic group: a name sets it, `null` clears it, leaving the field out keeps it.
     #[serde(default, deserialize_with = "double_option")]
     traffic_group: Option<Option<String>>,
 }

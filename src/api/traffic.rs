@@ -182,6 +182,9 @@ async fn put_policy(
     };
     let r = row.clone();
     let old = state.store.run(move |c| jq::put_traffic_policy(c, &r, &ev)).await?;
+    // This node places by the new policy at once; the others follow the database's notification
+    // (on SQLite, where there is none, this node is the only one).
+    crate::dispatch::wake::Config::announce(&state.config);
     tracing::info!(traffic.group = %group, from = ?old.as_ref().map(describe), to = %describe(&row), "traffic policy set");
     let ms = state.membership.borrow().clone();
     Ok(HttpResponse::Ok().json(view(&row, &ms)))
@@ -219,6 +222,7 @@ async fn delete_policy(
     };
     let g = group.clone();
     if state.store.run(move |c| jq::delete_traffic_policy(c, &g, &ev)).await? {
+        crate::dispatch::wake::Config::announce(&state.config);
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(format!("no traffic policy for group `{group}`")))
