@@ -45,9 +45,13 @@ const MAX_LINE_BYTES: usize = 4_096;
 /// How long SIGKILL may take to be reaped before `stop` reports failure (a process stuck in
 /// uninterruptible sleep cannot be killed sooner).
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
-/// After a command exits, how long to wait for its pipes to reach end-of-file: a background
-/// grandchild may hold them open for ever, and the result must not wait for it.
+/// After a command exits, how long its pipes may stay silent before their readers stop short of
+/// end-of-file: a background grandchild may hold them open for ever, and the result must not wait
+/// for it. Counted by the reader itself, from a read that found nothing, so a reader that a busy
+/// machine schedules late still takes what the command wrote before it exited.
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
+/// The longest a result waits for its readers after the command exits, however late they run.
+const DRAIN_CAP: Duration = Duration::from_secs(10);
 /// Lines of stderr quoted in an error message, and its cap in bytes (it ends up in a task row).
 const ERROR_TAIL_LINES: usize = 20;
 const ERROR_TAIL_BYTES: usize = 2_000;
@@ -431,11 +435,23 @@ pub(crate) fn summary(stream: &str, lines: &[String]) -> String {
 pub(crate) struct Tail {
     lines: Arc<std::sync::Mutex<VecDeque<String>>>,
     cap: usize,
+    /// Set once the command has exited: its reader then stops at a silence of [`PIPE_DRAIN`].
+    exited: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Tail {
     fn new(cap: usize) -> Self {
-        Self { lines: Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(cap.min(64)))), cap }
+        Self {
+            lines: Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(cap.min(64)))),
+            cap,
+            exited: Arc::default(),
+        }
+    }
+
+    /// The command has exited: what its pipe still holds is read, then the reader stops at the
+    /// first silence, even if a grandchild keeps the pipe open.
+    fn command_exited(&self) {
+        self.exited.store(true, AtomicOrdering::SeqCst);
     }
 
     fn push(&self, line: String) {
@@ -468,9 +484,13 @@ where
             let mut line = Vec::new();
             let mut cut = false;
             loop {
-                let n = match pipe.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                // `read` is cancel-safe: a read given up at the silence loses nothing. The timer
+                // only runs after the read found the pipe empty (a timeout polls its future first).
+                let n = match tokio::time::timeout(PIPE_DRAIN, pipe.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) if tail.exited.load(AtomicOrdering::SeqCst) => break,
+                    Err(_) => continue,
                 };
                 for &byte in &buf[..n] {
                     if byte == b'\n' {
@@ -566,7 +586,7 @@ pub(crate) async fn run_to_completion(
                 // Reap it, so no zombie is left; SIGKILL makes this quick.
                 let _ = tokio::time::timeout(KILL_WAIT, child.wait()).await;
                 (guard.armed, guard.sweep) = (false, true);
-                drain(out_reader, err_reader).await;
+                drain([&stdout, &stderr], out_reader, err_reader).await;
                 return Err(DriverError::Timeout(format!(
                     "did not finish within {} ms; its process group was killed; {}",
                     limit.as_millis(),
@@ -581,13 +601,16 @@ pub(crate) async fn run_to_completion(
     if sweep {
         signal_group(pid, libc::SIGKILL);
     }
-    drain(out_reader, err_reader).await;
+    drain([&stdout, &stderr], out_reader, err_reader).await;
     tracing::debug!(pid, elapsed_ms = started.elapsed().as_millis() as u64, exit = %describe_exit(status), "command finished");
     Ok(Completed { status, stdout: stdout.snapshot(), stderr: stderr.snapshot() })
 }
 
-async fn drain(a: Option<JoinHandle<()>>, b: Option<JoinHandle<()>>) {
-    let _ = tokio::time::timeout(PIPE_DRAIN, async move {
+async fn drain(tails: [&Tail; 2], a: Option<JoinHandle<()>>, b: Option<JoinHandle<()>>) {
+    for tail in tails {
+        tail.command_exited();
+    }
+    let _ = tokio::time::timeout(DRAIN_CAP, async move {
         for handle in [a, b].into_iter().flatten() {
             let _ = handle.await;
         }
@@ -606,6 +629,45 @@ pub(crate) fn child_pid(child: &Child) -> Result<libc::pid_t, DriverError> {
 mod tests {
     use super::*;
     use crate::drivers::testing::ctx;
+
+    /// A pipe whose first read holds its thread for 800 ms before it returns the command's last
+    /// line — a reader that a busy machine runs late — and then ends.
+    struct LateReader(bool);
+
+    impl AsyncRead for LateReader {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            if !self.0 {
+                std::thread::sleep(Duration::from_millis(800));
+                buf.put_slice(b"k=1\n");
+                self.0 = true;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_run_late_still_takes_what_the_command_wrote() {
+        let (tail, reader) = capture(Some(LateReader(false)), 10);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drain([&tail, &Tail::new(10)], reader, None).await;
+        assert_eq!(tail.snapshot(), ["k=1"]);
+    }
+
+    #[tokio::test]
+    async fn a_pipe_a_grandchild_holds_open_does_not_hold_the_result() {
+        let (mut write, read) = tokio::io::duplex(64);
+        let (tail, reader) = capture(Some(read), 10);
+        tokio::io::AsyncWriteExt::write_all(&mut write, b"last\n").await.unwrap();
+        let started = Instant::now();
+        drain([&tail, &Tail::new(10)], reader, None).await;
+        assert!(started.elapsed() < DRAIN_CAP, "the silence ends the wait: {:?}", started.elapsed());
+        assert_eq!(tail.snapshot(), ["last"]);
+        drop(write);
+    }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
