@@ -138,7 +138,7 @@ fn start_wait_reports_the_task_error() {
 fn start_wait_fails_for_an_application_that_exits_at_once() {
     let (_dir, node) = node();
     let spec = r#"{"command": ["sh", "-c", "echo starting; exit 3"]}"#;
-    for policy in ["never", "on_failure"] {
+    for policy in ["on_failure", "never"] {
         let name = format!("exits-{policy}");
         ok(&node, &["app", "create", &name, "--driver", "process", "--spec", spec, "--restart-policy", policy]);
         let err = fails(&node, &["app", "start", &name, "--wait", "--timeout", "30"]);
