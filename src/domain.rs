@@ -185,6 +185,77 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// Why an application changed owner: the `reason` of its `app.acquired` event, and of the
+    /// `app.released` event that handed it over (docs/dispatch.md, "Ownership events").
+    Takeover, "takeover reason", {
+        /// It had no owner before (a new application).
+        New = "new",
+        /// Its live owner released it because the ring gave it to another node.
+        HandOff = "hand-off",
+        /// Its owner released it while being drained (weight 0).
+        Drained = "drained",
+        /// Its owner released it as it stopped gracefully.
+        Stopped = "stopped",
+        /// Its owner left the membership (crashed, fenced, lease expired) without releasing it.
+        Departed = "departed",
+        /// This node owned it in an earlier membership session.
+        Rejoined = "rejoined",
+    }
+);
+
+/// The last ownership event of an application (`app.acquired` or `app.released`): who wrote it,
+/// and for a release its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastOwnership {
+    /// Acquired by this node, never released since.
+    Acquired(Option<String>),
+    /// Released by this node, for this reason (None when the event names none).
+    Released(Option<String>, Option<Takeover>),
+}
+
+impl Takeover {
+    /// Pure: who owned an application before node `me` acquired it, and why it moved.
+    /// `owner_before` is the owner read in the acquisition's transaction, `live` the members it
+    /// was acquired under, `last` its last ownership event. An owner read as live and other than
+    /// `me` released it in the meantime (the acquisition takes only a free application or a
+    /// departed owner's: I4), so the release's event tells who and why.
+    pub fn decide(
+        me: &str,
+        owner_before: Option<&str>,
+        live: &[String],
+        last: Option<&LastOwnership>,
+    ) -> (Option<String>, Takeover) {
+        match owner_before {
+            Some(o) if o == me => return (Some(me.to_string()), Takeover::Rejoined),
+            Some(o) if !live.iter().any(|m| m == o) => return (Some(o.to_string()), Takeover::Departed),
+            _ => {}
+        }
+        match (last, owner_before) {
+            (Some(LastOwnership::Released(Some(by), why)), _) => (Some(by.clone()), why.unwrap_or(Takeover::HandOff)),
+            // Its owner's ownership was cleared without a release of its own (an earlier life's,
+            // given up at re-join): it left it behind.
+            (Some(LastOwnership::Acquired(Some(by))), None) if by == me => (Some(me.to_string()), Takeover::Rejoined),
+            (Some(LastOwnership::Acquired(Some(by))), None) => (Some(by.clone()), Takeover::Departed),
+            (_, Some(o)) => (Some(o.to_string()), Takeover::HandOff),
+            _ => (None, Takeover::New),
+        }
+    }
+
+    /// How an event message says it.
+    pub fn describe(self, previous: Option<&str>) -> String {
+        let p = previous.unwrap_or("its previous owner");
+        match self {
+            Takeover::New => "no previous owner".into(),
+            Takeover::HandOff => format!("from {p}: hand-off, {p} released it to the ring's new owner"),
+            Takeover::Drained => format!("from {p}: drained, {p} released it while being drained"),
+            Takeover::Stopped => format!("from {p}: {p} released it as it stopped"),
+            Takeover::Departed => format!("from {p}: departed, {p} left the membership without releasing it"),
+            Takeover::Rejoined => "rejoined: this node owned it in an earlier session".into(),
+        }
+    }
+}
+
 /// A node's id: it ends up in etcd keys, log fields and SQL rows, so it is kept plain — 1 to
 /// 128 ASCII letters, digits, `-`, `_` or `.`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -227,6 +298,28 @@ impl fmt::Display for NodeId {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_takeover_names_the_previous_owner_and_why() {
+        let live = vec!["a".to_string(), "b".to_string()];
+        let released = |by: &str, why| LastOwnership::Released(Some(by.into()), why);
+        assert_eq!(Takeover::decide("a", None, &live, None), (None, Takeover::New));
+        assert_eq!(Takeover::decide("a", Some("c"), &live, None), (Some("c".into()), Takeover::Departed));
+        assert_eq!(Takeover::decide("a", Some("a"), &live, None), (Some("a".into()), Takeover::Rejoined));
+        let drained = released("b", Some(Takeover::Drained));
+        assert_eq!(Takeover::decide("a", None, &live, Some(&drained)), (Some("b".into()), Takeover::Drained));
+        // Read as held by live `b`: it released meanwhile, and its release says why.
+        let stopped = released("b", Some(Takeover::Stopped));
+        assert_eq!(Takeover::decide("a", Some("b"), &live, Some(&stopped)), (Some("b".into()), Takeover::Stopped));
+        assert_eq!(Takeover::decide("a", Some("b"), &live, None), (Some("b".into()), Takeover::HandOff));
+        let unsaid = released("b", None);
+        assert_eq!(Takeover::decide("a", None, &live, Some(&unsaid)), (Some("b".into()), Takeover::HandOff));
+        // Acquired by a node and cleared without a release: it left it behind.
+        let kept = LastOwnership::Acquired(Some("c".into()));
+        assert_eq!(Takeover::decide("a", None, &live, Some(&kept)), (Some("c".into()), Takeover::Departed));
+        let mine = LastOwnership::Acquired(Some("a".into()));
+        assert_eq!(Takeover::decide("a", None, &live, Some(&mine)), (Some("a".into()), Takeover::Rejoined));
+    }
 
     #[test]
     fn every_word_reads_back_as_itself() {

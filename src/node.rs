@@ -123,7 +123,8 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
                 membership_stop.clone(),
             ));
             let health = etcd::Health { hold: hold_rx, acting: acting_rx };
-            etcd::start(me.clone(), opts, weight_rx, health, metrics.clone(), membership_stop.clone())
+            let history = crate::membership::history::History::start(store.clone());
+            etcd::start(me.clone(), opts, weight_rx, health, history, metrics.clone(), membership_stop.clone())
         }
     };
     tokio::spawn(crate::membership::record_foreign(store.clone(), node_id.clone(), membership.subscribe()));

@@ -349,3 +349,43 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         assert!(!(s == 404 && body.contains("no route for")), "{method} {concrete} is documented but not served");
     }
 }
+
+/// After every node has stopped, an application recorded as running has no live owner: a node
+/// that cannot adopt it (its selector matches no member) shows it `orphaned`, not `running`.
+/// The standalone membership records the story: joined, left, joined again.
+#[test]
+fn an_application_nobody_owns_is_orphaned_and_membership_changes_are_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs: Vec<(&str, &str)> = common::FAST.to_vec();
+    let mut node = Node::start(dir.path(), &["--label", "dc=eu"], &envs);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let (s, _) = call(
+        &node,
+        "POST",
+        "/api/v1/apps",
+        Some(json!({"name": "web", "driver": "noop", "selector": {"dc": "eu"}})),
+        None,
+    );
+    assert_eq!(s, 201);
+    let (s, accepted) = call(&node, "POST", "/api/v1/apps/1/start", None, None);
+    assert_eq!(s, 202, "{accepted}");
+    wait_until(Duration::from_secs(10), "the application to run", || {
+        call(&node, "GET", "/api/v1/apps/1", None, None).1["state"] == "running"
+    });
+    node.signal("TERM");
+    assert!(node.wait_exit(Duration::from_secs(20)).success());
+
+    let node = Node::start(dir.path(), &["--label", "dc=us"], &envs);
+    wait_until(Duration::from_secs(10), "ready", || node.get("/readyz").0 == 200);
+    let (_, app) = call(&node, "GET", "/api/v1/apps/1", None, None);
+    assert_eq!((app["state"].as_str(), app["owner_node"].as_str()), (Some("orphaned"), None), "{app}");
+    let (_, page) = call(&node, "GET", "/api/v1/apps", None, None);
+    assert_eq!(page["items"][0]["state"], "orphaned", "{page}");
+
+    let (_, page) = call(&node, "GET", "/api/v1/events?kind=membership.", None, None);
+    let kinds: Vec<&str> =
+        page["items"].as_array().unwrap().iter().rev().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["membership.joined", "membership.left", "membership.joined"], "{page}");
+    let (_, page) = call(&node, "GET", "/api/v1/events?kind=app.released", None, None);
+    assert_eq!(page["items"][0]["data"]["reason"], "stopped", "{page}");
+}

@@ -156,6 +156,40 @@ fn start_wait_reports_the_task_error() {
 }
 
 #[test]
+fn start_wait_fails_for_an_application_that_exits_at_once() {
+    let (_dir, node) = node();
+    let spec = r#"{"command": ["sh", "-c", "echo starting; exit 3"]}"#;
+    for policy in ["on_failure", "never"] {
+        let name = format!("exits-{policy}");
+        ok(&node, &["app", "create", &name, "--driver", "process", "--spec", spec, "--restart-policy", policy]);
+        let err = fails(&node, &["app", "start", &name, "--wait", "--timeout", "30"]);
+        assert!(err.contains("waiting for a status check to confirm"), "{err}");
+        assert!(err.contains("exited with code 3"), "{policy}: the reason: {err}");
+    }
+    // One that keeps running is confirmed by the check, which the events record.
+    ok(&node, &["app", "create", "stays", "--driver", "process", "--spec", r#"{"command": ["sleep", "30"]}"#]);
+    let out = ok(&node, &["app", "start", "stays", "--wait", "--timeout", "30"]);
+    assert!(out.contains("confirmed by a status check"), "{out}");
+    let events = ok(&node, &["events", "--app", "stays", "--kind", "app.confirmed"]);
+    assert!(events.contains("first status check"), "{events}");
+    ok(&node, &["app", "stop", "stays", "--wait"]);
+}
+
+#[test]
+fn events_show_the_node_of_each_event() {
+    let (_dir, node) = node();
+    ok(&node, &["app", "create", "demo", "--driver", "noop"]);
+    let table = ok(&node, &["events"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "NODE").unwrap_or_else(|| panic!("no NODE column: {table}"));
+    let node_id = json(&node, &["cluster", "status"])["self"]["node_id"].as_str().unwrap().to_string();
+    let joined = table.lines().find(|l| l.contains("membership.joined")).unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(joined.split_whitespace().nth(column), Some(node_id.as_str()), "{table}");
+    let by_node = ok(&node, &["events", "--node", &node_id]);
+    assert!(by_node.contains("membership.joined"), "{by_node}");
+}
+
+#[test]
 fn tasks_submit_list_show_cancel() {
     let (_dir, node) = node();
     let out = ok(

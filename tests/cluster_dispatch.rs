@@ -56,6 +56,17 @@ fn ownership_follows_the_ring_and_a_join_moves_about_a_quarter() {
     assert!((5..=25).contains(&moved), "about a quarter should move, moved {moved}");
     assert!(after.iter().all(|a| a.desired_state == "running"));
     assert_graceful_handoffs(&c);
+    let acquired = c.events("app.acquired");
+    for (b, a) in before.iter().zip(&after).filter(|(b, a)| b.owner_node != a.owner_node) {
+        let last = acquired.iter().rev().find(|e| e.app_id == Some(a.id)).unwrap();
+        let data = last.data();
+        assert_eq!(
+            (data["previous_owner"].as_str(), data["reason"].as_str()),
+            (b.owner_node.as_deref(), Some("hand-off")),
+            "{}",
+            last.message
+        );
+    }
 }
 
 /// I4 on a graceful ring change: every application is acquired only when nobody holds it —
@@ -146,6 +157,28 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
     assert_eq!(t.attempts, 2, "the interrupted attempt counts: {t:?}");
     assert_ne!(t.owner_node.as_deref(), Some("n3"));
     assert!(t.error.is_none(), "{t:?}");
+    // Each takeover names the node it was taken from and why.
+    assert_taken_over(&c, &three, "n3", "departed");
+}
+
+/// Every application the ring `before` gave to `from` was last acquired (by another node) from
+/// `from` for `reason`, as its `app.acquired` event says in its message and data.
+fn assert_taken_over(c: &Cluster, before: &Ring, from: &str, reason: &str) {
+    let acquired = c.events("app.acquired");
+    let apps: Vec<i64> = c.apps().iter().map(|a| a.id).filter(|id| owner(before, *id) == from).collect();
+    assert!(!apps.is_empty());
+    for app in apps {
+        let last = acquired.iter().rev().find(|e| e.app_id == Some(app)).unwrap();
+        let data = last.data();
+        assert_ne!(last.node_id.as_deref(), Some(from), "application {app}: {}", last.message);
+        assert_eq!(
+            (data["previous_owner"].as_str(), data["reason"].as_str()),
+            (Some(from), Some(reason)),
+            "{}",
+            last.message
+        );
+        assert!(last.message.contains(&format!("from {from}")) && last.message.contains(reason), "{}", last.message);
+    }
 }
 
 #[test]
@@ -262,6 +295,7 @@ fn a_drained_node_hands_its_applications_off_gracefully_and_comes_back() {
     let n3m = members.iter().find(|m| m["node_id"] == "n3").unwrap();
     assert_eq!((n3m["weight"].as_i64(), n3m["owned_applications"].as_i64()), (Some(0), Some(0)));
     assert_eq!(members.iter().filter_map(|m| m["owned_applications"].as_i64()).sum::<i64>(), 30);
+    assert_taken_over(&c, &three, "n3", "drained");
 
     let (s, _) = common::http("DELETE", &n3.url("/api/v1/nodes/n3/drain"), None, None);
     assert_eq!(s, 200);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{converge, ttl, view, Cluster};
+use common::cluster::{converge, ttl, view, Cluster, EventRow};
 use common::{wait_until, Node, Proxy};
 
 /// A node of `c` labelled `name=<id>` whose etcd is `endpoint` (the cluster's, a proxy, or none).
@@ -60,6 +60,45 @@ fn a_crashed_node_is_gone_within_the_lease_ttl() {
     eprintln!("measured: crash seen after {:?} (ttl {} s)", t0.elapsed(), ttl());
 }
 
+/// How many of `events` are of `kind` about `node`.
+fn n_of(events: &[EventRow], kind: &str, node: &str) -> usize {
+    events.iter().filter(|e| e.is(kind, node)).count()
+}
+
+/// Every membership change is one event, whoever saw it: a crash seen by two survivors is one
+/// `membership.lost`; a graceful leave is one `membership.left` (written by the leaving node
+/// before its lease goes), never also a loss.
+#[test]
+fn membership_changes_are_recorded_once_each() {
+    let mut c = three_nodes();
+    wait_until(Duration::from_secs(10), "three joins recorded", || c.events("membership.joined").len() == 3);
+    let crashed = c.nodes.remove("n3").unwrap();
+    crashed.signal("KILL");
+    converge(&c.these(&["n1", "n2"]), &["n1", "n2"], Duration::from_secs(ttl() + 3));
+    wait_until(Duration::from_secs(10), "the crash recorded", || {
+        n_of(&c.events("membership."), "membership.lost", "n3") > 0
+    });
+    let mut leaving = c.nodes.remove("n2").unwrap();
+    leaving.signal("TERM");
+    assert!(leaving.wait_exit(Duration::from_secs(10)).success());
+    converge(&c.these(&["n1"]), &["n1"], Duration::from_secs(5));
+    wait_until(Duration::from_secs(10), "the leave recorded", || {
+        n_of(&c.events("membership."), "membership.left", "n2") > 0
+    });
+
+    let events = c.events("membership.");
+    let summary: Vec<String> = events.iter().map(|e| format!("{} {:?}: {}", e.kind, e.node_id, e.message)).collect();
+    for id in ["n1", "n2", "n3"] {
+        assert_eq!(n_of(&events, "membership.joined", id), 1, "{summary:#?}");
+    }
+    assert_eq!(n_of(&events, "membership.lost", "n3"), 1, "one loss, whoever saw it: {summary:#?}");
+    assert_eq!(n_of(&events, "membership.left", "n3"), 0, "{summary:#?}");
+    assert_eq!(n_of(&events, "membership.left", "n2"), 1, "{summary:#?}");
+    assert_eq!(n_of(&events, "membership.lost", "n2"), 0, "a graceful leave is no loss: {summary:#?}");
+    let lost = events.iter().find(|e| e.is("membership.lost", "n3")).unwrap();
+    assert!(["n1", "n2"].contains(&lost.data()["observed_by"].as_str().unwrap()), "{summary:#?}");
+}
+
 #[test]
 fn a_paused_node_is_removed_then_fences_itself_before_rejoining() {
     let c = three_nodes();
@@ -79,6 +118,11 @@ fn a_paused_node_is_removed_then_fences_itself_before_rejoining() {
     assert!(fenced < rejoined, "fenced must come first:\n{logs}");
     let after = view(paused).unwrap()["self"]["session"].as_str().unwrap().to_string();
     assert_ne!(before, after, "a new lease");
+    // The history tells it too: seen lost by the others, fenced and re-joined by itself.
+    wait_until(Duration::from_secs(10), "the pause recorded", || {
+        let events = c.events("membership.");
+        ["membership.lost", "membership.fenced", "membership.rejoined"].iter().all(|k| n_of(&events, k, "n3") == 1)
+    });
 }
 
 #[test]

@@ -649,15 +649,21 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
         assert_eq!(got, vec![mine(ids[0]), None, mine(ids[2]), mine(ids[3]), None]);
         let held = find_application(&mut conn, ids[1]).unwrap().unwrap();
         assert_eq!((held.owner_node.as_deref(), held.owner_epoch), (Some("n2"), Some(3)), "a live owner keeps it");
-        for (id, events) in [(ids[0], 1), (ids[1], 0), (ids[2], 1), (ids[3], 1)] {
+        // Each acquisition's event names the owner before and why it moved.
+        let why = [(ids[0], None, "new"), (ids[2], Some("gone"), "departed"), (ids[3], Some("n1"), "rejoined")];
+        for (id, previous, reason) in why {
             let f = EventFilter { app_id: Some(id), ..Default::default() };
             let list = list_events(&mut conn, &f, None, 10).unwrap();
-            assert_eq!(list.len(), events, "events of application {id}: {list:?}");
-            if let Some(e) = list.first() {
-                assert_eq!((e.kind.as_str(), e.node_id.as_deref()), ("app.acquired", Some("n1")));
-                assert_eq!(e.message, format!("application {id} acquired at epoch 7"));
-            }
+            assert_eq!(list.len(), 1, "events of application {id}: {list:?}");
+            let e = &list[0];
+            assert_eq!((e.kind.as_str(), e.node_id.as_deref()), ("app.acquired", Some("n1")));
+            assert!(e.message.starts_with(&format!("application {id} acquired at epoch 7 (")), "{}", e.message);
+            let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!((data["epoch"].as_i64(), data["previous_owner"].as_str()), (Some(7), previous), "{data}");
+            assert_eq!(data["reason"], reason, "{}", e.message);
         }
+        let f = EventFilter { app_id: Some(ids[1]), ..Default::default() };
+        assert!(list_events(&mut conn, &f, None, 10).unwrap().is_empty(), "a live owner's: not taken");
     });
 }
 

@@ -12,7 +12,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::body::{NoFields, OptionalJson};
 use super::error::{ApiError, FieldError};
-use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Page};
+use super::views::{next_link, Accepted, AppView, ErrorBody, EventView, Liveness, Page};
 use super::{audit, caller, page_size, ApiState};
 use crate::drivers::{secret, SpecError};
 use crate::store::apps::{self, AppFilter, AppUpdate, Deleted};
@@ -175,9 +175,11 @@ async fn create(
     };
     audit(&state, "app.created", Some(id), None, caller(&req), format!("application {id} `{}` created", b.name)).await;
     let app = load(&state, id).await?;
-    Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/apps/{id}")))
-        .json(AppView::new(app, &state.drivers)))
+    Ok(HttpResponse::Created().insert_header(("Location", format!("/api/v1/apps/{id}"))).json(AppView::seen(
+        app,
+        &state.drivers,
+        live(&state).as_ref(),
+    )))
 }
 
 async fn load(state: &ApiState, id: i64) -> Result<crate::store::models::Application, ApiError> {
@@ -218,7 +220,10 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
     let after = q.after.unwrap_or(0);
     let rows = state.store.run(move |c| apps::list_applications(c, &filter, after, limit)).await?;
     let full = rows.len() as i64 == limit;
-    let items = rows.into_iter().map(|a| (a.id, AppView::new(a, &state.drivers))).collect();
+    let items = {
+        let live = live(&state);
+        rows.into_iter().map(|a| (a.id, AppView::seen(a, &state.drivers, live.as_ref()))).collect()
+    };
     let page = Page::cut(items, full, state.max_response_bytes, |after| {
         next_link(
             "/api/v1/apps",
@@ -239,7 +244,7 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
     let app = load(&state, id).await?;
     let filter = EventFilter { app_id: Some(id), ..Default::default() };
     let recent = state.store.run(move |c| events::list_events(c, &filter, None, 20)).await?;
-    let mut body = json!(AppView::new(app, &state.drivers));
+    let mut body = json!(AppView::seen(app, &state.drivers, live(&state).as_ref()));
     body["recent_events"] = json!(recent.into_iter().map(EventView::from).collect::<Vec<_>>());
     Ok(HttpResponse::Ok().json(body))
 }
@@ -306,7 +311,7 @@ async fn update(
         crate::dispatch::wake::Config::announce(&state.config);
     }
     audit(&state, "app.updated", Some(id), None, caller(&req), format!("application {id} updated")).await;
-    Ok(HttpResponse::Ok().json(AppView::new(load(&state, id).await?, &state.drivers)))
+    Ok(HttpResponse::Ok().json(AppView::seen(load(&state, id).await?, &state.drivers, live(&state).as_ref())))
 }
 
 /// Delete options.
@@ -437,4 +442,10 @@ async fn command(
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/tasks/{task_id}")))
         .json(json!({ "task_id": task_id, "task": format!("/api/v1/tasks/{task_id}") })))
+}
+
+/// Who this node sees as live owners, for the state applications are shown in
+/// ([`super::views::shown_state`]).
+fn live(state: &ApiState) -> Option<Liveness> {
+    Liveness::of(&state.node_id, &state.membership.borrow())
 }

@@ -28,6 +28,8 @@ pub struct AppView {
     #[schema(value_type = Object)]
     selector: Value,
     desired_state: String,
+    /// The observed state as its owner last recorded it, or `orphaned` when no live member owns
+    /// an application recorded as running (docs/api.md#orphaned).
     state: String,
     owner_node: Option<String>,
     owner_epoch: Option<i64>,
@@ -42,7 +44,70 @@ pub struct AppView {
     updated_at: String,
 }
 
+/// The observed state an application is shown in, from the API node's membership
+/// (docs/api.md#orphaned): `orphaned` when it claims to run (`starting`, `running`, `stopping`,
+/// `unknown`) and no live member owns it — no owner, an owner that is not a member, or this node
+/// in an earlier session of its own (what it ran then was stopped with it). Until a node adopts
+/// it, nobody watches it, so `running` would be a claim nobody stands behind. `stopped` and
+/// `failed` stay: they say nothing runs. `live` is None when this node has no current view (not
+/// joined): it cannot tell, and shows the recorded state.
+pub fn shown_state(
+    state: crate::domain::AppState,
+    owner: Option<&str>,
+    owner_epoch: Option<i64>,
+    live: Option<&Liveness>,
+) -> &'static str {
+    use crate::domain::AppState;
+    let Some(live) = live else { return state.as_str() };
+    if matches!(state, AppState::Stopped | AppState::Failed) {
+        return state.as_str();
+    }
+    let owned = match owner {
+        Some(o) if o == live.me => owner_epoch.is_some_and(|e| e >= live.my_session as i64),
+        Some(o) => live.members.iter().any(|m| m == o),
+        None => false,
+    };
+    if owned {
+        state.as_str()
+    } else {
+        ORPHANED
+    }
+}
+
+/// The state shown for an application no live member owns ([`shown_state`]).
+pub const ORPHANED: &str = "orphaned";
+
+/// Who is a live owner, as the API node sees it.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    /// This node's id.
+    pub me: String,
+    /// The epoch its current session began at: what it owns from before is not run any more.
+    pub my_session: u64,
+    /// The members of its view.
+    pub members: Vec<String>,
+}
+
+impl Liveness {
+    /// From this node's membership: None unless it is joined (its view is current).
+    pub fn of(me: &str, ms: &crate::membership::MembershipState) -> Option<Liveness> {
+        (ms.status == crate::membership::Status::Joined).then(|| Liveness {
+            me: me.to_string(),
+            my_session: ms.joined_epoch,
+            members: ms.view.members.iter().map(|m| m.node_id.clone()).collect(),
+        })
+    }
+}
+
 impl AppView {
+    /// [`AppView::new`], its state as [`shown_state`] says from `live`.
+    pub fn seen(a: Application, drivers: &Registry, live: Option<&Liveness>) -> Self {
+        let shown = shown_state(a.state, a.owner_node.as_deref(), a.owner_epoch, live);
+        let mut view = AppView::new(a, drivers);
+        view.state = shown.to_string();
+        view
+    }
+
     /// The application as every read shows it: its spec with each secret replaced by the
     /// placeholder, by the rules of its driver in `drivers` (docs/api.md#secrets). A spec that is
     /// not JSON (written by hand) is hidden whole: nobody can tell where its secrets are.
@@ -278,6 +343,22 @@ pub fn next_link(path: &str, limit: i64, cursor: (&str, i64), filters: &[(&str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_application_no_live_member_owns_is_orphaned() {
+        use crate::domain::AppState::*;
+        let live = Liveness { me: "a".into(), my_session: 10, members: vec!["a".into(), "b".into()] };
+        let l = Some(&live);
+        assert_eq!(shown_state(Running, Some("b"), Some(3), l), "running");
+        assert_eq!(shown_state(Running, Some("c"), Some(3), l), ORPHANED, "its owner left");
+        assert_eq!(shown_state(Running, None, None, l), ORPHANED, "released, not adopted yet");
+        assert_eq!(shown_state(Starting, Some("c"), Some(3), l), ORPHANED);
+        assert_eq!(shown_state(Running, Some("a"), Some(12), l), "running");
+        assert_eq!(shown_state(Running, Some("a"), Some(9), l), ORPHANED, "this node's earlier session");
+        assert_eq!(shown_state(Stopped, None, None, l), "stopped", "says nothing runs");
+        assert_eq!(shown_state(Failed, Some("c"), Some(3), l), "failed");
+        assert_eq!(shown_state(Running, None, None, None), "running", "no current view: cannot tell");
+    }
 
     #[test]
     fn pages_are_cut_at_the_byte_cap_and_link_on_from_the_last_item_kept() {

@@ -460,7 +460,11 @@ fn command_and_wait(client: &Client, json: bool, action: &str, args: &CommandArg
     if json {
         return print_json(&task);
     }
-    println!("application {id} is {expected} (task {task_id} succeeded)");
+    if expected == "running" {
+        println!("application {id} is running (task {task_id} succeeded; confirmed by a status check)");
+    } else {
+        println!("application {id} is {expected} (task {task_id} succeeded)");
+    }
     Ok(())
 }
 
@@ -501,10 +505,33 @@ fn judge(task_id: i64, task: &Value, app: &Value, expected: &str) -> Verdict {
     }
 }
 
+/// Pure: after a start's task succeeded with the application `running`, decide from the
+/// application and whether its owner has confirmed it (`app.confirmed`, recorded at the first
+/// status check after the start: docs/api.md#confirm). An application that exited at once is
+/// `failed` or `stopped` at that check, or was restarted by its policy (`restart_count` > 0).
+fn judge_confirmed(task_id: i64, app: &Value, confirmed: bool) -> Verdict {
+    let state = app["state"].as_str().unwrap_or("");
+    let restarts = app["restart_count"].as_i64().unwrap_or(0);
+    let why = app["last_error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+    match state {
+        "running" if restarts > 0 => Verdict::Fail(format!(
+            "task {task_id} started the application, but it did not stay up: restarted {restarts} time(s) by its policy{why}"
+        )),
+        "running" if confirmed => Verdict::Done,
+        "failed" | "stopped" => Verdict::Fail(format!(
+            "task {task_id} started the application, but it is {state} at its first status check{why}"
+        )),
+        _ => Verdict::Wait,
+    }
+}
+
 /// Poll until [`judge`] says done or fail, printing each change on stderr; the last task document.
+/// A start (expected `running`) is done only once a status check after it confirms the
+/// application runs ([`judge_confirmed`]).
 fn wait(client: &Client, app_id: i64, task_id: i64, expected: &str, timeout: Duration) -> Result<Value, CliError> {
     let deadline = Instant::now() + timeout;
     let mut seen = Seen::default();
+    let mut confirming = false;
     loop {
         let task = client.get(&format!("/api/v1/tasks/{task_id}"), &[])?;
         let app = client.get(&format!("/api/v1/apps/{app_id}"), &[])?;
@@ -523,7 +550,36 @@ fn wait(client: &Client, app_id: i64, task_id: i64, expected: &str, timeout: Dur
             eprintln!("application {app_id}: {}", now.app_state);
         }
         seen = now;
-        match judge(task_id, &task, &app, expected) {
+        let verdict = match judge(task_id, &task, &app, expected) {
+            Verdict::Done if expected == "running" => {
+                if !confirming {
+                    eprintln!(
+                        "task {task_id}: waiting for a status check to confirm that application {app_id} keeps running"
+                    );
+                    confirming = true;
+                }
+                let query = [("task_id", task_id.to_string()), ("kind", "app.confirmed".to_string())];
+                let events = client.get("/api/v1/events", &query)?;
+                match judge_confirmed(task_id, &app, !items(&events).is_empty()) {
+                    // Restarted by its policy: the restart's event says what it restarted after.
+                    Verdict::Fail(why) if app["last_error"].is_null() => {
+                        let query = [
+                            ("app_id", app_id.to_string()),
+                            ("kind", "app.restart".to_string()),
+                            ("limit", "1".to_string()),
+                        ];
+                        let restart = client.get("/api/v1/events", &query)?;
+                        match items(&restart).first().and_then(|e| e["message"].as_str()) {
+                            Some(m) => Verdict::Fail(format!("{why} ({m})")),
+                            None => Verdict::Fail(why),
+                        }
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match verdict {
             Verdict::Done => return Ok(task),
             Verdict::Fail(why) => return Err(CliError::Failed(why)),
             Verdict::Wait => {}
@@ -587,6 +643,24 @@ mod tests {
         assert!(text.contains("traffic group: billing"), "{text}");
         assert!(text.contains("new field:") && text.contains(" 7"), "{text}");
         assert!(!text.contains("recent events"), "{text}");
+    }
+
+    #[test]
+    fn a_start_is_done_once_a_status_check_confirms_it() {
+        let running = json!({"state": "running", "restart_count": 0});
+        assert_eq!(judge_confirmed(3, &running, false), Verdict::Wait);
+        assert_eq!(judge_confirmed(3, &running, true), Verdict::Done);
+        let exited = json!({"state": "failed", "restart_count": 0, "last_error": "exited with status 3"});
+        assert_eq!(
+            judge_confirmed(3, &exited, false),
+            Verdict::Fail(
+                "task 3 started the application, but it is failed at its first status check: exited with status 3"
+                    .into()
+            )
+        );
+        let restarted = json!({"state": "running", "restart_count": 1, "last_error": "exited"});
+        assert!(matches!(judge_confirmed(3, &restarted, true), Verdict::Fail(m) if m.contains("restarted 1 time")));
+        assert_eq!(judge_confirmed(3, &json!({"state": "orphaned"}), false), Verdict::Wait);
     }
 
     #[test]

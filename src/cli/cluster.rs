@@ -71,7 +71,8 @@ pub struct EventsArgs {
     /// Only kinds starting with this (e.g. `app.` or `app.state`).
     #[arg(long, value_name = "PREFIX")]
     pub kind: Option<String>,
-    /// Only events recorded by this node id.
+    /// Only events of this node id (the NODE column: the node that recorded it, or for
+    /// `membership.*` events the member that joined, left or was lost).
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
     /// How many, newest first (1..=500; the API's default is 50).
@@ -239,16 +240,17 @@ fn list_events(api: &ApiArgs, args: &EventsArgs) -> Result<(), CliError> {
 
 /// Events as a table, in the order given (the API sends newest first).
 pub fn events_table(events: &[Value]) -> Table {
-    let mut t = Table::new(&["ID", "AT", "KIND", "APP", "TASK", "BY", "MESSAGE"]);
+    // NODE is the node the event is about (the one `--node` filters on); BY who caused it.
+    let mut t = Table::new(&["ID", "AT", "KIND", "NODE", "APP", "TASK", "BY", "MESSAGE"]);
     for e in events {
-        let by = if e["actor"].is_null() { table::cell(&e["node_id"]) } else { table::cell(&e["actor"]) };
         t.row(vec![
             table::cell(&e["id"]),
             table::cell(&e["at"]),
             table::cell(&e["kind"]),
+            table::cell(&e["node_id"]),
             table::cell(&e["app_id"]),
             table::cell(&e["task_id"]),
-            by,
+            table::cell(&e["actor"]),
             table::cell(&e["message"]),
         ]);
     }

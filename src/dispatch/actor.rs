@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
-use crate::domain::{AppState, DesiredState};
+use crate::domain::{AppState, DesiredState, Takeover};
 use crate::drivers::{Ctx, Driver, DriverError, Observed};
 use crate::store::apps::{self, AppChange, AppWrite};
 use crate::store::complete::{self, Outcome};
@@ -32,7 +32,8 @@ enum Msg {
     /// Held until the actor is done with it, however it ends ([`super::held`]); with the
     /// application as read right after the claim, when the claim read it ([`Handle::send`]).
     Task(Box<Claimed>, Option<Box<AppRead>>),
-    Release(oneshot::Sender<()>),
+    /// Release it, saying why (`app.released`'s reason, read by the next owner's takeover event).
+    Release(Takeover, oneshot::Sender<()>),
 }
 
 /// An application as read at `at` (the claim's round trip, [`Handle::send`]).
@@ -60,10 +61,11 @@ impl Handle {
         }
     }
 
-    /// Ask it to stop what it runs and release the application; wait until it has.
-    pub async fn release(self) {
+    /// Ask it to stop what it runs and release the application, for reason `why` (hand-off,
+    /// drained or stopped); wait until it has.
+    pub async fn release(self, why: Takeover) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Release(done)).is_ok() {
+        if self.tx.send(Msg::Release(why, done)).is_ok() {
             let _ = wait.await;
         }
         let _ = self.task.await;
@@ -95,6 +97,7 @@ pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
                 skipped: None,
                 defer_last: false,
                 last: None,
+                confirm: None,
             };
             actor.run(rx).await;
         }
@@ -133,7 +136,14 @@ struct Actor {
     defer_last: bool,
     /// The command's last change and its event, to be written with its outcome.
     last: Option<(AppChange, Option<NewEvent>)>,
+    /// A start or restart command that succeeded, whose first status check confirms it
+    /// (`app.confirmed`, for `rota app start --wait`): its task id.
+    confirm: Option<i64>,
 }
+
+/// The first status check after a successful start comes this soon (or at the monitor interval,
+/// when shorter): an application that exits at once is seen before `--wait` reports success.
+const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 
 impl Actor {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -163,8 +173,8 @@ impl Actor {
                     let span = tracing::info_span!("task", task.id = task.id, task.action = %task.action);
                     self.execute(task, app.map(|a| *a)).instrument(span).await
                 }
-                Some(Msg::Release(done)) => {
-                    self.release().await;
+                Some(Msg::Release(why, done)) => {
+                    self.release(why).await;
                     // Commands claimed for it and not begun go back to the queue for the next
                     // owner (left here, they stayed `running` under this live node for good).
                     while let Ok(msg) = rx.try_recv() {
@@ -180,6 +190,9 @@ impl Actor {
             if step.is_err() {
                 tracing::warn!(app.id = self.app_id, "lost the application; the actor stops");
                 return;
+            }
+            if self.confirm.is_some() {
+                monitor.reset_after(CONFIRM_AFTER.min(Duration::from_millis(interval_ms)));
             }
         }
     }
@@ -226,7 +239,7 @@ impl Actor {
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(Msg::Task(t, _)) => self.give_back(&t.task).await,
-                    Some(Msg::Release(done)) => {
+                    Some(Msg::Release(_, done)) => {
                         let _ = done.send(());
                         return false;
                     }
@@ -246,7 +259,7 @@ impl Actor {
                     self.shared.completer.finish(&t.task, Outcome::Failed(why)).await;
                     self.shared.wake.notify_one();
                 }
-                Msg::Release(done) => {
+                Msg::Release(_, done) => {
                     let _ = done.send(());
                 }
             }
@@ -459,7 +472,12 @@ impl Actor {
                 Ok((driver, spec)) => {
                     let ctx = self.ctx(spec, Some(&task), params);
                     match self.command(&*driver, &ctx, command).await? {
-                        Ok(result) => Outcome::Succeeded(result.map(|v| v.to_string())),
+                        Ok(result) => {
+                            if matches!(command, Command::Start | Command::Restart) {
+                                self.confirm = Some(task.id);
+                            }
+                            Outcome::Succeeded(result.map(|v| v.to_string()))
+                        }
                         Err(e) => {
                             plan::outcome_after_error(&task, &e, &self.shared.cfg, chrono::Utc::now().naive_utc())
                         }
@@ -664,6 +682,10 @@ impl Actor {
         };
         self.check_may_act()?;
         self.record_observed(&observed).await?;
+        if let (Some(task), AppState::Running) = (self.confirm.take(), observed.state()) {
+            let message = format!("application {} is running at its first status check after task {task}", self.app_id);
+            self.shared.event("app.confirmed", Some(self.app_id), Some(task), message, json!({})).await;
+        }
         let Some(app) = self.app.clone() else { return Ok(()) };
         match plan::restart(
             app.desired_state,
@@ -680,8 +702,13 @@ impl Actor {
                         "app.restart",
                         Some(app.id),
                         None,
-                        format!("restart {n} of {} per policy {}", app.max_restarts, app.restart_policy),
-                        json!({ "restart": n }),
+                        format!(
+                            "restart {n} of {} per policy {}{}",
+                            app.max_restarts,
+                            app.restart_policy,
+                            app.last_error.as_deref().map(|e| format!(", after: {e}")).unwrap_or_default()
+                        ),
+                        json!({ "restart": n, "after": app.last_error }),
                     )
                     .await;
                 self.change(AppChange {
@@ -716,8 +743,9 @@ impl Actor {
     }
 
     /// Hand the application off: stop what this node runs for it (only for drivers that run it
-    /// here — `process`), then clear the ownership.
-    async fn release(&mut self) {
+    /// here — `process`), then clear the ownership. The event says why, for the next owner's
+    /// `app.acquired` (docs/dispatch.md, "Ownership events").
+    async fn release(&mut self, why: Takeover) {
         if let (Some(app), Ok((driver, spec))) = (self.app.clone(), self.driver()) {
             if app.driver == "process" && self.shared.may_act() {
                 let ctx = self.ctx(spec, None, json!({}));
@@ -731,8 +759,8 @@ impl Actor {
             "app.released",
             Some(id),
             None,
-            format!("application {id} released"),
-            json!({ "epoch": epoch }),
+            format!("application {id} released ({why})"),
+            json!({ "epoch": epoch, "reason": why.as_str() }),
         );
         match self.shared.store.run(move |c| apps::release_app(c, id, &me, epoch, &event)).await {
             Ok(true) => {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use super::place::AppPlace;
 use super::rounds::STOP_CLAIM_WITHIN;
 use super::{parse_selector, wake, Dispatcher};
+use crate::domain::Takeover;
 use crate::jobs::traffic::Switch;
 use crate::membership::MembershipState;
 use crate::store::apps::{self, AppOwner};
@@ -75,6 +76,9 @@ impl Dispatcher {
                         .collect(),
                 );
                 let place = self.placement();
+                // A member of weight 0 is being drained: it gives every application away.
+                let drained = ms.view.members.iter().any(|m| m.node_id == me && m.weight == 0);
+                let why = if drained { Takeover::Drained } else { Takeover::HandOff };
                 let mut unplaced = Vec::new();
                 for AppOwner { id, owner, .. } in rows {
                     if place.app_owner(id).is_none() && !place.settling() {
@@ -84,7 +88,7 @@ impl Dispatcher {
                         self.actor(id);
                     } else if let Some(handle) = self.actors.remove(&id) {
                         self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-                        handle.release().await;
+                        handle.release(why).await;
                     } else if owner.as_deref() == Some(me.as_str()) {
                         // Ours from an earlier life (no actor runs it): let the new owner have it.
                         let m = me.clone();

@@ -17,7 +17,7 @@ use super::held::Claimed;
 use super::place::Placement;
 use super::strategy::{self, Claim, Situation};
 use super::{jobs, pump, Dispatcher, JobWindow};
-use crate::domain::Action;
+use crate::domain::{Action, Takeover};
 use crate::store::apps;
 use crate::store::claim;
 use crate::store::models::Task;
@@ -480,7 +480,7 @@ impl Dispatcher {
             pump.stop(self.shared.clone(), STOP_CLAIM_WITHIN).await;
         }
         let actors: Vec<_> = self.actors.drain().map(|(_, a)| a).collect();
-        let releases = futures_util::future::join_all(actors.into_iter().map(|a| a.release()));
+        let releases = futures_util::future::join_all(actors.into_iter().map(|a| a.release(Takeover::Stopped)));
         if tokio::time::timeout(grace, releases).await.is_err() {
             tracing::warn!("releasing applications took longer than {grace:?}");
         }

@@ -19,7 +19,7 @@
 //!
 //! Must never: publish `Joined` for a lease whose deadline has passed, or watch from "now".
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::history::{Change, History};
 use super::settle::SettleRule;
 use super::view::{parse_member, Applied, MemberRecord, MemberTable};
 use super::{LocalNode, MembershipHandle, MembershipState, Status};
@@ -74,6 +75,7 @@ pub fn start(
     opts: Options,
     weight: watch::Receiver<u32>,
     health: Health,
+    history: History,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> MembershipHandle {
@@ -106,6 +108,9 @@ pub fn start(
         lease: None,
         last_rev: 0,
         table,
+        created: HashMap::new(),
+        history,
+        sessions: 0,
         refused: String::new(),
         next_endpoint: 0,
         outage: RateLimit::new(OUTAGE_LOG_EVERY),
@@ -163,6 +168,13 @@ struct Runner {
     lease: Option<Lease>,
     last_rev: i64,
     table: MemberTable,
+    /// The revision each member's key was created at: its membership as etcd sees it, and the
+    /// `revision` of the event that records its departure ([`super::history`]).
+    created: HashMap<String, i64>,
+    /// Where membership events go ([`super::history`]).
+    history: History,
+    /// Sessions begun by this process: the first is a join, the others re-joins.
+    sessions: u32,
     /// The last refusal logged ([`End::Refused`]), so that a retry logs only a new reason.
     refused: String,
     /// The endpoint the next connection tries first ([`Runner::connect`]).
@@ -392,10 +404,28 @@ impl Runner {
                 return false;
             }
             tracing::error!(node.id = %self.me.node_id, ring.epoch = s.view.epoch, reason = %reason, "fenced: stopped acting");
+            self.history.record(&self.me.node_id, Change::Fenced(reason.clone()), s.joined_epoch, &s.session);
             s.status = Status::Fenced(reason.clone());
             s.valid_until = None;
             true
         });
+    }
+
+    /// Record that member `id` is gone without a graceful leave, seen by this node: every
+    /// survivor records it, the database keeps one row ([`super::history`]), and none when the
+    /// member recorded its own `left` first. This node's own key is its fence, not a loss.
+    fn lost(&self, id: &str, reason: &str) {
+        if id == self.me.node_id {
+            return;
+        }
+        let Some(&created) = self.created.get(id) else { return };
+        let change = Change::Lost { observed_by: self.me.node_id.clone(), reason: reason.to_string() };
+        self.history.record(
+            id,
+            change,
+            created.max(0) as u64,
+            &format!("etcd member key created at revision {created}"),
+        );
     }
 
     fn publish_deadline(&self, valid_until: Instant) {
@@ -434,11 +464,20 @@ impl Runner {
                 Err(e) => return End::Retry(format!("reading members failed: {e}")),
             };
             let mut table = MemberTable::for_database(&self.opts.database);
+            let mut created = HashMap::new();
             for kv in resp.kvs() {
                 let id = self.node_id_of(kv.key());
                 self.applied(&id, table.put(&id, kv.value()));
+                created.insert(id, kv.create_revision());
+            }
+            // Members that went while this node was not watching (a fence, a broken watch).
+            let gone: Vec<String> =
+                self.table.ids().into_iter().filter(|id| !table.contains(id)).map(String::from).collect();
+            for id in gone {
+                self.lost(&id, "its member key was gone when this node read the members again");
             }
             self.table = table;
+            self.created = created;
             self.last_rev = anchor;
             *need_anchor = false;
             if !self.own_record_is_ours() {
@@ -449,6 +488,17 @@ impl Runner {
             let view = self.table.view(anchor as u64);
             let vnodes = self.opts.vnodes;
             let foreign = self.foreign();
+            let new_session = self.tx.borrow().status != Status::Joined;
+            if new_session {
+                self.sessions += 1;
+                let change = if self.sessions == 1 { Change::Joined } else { Change::Rejoined };
+                self.history.record(
+                    &self.me.node_id,
+                    change,
+                    anchor.max(0) as u64,
+                    &format!("etcd lease {lease_id:x}"),
+                );
+            }
             self.tx.send_modify(|s| {
                 s.foreign = foreign;
                 if s.status != Status::Joined {
@@ -510,8 +560,10 @@ impl Runner {
                     // what this node still runs (docs/design.md, "Health-gated membership").
                     tracing::error!(node.id = %self.me.node_id, reason = %why,
                         "stopping every application here before leaving the ring");
+                    let reason = format!("leaving the ring: {why}");
                     self.tx.send_modify(|s| {
-                        s.status = Status::Fenced(format!("leaving the ring: {why}"));
+                        self.history.record(&self.me.node_id, Change::Fenced(reason.clone()), s.joined_epoch, &s.session);
+                        s.status = Status::Fenced(reason.clone());
                         s.valid_until = None;
                     });
                     leaving = Some(why);
@@ -576,8 +628,16 @@ impl Runner {
                                 EventType::Put => {
                                     let applied = self.table.put(&id, kv.value());
                                     self.applied(&id, applied);
+                                    self.created.insert(id.clone(), kv.create_revision());
                                 }
-                                EventType::Delete => self.table.delete(&id),
+                                EventType::Delete => {
+                                    if self.table.contains(&id) {
+                                        self.lost(&id, "its member key was deleted without a graceful leave: its lease \
+                                            expired (a crash, a pause, a partition) or it left the ring over its database");
+                                    }
+                                    self.table.delete(&id);
+                                    self.created.remove(&id);
+                                }
                             }
                             self.last_rev = self.last_rev.max(kv.mod_revision());
                         }
@@ -715,6 +775,15 @@ impl Runner {
     }
 
     async fn leave(&mut self, client: Option<Client>) {
+        let created = self.created.get(&self.me.node_id).copied();
+        let joined = self.tx.borrow().status == Status::Joined;
+        let lease_id = self.lease.as_ref().map(|l| l.id);
+        if let (Some(created), true, Some(lease_id)) = (created, joined, lease_id) {
+            // Before the lease goes: the others see the key deleted with `left` already recorded,
+            // and record no loss.
+            let detail = format!("etcd lease {lease_id:x}, member key created at revision {created}");
+            self.history.record_now(&self.me.node_id, Change::Left, created.max(0) as u64, &detail, CALL_TIMEOUT).await;
+        }
         if let Some(lease) = self.lease.take() {
             let client = match client {
                 Some(c) => Some(c),

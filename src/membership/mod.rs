@@ -20,6 +20,7 @@
 pub mod clock;
 pub mod etcd;
 pub mod health;
+pub mod history;
 pub mod settle;
 pub mod standalone;
 pub mod view;

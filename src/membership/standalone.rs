@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::history::{Change, History};
 use super::{LocalNode, MembershipError, MembershipHandle, MembershipState, Status, View};
 use crate::metrics::Metrics;
 use crate::store::lock::{self, Acquire, Claimant};
-use crate::store::models::{LockRow, NewEvent};
-use crate::store::{events, Store};
+use crate::store::models::LockRow;
+use crate::store::Store;
 
 /// Standalone timing.
 #[derive(Debug, Clone)]
@@ -44,13 +45,15 @@ pub async fn start(
     let claimant = claimant(&me);
     let started = Instant::now();
     match acquire(&store, &claimant, opts.ttl).await? {
-        Acquire::Acquired { epoch } => {
+        Acquire::Acquired { epoch, lost } => {
             let mut state = MembershipState::joining();
             joined(&mut state, &me, epoch, started + opts.ttl, opts.vnodes);
             let (tx, rx) = watch::channel(state);
-            record_join(&store, &me, epoch, "joined").await;
+            let history = History::start(store.clone());
+            record_lost(&history, &me, lost);
+            history.record(&me.node_id, Change::Joined, epoch.max(0) as u64, &session(epoch));
             tracing::info!(node.id = %me.node_id, ring.epoch = epoch, "joined as the standalone node");
-            let task = tokio::spawn(run(store, me, claimant, epoch, started, opts, tx, metrics, shutdown));
+            let task = tokio::spawn(run(store, me, claimant, epoch, started, opts, tx, metrics, history, shutdown));
             Ok(MembershipHandle::new(rx, task))
         }
         Acquire::Held(row) => {
@@ -83,7 +86,7 @@ fn joined(state: &mut MembershipState, me: &LocalNode, epoch: i64, valid_until: 
     state.adopt_view(View { epoch: epoch.max(0) as u64, members: vec![me.member()] }, vnodes);
     state.status = Status::Joined;
     state.valid_until = Some(valid_until);
-    state.session = format!("standalone lock epoch {epoch}");
+    state.session = session(epoch);
     state.joined_epoch = epoch.max(0) as u64;
 }
 
@@ -114,17 +117,19 @@ fn pid_space() -> String {
     }
 }
 
-async fn record_join(store: &Store, me: &LocalNode, epoch: i64, how: &str) {
-    let ev = NewEvent {
-        kind: "membership.joined".into(),
-        node_id: Some(me.node_id.clone()),
-        actor: Some("system".into()),
-        message: format!("node {} {how} as the standalone node at epoch {epoch}", me.node_id),
-        data: Some(serde_json::json!({ "epoch": epoch, "addr": me.addr }).to_string()),
-        ..Default::default()
-    };
-    if let Err(e) = store.run(move |c| events::record_event(c, &ev)).await {
-        tracing::warn!(error = %e, "could not record the membership event");
+fn session(epoch: i64) -> String {
+    format!("standalone lock epoch {epoch}")
+}
+
+/// Record the loss of the lock's previous holder, taken over stale (docs/membership.md,
+/// "Membership events"): only the node that took the lock over sees it, once per epoch.
+fn record_lost(history: &History, me: &LocalNode, lost: Option<LockRow>) {
+    if let Some(row) = lost {
+        let change = Change::Lost {
+            observed_by: me.node_id.clone(),
+            reason: format!("its standalone lock went without a heartbeat (pid {} on {})", row.pid, row.host),
+        };
+        history.record(&row.node_id, change, row.epoch.max(0) as u64, &session(row.epoch));
     }
 }
 
@@ -138,6 +143,7 @@ async fn run(
     opts: Options,
     tx: watch::Sender<MembershipState>,
     metrics: Arc<Metrics>,
+    history: History,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(opts.heartbeat);
@@ -148,6 +154,7 @@ async fn run(
                 return false;
             }
             tracing::error!(node.id = %me.node_id, ring.epoch = s.view.epoch, reason = %reason, "fenced: stopped acting");
+            history.record(&me.node_id, Change::Fenced(reason.clone()), s.joined_epoch, &s.session);
             s.status = Status::Fenced(reason);
             s.valid_until = None;
             true
@@ -187,12 +194,13 @@ async fn run(
         } else {
             // Fenced: take the lock again with a new epoch once it is free or still ours.
             match tokio::time::timeout(opts.ttl, acquire(&store, &claimant, opts.ttl)).await {
-                Ok(Ok(Acquire::Acquired { epoch: new })) => {
+                Ok(Ok(Acquire::Acquired { epoch: new, lost })) => {
                     epoch = new;
                     last_ok = attempt;
                     tx.send_modify(|s| joined(s, &me, epoch, attempt + opts.ttl, opts.vnodes));
                     tracing::info!(node.id = %me.node_id, ring.epoch = epoch, "re-joined as the standalone node");
-                    record_join(&store, &me, epoch, "re-joined").await;
+                    record_lost(&history, &me, lost);
+                    history.record(&me.node_id, Change::Rejoined, epoch.max(0) as u64, &session(epoch));
                 }
                 Ok(Ok(Acquire::Held(row))) => {
                     tracing::debug!(node.id = %me.node_id, holder.node = %row.node_id, "standalone lock held by another node");
@@ -206,6 +214,10 @@ async fn run(
                 }
             }
         }
+    }
+    if tx.borrow().status == Status::Joined {
+        // Recorded before the lock is given up, so a node that takes it next finds it recorded.
+        history.record_now(&me.node_id, Change::Left, epoch.max(0) as u64, &session(epoch), opts.heartbeat).await;
     }
     let holder = claimant.holder.clone();
     match tokio::time::timeout(opts.heartbeat, store.run(move |c| lock::release(c, &holder))).await {

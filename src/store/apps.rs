@@ -8,6 +8,8 @@
 //! Must never: take an application that another live node holds, or change an application's
 //! owner from the admin API.
 
+use std::collections::HashMap;
+
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
@@ -18,7 +20,7 @@ use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewApplication, NewEvent};
 use super::schema::application;
 use super::{AnyConnection, MultiBackend, StoreError};
-use crate::domain::{AppState, DesiredState};
+use crate::domain::{AppState, DesiredState, LastOwnership, Takeover};
 
 /// Insert an application; returns its id. A taken name is a unique violation.
 pub fn insert_application(conn: &mut AnyConnection, new: &NewApplication) -> Result<i64, StoreError> {
@@ -177,14 +179,14 @@ pub fn acquire_app(
     Ok(apps_batch(conn, me, fence, &[acquire], &[], &[])?.acquired.pop().flatten())
 }
 
-/// [`acquire_app`] inside the caller's transaction, fenced by the deadline `until`.
+/// [`acquire_app`] inside the caller's transaction, fenced by the deadline `until`, without its
+/// event ([`record_acquisitions`]).
 fn acquire_app_in(
     conn: &mut AnyConnection,
     id: i64,
     (me, until): (&str, NaiveDateTime),
     epoch: i64,
     live: &[String],
-    event: &NewEvent,
 ) -> Result<Option<Application>, StoreError> {
     let n = diesel::update(
         application::table
@@ -206,7 +208,6 @@ fn acquire_app_in(
     if n == 0 {
         return Ok(None);
     }
-    events::record_event(conn, event)?;
     Ok(application::table.find(id).select(Application::as_select()).first(conn).optional()?)
 }
 
@@ -224,8 +225,8 @@ pub struct AppAcquire {
 }
 
 /// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
-/// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`, the events
-/// inserted in a CTE fed by its `RETURNING`).
+/// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`), the
+/// events written after it ([`record_acquisitions`]).
 /// Why: a node adopting 1,000 applications at once (a start, a failover) spent ~1 s committing
 /// one transaction per application (server log, docs/benchmarks.md).
 fn acquire_apps_pg(
@@ -237,31 +238,17 @@ fn acquire_apps_pg(
     use diesel::sql_types::Timestamp;
     let ids: Vec<i64> = acquires.iter().map(|a| a.id).collect();
     let epochs: Vec<i64> = acquires.iter().map(|a| a.epoch).collect();
-    let kinds: Vec<&str> = acquires.iter().map(|a| a.event.kind.as_str()).collect();
-    let nodes: Vec<Option<&str>> = acquires.iter().map(|a| a.event.node_id.as_deref()).collect();
-    let actors: Vec<Option<&str>> = acquires.iter().map(|a| a.event.actor.as_deref()).collect();
-    let messages: Vec<&str> = acquires.iter().map(|a| a.event.message.as_str()).collect();
-    let data: Vec<Option<&str>> = acquires.iter().map(|a| a.event.data.as_deref()).collect();
     let sql = format!(
-        "WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-           $6::text[], $7::text[]) AS v(id, epoch, kind, node_id, actor, message, data)), \
-         u AS (UPDATE application AS a SET owner_node = $8, owner_epoch = v.epoch, updated_at = $9 \
-           FROM v WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $8 OR a.owner_node <> ALL ($10)) \
-             AND {before_deadline} \
-           RETURNING a.*), \
-         e AS (INSERT INTO event (kind, app_id, node_id, actor, message, data) \
-           SELECT v.kind, v.id, v.node_id, v.actor, v.message, COALESCE(v.data, '{{}}') FROM v JOIN u ON u.id = v.id) \
-         SELECT * FROM u",
-        before_deadline = before_deadline(true, 11)
+        "UPDATE application AS a SET owner_node = $3, owner_epoch = v.epoch, updated_at = $4 \
+         FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) \
+         WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $3 OR a.owner_node <> ALL ($5)) \
+           AND {before_deadline} \
+         RETURNING a.*",
+        before_deadline = before_deadline(true, 6)
     );
     let got: Vec<Application> = diesel::sql_query(sql)
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<BigInt>, _>(&epochs)
-        .bind::<Array<Text>, _>(&kinds)
-        .bind::<Array<Nullable<Text>>, _>(&nodes)
-        .bind::<Array<Nullable<Text>>, _>(&actors)
-        .bind::<Array<Text>, _>(&messages)
-        .bind::<Array<Nullable<Text>>, _>(&data)
         .bind::<Text, _>(me)
         .bind::<Timestamp, _>(Utc::now().naive_utc())
         .bind::<Array<Text>, _>(live)
@@ -427,6 +414,16 @@ fn apps_write_in(
     writes: &[AppWrite],
 ) -> Result<(Vec<Option<Application>>, Vec<bool>), StoreError> {
     let mut acquired = vec![None; acquires.len()];
+    let before: HashMap<i64, Option<String>> = if acquires.is_empty() {
+        HashMap::new()
+    } else {
+        application::table
+            .filter(application::id.eq_any(acquires.iter().map(|a| a.id).collect::<Vec<_>>()))
+            .select((application::id, application::owner_node))
+            .load::<(i64, Option<String>)>(conn)?
+            .into_iter()
+            .collect()
+    };
     let mut rest: Vec<usize> = (0..acquires.len()).collect();
     // PostgreSQL: one statement per set of live members (one set, unless the membership changed
     // while the batch gathered); SQLite and single acquisitions: one by one.
@@ -442,7 +439,7 @@ fn apps_write_in(
                 .iter()
                 .map(|&i| {
                     let a = &acquires[i];
-                    acquire_app_in(conn, a.id, writer, a.epoch, &a.live, &a.event)
+                    acquire_app_in(conn, a.id, writer, a.epoch, &a.live)
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -450,6 +447,7 @@ fn apps_write_in(
             acquired[i] = app;
         }
     }
+    record_acquisitions(conn, writer.0, acquires, &acquired, &before)?;
     let flags = match conn {
         AnyConnection::Postgresql(_) if writes.is_empty() => Vec::new(),
         AnyConnection::Postgresql(c) => apps_write_pg(c, writer, writes)?,
@@ -459,6 +457,77 @@ fn apps_write_in(
             .collect::<Result<_, _>>()?,
     };
     Ok((acquired, flags))
+}
+
+/// Record the `app.acquired` event of each acquisition that took its application, naming the
+/// previous owner and why it moved ([`Takeover::decide`]; docs/dispatch.md, "Ownership events"):
+/// `before` holds the owners read in the same transaction before the acquisitions. The last
+/// ownership events are read only for applications that had no owner, or a live one that
+/// released it meanwhile.
+fn record_acquisitions(
+    conn: &mut AnyConnection,
+    me: &str,
+    acquires: &[AppAcquire],
+    acquired: &[Option<Application>],
+    before: &HashMap<i64, Option<String>>,
+) -> Result<(), StoreError> {
+    let taken: Vec<&AppAcquire> = acquires.iter().zip(acquired).filter(|(_, a)| a.is_some()).map(|(a, _)| a).collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let owner_before = |a: &AppAcquire| before.get(&a.id).cloned().flatten();
+    let unknown: Vec<i64> =
+        taken.iter().filter(|a| owner_before(a).is_none_or(|o| o != me && a.live.contains(&o))).map(|a| a.id).collect();
+    let last: HashMap<i64, LastOwnership> = events::last_ownership(conn, &unknown)?.into_iter().collect();
+    let evs: Vec<NewEvent> = taken
+        .iter()
+        .map(|a| {
+            let (previous, why) = Takeover::decide(me, owner_before(a).as_deref(), &a.live, last.get(&a.id));
+            describe_takeover(&a.event, previous.as_deref(), why)
+        })
+        .collect();
+    match conn {
+        AnyConnection::Postgresql(c) if evs.len() > 1 => {
+            let col = |f: fn(&NewEvent) -> Option<&str>| evs.iter().map(f).collect::<Vec<_>>();
+            diesel::sql_query(
+                "INSERT INTO event (kind, app_id, node_id, actor, message, data) \
+                 SELECT kind, app_id, node_id, actor, message, COALESCE(data, '{}') FROM \
+                 unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                   AS v(kind, app_id, node_id, actor, message, data)",
+            )
+            .bind::<Array<Text>, _>(evs.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<BigInt>>, _>(evs.iter().map(|e| e.app_id).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.node_id.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.actor.as_deref()))
+            .bind::<Array<Text>, _>(evs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.data.as_deref()))
+            .execute(c)?;
+        }
+        _ => {
+            for e in &evs {
+                events::record_event(conn, e)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `event` (an `app.acquired` as the actor wrote it) with the previous owner and the reason in
+/// its message and `data` (`previous_owner`, `reason`).
+fn describe_takeover(event: &NewEvent, previous: Option<&str>, why: Takeover) -> NewEvent {
+    let mut data = event
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    data["previous_owner"] = previous.map_or(serde_json::Value::Null, |p| p.into());
+    data["reason"] = why.as_str().into();
+    NewEvent {
+        message: format!("{} ({})", event.message, why.describe(previous)),
+        data: Some(data.to_string()),
+        ..event.clone()
+    }
 }
 
 /// What [`apps_batch`] did.

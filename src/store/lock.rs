@@ -45,6 +45,9 @@ pub enum Acquire {
     Acquired {
         /// The new epoch.
         epoch: i64,
+        /// The previous holder, when it was another process that had not released the lock
+        /// (crashed, or stalled past the TTL): a member lost, for the history.
+        lost: Option<LockRow>,
     },
     /// Someone else holds it and is alive.
     Held(LockRow),
@@ -97,7 +100,7 @@ pub fn try_acquire(
             heartbeat_at: now,
         };
         return match diesel::insert_into(ml::table).values(&fresh).execute(conn) {
-            Ok(_) => Ok(Acquire::Acquired { epoch: 1 }),
+            Ok(_) => Ok(Acquire::Acquired { epoch: 1, lost: None }),
             // Another node inserted first: it holds the lock.
             Err(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => held(conn),
             Err(e) => Err(e.into()),
@@ -125,7 +128,10 @@ pub fn try_acquire(
     ))
     .execute(conn)?;
     if changed == 1 {
-        Ok(Acquire::Acquired { epoch })
+        // A released lock carries the Unix epoch as its heartbeat ([`release`]).
+        let released = row.heartbeat_at == chrono::DateTime::UNIX_EPOCH.naive_utc();
+        let lost = (row.holder != me.holder && !released).then_some(row);
+        Ok(Acquire::Acquired { epoch, lost })
     } else {
         held(conn)
     }

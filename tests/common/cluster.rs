@@ -171,6 +171,16 @@ impl Cluster {
         n.n
     }
 
+    /// Events whose kind starts with `prefix`, oldest first.
+    pub fn events(&self, prefix: &str) -> Vec<EventRow> {
+        diesel::sql_query(
+            "SELECT kind, app_id, node_id, message, data FROM event WHERE kind LIKE $1 || '%' ORDER BY id",
+        )
+        .bind::<Text, _>(prefix)
+        .load(&mut *self.store.conn().unwrap())
+        .unwrap()
+    }
+
     /// Wait (up to 30 s) until the nodes `ids` are joined with a view of exactly `ids`, all at
     /// one epoch.
     pub fn converge(&self, ids: &[&str]) {
@@ -206,4 +216,30 @@ pub struct TaskRow {
     pub owner_node: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     pub error: Option<String>,
+}
+
+#[derive(Debug, QueryableByName)]
+pub struct EventRow {
+    #[diesel(sql_type = Text)]
+    pub kind: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub app_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub node_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub message: String,
+    #[diesel(sql_type = Text)]
+    pub data: String,
+}
+
+impl EventRow {
+    /// `data` as JSON.
+    pub fn data(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    /// Whether it is of `kind` about node `node`.
+    pub fn is(&self, kind: &str, node: &str) -> bool {
+        self.kind == kind && self.node_id.as_deref() == Some(node)
+    }
 }
