@@ -247,6 +247,47 @@ fn bad_input_gets_clear_json_errors() {
     assert_eq!(node.get("/readyz").0, 200, "still up");
 }
 
+/// What dispatch would fail is refused at the door, with the field named: an unknown action
+/// (202 before, then `failed` at dispatch) and a mistyped selector (422 before, but with
+/// `fields: []`), on tasks and on applications.
+#[test]
+fn the_api_refuses_what_dispatch_would_fail_naming_the_field() {
+    let (_dir, node) = node_with_tokens();
+    let fields = |e: &Value| -> Vec<String> {
+        e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap().to_string()).collect()
+    };
+    let (s, e) = admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "fly"})));
+    assert_eq!((s, fields(&e)), (422, vec!["action".to_string()]), "{e}");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`fly`") && message.contains("start, stop, restart, run"), "{message}");
+    let (_, list) = admin(&node, "GET", "/api/v1/tasks", None);
+    assert_eq!(list["items"], json!([]), "nothing written");
+
+    for (body, field) in [
+        (json!({"action": "run", "selector": "dc=eu"}), "selector"),
+        (json!({"action": "run", "selector": ["dc"]}), "selector"),
+        (json!({"action": "run", "selector": {"dc": 5}}), "selector.dc"),
+    ] {
+        let (s, e) = admin(&node, "POST", "/api/v1/tasks", Some(body.clone()));
+        assert_eq!((s, fields(&e)), (422, vec![field.to_string()]), "{body}: {e}");
+    }
+    let (s, e) = admin(
+        &node,
+        "POST",
+        "/api/v1/apps",
+        Some(json!({"name": "s", "driver": "noop", "selector": {"dc": "eu", "zone": 1, "rack": null}})),
+    );
+    assert_eq!((s, fields(&e)), (422, vec!["selector.rack".to_string(), "selector.zone".to_string()]), "{e}");
+    let (s, app) =
+        admin(&node, "POST", "/api/v1/apps", Some(json!({"name": "s", "driver": "noop", "selector": {"dc": "eu"}})));
+    assert_eq!(s, 201, "{app}");
+    let path = format!("/api/v1/apps/{}", app["id"]);
+    let (s, e) = admin(&node, "PATCH", &path, Some(json!({"selector": "dc=eu"})));
+    assert_eq!((s, fields(&e)), (422, vec!["selector".to_string()]), "{e}");
+    let (s, a) = admin(&node, "PATCH", &path, Some(json!({"selector": {"dc": "us"}})));
+    assert_eq!((s, &a["selector"]), (200, &json!({"dc": "us"})), "{a}");
+}
+
 #[test]
 fn without_tokens_only_loopback_is_served_and_serve_refuses_a_public_listen() {
     let dir = tempfile::tempdir().unwrap();

@@ -884,6 +884,7 @@ fn commands_get_a_minimal_environment() {
         "ROTA_EPOCH",
         "ROTA_TASK_ID",
         "ROTA_PARAMS",
+        "ROTA_RESULT_FILE",
         "ROTA_SUPERVISOR",
     ];
     for (name, task) in [("process", rows[0].id), ("shell", rows[1].id)] {

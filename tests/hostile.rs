@@ -277,7 +277,11 @@ fn nasty_rows(postgres: bool) -> Vec<(String, String, Want)> {
             ins("action, timeout_ms", "'run', -2147483648"),
             fails(&["timeout_ms must be at least 1"]),
         ),
-        ("child of a missing parent", ins("action, parent_id", "'run', 777777"), Want::Succeeds),
+        (
+            "child of a missing parent",
+            ins("action, parent_id", "'run', 777777"),
+            fails(&["parent_id 777777 names no task"]),
+        ),
         ("bogus stage", ins("action, stage", "'run', 'bogus'"), Want::Succeeds),
         ("SQL-looking idempotency key", ins("action, idempotency_key", &format!("'run', {}", q(drop))), Want::Succeeds),
         (

@@ -472,3 +472,200 @@ struct S {
     #[diesel(sql_type = Text)]
     s: String,
 }
+
+/// A row as the tests below read it, by hand, on either backend.
+#[derive(Debug, Clone, QueryableByName)]
+struct Ended {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    result: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    error: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    stage: Option<String>,
+}
+
+fn ended(f: &common::fixture::Fixture, id: i64, within: Duration) -> Ended {
+    let one = || -> Ended {
+        diesel::sql_query(format!("SELECT id, status, result, error, stage FROM task WHERE id = {id}"))
+            .get_result(&mut *f.store.conn().unwrap())
+            .unwrap()
+    };
+    wait_until(within, &format!("task {id} to end"), || !matches!(one().status.as_str(), "pending" | "running"));
+    one()
+}
+
+/// Rows written by SQL with columns the API refuses are failed at dispatch with an error naming
+/// the column (before, the column was ignored: the row ran as if it were not there).
+fn hand_written_rows_the_api_refuses_fail_naming_the_column(postgres: bool) {
+    let f = common::fixture::Fixture::start(postgres, "", &[], &[]);
+    let app = create_app(&f.node, "j", "noop", json!({}));
+    let plain = submit(&f.node, json!({"action": "run", "app_id": app}));
+    assert_eq!(ended(&f, plain, Duration::from_secs(30)).status, "succeeded");
+    let cases = [
+        (
+            "INSERT INTO task (action, routing, shard_total) VALUES ('run', 'broadcast', 2)".to_string(),
+            "shard_total is only for routing `sharding` (this job's routing is `broadcast`)",
+        ),
+        ("INSERT INTO task (action, shard_total) VALUES ('run', 2)".to_string(), "shard_total is only for routing"),
+        (
+            format!("INSERT INTO task (app_id, action, parent_id) VALUES ({app}, 'run', {plain})"),
+            &*format!("parent_id {plain} is a `hash` job: only map and map_reduce jobs take children"),
+        ),
+        ("INSERT INTO task (action, parent_id) VALUES ('run', 987654)".to_string(), "parent_id 987654 names no task"),
+        (
+            format!("INSERT INTO task (app_id, action, routing) VALUES ({app}, 'start', 'random')"),
+            "routing is only for jobs (action `run`): an application command (`start`) must leave it NULL",
+        ),
+        (
+            format!("INSERT INTO task (app_id, action, timeout_ms) VALUES ({app}, 'stop', 500)"),
+            "timeout_ms is only for jobs",
+        ),
+        (
+            format!("INSERT INTO task (app_id, action, selector) VALUES ({app}, 'restart', '{{\"dc\": \"eu\"}}')"),
+            "selector is only for jobs",
+        ),
+        (
+            format!("INSERT INTO task (app_id, action, shard_total) VALUES ({app}, 'start', 3)"),
+            "shard_total is only for jobs",
+        ),
+    ];
+    for (sql, needle) in cases {
+        f.sql(&sql);
+        let id = f.scalar("SELECT max(id) AS n FROM task");
+        let row = ended(&f, id, Duration::from_secs(30));
+        assert_eq!(row.status, "failed", "{sql}: {row:?}");
+        assert!(row.error.as_deref().unwrap_or("").contains(needle), "{sql}: {row:?}");
+    }
+}
+
+#[test]
+fn hand_written_rows_the_api_refuses_fail_naming_the_column_on_sqlite() {
+    hand_written_rows_the_api_refuses_fail_naming_the_column(false);
+}
+
+#[test]
+fn hand_written_rows_the_api_refuses_fail_naming_the_column_on_postgres() {
+    hand_written_rows_the_api_refuses_fail_naming_the_column(true);
+}
+
+/// A fan-out parent ends as its last child does, not at the dispatcher's next poll: with every
+/// periodic wake-up of the node 10 s apart, parents end within seconds. A failed parent carries
+/// its children's counts as a succeeded one does; a finished parent has no stage; the API shows
+/// a parent's children counted. Prints how long after its last child each parent ended.
+fn parents_end_with_their_last_child_with_counts_and_no_stage(postgres: bool) {
+    let slow = [
+        ("ROTA__DISPATCH__POLL_INTERVAL_MS", "10000"),
+        ("ROTA__DISPATCH__RECONCILE_INTERVAL_MS", "10000"),
+        ("ROTA__MEMBERSHIP__HEARTBEAT_INTERVAL_MS", "10000"),
+        ("ROTA__MEMBERSHIP__LOCK_TTL_MS", "30000"),
+    ];
+    let f = common::fixture::Fixture::start(postgres, "", &[], &slow);
+    let ok = create_app(&f.node, "ok", "noop", json!({}));
+    let bad = create_app(&f.node, "bad", "noop", json!({"fail": "run"}));
+    let within = Duration::from_secs(5);
+
+    let bcast = submit(&f.node, json!({"action": "run", "app_id": ok, "routing": "broadcast"}));
+    let row = ended(&f, bcast, within);
+    assert_eq!((row.status.as_str(), row.stage.as_deref()), ("succeeded", None), "{row:?}");
+    let (s, shown) = f.node.get(&format!("/api/v1/tasks/{bcast}"));
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(s, 200);
+    assert_eq!(
+        shown["children"],
+        json!({"total": 1, "pending": 0, "running": 0, "succeeded": 1, "failed": 0, "cancelled": 0, "lost": 0})
+    );
+    assert!(shown["stage"].is_null(), "{shown}");
+
+    let sharded = submit(
+        &f.node,
+        json!({"action": "run", "app_id": bad, "routing": "sharding", "shard_total": 3, "max_attempts": 1}),
+    );
+    let row = ended(&f, sharded, within);
+    assert_eq!((row.status.as_str(), row.stage.as_deref()), ("failed", None), "{row:?}");
+    assert!(row.error.as_deref().unwrap().starts_with("0 of 3 children succeeded; 3 failed"), "{row:?}");
+    let counts: Value = serde_json::from_str(row.result.as_deref().expect("a failed parent has counts")).unwrap();
+    assert_eq!(counts, json!({"children": 3, "succeeded": 0, "failed": 3, "lost": 0, "cancelled": 0}));
+    let (_, shown) = f.node.get(&format!("/api/v1/tasks/{sharded}"));
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!((&shown["children"]["total"], &shown["children"]["failed"]), (&json!(3), &json!(3)), "{shown}");
+
+    // Map steps that add no children: the gather and reduce stages end too.
+    for routing in ["map", "map_reduce"] {
+        let id = submit(&f.node, json!({"action": "run", "app_id": ok, "routing": routing}));
+        let row = ended(&f, id, within);
+        assert_eq!((row.status.as_str(), row.stage.as_deref()), ("succeeded", None), "{routing}: {row:?}");
+    }
+
+    // How long after its last child each parent ended (one node; the children are no-ops).
+    let mut gaps = Vec::new();
+    for _ in 0..20 {
+        let id = submit(&f.node, json!({"action": "run", "app_id": ok, "routing": "broadcast"}));
+        assert_eq!(ended(&f, id, within).status, "succeeded");
+        let gap = if postgres {
+            format!(
+                "SELECT CAST(EXTRACT(EPOCH FROM (p.finished_at - max(c.finished_at))) * 1000000 AS bigint) AS n \
+                 FROM task p JOIN task c ON c.parent_id = p.id WHERE p.id = {id} GROUP BY p.finished_at"
+            )
+        } else {
+            format!(
+                "SELECT CAST((julianday(p.finished_at) - julianday(max(c.finished_at))) * 86400000000 AS INTEGER) AS n \
+                 FROM task p JOIN task c ON c.parent_id = p.id WHERE p.id = {id} GROUP BY p.finished_at"
+            )
+        };
+        gaps.push(f.scalar(&gap) as f64 / 1000.0);
+    }
+    gaps.sort_by(f64::total_cmp);
+    eprintln!(
+        "measured ({}): a broadcast parent ended {:.1} / {:.1} / {:.1} ms (min / median / max of 20) after its last child",
+        if postgres { "postgres" } else { "sqlite" },
+        gaps[0],
+        gaps[10],
+        gaps[19]
+    );
+}
+
+#[test]
+fn parents_end_with_their_last_child_with_counts_and_no_stage_on_sqlite() {
+    parents_end_with_their_last_child_with_counts_and_no_stage(false);
+}
+
+#[test]
+fn parents_end_with_their_last_child_with_counts_and_no_stage_on_postgres() {
+    parents_end_with_their_last_child_with_counts_and_no_stage(true);
+}
+
+/// The map-reduce example of docs/jobs.md, run as it is written there: a `process` handler
+/// whose three steps (map, child, reduce) answer through `$ROTA_RESULT_FILE`, so the reduce
+/// step sums its children's numbers from their JSON results without parsing any text.
+#[test]
+fn the_documented_map_reduce_sums_numbers_from_structured_results() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/jobs.md")).unwrap();
+    let start = docs.find("```python\n").expect("docs/jobs.md shows the handler") + "```python\n".len();
+    let script = &docs[start..start + docs[start..].find("```").unwrap()];
+    let f = common::fixture::Fixture::start(false, "", &[], &[]);
+    let path = f.dir.path().join("sum.py");
+    std::fs::write(&path, script).unwrap();
+    let app = create_app(&f.node, "sum", "process", json!({"command": ["python3", path.to_str().unwrap()]}));
+    let api = f.node.url("");
+    let id = submit(
+        &f.node,
+        json!({"action": "run", "app_id": app, "routing": "map_reduce",
+               "payload": {"api": api.trim_end_matches('/'), "chunks": [[1, 2, 3], [4, 5], [6]]}}),
+    );
+    let row = ended(&f, id, Duration::from_secs(60));
+    assert_eq!(row.status, "succeeded", "{row:?}\n{}", f.node.logs());
+    assert_eq!(serde_json::from_str::<Value>(row.result.as_deref().unwrap()).unwrap(), json!({"sum": 21}));
+    let children: Vec<Ended> = diesel::sql_query(format!(
+        "SELECT id, status, result, error, stage FROM task WHERE parent_id = {id} ORDER BY id"
+    ))
+    .load(&mut *f.store.conn().unwrap())
+    .unwrap();
+    let sums: Vec<Value> =
+        children.iter().map(|c| serde_json::from_str(c.result.as_deref().unwrap()).unwrap()).collect();
+    assert_eq!(sums, vec![json!({"sum": 6}), json!({"sum": 9}), json!({"sum": 6})]);
+    // The result files are gone with their commands.
+    let left: Vec<_> = std::fs::read_dir(f.dir.path().join("params")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1,8 +1,6 @@
 //! `/api/v1/apps`: create, list, show, update, delete applications, and start / stop / restart
 //! them (each writes a `task` and answers 202 with its id and link).
 
-use std::collections::BTreeMap;
-
 use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Deserializer};
@@ -45,8 +43,10 @@ pub struct CreateApp {
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     spec: Value,
-    #[serde(default)]
-    selector: BTreeMap<String, String>,
+    /// Labels a node must have to own it, e.g. `{"dc": "dc1"}`.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    selector: Value,
     restart_policy: Option<String>,
     max_restarts: Option<i32>,
     monitor_interval_ms: Option<i32>,
@@ -150,6 +150,7 @@ async fn create(
     body: web::Json<CreateApp>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
+    let selector = super::selector_field(b.selector)?;
     let mut errors = Vec::new();
     check_name(&b.name, &mut errors);
     let spec = complete_spec(&state, &b.driver, b.spec, None, &mut errors);
@@ -160,7 +161,7 @@ async fn create(
         name: b.name.clone(),
         driver: b.driver,
         spec: Some(spec.to_string()),
-        selector: Some(json!(b.selector).to_string()),
+        selector: Some(json!(selector).to_string()),
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
         monitor_interval_ms: b.monitor_interval_ms,
@@ -262,7 +263,9 @@ pub struct UpdateApp {
     /// read back can be sent as it is (docs/api.md#secrets).
     #[schema(value_type = Option<Object>)]
     spec: Option<Value>,
-    selector: Option<BTreeMap<String, String>>,
+    /// Labels a node must have to own it, e.g. `{"dc": "dc1"}`.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    selector: Option<Value>,
     restart_policy: Option<String>,
     max_restarts: Option<i32>,
     #[serde(default, deserialize_with = "double_option")]
@@ -285,6 +288,7 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     let b = body.into_inner();
+    let selector = b.selector.map(super::selector_field).transpose()?;
     let app = load(&state, id).await?;
     let mut errors = Vec::new();
     // `***` keeps what is stored: the spec a read shows can be edited and sent back whole.
@@ -293,10 +297,10 @@ async fn update(
     check_policy(b.restart_policy.as_deref(), b.max_restarts, b.monitor_interval_ms.flatten(), &mut errors);
     check_group(b.traffic_group.clone().flatten().as_deref(), &mut errors);
     invalid(errors)?;
-    let moves = b.selector.is_some() || b.traffic_group.is_some();
+    let moves = selector.is_some() || b.traffic_group.is_some();
     let change = AppUpdate {
         spec: spec.map(|s| s.to_string()),
-        selector: b.selector.map(|s| json!(s).to_string()),
+        selector: selector.map(|s| json!(s).to_string()),
         restart_policy: b.restart_policy,
         max_restarts: b.max_restarts,
         monitor_interval_ms: b.monitor_interval_ms,

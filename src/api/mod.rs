@@ -136,6 +136,51 @@ pub fn stored_time(
     }
 }
 
+/// A label selector as a body sends it: a JSON object of string values. Bodies take it as any
+/// JSON value and check it here, so a mistyped one is a 422 naming `selector` or
+/// `selector.<key>` (a typed field fails inside serde, whose error names no field). Each bad
+/// key is named.
+pub fn selector_field(value: serde_json::Value) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        return Err(ApiError::field(
+            "selector",
+            format!("must be a JSON object of strings, like {{\"dc\": \"dc1\"}}; got {}", json_kind(&value)),
+        ));
+    };
+    let mut labels = std::collections::BTreeMap::new();
+    let mut fields = Vec::new();
+    for (key, v) in map {
+        match v {
+            Value::String(s) => {
+                labels.insert(key, s);
+            }
+            other => fields.push(error::FieldError {
+                field: format!("selector.{key}"),
+                message: format!("a label value must be a string, got {}", json_kind(&other)),
+            }),
+        }
+    }
+    if fields.is_empty() {
+        return Ok(labels);
+    }
+    let message = fields.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+    Err(ApiError::Invalid { message, fields })
+}
+
+/// What kind of JSON value `v` is, for messages.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Drain control: this node's ring weight as published in membership.
 pub struct Drain {
     /// Set 0 to drain, the configured weight to undrain.

@@ -75,7 +75,8 @@ pub struct Submit {
     /// Jobs: per-attempt time limit in ms.
     timeout_ms: Option<i32>,
     /// Jobs: labels the executing node must have (default: the application's selector).
-    selector: Option<std::collections::BTreeMap<String, String>>,
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    selector: Option<Value>,
     /// A child of a running `map` / `map_reduce` job (its application by default).
     parent_id: Option<i64>,
 }
@@ -91,9 +92,12 @@ async fn submit(
     body: web::Json<Submit>,
 ) -> Result<HttpResponse, ApiError> {
     let b = body.into_inner();
-    if b.action.is_empty() || b.action.len() > 64 {
-        return Err(ApiError::field("action", "1 to 64 characters: start, stop, restart or run"));
-    }
+    // Dispatch fails a row whose action it does not know; the API refuses it at the door.
+    let Some(action) = Action::parse(&b.action) else {
+        let shown: String = b.action.chars().take(64).collect();
+        let all: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        return Err(ApiError::field("action", format!("unknown action `{shown}`: use one of {}", all.join(", "))));
+    };
     if let Some(p) = b.payload.as_ref().filter(|p| !p.is_object()) {
         return Err(ApiError::field("payload", format!("must be a JSON object, got {p}")));
     }
@@ -103,12 +107,13 @@ async fn submit(
     if b.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 256) {
         return Err(ApiError::field("idempotency_key", "1 to 256 characters"));
     }
-    let is_job = Action::parse(&b.action) == Some(Action::Run);
+    let is_job = action == Action::Run;
+    let selector = b.selector.map(super::selector_field).transpose()?;
     for (field, set) in [
         ("routing", b.routing.is_some()),
         ("shard_total", b.shard_total.is_some()),
         ("timeout_ms", b.timeout_ms.is_some()),
-        ("selector", b.selector.is_some()),
+        ("selector", selector.is_some()),
         ("parent_id", b.parent_id.is_some()),
     ] {
         if set && !is_job {
@@ -163,7 +168,7 @@ async fn submit(
         routing: b.routing,
         shard_total: b.shard_total,
         timeout_ms: b.timeout_ms,
-        selector: b.selector.map(|s| json!(s).to_string()),
+        selector: selector.map(|s| json!(s).to_string()),
         parent_id: b.parent_id,
         action: b.action.clone(),
         payload: b.payload.map(|p| p.to_string()),
@@ -256,7 +261,16 @@ async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResp
         .run(move |c| tasks::find_task(c, id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task with id {id}")))?;
-    Ok(HttpResponse::Ok().json(TaskView::from(task)))
+    // A job that fans out or maps is a parent: its view counts its children.
+    let parent = task.parent_id.is_none()
+        && task.action_word() == Some(Action::Run)
+        && Strategy::parse(task.routing.as_deref()).is_ok_and(|s| s.fans_out() || s.is_map());
+    let view = TaskView::from(task);
+    if !parent {
+        return Ok(HttpResponse::Ok().json(view));
+    }
+    let counts = state.store.run(move |c| tasks::child_counts(c, id)).await?;
+    Ok(HttpResponse::Ok().json(view.with_children(&counts)))
 }
 
 #[utoipa::path(tag = "tasks", params(("id" = i64, Path, description = "Task id")), responses(

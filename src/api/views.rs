@@ -215,13 +215,55 @@ pub struct TaskView {
     /// What the execution returned, any JSON (a job's output that is not JSON, as a string).
     #[schema(value_type = Option<Value>)]
     result: Option<Value>,
+    /// Fan-out and map parents: how many children are in each status (`GET
+    /// /tasks?parent_id=` lists them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<ChildCounts>,
 }
 
 impl From<Task> for TaskView {
     fn from(t: Task) -> Self {
         let (summary, payload, result) = t.split();
-        TaskView { summary: summary.into(), payload: json_column(&payload), result: result.as_deref().map(json_column) }
+        TaskView {
+            summary: summary.into(),
+            payload: json_column(&payload),
+            result: result.as_deref().map(json_column),
+            children: None,
+        }
     }
+}
+
+impl TaskView {
+    /// The view with a parent's children counted (`(status, count)` rows).
+    pub fn with_children(mut self, counts: &[(String, i64)]) -> Self {
+        let mut c = ChildCounts::default();
+        for (status, n) in counts {
+            c.total += n;
+            match status.as_str() {
+                "pending" => c.pending += n,
+                "running" => c.running += n,
+                "succeeded" => c.succeeded += n,
+                "failed" => c.failed += n,
+                "cancelled" => c.cancelled += n,
+                "lost" => c.lost += n,
+                _ => {}
+            }
+        }
+        self.children = Some(c);
+        self
+    }
+}
+
+/// How a parent's children stand: how many there are, and in each status.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ChildCounts {
+    total: i64,
+    pending: i64,
+    running: i64,
+    succeeded: i64,
+    failed: i64,
+    cancelled: i64,
+    lost: i64,
 }
 
 /// An event as the API shows it.

@@ -289,5 +289,15 @@ pub fn render_task(t: &Value) -> String {
     if !t["selector"].is_null() {
         pairs.push(("selector", t["selector"].to_string()));
     }
+    if let Some(c) = t["children"].as_object() {
+        // Counts in the order of a task's life; statuses with none are left out.
+        let counts: Vec<String> = ["pending", "running", "succeeded", "failed", "cancelled", "lost"]
+            .iter()
+            .filter_map(|s| c.get(*s).and_then(Value::as_i64).filter(|n| *n > 0).map(|n| format!("{n} {s}")))
+            .collect();
+        let total = c.get("total").and_then(Value::as_i64).unwrap_or(0);
+        let detail = if counts.is_empty() { String::new() } else { format!(": {}", counts.join(", ")) };
+        pairs.push(("children", format!("{total}{detail}")));
+    }
     table::fields(&pairs)
 }

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::record::{current_fence, dispatcher_event, record_event};
+use super::wake::Parents;
 use crate::domain::Action;
 use crate::membership::MembershipState;
 use crate::metrics::Metrics;
@@ -49,8 +50,9 @@ pub struct Completer {
     store: Store,
     node: String,
     metrics: Arc<Metrics>,
-    /// Wakes the dispatcher: a finished fan-out child's coordinator may be this node.
-    wake: Arc<Notify>,
+    /// Asks the dispatcher to gather the parent of a child that ended: its coordinator may be
+    /// this node.
+    parents: Arc<Parents>,
     /// Tasks this node finished since it started (the maintenance looks at the table's dead
     /// rows after enough of them: [`super::maintenance`]).
     finished: Arc<AtomicU64>,
@@ -63,11 +65,11 @@ impl Completer {
         node: String,
         membership: watch::Receiver<MembershipState>,
         metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
+        parents: Arc<Parents>,
     ) -> Completer {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store.clone(), node.clone(), membership, rx));
-        Completer { tx, store, node, metrics, wake, finished: Arc::new(AtomicU64::new(0)) }
+        Completer { tx, store, node, metrics, parents, finished: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Tasks this node finished since it started.
@@ -90,13 +92,13 @@ impl Completer {
         match self.write_row(id, claim, outcome.clone(), app).await {
             Ok(flags) if flags.task => {
                 self.finished.fetch_add(1, Ordering::Relaxed);
-                if task.parent_id.is_some() {
+                if let (Some(parent), false) = (task.parent_id, matches!(outcome, Outcome::Retry { .. })) {
                     // The parent's coordinator may be this node: let it gather now.
-                    self.wake.notify_one();
+                    self.parents.look_at(parent);
                 }
                 let status = match &outcome {
                     Outcome::Succeeded(_) => "succeeded",
-                    Outcome::Failed(_) => "failed",
+                    Outcome::Failed(_) | Outcome::FailedWithResult { .. } => "failed",
                     Outcome::Retry { .. } => "retried",
                 };
                 // The row's action text is free (rows are written by hand): only known actions
@@ -110,7 +112,7 @@ impl Completer {
                 }
                 match &outcome {
                     Outcome::Succeeded(_) => tracing::debug!(task.id = id, app.id = ?task.app_id, "task succeeded"),
-                    Outcome::Failed(error) => {
+                    Outcome::Failed(error) | Outcome::FailedWithResult { error, .. } => {
                         tracing::warn!(task.id = id, app.id = ?task.app_id, error = %error, "task failed");
                         let ev = dispatcher_event(
                             &self.node,

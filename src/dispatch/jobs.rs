@@ -77,6 +77,16 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         }
     }
     if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
+        if let (Some(parent), None) = (task.parent_id, task.target_node.as_deref()) {
+            match map_parent(shared, parent).await {
+                Ok(()) => {}
+                Err(None) => return release(shared, &task).await,
+                Err(Some(msg)) => {
+                    finish_checked(shared, &task, Outcome::Failed(msg)).await;
+                    return None;
+                }
+            }
+        }
         let params = match task.parent_id.filter(|_| strategy.fans_out()) {
             Some(parent) => match with_parent_params(shared, &task, parent, params).await {
                 Ok(p) => p,
@@ -93,11 +103,8 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             Some(Err(e)) => plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
             None => return None,
         };
+        // A child's completion wakes its parent's coordinator (the completer does).
         finish_checked(shared, &task, outcome).await;
-        if task.parent_id.is_some() {
-            // The parent's coordinator may be this node: let it gather now.
-            shared.wake.notify_one();
-        }
         return None;
     }
     if strategy.is_map() {
@@ -123,6 +130,26 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         };
     }
     coordinate(shared, place, task, app_id, strategy, params).await
+}
+
+/// A job naming a parent without being addressed to a node is a map child: its parent must be
+/// a `map` or `map_reduce` job, which gathers it (the API refuses others; a row written by hand
+/// fails here naming the column rather than running as a child nobody gathers).
+/// `Err(None)`: the database did not answer (hand the row back).
+async fn map_parent(shared: &Shared, parent: i64) -> Result<(), Option<String>> {
+    match shared.store.run(move |c| jq::parent_routing(c, parent)).await {
+        Ok(Some(routing)) if Strategy::parse(routing.as_deref()).is_ok_and(Strategy::is_map) => Ok(()),
+        Ok(Some(routing)) => Err(Some(format!(
+            "parent_id {parent} is a `{}` job: only map and map_reduce jobs take children by parent_id; \
+             leave parent_id NULL for a plain job",
+            routing.as_deref().unwrap_or("hash")
+        ))),
+        Ok(None) => Err(Some(format!("parent_id {parent} names no task: leave parent_id NULL for a plain job"))),
+        Err(e) => {
+            tracing::warn!(parent.id = parent, error = %e, "could not read a map child's parent; the child is handed back");
+            Err(None)
+        }
+    }
 }
 
 /// A fan-out child's parameters as its job sees them: its parent's, with its own stored ones
@@ -342,6 +369,9 @@ async fn coordinate(
     match shared.store.run(move |c| jq::fan_out(c, id, &me, claim, &route_key, &choose)).await {
         Ok(FanOut::Done(children)) => {
             tracing::info!(task.id = id, routing = strategy.as_str(), children = children.len(), "fanned out");
+            // Children addressed to this node are claimed now, not at the next poll: SQLite
+            // announces no insert (PostgreSQL's NOTIFY wakes every node anyway).
+            shared.wake.notify_one();
             Some(Task { stage: Some("gather".into()), ..task })
         }
         Ok(FanOut::NotOurs) => None,
@@ -462,6 +492,15 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     if !active.is_empty() {
         return false;
     }
+    conclude(shared, parent).await
+}
+
+/// End a parent none of whose children is left unfinished: its status and counts from theirs,
+/// or its reduce step. True when the parent is done with (as [`gather`]).
+pub(super) async fn conclude(shared: &Shared, parent: &Task) -> bool {
+    let pid = parent.id;
+    let strategy = Strategy::parse(parent.routing.as_deref()).unwrap_or(Strategy::Hash);
+    let claim = parent.claim();
     let all = match shared.store.run(move |c| jq::children(c, pid)).await {
         Ok(a) => a,
         Err(e) => {
@@ -492,9 +531,10 @@ pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) ->
     if let Some(map) = parent.result.as_deref().and_then(|r| serde_json::from_str::<Value>(r).ok()) {
         result["map"] = map;
     }
+    // Counts either way: a failed parent says how its children ended as a succeeded one does.
     let outcome = match (succeeded, error) {
         (true, _) | (_, None) => Outcome::Succeeded(Some(result.to_string())),
-        (false, Some(e)) => Outcome::Failed(e),
+        (false, Some(error)) => Outcome::FailedWithResult { error, result: result.to_string() },
     };
     tracing::info!(task.id = pid, routing = strategy.as_str(), succeeded, "job gathered its children");
     finish_checked(shared, parent, outcome).await;

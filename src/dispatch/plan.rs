@@ -79,6 +79,22 @@ pub fn plan(task: &Task) -> Plan {
             Ok(s) => s,
             Err(e) => return Plan::Poison(e),
         };
+        // Columns the API refuses on this job are failed here too, naming the column, rather
+        // than ignored (docs/sql.md#task).
+        if task.shard_total.is_some() && strategy != Strategy::Sharding {
+            return Plan::Poison(format!(
+                "shard_total is only for routing `sharding` (this job's routing is `{}`): leave it NULL or set \
+                 routing = 'sharding'",
+                strategy.as_str()
+            ));
+        }
+        if task.parent_id.is_some() && task.target_node.is_none() && strategy != Strategy::Hash {
+            return Plan::Poison(format!(
+                "routing `{}` on a child of a map job (parent_id set): a map child runs on its own ring owner; \
+                 leave routing NULL",
+                strategy.as_str()
+            ));
+        }
         if let Some(sel) = &task.selector {
             if let Err(e) = serde_json::from_str::<crate::ring::Selector>(sel) {
                 return Plan::Poison(format!(
@@ -107,10 +123,32 @@ pub fn plan(task: &Task) -> Plan {
             )),
         };
     };
+    if let Some(column) = job_column(task) {
+        return Plan::Poison(format!(
+            "{column} is only for jobs (action `run`): an application command (`{}`) must leave it NULL",
+            task.action
+        ));
+    }
     match task.app_id {
         Some(app_id) => Plan::App { app_id, command, params },
         None => Plan::Poison(format!("action `{}` needs an app_id: INSERT INTO task (app_id, action) …", task.action)),
     }
+}
+
+/// The first job column (routing, fan-out, options) a row sets, if any: an application command
+/// takes none of them.
+fn job_column(task: &Task) -> Option<&'static str> {
+    [
+        ("routing", task.routing.is_some()),
+        ("shard_total", task.shard_total.is_some()),
+        ("shard_index", task.shard_index.is_some()),
+        ("timeout_ms", task.timeout_ms.is_some()),
+        ("selector", task.selector.is_some()),
+        ("parent_id", task.parent_id.is_some()),
+        ("target_node", task.target_node.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(column, set)| set.then_some(column))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -265,6 +303,23 @@ pub(crate) mod tests {
             ),
             (Task { selector: Some("[1]".into()), ..task(None, "run", "{}") }, "selector must be a JSON object"),
             (Task { timeout_ms: Some(0), ..task(None, "run", "{}") }, "timeout_ms must be at least 1"),
+            (
+                Task { routing: Some("broadcast".into()), shard_total: Some(2), ..task(None, "run", "{}") },
+                "shard_total is only for routing `sharding` (this job's routing is `broadcast`)",
+            ),
+            (Task { shard_total: Some(2), ..task(None, "run", "{}") }, "shard_total is only for routing `sharding`"),
+            (
+                Task { parent_id: Some(9), routing: Some("map".into()), ..task(None, "run", "{}") },
+                "routing `map` on a child of a map job",
+            ),
+            (
+                Task { routing: Some("random".into()), ..task(Some(1), "start", "{}") },
+                "routing is only for jobs (action `run`): an application command (`start`) must leave it NULL",
+            ),
+            (Task { timeout_ms: Some(5), ..task(Some(1), "stop", "{}") }, "timeout_ms is only for jobs"),
+            (Task { selector: Some("{}".into()), ..task(Some(1), "restart", "{}") }, "selector is only for jobs"),
+            (Task { parent_id: Some(3), ..task(Some(1), "start", "{}") }, "parent_id is only for jobs"),
+            (Task { shard_total: Some(3), ..task(Some(1), "start", "{}") }, "shard_total is only for jobs"),
         ];
         for (t, needle) in cases {
             match plan(&t) {

@@ -66,6 +66,8 @@ impl Dispatcher {
                 _ = std::future::ready(()), if more => {}
                 _ = wake.notified() => {}
                 _ = shared.turn.notified() => turns_only = true,
+                // Gathered below, after any round; the queue is not read for it.
+                _ = shared.parents.notified() => do_round = false,
                 _ = poll.tick() => self.label_pass = true,
                 _ = reconcile.tick() => {
                     // The poll reads the queue; a reconciliation tick does not read it again.
@@ -103,6 +105,8 @@ impl Dispatcher {
                     // finished job, most of them empty, while a backlog drained).
                     do_round = false;
                     if let Ok(Some(parent)) = done {
+                        // Its children may all have ended already: look at it now.
+                        self.shared.parents.look_at(parent.task.id);
                         self.gathering.insert(parent.task.id, parent);
                     }
                 }
@@ -181,8 +185,35 @@ impl Dispatcher {
                 }
             }
         }
+        let asked = self.shared.parents.take();
+        if !asked.is_empty() {
+            self.gather_asked(asked).await;
+        }
         if !self.gathering.is_empty() && self.last_gather.elapsed() >= Duration::from_millis(200) {
             self.gather().await;
+        }
+    }
+
+    /// Gather the parents a child's end asked for ([`super::wake::Parents`]) that this node
+    /// coordinates, once none of their children is left unfinished (one row read per parent
+    /// until then; the periodic [`Dispatcher::gather`] moves children off departed nodes).
+    async fn gather_asked(&mut self, asked: std::collections::HashSet<i64>) {
+        for id in asked {
+            let Some(parent) = self.gathering.get(&id).map(|c| c.task.clone()) else { continue };
+            if !self.shared.may_act() {
+                return;
+            }
+            match self.shared.store.run(move |c| crate::store::jobs::has_active_child(c, id)).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::warn!(task.id = id, error = %e, "could not read a job's children; it is gathered at the next pass");
+                    continue;
+                }
+            }
+            if jobs::conclude(&self.shared, &parent).await {
+                self.gathering.remove(&id);
+            }
         }
     }
 

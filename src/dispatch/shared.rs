@@ -34,8 +34,10 @@ pub struct Shared {
     pub membership: watch::Receiver<MembershipState>,
     /// Settings.
     pub cfg: DispatchConfig,
-    /// Wakes the dispatcher (NOTIFY, local inserts, a finished fan-out child).
+    /// Wakes the dispatcher (NOTIFY, local inserts).
     pub wake: Arc<Notify>,
+    /// Fan-out parents to gather now: a child ended here ([`wake::Parents`]).
+    pub(super) parents: Arc<wake::Parents>,
     /// Applications whose command just finished, so their next command may be claimed
     /// ([`Shared::turn`]); `turn` wakes the dispatcher for them.
     pub(super) turns: std::sync::Mutex<Vec<i64>>,
@@ -87,12 +89,13 @@ impl Shared {
     ) -> Arc<Shared> {
         let MembershipLink { state: membership, newer_claim_grace, acting } = link;
         let wake = Arc::new(Notify::new());
+        let parents = Arc::new(wake::Parents::default());
         let completer = complete::Completer::spawn(
             store.clone(),
             node_id.clone(),
             membership.clone(),
             metrics.clone(),
-            wake.clone(),
+            parents.clone(),
         );
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
@@ -106,6 +109,7 @@ impl Shared {
             membership,
             cfg,
             wake,
+            parents,
             turns: std::sync::Mutex::new(Vec::new()),
             turn: Notify::new(),
             metrics,

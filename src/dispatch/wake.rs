@@ -51,6 +51,39 @@ impl Config {
     }
 }
 
+/// Fan-out parents this node should look at now: a child of theirs ended here, or the parent
+/// has just begun to wait for its children (which may all have ended already). The dispatcher
+/// gathers each at once if this node coordinates it, instead of at its next periodic pass.
+///
+/// Why: gathered only on the loop's periodic pass (at most every 200 ms, and only when
+/// something else woke the loop), a parent ended 135–850 ms after its last child, and every
+/// job chained after it waited as long. A child's coordinator is usually the node that ran its
+/// last child (always on a single node); a coordinator elsewhere gathers at its next wake-up
+/// (docs/jobs.md#routing-strategies).
+#[derive(Debug, Default)]
+pub struct Parents {
+    ids: std::sync::Mutex<std::collections::HashSet<i64>>,
+    notify: Notify,
+}
+
+impl Parents {
+    /// Ask for parent `id` to be looked at now.
+    pub fn look_at(&self, id: i64) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        self.notify.notify_one();
+    }
+
+    /// Wait for [`Parents::look_at`].
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+
+    /// The parents asked for since the last call, each once.
+    pub fn take(&self) -> std::collections::HashSet<i64> {
+        std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// Keep a `LISTEN rota_task, rota_config` connection to `url` open until `shutdown`, calling
 /// `wake` on every task notification and after every (re)connection, and moving `config` on at
 /// every configuration notification and (re)connection.

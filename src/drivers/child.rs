@@ -66,6 +66,13 @@ pub(crate) const ENV_VALUE_MAX: usize = 64 * 1024;
 pub(crate) const PARAMS_FILE_PREFIX: &str = "params-";
 /// The variable naming the parameter file.
 const PARAMS_FILE_VAR: &str = "ROTA_PARAMS_FILE";
+/// The name of every result file starts with this (cleared at start with the parameter files).
+pub(crate) const RESULT_FILE_PREFIX: &str = "result-";
+/// The variable naming the file a job may write its result to (docs/drivers.md#results).
+const RESULT_FILE_VAR: &str = "ROTA_RESULT_FILE";
+/// The largest result file read (1 MiB): a result is stored in the task row and read back by the
+/// API and a reduce step, so it is bounded like what the node keeps of output.
+pub(crate) const RESULT_FILE_MAX: u64 = 1024 * 1024;
 /// What a command inherits from the node's environment whatever the configuration: where
 /// programs are, whose home, the language, locale and time zone — nothing that holds a
 /// credential. `drivers.pass_env` adds names (docs/drivers.md#environment-variables-process-and-shell).
@@ -155,6 +162,18 @@ pub(crate) struct ChildCommand {
     cmd: Command,
     watch: Option<Watchdog>,
     params: Option<PendingParams>,
+    /// Where to create the command's result file, when it may write one (a job).
+    result_dir: Option<PathBuf>,
+}
+
+impl ChildCommand {
+    /// Give the command a result file: an empty private file in the node's parameter
+    /// directory, named by `ROTA_RESULT_FILE`, read when the command has exited
+    /// ([`Completed::output`]) and removed then. Only jobs (`run`) get one.
+    pub(crate) fn with_result_file(mut self, setup: &ChildSetup) -> Self {
+        self.result_dir = Some(setup.params_dir.clone().unwrap_or_else(std::env::temp_dir));
+        self
+    }
 }
 
 /// Parameters to write to a file before the command is spawned.
@@ -175,15 +194,56 @@ impl ParamsFile {
     /// existing file (or a link planted in a shared temporary directory) is never written through.
     fn write(dir: &Path, json: &str) -> io::Result<ParamsFile> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
-        let path = dir.join(format!("{PARAMS_FILE_PREFIX}{}-{n}.json", std::process::id()));
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        let guard = ParamsFile { path };
+        let (guard, mut file) = ParamsFile::create(dir, PARAMS_FILE_PREFIX)?;
         file.write_all(json.as_bytes())?;
         Ok(guard)
     }
+
+    /// A new empty file in `dir` named `{prefix}{pid}-{n}.json`, readable by the node's user
+    /// only, and its guard.
+    fn create(dir: &Path, prefix: &str) -> io::Result<(ParamsFile, std::fs::File)> {
+        use std::os::unix::fs::OpenOptionsExt;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
+        let path = dir.join(format!("{prefix}{}-{n}.json", std::process::id()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        Ok((ParamsFile { path }, file))
+    }
+}
+
+/// Read a job's result file after its command exited: None when it is empty (whitespace only)
+/// or gone; the JSON value it holds; an error saying what is wrong with it otherwise (not a
+/// regular file, larger than [`RESULT_FILE_MAX`], not JSON).
+pub(crate) fn read_result_file(path: &Path) -> Result<Option<Value>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not through a link or into a FIFO the command left in its place: a regular file only.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open its result file ({RESULT_FILE_VAR}): {e}")),
+    };
+    let meta = file.metadata().map_err(|e| format!("cannot read its result file ({RESULT_FILE_VAR}): {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("its result file ({RESULT_FILE_VAR}) was replaced by something that is not a file"));
+    }
+    let mut text = Vec::new();
+    file.take(RESULT_FILE_MAX + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("cannot read its result file ({RESULT_FILE_VAR}): {e}"))?;
+    if text.len() as u64 > RESULT_FILE_MAX {
+        return Err(format!(
+            "its result file ({RESULT_FILE_VAR}) is larger than {RESULT_FILE_MAX} bytes: write a smaller result \
+             (large data belongs in storage the result names)"
+        ));
+    }
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        format!("its result file ({RESULT_FILE_VAR}) is not valid JSON ({e}): write one JSON value, or nothing")
+    })
 }
 
 impl Drop for ParamsFile {
@@ -262,7 +322,7 @@ pub(crate) fn command_for(
             });
         }
     }
-    Ok(ChildCommand { cmd, watch: watch.cloned(), params })
+    Ok(ChildCommand { cmd, watch: watch.cloned(), params, result_dir: None })
 }
 
 /// The errno a child reports from between fork and exec when its node's deadline had passed
@@ -529,12 +589,24 @@ pub(crate) struct Completed {
     pub(crate) status: ExitStatus,
     pub(crate) stdout: Vec<String>,
     pub(crate) stderr: Vec<String>,
+    /// What its result file held ([`read_result_file`]); `Ok(None)` without one.
+    pub(crate) result: Result<Option<Value>, String>,
 }
 
 impl Completed {
     /// `{"exit_code": N, "stdout_tail": [...], "stderr_tail": [...]}`
     pub(crate) fn to_json(&self) -> Value {
         json!({ "exit_code": self.status.code(), "stdout_tail": self.stdout, "stderr_tail": self.stderr })
+    }
+
+    /// A job's result: what it wrote to its result file, else [`Completed::to_json`]. A result
+    /// file that cannot be taken (too large, not JSON) fails the attempt, saying why.
+    pub(crate) fn output(&self) -> Result<Value, DriverError> {
+        match &self.result {
+            Ok(Some(v)) => Ok(v.clone()),
+            Ok(None) => Ok(self.to_json()),
+            Err(why) => Err(DriverError::Failed(format!("the command succeeded but {why}"))),
+        }
     }
 }
 
@@ -572,7 +644,22 @@ pub(crate) async fn run_to_completion(
 ) -> Result<Completed, DriverError> {
     let started = Instant::now();
     let watch = cmd.watch.clone();
+    let mut cmd = cmd;
     // Removed when this returns, however it returns: the command has ended (or was killed).
+    let result_file = match cmd.result_dir.take() {
+        Some(dir) => {
+            let (file, _) =
+                tokio::task::spawn_blocking(move || ParamsFile::create(&dir, RESULT_FILE_PREFIX).map_err(|e| (dir, e)))
+                    .await
+                    .map_err(|e| DriverError::Failed(format!("cannot create a result file: {e}")))?
+                    .map_err(|(dir, e)| {
+                        DriverError::Failed(format!("cannot create a result file in {}: {e}", dir.display()))
+                    })?;
+            cmd.cmd.env(RESULT_FILE_VAR, &file.path);
+            Some(file)
+        }
+        None => None,
+    };
     let (mut child, _params) = spawn(cmd).await?;
     let pid = child_pid(&child)?;
     let mut guard = GroupGuard { pid, armed: true, sweep, watch };
@@ -603,7 +690,14 @@ pub(crate) async fn run_to_completion(
     }
     drain([&stdout, &stderr], out_reader, err_reader).await;
     tracing::debug!(pid, elapsed_ms = started.elapsed().as_millis() as u64, exit = %describe_exit(status), "command finished");
-    Ok(Completed { status, stdout: stdout.snapshot(), stderr: stderr.snapshot() })
+    // Read after the command exited (and its group is gone when swept), then removed.
+    let result = match result_file {
+        Some(file) if status.success() => tokio::task::spawn_blocking(move || read_result_file(&file.path))
+            .await
+            .unwrap_or_else(|e| Err(format!("reading its result file was lost: {e}"))),
+        _ => Ok(None),
+    };
+    Ok(Completed { status, stdout: stdout.snapshot(), stderr: stderr.snapshot(), result })
 }
 
 async fn drain(tails: [&Tail; 2], a: Option<JoinHandle<()>>, b: Option<JoinHandle<()>>) {
@@ -761,10 +855,13 @@ mod tests {
         let left = ParamsFile::write(&dir, "{}").unwrap();
         let path = left.path.clone();
         std::mem::forget(left);
+        let (result, _) = ParamsFile::create(&dir, RESULT_FILE_PREFIX).unwrap();
+        let result_path = result.path.clone();
+        std::mem::forget(result);
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(ChildSetup::params_dir_in(data.path()).unwrap(), dir);
-        assert!(!path.exists());
+        assert!(!path.exists() && !result_path.exists());
         assert!(dir.join("notes.txt").exists());
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
     }

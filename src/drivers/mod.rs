@@ -214,8 +214,8 @@ pub struct ChildSetup {
     pub watchdog: Option<watchdog::Watchdog>,
     /// Names of the node's variables passed on beyond the minimal set (`drivers.pass_env`).
     pub pass_env: Vec<String>,
-    /// Where parameters too large for an environment variable are written; none: the system's
-    /// temporary directory. [`ChildSetup::params_dir_in`] prepares the node's.
+    /// Where parameters too large for an environment variable, and jobs' result files, are
+    /// written; none: the system's temporary directory. [`ChildSetup::params_dir_in`] prepares the node's.
     pub params_dir: Option<PathBuf>,
 }
 
@@ -230,7 +230,8 @@ impl ChildSetup {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(child::PARAMS_FILE_PREFIX) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(child::PARAMS_FILE_PREFIX) || name.starts_with(child::RESULT_FILE_PREFIX) {
                 std::fs::remove_file(entry.path())?;
             }
         }

@@ -251,11 +251,11 @@ impl Driver for ProcessDriver {
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
         Box::pin(async move {
             let spec = ProcessSpec::parse(&ctx.spec)?;
-            let cmd = spec.command(ctx, &self.setup)?;
+            let cmd = spec.command(ctx, &self.setup)?.with_result_file(&self.setup);
             let timeout = spec.timeout_ms.map(Duration::from_millis);
             let done = run_to_completion(cmd, timeout, spec.tail_lines, true).await?;
             if done.status.success() {
-                Ok(done.to_json())
+                done.output()
             } else {
                 Err(DriverError::Failed(format!(
                     "{}; {}",
@@ -653,6 +653,48 @@ mod tests {
         assert_eq!(std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
         d.stop(&c).await.unwrap();
         assert!(eventually(Duration::from_secs(5), || async { !files[0].exists() }).await, "kept after the exit");
+    }
+
+    /// A job's result file: what it writes there (JSON) is its result, read after it exited from
+    /// a private file in the node's directory, which is gone afterwards; left empty, the result
+    /// is the exit code and output tails; not JSON or too large, the attempt fails saying why.
+    #[tokio::test]
+    async fn a_job_returns_what_it_writes_to_its_result_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let params_dir = dir.path().join("params");
+        std::fs::create_dir(&params_dir).unwrap();
+        let d = ProcessDriver::with_setup(ChildSetup { params_dir: Some(params_dir.clone()), ..Default::default() });
+        let mode = dir.path().join("mode");
+        let script = format!(
+            "stat -c %a \"$ROTA_RESULT_FILE\" > {}; echo text; echo '{{\"sum\": 21, \"parts\": [6, 9, 6]}}' > \"$ROTA_RESULT_FILE\"",
+            mode.display()
+        );
+        let out = d.run(&ctx(None, sh(&script), json!({}))).await.unwrap();
+        assert_eq!(out, json!({ "sum": 21, "parts": [6, 9, 6] }));
+        assert_eq!(std::fs::read_to_string(&mode).unwrap().trim(), "600");
+        assert_eq!(std::fs::read_dir(&params_dir).unwrap().count(), 0, "removed after the command");
+
+        let out = d.run(&ctx(None, sh("echo plain"), json!({}))).await.unwrap();
+        assert_eq!(out["stdout_tail"], json!(["plain"]), "no result written: {out}");
+        let out = d.run(&ctx(None, sh("echo 42 > \"$ROTA_RESULT_FILE\""), json!({}))).await.unwrap();
+        assert_eq!(out, json!(42), "any JSON value");
+
+        for (script, needle) in [
+            ("echo '{oops' > \"$ROTA_RESULT_FILE\"", "is not valid JSON"),
+            ("head -c 1048577 /dev/zero | tr '\\0' ' ' > \"$ROTA_RESULT_FILE\"", "larger than 1048576 bytes"),
+            ("rm \"$ROTA_RESULT_FILE\"; mkfifo \"$ROTA_RESULT_FILE\"", "not a file"),
+        ] {
+            let err = d.run(&ctx(None, sh(script), json!({}))).await.unwrap_err();
+            let DriverError::Failed(msg) = &err else { panic!("{script}: expected Failed, got {err:?}") };
+            assert!(
+                msg.contains("the command succeeded but its result file (ROTA_RESULT_FILE)") && msg.contains(needle),
+                "{msg}"
+            );
+        }
+        assert_eq!(std::fs::read_dir(&params_dir).unwrap().count(), 0);
+        // A failed command's result file is not read: its error is the result.
+        let err = d.run(&ctx(None, sh("echo '{}' > \"$ROTA_RESULT_FILE\"; exit 4"), json!({}))).await.unwrap_err();
+        assert!(err.to_string().contains("exited with code 4"), "{err}");
     }
 
     /// Small parameters travel as before: `ROTA_PARAMS`, no file.

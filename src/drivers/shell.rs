@@ -102,7 +102,10 @@ async fn execute(ctx: &Ctx, op: &str, setup: &ChildSetup) -> Result<Completed, D
     // `$0` names the operation, so the shell's own errors say which command failed
     // ("rota-stop: 1: kubectl: not found"). The line is the script; nothing is appended to it.
     let args = ["-c".to_string(), line.to_string(), format!("rota-{op}")];
-    let cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, setup, op == "run")?;
+    let mut cmd = command_for("/bin/sh", &args, &spec.env, None, ctx, setup, op == "run")?;
+    if op == "run" {
+        cmd = cmd.with_result_file(setup);
+    }
     tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, "running shell command");
     // No sweep: a start command may leave a daemon behind on purpose.
     run_to_completion(cmd, Some(Duration::from_millis(spec.timeout_ms)), TAIL_LINES, false).await.map_err(|e| match e {
@@ -165,7 +168,7 @@ impl Driver for ShellDriver {
         Box::pin(async move {
             let done = execute(ctx, "run", &self.setup).await?;
             require_success("run", &done)?;
-            Ok(done.to_json())
+            done.output()
         })
     }
 
@@ -273,6 +276,15 @@ mod tests {
         assert!(matches!(&err, DriverError::Timeout(m) if m.contains("`status` command")), "{err:?}");
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         assert!(eventually(Duration::from_secs(2), || async { !alive(pid) }).await, "background sleep survived");
+    }
+
+    /// A `run` command may answer through `$ROTA_RESULT_FILE` (only `run`: the other
+    /// operations' answers are their exit codes).
+    #[tokio::test]
+    async fn run_returns_its_result_file() {
+        let spec = json!({ "run": "echo '{\"sum\": 3}' > \"$ROTA_RESULT_FILE\"", "status": "test -z \"${ROTA_RESULT_FILE-}\"" });
+        assert_eq!(ShellDriver::new().run(&app(spec.clone())).await.unwrap(), json!({ "sum": 3 }));
+        assert_eq!(ShellDriver::new().status(&app(spec)).await.unwrap(), Observed::Running);
     }
 
     #[tokio::test]

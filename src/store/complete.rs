@@ -30,6 +30,14 @@ pub enum Outcome {
     Succeeded(Option<String>),
     /// Failed for good; the error says what to fix.
     Failed(String),
+    /// Failed for good, with a result as JSON all the same: a fan-out parent's counts of its
+    /// children (docs/jobs.md).
+    FailedWithResult {
+        /// What failed.
+        error: String,
+        /// The result.
+        result: String,
+    },
     /// Failed this attempt; pending again from `run_after`.
     Retry {
         /// This attempt's error.
@@ -64,11 +72,26 @@ fn finish(
                 task::status.eq(TaskStatus::Succeeded),
                 task::result.eq(result),
                 task::error.eq(None::<String>),
+                task::stage.eq(None::<String>),
                 task::finished_at.eq(now),
             ))
             .execute(conn)?,
         Outcome::Failed(error) => diesel::update(target)
-            .set((task::status.eq(TaskStatus::Failed), task::error.eq(error), task::finished_at.eq(now)))
+            .set((
+                task::status.eq(TaskStatus::Failed),
+                task::error.eq(error),
+                task::stage.eq(None::<String>),
+                task::finished_at.eq(now),
+            ))
+            .execute(conn)?,
+        Outcome::FailedWithResult { error, result } => diesel::update(target)
+            .set((
+                task::status.eq(TaskStatus::Failed),
+                task::result.eq(result),
+                task::error.eq(error),
+                task::stage.eq(None::<String>),
+                task::finished_at.eq(now),
+            ))
             .execute(conn)?,
         Outcome::Retry { error, run_after } => diesel::update(target)
             .set((
@@ -201,9 +224,12 @@ struct WrittenRow {
 
 /// The set clause of a task's outcome from the row `v` of a batch ([`TaskOutcomes`]), with
 /// `{now}` for its `finished_at`: succeeded (result, no error, finished), failed (error,
-/// finished), retry (pending again from `run_after`, owner cleared) — as [`finish`].
+/// finished, and a result when it has one), retry (pending again from `run_after`, owner
+/// cleared) — as [`finish`]. A finished row has no fan-out stage (a retried one keeps it: it
+/// says where the next attempt resumes).
 const OUTCOME_SET: &str = "status = v.status, \
-    result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE t.result END, \
+    result = CASE WHEN v.status = 'succeeded' THEN v.result ELSE COALESCE(v.result, t.result) END, \
+    stage = CASE WHEN v.status = 'pending' THEN t.stage ELSE NULL END, \
     error = CASE WHEN v.status = 'succeeded' THEN NULL ELSE v.error END, \
     finished_at = CASE WHEN v.status = 'pending' THEN t.finished_at ELSE {now} END, \
     run_after = CASE WHEN v.status = 'pending' THEN v.run_after ELSE t.run_after END, \
@@ -356,6 +382,7 @@ impl TaskOutcomes {
         let (status, result, error, after) = match outcome {
             Outcome::Succeeded(r) => ("succeeded", r.clone(), None, None),
             Outcome::Failed(e) => ("failed", None, Some(e.clone()), None),
+            Outcome::FailedWithResult { error, result } => ("failed", Some(result.clone()), Some(error.clone()), None),
             Outcome::Retry { error, run_after } => ("pending", None, Some(error.clone()), Some(*run_after)),
         };
         self.ids.push(id);

@@ -172,6 +172,22 @@ pub fn parent_params(conn: &mut AnyConnection, parent: i64) -> Result<Option<Par
     Ok(task::table.find(parent).select((task::app_id, task::payload)).first(conn).optional()?)
 }
 
+/// The routing of task `parent` (None inside: `hash`); None when there is no such task.
+pub fn parent_routing(conn: &mut AnyConnection, parent: i64) -> Result<Option<Option<String>>, StoreError> {
+    Ok(task::table.find(parent).select(task::routing).first(conn).optional()?)
+}
+
+/// Whether a parent has a child still `pending` or `running` (reads at most one).
+pub fn has_active_child(conn: &mut AnyConnection, parent: i64) -> Result<bool, StoreError> {
+    let one: Option<i64> = task::table
+        .filter(task::parent_id.eq(parent))
+        .filter(task::status.eq_any(["pending", "running"]))
+        .select(task::id)
+        .first(conn)
+        .optional()?;
+    Ok(one.is_some())
+}
+
 /// Move a parent that is running under `me` and `claim` to `stage` (keeping `result`, the map
 /// step's output, when given). False when it is no longer ours.
 pub fn set_stage(

@@ -116,10 +116,24 @@ pub fn running_on(conn: &mut AnyConnection, node: &str) -> Result<i64, StoreErro
         .get_result(conn)?)
 }
 
-/// Cancel a pending task; false when it is not pending (any more).
+/// How many children task `parent` has in each status (`(status, count)`).
+pub fn child_counts(conn: &mut AnyConnection, parent: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    Ok(task::table
+        .filter(task::parent_id.eq(parent))
+        .group_by(task::status)
+        .select((task::status, diesel::dsl::count_star()))
+        .load::<(String, i64)>(conn)?)
+}
+
+/// Cancel a pending task; false when it is not pending (any more). A finished row has no
+/// fan-out stage (a parent recovered to `pending` keeps one until then).
 pub fn cancel(conn: &mut AnyConnection, id: i64) -> Result<bool, StoreError> {
     let n = diesel::update(task::table.filter(task::id.eq(id)).filter(task::status.eq(TaskStatus::Pending)))
-        .set((task::status.eq(TaskStatus::Cancelled), task::finished_at.eq(Utc::now().naive_utc())))
+        .set((
+            task::status.eq(TaskStatus::Cancelled),
+            task::stage.eq(None::<String>),
+            task::finished_at.eq(Utc::now().naive_utc()),
+        ))
         .execute(conn)?;
     Ok(n == 1)
 }
