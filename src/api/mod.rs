@@ -145,7 +145,10 @@ pub fn selector_field(value: serde_json::Value) -> Result<std::collections::BTre
     let Value::Object(map) = value else {
         return Err(ApiError::field(
             "selector",
-            format!("must be a JSON object of strings, like {{\"dc\": \"dc1\"}}; got {}", json_kind(&value)),
+            format!(
+                "must be a JSON object of strings, like {{\"dc\": \"dc1\"}}; got {}",
+                crate::domain::json_kind(&value)
+            ),
         ));
     };
     let mut labels = std::collections::BTreeMap::new();
@@ -157,7 +160,7 @@ pub fn selector_field(value: serde_json::Value) -> Result<std::collections::BTre
             }
             other => fields.push(error::FieldError {
                 field: format!("selector.{key}"),
-                message: format!("a label value must be a string, got {}", json_kind(&other)),
+                message: format!("a label value must be a string, got {}", crate::domain::json_kind(&other)),
             }),
         }
     }
@@ -166,19 +169,6 @@ pub fn selector_field(value: serde_json::Value) -> Result<std::collections::BTre
     }
     let message = fields.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
     Err(ApiError::Invalid { message, fields })
-}
-
-/// What kind of JSON value `v` is, for messages.
-pub fn json_kind(v: &serde_json::Value) -> &'static str {
-    use serde_json::Value;
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Drain control: this node's ring weight as published in membership.

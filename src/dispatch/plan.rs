@@ -70,7 +70,7 @@ pub fn plan(task: &Task) -> Plan {
     let params = match serde_json::from_str::<Value>(&task.payload) {
         Ok(v @ Value::Object(_)) => v,
         Ok(other) => {
-            return Plan::Poison(format!("payload must be a JSON object, got {}", kind(&other)));
+            return Plan::Poison(format!("payload must be a JSON object, got {}", crate::domain::json_kind(&other)));
         }
         Err(e) => return Plan::Poison(format!("payload is not valid JSON: {e}")),
     };
@@ -149,17 +149,6 @@ fn job_column(task: &Task) -> Option<&'static str> {
     ]
     .into_iter()
     .find_map(|(column, set)| set.then_some(column))
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Delay before attempt `attempts + 1` after attempt `attempts` (1-based) failed:
