@@ -299,6 +299,8 @@ fn a_deployment_on_another_database_never_shares_the_ring() {
         status == 503 && body.contains("another deployment")
     });
     assert!(body.contains(&a_id) && body.contains(&b_id), "the refusal names both databases: {body}");
+    assert!(!body.contains("  "), "the refusal reads as one sentence, without runs of spaces: {body}");
+    assert!(!body.contains("postgres://"), "/readyz shows no connection details: {body}");
     b1.wait_logged("refusing to join the cluster", Duration::from_secs(5));
     assert_eq!(view(&b1).unwrap()["self"]["status"], "joining");
 

@@ -52,7 +52,8 @@ pub struct Options {
     pub settle: SettleRule,
     /// The identity of this node's database (`store::identity`), put in its member record.
     pub database: String,
-    /// This node's database as shown to people (no password), for the messages that name it.
+    /// This node's database as shown to people (no password), for its log only: `/readyz`, open to
+    /// anyone, carries the refusal without connection details.
     pub database_shown: String,
 }
 
@@ -259,7 +260,7 @@ impl Runner {
                 }
                 End::Refused(why) => {
                     if why != self.refused {
-                        tracing::error!(node.id = %self.me.node_id, reason = %why, "refusing to join the cluster");
+                        tracing::error!(node.id = %self.me.node_id, db.url = %self.opts.database_shown, reason = %why, "refusing to join the cluster");
                         self.refused = why.clone();
                     }
                     self.tx.send_modify(|s| {
@@ -760,12 +761,13 @@ impl Runner {
         let theirs: Vec<String> =
             by_db.iter().map(|(db, nodes)| format!("database {db} (members {})", nodes.join(", "))).collect();
         Err(End::Refused(format!(
-            "cluster `{}` in etcd ({}) belongs to another deployment: its members run on {}, this node on database              {} ({}). Two deployments must not share a ring: give this one its own --cluster (membership.cluster),              or point it at the database the cluster runs on",
+            "cluster `{}` in etcd ({}) belongs to another deployment: its members run on {}, this node on database \
+             {}. Two deployments must not share a ring: give this one its own --cluster (membership.cluster), or \
+             point it at the database the cluster runs on",
             self.opts.cluster,
             self.opts.endpoints.join(","),
             theirs.join("; "),
             self.opts.database,
-            self.opts.database_shown,
         )))
     }
 

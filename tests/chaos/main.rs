@@ -2,8 +2,9 @@
 //! private PostgreSQL and a private etcd, a load generator, and a fault injector choosing at
 //! random among SIGKILL + restart, SIGSTOP past the lease TTL + SIGCONT, graceful restart,
 //! drain/undrain, an etcd restart, a PostgreSQL restart (fast or immediate), adding and removing
-//! a node, and network partitions of one node (cut from etcd, from PostgreSQL, from both, one
-//! way only, or slowed). Afterwards it quiesces and checks the invariants of
+//! a node, network partitions of one node (cut from etcd, from PostgreSQL, from both, one
+//! way only, or slowed), and a node of a second deployment (another database) joining the same
+//! etcd under the same cluster name. Afterwards it quiesces and checks the invariants of
 //! docs/design.md#invariants against what really ran (docs/reliability.md), including every
 //! 100 ms sample of the live processes of the `process` applications.
 //!
@@ -63,6 +64,8 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 /// How long the quiesce may take before the run counts as not converged.
 const QUIESCE_BOUND: Duration = Duration::from_secs(60);
 const DB: &str = "rota";
+/// The database of the second deployment the `foreign` fault starts on the same etcd.
+const FOREIGN_DB: &str = "rota_foreign";
 
 struct Settings {
     duration: Duration,
@@ -114,6 +117,9 @@ struct Harness {
     node_dirs: BTreeMap<String, tempfile::TempDir>,
     /// Processes that are gone, kept for their logs.
     retired: Vec<(String, Node)>,
+    /// The node of another deployment, while a `foreign` fault runs.
+    foreign: Option<Node>,
+    next_foreign: usize,
     lives: Vec<Life>,
     faults: Vec<Fault>,
     next_node: usize,
@@ -172,6 +178,8 @@ impl Harness {
             nodes: BTreeMap::new(),
             node_dirs: BTreeMap::new(),
             retired: Vec::new(),
+            foreign: None,
+            next_foreign: 1,
             lives: Vec::new(),
             faults: Vec::new(),
             next_node: 1,
@@ -217,6 +225,25 @@ impl Harness {
         self.lives.push(Life { node: id.to_string(), start: now_ns(), end: None });
         self.nodes.insert(id.to_string(), node);
         self.publish_live(None);
+    }
+
+    /// Start a node of another deployment: its own database (created on first use), this
+    /// cluster's etcd and cluster name, outside the namespaces (it only needs to reach etcd).
+    fn start_foreign(&mut self) -> String {
+        let id = format!("x{}", self.next_foreign);
+        self.next_foreign += 1;
+        let server = self.net.as_ref().map_or_else(|| "127.0.0.1".to_string(), |n| n.host.clone());
+        if self.next_foreign == 2 {
+            let mut admin = PgConnection::establish(&self.pg.url("postgres", "chaos-harness")).unwrap();
+            admin.batch_execute(&format!("CREATE DATABASE {FOREIGN_DB}")).unwrap();
+        }
+        let dir = self.node_dirs.entry(id.clone()).or_insert_with(|| tempfile::tempdir().unwrap());
+        let etcd = format!("{server}:{}", self.etcd.client_port);
+        let args = cluster::serve_args(&self.pg.url_at(&server, FOREIGN_DB, &id), &etcd, &id, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = common::FAST.iter().copied().chain([MONITOR]).collect();
+        self.foreign = Some(Node::start_in(None, "127.0.0.1", dir.path(), &args, &env));
+        id
     }
 
     /// Tell the load which nodes answer (all but `paused`).
@@ -387,10 +414,11 @@ impl Harness {
             "cut_both",
             "one_way",
             "slow",
+            "foreign",
         ];
-        let mut weights = [3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let mut weights = [3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
         if self.net.is_none() {
-            weights[8..].fill(0);
+            weights[8..13].fill(0);
         }
         if count > n {
             weights[6] = 0;
@@ -524,6 +552,21 @@ impl Harness {
                 if from_etcd && hold > Duration::from_millis(cluster::ttl() * 1000 + 1500) {
                     stale = Some((epoch, now_ns()));
                 }
+                node = Some(id);
+            }
+            "foreign" => {
+                // A second deployment — its own database — started on this cluster's etcd under
+                // the same cluster name: the nodes must ignore it (docs/design.md, "Cluster
+                // identity"). Were anything placed on it, it would never run there, and the probe
+                // jobs below would not recover.
+                let id = self.start_foreign();
+                let hold = self.rng.millis(1000, (2 * cluster::ttl() + 2) * 1000);
+                std::thread::sleep(hold); // the fault's length, chosen above
+                let mut foreign = self.foreign.take().expect("the foreign node was started");
+                signal(&foreign, libc::SIGKILL);
+                foreign.try_wait_exit(Duration::from_secs(10));
+                self.retired.push((id.clone(), foreign));
+                note = format!("a node of another database for {} ms", hold.as_millis());
                 node = Some(id);
             }
             _ => unreachable!(),
