@@ -83,9 +83,17 @@ fn twenty_thousand_bogus_actions_leave_metrics_small() {
     });
     let error = status_and_error(&f, f.scalar("SELECT MIN(id) AS n FROM task")).1;
     assert!(error.contains("unknown action `bogus-1-"), "{error}");
-    // Read whole, however large (the shared client stops at 10 MB).
-    let mut resp = ureq::get(&f.node.url("/metrics")).call().unwrap();
-    let metrics = resp.body_mut().with_config().limit(1 << 30).read_to_string().unwrap();
+    // Read whole, however large (the shared client stops at 10 MB). A row is counted once its
+    // outcome is written, so the last rows' counts may follow their status by a moment.
+    let scrape = || {
+        let mut resp = ureq::get(&f.node.url("/metrics")).call().unwrap();
+        resp.body_mut().with_config().limit(1 << 30).read_to_string().unwrap()
+    };
+    let mut metrics = String::new();
+    wait_until(Duration::from_secs(30), "every failed row counted", || {
+        metrics = scrape();
+        sample(&metrics, "rota_task_execution_seconds_count", &["action=\"other\""]) == Some(20_000.0)
+    });
     assert!(metrics.len() < 1024 * 1024, "/metrics is {} bytes", metrics.len());
     assert!(!metrics.contains("bogus-"), "a row's action text became a label");
     assert_eq!(
