@@ -20,7 +20,8 @@
 //! Settings (environment, so `cargo test` runs the default): `ROTA_CHAOS_DURATION` (seconds of
 //! faults, default 120), `ROTA_CHAOS_NODES` (default 4), `ROTA_CHAOS_SEED` (default random,
 //! printed: the same seed replays the same choices, though not the same timing),
-//! `ROTA_CHAOS_REPORT` (also write the JSON report there). `scripts/chaos.sh` sets them. Without
+//! `ROTA_CHAOS_REPORT` (also write the JSON report there), `ROTA_CHAOS_FAULTS` (only these faults,
+//! comma-separated; default all). `scripts/chaos.sh` sets them. Without
 //! root, `ip` or `nft` the nodes run on loopback and the partition faults are left out, with a
 //! notice; under `CI=true` that fails the test instead.
 
@@ -71,7 +72,27 @@ struct Settings {
     duration: Duration,
     nodes: usize,
     seed: u64,
+    /// Only these faults (`ROTA_CHAOS_FAULTS`, comma-separated); empty: every fault.
+    only: Vec<String>,
 }
+
+/// Every fault the injector knows, in the order of its weights.
+const FAULTS: [&str; 14] = [
+    "kill",
+    "stop",
+    "graceful_restart",
+    "drain",
+    "etcd_restart",
+    "pg_restart",
+    "add_node",
+    "remove_node",
+    "cut_etcd",
+    "cut_pg",
+    "cut_both",
+    "one_way",
+    "slow",
+    "foreign",
+];
 
 fn settings() -> Settings {
     let num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -79,10 +100,21 @@ fn settings() -> Settings {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| now_ns() as u64 % 1_000_000_007);
+    let only: Vec<String> = std::env::var("ROTA_CHAOS_FAULTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_string)
+        .collect();
+    for f in &only {
+        assert!(FAULTS.contains(&f.as_str()), "ROTA_CHAOS_FAULTS: unknown fault `{f}` (known: {})", FAULTS.join(", "));
+    }
     Settings {
         duration: Duration::from_secs(num("ROTA_CHAOS_DURATION", 120)),
         nodes: num("ROTA_CHAOS_NODES", 4).max(1) as usize,
         seed,
+        only,
     }
 }
 
@@ -400,22 +432,7 @@ impl Harness {
     fn fault(&mut self) {
         let n = self.settings.nodes;
         let count = self.nodes.len();
-        let kinds = [
-            "kill",
-            "stop",
-            "graceful_restart",
-            "drain",
-            "etcd_restart",
-            "pg_restart",
-            "add_node",
-            "remove_node",
-            "cut_etcd",
-            "cut_pg",
-            "cut_both",
-            "one_way",
-            "slow",
-            "foreign",
-        ];
+        let kinds = FAULTS;
         let mut weights = [3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
         if self.net.is_none() {
             weights[8..13].fill(0);
@@ -428,6 +445,16 @@ impl Harness {
         }
         if count < 2 {
             weights[3] = 0;
+        }
+        if !self.settings.only.is_empty() {
+            for (w, k) in weights.iter_mut().zip(kinds) {
+                if !self.settings.only.iter().any(|o| o == k) {
+                    *w = 0;
+                }
+            }
+        }
+        if weights.iter().all(|&w| w == 0) {
+            return; // none of the chosen faults applies now (e.g. no namespaces): load only
         }
         let kind = kinds[self.rng.weighted(&weights)];
         let at = now_ns();
