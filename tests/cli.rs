@@ -348,7 +348,9 @@ fn jobs_and_traffic_from_the_command_line() {
         json(&node, &["task", "show", &id])["status"] == "succeeded"
     });
     let shown = ok(&node, &["task", "show", &id]);
-    assert!(shown.contains("routing") && shown.contains("sharding") && shown.contains("stage"), "{shown}");
+    // A finished parent has no stage left, and says what its children did.
+    assert!(shown.contains("routing") && shown.contains("sharding") && !shown.contains("stage"), "{shown}");
+    assert!(shown.contains("children:        3: 3 succeeded"), "{shown}");
     let kids = ok(&node, &["task", "children", &id]);
     assert_eq!(kids.lines().filter(|l| l.contains("succeeded")).count(), 3, "{kids}");
     assert!(kids.lines().next().unwrap().contains("SHARD"), "{kids}");
