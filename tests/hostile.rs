@@ -893,51 +893,29 @@ fn every_write_route_refuses_missing_wrong_and_read_tokens() {
     let before = snapshot(&f);
     let drain_before = node.get("/api/v1/nodes/hostile-1");
 
-    let (s, doc) = request("GET", &node.url("/api/v1/openapi.json"), None, None);
-    assert_eq!(s, 200);
-    let doc: Value = serde_json::from_str(&doc).unwrap();
-    // A body that would be accepted, so only the token can be why a request is refused.
-    let bodies: BTreeMap<(&str, &str), Value> = [
-        (("POST", "/api/v1/apps"), json!({"name": "intruder", "driver": "noop"})),
-        (("PATCH", "/api/v1/apps/{id}"), json!({"max_restarts": 9})),
-        (("POST", "/api/v1/tasks"), json!({"action": "run"})),
-        (("POST", "/api/v1/schedules"), json!({"name": "intruder", "every_ms": 1000})),
-        (("PATCH", "/api/v1/schedules/{id}"), json!({"enabled": true})),
-        (("PUT", "/api/v1/traffic/{group}"), json!({"preferred": "us", "reason": "intrusion"})),
-    ]
-    .into_iter()
-    .collect();
     let wrong_same_length = format!("Bearer {}X", &ADMIN[..ADMIN.len() - 1]);
     let mut writes = Vec::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys().map(|m| m.to_uppercase()) {
-            if !matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
-                continue;
-            }
-            let url = node.url(
-                &path.replace("{id}", if path.contains("/nodes/") { "hostile-1" } else { "1" }).replace("{group}", "g"),
-            );
-            let body = bodies.get(&(method.as_str(), path.as_str())).cloned().unwrap_or(json!({})).to_string();
-            for (auth, want) in [
-                (None, 401),
-                (Some("Bearer wrong-token-0123456789abcdef".to_string()), 401),
-                (Some(wrong_same_length.clone()), 401),
-                (Some(format!("Basic {ADMIN}")), 401),
-                (Some(format!("bearer{ADMIN}")), 401),
-                (Some("Bearer ".to_string()), 401),
-                (Some(format!("Bearer {READER}")), 403),
-            ] {
-                let (s, text) = request(&method, &url, Some(&body), auth.as_deref());
-                assert_eq!(s, want, "{method} {path} with {auth:?}: {text}");
-                let e: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                let code = if want == 401 { "unauthorized" } else { "forbidden" };
-                assert_eq!(e["error"]["code"], code, "{method} {path} with {auth:?}: {text}");
-            }
-            let admin_auth = format!("Bearer {ADMIN}");
-            let (s, text) = raw(&method, &url, &[("Origin", "http://attacker.example")], Some(&body), &admin_auth);
-            assert_eq!(s, 403, "{method} {path} as admin from a foreign origin: {text}");
-            writes.push(format!("{method} {path}"));
+    // Each with a body that would be accepted, so only the token can be why a request is refused.
+    for (method, path, url, body) in write_routes(node, "hostile-1") {
+        for (auth, want) in [
+            (None, 401),
+            (Some("Bearer wrong-token-0123456789abcdef".to_string()), 401),
+            (Some(wrong_same_length.clone()), 401),
+            (Some(format!("Basic {ADMIN}")), 401),
+            (Some(format!("bearer{ADMIN}")), 401),
+            (Some("Bearer ".to_string()), 401),
+            (Some(format!("Bearer {READER}")), 403),
+        ] {
+            let (s, text) = request(&method, &url, Some(&body), auth.as_deref());
+            assert_eq!(s, want, "{method} {path} with {auth:?}: {text}");
+            let e: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let code = if want == 401 { "unauthorized" } else { "forbidden" };
+            assert_eq!(e["error"]["code"], code, "{method} {path} with {auth:?}: {text}");
         }
+        let admin_auth = format!("Bearer {ADMIN}");
+        let (s, text) = raw(&method, &url, &[("Origin", "http://attacker.example")], Some(&body), &admin_auth);
+        assert_eq!(s, 403, "{method} {path} as admin from a foreign origin: {text}");
+        writes.push(format!("{method} {path}"));
     }
     assert!(writes.len() >= 15, "the document lists the write routes: {writes:?}");
     assert_eq!(snapshot(&f), before, "a refused write changed the database");

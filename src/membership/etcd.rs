@@ -345,7 +345,7 @@ impl Runner {
     }
 
     /// A client on one member that answers, trying the endpoints in turn from the one after
-    /// the last session's. Why one at a time: a client given every endpoint balances each
+    /// the endpoint the previous etcd session used. Why one at a time: a client given every endpoint balances each
     /// request among them, dead members included, and a request sent to a dead member fails
     /// ("tcp connect error"), so one member down out of three can let the lease run out
     /// (docs/operations.md#etcd-members). A session that ends in an error moves on to the next
