@@ -161,11 +161,13 @@ fn a_crashed_nodes_applications_and_running_tasks_are_taken_over() {
     assert_taken_over(&c, &three, "n3", "departed");
 }
 
-/// Every application the ring `before` gave to `from` was last acquired (by another node) from
-/// `from` for `reason`, as its `app.acquired` event says in its message and data.
+/// Every application the ring `before` gave to `from`, and that `from` had acquired, was last
+/// acquired (by another node) from `from` for `reason`, as its `app.acquired` event says in its
+/// message and data. (One whose first command `from` was still running had no owner yet.)
 fn assert_taken_over(c: &Cluster, before: &Ring, from: &str, reason: &str) {
     let acquired = c.events("app.acquired");
-    let apps: Vec<i64> = c.apps().iter().map(|a| a.id).filter(|id| owner(before, *id) == from).collect();
+    let held = |id: i64| acquired.iter().any(|e| e.app_id == Some(id) && e.node_id.as_deref() == Some(from));
+    let apps: Vec<i64> = c.apps().iter().map(|a| a.id).filter(|id| owner(before, *id) == from && held(*id)).collect();
     assert!(!apps.is_empty());
     for app in apps {
         let last = acquired.iter().rev().find(|e| e.app_id == Some(app)).unwrap();
