@@ -138,6 +138,8 @@ vocabulary!(
         Stop = "stop",
         /// Stop, then start.
         Restart = "restart",
+        /// Take a savepoint of a running application (drivers that have them: `flink`).
+        Savepoint = "savepoint",
         /// A one-shot job.
         Run = "run",
     }
@@ -391,7 +393,7 @@ mod tests {
         #[test]
         fn action_labels_are_bounded(text in "\\PC{0,20}") {
             let label = Action::label(&text);
-            prop_assert!(["start", "stop", "restart", "run", "other"].contains(&label));
+            prop_assert!(["start", "stop", "restart", "savepoint", "run", "other"].contains(&label));
         }
     }
 }

@@ -259,7 +259,7 @@ fn the_api_refuses_what_dispatch_would_fail_naming_the_field() {
     let (s, e) = admin(&node, "POST", "/api/v1/tasks", Some(json!({"action": "fly"})));
     assert_eq!((s, fields(&e)), (422, vec!["action".to_string()]), "{e}");
     let message = e["error"]["message"].as_str().unwrap();
-    assert!(message.contains("`fly`") && message.contains("start, stop, restart, run"), "{message}");
+    assert!(message.contains("`fly`") && message.contains("start, stop, restart, savepoint, run"), "{message}");
     let (_, list) = admin(&node, "GET", "/api/v1/tasks", None);
     assert_eq!(list["items"], json!([]), "nothing written");
 

@@ -27,7 +27,8 @@ pub fn config(cfg: &mut ServiceConfig) {
         .service(delete)
         .service(start)
         .service(stop)
-        .service(restart);
+        .service(restart)
+        .service(savepoint);
 }
 
 /// A new application.
@@ -413,6 +414,32 @@ async fn restart(
     body: OptionalJson<CommandBody>,
 ) -> Result<HttpResponse, ApiError> {
     command(&state, &req, id.into_inner(), "restart", body.into_inner().unwrap_or_default()).await
+}
+
+#[utoipa::path(tag = "apps", params(("id" = i64, Path, description = "Application id")), request_body(content = Option<CommandBody>), responses(
+    (status = 202, description = "A task was written: its owner takes a savepoint of what runs (drivers that take savepoints: `flink`)", body = Accepted),
+    (status = 404, description = "No such application", body = ErrorBody),
+    (status = 409, description = "Idempotency key already used", body = ErrorBody),
+    (status = 422, description = "The application's driver takes no savepoints", body = ErrorBody)))]
+#[post("/apps/{id}/savepoint")]
+async fn savepoint(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    id: web::Path<i64>,
+    body: OptionalJson<CommandBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let app = load(&state, id).await?;
+    if app.driver != "flink" {
+        return Err(ApiError::field(
+            "driver",
+            format!(
+                "application {id} uses the {} driver, which takes no savepoints (only flink applications do)",
+                app.driver
+            ),
+        ));
+    }
+    command(&state, &req, id, "savepoint", body.into_inner().unwrap_or_default()).await
 }
 
 async fn command(

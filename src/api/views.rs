@@ -40,6 +40,10 @@ pub struct AppView {
     /// Traffic group.
     traffic_group: Option<String>,
     last_error: Option<String>,
+    /// What its driver keeps between calls and across owners (`flink`: the job's id and the
+    /// savepoints taken, newest last); null when nothing is recorded (docs/drivers.md#flink).
+    #[schema(value_type = Option<Object>)]
+    runtime: Option<Value>,
     created_at: String,
     updated_at: String,
 }
@@ -132,6 +136,7 @@ impl AppView {
             monitor_interval_ms: a.monitor_interval_ms,
             traffic_group: a.traffic_group,
             last_error: a.last_error,
+            runtime: a.runtime.as_deref().map(json_column),
             created_at: ts(a.created_at),
             updated_at: ts(a.updated_at),
         }

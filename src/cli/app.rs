@@ -31,6 +31,7 @@ Examples:
   $ rota app create web --driver process --spec '{\"command\": [\"sleep\", \"600\"]}'
   $ rota app create report --driver noop --selector dc=dc1 --traffic-group billing
   $ rota app create scratch --driver noop
+  $ rota app create stream --driver flink --spec '{\"rest_url\": \"http://127.0.0.1:8081\", \"jar\": \"/opt/jobs/counter.jar\"}'
 
 An application runs in one of two ways: `rota app start` runs it for good on its owning node
 (a `process` child, a service a `shell` or `http` spec manages); as the handler of jobs
@@ -79,6 +80,14 @@ Examples:
 Examples:
   $ rota app restart web")]
     Restart(CommandArgs),
+    /// Ask the owning node to take a savepoint of the application (flink); --wait prints where.
+    #[command(after_help = "\
+Examples:
+  $ rota app savepoint stream
+
+The savepoint is recorded with the application (`rota app show`); a later start restores from
+the newest one unless the spec's `restore` says otherwise.")]
+    Savepoint(CommandArgs),
     /// Delete an application (it must be stopped unless --force).
     #[command(after_help = "\
 Examples:
@@ -232,6 +241,7 @@ pub fn run(api: &ApiArgs, command: &AppCommand) -> Result<(), CliError> {
         AppCommand::Start(args) => command_and_wait(&client, api.json, "start", args),
         AppCommand::Stop(args) => command_and_wait(&client, api.json, "stop", args),
         AppCommand::Restart(args) => command_and_wait(&client, api.json, "restart", args),
+        AppCommand::Savepoint(args) => command_and_wait(&client, api.json, "savepoint", args),
         AppCommand::Delete { app, force } => {
             delete(&client, api.json, app, *force).map_err(|e| e.with_flags(flags::APP_DELETE))
         }
@@ -386,6 +396,7 @@ const SHOWN: &[&str] = &[
     "created_at",
     "updated_at",
     "recent_events",
+    "runtime",
 ];
 
 /// An application as `key: value` lines: every field the API sends, those it adds after this
@@ -414,6 +425,38 @@ pub fn render_app(a: &Value) -> String {
         ("created", table::cell(&a["created_at"])),
         ("updated", table::cell(&a["updated_at"])),
     ];
+    // A flink application's job and savepoints, one line each (the rest of a runtime state as
+    // its JSON).
+    let runtime = &a["runtime"];
+    let savepoints: Vec<String> = runtime["savepoints"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .rev()
+                .map(|sp| {
+                    format!(
+                        "{} {} ({})",
+                        table::cell(&sp["at"]),
+                        table::cell(&sp["location"]),
+                        table::cell(&sp["trigger"])
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !runtime.is_null() {
+        match runtime.get("job_id") {
+            Some(job) => pairs.push(("flink job", table::cell(job))),
+            None => pairs.push(("runtime", runtime.to_string())),
+        }
+    }
+    let count = savepoints.len();
+    for (i, line) in savepoints.into_iter().enumerate() {
+        pairs.push((
+            if i == 0 { "savepoints" } else { "" },
+            if i == 0 { format!("{line}  [{count}, newest first]") } else { line },
+        ));
+    }
     let others: Vec<(String, String)> = a
         .as_object()
         .map(|m| {
@@ -456,11 +499,16 @@ fn command_and_wait(client: &Client, json: bool, action: &str, args: &CommandArg
         "{action} requested for application {id}: task {task_id}; waiting up to {}s for `{expected}`",
         args.timeout
     );
-    let task = wait(client, id, task_id, expected, Duration::from_secs(args.timeout))?;
+    // A savepoint leaves the application running: no start for a status check to confirm.
+    let confirm = matches!(action, "start" | "restart");
+    let task = wait(client, id, task_id, expected, confirm, Duration::from_secs(args.timeout))?;
     if json {
         return print_json(&task);
     }
-    if expected == "running" {
+    if action == "savepoint" {
+        let at = task["result"]["location"].as_str().unwrap_or("(the task's result names no location)");
+        println!("savepoint of application {id} taken at {at} (task {task_id})");
+    } else if expected == "running" {
         println!("application {id} is running (task {task_id} succeeded; confirmed by a status check)");
     } else {
         println!("application {id} is {expected} (task {task_id} succeeded)");
@@ -526,9 +574,16 @@ fn judge_confirmed(task_id: i64, app: &Value, confirmed: bool) -> Verdict {
 }
 
 /// Poll until [`judge`] says done or fail, printing each change on stderr; the last task document.
-/// A start (expected `running`) is done only once a status check after it confirms the
+/// With `confirm` (a start or restart), done only once a status check after it confirms the
 /// application runs ([`judge_confirmed`]).
-fn wait(client: &Client, app_id: i64, task_id: i64, expected: &str, timeout: Duration) -> Result<Value, CliError> {
+fn wait(
+    client: &Client,
+    app_id: i64,
+    task_id: i64,
+    expected: &str,
+    confirm: bool,
+    timeout: Duration,
+) -> Result<Value, CliError> {
     let deadline = Instant::now() + timeout;
     let mut seen = Seen::default();
     let mut confirming = false;
@@ -551,7 +606,7 @@ fn wait(client: &Client, app_id: i64, task_id: i64, expected: &str, timeout: Dur
         }
         seen = now;
         let verdict = match judge(task_id, &task, &app, expected) {
-            Verdict::Done if expected == "running" => {
+            Verdict::Done if confirm => {
                 if !confirming {
                     eprintln!(
                         "task {task_id}: waiting for a status check to confirm that application {app_id} keeps running"

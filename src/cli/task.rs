@@ -61,7 +61,7 @@ Examples:
 /// `rota task submit`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubmitArgs {
-    /// The action: start, stop, restart or run.
+    /// The action: start, stop, restart, savepoint or run.
     pub action: String,
     /// The application it is for (id or name).
     #[arg(long, value_name = "ID")]

@@ -22,7 +22,7 @@ use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
 use crate::domain::{AppState, DesiredState, Takeover};
-use crate::drivers::{Ctx, Driver, DriverError, Observed};
+use crate::drivers::{Ctx, Driver, DriverError, Note, Observed, Runtime};
 use crate::store::apps::{self, AppChange, AppWrite};
 use crate::store::complete::{self, Outcome};
 use crate::store::models::{Application, NewEvent, Task};
@@ -98,6 +98,7 @@ pub fn spawn(app_id: i64, shared: Arc<Shared>) -> Handle {
                 defer_last: false,
                 last: None,
                 confirm: None,
+                runtime: Runtime::in_memory(Value::Null),
             };
             actor.run(rx).await;
         }
@@ -139,6 +140,9 @@ struct Actor {
     /// A start or restart command that succeeded, whose first status check confirms it
     /// (`app.confirmed`, for `rota app start --wait`): its task id.
     confirm: Option<i64>,
+    /// What the driver keeps about the application (`application.runtime`), as acquired and
+    /// since recorded by this actor's driver calls ([`Runtime`]).
+    runtime: Runtime,
 }
 
 /// The first status check after a successful start comes this soon (or at the monitor interval,
@@ -219,6 +223,7 @@ impl Actor {
                     Ok(Some(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
+                        self.runtime = self.recorded_runtime(&app);
                         self.app = Some(app);
                         self.adopt().await;
                         return true;
@@ -310,7 +315,39 @@ impl Actor {
             node_id: self.shared.node_id.clone(),
             epoch: self.epoch.max(0) as u64,
             act_by: self.shared.act_by.clone(),
+            runtime: self.runtime.clone(),
         }
+    }
+
+    /// The application's runtime state as acquired, written back by its driver as this owner
+    /// at this epoch (each write fenced: refused once another node owns it).
+    fn recorded_runtime(&self, app: &Application) -> Runtime {
+        let initial = match app.runtime.as_deref().map(serde_json::from_str::<Value>) {
+            None => Value::Null,
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                // Only owners write it, as JSON; a row edited by hand is read as nothing
+                // recorded rather than stopping the application's commands.
+                tracing::warn!(app.id = app.id, error = %e, "application.runtime is not JSON; read as empty");
+                Value::Null
+            }
+        };
+        let (shared, id, epoch) = (self.shared.clone(), self.app_id, self.epoch);
+        Runtime::recorded(
+            initial,
+            Arc::new(move |state: Value, note: Option<Note>| {
+                let shared = shared.clone();
+                Box::pin(async move {
+                    let event = note.map(|n| shared.new_event(n.kind, Some(id), None, n.message, n.data));
+                    let (me, fence, text) = (shared.node_id.clone(), shared.fence(), state.to_string());
+                    shared
+                        .store
+                        .run(move |c| apps::record_runtime(c, id, &me, fence, epoch, &text, event.as_ref()))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        )
     }
 
     async fn refresh(&mut self) -> Result<(), Lost> {
@@ -441,9 +478,17 @@ impl Actor {
         if self.check_may_act().is_err() {
             return;
         }
-        let observed = driver.status(&ctx).await;
-        if matches!(observed, Ok(Observed::Running)) {
-            let _ = self.record_observed(&Observed::Running).await;
+        // Started only when it is seen down: what runs or is starting outside the node (a Flink
+        // job the last owner submitted) is adopted as it is, and what cannot be seen there is
+        // not started a second time — the monitor looks again. For a driver that supervises
+        // here, "cannot tell" means "not started on this node".
+        let observed = match driver.status(&ctx).await {
+            Ok(o) => o,
+            Err(e) => Observed::Unknown(e.to_string()),
+        };
+        let unseen = matches!(observed, Observed::Unknown(_)) && !driver.supervises_here();
+        if unseen || matches!(observed, Observed::Running | Observed::Starting) {
+            let _ = self.record_observed(&observed).await;
             return;
         }
         tracing::info!(app.id = app.id, "adopted an application that should run: starting it here");
@@ -530,6 +575,11 @@ impl Actor {
                 }
                 self.defer_last = true;
                 Ok(self.start(driver, ctx).await?.map(|_| None))
+            }
+            Command::Savepoint => {
+                self.check_may_act()?;
+                let taken = self.shared.unfenced(driver.savepoint(ctx).await).ok_or(Lost)?;
+                Ok(taken.map(Some))
             }
         }
     }
@@ -743,11 +793,11 @@ impl Actor {
     }
 
     /// Hand the application off: stop what this node runs for it (only for drivers that run it
-    /// here — `process`), then clear the ownership. The event says why, for the next owner's
+    /// here, [`Driver::supervises_here`]), then clear the ownership. The event says why, for the next owner's
     /// `app.acquired` (docs/dispatch.md, "Ownership events").
     async fn release(&mut self, why: Takeover) {
         if let (Some(app), Ok((driver, spec))) = (self.app.clone(), self.driver()) {
-            if app.driver == "process" && self.shared.may_act() {
+            if driver.supervises_here() && self.shared.may_act() {
                 let ctx = self.ctx(spec, None, json!({}));
                 if let Err(e) = driver.stop(&ctx).await {
                     tracing::warn!(app.id = app.id, error = %e, "stopping the process on release failed");

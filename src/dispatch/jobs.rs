@@ -238,6 +238,8 @@ async fn execute(
         node_id: shared.node_id.clone(),
         epoch: task.owner_epoch.unwrap_or_default() as u64,
         act_by: shared.act_by.clone(),
+        // A job's runs share nothing: what its driver keeps lasts the one call.
+        runtime: crate::drivers::Runtime::in_memory(Value::Null),
     };
     let Ok(_slot) = shared.exec_slots.acquire().await else { return None };
     if !shared.may_act() {

@@ -25,6 +25,8 @@ pub enum Command {
     Stop,
     /// Stop, then start.
     Restart,
+    /// Take a savepoint of what runs (drivers that have them: `flink`).
+    Savepoint,
 }
 
 /// What a task row asks for.
@@ -59,10 +61,11 @@ pub fn plan(task: &Task) -> Plan {
         "start" => Some(Command::Start),
         "stop" => Some(Command::Stop),
         "restart" => Some(Command::Restart),
+        "savepoint" => Some(Command::Savepoint),
         "run" => None,
         other => {
             return Plan::Poison(format!(
-                "unknown action `{}`: use start, stop, restart or run",
+                "unknown action `{}`: use start, stop, restart, savepoint or run",
                 other.chars().take(64).collect::<String>()
             ))
         }
@@ -215,7 +218,11 @@ pub enum Restart {
 /// its policy (`never`, `on_failure` — only when it failed —, `always` — also when it stopped or
 /// is unknown to this node), up to `max_restarts`.
 pub fn restart(desired: DesiredState, observed: AppState, policy: &str, restarts: i32, max_restarts: i32) -> Restart {
-    if desired != DesiredState::Running || observed == AppState::Running || observed == AppState::Starting {
+    // `unknown` is not a failure: restarting what cannot be seen (a Flink JobManager that does
+    // not answer) could run a second copy beside one that still runs.
+    if desired != DesiredState::Running
+        || matches!(observed, AppState::Running | AppState::Starting | AppState::Unknown)
+    {
         return Restart::No;
     }
     let wanted = match policy {
@@ -322,7 +329,9 @@ pub(crate) mod tests {
     fn restart_policy() {
         assert_eq!(restart(DesiredState::Running, AppState::Failed, "on_failure", 0, 3), Restart::Yes(1));
         assert_eq!(restart(DesiredState::Running, AppState::Stopped, "on_failure", 0, 3), Restart::No);
-        assert_eq!(restart(DesiredState::Running, AppState::Unknown, "always", 2, 3), Restart::Yes(3));
+        assert_eq!(restart(DesiredState::Running, AppState::Stopped, "always", 2, 3), Restart::Yes(3));
+        assert_eq!(restart(DesiredState::Running, AppState::Unknown, "always", 2, 3), Restart::No);
+        assert_eq!(restart(DesiredState::Running, AppState::Unknown, "on_failure", 0, 3), Restart::No);
         assert_eq!(restart(DesiredState::Running, AppState::Failed, "on_failure", 3, 3), Restart::GiveUp);
         assert_eq!(restart(DesiredState::Running, AppState::Failed, "never", 0, 3), Restart::No);
         assert_eq!(restart(DesiredState::Stopped, AppState::Failed, "always", 0, 3), Restart::No);

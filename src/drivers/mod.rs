@@ -7,6 +7,7 @@
 //! - `process`: a supervised child on the owner;
 //! - `shell`: admin-defined commands for outside systems;
 //! - `http`: calls to an outside API;
+//! - `flink`: a Flink job through its JobManager's REST API (savepoints, adoption);
 //! - `noop`: tests, benchmarks.
 //!
 //! and beside them, no driver:
@@ -28,6 +29,7 @@
 //! worker (blocking work goes to `spawn_blocking`).
 
 mod child;
+pub mod flink;
 pub mod http;
 pub mod noop;
 pub mod process;
@@ -71,6 +73,83 @@ pub struct Ctx {
     pub epoch: u64,
     /// Until when the caller may begin work outside the node (the membership deadline).
     pub act_by: ActBy,
+    /// What the driver keeps about the application between calls and across owners.
+    pub runtime: Runtime,
+}
+
+/// A note a driver records with its runtime state: an event of the application (kind, message,
+/// data), e.g. `app.savepoint`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// The event's kind.
+    pub kind: &'static str,
+    /// One line for people.
+    pub message: String,
+    /// Structured detail.
+    pub data: Value,
+}
+
+/// Writes a runtime state (and its note) as the application's owner; Ok(false) when this node
+/// no longer owns it at its epoch (nothing written).
+pub type RecordRuntime = Arc<dyn Fn(Value, Option<Note>) -> BoxFut<'static, Result<bool, String>> + Send + Sync>;
+
+/// What a driver keeps about an application between its calls and across owners, in
+/// `application.runtime` (a JSON object): a Flink job's id, the savepoints taken.
+///
+/// Why in the database: the next owner — after a hand-off or a crash — must find the job the
+/// last one started, or it would submit a second copy (I1 for work outside the node). Why
+/// written by the driver during a call, not with the call's outcome: a job id is recorded
+/// *before* the job is submitted, so an owner that dies between the two leaves the id behind.
+/// Every write carries the owner's fence; a write refused (the node lost the application) is a
+/// `Fenced` error, so the driver begins nothing after it.
+#[derive(Clone)]
+pub struct Runtime {
+    current: Arc<std::sync::Mutex<Value>>,
+    record: Option<RecordRuntime>,
+}
+
+impl Runtime {
+    /// A runtime state held in memory only (jobs, tools, driver tests): starts as `initial`
+    /// (Null: nothing recorded).
+    pub fn in_memory(initial: Value) -> Runtime {
+        Runtime { current: Arc::new(std::sync::Mutex::new(initial)), record: None }
+    }
+
+    /// The state as recorded in the database (`initial`, Null when none), written through
+    /// `record` by the application's owner.
+    pub fn recorded(initial: Value, record: RecordRuntime) -> Runtime {
+        Runtime { current: Arc::new(std::sync::Mutex::new(initial)), record: Some(record) }
+    }
+
+    /// The state last recorded (Null when none).
+    pub fn get(&self) -> Value {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Record `state` (with `note`, as an event): the next call and the next owner see it.
+    /// `Fenced` when this node no longer owns the application (nothing was written: begin
+    /// nothing after it); `Failed` when the database did not answer.
+    pub async fn set(&self, state: Value, note: Option<Note>) -> Result<(), DriverError> {
+        if let Some(record) = &self.record {
+            match record(state.clone(), note).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(DriverError::Fenced(
+                        "this node no longer owns the application: its runtime state was not recorded".into(),
+                    ))
+                }
+                Err(e) => return Err(DriverError::Failed(format!("could not record the runtime state: {e}"))),
+            }
+        }
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Runtime({})", self.get())
+    }
 }
 
 /// Until when this node may begin work outside itself: read by a driver at the last moment
@@ -123,6 +202,9 @@ impl std::fmt::Debug for ActBy {
 pub enum Observed {
     /// Up.
     Running,
+    /// On its way up (e.g. a Flink job whose tasks are not all running yet, or restarting):
+    /// not a failure, and nothing to restart.
+    Starting,
     /// Down, as asked.
     Stopped,
     /// Down, not as asked (exit code, error state); the detail says why.
@@ -136,6 +218,7 @@ impl Observed {
     pub fn state(&self) -> AppState {
         match self {
             Observed::Running => AppState::Running,
+            Observed::Starting => AppState::Starting,
             Observed::Stopped => AppState::Stopped,
             Observed::Failed(_) => AppState::Failed,
             Observed::Unknown(_) => AppState::Unknown,
@@ -193,12 +276,28 @@ pub trait Driver: Send + Sync {
     fn secrets(&self, _spec: &Value) -> Vec<secret::Secret> {
         Vec::new()
     }
+    /// True when what this driver starts runs on the node itself (a child process): it is
+    /// stopped when the node hands the application over, and `Observed::Unknown` from it means
+    /// "not started here", so a new owner starts it. False (the default) for what runs outside
+    /// (a Flink job, a service behind a URL): it keeps running across a hand-off, and a new
+    /// owner that cannot see it does not start a second copy.
+    fn supervises_here(&self) -> bool {
+        false
+    }
     /// Bring the application up.
     fn start<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>>;
     /// Bring it down.
     fn stop<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<(), DriverError>>;
     /// Look at it.
     fn status<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Observed, DriverError>>;
+    /// Take a savepoint of what runs (`savepoint` command); its result (JSON, e.g. the
+    /// location) on success. Default: this driver takes none.
+    fn savepoint<'a>(&'a self, _ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>> {
+        let name = self.name();
+        Box::pin(async move {
+            Err(DriverError::Invalid(format!("the {name} driver takes no savepoints (only flink applications do)")))
+        })
+    }
     /// Run a one-shot job; its result (JSON) on success.
     fn run<'a>(&'a self, ctx: &'a Ctx) -> BoxFut<'a, Result<Value, DriverError>>;
     /// The node is exiting: stop everything it supervises (e.g. kill child process groups).
@@ -271,6 +370,7 @@ impl Registry {
             .with(Arc::new(process::ProcessDriver::with_setup(setup.clone())))
             .with(Arc::new(shell::ShellDriver::with_setup(setup)))
             .with(Arc::new(http::HttpDriver::new()))
+            .with(Arc::new(flink::FlinkDriver::new()))
     }
 
     /// The driver called `name`.

@@ -169,6 +169,10 @@ impl Driver for ProcessDriver {
         "process"
     }
 
+    fn supervises_here(&self) -> bool {
+        true
+    }
+
     fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
         validate_process(spec)
     }

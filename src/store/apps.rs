@@ -344,6 +344,40 @@ pub(super) fn update_owned_app(
     Ok(n == 1)
 }
 
+/// Record what the driver of application `id` keeps ([`crate::drivers::Runtime`], JSON text),
+/// as its owner at `epoch` under `fence`, then `event` when it was written: false (nothing
+/// written) when this node does not own it at that epoch, the epoch belongs to an earlier
+/// session, or the database's clock has passed the fence's deadline. Rare (a driver records
+/// before and after it acts on an outside system), so one statement of its own, not batched.
+pub fn record_runtime(
+    conn: &mut AnyConnection,
+    id: i64,
+    me: &str,
+    fence: Fence,
+    epoch: i64,
+    runtime: &str,
+    event: Option<&NewEvent>,
+) -> Result<bool, StoreError> {
+    if !fence.admits(epoch) {
+        return Ok(false);
+    }
+    conn.transaction(|conn| {
+        let n = diesel::update(
+            application::table
+                .filter(application::id.eq(id))
+                .filter(application::owner_node.eq(me))
+                .filter(application::owner_epoch.eq(epoch))
+                .filter(BeforeDeadline(fence.until)),
+        )
+        .set((application::runtime.eq(runtime), application::updated_at.eq(Utc::now().naive_utc())))
+        .execute(conn)?;
+        if let (1, Some(event)) = (n, event) {
+            events::record_event(conn, event)?;
+        }
+        Ok(n == 1)
+    })
+}
+
 /// One owner's write about an application: `change` at `epoch`, and `event` when it applied.
 #[derive(Debug, Clone)]
 pub struct AppWrite {

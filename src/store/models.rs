@@ -259,6 +259,9 @@ pub struct Application {
     pub updated_at: NaiveDateTime,
     /// Traffic group (a `traffic_policy` picks its datacenter).
     pub traffic_group: Option<String>,
+    /// What its driver keeps between calls and across owners (JSON; e.g. a Flink job's id and
+    /// savepoints), written by the owner only ([`crate::drivers::Runtime`]).
+    pub runtime: Option<String>,
 }
 
 /// A new `application` row.

@@ -21,6 +21,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         traffic_group -> Nullable<Text>,
+        runtime -> Nullable<Text>,
     }
 }
 
