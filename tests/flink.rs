@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 use common::flink::{alive, first_lines, read_count, Flink, COUNTER, FAILING};
 use common::wait_until;
 
-/// Wait until the counter job has written a count of at least `at_least`; that count.
-fn wait_count(path: &Path, at_least: u64) -> u64 {
-    let mut count = 0;
+/// Wait until the counter job has written a highest count of at least `at_least`; (that count,
+/// the first count of the run).
+fn wait_count(path: &Path, at_least: u64) -> (u64, u64) {
+    let mut counts = (0, 0);
     wait_until(Duration::from_secs(60), &format!("{} to reach {at_least}", path.display()), || {
-        count = read_count(path).unwrap_or(0);
-        count >= at_least
+        counts = read_count(path).unwrap_or((0, 0));
+        counts.0 >= at_least
     });
-    count
+    counts
 }
 
 #[test]
@@ -41,9 +42,9 @@ fn a_real_cluster_runs_stops_with_a_savepoint_resumes_cancels_and_fails() {
     let job = flink.submit(&jar, COUNTER, &["--out", first.to_str().unwrap()], None);
     flink.wait_running(&job, Duration::from_secs(60));
     eprintln!("flink: submit to all vertices RUNNING {:.1}s", submitted.elapsed().as_secs_f64());
-    let early = wait_count(&first, 1);
-    // Far enough that a run that restarted from nothing could not pass for a restored one.
-    wait_count(&first, early.max(100) + 1);
+    let (early, started_at) = wait_count(&first, 1);
+    assert_eq!(started_at, 1, "a run from nothing counts from 1");
+    wait_count(&first, early + 1);
     assert!(flink.jobs().iter().any(|j| j.id == job && j.state == "RUNNING"), "{:?}", flink.jobs());
     eprintln!("flink: JVM RSS (pid, MiB) {:?}", flink.rss_mib());
 
@@ -53,15 +54,15 @@ fn a_real_cluster_runs_stops_with_a_savepoint_resumes_cancels_and_fails() {
     eprintln!("flink: stop with savepoint {:.2}s -> {savepoint}", stopping.elapsed().as_secs_f64());
     assert!(savepoint.starts_with(&format!("file:{}", flink.savepoint_dir().display())), "{savepoint}");
     flink.wait_state(&job, "FINISHED", Duration::from_secs(30));
-    let at_stop = read_count(&first).expect("a count at the stop");
+    let (at_stop, _) = read_count(&first).expect("a count at the stop");
 
-    // Resume into another file: its first count already continues from the savepoint's.
+    // Resume into another file: its very first count continues from the savepoint's.
     let second = out.path().join("second");
     let resumed = flink.submit(&jar, COUNTER, &["--out", second.to_str().unwrap()], Some(&savepoint));
     flink.wait_running(&resumed, Duration::from_secs(60));
-    let first_after = wait_count(&second, 1);
-    assert!(first_after > at_stop, "the resumed job wrote {first_after} first: it did not continue from {at_stop}");
-    wait_count(&second, first_after + 1);
+    let (_, started_at) = wait_count(&second, 1);
+    assert!(started_at >= at_stop, "the resumed job counted from {started_at}, not from {at_stop} (the savepoint's)");
+    wait_count(&second, at_stop + 1);
     let restored = &flink.get(&format!("/jobs/{resumed}/checkpoints")).1["latest"]["restored"];
     assert_eq!(restored["external_path"], savepoint.as_str(), "{restored}");
     assert_eq!(restored["is_savepoint"], true, "{restored}");

@@ -37,8 +37,9 @@ use super::{free_port, wait_until};
 pub const VERSION: &str = "2.3.0";
 
 /// Entry class of the unbounded keyed counter (`tests/flink/rota/flinktest/CounterJob.java`):
-/// `--out PATH` (the highest per-key count, rewritten atomically at most every 200 ms),
-/// `--rate N` records/s (default 200), `--restarts N` (default 0: any failure fails the job).
+/// `--out PATH` (`"<max> <first>"`: the highest per-key count and the first this run saw,
+/// rewritten atomically at most every 200 ms; see [`read_count`]), `--rate N` records/s (default
+/// 200), `--restarts N` (default 0: any failure fails the job).
 pub const COUNTER: &str = "rota.flinktest.CounterJob";
 /// Entry class of a job that is accepted and fails on its first record, with no restarts.
 pub const FAILING: &str = "rota.flinktest.FailingJob";
@@ -630,9 +631,13 @@ pub fn is_terminal(state: &str) -> bool {
     matches!(state, "FINISHED" | "CANCELED" | "FAILED")
 }
 
-/// The count a [`COUNTER`] job last wrote to `path`, if it wrote one.
-pub fn read_count(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+/// What a [`COUNTER`] job last wrote to `path`, if it wrote: (the highest per-key count, the
+/// first count this run saw). A run restored from a savepoint starts where the stopped run's
+/// highest count was (or one above); a run from nothing starts at 1.
+pub fn read_count(path: &Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
 }
 
 /// Flink's errors carry whole Java stack traces: the first line of each string, for a message.

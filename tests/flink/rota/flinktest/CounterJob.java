@@ -26,10 +26,12 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
  * An unbounded keyed counter whose progress can be read from outside the cluster.
  *
  * <p>A rate-limited generator feeds numbers, keyed by {@code n % KEYS}; each key counts its
- * records in keyed state, and a sink writes the highest count seen to a file. The counts live in
- * state, so after stop-with-savepoint and a run from that savepoint the file continues from where
- * it was; a run that did not restore starts again from 1. Every operator has a stable uid so that
- * a savepoint maps back onto the same graph.
+ * records in keyed state, and a sink writes to a file {@code "<max> <first>\n"}: the highest count
+ * seen, and the first count this run of the sink saw. The counts live in state, so after
+ * stop-with-savepoint and a run from that savepoint {@code first} is the stopped run's last
+ * {@code max} (or one more: the keys take turns); a run that did not restore writes
+ * {@code first} 1. Every operator has a stable uid so that a savepoint maps back onto the same
+ * graph.
  *
  * <p>Arguments: {@code --out PATH} (required), {@code --rate N} records per second (default
  * 200), {@code --restarts N} attempts of a fixed-delay restart strategy (default 0: a failure,
@@ -99,8 +101,8 @@ public final class CounterJob {
     }
 
     /**
-     * Writes the highest count it has seen to a file, replaced atomically (a temporary file and a
-     * rename), at most every 200 ms, so a reader never sees a torn number.
+     * Writes the highest count it has seen and the first one, to a file replaced atomically (a
+     * temporary file and a rename) at most every 200 ms, so a reader never sees a torn line.
      */
     static final class MaxCountFile implements Sink<Long> {
         private final String path;
@@ -120,6 +122,7 @@ public final class CounterJob {
         private final Path path;
         private final Path tmp;
         private long max;
+        private long first = -1;
         private long written = -1;
         private long lastWrite;
 
@@ -130,6 +133,9 @@ public final class CounterJob {
 
         @Override
         public void write(Long count, Context context) throws IOException {
+            if (first < 0) {
+                first = count;
+            }
             max = Math.max(max, count);
             long now = System.currentTimeMillis();
             if (now - lastWrite >= INTERVAL_MS) {
@@ -152,7 +158,7 @@ public final class CounterJob {
             if (max == written) {
                 return;
             }
-            Files.write(tmp, (max + "\n").getBytes(StandardCharsets.UTF_8));
+            Files.write(tmp, (max + " " + first + "\n").getBytes(StandardCharsets.UTF_8));
             Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
             written = max;
         }
