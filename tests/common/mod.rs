@@ -1,7 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, real `rota` processes on loopback ports,
 //! and polling with deadlines (never fixed sleeps). The one place for what several test files
 //! need: the fast settings ([`FAST`]), one node on a fresh database ([`fixture::Fixture`]), a
-//! cluster of nodes on etcd ([`cluster::Cluster`]).
+//! cluster of nodes on etcd ([`cluster::Cluster`]), a real Apache Flink cluster ([`flink::Flink`]).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -16,6 +16,7 @@ use diesel::{Connection, PgConnection};
 
 pub mod cluster;
 pub mod fixture;
+pub mod flink;
 pub mod proxy;
 
 /// Dispatch settings that make a test node react in a fraction of a second instead of the
