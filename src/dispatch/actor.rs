@@ -732,9 +732,16 @@ impl Actor {
         };
         self.check_may_act()?;
         self.record_observed(&observed).await?;
-        if let (Some(task), AppState::Running) = (self.confirm.take(), observed.state()) {
-            let message = format!("application {} is running at its first status check after task {task}", self.app_id);
-            self.shared.event("app.confirmed", Some(self.app_id), Some(task), message, json!({})).await;
+        match (self.confirm, observed.state()) {
+            (Some(task), AppState::Running) => {
+                self.confirm = None;
+                let message =
+                    format!("application {} is running at its first status check after task {task}", self.app_id);
+                self.shared.event("app.confirmed", Some(self.app_id), Some(task), message, json!({})).await;
+            }
+            // Still on its way up (a Flink job's tasks deploying): the next check confirms it.
+            (Some(_), AppState::Starting) => {}
+            _ => self.confirm = None,
         }
         let Some(app) = self.app.clone() else { return Ok(()) };
         match plan::restart(

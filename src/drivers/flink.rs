@@ -246,6 +246,10 @@ pub struct Record {
     /// Savepoints taken, newest last (at most [`KEPT_SAVEPOINTS`]).
     #[serde(default)]
     pub savepoints: Vec<Savepoint>,
+    /// Why the last start failed before a job ran (none was submitted, or Flink refused it):
+    /// the application is `failed`, not `stopped`, until the next start or stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl Record {
@@ -316,19 +320,17 @@ fn is_terminal(state: &str) -> bool {
 }
 
 /// The root cause of a failed job from `GET /jobs/{id}/exceptions`: the newest entry of the
-/// exception history (its name and the first line of its trace), or the older `root-exception`.
+/// exception history — the first line of its trace and its deepest `Caused by:` (Flink 2 wraps
+/// the job's own exception in "Recovery is suppressed by …") — or the older `root-exception`.
 pub fn root_cause(exceptions: &Value) -> Option<String> {
     let entry = exceptions.pointer("/exceptionHistory/entries/0");
     let (name, trace) = match entry {
         Some(e) => (e.get("exceptionName").and_then(Value::as_str), e.get("stacktrace").and_then(Value::as_str)),
         None => (None, exceptions.get("root-exception").and_then(Value::as_str)),
     };
-    let first = trace.and_then(|t| t.lines().next()).map(str::trim).filter(|l| !l.is_empty());
-    let text = match (name, first) {
-        (Some(n), Some(f)) if f.contains(n) => f.to_string(),
-        (Some(n), Some(f)) => format!("{n}: {f}"),
-        (Some(n), None) => n.to_string(),
-        (None, Some(f)) => f.to_string(),
+    let text = match (trace.map(deepest_cause).filter(|t| !t.is_empty()), name) {
+        (Some(t), _) => t,
+        (None, Some(n)) => n.to_string(),
         (None, None) => return None,
     };
     Some(cut(&text, 500))
@@ -372,15 +374,11 @@ fn deepest_cause(trace: &str) -> String {
     }
 }
 
-/// Flink's error answer (`{"errors": [...]}`), shortened: the first error's first lines.
+/// Flink's error answer (`{"errors": [...]}`), shortened: each error's first line and its
+/// deepest `Caused by:` (where a missing class or a bad path is named).
 fn flink_errors(body: &Value, raw: &str) -> String {
     let text = match body.get("errors").and_then(Value::as_array) {
-        Some(errors) => errors
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|e| e.lines().take(3).map(str::trim).collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-            .join("; "),
+        Some(errors) => errors.iter().filter_map(Value::as_str).map(deepest_cause).collect::<Vec<_>>().join("; "),
         None => raw.to_string(),
     };
     cut(&text, 600)
@@ -434,15 +432,24 @@ impl Rest {
     async fn call(&self, method: &'static str, path: String, body: Option<Value>) -> Result<Answer, Unreachable> {
         let (rest, url) = (self.clone(), format!("{}{path}", self.base));
         let joined = tokio::task::spawn_blocking(move || {
-            let request = ureq::http::Request::builder()
-                .method(method)
-                .uri(&url)
-                .header("Accept", "application/json")
-                .header("Content-Type", "application/json");
-            let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-            let request = request.body(bytes).map_err(|e| Unreachable(format!("{method} {path}: {e}")))?;
-            let request = rest.agent.configure_request(request).timeout_global(Some(rest.timeout)).build();
-            rest.read(rest.agent.run(request), method, &path)
+            let builder = ureq::http::Request::builder().method(method).uri(&url).header("Accept", "application/json");
+            let bad = |e: ureq::http::Error| Unreachable(format!("{method} {path}: {e}"));
+            // No body at all (not an empty one) for a call without one: ureq refuses a body
+            // on a GET.
+            let response = match body {
+                Some(body) => {
+                    let request = builder
+                        .header("Content-Type", "application/json")
+                        .body(body.to_string().into_bytes())
+                        .map_err(bad)?;
+                    rest.agent.run(rest.agent.configure_request(request).timeout_global(Some(rest.timeout)).build())
+                }
+                None => {
+                    let request = builder.body(()).map_err(bad)?;
+                    rest.agent.run(rest.agent.configure_request(request).timeout_global(Some(rest.timeout)).build())
+                }
+            };
+            rest.read(response, method, &path)
         })
         .await;
         joined.unwrap_or_else(|e| Err(Unreachable(format!("internal: the request's thread failed: {e}"))))
@@ -638,7 +645,7 @@ impl FlinkDriver {
             match answer.status {
                 200 => return Ok(()),
                 // The cluster lost the uploaded jar (a JobManager restarted): upload it again, once.
-                404 | 500 if !fresh && matches!(spec.jar, Jar::Path(_)) && message.contains("could not be found") => {
+                404 | 500 if !fresh && matches!(spec.jar, Jar::Path(_)) && message.contains("does not exist") => {
                     fresh = true;
                 }
                 status => {
@@ -738,7 +745,23 @@ impl FlinkDriver {
         }
     }
 
+    /// [`FlinkDriver::submit_or_adopt`], and a start that failed with no job left running
+    /// recorded as such, so the status checks say `failed` rather than `stopped`.
     async fn start_job(&self, ctx: &Ctx) -> Result<(), DriverError> {
+        let result = self.submit_or_adopt(ctx).await;
+        if let Err(e) = &result {
+            let record = Record::read(&ctx.runtime.get());
+            if record.job_id.is_none() && !matches!(e, DriverError::Fenced(_)) {
+                let failed = Record { failed: Some(e.to_string()), ..record };
+                if let Err(not) = ctx.runtime.set(failed.to_value(), None).await {
+                    tracing::warn!(error = %not, "could not record the failed start");
+                }
+            }
+        }
+        result
+    }
+
+    async fn submit_or_adopt(&self, ctx: &Ctx) -> Result<(), DriverError> {
         let (spec, record) = Self::parse(ctx)?;
         let rest = self.rest(&spec);
         if let Some(id) = &record.job_id {
@@ -770,7 +793,7 @@ impl FlinkDriver {
         let job_id = new_job_id(ctx.app_id.unwrap_or_default());
         // Recorded before the submission: an owner that dies between the two leaves the id for
         // the next one, which finds the job (or finds none and submits).
-        let submitting = Record { job_id: Some(job_id.clone()), ..record.clone() };
+        let submitting = Record { job_id: Some(job_id.clone()), failed: None, ..record.clone() };
         ctx.act_by.left(ctx.epoch, &"the Flink job's submission")?;
         ctx.runtime.set(submitting.to_value(), None).await?;
         ctx.act_by.left(ctx.epoch, &"the Flink job's submission")?;
@@ -778,7 +801,7 @@ impl FlinkDriver {
             // Refused: nothing runs under the id (a request that timed out keeps it: the job
             // may have been created, and the next start looks for it first).
             if !matches!(e, DriverError::Timeout(_)) {
-                let _ = ctx.runtime.set(record.to_value(), None).await;
+                let _ = ctx.runtime.set(Record { failed: None, ..record.clone() }.to_value(), None).await;
             }
             return Err(e);
         }
@@ -792,8 +815,14 @@ impl FlinkDriver {
     async fn stop_job(&self, ctx: &Ctx) -> Result<(), DriverError> {
         let (spec, record) = Self::parse(ctx)?;
         let rest = self.rest(&spec);
-        let Some(id) = record.job_id.clone() else { return Ok(()) };
-        let ended = Record { job_id: None, ..record.clone() };
+        let ended = Record { job_id: None, failed: None, ..record.clone() };
+        let Some(id) = record.job_id.clone() else {
+            // Nothing runs; a failed start is forgotten: the application is stopped as asked.
+            return match record.failed {
+                Some(_) => ctx.runtime.set(ended.to_value(), None).await,
+                None => Ok(()),
+            };
+        };
         match rest.job(&id).await.map_err(|u| DriverError::Failed(u.0))? {
             Some(job) if !is_terminal(job.get("state").and_then(Value::as_str).unwrap_or("")) => {}
             // Ended already, or unknown to Flink: nothing to stop.
@@ -897,7 +926,12 @@ impl FlinkDriver {
 
     async fn status_of(&self, ctx: &Ctx) -> Result<Observed, DriverError> {
         let (spec, record) = Self::parse(ctx)?;
-        let Some(id) = record.job_id else { return Ok(Observed::Stopped) };
+        let Some(id) = record.job_id else {
+            return Ok(match record.failed {
+                Some(why) => Observed::Failed(why),
+                None => Observed::Stopped,
+            });
+        };
         let app = ctx.app_id.unwrap_or_default();
         if let Some(b) = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).get(&app) {
             if Instant::now() < b.until {
@@ -1097,6 +1131,13 @@ mod tests {
             { "exceptionName": "java.lang.IllegalStateException", "stacktrace": "java.lang.IllegalStateException: bad input\n\tat x" }
         ] } });
         assert_eq!(root_cause(&history).unwrap(), "java.lang.IllegalStateException: bad input");
+        // Flink 2.3 with no restarts: the job's own exception is the deepest cause.
+        let suppressed = json!({ "exceptionHistory": { "entries": [{
+            "exceptionName": "org.apache.flink.runtime.JobException",
+            "stacktrace": "org.apache.flink.runtime.JobException: Recovery is suppressed by NoRestartBackoffTimeStrategy\n\tat a\nCaused by: java.lang.RuntimeException: boom on the first record\n\tat b"
+        }] } });
+        let cause = root_cause(&suppressed).unwrap();
+        assert!(cause.contains("boom on the first record"), "{cause}");
         assert_eq!(
             root_cause(&json!({ "root-exception": "java.lang.Error: old\n\tat y" })).unwrap(),
             "java.lang.Error: old"
@@ -1116,7 +1157,7 @@ mod tests {
 
     #[test]
     fn a_restart_restores_from_its_own_stop() {
-        let record = Record { job_id: None, savepoints: vec![sp(1, "stop"), sp(2, "savepoint"), sp(3, "stop")] };
+        let record = Record { savepoints: vec![sp(1, "stop"), sp(2, "savepoint"), sp(3, "stop")], ..Record::default() };
         assert_eq!(restore_from(&Restore::Latest, &record, Some(9)).as_deref(), Some("file:/sp/3"));
         assert_eq!(restore_from(&Restore::None, &record, Some(9)), None);
         assert_eq!(restore_from(&Restore::Path("p".into()), &record, None).as_deref(), Some("p"));
@@ -1140,6 +1181,20 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert!(a.starts_with("0000000000000007"));
+    }
+
+    #[tokio::test]
+    async fn a_start_that_failed_before_a_job_ran_is_failed_until_a_stop() {
+        let d = FlinkDriver::new();
+        let mut c = super::super::testing::ctx(Some(5), spec(json!({ "jar": "/nowhere/job.jar" })), json!({}));
+        c.runtime = super::super::Runtime::in_memory(Value::Null);
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped, "nothing submitted yet");
+        let e = d.start(&c).await.unwrap_err();
+        assert!(e.to_string().contains("/nowhere/job.jar"), "{e}");
+        let Observed::Failed(why) = d.status(&c).await.unwrap() else { panic!("a failed start is failed") };
+        assert!(why.contains("/nowhere/job.jar"), "{why}");
+        d.stop(&c).await.unwrap();
+        assert_eq!(d.status(&c).await.unwrap(), Observed::Stopped);
     }
 
     #[test]

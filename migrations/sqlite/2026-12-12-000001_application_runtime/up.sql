@@ -1,5 +1,36 @@
 -- What a driver keeps about an application between its calls and across owners (a Flink job's
--- id, the savepoints taken): a JSON object written only by the application's owner, with its
--- fence, and read by the next owner when it adopts the application (docs/drivers.md#flink).
--- NULL: the driver has recorded nothing.
-ALTER TABLE application ADD COLUMN runtime TEXT;
+-- id, the savepoints taken): `runtime`, a JSON object written only by the application's owner,
+-- with its fence, and read by the next owner when it adopts the application
+-- (docs/drivers.md#flink); NULL when the driver has recorded nothing. And the `flink` driver
+-- joins the drivers a row may name: SQLite cannot change a CHECK constraint in place, so the
+-- table is built again with the same columns, constraints and rows (it has no index but its
+-- name's, and no trigger).
+CREATE TABLE application_new (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    name                TEXT NOT NULL UNIQUE,
+    driver              TEXT NOT NULL CHECK (driver IN ('process', 'shell', 'http', 'noop', 'flink')),
+    spec                TEXT NOT NULL DEFAULT '{}',
+    selector            TEXT NOT NULL DEFAULT '{}',
+    desired_state       TEXT NOT NULL DEFAULT 'stopped' CHECK (desired_state IN ('running', 'stopped')),
+    state               TEXT NOT NULL DEFAULT 'stopped'
+                        CHECK (state IN ('stopped', 'starting', 'running', 'stopping', 'failed', 'unknown')),
+    owner_node          TEXT,
+    owner_epoch         BIGINT,
+    restart_policy      TEXT NOT NULL DEFAULT 'on_failure' CHECK (restart_policy IN ('never', 'on_failure', 'always')),
+    max_restarts        INTEGER NOT NULL DEFAULT 3 CHECK (max_restarts >= 0),
+    restart_count       INTEGER NOT NULL DEFAULT 0 CHECK (restart_count >= 0),
+    monitor_interval_ms INTEGER CHECK (monitor_interval_ms IS NULL OR monitor_interval_ms > 0),
+    last_error          TEXT,
+    created_at          TIMESTAMP NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    updated_at          TIMESTAMP NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
+    traffic_group       TEXT,
+    runtime             TEXT
+);
+INSERT INTO application_new (id, name, driver, spec, selector, desired_state, state, owner_node, owner_epoch,
+    restart_policy, max_restarts, restart_count, monitor_interval_ms, last_error, created_at, updated_at,
+    traffic_group)
+SELECT id, name, driver, spec, selector, desired_state, state, owner_node, owner_epoch, restart_policy,
+    max_restarts, restart_count, monitor_interval_ms, last_error, created_at, updated_at, traffic_group
+FROM application;
+DROP TABLE application;
+ALTER TABLE application_new RENAME TO application;
