@@ -40,12 +40,24 @@ function Ring({ ring, colors, lookup }) {
     const [x2, y2] = point(f, R + 20);
     marker = html`<g class="marker"><line x1=${x1} y1=${y1} x2=${x2} y2=${y2} stroke="#111" stroke-width="3" /><circle cx=${x2} cy=${y2} r="5" fill="#111"><title>key ${lookup.key} at ${pct(f)}</title></circle></g>`;
   }
+  // Inside the arcs, each member's whole share as one segment: the weights at a glance.
+  let at = 0;
+  const shares = Object.entries(ring.shares || {}).filter(([, s]) => s > 0).map(([node, s]) => {
+    const from = at;
+    at += s;
+    const r = 62;
+    if (s >= 0.9999) return html`<circle cx="120" cy="120" r=${r} fill="none" stroke=${colors[node] || '#999'} stroke-width="12" />`;
+    const [x1, y1] = point(from, r);
+    const [x2, y2] = point(at, r);
+    return html`<path class="share" d=${`M ${x1.toFixed(2)} ${y1.toFixed(2)} A ${r} ${r} 0 ${s > 0.5 ? 1 : 0} 1 ${x2.toFixed(2)} ${y2.toFixed(2)}`} fill="none" stroke=${colors[node] || '#999'} stroke-width="12"><title>${node}: ${pct(s)} of keys</title></path>`;
+  });
   return html`<svg class="ring" viewBox="0 0 240 240" role="img" aria-label=${`The ring at epoch ${ring.epoch}: ${ring.points} points; ${arcs.length} arcs`}>
     ${arcs.length === 0 && html`<circle cx="120" cy="120" r=${R} fill="none" stroke="#ccc" stroke-width="26" />`}
     ${paths}
+    ${shares}
     ${marker}
-    <text x="120" y="116" text-anchor="middle" class="ring-label">epoch ${ring.epoch}</text>
-    <text x="120" y="134" text-anchor="middle" class="ring-label muted">${ring.points} points</text>
+    <text x="120" y="117" text-anchor="middle" class="ring-label">epoch ${ring.epoch}</text>
+    <text x="120" y="132" text-anchor="middle" class="ring-label muted">${ring.points} points</text>
   </svg>`;
 }
 
@@ -138,6 +150,7 @@ export function Overview() {
       <section class="card" aria-labelledby="ring-title">
         <h2 id="ring-title">The ring</h2>
         <${Ring} ring=${c.ring} colors=${colors} lookup=${lookup} />
+        <p class="muted small">Outer circle: who owns each half degree of the hash space, clockwise from the top. Inner circle: each node's share.</p>
         <ul class="legend">${c.members.map((m) => html`<li><span class="swatch" style=${{ background: colors[m.node_id] }}></span>${m.node_id}: weight ${m.weight}, ${pct((c.ring.shares || {})[m.node_id] || 0)} of keys</li>`)}</ul>
       </section>
       <${KeyLookup} onResult=${setLookup} colors=${colors} />
