@@ -4,7 +4,8 @@
 #   scripts/prereqs.sh test    the above + etcd, PostgreSQL, python3-venv (for schemathesis) and
 #                              libfaketime (a node started with its clock shifted, tests/serve.rs),
 #                              iproute2 and nftables (the chaos suite's network partitions),
-#                              prometheus (its promtool checks /metrics and deploy/'s alerting rules)
+#                              prometheus (its promtool checks /metrics and deploy/'s alerting rules),
+#                              chromium and chromium-driver (tests/console.rs drives the web console)
 set -euo pipefail
 
 lean=()
@@ -15,6 +16,9 @@ if [[ "${1:-build}" == "test" ]]; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
     # Only for promtool; its recommends (node exporter, smartmontools, ipmitool, …) are not needed.
     lean+=(prometheus)
+    # tests/console.rs: a headless browser and its WebDriver server; no recommends (the browser
+    # runs headless, without a desktop's services).
+    lean+=(chromium chromium-driver)
 fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

@@ -263,3 +263,40 @@ fn a_cluster_its_ring_traffic_switch_and_job_children() {
     b.screenshot("job-children");
     b.assert_clean(&[]);
 }
+
+/// A node holding 1,000 applications: the list and the overview render their data, and the time
+/// from navigation to the console's first render with data (`rota:rendered`, a performance mark
+/// the console sets once the first page's data is on screen) is printed for docs/console.md. No
+/// speed is asserted: the figure depends on the machine.
+#[test]
+fn first_render_with_a_thousand_applications_is_measured() {
+    let f = Fixture::start(false, "", &["--node-id", "c1"], &[]);
+    let values: Vec<String> = (0..1000).map(|i| format!("('app-{i:04}', 'noop')")).collect();
+    f.sql(&format!("INSERT INTO application (name, driver) VALUES {}", values.join(",")));
+    let mut b = Browser::start("thousand");
+    // A first page that is not the console's, so that the browser's own start-up is not counted.
+    b.goto(&f.node.url("/livez"));
+    for (path, rows) in [("/apps", "table.apps tbody tr"), ("/", ".members tbody tr")] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            b.goto(&f.node.url(path));
+            b.wait(rows, WAIT);
+            wait_until(WAIT, "the render mark", || {
+                b.js("return performance.getEntriesByName('rota:rendered').length", json!([])) == json!(1)
+            });
+            let at = b.js("return performance.getEntriesByName('rota:rendered')[0].startTime", json!([]));
+            times.push(at.as_f64().unwrap());
+        }
+        assert_eq!(b.find_all("table.apps tbody tr").len(), if path == "/apps" { 100 } else { 0 });
+        // The first load fetches the assets; the others find them cached (`immutable`).
+        let cold = times.remove(0);
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "console first render of {path} with 1,000 applications: {cold:.0} ms with an empty cache, \
+             {:.0} to {:.0} ms cached (4 loads)",
+            times[0], times[3]
+        );
+    }
+    b.screenshot("apps");
+    b.assert_clean(&[]);
+}
