@@ -84,6 +84,12 @@ fn console_answers_carry_a_strict_policy_and_api_404s_stay_json() {
     }
     let (s, _) = http("POST", &f.node.url("/apps"), Some("{}"), None);
     assert_eq!(s, 404, "the console takes no writes");
+    // The API the console reads: who is calling, and the ring to draw.
+    let (s, me) = api(&f.node.url("/api/v1/whoami"), "GET", None, None);
+    assert_eq!((s, me), (200, json!({"name": "local", "scope": "admin"})));
+    let (_, cluster) = api(&f.node.url("/api/v1/cluster"), "GET", None, None);
+    assert_eq!(cluster["ring"]["shares"], json!({"c1": 1.0}), "{cluster}");
+    assert_eq!(cluster["ring"]["arcs"], json!([{"node_id": "c1", "from": 0, "to": 720}]), "{cluster}");
     // A foreign Host is refused before the console is served (no tokens: loopback names only).
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let r = agent.get(&f.node.url("/")).header("Host", "attacker.example").call().unwrap();
