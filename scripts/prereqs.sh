@@ -5,6 +5,7 @@
 #                              libfaketime (a node started with its clock shifted, tests/serve.rs),
 #                              iproute2 and nftables (the chaos suite's network partitions),
 #                              prometheus (its promtool checks /metrics and deploy/'s alerting rules),
+#                              chromium and chromium-driver (tests/console.rs drives the web console),
 #                              a JDK and Apache Flink 2.3.0 (tests/flink.rs runs a real cluster)
 #   scripts/prereqs.sh flink   only the JDK and Flink
 # Flink comes from PyPI (its wheels hold the whole distribution) into ROTA_FLINK_CACHE, by default
@@ -57,6 +58,9 @@ if [[ "${1:-build}" == "test" ]]; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
     # Only for promtool; its recommends (node exporter, smartmontools, ipmitool, …) are not needed.
     lean+=(prometheus)
+    # tests/console.rs: a headless browser and its WebDriver server; no recommends (the browser
+    # runs headless, without a desktop's services).
+    lean+=(chromium chromium-driver)
 fi
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

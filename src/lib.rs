@@ -16,6 +16,7 @@
 //! - [`schedule`]: cron and fixed-rate schedules: the pure firing rule and the owner's loop.
 //! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
+//! - [`console`]: the web console every node serves at `/` (an API client in the browser).
 //! - [`metrics`]: the Prometheus registry.
 //! - [`node`]: `rota serve`, wiring the above together with a safe start and stop order.
 //! - [`logging`]: tracing output.
@@ -31,6 +32,7 @@ pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod domain;
 pub mod drivers;

@@ -12,7 +12,7 @@ use crate::membership::Status;
 
 /// Register the routes.
 pub fn config(cfg: &mut ServiceConfig) {
-    cfg.service(cluster).service(owner);
+    cfg.service(cluster).service(owner).service(whoami);
 }
 
 /// Which key, under which selector.
@@ -56,8 +56,26 @@ async fn owner(state: web::Data<ApiState>, q: web::Query<OwnerQuery>) -> Result<
     })))
 }
 
-/// The membership view this node acts on.
-#[utoipa::path(tag = "cluster", responses((status = 200, description = "Epoch, members with labels and weights, this node's status", body = Object)))]
+/// How finely `ring.arcs` divides the hash space: half a degree of a drawn circle.
+const RING_SLICES: u32 = 720;
+
+/// Who the caller is: the token's name and scope (`local` and `admin` without tokens), so a client
+/// such as the console shows only what the token may do.
+#[utoipa::path(tag = "cluster", responses((status = 200, description = "The caller's name and scope: {\"name\", \"scope\": \"read\" | \"admin\"}", body = Object)))]
+#[get("/whoami")]
+async fn whoami(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::HttpMessage;
+    let caller = req.extensions().get::<super::auth::Caller>().cloned();
+    let (name, scope) = caller.map_or(("unknown".to_string(), "read"), |c| {
+        (c.name, if c.scope == crate::config::Scope::Admin { "admin" } else { "read" })
+    });
+    HttpResponse::Ok().json(json!({ "name": name, "scope": scope }))
+}
+
+/// The membership view this node acts on, and the ring drawn from it: each member's exact
+/// share of the hash space (`ring.shares`) and the circle as arcs of `ring.slices` slices, each
+/// slice given to the member owning most of it (`ring.arcs`, clockwise from hash 0).
+#[utoipa::path(tag = "cluster", responses((status = 200, description = "Epoch, members with labels and weights, this node's status, the ring's shares and arcs", body = Object)))]
 #[get("/cluster")]
 async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, super::error::ApiError> {
     let counts: std::collections::HashMap<String, i64> = state
@@ -90,7 +108,13 @@ async fn cluster(state: web::Data<ApiState>) -> Result<HttpResponse, super::erro
         "epoch": m.view.epoch,
         "backend": state.backend,
         "members": members,
-        "ring": { "epoch": m.ring.epoch(), "points": m.ring.point_count() },
+        "ring": {
+            "epoch": m.ring.epoch(),
+            "points": m.ring.point_count(),
+            "shares": m.ring.shares().into_iter().map(|(node, share)| (node.to_string(), json!(share))).collect::<serde_json::Map<_, _>>(),
+            "slices": RING_SLICES,
+            "arcs": m.ring.arcs(RING_SLICES).into_iter().map(|(node, from, to)| json!({"node_id": node, "from": from, "to": to})).collect::<Vec<_>>(),
+        },
         "self": {
             "node_id": state.node_id,
             "status": name,

@@ -211,6 +211,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
             .app_data(web::PayloadConfig::default().limit(limit))
             .configure(health::config)
             .configure(metrics::config)
+            .configure(crate::console::config)
             .service(
                 web::resource("/api/v1/openapi.json")
                     .route(web::get().to(openapi_json))
@@ -234,7 +235,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
         document::complete(&mut doc);
         let routes = web::Data::new(document::Routes::of(&doc));
         let json = doc.to_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-        app.app_data(web::Data::new(Document(json))).app_data(routes).default_service(web::to(error::not_found))
+        app.app_data(web::Data::new(Document(json))).app_data(routes).default_service(web::to(crate::console::fallback))
     })
     .workers(opts.workers)
     .disable_signals()

@@ -383,6 +383,80 @@ impl Ring {
         arrays + members
     }
 
+    /// The share of the hash space each member owns (a fraction, 0 to 1), in member order: what a
+    /// drawing of the ring shows next to the weights. Exact; members with no points own 0.
+    pub fn shares(&self) -> Vec<(&str, f64)> {
+        let mut owned = vec![0u128; self.members.len()];
+        for (from, to, owner) in self.intervals() {
+            if let Some(o) = owned.get_mut(owner) {
+                *o += to - from;
+            }
+        }
+        let whole = (u64::MAX as u128 + 1) as f64;
+        self.members.iter().zip(owned).map(|(m, o)| (m.node_id.as_str(), o as f64 / whole)).collect()
+    }
+
+    /// The ring as `slices` equal slices of the hash space, each given to the member owning most
+    /// of it, with neighbouring slices of one member merged: arcs `(member, from, to)` in slices,
+    /// clockwise from hash 0, covering `0..slices` without gaps (none on a ring without points).
+    /// A picture at that resolution: with 1,024 points per unit of weight a node's arcs are far
+    /// narrower than a pixel, so the exact points would draw as noise and weigh tens of KB.
+    pub fn arcs(&self, slices: u32) -> Vec<(&str, u32, u32)> {
+        if self.points.is_empty() || slices == 0 {
+            return Vec::new();
+        }
+        let whole: u128 = u64::MAX as u128 + 1;
+        let bound = |s: u32| whole * u128::from(s) / u128::from(slices);
+        let mut winners: Vec<usize> = Vec::with_capacity(slices as usize);
+        let mut tally = vec![0u128; self.members.len()];
+        let mut slice = 0u32;
+        for (mut from, to, owner) in self.intervals() {
+            while from < to && slice < slices {
+                let end = bound(slice + 1).min(to);
+                if let Some(t) = tally.get_mut(owner) {
+                    *t += end - from;
+                }
+                from = end;
+                if end == bound(slice + 1) {
+                    // Slice done: the largest share wins, the lowest member index on a tie.
+                    let best = tally.iter().enumerate().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)));
+                    winners.push(best.map_or(0, |(i, _)| i));
+                    tally.iter_mut().for_each(|t| *t = 0);
+                    slice += 1;
+                }
+            }
+        }
+        let mut arcs: Vec<(&str, u32, u32)> = Vec::new();
+        for (s, w) in (0u32..).zip(winners) {
+            let Some(member) = self.members.get(w) else { continue };
+            match arcs.last_mut() {
+                Some(last) if last.0 == member.node_id && last.2 == s => last.2 = s + 1,
+                _ => arcs.push((member.node_id.as_str(), s, s + 1)),
+            }
+        }
+        arcs
+    }
+
+    /// The hash space as half-open intervals `[from, to)` (as u128, `to` at most 2^64) with the
+    /// member index owning each, in hash order: a key belongs to the first point at or after it,
+    /// so point `i` owns `(points[i-1], points[i]]`, and the first point also owns the wrap past
+    /// the last one.
+    fn intervals(&self) -> impl Iterator<Item = (u128, u128, usize)> + '_ {
+        let whole: u128 = u64::MAX as u128 + 1;
+        let first_owner = self.owners.first().map_or(0, |&o| usize::from(o));
+        let last = self.points.last().map_or(whole, |&p| u128::from(p) + 1);
+        self.points
+            .iter()
+            .zip(&self.owners)
+            .scan(0u128, |from, (&p, &o)| {
+                let to = u128::from(p) + 1;
+                let interval = (*from, to, usize::from(o));
+                *from = to;
+                Some(interval)
+            })
+            .chain((last < whole).then_some((last, whole, first_owner)))
+    }
+
     /// Index of the owning member of `key` (internal, for the simulator).
     #[inline]
     pub(crate) fn owner_index(&self, key: &[u8]) -> Option<usize> {

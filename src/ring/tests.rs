@@ -430,3 +430,49 @@ fn shared_ring_swaps_whole_rings() {
     // The load that let the last store go was made after the store two before it.
     assert!(midway >= 1, "no ring was read while the writer was swapping them");
 }
+
+proptest! {
+    /// The shares of a ring add up to the whole hash space and follow the points each member
+    /// has; the arcs cover every slice once, in order, each named by a member with points.
+    #[test]
+    fn shares_and_arcs_cover_the_ring(base in members(1, 6), vnodes in 1u32..32, slices in 1u32..400) {
+        let ring = Ring::build(1, base, vnodes).unwrap();
+        let shares = ring.shares();
+        let total: f64 = shares.iter().map(|(_, s)| s).sum();
+        if ring.point_count() == 0 {
+            prop_assert!(ring.arcs(slices).is_empty());
+            prop_assert_eq!(total, 0.0);
+            return Ok(());
+        }
+        prop_assert!((total - 1.0).abs() < 1e-9, "shares add up to {}", total);
+        for ((node, share), points) in shares.iter().zip(ring.points_per_member()) {
+            prop_assert_eq!(*share > 0.0, points > 0, "{} has {} points and share {}", node, points, share);
+        }
+        let arcs = ring.arcs(slices);
+        let mut next = 0;
+        for (node, from, to) in &arcs {
+            prop_assert_eq!(*from, next);
+            prop_assert!(to > from);
+            let i = ring.members().iter().position(|m| m.node_id == *node).unwrap();
+            prop_assert!(ring.points_per_member()[i] > 0, "{} owns no point", node);
+            next = *to;
+        }
+        prop_assert_eq!(next, slices);
+        for pair in arcs.windows(2) {
+            prop_assert_ne!(pair[0].0, pair[1].0, "neighbouring arcs of one member are merged");
+        }
+    }
+}
+
+#[test]
+fn one_member_owns_the_whole_ring_and_weights_set_the_shares() {
+    let ring = Ring::build(1, vec![member("a", 1, &[])], 64).unwrap();
+    assert_eq!(ring.shares(), vec![("a", 1.0)]);
+    assert_eq!(ring.arcs(360), vec![("a", 0, 360)]);
+    let ring = Ring::build(1, vec![member("a", 1, &[]), member("b", 3, &[]), member("c", 0, &[])], 1024).unwrap();
+    let shares = ring.shares();
+    assert!((shares[0].1 - 0.25).abs() < 0.03 && (shares[1].1 - 0.75).abs() < 0.03, "{shares:?}");
+    assert_eq!(shares[2], ("c", 0.0));
+    let slices_of = |node: &str| ring.arcs(720).iter().filter(|a| a.0 == node).map(|a| a.2 - a.1).sum::<u32>();
+    assert!(slices_of("b") > 2 * slices_of("a"), "the heavier member has more of the drawing");
+}

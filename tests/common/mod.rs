@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
+pub mod browser;
 pub mod cluster;
 pub mod fixture;
 pub mod flink;
