@@ -34,8 +34,8 @@ Examples:
     /// Show one task.
     #[command(after_help = "\
 Examples:
-  $ rota task show 4
-  $ rota task show 4 --json")]
+  $ rota task show 5
+  $ rota task show 5 --json")]
     Show {
         /// Task id.
         id: i64,
@@ -43,7 +43,7 @@ Examples:
     /// Cancel a pending task.
     #[command(after_help = "\
 Examples:
-  $ rota task cancel 5")]
+  $ rota task cancel 6")]
     Cancel {
         /// Task id.
         id: i64,
@@ -51,7 +51,7 @@ Examples:
     /// The children of a fan-out or map job: where each ran and how it ended.
     #[command(after_help = "\
 Examples:
-  $ rota task children 6")]
+  $ rota task children 7")]
     Children {
         /// The parent task id.
         id: i64,
