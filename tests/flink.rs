@@ -261,6 +261,26 @@ fn flink_applications_start_stop_restore_adopt_and_fail_as_flink_says() {
     assert!(all_running(&flink, &second));
     let savepoints = a["runtime"]["savepoints"].as_array().cloned().unwrap_or_default();
     assert_eq!(savepoints.last().unwrap()["trigger"], "savepoint", "{a}");
+    let (status, shown, err) = common::run(common::rota().args(["app", "show", "counter"]).env("ROTA_URL", s.url("")));
+    assert!(status.success(), "{err}");
+    assert!(shown.contains(&second) && shown.contains("savepoints") && shown.contains("(savepoint)"), "{shown}");
+
+    // A restart: stopped with a savepoint, started from that one.
+    let (before, run_began) = read_count(&count_file).unwrap();
+    let task = command(s, id, "restart", json!({}));
+    assert_eq!(task_done(s, task, Duration::from_secs(180))["status"], "succeeded");
+    let a = app_in(s, id, "running", Duration::from_secs(30));
+    let restarted = job_of(&a).unwrap();
+    assert_ne!(restarted, second);
+    let last = a["runtime"]["savepoints"].as_array().and_then(|all| all.last().cloned()).unwrap();
+    assert_eq!((last["trigger"].as_str(), last["task_id"].as_i64()), (Some("stop"), Some(task)), "{a}");
+    let mut began = run_began;
+    wait_until(Duration::from_secs(60), "the restarted job to write its count", || {
+        began = read_count(&count_file).map_or(run_began, |(_, first)| first);
+        began != run_began
+    });
+    assert!(began >= before, "the restart continued from its savepoint: began at {began}, counted {before} before it");
+    let second = restarted;
 
     // 5. The TaskManager killed: Flink fails the job (no restart strategy of its own), Rota
     // sees `failed` with Flink's cause and restarts it by its policy from the newest savepoint
