@@ -44,6 +44,12 @@ impl Driver for NoopDriver {
         "noop"
     }
 
+    /// What it was asked lives in this node's memory, as a `process` child lives on the node:
+    /// a new owner has not started it ("unknown") and starts it.
+    fn supervises_here(&self) -> bool {
+        true
+    }
+
     fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
         let mut errors = Vec::new();
         let Some(obj) = spec.as_object() else {
