@@ -691,6 +691,30 @@ impl FlinkDriver {
         }
     }
 
+    /// Trigger a savepoint of job `id` through `route` (`stop`: stop with a savepoint;
+    /// `savepoints`: one on demand) with `body`, and wait for it: its location.
+    async fn savepoint_of(
+        &self,
+        rest: &Rest,
+        id: &str,
+        route: &str,
+        body: Value,
+        limit: Duration,
+    ) -> Result<String, DriverError> {
+        let answer =
+            rest.call("POST", format!("/jobs/{id}/{route}"), Some(body)).await.map_err(|u| DriverError::Failed(u.0))?;
+        let request = match (answer.status, answer.body.get("request-id").and_then(Value::as_str)) {
+            (200 | 202, Some(r)) => r.to_string(),
+            (status, _) => {
+                return Err(DriverError::Failed(format!(
+                    "POST /jobs/{id}/{route} (a savepoint) answered {status}: {}",
+                    flink_errors(&answer.body, &answer.raw)
+                )))
+            }
+        };
+        self.wait_trigger(rest, &format!("/jobs/{id}/savepoints"), &request, limit).await
+    }
+
     /// Wait for a savepoint trigger (`path` is the job's savepoint route) to end.
     async fn wait_trigger(
         &self,
@@ -862,23 +886,8 @@ impl FlinkDriver {
                 if let Some(dir) = &spec.savepoint_dir {
                     body["targetDirectory"] = json!(dir);
                 }
-                let answer = rest
-                    .call("POST", format!("/jobs/{id}/stop"), Some(body))
-                    .await
-                    .map_err(|u| DriverError::Failed(u.0))?;
-                let request = match (answer.status, answer.body.get("request-id").and_then(Value::as_str)) {
-                    (200 | 202, Some(r)) => r.to_string(),
-                    (status, _) => {
-                        return Err(DriverError::Failed(format!(
-                            "stop with savepoint of the Flink job {id} answered {status}: {}",
-                            flink_errors(&answer.body, &answer.raw)
-                        )))
-                    }
-                };
-                let location = self
-                    .wait_trigger(&rest, &format!("/jobs/{id}/savepoints"), &request, spec.savepoint_timeout)
-                    .await
-                    .map_err(|e| match e {
+                let location =
+                    self.savepoint_of(&rest, &id, "stop", body, spec.savepoint_timeout).await.map_err(|e| match e {
                         DriverError::Failed(why) => DriverError::Failed(format!(
                             "{why}; the job {id} runs on (stop with {{\"stop\": \"cancel\"}} to cancel it without one)"
                         )),
@@ -903,21 +912,7 @@ impl FlinkDriver {
         if let Some(dir) = &spec.savepoint_dir {
             body["target-directory"] = json!(dir);
         }
-        let answer = rest
-            .call("POST", format!("/jobs/{id}/savepoints"), Some(body))
-            .await
-            .map_err(|u| DriverError::Failed(u.0))?;
-        let request = match (answer.status, answer.body.get("request-id").and_then(Value::as_str)) {
-            (200 | 202, Some(r)) => r.to_string(),
-            (status, _) => {
-                return Err(DriverError::Failed(format!(
-                    "a savepoint of the Flink job {id} answered {status}: {}",
-                    flink_errors(&answer.body, &answer.raw)
-                )))
-            }
-        };
-        let location =
-            self.wait_trigger(&rest, &format!("/jobs/{id}/savepoints"), &request, spec.savepoint_timeout).await?;
+        let location = self.savepoint_of(&rest, &id, "savepoints", body, spec.savepoint_timeout).await?;
         let taken = savepoint_record(&location, &id, "savepoint", ctx.task_id);
         let note = savepoint_note(&taken);
         ctx.runtime.set(record.with_savepoint(taken).to_value(), Some(note)).await?;
