@@ -243,9 +243,12 @@ pub struct NodeView {
     pub node_id: Option<String>,
 }
 
+/// A job's status and the node that ran it.
+type JobState = (String, Option<String>);
+
 /// The node runs of a run with their jobs' states.
 pub fn node_views(conn: &mut AnyConnection, run: i64) -> Result<Vec<NodeView>, StoreError> {
-    let rows: Vec<(NodeRow, Option<(String, Option<String>)>)> = workflow_node_run::table
+    let rows: Vec<(NodeRow, Option<JobState>)> = workflow_node_run::table
         .left_join(task::table.on(task::id.nullable().eq(workflow_node_run::task_id)))
         .filter(workflow_node_run::run_id.eq(run))
         .select((NodeRow::as_select(), (task::status, task::owner_node).nullable()))
@@ -283,6 +286,9 @@ pub struct EndedJob {
     /// Its error.
     pub error: Option<String>,
 }
+
+/// A node's key, its job's id, status, result and error.
+type EndedRow = (String, i64, String, Option<String>, Option<String>);
 
 /// What an advance reads.
 #[derive(Debug, Clone)]
@@ -419,7 +425,7 @@ pub fn advance(
             .filter(workflow_node_run::run_id.eq(run.id))
             .select(NodeRow::as_select())
             .load(c)?;
-        let ended: Vec<(String, i64, String, Option<String>, Option<String>)> = workflow_node_run::table
+        let ended: Vec<EndedRow> = workflow_node_run::table
             .inner_join(task::table.on(task::id.nullable().eq(workflow_node_run::task_id)))
             .filter(workflow_node_run::run_id.eq(run.id))
             .filter(workflow_node_run::status.eq("running"))

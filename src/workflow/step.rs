@@ -175,10 +175,10 @@ pub fn advance(
         .filter(|&i| nodes[i].state == State::Failed && dag.def.nodes[i].on_failure == Policy::Fail)
         .collect();
     if cancelled {
-        for i in 0..nodes.len() {
-            if nodes[i].state == State::Waiting {
-                nodes[i].state = State::Cancelled;
-                out.changed.push((i, nodes[i], None));
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if n.state == State::Waiting {
+                n.state = State::Cancelled;
+                out.changed.push((i, *n, None));
             }
         }
     } else if failed.is_empty() {
