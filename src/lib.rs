@@ -15,6 +15,7 @@
 //! - [`drivers`]: what start / stop / status / run mean per kind of application.
 //! - [`schedule`]: cron and fixed-rate schedules: the pure firing rule and the owner's loop.
 //! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
+//! - [`workflow`]: DAGs of jobs: definitions, their checks, how a run advances, decisions (pure).
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`console`]: the web console every node serves at `/` (an API client in the browser).
 //! - [`metrics`]: the Prometheus registry.
@@ -44,3 +45,4 @@ pub mod node;
 pub mod ring;
 pub mod schedule;
 pub mod store;
+pub mod workflow;

@@ -1,4 +1,4 @@
-//! The `rota` command: `serve` and `migrate` run a node; `app`, `task`, `schedule`, `traffic`,
+//! The `rota` command: `serve` and `migrate` run a node; `app`, `task`, `schedule`, `workflow`, `traffic`,
 //! `cluster` and `events` are clients of a node's REST API; `ring` works offline.
 
 use std::collections::BTreeMap;
@@ -90,6 +90,13 @@ Examples:
         api: ApiArgs,
         #[command(flatten)]
         args: EventsArgs,
+    },
+    /// Workflows (DAGs of jobs): create, list, run, show a run, retry a failed node, cancel.
+    Workflow {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: rota::cli::workflow::WorkflowCommand,
     },
     /// The watchdog a node starts beside itself (docs/design.md#i1); not for direct use.
     #[command(hide = true)]
@@ -221,6 +228,7 @@ fn main() -> ExitCode {
         Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
         Command::Traffic { api, command } => return api_exit(rota::cli::traffic::run(&api, &command)),
         Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),
+        Command::Workflow { api, command } => return api_exit(rota::cli::workflow::run(&api, &command)),
         Command::Watchdog { marker, log_format } => {
             rota::logging::init(log_format, "info");
             return rota::drivers::watchdog::guard::run(&marker);

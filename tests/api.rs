@@ -383,6 +383,15 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         ("GET", "/api/v1/schedules/{id}"),
         ("PATCH", "/api/v1/schedules/{id}"),
         ("DELETE", "/api/v1/schedules/{id}"),
+        ("GET", "/api/v1/workflows"),
+        ("POST", "/api/v1/workflows"),
+        ("GET", "/api/v1/workflows/{id}"),
+        ("PUT", "/api/v1/workflows/{id}"),
+        ("GET", "/api/v1/workflows/{id}/runs"),
+        ("POST", "/api/v1/workflows/{id}/runs"),
+        ("GET", "/api/v1/workflow-runs/{id}"),
+        ("POST", "/api/v1/workflow-runs/{id}/retry"),
+        ("POST", "/api/v1/workflow-runs/{id}/cancel"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

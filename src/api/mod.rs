@@ -22,6 +22,7 @@ pub mod schedules;
 pub mod tasks;
 pub mod traffic;
 pub mod views;
+pub mod workflows;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -229,6 +230,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(nodes::config)
                     .configure(traffic::config)
                     .configure(schedules::config)
+                    .configure(workflows::config)
                     .default_service(web::to(error::not_found)),
             )
             .split_for_parts();

@@ -220,8 +220,12 @@ fn check_fields(f: &Fields<'_>, errors: &mut Vec<FieldError>) {
     if let Some(p) = f.payload.filter(|p| !p.is_object()) {
         push(errors, "payload", format!("must be a JSON object, got {p}"));
     }
-    if let Err(e) = crate::jobs::Strategy::parse(f.routing) {
-        push(errors, "routing", e);
+    match crate::jobs::Strategy::parse(f.routing) {
+        Ok(crate::jobs::Strategy::Workflow) => {
+            push(errors, "routing", "a schedule writes jobs, not workflow coordinators".to_string())
+        }
+        Ok(_) => {}
+        Err(e) => push(errors, "routing", e),
     }
     if let Some(n) = f.shard_total.filter(|n| *n < 1) {
         push(errors, "shard_total", format!("must be at least 1, got {n}"));

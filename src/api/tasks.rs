@@ -121,6 +121,12 @@ async fn submit(
         }
     }
     let strategy = Strategy::parse(b.routing.as_deref()).map_err(|e| ApiError::field("routing", e))?;
+    if strategy == Strategy::Workflow {
+        return Err(ApiError::field(
+            "routing",
+            "a workflow's coordinator is written by its run: start one with POST /api/v1/workflows/{id}/runs",
+        ));
+    }
     if b.shard_total.is_some() && strategy != Strategy::Sharding {
         return Err(ApiError::field("shard_total", "only with routing `sharding`"));
     }

@@ -24,6 +24,9 @@ const fn f(api: &'static str, cli: &'static str) -> Flag {
     Flag { api, cli }
 }
 
+/// `rota workflow create`.
+pub const WORKFLOW_CREATE: &[Flag] = &[f("name", "NAME"), f("max_concurrent_runs", "--max-runs")];
+
 /// `rota app create`.
 pub const APP_CREATE: &[Flag] = &[
     f("name", "NAME"),

@@ -14,6 +14,7 @@ pub mod schedule;
 pub mod table;
 pub mod task;
 pub mod traffic;
+pub mod workflow;
 
 use serde_json::Value;
 

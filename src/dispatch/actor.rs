@@ -316,6 +316,7 @@ impl Actor {
             epoch: self.epoch.max(0) as u64,
             act_by: self.shared.act_by.clone(),
             runtime: self.runtime.clone(),
+            context: None,
         }
     }
 

@@ -60,6 +60,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             reduce(shared, task).await;
             return None;
         }
+        _ if strategy == Strategy::Workflow => return super::workflow::begin(shared, task).await,
         _ => {}
     }
     if task.target_node.is_none() && !strategy.fans_out() {
@@ -76,17 +77,29 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             Some(_) => {}
         }
     }
-    if task.target_node.is_some() || strategy == Strategy::Hash || task.parent_id.is_some() {
-        if let (Some(parent), None) = (task.parent_id, task.target_node.as_deref()) {
-            match map_parent(shared, parent).await {
-                Ok(()) => {}
-                Err(None) => return release(shared, &task).await,
-                Err(Some(msg)) => {
+    // A job naming a parent without being addressed to a node is a map child or a workflow's
+    // node; a workflow's node is a job of its own routing, given its run's context.
+    let mut context = None;
+    if let (Some(parent), None) = (task.parent_id, task.target_node.as_deref()) {
+        match parent_kind(shared, parent, strategy).await {
+            Ok(ParentKind::Map) => {}
+            Ok(ParentKind::Workflow { context: c, cancelled }) => {
+                if cancelled {
+                    let msg = "its workflow run was cancelled before it began".to_string();
                     finish_checked(shared, &task, Outcome::Failed(msg)).await;
                     return None;
                 }
+                context = Some(c);
+            }
+            Err(None) => return release(shared, &task).await,
+            Err(Some(msg)) => {
+                finish_checked(shared, &task, Outcome::Failed(msg)).await;
+                return None;
             }
         }
+    }
+    let map_child = task.parent_id.is_some() && context.is_none();
+    if task.target_node.is_some() || strategy == Strategy::Hash || map_child {
         let params = match task.parent_id.filter(|_| strategy.fans_out()) {
             Some(parent) => match with_parent_params(shared, &task, parent, params).await {
                 Ok(p) => p,
@@ -98,7 +111,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             },
             None => params,
         };
-        let outcome = match execute(shared, &task, app_id, params).await {
+        let outcome = match execute(shared, &task, app_id, params, context).await {
             Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
             Some(Err(e)) => plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
             None => return None,
@@ -108,7 +121,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         return None;
     }
     if strategy.is_map() {
-        return match execute(shared, &task, app_id, params).await {
+        return match execute(shared, &task, app_id, params, context).await {
             Some(Ok(v)) => {
                 let (id, me, claim) = (task.id, shared.node_id.clone(), task.claim());
                 let result = Some(v.to_string());
@@ -132,13 +145,44 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
     coordinate(shared, place, task, app_id, strategy, params).await
 }
 
-/// A job naming a parent without being addressed to a node is a map child: its parent must be
-/// a `map` or `map_reduce` job, which gathers it (the API refuses others; a row written by hand
-/// fails here naming the column rather than running as a child nobody gathers).
-/// `Err(None)`: the database did not answer (hand the row back).
-async fn map_parent(shared: &Shared, parent: i64) -> Result<(), Option<String>> {
-    match shared.store.run(move |c| jq::parent_routing(c, parent)).await {
-        Ok(Some(routing)) if Strategy::parse(routing.as_deref()).is_ok_and(Strategy::is_map) => Ok(()),
+/// What a job's parent (by `parent_id`, the job not addressed to a node) makes it.
+enum ParentKind {
+    /// A map child.
+    Map,
+    /// A workflow run's node, with the run's context.
+    Workflow { context: Value, cancelled: bool },
+}
+
+/// A job naming a parent without being addressed to a node is a map child or a workflow's node:
+/// its parent must be a `map` or `map_reduce` job, which gathers it, or a workflow run's
+/// coordinator (the API refuses others; a row written by hand fails here naming the column
+/// rather than running as a child nobody gathers). A map child runs on its own ring owner, so it
+/// takes no routing; a workflow's node has its own. `Err(None)`: the database did not answer
+/// (hand the row back).
+async fn parent_kind(shared: &Shared, parent: i64, own: Strategy) -> Result<ParentKind, Option<String>> {
+    let routing = shared.store.run(move |c| jq::parent_routing(c, parent)).await;
+    match routing {
+        Ok(Some(Some(r))) if r == Strategy::Workflow.as_str() => {
+            match shared.store.run(move |c| crate::store::workflows::node_context(c, parent)).await {
+                Ok(Some((text, cancelled))) => {
+                    let context = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| json!({}));
+                    Ok(ParentKind::Workflow { context, cancelled })
+                }
+                Ok(None) => Err(Some(format!(
+                    "parent_id {parent} is a workflow coordinator of no run: a workflow's node jobs are written by                      its coordinator"
+                ))),
+                Err(e) => {
+                    tracing::warn!(parent.id = parent, error = %e, "could not read a workflow node's context; the job is handed back");
+                    Err(None)
+                }
+            }
+        }
+        Ok(Some(_)) if own != Strategy::Hash => Err(Some(format!(
+            "routing `{}` on a child of a map job (parent_id set): a map child runs on its own ring owner; \
+             leave routing NULL",
+            own.as_str()
+        ))),
+        Ok(Some(routing)) if Strategy::parse(routing.as_deref()).is_ok_and(Strategy::is_map) => Ok(ParentKind::Map),
         Ok(Some(routing)) => Err(Some(format!(
             "parent_id {parent} is a `{}` job: only map and map_reduce jobs take children by parent_id; \
              leave parent_id NULL for a plain job",
@@ -198,6 +242,7 @@ async fn execute(
     task: &Task,
     app_id: Option<i64>,
     params: Value,
+    context: Option<Value>,
 ) -> Option<Result<Value, DriverError>> {
     let (driver, spec, app_name): (Arc<dyn Driver>, Value, String) = match app_id {
         Some(id) => {
@@ -240,22 +285,50 @@ async fn execute(
         act_by: shared.act_by.clone(),
         // A job's runs share nothing: what its driver keeps lasts the one call.
         runtime: crate::drivers::Runtime::in_memory(Value::Null),
+        context,
     };
     let Ok(_slot) = shared.exec_slots.acquire().await else { return None };
     if !shared.may_act() {
         return None;
     }
-    let result = match task.timeout_ms {
-        Some(ms) if ms > 0 => {
-            let limit = Duration::from_millis(ms as u64);
-            match tokio::time::timeout(limit, driver.run(&ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(DriverError::Timeout(format!("the job ran longer than its timeout_ms of {ms}"))),
+    let run = async {
+        match task.timeout_ms {
+            Some(ms) if ms > 0 => {
+                let limit = Duration::from_millis(ms as u64);
+                match tokio::time::timeout(limit, driver.run(&ctx)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(DriverError::Timeout(format!("the job ran longer than its timeout_ms of {ms}"))),
+                }
             }
+            _ => driver.run(&ctx).await,
         }
-        _ => driver.run(&ctx).await,
+    };
+    // A workflow's node stops when its run is cancelled: dropping the driver's call kills what
+    // it started (a command's process group).
+    let result = match task.parent_id.filter(|_| ctx.context.is_some()) {
+        Some(parent) => tokio::select! {
+            r = run => r,
+            _ = run_cancelled(shared, parent) => {
+                tracing::info!(task.id = task.id, parent.id = parent, "workflow run cancelled: its node's job was stopped");
+                Err(DriverError::Invalid("its workflow run was cancelled: the job was stopped".into()))
+            }
+        },
+        None => run.await,
     };
     shared.unfenced(result).filter(|_| shared.may_act())
+}
+
+/// Returns once the workflow run coordinated by task `coordinator` is asked to stop (looked at
+/// twice a second: one indexed read per running workflow node).
+async fn run_cancelled(shared: &Shared, coordinator: i64) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(Some((_, true))) =
+            shared.store.run(move |c| crate::store::workflows::node_context(c, coordinator)).await
+        {
+            return;
+        }
+    }
 }
 
 /// Probe a member's `/livez` (500 ms): `failover` skips nodes that do not answer now, even
@@ -417,6 +490,9 @@ async fn release(shared: &Shared, task: &Task) -> Option<Task> {
 /// One gather pass over a parent. Returns true when the parent is done with (finished, handed
 /// to the reduce step, or no longer ours).
 pub(super) async fn gather(shared: &Shared, place: &Placement, parent: &Task) -> bool {
+    if parent.routing.as_deref() == Some(Strategy::Workflow.as_str()) {
+        return super::workflow::advance(shared, parent).await;
+    }
     let pid = parent.id;
     let active = match shared.store.run(move |c| jq::active_children(c, pid)).await {
         Ok(a) => a,
@@ -572,7 +648,7 @@ async fn reduce_with(shared: &Shared, parent: &Task, children: &[Task]) {
     let Plan::Job { app_id, mut params, .. } = plan::plan(parent) else { return };
     params["reduce"] = json!(true);
     params["results"] = Value::Array(results);
-    let outcome = match execute(shared, parent, app_id, params).await {
+    let outcome = match execute(shared, parent, app_id, params, None).await {
         Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
         Some(Err(e)) => plan::outcome_after_error(parent, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
         None => return,

@@ -50,6 +50,7 @@ mod shared;
 pub mod strategy;
 pub mod wake;
 mod window;
+mod workflow;
 
 use std::collections::HashMap;
 use std::sync::Arc;

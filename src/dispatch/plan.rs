@@ -91,13 +91,8 @@ pub fn plan(task: &Task) -> Plan {
                 strategy.as_str()
             ));
         }
-        if task.parent_id.is_some() && task.target_node.is_none() && strategy != Strategy::Hash {
-            return Plan::Poison(format!(
-                "routing `{}` on a child of a map job (parent_id set): a map child runs on its own ring owner; \
-                 leave routing NULL",
-                strategy.as_str()
-            ));
-        }
+        // A routing on a job with a parent is checked where the parent is read
+        // (`dispatch/jobs.rs`): a map child may not have one, a workflow's node may.
         if let Some(sel) = &task.selector {
             if let Err(e) = serde_json::from_str::<crate::ring::Selector>(sel) {
                 return Plan::Poison(format!(
@@ -304,10 +299,6 @@ pub(crate) mod tests {
                 "shard_total is only for routing `sharding` (this job's routing is `broadcast`)",
             ),
             (Task { shard_total: Some(2), ..task(None, "run", "{}") }, "shard_total is only for routing `sharding`"),
-            (
-                Task { parent_id: Some(9), routing: Some("map".into()), ..task(None, "run", "{}") },
-                "routing `map` on a child of a map job",
-            ),
             (
                 Task { routing: Some("random".into()), ..task(Some(1), "start", "{}") },
                 "routing is only for jobs (action `run`): an application command (`start`) must leave it NULL",

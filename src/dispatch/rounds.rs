@@ -203,6 +203,13 @@ impl Dispatcher {
             if !self.shared.may_act() {
                 return;
             }
+            // A workflow run advances as each node's job ends, not once all have.
+            if parent.routing.as_deref() == Some(crate::jobs::Strategy::Workflow.as_str()) {
+                if super::workflow::advance(&self.shared, &parent).await {
+                    self.gathering.remove(&id);
+                }
+                continue;
+            }
             match self.shared.store.run(move |c| crate::store::jobs::has_active_child(c, id)).await {
                 Ok(false) => {}
                 Ok(true) => continue,

@@ -66,6 +66,10 @@ pub(crate) const ENV_VALUE_MAX: usize = 64 * 1024;
 pub(crate) const PARAMS_FILE_PREFIX: &str = "params-";
 /// The variable naming the parameter file.
 const PARAMS_FILE_VAR: &str = "ROTA_PARAMS_FILE";
+/// The variable holding a workflow run's context (docs/workflows.md#context).
+const CONTEXT_VAR: &str = "ROTA_CONTEXT";
+/// The variable naming the context's file, when it is too long for [`CONTEXT_VAR`].
+const CONTEXT_FILE_VAR: &str = "ROTA_CONTEXT_FILE";
 /// The name of every result file starts with this (cleared at start with the parameter files).
 pub(crate) const RESULT_FILE_PREFIX: &str = "result-";
 /// The variable naming the file a job may write its result to (docs/drivers.md#results).
@@ -86,6 +90,9 @@ pub(crate) struct TaskEnv {
     /// The parameters' JSON when it is longer than [`ENV_VALUE_MAX`]: written to a file whose
     /// path the command gets in `ROTA_PARAMS_FILE` instead of `ROTA_PARAMS`.
     pub(crate) params_file: Option<String>,
+    /// A workflow node's context when it is longer than [`ENV_VALUE_MAX`]: written to a file
+    /// named by `ROTA_CONTEXT_FILE` instead of `ROTA_CONTEXT`.
+    pub(crate) context_file: Option<String>,
 }
 
 /// The variables every command gets: who is calling, and the task's parameters.
@@ -131,7 +138,16 @@ pub(crate) fn task_env(ctx: &Ctx) -> Result<TaskEnv, DriverError> {
             }
         }
     }
-    Ok(TaskEnv { vars: env, params_file })
+    let mut context_file = None;
+    if let Some(context) = &ctx.context {
+        let json = context.to_string();
+        if json.len() > ENV_VALUE_MAX {
+            context_file = Some(json);
+        } else {
+            env.push((CONTEXT_VAR.to_string(), json));
+        }
+    }
+    Ok(TaskEnv { vars: env, params_file, context_file })
 }
 
 /// `foo-bar` → `FOO_BAR`: upper-case ASCII, everything else `_`.
@@ -161,7 +177,7 @@ where
 pub(crate) struct ChildCommand {
     cmd: Command,
     watch: Option<Watchdog>,
-    params: Option<PendingParams>,
+    params: Vec<PendingParams>,
     /// Where to create the command's result file, when it may write one (a job).
     result_dir: Option<PathBuf>,
 }
@@ -180,6 +196,8 @@ impl ChildCommand {
 struct PendingParams {
     dir: PathBuf,
     json: String,
+    /// The variable that names the file.
+    var: &'static str,
 }
 
 /// A parameter file (0600), removed when this is dropped: when the command has ended (a `run`,
@@ -187,6 +205,8 @@ struct PendingParams {
 #[derive(Debug)]
 pub(crate) struct ParamsFile {
     path: PathBuf,
+    /// Another file of the same command (its context's), removed with this one.
+    also: Option<Box<ParamsFile>>,
 }
 
 impl ParamsFile {
@@ -207,7 +227,7 @@ impl ParamsFile {
         let n = NEXT.fetch_add(1, AtomicOrdering::Relaxed);
         let path = dir.join(format!("{prefix}{}-{n}.json", std::process::id()));
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-        Ok((ParamsFile { path }, file))
+        Ok((ParamsFile { path, also: None }, file))
     }
 }
 
@@ -283,9 +303,11 @@ pub(crate) fn command_for(
     if let (Some(w), true) = (watch, mark) {
         cmd.env(MARKER_VAR, w.marker());
     }
-    let params = task
-        .params_file
-        .map(|json| PendingParams { dir: setup.params_dir.clone().unwrap_or_else(std::env::temp_dir), json });
+    let dir = || setup.params_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let params: Vec<PendingParams> = [(task.params_file, PARAMS_FILE_VAR), (task.context_file, CONTEXT_FILE_VAR)]
+        .into_iter()
+        .filter_map(|(json, var)| Some(PendingParams { dir: dir(), json: json?, var }))
+        .collect();
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -379,9 +401,10 @@ fn spawner() -> Result<&'static mpsc::UnboundedSender<SpawnRequest>, DriverError
 /// file it reads, if any, which must be kept until the command has ended.
 pub(crate) async fn spawn(mut cmd: ChildCommand) -> Result<(Child, Option<ParamsFile>), DriverError> {
     let program = format!("{:?}", cmd.cmd.as_std().get_program());
-    let params = match cmd.params.take() {
+    let mut params: Option<ParamsFile> = None;
+    for PendingParams { dir, json, var } in std::mem::take(&mut cmd.params) {
         // Written off the tokio workers: it may be megabytes.
-        Some(PendingParams { dir, json }) => {
+        let mut file = {
             let file = tokio::task::spawn_blocking(move || ParamsFile::write(&dir, &json).map_err(|e| (dir, e)))
                 .await
                 .map_err(|e| {
@@ -393,11 +416,12 @@ pub(crate) async fn spawn(mut cmd: ChildCommand) -> Result<(Child, Option<Params
                         dir.display()
                     ))
                 })?;
-            cmd.cmd.env(PARAMS_FILE_VAR, &file.path);
-            Some(file)
-        }
-        None => None,
-    };
+            cmd.cmd.env(var, &file.path);
+            file
+        };
+        file.also = params.take().map(Box::new);
+        params = Some(file);
+    }
     let (reply, answer) = oneshot::channel();
     spawner()?
         .send(SpawnRequest { cmd, reply })
@@ -826,6 +850,19 @@ mod tests {
         );
         let all = inherited(node.clone(), &["AWS_PROFILE".into()]);
         assert!(all.contains(&(OsString::from("AWS_PROFILE"), OsString::from("ops"))));
+    }
+
+    #[test]
+    fn a_workflow_context_is_a_variable_or_a_file() {
+        let none = task_env(&ctx(None, json!({}), json!({}))).unwrap();
+        assert!(none.vars.iter().all(|(k, _)| k != "ROTA_CONTEXT") && none.context_file.is_none());
+        let small = Ctx { context: Some(json!({ "a": 1 })), ..ctx(None, json!({}), json!({})) };
+        let small = task_env(&small).unwrap();
+        assert!(small.vars.contains(&("ROTA_CONTEXT".into(), r#"{"a":1}"#.into())));
+        let big = json!({ "a": "x".repeat(ENV_VALUE_MAX + 1) });
+        let large = task_env(&Ctx { context: Some(big.clone()), ..ctx(None, json!({}), json!({})) }).unwrap();
+        assert_eq!(large.context_file, Some(big.to_string()));
+        assert!(large.vars.iter().all(|(k, _)| k != "ROTA_CONTEXT"));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Ctx {
     pub act_by: ActBy,
     /// What the driver keeps about the application between calls and across owners.
     pub runtime: Runtime,
+    /// A workflow node's run context (docs/workflows.md#context): `ROTA_CONTEXT` for commands.
+    pub context: Option<Value>,
 }
 
 /// A note a driver records with its runtime state: an event of the application (kind, message,

@@ -26,6 +26,7 @@ pub(crate) fn ctx(app: Option<i64>, spec: Value, params: Value) -> Ctx {
         epoch: 9,
         act_by: crate::drivers::ActBy::unbounded(),
         runtime: crate::drivers::Runtime::in_memory(Value::Null),
+        context: None,
     }
 }
 

@@ -53,11 +53,15 @@ pub enum Strategy {
     Map,
     /// As `map`, then a reduce step runs with every child's result.
     MapReduce,
+    /// The coordinator of a workflow run (docs/workflows.md): written when a `workflow_run` row
+    /// is inserted; its children are the run's node jobs, started as their upstream conditions
+    /// hold.
+    Workflow,
 }
 
 impl Strategy {
     /// Every strategy, in the order the docs list them.
-    pub const ALL: [Strategy; 13] = [
+    pub const ALL: [Strategy; 14] = [
         Strategy::Hash,
         Strategy::RoundRobin,
         Strategy::Random,
@@ -71,6 +75,7 @@ impl Strategy {
         Strategy::Sharding,
         Strategy::Map,
         Strategy::MapReduce,
+        Strategy::Workflow,
     ];
 
     /// The name used in `task.routing`, the API and the CLI.
@@ -89,6 +94,7 @@ impl Strategy {
             Strategy::Sharding => "sharding",
             Strategy::Map => "map",
             Strategy::MapReduce => "map_reduce",
+            Strategy::Workflow => "workflow",
         }
     }
 
@@ -176,7 +182,7 @@ pub fn choose(strategy: Strategy, c: &Choice<'_>) -> Vec<String> {
         best.into_iter().collect::<Vec<_>>()
     };
     match strategy {
-        Strategy::Hash | Strategy::Map | Strategy::MapReduce => Vec::new(),
+        Strategy::Hash | Strategy::Map | Strategy::MapReduce | Strategy::Workflow => Vec::new(),
         Strategy::RoundRobin => one(((c.seq.max(1) - 1) as u64 % n as u64) as usize),
         Strategy::Random => one((c.random % n as u64) as usize),
         Strategy::First | Strategy::Failover => one(0),
@@ -238,7 +244,7 @@ pub fn child_count(strategy: Strategy, candidates: usize, shards: Option<i32>) -
         return 0;
     }
     match strategy {
-        Strategy::Hash | Strategy::Map | Strategy::MapReduce => 0,
+        Strategy::Hash | Strategy::Map | Strategy::MapReduce | Strategy::Workflow => 0,
         Strategy::Broadcast => candidates,
         Strategy::Sharding => shards.map(|s| s.max(1) as usize).unwrap_or(candidates),
         _ => 1,

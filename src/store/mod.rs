@@ -43,6 +43,7 @@ pub mod schedules;
 pub mod schema;
 mod sql;
 pub mod tasks;
+pub mod workflows;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -151,3 +151,58 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    workflow (id) {
+        id -> BigInt,
+        name -> Text,
+        version -> Integer,
+        max_concurrent_runs -> Nullable<Integer>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflow_version (workflow_id, version) {
+        workflow_id -> BigInt,
+        version -> Integer,
+        definition -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    workflow_run (id) {
+        id -> BigInt,
+        workflow_id -> BigInt,
+        version -> Nullable<Integer>,
+        status -> Text,
+        context -> Text,
+        task_id -> Nullable<BigInt>,
+        cancel_requested -> Bool,
+        error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    workflow_node_run (run_id, node_key) {
+        run_id -> BigInt,
+        node_key -> Text,
+        status -> Text,
+        task_id -> Nullable<BigInt>,
+        round -> Integer,
+        decision -> Nullable<Bool>,
+        error -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(workflow_version -> workflow (workflow_id));
+diesel::joinable!(workflow_run -> workflow (workflow_id));
+diesel::joinable!(workflow_node_run -> workflow_run (run_id));
+diesel::allow_tables_to_appear_in_same_query!(workflow, workflow_version, workflow_run, workflow_node_run, task);

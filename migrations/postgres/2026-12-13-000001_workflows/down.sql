@@ -1,0 +1,6 @@
+DROP TRIGGER workflow_run_start ON workflow_run;
+DROP FUNCTION workflow_run_start();
+DROP TABLE workflow_node_run;
+DROP TABLE workflow_run;
+DROP TABLE workflow_version;
+DROP TABLE workflow;
