@@ -312,7 +312,7 @@ impl Event {
 impl Rule {
     /// True when this rule fires on `e`.
     pub fn matches(&self, e: &Event, cx: &Context) -> bool {
-        if !self.kinds.iter().any(|k| *k == e.kind) {
+        if !self.kinds.contains(&e.kind) {
             return false;
         }
         let f = &self.filter;

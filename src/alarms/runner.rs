@@ -140,7 +140,7 @@ impl Runner {
     }
 
     async fn round(&mut self) {
-        if self.polls % RELOAD_EVERY == 0 {
+        if self.polls.is_multiple_of(RELOAD_EVERY) {
             self.reload().await;
         }
         self.polls = self.polls.wrapping_add(1);
