@@ -22,8 +22,8 @@ pub enum ChannelCommand {
     /// Create a channel: a webhook, a chat robot (slack, dingtalk, feishu, wecom) or e-mail.
     #[command(after_help = "\
 Examples:
-  $ rota channel create ops --kind webhook --url http://127.0.0.1:9/rota --secret s3cret
-  $ rota channel create team-chat --kind slack --url https://hooks.slack.com/services/T000/B000/XXXX
+  $ rota channel create ops --kind webhook --endpoint http://127.0.0.1:9/rota --secret s3cret
+  $ rota channel create team-chat --kind slack --endpoint https://hooks.slack.com/services/T000/B000/XXXX
   $ rota channel create oncall --kind email --config '{\"host\": \"127.0.0.1\", \"port\": 25, \"from\": \"rota@example.org\", \"to\": [\"oncall@example.org\"]}'")]
     Create {
         /// Unique name: letters, digits, `-`, `_`, `.`.
@@ -31,9 +31,9 @@ Examples:
         /// webhook, slack, dingtalk, feishu, wecom or email.
         #[arg(long)]
         kind: String,
-        /// The URL to POST to (webhook and robots).
-        #[arg(long)]
-        url: Option<String>,
+        /// The URL to POST to (webhook and robots); `--url` is the node's.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
         /// Signing secret: the webhook's HMAC-SHA256 key, or the DingTalk / Feishu robot's.
         #[arg(long)]
         secret: Option<String>,
@@ -127,13 +127,13 @@ Examples:
 pub fn channel(api: &ApiArgs, command: &ChannelCommand) -> Result<(), CliError> {
     let client = Client::new(api);
     match command {
-        ChannelCommand::Create { name, kind, url, secret, timeout, config } => {
+        ChannelCommand::Create { name, kind, endpoint, secret, timeout, config } => {
             let mut cfg = config.clone().unwrap_or_else(|| json!({}));
             if !cfg.is_object() {
                 return Err(CliError::Input("--config must be a JSON object".into()));
             }
             for (k, v) in [
-                ("url", url.as_ref().map(|u| json!(u))),
+                ("url", endpoint.as_ref().map(|u| json!(u))),
                 ("secret", secret.as_ref().map(|s| json!(s))),
                 ("timeout_ms", timeout.map(|t| json!(t))),
             ] {

@@ -100,7 +100,7 @@ pub const SCHEDULE_CREATE: &[Flag] = &[
 pub const CHANNEL_CREATE: &[Flag] = &[
     f("name", "NAME"),
     f("kind", "--kind"),
-    f("config.url", "--url"),
+    f("config.url", "--endpoint"),
     f("config.secret", "--secret"),
     f("config.timeout_ms", "--timeout"),
     f("config", "--config"),
