@@ -202,16 +202,27 @@ impl Runner {
     /// (more to read at once).
     async fn match_events(&mut self, owned: &[Channel], ms: &MembershipState) -> bool {
         let from = owned.iter().map(|c| self.cursors.get(&c.id).copied().unwrap_or(c.cursor)).min().unwrap_or(0);
-        let events = match self.store.run(move |c| store::events_after(c, from, BATCH)).await {
-            Ok(e) => e,
+        // The rules are read with the events they judge: an alarm created a moment before an
+        // event must see it, whatever the reload interval.
+        let read = self
+            .store
+            .run(move |c| {
+                let events = store::events_after(c, from, BATCH)?;
+                let rules = if events.is_empty() { None } else { Some(store::all_rules(c)?) };
+                Ok((events, rules))
+            })
+            .await;
+        let events = match read {
+            Ok((e, Some(rules))) => {
+                self.rules = rules.iter().map(|r| r.rule()).collect();
+                e
+            }
+            Ok((_, None)) => return false,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read events for alarms");
                 return false;
             }
         };
-        if events.is_empty() {
-            return false;
-        }
         let full = events.len() as i64 == BATCH;
         let events: Vec<super::Event> = events.iter().map(|e| e.event()).collect();
         let mut app_ids: Vec<i64> = events.iter().filter_map(|e| e.app_id).collect();
