@@ -35,6 +35,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// What the drivers' commands get from the node.
     pub drivers: DriversConfig,
+    /// `[alarms]`
+    pub alarms: AlarmsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -163,6 +165,41 @@ impl Default for DispatchConfig {
             retention_hours: 168,
             vacuum: true,
             fan_out_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[alarms]` (docs/alarms.md)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlarmsConfig {
+    /// Look for new events and due deliveries this often.
+    pub poll_interval_ms: u64,
+    /// Time limit of one attempt, connecting included, unless the channel sets `timeout_ms`.
+    pub timeout_ms: u64,
+    /// First retry delay; doubles with each attempt.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// Attempts before a delivery is `failed` for good.
+    pub max_attempts: u32,
+    /// How long a missing event id holds a channel's cursor back (a transaction still writing it).
+    pub gap_grace_ms: u64,
+    /// Write a `queue.stalled` event when the oldest due pending task is older than this many
+    /// seconds (0: never).
+    pub pending_alarm_s: u64,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 1_000,
+            timeout_ms: 10_000,
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            max_attempts: 12,
+            gap_grace_ms: 5_000,
+            pending_alarm_s: 300,
         }
     }
 }
@@ -591,6 +628,23 @@ impl Config {
         }
         if d.retry_max_ms < d.retry_base_ms {
             return Err(invalid("dispatch.retry_max_ms", "must be at least dispatch.retry_base_ms"));
+        }
+        let a = &self.alarms;
+        for (key, value) in [
+            ("alarms.poll_interval_ms", a.poll_interval_ms),
+            ("alarms.timeout_ms", a.timeout_ms),
+            ("alarms.retry_base_ms", a.retry_base_ms),
+            ("alarms.max_attempts", u64::from(a.max_attempts)),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if a.retry_max_ms < a.retry_base_ms {
+            return Err(invalid("alarms.retry_max_ms", "must be at least alarms.retry_base_ms"));
+        }
+        if a.timeout_ms > crate::alarms::MAX_TIMEOUT_MS {
+            return Err(invalid("alarms.timeout_ms", format!("must be at most {}", crate::alarms::MAX_TIMEOUT_MS)));
         }
         for name in &self.drivers.pass_env {
             check_pass_env(name).map_err(|message| invalid("drivers.pass_env", message))?;

@@ -16,6 +16,7 @@
 //! - [`schedule`]: cron and fixed-rate schedules: the pure firing rule and the owner's loop.
 //! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
 //! - [`workflow`]: DAGs of jobs: definitions, their checks, how a run advances, decisions (pure).
+//! - [`alarms`]: telling people when something fails: rules, channels, the delivery loop.
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`console`]: the web console every node serves at `/` (an API client in the browser).
 //! - [`metrics`]: the Prometheus registry.
@@ -29,6 +30,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod alarms;
 pub mod api;
 pub mod cli;
 pub mod clock;

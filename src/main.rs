@@ -72,6 +72,20 @@ Examples:
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Alarm channels: webhooks, chat robots, e-mail; create, test, list (through the REST API).
+    Channel {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: rota::cli::alarm::ChannelCommand,
+    },
+    /// Alarms: which events go to which channels; their deliveries (through the REST API).
+    Alarm {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: rota::cli::alarm::AlarmCommand,
+    },
     /// The cluster as a node sees it: members, status, key ownership.
     Cluster {
         #[command(flatten)]
@@ -226,6 +240,8 @@ fn main() -> ExitCode {
         Command::Task { api, command } => return api_exit(rota::cli::task::run(&api, &command)),
         Command::Schedule { api, command } => return api_exit(rota::cli::schedule::run(&api, &command)),
         Command::Cluster { api, command } => return api_exit(rota::cli::cluster::run(&api, &command)),
+        Command::Channel { api, command } => return api_exit(rota::cli::alarm::channel(&api, &command)),
+        Command::Alarm { api, command } => return api_exit(rota::cli::alarm::alarm(&api, &command)),
         Command::Traffic { api, command } => return api_exit(rota::cli::traffic::run(&api, &command)),
         Command::Events { api, args } => return api_exit(rota::cli::cluster::events(&api, &args)),
         Command::Workflow { api, command } => return api_exit(rota::cli::workflow::run(&api, &command)),

@@ -175,8 +175,19 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let api_store = open_pool(&cfg, cfg.api.pool_size).await?;
     let ready_timeout = Duration::from_secs(2);
     let database_check = api::health::spawn_database_check(api_store.clone(), ready_timeout, dispatch_stop.clone());
+    // Alarms on the API's pool as well: a slow receiver or a backlog of events never takes a
+    // connection dispatch needs (docs/alarms.md).
+    let alarms = crate::alarms::runner::Options::from_config(&cfg.alarms);
+    tokio::spawn(crate::alarms::runner::run(
+        api_store.clone(),
+        node_id.clone(),
+        membership.subscribe(),
+        alarms.clone(),
+        dispatch_stop.clone(),
+    ));
     let state = ApiState {
         store: api_store,
+        alarm_timeout: alarms.timeout,
         membership: membership.subscribe(),
         metrics,
         node_id: node_id.clone(),

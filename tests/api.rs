@@ -392,6 +392,18 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
         ("GET", "/api/v1/workflow-runs/{id}"),
         ("POST", "/api/v1/workflow-runs/{id}/retry"),
         ("POST", "/api/v1/workflow-runs/{id}/cancel"),
+        ("GET", "/api/v1/channels"),
+        ("POST", "/api/v1/channels"),
+        ("GET", "/api/v1/channels/{channel}"),
+        ("PATCH", "/api/v1/channels/{channel}"),
+        ("DELETE", "/api/v1/channels/{channel}"),
+        ("POST", "/api/v1/channels/{channel}/test"),
+        ("GET", "/api/v1/alarms"),
+        ("POST", "/api/v1/alarms"),
+        ("GET", "/api/v1/alarms/{id}"),
+        ("PATCH", "/api/v1/alarms/{id}"),
+        ("DELETE", "/api/v1/alarms/{id}"),
+        ("GET", "/api/v1/alarms/deliveries"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -402,8 +414,11 @@ fn the_openapi_document_covers_every_route_and_every_documented_route_is_served(
     let me =
         call(&node, "GET", "/api/v1/cluster", None, Some(ADMIN)).1["self"]["node_id"].as_str().unwrap().to_string();
     for (method, path) in &documented {
-        let concrete =
-            path.replace("/nodes/{id}", &format!("/nodes/{me}")).replace("{id}", "1").replace("{group}", "g");
+        let concrete = path
+            .replace("/nodes/{id}", &format!("/nodes/{me}"))
+            .replace("{id}", "1")
+            .replace("{group}", "g")
+            .replace("{channel}", "c");
         let (s, body) = http(method, &node.url(&concrete), Some("{}"), Some(ADMIN));
         assert!(!(s == 404 && body.contains("no route for")), "{method} {concrete} is documented but not served");
     }

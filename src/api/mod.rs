@@ -7,6 +7,7 @@
 //! Must never: run SQL itself (it calls the store), or block a worker on the database outside
 //! `Store::run`.
 
+pub mod alarms;
 pub mod apps;
 pub mod auth;
 pub mod body;
@@ -47,6 +48,8 @@ pub struct ApiState {
     /// The database, through the API's own pool (`api.pool_size`): requests never take the
     /// connections the node's dispatch and membership need.
     pub store: Store,
+    /// The time limit of one alarm delivery (`alarms.timeout_ms`), for `channels/{id}/test`.
+    pub alarm_timeout: Duration,
     /// Membership as published by the backend.
     pub membership: watch::Receiver<MembershipState>,
     /// Metrics registry.
@@ -231,6 +234,7 @@ pub fn start(listener: TcpListener, state: ApiState, opts: &ServerOptions) -> st
                     .configure(traffic::config)
                     .configure(schedules::config)
                     .configure(workflows::config)
+                    .configure(alarms::config)
                     .default_service(web::to(error::not_found)),
             )
             .split_for_parts();

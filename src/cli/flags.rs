@@ -99,6 +99,28 @@ pub const SCHEDULE_CREATE: &[Flag] = &[
     f("enabled", "--paused"),
 ];
 
+/// `rota channel create`.
+pub const CHANNEL_CREATE: &[Flag] = &[
+    f("name", "NAME"),
+    f("kind", "--kind"),
+    f("config.url", "--endpoint"),
+    f("config.secret", "--secret"),
+    f("config.timeout_ms", "--timeout"),
+    f("config", "--config"),
+];
+
+/// `rota alarm create`.
+pub const ALARM_CREATE: &[Flag] = &[
+    f("name", "NAME"),
+    f("on", "--on"),
+    f("channels", "--channel"),
+    f("filter", "--app/--group/--node-label/--state"),
+    f("throttle_s", "--throttle"),
+];
+
+/// `rota alarm deliveries`.
+pub const DELIVERIES: &[Flag] = &[f("channel", "--channel"), f("status", "--status"), f("limit", "--limit")];
+
 /// `rota schedule list`, `rota events` and the other lists: paging.
 pub const LIMIT: &[Flag] = &[f("limit", "--limit")];
 
@@ -230,6 +252,9 @@ mod tests {
             TASK_SUBMIT,
             TASK_LIST,
             SCHEDULE_CREATE,
+            CHANNEL_CREATE,
+            ALARM_CREATE,
+            DELIVERIES,
             LIMIT,
             EVENTS,
             TRAFFIC_SET,

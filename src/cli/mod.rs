@@ -5,6 +5,7 @@
 //! API through [`client`] and never touch the database, so they work against any node of a
 //! cluster with only a URL and a token.
 
+pub mod alarm;
 pub mod app;
 pub mod client;
 pub mod cluster;

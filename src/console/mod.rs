@@ -11,10 +11,11 @@
 //! - `/console/{version}/{file}`: the assets (ES modules, CSS, the vendored Preact and htm). The
 //!   version is a hash of every asset, so an asset's address changes with its content and can be
 //!   cached for good (`immutable`); an old version's address still answers, uncached.
-//! - any other `GET` outside `/api/`: the app shell (one HTML page naming the current version),
-//!   so that every page's address (`/apps/42`, `/traffic`) survives a reload and can be shared;
-//!   the script picks the page from the path. It is revalidated on every load (`ETag`).
-//! - `/api/…` and other methods fall through to the API's JSON errors, unchanged.
+//! - a `GET` of `/` or of a page's address (`/apps/42`, `/traffic`): the app shell (one HTML page
+//!   naming the current version), so that every page's address survives a reload and can be
+//!   shared; the script picks the page from the path. It is revalidated on every load (`ETag`).
+//! - everything else (`/api/…`, other paths, other methods) falls through to the API's JSON
+//!   errors, unchanged.
 //!
 //! Every console answer carries a strict Content-Security-Policy (scripts, styles and requests
 //! from this origin only, no inline script, no framing), `X-Content-Type-Options: nosniff` and
@@ -34,9 +35,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
-
-/// Where the assets live: `/console/{version}/{file}`.
-const PREFIX: &str = "/console/";
 
 /// One embedded file.
 struct Asset {
@@ -117,11 +115,16 @@ async fn asset(req: HttpRequest, path: web::Path<(String, String)>) -> HttpRespo
     secured(HttpResponse::Ok(), a.content_type, cache).body(a.bytes)
 }
 
-/// Is this a path the console's shell answers (every `GET` or `HEAD` outside `/api/` and the
-/// asset folder that no route took)?
+/// The first segments of the console's page addresses (`/` besides): the shell answers these
+/// and what lies under them, and nothing else, so a mistyped URL or a probe gets the API's JSON
+/// 404 rather than a page (docs/api.md#errors).
+const PAGES: [&str; 5] = ["apps", "tasks", "schedules", "traffic", "events"];
+
+/// Is this a path the console's shell answers (a `GET` or `HEAD` of `/` or of a console page's
+/// address, [`PAGES`])?
 fn is_page(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && !(path == "/api" || path.starts_with("/api/") || path.starts_with(PREFIX))
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    (method == Method::GET || method == Method::HEAD) && (path == "/" || PAGES.contains(&first))
 }
 
 /// The server's default service: the shell for console pages, the API's JSON 404/405 otherwise.
@@ -156,11 +159,11 @@ mod tests {
 
     #[test]
     fn pages_are_everything_but_the_api_and_the_assets() {
-        for page in ["/", "/apps", "/apps/42", "/tasks/7", "/traffic", "/events", "/no/such/page"] {
+        for page in ["/", "/apps", "/apps/42", "/apps/new", "/tasks/7", "/schedules", "/traffic", "/events"] {
             assert!(is_page(&Method::GET, page), "{page}");
             assert!(is_page(&Method::HEAD, page), "{page}");
         }
-        for other in ["/api", "/api/v1/nothing", "/api/v2", "/console/x/none.js"] {
+        for other in ["/api", "/api/v1/nothing", "/api/v2", "/console/x/none.js", "/no/such/page", "/appsx", "//"] {
             assert!(!is_page(&Method::GET, other), "{other}");
         }
         assert!(!is_page(&Method::POST, "/apps"));

@@ -44,7 +44,7 @@ pub mod place;
 pub mod plan;
 mod pump;
 mod reconcile;
-mod record;
+pub(crate) mod record;
 mod rounds;
 mod shared;
 pub mod strategy;

@@ -66,6 +66,13 @@ pub(super) fn before_deadline(postgres: bool, n: usize) -> String {
     format!("{open}${n}{close}")
 }
 
+/// [`before_deadline`] with the deadline written in the statement ([`deadline_text`]) instead of
+/// bound, for statements whose parameters are numbered differently per backend.
+pub(super) fn before_deadline_literal(postgres: bool, until: NaiveDateTime) -> String {
+    let (open, close) = deadline_parts(postgres);
+    format!("{open}'{}'{close}", deadline_text(until))
+}
+
 /// The text of [`before_deadline`] before and after the deadline, for each backend.
 fn deadline_parts(postgres: bool) -> (&'static str, &'static str) {
     if postgres {

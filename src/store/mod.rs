@@ -24,6 +24,7 @@
 //!
 //! Must never: hold a transaction open across an `await`, or be bypassed by SQL written elsewhere.
 
+pub mod alarms;
 pub mod apps;
 pub mod claim;
 pub mod complete;

@@ -206,3 +206,53 @@ diesel::joinable!(workflow_version -> workflow (workflow_id));
 diesel::joinable!(workflow_run -> workflow (workflow_id));
 diesel::joinable!(workflow_node_run -> workflow_run (run_id));
 diesel::allow_tables_to_appear_in_same_query!(workflow, workflow_version, workflow_run, workflow_node_run, task);
+
+diesel::table! {
+    /// Where alarm messages go (docs/alarms.md).
+    alarm_channel (id) {
+        id -> BigInt,
+        name -> Text,
+        kind -> Text,
+        config -> Text,
+        cursor -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// Which events go to which channels.
+    alarm_rule (id) {
+        id -> BigInt,
+        name -> Text,
+        kinds -> Text,
+        filter -> Text,
+        channels -> Text,
+        throttle_s -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    /// One message to one channel, and its attempts.
+    alarm_delivery (id) {
+        id -> BigInt,
+        channel_id -> BigInt,
+        event_id -> BigInt,
+        last_event_id -> BigInt,
+        rule_id -> Nullable<BigInt>,
+        throttle_key -> Nullable<Text>,
+        folded -> BigInt,
+        status -> Text,
+        attempts -> Integer,
+        next_at -> Timestamp,
+        owner_node -> Nullable<Text>,
+        owner_epoch -> Nullable<BigInt>,
+        claim_token -> Nullable<BigInt>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}

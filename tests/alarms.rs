@@ -1,0 +1,395 @@
+//! Alarms on real nodes (docs/alarms.md): a local HTTP receiver and a local SMTP receiver written
+//! here, channels and alarms made through the API, failures made by real tasks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::fixture::Fixture;
+use common::{http, wait_until, Node};
+use serde_json::{json, Value};
+
+/// How the receiver answers its n-th request.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Status(u16),
+    /// Read the request and answer nothing until the test ends.
+    Hang,
+}
+
+/// One request the receiver read.
+#[derive(Clone, Debug)]
+struct Request {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A local HTTP receiver answering by a script (then 200), recording every request.
+struct Receiver {
+    url: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Receiver {
+    fn start(script: Vec<Answer>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (sink, script) = (sink.clone(), script.clone());
+                std::thread::spawn(move || serve(conn, sink, script));
+            }
+        });
+        Receiver { url, seen }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Request> {
+        wait_until(timeout, &format!("{n} requests at the receiver"), || self.requests().len() >= n);
+        self.requests()
+    }
+}
+
+fn serve(conn: TcpStream, sink: Arc<Mutex<Vec<Request>>>, script: Vec<Answer>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.trim_end().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    let n = {
+        let mut seen = sink.lock().unwrap();
+        seen.push(Request { headers, body });
+        seen.len() - 1
+    };
+    match script.get(n).copied().unwrap_or(Answer::Status(200)) {
+        Answer::Hang => std::thread::sleep(Duration::from_secs(600)),
+        Answer::Status(code) => {
+            let mut w = conn;
+            let _ = write!(w, "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    }
+}
+
+/// A local SMTP receiver: accepts every message and records its text.
+struct Smtp {
+    port: u16,
+    mails: Arc<Mutex<Vec<String>>>,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mails = Arc::new(Mutex::new(Vec::new()));
+        let sink = mails.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    let mut r = BufReader::new(conn);
+                    let _ = w.write_all(b"220 test ESMTP\r\n");
+                    let mut line = String::new();
+                    while r.read_line(&mut line).unwrap_or(0) > 0 {
+                        let cmd = line.trim_end().to_ascii_uppercase();
+                        let reply: &[u8] = if cmd.starts_with("DATA") {
+                            let _ = w.write_all(b"354 go on\r\n");
+                            let mut mail = String::new();
+                            let mut l = String::new();
+                            while r.read_line(&mut l).unwrap_or(0) > 0 && l != ".\r\n" {
+                                mail.push_str(&l);
+                                l.clear();
+                            }
+                            sink.lock().unwrap().push(mail);
+                            b"250 queued\r\n"
+                        } else if cmd.starts_with("QUIT") {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        } else if cmd.starts_with("AUTH PLAIN") {
+                            b"235 accepted\r\n"
+                        } else if cmd.starts_with("EHLO") {
+                            b"250-test\r\n250 AUTH PLAIN\r\n"
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = w.write_all(reply);
+                        line.clear();
+                    }
+                });
+            }
+        });
+        Smtp { port, mails }
+    }
+}
+
+fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let (s, text) = http(method, &node.url(path), body.map(|b| b.to_string()).as_deref(), None);
+    (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn created(node: &Node, path: &str, body: Value) -> Value {
+    let (s, v) = call(node, "POST", path, Some(body));
+    assert_eq!(s, 201, "POST {path}: {v}");
+    v
+}
+
+/// A `noop` application whose jobs fail, and a job of it that fails for good; its task id.
+fn failing_app(node: &Node, name: &str) -> i64 {
+    created(node, "/api/v1/apps", json!({"name": name, "driver": "noop", "spec": {"fail": "run"}}))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn fail_a_job(node: &Node, app: i64) -> i64 {
+    let (s, t) = call(node, "POST", "/api/v1/tasks", Some(json!({"action": "run", "app_id": app, "max_attempts": 1})));
+    assert!(s == 201 || s == 202, "{t}");
+    t["task_id"].as_i64().unwrap()
+}
+
+fn deliveries(node: &Node, channel: &str) -> Vec<Value> {
+    let (s, page) = call(node, "GET", &format!("/api/v1/alarms/deliveries?channel={channel}"), None);
+    assert_eq!(s, 200, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+const QUICK: [(&str, &str); 2] = [("ROTA__ALARMS__POLL_INTERVAL_MS", "200"), ("ROTA__ALARMS__RETRY_BASE_MS", "300")];
+
+/// A task that fails for good: one signed webhook delivery with its event, and an e-mail whose
+/// subject names the application. Secrets read back as `***` and are kept when sent back so.
+fn a_task_failed_for_good_is_one_signed_webhook_and_one_email(postgres: bool) {
+    let f = Fixture::start(postgres, "", &[], &QUICK);
+    let n = &f.node;
+    let hook = Receiver::start(vec![]);
+    let smtp = Smtp::start();
+    let ch = created(
+        n,
+        "/api/v1/channels",
+        json!({"name": "ops", "kind": "webhook", "config": {"url": hook.url, "secret": "s3cret"}}),
+    );
+    assert_eq!(ch["config"]["secret"], "***", "{ch}");
+    // `***` sent back keeps the stored secret (the signature below is made with it).
+    let (s, ch) = call(n, "PATCH", "/api/v1/channels/ops", Some(json!({"config": {"url": hook.url, "secret": "***"}})));
+    assert_eq!(s, 200, "{ch}");
+    created(
+        n,
+        "/api/v1/channels",
+        json!({"name": "mail", "kind": "email", "config": {
+            "host": "127.0.0.1", "port": smtp.port, "from": "rota@example.org", "to": ["ops@example.org"],
+            "username": "u", "password": "p"}}),
+    );
+    let alarm =
+        created(n, "/api/v1/alarms", json!({"name": "failures", "on": ["task.failed"], "channels": ["ops", "mail"]}));
+    assert_eq!(alarm["channels"], json!(["ops", "mail"]), "{alarm}");
+
+    let app = failing_app(n, "billing");
+    let task = fail_a_job(n, app);
+    let got = hook.wait_for(1, Duration::from_secs(20));
+    let r = &got[0];
+    let body = r.json();
+    assert_eq!(body["kind"], "task.failed", "{body}");
+    assert_eq!(body["event"]["task_id"], task, "{body}");
+    assert_eq!(body["event"]["app"], "billing", "{body}");
+    assert_eq!(r.header("X-Rota-Delivery"), body["delivery_id"].as_str(), "{:?}", r.headers);
+    assert_eq!(r.header("X-Rota-Signature"), Some(rota::alarms::signature("s3cret", &r.body).as_str()));
+
+    wait_until(Duration::from_secs(20), "an e-mail", || !smtp.mails.lock().unwrap().is_empty());
+    let mail = smtp.mails.lock().unwrap()[0].clone();
+    let subject = mail.lines().find(|l| l.starts_with("Subject:")).unwrap_or_default().to_string();
+    assert!(subject.contains("billing") && subject.contains("task.failed"), "{mail}");
+
+    wait_until(Duration::from_secs(10), "both deliveries recorded as delivered", || {
+        deliveries(n, "ops").iter().chain(deliveries(n, "mail").iter()).filter(|d| d["status"] == "delivered").count()
+            == 2
+    });
+    let d = deliveries(n, "ops");
+    assert_eq!((d.len(), d[0]["attempts"].as_i64(), d[0]["last_status"].as_i64()), (1, Some(1), Some(200)), "{d:?}");
+    assert_eq!(hook.requests().len(), 1);
+    assert_eq!(deliveries(n, "mail")[0]["last_status"], 250);
+
+    // Bad input: each 422 names its field.
+    for (path, body, field) in [
+        ("/api/v1/channels", json!({"name": "x", "kind": "pager", "config": {}}), "kind"),
+        ("/api/v1/channels", json!({"name": "x", "kind": "webhook", "config": {}}), "config.url"),
+        ("/api/v1/channels", json!({"name": "x", "kind": "slack", "config": {"url": "not a url"}}), "config.url"),
+        (
+            "/api/v1/channels",
+            json!({"name": "x", "kind": "email", "config": {"host": "h", "from": "a@b"}}),
+            "config.to",
+        ),
+        ("/api/v1/alarms", json!({"name": "y", "on": ["task.exploded"], "channels": ["ops"]}), "on.0"),
+        ("/api/v1/alarms", json!({"name": "y", "on": ["task.failed"], "channels": ["nope"]}), "channels.0"),
+        (
+            "/api/v1/alarms",
+            json!({"name": "y", "on": ["task.failed"], "channels": ["ops"], "throttle_s": -1}),
+            "throttle_s",
+        ),
+        (
+            "/api/v1/alarms",
+            json!({"name": "y", "on": ["task.failed"], "channels": ["ops"], "filter": {"app": 1}}),
+            "filter",
+        ),
+    ] {
+        let (s, e) = call(n, "POST", path, Some(body.clone()));
+        assert_eq!(s, 422, "{body}: {e}");
+        let fields: Vec<&str> =
+            e["error"]["fields"].as_array().unwrap().iter().map(|f| f["field"].as_str().unwrap()).collect();
+        assert_eq!(fields, [field], "{body}: {e}");
+    }
+}
+
+#[test]
+fn a_task_failed_for_good_is_one_signed_webhook_and_one_email_postgres() {
+    a_task_failed_for_good_is_one_signed_webhook_and_one_email(true);
+}
+
+#[test]
+fn a_task_failed_for_good_is_one_signed_webhook_and_one_email_sqlite() {
+    a_task_failed_for_good_is_one_signed_webhook_and_one_email(false);
+}
+
+fn one_channel(n: &Node, url: &str, extra: Value, throttle_s: i64) {
+    let mut config = json!({"url": url});
+    config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    created(n, "/api/v1/channels", json!({"name": "ops", "kind": "webhook", "config": config}));
+    created(
+        n,
+        "/api/v1/alarms",
+        json!({"name": "failures", "on": ["task.failed"], "channels": ["ops"], "throttle_s": throttle_s}),
+    );
+}
+
+/// A receiver answering 500, then 200: the delivery is made once more, with the same id.
+#[test]
+fn a_receiver_answering_500_then_200_gets_it_again_with_the_same_id() {
+    let f = Fixture::start(true, "", &[], &QUICK);
+    let n = &f.node;
+    let hook = Receiver::start(vec![Answer::Status(500)]);
+    one_channel(n, &hook.url, json!({}), 0);
+    let app = failing_app(n, "billing");
+    fail_a_job(n, app);
+    let got = hook.wait_for(2, Duration::from_secs(20));
+    assert_eq!(got[0].header("X-Rota-Delivery"), got[1].header("X-Rota-Delivery"));
+    assert_eq!(got[0].body, got[1].body);
+    wait_until(Duration::from_secs(10), "delivered", || deliveries(n, "ops")[0]["status"] == "delivered");
+    let d = &deliveries(n, "ops")[0];
+    assert_eq!((d["attempts"].as_i64(), d["last_status"].as_i64()), (Some(2), Some(200)), "{d}");
+    assert_eq!(hook.requests().len(), 2);
+}
+
+/// A receiver that hangs: the attempt times out and is made again; meanwhile jobs still run.
+#[test]
+fn a_receiver_that_hangs_is_timed_out_and_retried_and_dispatch_goes_on() {
+    let f = Fixture::start(true, "", &[], &QUICK);
+    let n = &f.node;
+    let hook = Receiver::start(vec![Answer::Hang]);
+    one_channel(n, &hook.url, json!({"timeout_ms": 4000}), 0);
+    let app = failing_app(n, "billing");
+    fail_a_job(n, app);
+    hook.wait_for(1, Duration::from_secs(20));
+    let hung_at = Instant::now();
+    // While the receiver hangs, jobs are claimed and run.
+    f.sql("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, 50)");
+    wait_until(Duration::from_secs(30), "50 jobs to succeed", || {
+        f.scalar("SELECT count(*) AS n FROM task WHERE app_id IS NULL AND status = 'succeeded'") == 50
+    });
+    eprintln!(
+        "measured: 50 jobs succeeded {:?} after the receiver began to hang ({} requests seen then)",
+        hung_at.elapsed(),
+        hook.requests().len()
+    );
+    let got = hook.wait_for(2, Duration::from_secs(30));
+    assert_eq!(got[0].header("X-Rota-Delivery"), got[1].header("X-Rota-Delivery"));
+    wait_until(Duration::from_secs(10), "delivered", || deliveries(n, "ops")[0]["status"] == "delivered");
+    assert_eq!(deliveries(n, "ops")[0]["attempts"], 2);
+}
+
+/// A throttled rule folds 100 failures of one application into one message that says 100.
+#[test]
+fn a_throttled_rule_folds_100_failures_into_one_message_that_says_100() {
+    let f = Fixture::start(true, "", &[], &QUICK);
+    let n = &f.node;
+    let hook = Receiver::start(vec![]);
+    one_channel(n, &hook.url, json!({}), 15);
+    let app = failing_app(n, "billing");
+    f.sql(&format!(
+        "INSERT INTO task (app_id, action, max_attempts) SELECT {app}, 'run', 1 FROM generate_series(1, 100)"
+    ));
+    wait_until(Duration::from_secs(30), "100 failures", || {
+        f.scalar("SELECT count(*) AS n FROM event WHERE kind = 'task.failed'") == 100
+    });
+    let got = hook.wait_for(1, Duration::from_secs(40));
+    let body = got[0].json();
+    assert_eq!(body["folded"], 100, "{body}");
+    assert!(body["title"].as_str().unwrap().contains("100 events"), "{body}");
+    let d = deliveries(n, "ops");
+    assert_eq!((d.len(), d[0]["folded"].as_i64()), (1, Some(100)), "{d:?}");
+}
+
+/// `kill -9` of the node delivering a message, mid-delivery (3 nodes, etcd): the channel's next
+/// owner delivers it, with the same id; nothing is lost.
+#[test]
+fn a_kill_9_of_the_delivering_node_loses_nothing() {
+    let mut c = Cluster::new(&[]);
+    for id in ["n1", "n2", "n3"] {
+        c.add_with(id, &[], &QUICK);
+    }
+    c.converge(&["n1", "n2", "n3"]);
+    let n = &c.nodes["n1"];
+    let hook = Receiver::start(vec![Answer::Hang]);
+    let ch = created(
+        n,
+        "/api/v1/channels",
+        json!({"name": "ops", "kind": "webhook", "config": {"url": hook.url, "timeout_ms": 3000}}),
+    );
+    created(n, "/api/v1/alarms", json!({"name": "failures", "on": ["task.failed"], "channels": ["ops"]}));
+    let owner = ch["owner_node"].as_str().unwrap().to_string();
+    let app = failing_app(n, "billing");
+    let task = fail_a_job(n, app);
+    let first = hook.wait_for(1, Duration::from_secs(30));
+    let killed = Instant::now();
+    c.nodes[&owner].signal("KILL");
+    let got = hook.wait_for(2, Duration::from_secs(60));
+    eprintln!("measured: delivered again {:?} after the kill -9 of {owner}", killed.elapsed());
+    assert_eq!(first[0].header("X-Rota-Delivery"), got[1].header("X-Rota-Delivery"));
+    assert_eq!(got[1].json()["event"]["task_id"], task);
+    let survivor = c.nodes.iter().find(|(id, _)| **id != owner).unwrap().1;
+    wait_until(Duration::from_secs(20), "delivered", || deliveries(survivor, "ops")[0]["status"] == "delivered");
+    let d = &deliveries(survivor, "ops")[0];
+    assert_ne!(d["owner_node"].as_str(), Some(owner.as_str()), "{d}");
+}
