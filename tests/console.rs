@@ -70,13 +70,14 @@ fn console_answers_carry_a_strict_policy_and_api_404s_stay_json() {
     assert!(header(&h, "content-type").is_some_and(|t| t.starts_with("text/javascript")));
     assert!(header(&h, "cache-control").is_some_and(|c| c.contains("immutable")), "{h:?}");
     assert!(js.contains("import"), "{js}");
-    for path in ["/", "/traffic", "/no/such/page"] {
+    for path in ["/", "/traffic", "/apps/42/edit"] {
         let (s, h, _) = headers(&f.node.url(path));
         assert_eq!((s, header(&h, "content-type").map(|t| t.starts_with("text/html"))), (200, Some(true)), "{path}");
         assert!(header(&h, "content-security-policy").is_some(), "{path}");
     }
-    // The API's unknown paths, unknown assets and other methods are the API's JSON errors.
-    for path in ["/api/v1/nothing", "/api/nothing", "/console/0/none.js"] {
+    // The API's unknown paths, unknown assets, paths that are no console page and other
+    // methods are the API's JSON errors.
+    for path in ["/api/v1/nothing", "/api/nothing", "/console/0/none.js", "/no/such/page"] {
         let (s, h, body) = headers(&f.node.url(path));
         assert_eq!(s, 404, "{path}");
         assert!(header(&h, "content-type").is_some_and(|t| t.starts_with("application/json")), "{path}");

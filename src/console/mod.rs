@@ -150,7 +150,13 @@ pub async fn fallback(req: HttpRequest) -> HttpResponse {
 
 /// Register the asset route (the shell is [`fallback`], the server's default service).
 pub fn config(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console/{version}/{file:.*}", web::get().to(asset));
+    cfg.route("/console/{version}/{file:.*}", web::get().to(asset)).route("/favicon.ico", web::get().to(favicon));
+}
+
+/// No icon (the console's page declares an empty one): a browser showing one of the node's other
+/// answers (`/readyz`, `/metrics`) asks for `/favicon.ico`, and gets "nothing", not a 404.
+async fn favicon() -> HttpResponse {
+    HttpResponse::NoContent().insert_header((header::CACHE_CONTROL, "public, max-age=86400")).finish()
 }
 
 #[cfg(test)]
