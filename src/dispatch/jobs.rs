@@ -169,7 +169,7 @@ async fn parent_kind(shared: &Shared, parent: i64, own: Strategy) -> Result<Pare
                     Ok(ParentKind::Workflow { context, cancelled })
                 }
                 Ok(None) => Err(Some(format!(
-                    "parent_id {parent} is a workflow coordinator of no run: a workflow's node jobs are written by                      its coordinator"
+                    "parent_id {parent} is a workflow coordinator of no run: a workflow's node jobs are written by its coordinator"
                 ))),
                 Err(e) => {
                     tracing::warn!(parent.id = parent, error = %e, "could not read a workflow node's context; the job is handed back");
