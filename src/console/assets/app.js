@@ -76,7 +76,7 @@ function Frame({ children, path, who }) {
         <ul>${NAV.map(([href, label]) => html`<li><${Link} href=${href} aria-current=${active(href) ? 'page' : undefined}>${label}</${Link}></li>`)}</ul>
       </nav>
       <span class="who" data-scope=${who.scope}>
-        ${who.name} · <span title="Token scope">${who.scope === 'admin' ? 'admin' : 'read only'}</span>
+        ${who.name || '…'} · <span title="Token scope">${who.scope ? (who.scope === 'admin' ? 'admin' : 'read only') : '…'}</span>
         ${who.token && html` <button type="button" class="link" onClick=${() => forgetToken()}>Sign out</button>`}
       </span>
     </header>
@@ -94,9 +94,10 @@ function App() {
       .catch((e) => e.status !== 401 && setBootError(e))
       .finally(() => setBooted(true));
   }, []);
-  if (!booted) return html`<p class="loading">Loading…</p>`;
+  // The page starts loading its data alongside /whoami rather than after it (a round trip less
+  // before the first render); its write controls appear once the scope is known.
   if (s.needToken) return html`<${TokenPrompt} problem=${session.token ? s.problem : null} />`;
-  if (bootError && !s.scope) return html`<main><h1>Rota console</h1><p class="error" role="alert">The node's API did not answer: ${bootError.message}</p></main>`;
+  if (booted && bootError && !s.scope) return html`<main><h1>Rota console</h1><p class="error" role="alert">The node's API did not answer: ${bootError.message}</p></main>`;
   let page = null;
   for (const [re, make] of ROUTES) {
     const m = path.match(re);
