@@ -248,7 +248,7 @@ fn print_next_steps(addr: &str, url: &DbUrl) {
     let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "rota".into());
     let url = if addr == "127.0.0.1:8080" { String::new() } else { format!(" --url http://{addr}") };
     eprintln!(
-        "\nRota is up.  Next, in another terminal:\n  \
+        "\nRota is up.  Open http://{addr}/ in a browser for the web console, or, in another terminal:\n  \
          {exe} app create demo --driver noop{url}\n  \
          {exe} app start demo --wait{url}\n  \
          {exe} events --app demo{url}\n  \

@@ -20,6 +20,8 @@ fn a_node_on_the_embedded_default_serves_health_and_metrics() {
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["checks"]["membership"]["status"], "joined");
     assert_eq!(node.get("/livez").0, 200);
+    // The start-up message shows where to go next: the console first.
+    node.wait_logged(&format!("Open {} in a browser for the web console", node.url("/")), Duration::from_secs(5));
 
     let (status, metrics) = node.get("/metrics");
     assert_eq!(status, 200);
