@@ -683,6 +683,58 @@ fn a_row_claimed_here_that_no_executor_holds_is_recovered_on_postgres() {
     a_row_claimed_here_that_no_executor_holds_is_recovered(true);
 }
 
+/// A job's attempt counts when it starts, not when it is claimed
+/// (docs/design.md#an-attempt-counts-when-execution-starts). A node claims jobs ahead of its free
+/// execution slots; killed with six claimed and one started, its next life recovers them: the
+/// one that started has used its only attempt (`failed`, `no attempts left`), the five that
+/// never started run once each and succeed, with one attempt counted. Without start marks the
+/// five failed with `no attempts left` without ever running.
+fn an_attempt_counts_when_the_job_starts(postgres: bool) {
+    let slots = [("ROTA__DISPATCH__MAX_CONCURRENCY", "1")];
+    let mut f = fixture(postgres, &slots);
+    let gate = f.dir.path().join("gate");
+    let script = format!("test -e {} || sleep 120", gate.display());
+    let spec = serde_json::json!({"command": ["/bin/sh", "-c", script]}).to_string();
+    f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('slow', 'process', '{spec}')"));
+    let values = ["(1, 'run', 1)"; 6].join(", ");
+    f.sql(&format!("INSERT INTO task (app_id, action, max_attempts) VALUES {values}"));
+    let claimed = "SELECT count(*) AS n FROM task WHERE status = 'running'";
+    let started = "SELECT count(*) AS n FROM task WHERE started_at IS NOT NULL";
+    wait_until(Duration::from_secs(30), "six jobs claimed, one started", || {
+        f.scalar(claimed) == 6 && f.scalar(started) == 1
+    });
+    let first = f.scalar("SELECT id AS n FROM task WHERE started_at IS NOT NULL");
+    f.node.signal("KILL");
+    f.node.wait_exit(Duration::from_secs(10));
+    std::fs::write(&gate, "").unwrap();
+    let url = match &f.pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}", f.dir.path().join("rota.db").display()),
+    };
+    let envs: Vec<(&str, &str)> = common::FAST.iter().chain(&slots).copied().collect();
+    f.node = common::Node::start(f.dir.path(), &["--database-url", &url], &envs);
+    let rows = f.wait_all_terminal(Duration::from_secs(60));
+    for r in &rows {
+        if r.id == first {
+            assert_eq!((r.status.as_str(), r.attempts), ("failed", 1), "the started job: {r:?}");
+            assert!(r.error.as_deref().unwrap_or_default().contains("no attempts left"), "{r:?}");
+        } else {
+            assert_eq!((r.status.as_str(), r.attempts), ("succeeded", 1), "a job that never started: {rows:?}");
+        }
+    }
+    assert_eq!(f.scalar("SELECT count(*) AS n FROM task WHERE started_at IS NOT NULL"), 6, "each ran once");
+}
+
+#[test]
+fn an_attempt_counts_when_the_job_starts_on_sqlite() {
+    an_attempt_counts_when_the_job_starts(false);
+}
+
+#[test]
+fn an_attempt_counts_when_the_job_starts_on_postgres() {
+    an_attempt_counts_when_the_job_starts(true);
+}
+
 /// Every line logged while a job or an application command runs carries the task's id (and the
 /// application's) from the span the dispatcher opens for it: here the failure of a job and of a
 /// command, in the JSON log format, where a span's fields are the line's `span` object.

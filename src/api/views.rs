@@ -165,6 +165,8 @@ pub struct TaskSummaryView {
     error: Option<String>,
     created_at: String,
     claimed_at: Option<String>,
+    /// Jobs: when the current attempt began executing; none while claimed and not started.
+    started_at: Option<String>,
     finished_at: Option<String>,
     /// Jobs: how it picks its node(s) (`hash` when absent).
     routing: Option<String>,
@@ -199,6 +201,7 @@ impl From<TaskSummary> for TaskSummaryView {
             error: t.error,
             created_at: ts(t.created_at),
             claimed_at: t.claimed_at.map(ts),
+            started_at: t.started_at.map(ts),
             finished_at: t.finished_at.map(ts),
             routing: t.routing,
             timeout_ms: t.timeout_ms,

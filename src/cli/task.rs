@@ -271,6 +271,7 @@ pub fn render_task(t: &Value) -> String {
         ("idempotency key", table::cell(&t["idempotency_key"])),
         ("created", table::cell(&t["created_at"])),
         ("claimed", table::cell(&t["claimed_at"])),
+        ("started", table::cell(&t["started_at"])),
         ("finished", table::cell(&t["finished_at"])),
     ];
     for (label, key) in [

@@ -291,6 +291,18 @@ async fn execute(
     if !shared.may_act() {
         return None;
     }
+    // The attempt counts from here: no driver runs before its row's start mark is written.
+    match shared.starter.start(task).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::debug!(task.id = task.id, "the job is no longer this node's claim: it does not start");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(task.id = task.id, error = %e, "the job's start could not be marked: it does not start now, and is recovered with its attempt given back");
+            return None;
+        }
+    }
     let run = async {
         match task.timeout_ms {
             Some(ms) if ms > 0 => {

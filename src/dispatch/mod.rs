@@ -22,7 +22,8 @@
 //! - `reconcile`: adopt and release applications as the ring moves; traffic switches.
 //! - `maintenance`: recovery of orphaned rows, pruning, vacuuming.
 //! - `actor`: one per owned application; `jobs`: the job executor and fan-out.
-//! - `complete` and `appwrite`: the batched writers of outcomes and application changes.
+//! - `complete`, `start` and `appwrite`: the batched writers of outcomes, jobs' start marks and
+//!   application changes.
 //! - `shared`: the handles all of them share; `record`: the fence and events writers stamp; `held`: the rows an executor holds.
 //! - `place` (who may place what), `plan` (what a row asks for) and `strategy`: pure rules.
 //! - `wake`: NOTIFY and the in-process wake-up.
@@ -47,6 +48,7 @@ mod reconcile;
 pub(crate) mod record;
 mod rounds;
 mod shared;
+mod start;
 pub mod strategy;
 pub mod wake;
 mod window;

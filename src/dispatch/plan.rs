@@ -268,6 +268,7 @@ pub(crate) mod tests {
             selector: None,
             stage: None,
             claim_token: None,
+            started_at: None,
         }
     }
 

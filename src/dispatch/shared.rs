@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use super::held::Held;
 use super::record::{current_fence, dispatcher_event, record_event};
-use super::{appwrite, complete, wake};
+use super::{appwrite, complete, start, wake};
 use crate::config::DispatchConfig;
 use crate::drivers::{ActBy, DriverError, Registry};
 use crate::membership::MembershipState;
@@ -48,6 +48,8 @@ pub struct Shared {
     /// while the outcome is written.
     pub(super) exec_slots: Semaphore,
     pub(super) completer: complete::Completer,
+    /// Marks a job started just before its driver runs ([`start`]).
+    pub(super) starter: start::Starter,
     /// Actors' application reads and writes, batched.
     pub(super) apps: appwrite::AppWriter,
     /// The rows claimed here that an executor holds ([`held`]).
@@ -78,7 +80,7 @@ pub struct MembershipLink {
 }
 
 impl Shared {
-    /// Everything the dispatcher needs; starts the batched completer.
+    /// Everything the dispatcher needs; starts the batched completer and start-mark writer.
     pub fn new(
         store: Store,
         drivers: Registry,
@@ -98,6 +100,7 @@ impl Shared {
             parents.clone(),
         );
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
+        let starter = start::Starter::spawn(store.clone(), node_id.clone(), membership.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         let watched = membership.clone();
@@ -115,6 +118,7 @@ impl Shared {
             metrics,
             exec_slots,
             completer,
+            starter,
             apps,
             held,
             act_by,

@@ -11,9 +11,9 @@
 //! The read and the claims are per-backend SQL: on PostgreSQL `FOR UPDATE SKIP LOCKED`, run as
 //! prepared statements ([`plans`](super::plans)); on SQLite one writer and `IN (…)` of integers.
 //!
-//! Must never: claim a row without counting its attempt or without a new token, claim without
-//! the fence, or claim a row whose placement depends on labels without the dispatcher having
-//! placed it.
+//! Must never: claim a row without counting its attempt, without clearing its start mark or
+//! without a new token, claim without the fence, or claim a row whose placement depends on
+//! labels without the dispatcher having placed it.
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -65,11 +65,13 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 
 /// The claim's assignments (`$1` node, `$2` epoch, `$token` the claim's [`claim_token`]);
 /// `claimed_at` follows. Every claim's WHERE also holds [`before_deadline`]: the claimant's
-/// membership deadline.
+/// membership deadline. The attempt is counted here and `started_at` cleared: a job that is
+/// recovered before its start mark ([`super::complete::mark_started`]) gets its attempt back
+/// ([`super::recover::recover`]).
 fn claim_set(token: usize) -> String {
     format!(
         "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, claim_token = ${token}, \
-         attempts = attempts + 1, claimed_at = "
+         attempts = attempts + 1, started_at = NULL, claimed_at = "
     )
 }
 
@@ -479,7 +481,7 @@ enum Probe {
 
 /// The non-text columns of `task`, how each is read, and what replaces a value that cannot be
 /// (the original is kept in the row's `error`).
-const TASK_TYPED: [(&str, Probe, &str); 15] = [
+const TASK_TYPED: [(&str, Probe, &str); 16] = [
     ("app_id", Probe::BigInt, "NULL"),
     ("priority", Probe::Int, "0"),
     ("attempts", Probe::Int, "0"),
@@ -494,6 +496,7 @@ const TASK_TYPED: [(&str, Probe, &str); 15] = [
     ("created_at", Probe::Time, "strftime('%Y-%m-%d %H:%M:%f', 'now')"),
     ("claimed_at", Probe::Time, "NULL"),
     ("finished_at", Probe::Time, "NULL"),
+    ("started_at", Probe::Time, "NULL"),
     ("id", Probe::BigInt, "id"),
 ];
 

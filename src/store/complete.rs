@@ -7,8 +7,10 @@
 //! that write applied. On PostgreSQL a batch is one statement ([`outcomes_pg`], which also writes
 //! `apps_batch`'s application writes); on SQLite, one transaction of single-row statements.
 //!
-//! Must never: write an outcome for a row this node no longer holds, or record an event twice
-//! when a batch whose answer was lost is sent again.
+//! A job's start is marked the same way ([`mark_started`]), just before its driver runs.
+//!
+//! Must never: write an outcome or a start mark for a row this node no longer holds, or record
+//! an event twice when a batch whose answer was lost is sent again.
 
 use crate::domain::TaskStatus;
 use chrono::{NaiveDateTime, Utc};
@@ -474,6 +476,75 @@ struct Written {
 fn written_flags(ids: &[i64], written: Vec<Written>) -> Vec<bool> {
     let done: std::collections::HashSet<i64> = written.into_iter().map(|w| w.id).collect();
     ids.iter().map(|id| done.contains(id)).collect()
+}
+
+/// Mark the jobs of `rows` (each held by `node` under its claim) started, as their drivers are
+/// about to run: `started_at` is the node's clock now, written for each row only when its claim
+/// still holds and before the writer's deadline ([`Fence`]). One flag per row, in order: whether
+/// it was written — a row that was not may not be run (recovered, cancelled, or this node is
+/// past its deadline). Why a mark of its own: the attempt is counted at the claim, and a job
+/// claimed ahead of its start whose node died was charged an attempt it never used; recovery
+/// gives it back to a row without this mark ([`super::recover::recover`]), and the mark is
+/// written before the driver runs, so a job that brings its node down is still counted.
+/// One statement on PostgreSQL; one transaction of single-row statements on SQLite.
+pub fn mark_started(
+    conn: &mut AnyConnection,
+    node: &str,
+    fence: Fence,
+    rows: &[(i64, Claim)],
+) -> Result<Vec<bool>, StoreError> {
+    let admitted = |r: &(i64, Claim)| fence.admits(r.1.epoch);
+    if !rows.iter().all(admitted) {
+        let mine: Vec<(i64, Claim)> = rows.iter().copied().filter(admitted).collect();
+        return Ok(merge_admitted(rows, admitted, mark_started(conn, node, fence, &mine)?, |_| false));
+    }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = Utc::now().naive_utc();
+    match conn {
+        AnyConnection::Postgresql(c) => {
+            use diesel::sql_types::Timestamp;
+            let sql = format!(
+                "UPDATE task AS t SET started_at = $4 \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, epoch, token) \
+                 WHERE t.id = v.id AND t.status = 'running' AND t.owner_node = $5 AND t.owner_epoch = v.epoch \
+                   AND t.claim_token = v.token AND {} \
+                 RETURNING t.id",
+                before_deadline(true, 6)
+            );
+            let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let epochs: Vec<i64> = rows.iter().map(|r| r.1.epoch).collect();
+            let tokens: Vec<i64> = rows.iter().map(|r| r.1.token).collect();
+            let written: Vec<Written> = diesel::sql_query(sql)
+                .bind::<Array<BigInt>, _>(&ids)
+                .bind::<Array<BigInt>, _>(&epochs)
+                .bind::<Array<BigInt>, _>(&tokens)
+                .bind::<Timestamp, _>(now)
+                .bind::<Text, _>(node)
+                .bind::<Timestamp, _>(fence.until)
+                .load(c)?;
+            Ok(written_flags(&ids, written))
+        }
+        AnyConnection::Sqlite(_) => conn.transaction(|c| {
+            rows.iter()
+                .map(|&(id, claim)| {
+                    let n = diesel::update(
+                        task::table
+                            .filter(task::id.eq(id))
+                            .filter(task::status.eq(TaskStatus::Running))
+                            .filter(task::owner_node.eq(node))
+                            .filter(task::owner_epoch.eq(claim.epoch))
+                            .filter(task::claim_token.eq(claim.token))
+                            .filter(BeforeDeadline(fence.until)),
+                    )
+                    .set(task::started_at.eq(now))
+                    .execute(c)?;
+                    Ok(n == 1)
+                })
+                .collect()
+        }),
+    }
 }
 
 /// Give a task held under `claim` back untouched (its attempt uncounted): the application could

@@ -68,6 +68,9 @@ pub struct Task {
     /// Set at every claim to a value of the claimant's choosing: told apart from every other
     /// claim of a row with this id, even one by the same node at the same epoch ([`Claim`]).
     pub claim_token: Option<i64>,
+    /// When the job's current attempt began executing (UTC; the node's clock), cleared by each
+    /// claim: a job claimed and not started has none (docs/design.md#an-attempt-counts-when-execution-starts).
+    pub started_at: Option<NaiveDateTime>,
 }
 
 /// The claim a row is held under, as the claim returned it: every write as the claim's holder
@@ -128,6 +131,8 @@ pub struct TaskSummary {
     pub created_at: NaiveDateTime,
     /// Claim time (UTC).
     pub claimed_at: Option<NaiveDateTime>,
+    /// When the current attempt began executing (UTC), for a job ([`Task::started_at`]).
+    pub started_at: Option<NaiveDateTime>,
     /// Terminal time (UTC).
     pub finished_at: Option<NaiveDateTime>,
     /// How a job picks its node(s); None is `hash`.
@@ -162,6 +167,7 @@ impl Task {
             error: self.error,
             created_at: self.created_at,
             claimed_at: self.claimed_at,
+            started_at: self.started_at,
             finished_at: self.finished_at,
             routing: self.routing,
             timeout_ms: self.timeout_ms,

@@ -3,7 +3,8 @@
 //! A node that leaves (it crashed, lost its lease, or started again as a new life) leaves its
 //! claimed rows `running`, and a node can strand rows of its own that no executor holds; the
 //! nodes that own them now read them ([`orphans`]) and put each back
-//! ([`recover`]): pending again with its attempt counted, failed when its attempts are used up,
+//! ([`recover`]): pending again with its attempt counted (given back to a job that never
+//! started), failed when its attempts are used up,
 //! lost for a broadcast child (invariant I5). Each recovery is conditional on the orphan's claim
 //! as it was read (owner, epoch, token, attempt) and on the recovering node's [`Fence`].
 //!
@@ -43,6 +44,22 @@ pub struct Orphan {
     pub routing: Option<String>,
     /// A fan-out parent's stage.
     pub stage: Option<String>,
+    /// Whether its execution began (`started_at` set: [`super::complete::mark_started`]).
+    pub started: bool,
+}
+
+impl Orphan {
+    /// A job (not an application command) claimed by a node and never started: its attempt,
+    /// counted at the claim, was not used. Commands carry no start mark: their actor runs them as
+    /// soon as it holds the application, and one that cannot run yet is given back uncounted. A
+    /// row without a claim token was not claimed by a node (written `running` by hand): nothing
+    /// says it did not start, and it is charged as before start marks existed.
+    pub fn unstarted_job(&self) -> bool {
+        !self.started
+            && self.claim_token.is_some()
+            && self.stage.is_none()
+            && (self.app_id.is_none() || self.action == "run")
+    }
 }
 
 /// Running tasks whose owner is not in `live`, or is `me` (the caller tells the rows of its
@@ -75,6 +92,7 @@ pub fn orphans(conn: &mut AnyConnection, live: &[String], me: &str) -> Result<Ve
             task::target_node,
             task::routing,
             task::stage,
+            task::started_at.is_not_null(),
         ))
         .order(task::id)
         .load(conn)?)
@@ -99,7 +117,8 @@ const NO_EPOCH: i64 = -1;
 const NO_TOKEN: i64 = -1;
 
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
-/// are used up; a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
+/// are used up — a job that never started goes back to `pending` with its attempt given back
+/// ([`Orphan::unstarted_job`]); a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
 /// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
 /// orphan's claim: owner, epoch, token and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
@@ -149,6 +168,20 @@ pub fn recover(
             ))
             .execute(conn)?;
         return Ok((n == 1).then_some("lost"));
+    }
+    if o.unstarted_job() {
+        // Its attempt was counted at the claim and never used: given back with the row.
+        let n = diesel::update(same().filter(task::started_at.is_null()))
+            .set((
+                task::status.eq(TaskStatus::Pending),
+                task::error.eq(format!("{reason}; it had not started, so its attempt is not counted")),
+                task::attempts.eq((o.attempts - 1).max(0)),
+                task::owner_node.eq(None::<String>),
+                task::owner_epoch.eq(None::<i64>),
+                task::claim_token.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+        return Ok((n == 1).then_some("pending"));
     }
     let failed = diesel::update(same().filter(task::attempts.ge(task::max_attempts)).filter(task::stage.is_null()))
         .set((

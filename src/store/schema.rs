@@ -54,6 +54,7 @@ diesel::table! {
         selector -> Nullable<Text>,
         stage -> Nullable<Text>,
         claim_token -> Nullable<BigInt>,
+        started_at -> Nullable<Timestamp>,
     }
 }
 

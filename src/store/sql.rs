@@ -50,7 +50,7 @@ pub(super) fn id_list(ids: &[i64]) -> String {
 pub(super) const TASK_COLUMNS: &str =
     "id, app_id, action, payload, status, priority, run_after, attempts, max_attempts, \
     owner_node, owner_epoch, idempotency_key, parent_id, shard_index, shard_total, target_node, result, error, \
-    created_at, claimed_at, finished_at, routing, timeout_ms, selector, stage, claim_token";
+    created_at, claimed_at, finished_at, routing, timeout_ms, selector, stage, claim_token, started_at";
 
 /// A raw PostgreSQL statement without bind parameters whose rows are whole `task` rows in
 /// [`TASK_COLUMNS`] order, decoded by position. Why: `sql_query` decodes by name, and diesel

@@ -116,6 +116,7 @@ export function TaskDetail({ id }) {
           <dt>Priority</dt><dd>${t.priority}</dd>
           <dt>Run after</dt><dd><${Time} at=${t.run_after} /></dd>
           <dt>Claimed</dt><dd><${Time} at=${t.claimed_at} /></dd>
+          <dt>Started</dt><dd><${Time} at=${t.started_at} /></dd>
           <dt>Finished</dt><dd><${Time} at=${t.finished_at} /> ${duration(t) != null && `(${ms(duration(t))})`}</dd>
           <dt>Idempotency key</dt><dd>${t.idempotency_key || '—'}</dd>
           <dt>Error</dt><dd class=${t.error ? 'error-text' : ''}>${t.error || '—'}</dd>
