@@ -439,6 +439,7 @@ fn an_https_webhook_is_verified_against_the_channel_ca_file() {
     });
     let d = &deliveries(n, "public")[0];
     let error = d["last_error"].as_str().unwrap();
+    eprintln!("without the ca_file: {error}");
     assert!(error.contains("certificate") && error.contains("UnknownIssuer"), "{d}");
     assert_eq!((d["status"].as_str(), d["last_status"].as_i64()), (Some("pending"), None), "{d}");
     assert_eq!(rx.requests().len(), 1, "an unverified server gets no request");
@@ -515,13 +516,13 @@ fn each_robot_gets_the_body_docs_alarms_md_describes() {
 }
 
 /// E-mail over STARTTLS with AUTH, against aiosmtpd (which offers AUTH only after STARTTLS):
-/// delivered in TLS, authenticated, with the subject and the delivery headers. A channel with
-/// `tls: none` to the same server sends no credentials in plain text: it fails, saying the server
-/// offers no AUTH.
+/// delivered in TLS, authenticated (PLAIN), with the subject and the delivery headers. A channel
+/// with `tls: none` to the same server sends no credentials in plain text: it fails, saying the
+/// server offers no AUTH. Implicit TLS (`tls: tls`) to a server offering AUTH LOGIN only: delivered.
 #[test]
-fn email_goes_over_starttls_with_auth() {
+fn email_goes_over_starttls_or_implicit_tls_with_auth() {
     let ca = TestCa::new();
-    let Some(smtp) = PyServer::smtp_starttls(&ca) else {
+    let (Some(smtp), Some(implicit)) = (PyServer::smtp(&ca, "starttls"), PyServer::smtp(&ca, "tls")) else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("ROTA_TEST_PYTHON is not set: scripts/test.sh installs aiosmtpd and sets it");
         }
@@ -530,18 +531,24 @@ fn email_goes_over_starttls_with_auth() {
     };
     let f = Fixture::start(true, "", &[], &QUICK);
     let n = &f.node;
-    let mail = |tls: &str| {
-        json!({"host": "127.0.0.1", "port": smtp.port, "tls": tls, "ca_file": ca.ca_pem.to_str().unwrap(),
+    let mail = |port: u16, tls: &str| {
+        json!({"host": "127.0.0.1", "port": port, "tls": tls, "ca_file": ca.ca_pem.to_str().unwrap(),
                "from": "rota@example.org", "to": ["ops@example.org"], "username": "rota", "password": "pw"})
     };
-    created(n, "/api/v1/channels", json!({"name": "mail", "kind": "email", "config": mail("starttls")}));
-    created(n, "/api/v1/channels", json!({"name": "plain", "kind": "email", "config": mail("none")}));
-    created(n, "/api/v1/alarms", json!({"name": "failures", "on": ["task.failed"], "channels": ["mail", "plain"]}));
+    created(n, "/api/v1/channels", json!({"name": "mail", "kind": "email", "config": mail(smtp.port, "starttls")}));
+    created(n, "/api/v1/channels", json!({"name": "plain", "kind": "email", "config": mail(smtp.port, "none")}));
+    created(n, "/api/v1/channels", json!({"name": "smtps", "kind": "email", "config": mail(implicit.port, "tls")}));
+    let all = json!(["mail", "plain", "smtps"]);
+    created(n, "/api/v1/alarms", json!({"name": "failures", "on": ["task.failed"], "channels": all}));
     let app = failing_app(n, "billing");
     fail_a_job(n, app);
     let got = smtp.wait_for(1, Duration::from_secs(20));
     let m = &got[0];
-    assert_eq!((m["tls"].as_bool(), m["login"].as_str()), (Some(true), Some("rota")), "{m}");
+    assert_eq!(
+        (m["tls"].as_bool(), m["auth"].as_str(), m["login"].as_str()),
+        (Some(true), Some("PLAIN"), Some("rota")),
+        "{m}"
+    );
     assert_eq!(m["to"], json!(["ops@example.org"]), "{m}");
     let content = m["content"].as_str().unwrap();
     let header = |name: &str| {
@@ -558,6 +565,18 @@ fn email_goes_over_starttls_with_auth() {
     assert_eq!(d["last_status"], 250, "{d}");
     assert_eq!(header("X-Rota-Delivery"), d["id"].to_string());
     assert_eq!(header("Message-ID"), format!("<rota-delivery-{}@127.0.0.1>", d["id"]));
+
+    let got = implicit.wait_for(1, Duration::from_secs(20));
+    let m = &got[0];
+    assert_eq!(
+        (m["tls"].as_bool(), m["auth"].as_str(), m["login"].as_str()),
+        (Some(true), Some("LOGIN"), Some("rota")),
+        "{m}"
+    );
+    wait_until(Duration::from_secs(10), "the implicit-TLS e-mail recorded as delivered", || {
+        deliveries(n, "smtps").first().is_some_and(|d| d["status"] == "delivered")
+    });
+
     wait_until(Duration::from_secs(10), "the plain channel's attempt to fail", || {
         deliveries(n, "plain").first().is_some_and(|d| !d["last_error"].is_null())
     });

@@ -195,7 +195,7 @@ impl ChannelKind {
         }
         match string("ca_file") {
             Some(Err(m)) => bad("ca_file", m),
-            Some(Ok(p)) if p.is_empty() => {
+            Some(Ok("")) => {
                 bad("ca_file", "must name a PEM file of the CA certificates to trust (or be left out)".into())
             }
             _ => {}

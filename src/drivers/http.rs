@@ -504,7 +504,7 @@ fn validate_http(spec: &Value) -> Result<(), Vec<SpecError>> {
             "start" | "stop" | "status" | "run" => validate_request(&mut errors, key, value),
             "secrets" => check_marks(&mut errors, spec, value),
             "ca_file" => {
-                if !value.as_str().is_some_and(|p| !p.is_empty()) {
+                if value.as_str().is_none_or(str::is_empty) {
                     problem(&mut errors, key, "must be the path of a PEM file of the CA certificates to trust");
                 }
             }

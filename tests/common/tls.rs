@@ -141,12 +141,13 @@ impl PyServer {
         PyServer::start(&python, HTTPS_RECEIVER, &[&ca.cert, &ca.key])
     }
 
-    /// An SMTP server that requires STARTTLS before AUTH (user `rota`, password `pw`), with
-    /// `ca`'s server certificate. None without `ROTA_TEST_PYTHON`.
-    pub fn smtp_starttls(ca: &TestCa) -> Option<PyServer> {
+    /// An SMTP server with `ca`'s server certificate and one user (`rota`, password `pw`):
+    /// `starttls` offers AUTH (PLAIN, LOGIN) only after STARTTLS; `tls` is TLS from the first
+    /// byte and offers AUTH LOGIN only. None without `ROTA_TEST_PYTHON`.
+    pub fn smtp(ca: &TestCa, mode: &str) -> Option<PyServer> {
         let python = venv_python()?;
         let port = super::free_port().to_string();
-        Some(PyServer::start(&python, SMTP_RECEIVER, &[&ca.cert, &ca.key, Path::new(&port)]))
+        Some(PyServer::start(&python, SMTP_RECEIVER, &[&ca.cert, &ca.key, Path::new(&port), Path::new(mode)]))
     }
 
     pub fn requests(&self) -> Vec<Value> {
@@ -209,15 +210,21 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         mechanism, login = logins.get(id(session), (None, None))
-        print(json.dumps({"tls": session.ssl is not None, "auth": mechanism, "login": login,
+        tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+        print(json.dumps({"tls": tls, "auth": mechanism, "login": login,
                           "from": envelope.mail_from, "to": envelope.rcpt_tos,
                           "content": envelope.content.decode("utf-8", "replace")}), flush=True)
         return "250 OK queued"
 
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(sys.argv[1], sys.argv[2])
-controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[3]), tls_context=ctx,
-                        require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+if sys.argv[4] == "starttls":
+    controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[3]), tls_context=ctx,
+                            require_starttls=True, authenticator=authenticator, auth_require_tls=True)
+else:
+    controller = Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[3]), ssl_context=ctx,
+                            authenticator=authenticator, auth_require_tls=False,
+                            auth_exclude_mechanism=["PLAIN"])
 controller.start()
 print("PORT", controller.port, flush=True)
 while True:
