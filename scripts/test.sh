@@ -13,16 +13,23 @@ export ROTA_TEST_PG_URL="$PG_URL"
 export ROTA_TEST_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
 echo "test: PostgreSQL at $ROTA_TEST_PG_URL, etcd at $ROTA_TEST_ETCD_ENDPOINTS" >&2
 
-# schemathesis (PyPI) for tests/hostile.rs: a pinned version in a venv under target/, installed
-# only when missing or at another version.
+# schemathesis (PyPI) for tests/hostile.rs, and aiosmtpd (an SMTP server with STARTTLS and AUTH)
+# for tests/alarms.rs: pinned versions in a venv under target/, installed only when missing or
+# at another version.
 SCHEMATHESIS_VERSION=4.32.5
+AIOSMTPD_VERSION=1.4.6
 venv=target/venv
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\b"; then
     echo "test: installing schemathesis $SCHEMATHESIS_VERSION into $venv" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+if [ "$("$venv/bin/python" -c 'import aiosmtpd; print(aiosmtpd.__version__)' 2>/dev/null)" != "$AIOSMTPD_VERSION" ]; then
+    echo "test: installing aiosmtpd $AIOSMTPD_VERSION into $venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+fi
 export ROTA_SCHEMATHESIS="$PWD/$venv/bin/schemathesis"
+export ROTA_TEST_PYTHON="$PWD/$venv/bin/python"
 
 # Rules the machine keeps: formatting and lints first (fast to fail, before the long suite).
 cargo fmt --check || { echo "test: cargo fmt --check failed; run cargo fmt" >&2; exit 1; }

@@ -16,6 +16,7 @@
 //! - [`schedule`]: cron and fixed-rate schedules: the pure firing rule and the owner's loop.
 //! - [`jobs`]: routing strategies, fan-out and traffic policies (pure rules).
 //! - [`workflow`]: DAGs of jobs: definitions, their checks, how a run advances, decisions (pure).
+//! - [`tls`]: which servers outgoing TLS trusts (Mozilla's roots, or a `ca_file`).
 //! - [`alarms`]: telling people when something fails: rules, channels, the delivery loop.
 //! - [`api`]: the HTTP surface — health, metrics, `/api/v1`.
 //! - [`console`]: the web console every node serves at `/` (an API client in the browser).
@@ -47,4 +48,5 @@ pub mod node;
 pub mod ring;
 pub mod schedule;
 pub mod store;
+pub mod tls;
 pub mod workflow;

@@ -125,10 +125,12 @@ impl ChannelKind {
         };
         let mut bad = |f: &str, m: String| errors.push((format!("config.{f}"), m));
         let allowed: &[&str] = match self {
-            ChannelKind::Webhook => &["url", "secret", "timeout_ms"],
-            ChannelKind::Slack | ChannelKind::Wecom => &["url", "timeout_ms"],
-            ChannelKind::Dingtalk | ChannelKind::Feishu => &["url", "secret", "timeout_ms"],
-            ChannelKind::Email => &["host", "port", "tls", "username", "password", "from", "to", "timeout_ms"],
+            ChannelKind::Webhook => &["url", "secret", "ca_file", "timeout_ms"],
+            ChannelKind::Slack | ChannelKind::Wecom => &["url", "ca_file", "timeout_ms"],
+            ChannelKind::Dingtalk | ChannelKind::Feishu => &["url", "secret", "ca_file", "timeout_ms"],
+            ChannelKind::Email => {
+                &["host", "port", "tls", "ca_file", "username", "password", "from", "to", "timeout_ms"]
+            }
         };
         for k in fields.keys().filter(|k| !allowed.contains(&k.as_str())) {
             bad(k, format!("unknown field for a {} channel: use {}", self.as_str(), allowed.join(", ")));
@@ -149,8 +151,9 @@ impl ChannelKind {
                 }
             }
             if let Some(v) = fields.get("tls") {
-                if !matches!(v.as_str(), Some("none")) {
-                    bad("tls", format!("only `none` is built in (this build has no TLS); got {v}"));
+                if let Err(m) = v.as_str().ok_or_else(|| format!("must be a string, got {v}")).and_then(SmtpTls::parse)
+                {
+                    bad("tls", m);
                 }
             }
             for f in ["username", "password"] {
@@ -190,12 +193,67 @@ impl ChannelKind {
                 bad("secret", m);
             }
         }
+        match string("ca_file") {
+            Some(Err(m)) => bad("ca_file", m),
+            Some(Ok("")) => {
+                bad("ca_file", "must name a PEM file of the CA certificates to trust (or be left out)".into())
+            }
+            _ => {}
+        }
         if let Some(v) = fields.get("timeout_ms") {
             if !v.as_u64().is_some_and(|t| (1..=MAX_TIMEOUT_MS).contains(&t)) {
                 bad("timeout_ms", format!("must be between 1 and {MAX_TIMEOUT_MS}, got {v}"));
             }
         }
         errors
+    }
+}
+
+/// How an e-mail channel secures its SMTP connection (`config.tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain text all along (a relay on a trusted network).
+    None,
+    /// Plain at first, then `STARTTLS` before anything else (RFC 3207); a server that does not
+    /// offer it is an error, never a reason to go on in plain text. The submission port, 587.
+    StartTls,
+    /// TLS from the first byte (RFC 8314's implicit TLS), port 465.
+    Tls,
+}
+
+impl SmtpTls {
+    /// The mode named `s`.
+    pub fn parse(s: &str) -> Result<SmtpTls, String> {
+        match s {
+            "none" => Ok(SmtpTls::None),
+            "starttls" => Ok(SmtpTls::StartTls),
+            "tls" => Ok(SmtpTls::Tls),
+            other => Err(format!("unknown mode `{other}`: use none, starttls (port 587) or tls (port 465)")),
+        }
+    }
+
+    /// The mode and port an e-mail channel's config means. Given ones are kept; a missing mode
+    /// follows the port (465 `tls`, 587 `starttls`, any other `none`), a missing port the mode
+    /// (`tls` 465, `starttls` 587, `none` 25).
+    pub fn of(config: &Value) -> (SmtpTls, u16) {
+        let port = config.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok());
+        let mode = config.get("tls").and_then(Value::as_str).and_then(|s| SmtpTls::parse(s).ok());
+        match (mode, port) {
+            (Some(m), Some(p)) => (m, p),
+            (Some(m), None) => (m, m.default_port()),
+            (None, Some(465)) => (SmtpTls::Tls, 465),
+            (None, Some(587)) => (SmtpTls::StartTls, 587),
+            (None, Some(p)) => (SmtpTls::None, p),
+            (None, None) => (SmtpTls::None, 25),
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+        }
     }
 }
 

@@ -189,3 +189,28 @@ proptest! {
         prop_assert!((1..=to).all(|i| ids.contains(&i)));
     }
 }
+
+#[test]
+fn smtp_tls_mode_and_port_follow_each_other() {
+    let of = |c: Value| SmtpTls::of(&c);
+    let fields = |k: ChannelKind, c: Value| k.check(&c).into_iter().map(|(f, _)| f).collect::<Vec<_>>();
+    assert_eq!(of(json!({})), (SmtpTls::None, 25));
+    assert_eq!(of(json!({"port": 587})), (SmtpTls::StartTls, 587));
+    assert_eq!(of(json!({"port": 465})), (SmtpTls::Tls, 465));
+    assert_eq!(of(json!({"port": 2525})), (SmtpTls::None, 2525));
+    assert_eq!(of(json!({"tls": "starttls"})), (SmtpTls::StartTls, 587));
+    assert_eq!(of(json!({"tls": "tls"})), (SmtpTls::Tls, 465));
+    assert_eq!(of(json!({"tls": "none", "port": 587})), (SmtpTls::None, 587));
+    assert_eq!(of(json!({"tls": "starttls", "port": 2525})), (SmtpTls::StartTls, 2525));
+    let base = json!({"host": "mx", "from": "a@b", "to": ["c@d"]});
+    let with = |k: &str, v: Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    assert!(ChannelKind::Email.check(&with("tls", json!("starttls"))).is_empty());
+    assert!(ChannelKind::Email.check(&with("ca_file", json!("/etc/rota/ca.pem"))).is_empty());
+    assert_eq!(fields(ChannelKind::Email, with("tls", json!("ssl"))), vec!["config.tls"]);
+    assert_eq!(fields(ChannelKind::Email, with("ca_file", json!(""))), vec!["config.ca_file"]);
+    assert_eq!(fields(ChannelKind::Slack, json!({"url": "https://x/y", "ca_file": 3})), vec!["config.ca_file"]);
+}

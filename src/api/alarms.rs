@@ -115,8 +115,9 @@ pub struct CreateChannel {
     name: String,
     /// `webhook`, `slack`, `dingtalk`, `feishu` (Lark), `wecom` or `email`.
     kind: String,
-    /// The kind's settings: `url` (and `secret`) for webhooks and robots; `host`, `port`,
-    /// `from`, `to`, `username`, `password` for e-mail; `timeout_ms` for any.
+    /// The kind's settings: `url` (and `secret`) for webhooks and robots; `host`, `port`, `tls`,
+    /// `from`, `to`, `username`, `password` for e-mail; `ca_file` (a PEM file of the CAs to
+    /// trust instead of Mozilla's roots) and `timeout_ms` for any.
     #[schema(value_type = Object)]
     config: Value,
 }
@@ -142,6 +143,13 @@ fn checked_config(
     let before = errors.len();
     for (f, m) in kind.check(sent) {
         push(errors, &f, m);
+    }
+    // The file is read here so that a path the node cannot read, or a file that is not PEM,
+    // is refused now rather than found at the first delivery.
+    if let (Some(path), true) = (sent.get("ca_file").and_then(Value::as_str), errors.len() == before) {
+        if let Err(e) = crate::tls::CaFile::read(path) {
+            push(errors, "config.ca_file", e.to_string());
+        }
     }
     let merged = match secret::merge(sent, stored, &kind.secrets()) {
         Ok(m) => m,

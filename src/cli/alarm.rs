@@ -24,7 +24,8 @@ pub enum ChannelCommand {
 Examples:
   $ rota channel create ops --kind webhook --endpoint http://127.0.0.1:9/rota --secret s3cret
   $ rota channel create team-chat --kind slack --endpoint https://hooks.slack.com/services/T000/B000/XXXX
-  $ rota channel create oncall --kind email --config '{\"host\": \"127.0.0.1\", \"port\": 25, \"from\": \"rota@example.org\", \"to\": [\"oncall@example.org\"]}'")]
+  $ rota channel create oncall --kind email --config '{\"host\": \"127.0.0.1\", \"port\": 25, \"from\": \"rota@example.org\", \"to\": [\"oncall@example.org\"]}'
+  $ rota channel create mail --kind email --config '{\"host\": \"smtp.example.org\", \"tls\": \"starttls\", \"username\": \"rota\", \"password\": \"…\", \"from\": \"rota@example.org\", \"to\": [\"oncall@example.org\"]}'")]
     Create {
         /// Unique name: letters, digits, `-`, `_`, `.`.
         name: String,
@@ -40,7 +41,8 @@ Examples:
         /// Time limit of one attempt (e.g. 5s; default alarms.timeout_ms).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms)]
         timeout: Option<i64>,
-        /// More config as a JSON object (e-mail: host, port, from, to, username, password).
+        /// More config as a JSON object (e-mail: host, port, tls, from, to, username, password;
+        /// any kind: ca_file, a PEM file of the CAs to trust instead of Mozilla's roots).
         #[arg(long, value_name = "JSON", value_parser = parse_json)]
         config: Option<Value>,
     },

@@ -12,8 +12,10 @@
 //! follow a redirect the spec does not allow, or one to another origin (the agent follows none;
 //! `same_origin_hop` decides), so the spec's headers never leave the origin it names.
 //!
-//! Plain `http://` only: the build has no TLS, so an `https://` URL passes validation (it is a
-//! well-formed URL) but fails at call time.
+//! `https://` URLs are verified as [`crate::tls`] says: against Mozilla's roots, or, when the
+//! spec names a `ca_file`, against the certificates in it only (a private CA). A spec with a
+//! `ca_file` gets an agent of its own for each call (the shared pool's connections were verified
+//! against other roots, and the file is read again, so a renewed CA is picked up).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -60,9 +62,19 @@ impl HttpDriver {
     /// them to any host with every header but `Authorization`; `call` follows only those the
     /// spec allows.
     pub fn new() -> Self {
-        let config = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build();
-        Self { agent: ureq::Agent::new_with_config(config) }
+        Self { agent: agent(None) }
     }
+}
+
+/// An agent that treats statuses as answers, follows no redirect, and trusts `ca`'s
+/// certificates, or Mozilla's roots.
+fn agent(ca: Option<&crate::tls::CaFile>) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .tls_config(crate::tls::ureq_config(ca))
+        .build();
+    ureq::Agent::new_with_config(config)
 }
 
 /// One request of the spec.
@@ -104,6 +116,9 @@ struct HttpSpec {
     stop: Option<RequestSpec>,
     status: Option<RequestSpec>,
     run: Option<RequestSpec>,
+    /// A PEM file of the CA certificates `https://` servers are verified against, instead of
+    /// Mozilla's roots.
+    ca_file: Option<String>,
     /// Marks of more secret fields: only reads use them.
     #[serde(default, rename = "secrets")]
     _secrets: serde::de::IgnoredAny,
@@ -115,7 +130,12 @@ impl HttpSpec {
         serde_json::from_value(spec.clone()).map_err(|e| DriverError::Invalid(format!("spec: {e}")))
     }
 
-    fn request(self, op: &str) -> Result<RequestSpec, DriverError> {
+    fn request(self, op: &str) -> Result<(RequestSpec, Option<String>), DriverError> {
+        let ca_file = self.ca_file.clone();
+        self.request_only(op).map(|r| (r, ca_file))
+    }
+
+    fn request_only(self, op: &str) -> Result<RequestSpec, DriverError> {
         let request = match op {
             "start" => self.start,
             "stop" => self.stop,
@@ -180,7 +200,7 @@ fn excerpt(text: &str) -> &str {
 impl HttpDriver {
     /// Make the `op` request of the application, following redirects as its `redirects` allows.
     async fn call(&self, ctx: &Ctx, op: &str) -> Result<(RequestSpec, Answer), DriverError> {
-        let spec = HttpSpec::parse(&ctx.spec)?.request(op)?;
+        let (spec, ca_file) = HttpSpec::parse(&ctx.spec)?.request(op)?;
         let default_method = if op == "status" { "GET" } else { "POST" };
         let method = spec.method.clone().unwrap_or_else(|| default_method.to_string());
         let timeout = Duration::from_millis(spec.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
@@ -215,8 +235,13 @@ impl HttpDriver {
 
         tracing::debug!(app.id = ?ctx.app_id, task.id = ?ctx.task_id, op, url = %shown(&spec.url), "http call");
         let (act_by, epoch, op_name) = (ctx.act_by.clone(), ctx.epoch, format!("the `{op}` request"));
-        let agent = self.agent.clone();
+        let shared = self.agent.clone();
         let answer = tokio::task::spawn_blocking(move || {
+            let agent = match crate::tls::ca_file(ca_file.as_deref()) {
+                Ok(None) => shared,
+                Ok(Some(ca)) => agent(Some(&ca)),
+                Err(e) => return Err(DriverError::Failed(format!("{what}: ca_file: {e}"))),
+            };
             let deadline = std::time::Instant::now() + timeout;
             let timed_out = || DriverError::Timeout(format!("{what}: no answer within {} ms", timeout.as_millis()));
             let (mut method, mut url, mut with_body) = (method, origin.clone(), true);
@@ -388,8 +413,14 @@ impl Driver for HttpDriver {
         "http"
     }
 
+    /// The spec's shape, then its `ca_file`: read now, so that a path the node cannot read or a
+    /// file that is not PEM is refused when the application is made, not at its first call.
     fn validate(&self, spec: &Value) -> Result<(), Vec<SpecError>> {
-        validate_http(spec)
+        validate_http(spec)?;
+        if let Some(Err(e)) = spec.get("ca_file").and_then(Value::as_str).map(crate::tls::CaFile::read) {
+            return Err(vec![SpecError { field: "ca_file".into(), message: e.to_string() }]);
+        }
+        Ok(())
     }
 
     /// Every header value and the credentials in every URL, of every request; what is not of
@@ -472,7 +503,12 @@ fn validate_http(spec: &Value) -> Result<(), Vec<SpecError>> {
         match key.as_str() {
             "start" | "stop" | "status" | "run" => validate_request(&mut errors, key, value),
             "secrets" => check_marks(&mut errors, spec, value),
-            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run, secrets)"),
+            "ca_file" => {
+                if value.as_str().is_none_or(str::is_empty) {
+                    problem(&mut errors, key, "must be the path of a PEM file of the CA certificates to trust");
+                }
+            }
+            _ => problem(&mut errors, key, "unknown field (known: start, stop, status, run, ca_file, secrets)"),
         }
     }
     if errors.is_empty() {
@@ -843,13 +879,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn https_fails_at_call_time_without_tls() {
+    async fn https_to_a_server_without_tls_fails_the_call() {
         let s = outside_system();
         let url = format!("{}/ok", s.base.replace("http://", "https://"));
         let d = HttpDriver::new();
         let c = ctx(Some(1), json!({ "start": { "url": url, "timeout_ms": 2000 } }), json!({}));
         let err = d.start(&c).await.unwrap_err();
-        assert!(matches!(&err, DriverError::Failed(m) if m.contains("TLS")), "{err:?}");
+        assert!(matches!(&err, DriverError::Failed(m) if m.contains("https://")), "{err:?}");
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod fixture;
 pub mod flink;
 pub mod proxy;
+pub mod tls;
 
 /// Dispatch settings that make a test node react in a fraction of a second instead of the
 /// production defaults' seconds, as environment variables (later entries of a node's
