@@ -443,3 +443,90 @@ fn a_thousand_wide_fan_in_completes() {
     assert_eq!(r["context"].as_object().unwrap().len(), 1002, "every result joined the context");
     eprintln!("measured: 1,000-wide fan-in (noop jobs, 2 nodes, PostgreSQL) ended in {took:?}");
 }
+
+/// A schedule of a workflow (`rota schedule create --workflow`) starts one run per firing, on a
+/// ring of two nodes: every `fired` firing names its run and the run's coordinator task, no two
+/// firings share a run, the workflow has exactly the runs the firings name, each run's context
+/// is the schedule's payload and each succeeds; the coordinator waits for its fire time. Bad
+/// targets are refused with the field named.
+#[test]
+fn a_schedule_starts_one_workflow_run_per_firing() {
+    let c = Cluster::new(&["n1", "n2"]);
+    c.converge(&["n1", "n2"]);
+    let n = c.nodes.values().next().unwrap();
+    let (_, v) = call(n, "POST", "/api/v1/apps", Some(json!({"name": "some-app", "driver": "noop"})));
+    let app = v["id"].as_i64().unwrap();
+    let wf = create_workflow(
+        n,
+        "ticked",
+        vec![json!({"key": "a"}), json!({"key": "b"}), json!({"key": "c"})],
+        vec![json!({"from": "a", "to": "b"}), json!({"from": "a", "to": "c"})],
+    );
+
+    let field = |body: Value| {
+        let (s, v) = call(n, "POST", "/api/v1/schedules", Some(body));
+        assert_eq!(s, 422, "{v}");
+        v["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": 999})), ["workflow_id"]);
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": wf, "app_id": app})), ["workflow_id"]);
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": wf, "routing": "broadcast"})), ["routing"]);
+    let (s, v) = call(n, "POST", "/api/v1/schedules", Some(json!({"name": "x", "every_ms": 1000, "workflow_id": wf})));
+    assert_eq!(s, 201, "{v}");
+    let x = v["id"].as_i64().unwrap();
+    let (s, v) = call(n, "PATCH", &format!("/api/v1/schedules/{x}"), Some(json!({"app_id": app})));
+    assert_eq!((s, v["error"]["fields"][0]["field"].as_str()), (422, Some("app_id")), "{v}");
+    assert_eq!(call(n, "DELETE", &format!("/api/v1/schedules/{x}"), None).0, 204);
+
+    let (status, out, err) = common::run(common::rota().args([
+        "schedule",
+        "create",
+        "tick",
+        "--every",
+        "1s",
+        "--workflow",
+        "ticked",
+        "--payload",
+        r#"{"date": "2026-12-13"}"#,
+        "--json",
+        "--url",
+        &n.url(""),
+    ]));
+    assert!(status.success(), "{out}{err}");
+    let schedule: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(schedule["workflow_id"], wf, "{schedule}");
+    let id = schedule["id"].as_i64().unwrap();
+    let firings = || call(n, "GET", &format!("/api/v1/schedules/{id}"), None).1["recent_firings"].clone();
+    wait_until(Duration::from_secs(30), "four firings", || firings().as_array().unwrap().len() >= 4);
+    let (s, _) = call(n, "PATCH", &format!("/api/v1/schedules/{id}"), Some(json!({"enabled": false})));
+    assert_eq!(s, 200);
+
+    let rows = firings();
+    let rows = rows.as_array().unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for f in rows.iter().filter(|f| f["outcome"] != "skipped") {
+        let run_id = f["run_id"].as_i64().unwrap_or_else(|| panic!("a firing without its run: {f}"));
+        assert!(named.insert(run_id), "two firings name run {run_id}: {rows:?}");
+        let r = ended(n, run_id, Duration::from_secs(60));
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["workflow_id"], wf);
+        assert_eq!(r["task_id"], f["task_id"], "the firing's task is the run's coordinator: {f} {r}");
+        assert_eq!(r["context"]["date"], "2026-12-13", "{r}");
+        let coordinator = rota::store::tasks::find_task(&mut c.store.conn().unwrap(), f["task_id"].as_i64().unwrap())
+            .unwrap()
+            .unwrap();
+        let fire_at = chrono::DateTime::parse_from_rfc3339(f["fire_at"].as_str().unwrap()).unwrap().naive_utc();
+        assert_eq!(coordinator.run_after, fire_at, "the coordinator waits for its fire time");
+    }
+    let (_, runs) = call(n, "GET", &format!("/api/v1/workflows/{wf}/runs"), None);
+    let runs: std::collections::BTreeSet<i64> =
+        runs.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(runs, named, "the workflow's runs are exactly those its firings name");
+    let (status, shown, _) = common::run(common::rota().args(["schedule", "show", "tick", "--url", &n.url("")]));
+    assert!(status.success() && shown.contains(&format!("workflow {wf}")), "{shown}");
+}

@@ -35,7 +35,7 @@ pub fn config(cfg: &mut ServiceConfig) {
 }
 
 /// The largest context a run may start with (bytes of JSON): it is read on every advance.
-const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
 
 fn ts(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

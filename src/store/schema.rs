@@ -135,6 +135,7 @@ diesel::table! {
         next_fire_at -> Timestamp,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        workflow_id -> Nullable<BigInt>,
     }
 }
 
@@ -149,6 +150,7 @@ diesel::table! {
         task_id -> Nullable<BigInt>,
         node_id -> Text,
         created_at -> Timestamp,
+        run_id -> Nullable<BigInt>,
     }
 }
 
@@ -185,6 +187,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        idempotency_key -> Nullable<Text>,
     }
 }
 
