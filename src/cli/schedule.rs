@@ -22,7 +22,7 @@ Examples:
   $ rota schedule create tick --every 10s --app report --routing round_robin
   $ rota schedule create nightly --cron '0 0 2 * * *' --app report --routing sharding --shards 4 --misfire skip
   $ rota schedule create later --every 5m --paused --misfire-grace 30s --timeout 10s --max-attempts 5")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List schedules.
     #[command(after_help = "\
 Examples:
