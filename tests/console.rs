@@ -194,10 +194,28 @@ fn a_read_token_sees_no_write_control() {
     b.wait_text("h1", "web", WAIT);
     b.wait_text(".who", "read only", WAIT);
     b.screenshot("app");
-    let writes = "#act-start, #act-stop, #act-delete, #act-edit, #new-app, form.policy, form.card button.primary";
+    let writes = "#act-start, #act-stop, #act-delete, #act-edit, #new-app, form.policy, form.card button.primary, \
+                  #wf-cancel, .wf-nodes .row-actions";
     assert!(!b.exists(writes), "a write control is shown to a read token");
     // The token is kept for the tab: other pages open without asking again.
-    for (path, heading) in [("/apps", "Applications"), ("/traffic", "Traffic"), ("/schedules", "Schedules")] {
+    let (s, wf) = api(
+        &f.node.url("/api/v1/workflows"),
+        "POST",
+        Some(json!({"name": "slow", "nodes": [{"key": "wait", "payload": {"spec": {"delay_ms": 60000}}}]})),
+        Some(ADMIN),
+    );
+    assert_eq!(s, 201, "{wf}");
+    let (s, run) =
+        api(&f.node.url(&format!("/api/v1/workflows/{}/runs", wf["id"])), "POST", Some(json!({})), Some(ADMIN));
+    assert_eq!(s, 202, "{run}");
+    let run_page = format!("/workflows/runs/{}", run["run_id"]);
+    for (path, heading) in [
+        ("/apps", "Applications"),
+        ("/traffic", "Traffic"),
+        ("/schedules", "Schedules"),
+        ("/workflows", "Workflows"),
+        (run_page.as_str(), "Run"),
+    ] {
         b.goto(&f.node.url(path));
         b.wait_text("h1", heading, WAIT);
         assert!(!b.exists(writes), "{path}: a write control is shown to a read token");
@@ -214,6 +232,104 @@ fn a_read_token_sees_no_write_control() {
     b.wait("#act-start", WAIT);
     // 401: the first load without a token and the wrong token, on purpose.
     b.assert_clean(&["401"]);
+}
+
+/// A workflow run drawn as its DAG: a diamond (a → b, c → d, d failing) shows four boxes in three
+/// layers with their states and its edges' conditions; a box links to its node's task; the
+/// failed node is retried after a confirmation; a running run refreshes live and is cancelled;
+/// the list counts runs by status; the run's address survives a reload.
+#[test]
+fn a_workflow_run_is_drawn_as_its_dag_with_retry_and_cancel() {
+    let f = Fixture::start(false, "", &["--node-id", "c1"], &[]);
+    let post = |path: &str, body: Value| {
+        let (s, v) = api(&f.node.url(path), "POST", Some(body), None);
+        assert!(s == 201 || s == 202, "{path}: {s} {v}");
+        v
+    };
+    let run_of = |id: i64| api(&f.node.url(&format!("/api/v1/workflow-runs/{id}")), "GET", None, None).1;
+    let wf = post(
+        "/api/v1/workflows",
+        json!({"name": "diamond", "nodes": [
+            {"key": "a"}, {"key": "b"}, {"key": "c"},
+            {"key": "d", "payload": {"spec": {"fail": "run"}}, "max_attempts": 1}],
+          "edges": [{"from": "a", "to": "b"}, {"from": "a", "to": "c"},
+                    {"from": "b", "to": "d"}, {"from": "c", "to": "d", "on": "always"}]}),
+    );
+    let wf = wf["id"].as_i64().unwrap();
+    let id = post(&format!("/api/v1/workflows/{wf}/runs"), json!({}))["run_id"].as_i64().unwrap();
+    wait_until(WAIT, "the diamond run to fail at d", || run_of(id)["status"] == "failed");
+    let r = run_of(id);
+
+    let mut b = Browser::start("workflows");
+    b.goto(&f.node.url("/workflows"));
+    b.wait_text("table.workflows", "diamond", WAIT);
+    b.wait_text("[data-workflow=diamond] [data-runs=failed]", "1", WAIT);
+    b.click("[data-workflow=diamond] a");
+    b.wait_text("h1", "Workflow diamond", WAIT);
+    b.click(&format!("[data-run='{id}'] a"));
+    b.wait_text("h1", &format!("Run {id}"), WAIT);
+    assert_eq!(b.url(), f.node.url(&format!("/workflows/runs/{id}")));
+    b.refresh();
+    b.wait("svg.dag g.wf-node", WAIT);
+    let drawn = b.js(
+        "return Array.from(document.querySelectorAll('svg.dag g.wf-node')).map(g =>          [g.dataset.node, Number(g.dataset.layer), g.dataset.state, (g.querySelector('a') || {}).getAttribute ?          g.querySelector('a').getAttribute('href') : null])",
+        json!([]),
+    );
+    let task = |key: &str| {
+        r["nodes"].as_array().unwrap().iter().find(|n| n["key"] == key).unwrap()["task_id"].as_i64().unwrap()
+    };
+    let link = |key: &str| json!(format!("/tasks/{}", task(key)));
+    assert_eq!(
+        drawn,
+        json!([
+            ["a", 0, "succeeded", link("a")],
+            ["b", 1, "succeeded", link("b")],
+            ["c", 1, "succeeded", link("c")],
+            ["d", 2, "failed", link("d")]
+        ]),
+        "four boxes in three layers with their states, each linked to its task"
+    );
+    assert_eq!(b.find_all("svg.dag g.wf-edge").len(), 4);
+    assert!(b.text("body").contains("Run"));
+    let labels = b.js(
+        "return Array.from(document.querySelectorAll('svg.dag g.wf-edge text')).map(t => t.textContent)",
+        json!([]),
+    );
+    assert_eq!(labels, json!(["success", "success", "success", "always"]));
+    b.screenshot("diamond");
+
+    // The failed node is retried, after a confirmation.
+    assert!(!b.exists("#wf-cancel"), "no cancel for a finished run");
+    b.click("[data-node-row=d] .row-actions button");
+    b.click("[data-confirm=Retry]");
+    b.wait_text(".notice", "node d retried", WAIT);
+    wait_until(WAIT, "d to run again", || {
+        let r = run_of(id);
+        r["status"] == "failed" && r["nodes"][3]["round"] == 1
+    });
+    b.wait_text("[data-node-row=d]", "failed", WAIT);
+
+    // A box links to its node's task.
+    b.click("svg.dag g[data-node=a] a");
+    b.wait_text("h1", &format!("Task {}", task("a")), WAIT);
+
+    // A running run refreshes live, and is cancelled after a confirmation.
+    let slow = post(
+        "/api/v1/workflows",
+        json!({"name": "slow", "nodes": [{"key": "wait", "payload": {"spec": {"delay_ms": 60000}}}, {"key": "after"}],
+               "edges": [{"from": "wait", "to": "after"}]}),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    let id = post(&format!("/api/v1/workflows/{slow}/runs"), json!({}))["run_id"].as_i64().unwrap();
+    b.goto(&f.node.url(&format!("/workflows/runs/{id}")));
+    b.wait("svg.dag g[data-node=wait][data-state=running]", WAIT);
+    b.screenshot("running");
+    b.click("#wf-cancel");
+    b.click("[data-confirm='Cancel run']");
+    b.wait_text("h1 .badge", "cancelled", Duration::from_secs(30));
+    b.wait("svg.dag g[data-node=after][data-state=cancelled], svg.dag g[data-node=after][data-state=skipped], svg.dag g[data-node=after][data-state=waiting]", WAIT);
+    b.assert_clean(&[]);
 }
 
 /// Three nodes on etcd: the overview draws each node's arcs; a traffic group is switched with a

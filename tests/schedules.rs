@@ -374,6 +374,7 @@ fn two_racing_firings_of_one_step_write_once() {
             misfire_grace_ms: 60_000,
             enabled: true,
             next_fire_at: first,
+            workflow_id: None,
         },
     )
     .unwrap();
@@ -396,6 +397,71 @@ fn two_racing_firings_of_one_step_write_once() {
     assert_tiles_the_grid(&store, id, &rows);
     // The loser's view is stale now: the same step again changes nothing.
     assert!(schedules::fire(&mut store.conn().unwrap(), id, first, &decided, "d").unwrap().is_none());
+}
+
+/// Racing firings of a schedule of a workflow: one racer writes, one run per fired record, each
+/// keyed by its fire time, each the firing's; the same step again starts none.
+#[test]
+fn racing_firings_of_a_workflow_schedule_start_one_run_each() {
+    use diesel::prelude::*;
+    use rota::schedule::{step, Misfire, Policy, Timing};
+    use rota::store::workflows;
+    let pg = PgDb::create();
+    let store = open(&pg.url);
+    store.migrate().unwrap();
+    let mut conn = store.conn().unwrap();
+    let wf = workflows::create_workflow(&mut conn, "w", None, r#"{"nodes": [{"key": "a"}], "edges": []}"#).unwrap();
+    let now = schedules::db_now(&mut conn).unwrap();
+    let timing = Timing::Every(1000);
+    let first = timing.next_after(now - chrono::Duration::seconds(3)).unwrap();
+    let id = schedules::insert_schedule(
+        &mut conn,
+        &schedules::NewSchedule {
+            name: "race".into(),
+            app_id: None,
+            cron: None,
+            every_ms: Some(1000),
+            payload: r#"{"k": 1}"#.into(),
+            routing: None,
+            shard_total: None,
+            timeout_ms: None,
+            max_attempts: 3,
+            misfire: "fire_once".into(),
+            misfire_grace_ms: 60_000,
+            enabled: true,
+            next_fire_at: first,
+            workflow_id: Some(wf.id),
+        },
+    )
+    .unwrap();
+    drop(conn);
+    let decided = step(&timing, first, now, Policy { misfire: Misfire::FireOnce, grace_ms: 60_000 });
+    assert!(decided.records.len() >= 2, "{decided:?}");
+    let racers: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|node| {
+            let (store, decided) = (store.clone(), decided.clone());
+            std::thread::spawn(move || {
+                schedules::fire(&mut store.conn().unwrap(), id, first, &decided, node).unwrap().is_some()
+            })
+        })
+        .collect();
+    let won = racers.into_iter().map(|r| r.join().unwrap()).filter(|w| *w).count();
+    assert_eq!(won, 1, "exactly one racer fires");
+    assert!(schedules::fire(&mut store.conn().unwrap(), id, first, &decided, "d").unwrap().is_none());
+    let rows = firings(&store, id);
+    assert_eq!(rows.len(), decided.records.len());
+    let mut conn = store.conn().unwrap();
+    let runs = workflows::list_runs(&mut conn, wf.id, 1000).unwrap();
+    assert_eq!(runs.len(), rows.len(), "one run per fired record: {rows:?}");
+    use rota::store::schema::workflow_run;
+    for r in &rows {
+        let run = runs.iter().find(|x| Some(x.id) == r.run_id).unwrap_or_else(|| panic!("no run for {r:?}"));
+        assert_eq!((run.task_id, run.context.as_str()), (r.task_id, r#"{"k": 1}"#), "{r:?} {run:?}");
+        let key: Option<String> =
+            workflow_run::table.find(run.id).select(workflow_run::idempotency_key).first(&mut *conn).unwrap();
+        assert_eq!(key, Some(task_key(id, r.fire_at)));
+    }
 }
 
 /// A firing's task is never claimed before its fire time on the database's clock, and no firing

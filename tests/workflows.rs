@@ -443,3 +443,209 @@ fn a_thousand_wide_fan_in_completes() {
     assert_eq!(r["context"].as_object().unwrap().len(), 1002, "every result joined the context");
     eprintln!("measured: 1,000-wide fan-in (noop jobs, 2 nodes, PostgreSQL) ended in {took:?}");
 }
+
+/// A schedule of a workflow (`rota schedule create --workflow`) starts one run per firing, on a
+/// ring of two nodes: every `fired` firing names its run and the run's coordinator task, no two
+/// firings share a run, the workflow has exactly the runs the firings name, each run's context
+/// is the schedule's payload and each succeeds; the coordinator waits for its fire time. Bad
+/// targets are refused with the field named.
+#[test]
+fn a_schedule_starts_one_workflow_run_per_firing() {
+    let c = Cluster::new(&["n1", "n2"]);
+    c.converge(&["n1", "n2"]);
+    let n = c.nodes.values().next().unwrap();
+    let (_, v) = call(n, "POST", "/api/v1/apps", Some(json!({"name": "some-app", "driver": "noop"})));
+    let app = v["id"].as_i64().unwrap();
+    let wf = create_workflow(
+        n,
+        "ticked",
+        vec![json!({"key": "a"}), json!({"key": "b"}), json!({"key": "c"})],
+        vec![json!({"from": "a", "to": "b"}), json!({"from": "a", "to": "c"})],
+    );
+
+    let field = |body: Value| {
+        let (s, v) = call(n, "POST", "/api/v1/schedules", Some(body));
+        assert_eq!(s, 422, "{v}");
+        v["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": 999})), ["workflow_id"]);
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": wf, "app_id": app})), ["workflow_id"]);
+    assert_eq!(field(json!({"name": "x", "every_ms": 1000, "workflow_id": wf, "routing": "broadcast"})), ["routing"]);
+    let (s, v) = call(n, "POST", "/api/v1/schedules", Some(json!({"name": "x", "every_ms": 1000, "workflow_id": wf})));
+    assert_eq!(s, 201, "{v}");
+    let x = v["id"].as_i64().unwrap();
+    let (s, v) = call(n, "PATCH", &format!("/api/v1/schedules/{x}"), Some(json!({"app_id": app})));
+    assert_eq!((s, v["error"]["fields"][0]["field"].as_str()), (422, Some("app_id")), "{v}");
+    assert_eq!(call(n, "DELETE", &format!("/api/v1/schedules/{x}"), None).0, 204);
+
+    let (status, out, err) = common::run(common::rota().args([
+        "schedule",
+        "create",
+        "tick",
+        "--every",
+        "1s",
+        "--workflow",
+        "ticked",
+        "--payload",
+        r#"{"date": "2026-12-13"}"#,
+        "--json",
+        "--url",
+        &n.url(""),
+    ]));
+    assert!(status.success(), "{out}{err}");
+    let schedule: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(schedule["workflow_id"], wf, "{schedule}");
+    let id = schedule["id"].as_i64().unwrap();
+    let firings = || call(n, "GET", &format!("/api/v1/schedules/{id}"), None).1["recent_firings"].clone();
+    wait_until(Duration::from_secs(30), "four firings", || firings().as_array().unwrap().len() >= 4);
+    let (s, _) = call(n, "PATCH", &format!("/api/v1/schedules/{id}"), Some(json!({"enabled": false})));
+    assert_eq!(s, 200);
+
+    let rows = firings();
+    let rows = rows.as_array().unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for f in rows.iter().filter(|f| f["outcome"] != "skipped") {
+        let run_id = f["run_id"].as_i64().unwrap_or_else(|| panic!("a firing without its run: {f}"));
+        assert!(named.insert(run_id), "two firings name run {run_id}: {rows:?}");
+        let r = ended(n, run_id, Duration::from_secs(60));
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["workflow_id"], wf);
+        assert_eq!(r["task_id"], f["task_id"], "the firing's task is the run's coordinator: {f} {r}");
+        assert_eq!(r["context"]["date"], "2026-12-13", "{r}");
+        let coordinator = rota::store::tasks::find_task(&mut c.store.conn().unwrap(), f["task_id"].as_i64().unwrap())
+            .unwrap()
+            .unwrap();
+        let fire_at = chrono::DateTime::parse_from_rfc3339(f["fire_at"].as_str().unwrap()).unwrap().naive_utc();
+        assert_eq!(coordinator.run_after, fire_at, "the coordinator waits for its fire time");
+    }
+    let (_, runs) = call(n, "GET", &format!("/api/v1/workflows/{wf}/runs"), None);
+    let runs: std::collections::BTreeSet<i64> =
+        runs.as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(runs, named, "the workflow's runs are exactly those its firings name");
+    let (status, shown, _) = common::run(common::rota().args(["schedule", "show", "tick", "--url", &n.url("")]));
+    assert!(status.success() && shown.contains(&format!("workflow {wf}")), "{shown}");
+}
+
+/// `max_concurrent_runs` 2, six runs of a two-step workflow started at once on two nodes: at no
+/// look are more than two `running`, every run succeeds, they begin in id order, and a run
+/// begins only after the run two ahead of it ended (so they end in id order, two lanes apart).
+#[test]
+fn the_run_limit_holds_and_runs_start_in_id_order() {
+    let c = Cluster::new(&["n1", "n2"]);
+    c.converge(&["n1", "n2"]);
+    let n = c.nodes.values().next().unwrap();
+    let step = json!({"spec": {"delay_ms": 700}});
+    let (s, v) = call(
+        n,
+        "POST",
+        "/api/v1/workflows",
+        Some(json!({"name": "limited", "max_concurrent_runs": 2,
+            "nodes": [{"key": "a", "payload": step}, {"key": "b", "payload": step}],
+            "edges": [{"from": "a", "to": "b"}]})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let wf = v["id"].as_i64().unwrap();
+    let ids: Vec<i64> = (0..6).map(|_| start(n, wf, json!({}))).collect();
+    let mut most = 0;
+    let mut looks = 0;
+    wait_until(Duration::from_secs(120), "every run to end", || {
+        let (_, runs) = call(n, "GET", &format!("/api/v1/workflows/{wf}/runs"), None);
+        let runs = runs.as_array().unwrap();
+        let running = runs.iter().filter(|r| r["status"] == "running").count();
+        assert!(running <= 2, "{running} runs running at once: {runs:?}");
+        most = most.max(running);
+        looks += 1;
+        runs.len() == ids.len() && runs.iter().all(|r| r["status"] == "succeeded")
+    });
+    assert_eq!(most, 2, "the limit was reached ({looks} looks)");
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let runs: Vec<Value> = ids.iter().map(|id| run(n, *id)).collect();
+    let began: Vec<_> = runs.iter().map(|r| time(&r["nodes"][0]["started_at"])).collect();
+    let ended: Vec<_> = runs.iter().map(|r| time(&r["finished_at"])).collect();
+    for i in 1..ids.len() {
+        assert!(began[i - 1] <= began[i], "run {} began before run {}: {began:?}", ids[i], ids[i - 1]);
+    }
+    for i in 2..ids.len() {
+        assert!(ended[i - 2] <= began[i], "run {} began before run {} ended", ids[i], ids[i - 2]);
+        assert!(ended[i - 2] <= ended[i], "run {} ended before run {}", ids[i], ids[i - 2]);
+    }
+    eprintln!("measured: six limited runs ({looks} looks, at most {most} running at once)");
+}
+
+/// A receiver of `http` calls: answers `{"ok": true}` and keeps each request's body.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut len) = (String::new(), 0);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+            let answer = r#"{"ok": true}"#;
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, bodies)
+}
+
+/// A node whose application uses the `http` driver gets the run's context where its request
+/// body has `"{{context}}"` (as parameters are given where it has `"{{params}}"`): the run's own
+/// and every upstream node's result; and its answer joins the context.
+#[test]
+fn an_http_node_receives_the_run_context_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sqlite_node(dir.path());
+    let (url, bodies) = receiver();
+    let (s, v) = call(
+        &n,
+        "POST",
+        "/api/v1/apps",
+        Some(json!({"name": "hook", "driver": "http",
+            "spec": {"run": {"url": url, "body": {"params": "{{params}}", "context": "{{context}}"}}}})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let hook = v["id"].as_i64().unwrap();
+    let wf = create_workflow(
+        &n,
+        "notify",
+        vec![json!({"key": "count"}), json!({"key": "tell", "app_id": hook, "payload": {"channel": "ops"}})],
+        vec![json!({"from": "count", "to": "tell"})],
+    );
+    let id = start(&n, wf, json!({"date": "2026-12-13"}));
+    let r = ended(&n, id, Duration::from_secs(60));
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let seen = bodies.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["params"]["channel"], "ops", "{seen:?}");
+    let context = &seen[0]["context"];
+    assert!(context.is_object(), "the body's context is the run's: {seen:?}");
+    assert_eq!(context["date"], "2026-12-13", "{seen:?}");
+    assert!(context.get("count").is_some(), "the upstream node's result is in it: {seen:?}");
+    assert_eq!(r["context"]["tell"]["ok"], true, "the answer joined the context: {r}");
+}

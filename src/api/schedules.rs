@@ -28,6 +28,8 @@ pub fn config(cfg: &mut ServiceConfig) {
 
 /// The largest misfire grace accepted: a week.
 const MAX_GRACE_MS: i64 = 7 * 24 * 3_600_000;
+/// The largest payload: a workflow run's context is limited so (docs/workflows.md).
+const MAX_PAYLOAD_BYTES: usize = super::workflows::MAX_CONTEXT_BYTES;
 
 fn ts(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -39,6 +41,8 @@ pub struct ScheduleView {
     id: i64,
     name: String,
     app_id: Option<i64>,
+    /// The workflow a firing starts a run of (the payload is the run's context), instead of a job.
+    workflow_id: Option<i64>,
     cron: Option<String>,
     every_ms: Option<i64>,
     #[schema(value_type = Object)]
@@ -65,6 +69,7 @@ impl ScheduleView {
             payload: json_column(&s.payload),
             name: s.name,
             app_id: s.app_id,
+            workflow_id: s.workflow_id,
             cron: s.cron,
             every_ms: s.every_ms,
             routing: s.routing,
@@ -93,8 +98,10 @@ pub struct FiringView {
     times: i64,
     /// `fired`, `caught_up` or `skipped`.
     outcome: String,
-    /// The task written.
+    /// The task written: the job, or the coordinator of the workflow run started.
     task_id: Option<i64>,
+    /// The workflow run started (a schedule of a workflow).
+    run_id: Option<i64>,
     /// The node that recorded it.
     node_id: String,
     /// When it was recorded.
@@ -109,6 +116,7 @@ impl From<Firing> for FiringView {
             times: f.times,
             outcome: f.outcome,
             task_id: f.task_id,
+            run_id: f.run_id,
             node_id: f.node_id,
             created_at: ts(f.created_at),
         }
@@ -128,7 +136,10 @@ pub struct CreateSchedule {
     every_ms: Option<i64>,
     /// The application whose driver runs the job; absent for a noop job.
     app_id: Option<i64>,
-    /// The tasks' payload (a JSON object).
+    /// Start a run of this workflow at each firing instead of writing a job (not with `app_id`,
+    /// `routing`, `shard_total`, `timeout_ms`, `max_attempts`: its nodes have their own).
+    workflow_id: Option<i64>,
+    /// The tasks' payload (a JSON object); a workflow run's initial context.
     #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
     /// The tasks' routing strategy (default `hash`).
@@ -164,6 +175,8 @@ pub struct UpdateSchedule {
     every_ms: Option<Option<i64>>,
     #[serde(default, deserialize_with = "double_option")]
     app_id: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    workflow_id: Option<Option<i64>>,
     #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
@@ -220,6 +233,9 @@ fn check_fields(f: &Fields<'_>, errors: &mut Vec<FieldError>) {
     if let Some(p) = f.payload.filter(|p| !p.is_object()) {
         push(errors, "payload", format!("must be a JSON object, got {p}"));
     }
+    if let Some(p) = f.payload.filter(|p| p.to_string().len() > MAX_PAYLOAD_BYTES) {
+        push(errors, "payload", format!("at most {MAX_PAYLOAD_BYTES} bytes of JSON, got {}", p.to_string().len()));
+    }
     match crate::jobs::Strategy::parse(f.routing) {
         Ok(crate::jobs::Strategy::Workflow) => {
             push(errors, "routing", "a schedule writes jobs, not workflow coordinators".to_string())
@@ -242,6 +258,38 @@ fn check_fields(f: &Fields<'_>, errors: &mut Vec<FieldError>) {
     if let Some(g) = f.misfire_grace_ms.filter(|g| !(0..=MAX_GRACE_MS).contains(g)) {
         push(errors, "misfire_grace_ms", format!("must be between 0 and {MAX_GRACE_MS} ms, got {g}"));
     }
+}
+
+/// What a firing writes, as the schedule will be once created or changed.
+struct Target<'a> {
+    app_id: Option<i64>,
+    workflow_id: Option<i64>,
+    /// The job fields set (`routing`, …), by name: meaningless for a workflow.
+    job_fields: &'a [(&'a str, bool)],
+    /// The field to name when both `app_id` and `workflow_id` are set.
+    both: &'a str,
+}
+
+/// A schedule starts a workflow or writes a job, not both; a workflow's nodes carry their own
+/// job fields; the workflow exists.
+async fn check_target(state: &ApiState, t: &Target<'_>, errors: &mut Vec<FieldError>) -> Result<(), ApiError> {
+    let Some(id) = t.workflow_id else { return Ok(()) };
+    if t.app_id.is_some() {
+        push(
+            errors,
+            t.both,
+            "a schedule starts a workflow (`workflow_id`) or runs an application's job (`app_id`), not both",
+        );
+    }
+    for (field, set) in t.job_fields {
+        if *set {
+            push(errors, field, "only for a job: a workflow's nodes have their own (docs/workflows.md)");
+        }
+    }
+    if state.store.run(move |c| crate::store::workflows::find_workflow(c, id)).await?.is_none() {
+        push(errors, "workflow_id", format!("no workflow with id {id} (see `rota workflow list`)"));
+    }
+    Ok(())
 }
 
 async fn check_app(state: &ApiState, app_id: Option<i64>, errors: &mut Vec<FieldError>) -> Result<(), ApiError> {
@@ -296,6 +344,22 @@ async fn create(
         &mut errors,
     );
     check_app(&state, b.app_id, &mut errors).await?;
+    check_target(
+        &state,
+        &Target {
+            app_id: b.app_id,
+            workflow_id: b.workflow_id,
+            job_fields: &[
+                ("routing", b.routing.as_deref().is_some_and(|r| !r.trim().is_empty())),
+                ("shard_total", b.shard_total.is_some()),
+                ("timeout_ms", b.timeout_ms.is_some()),
+                ("max_attempts", b.max_attempts.is_some()),
+            ],
+            both: "workflow_id",
+        },
+        &mut errors,
+    )
+    .await?;
     invalid(errors)?;
     let Some(timing) = timing else { return Err(ApiError::field("cron", "invalid timing")) };
     let next_fire_at = first_fire(&state, &timing).await?;
@@ -316,6 +380,7 @@ async fn create(
         misfire_grace_ms: b.misfire_grace_ms.unwrap_or(rule::DEFAULT_MISFIRE_GRACE_MS),
         enabled: b.enabled.unwrap_or(true),
         next_fire_at,
+        workflow_id: b.workflow_id,
     };
     let id = match state.store.run(move |c| store::insert_schedule(c, &new)).await {
         Ok(id) => id,
@@ -416,6 +481,28 @@ async fn update(
         &mut errors,
     );
     check_app(&state, b.app_id.flatten(), &mut errors).await?;
+    // Set to a value: the body's; else the schedule's (`null` clears).
+    let (routing, shard_total, timeout_ms) = (
+        b.routing.clone().unwrap_or_else(|| s.routing.clone()).filter(|r| !r.trim().is_empty()),
+        b.shard_total.unwrap_or(s.shard_total),
+        b.timeout_ms.unwrap_or(s.timeout_ms),
+    );
+    check_target(
+        &state,
+        &Target {
+            app_id: b.app_id.unwrap_or(s.app_id),
+            workflow_id: b.workflow_id.unwrap_or(s.workflow_id),
+            job_fields: &[
+                ("routing", routing.is_some()),
+                ("shard_total", shard_total.is_some()),
+                ("timeout_ms", timeout_ms.is_some()),
+                ("max_attempts", b.max_attempts.is_some()),
+            ],
+            both: if b.workflow_id.is_some() { "workflow_id" } else { "app_id" },
+        },
+        &mut errors,
+    )
+    .await?;
     invalid(errors)?;
     let resumed = b.enabled == Some(true) && !s.enabled;
     let next_fire_at = match (&timing, timing_changed || resumed) {
@@ -438,6 +525,7 @@ async fn update(
         misfire_grace_ms: b.misfire_grace_ms,
         enabled: b.enabled,
         next_fire_at,
+        workflow_id: b.workflow_id,
     };
     if !state.store.run(move |c| store::update_schedule(c, id, &change)).await? {
         return Err(ApiError::NotFound(format!("no schedule with id {id}")));

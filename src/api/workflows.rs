@@ -5,7 +5,7 @@
 //! (`nodes[2].app_id`, `edges[0].to`); a cycle is refused naming its nodes. The runs themselves
 //! advance on their coordinators ([`crate::dispatch`]), not in this module.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use chrono::NaiveDateTime;
@@ -35,7 +35,7 @@ pub fn config(cfg: &mut ServiceConfig) {
 }
 
 /// The largest context a run may start with (bytes of JSON): it is read on every advance.
-const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_CONTEXT_BYTES: usize = 1024 * 1024;
 
 fn ts(t: NaiveDateTime) -> String {
     t.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -122,6 +122,8 @@ pub struct WorkflowView {
     /// The current version's edges.
     #[schema(value_type = Vec<Object>)]
     edges: Value,
+    /// How many of its runs are in each status (`pending`, `running`, …; absent: none).
+    runs: BTreeMap<String, i64>,
     created_at: String,
     updated_at: String,
 }
@@ -135,6 +137,7 @@ fn view(w: WorkflowRow, definition: &str) -> WorkflowView {
         max_concurrent_runs: w.max_concurrent_runs,
         nodes: d.get("nodes").cloned().unwrap_or_else(|| json!([])),
         edges: d.get("edges").cloned().unwrap_or_else(|| json!([])),
+        runs: BTreeMap::new(),
         created_at: ts(w.created_at),
         updated_at: ts(w.updated_at),
     }
@@ -315,16 +318,28 @@ async fn list(state: web::Data<ApiState>, q: web::Query<ListQuery>) -> Result<Ht
         .store
         .run(move |c| {
             let rows = store::list_workflows(c, after, limit)?;
+            let ids: Vec<i64> = rows.iter().map(|w| w.id).collect();
+            let counts = store::run_counts(c, &ids)?;
             rows.into_iter()
                 .map(|w| {
                     let d = store::definition(c, w.id, w.version)?.unwrap_or_default();
                     Ok((w, d))
                 })
                 .collect::<Result<Vec<_>, crate::store::StoreError>>()
+                .map(|rows| (rows, counts))
         })
         .await?;
+    let (rows, counts) = rows;
     let full = rows.len() as i64 == limit;
-    let items = rows.into_iter().map(|(w, d)| (w.id, view(w, &d))).collect();
+    let items = rows
+        .into_iter()
+        .map(|(w, d)| {
+            let id = w.id;
+            let mut v = view(w, &d);
+            v.runs = counts.iter().filter(|(w, _, _)| *w == id).map(|(_, s, n)| (s.clone(), *n)).collect();
+            (id, v)
+        })
+        .collect();
     let page = Page::cut(items, full, state.max_response_bytes, |after| {
         next_link("/api/v1/workflows", limit, ("after", after), &[])
     });
@@ -348,8 +363,12 @@ async fn load(state: &ApiState, id: i64) -> Result<(WorkflowRow, String), ApiErr
     (status = 404, description = "No such workflow", body = ErrorBody)))]
 #[get("/workflows/{id}")]
 async fn show(state: web::Data<ApiState>, id: web::Path<i64>) -> Result<HttpResponse, ApiError> {
-    let (w, d) = load(&state, id.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(view(w, &d)))
+    let id = id.into_inner();
+    let (w, d) = load(&state, id).await?;
+    let counts = state.store.run(move |c| store::run_counts(c, &[id])).await?;
+    let mut v = view(w, &d);
+    v.runs = counts.into_iter().map(|(_, s, n)| (s, n)).collect();
+    Ok(HttpResponse::Ok().json(v))
 }
 
 #[utoipa::path(tag = "workflows", params(("id" = i64, Path, description = "Workflow id")), request_body = ReplaceWorkflow, responses(
@@ -448,6 +467,10 @@ async fn start_run(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NodeRunView {
     key: String,
+    /// The application whose job it runs (none: a noop job, or a decision).
+    app_id: Option<i64>,
+    /// A decision node's expression.
+    expression: Option<String>,
     /// `waiting` `running` `succeeded` `failed` `skipped` `cancelled`.
     status: String,
     /// Its latest job.
@@ -518,6 +541,8 @@ fn assemble(run: RunRow, def: Option<String>, nodes: Vec<NodeView>) -> RunView {
         .map(|n| match by_key.remove(&n.key) {
             Some(v) => NodeRunView {
                 key: n.key.clone(),
+                app_id: n.app_id,
+                expression: n.decision.clone(),
                 status: v.row.status,
                 task_id: v.row.task_id,
                 task_status: v.task_status,
@@ -530,6 +555,8 @@ fn assemble(run: RunRow, def: Option<String>, nodes: Vec<NodeView>) -> RunView {
             },
             None => NodeRunView {
                 key: n.key.clone(),
+                app_id: n.app_id,
+                expression: n.decision.clone(),
                 status: "waiting".into(),
                 task_id: None,
                 task_status: None,

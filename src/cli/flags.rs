@@ -89,6 +89,7 @@ pub const SCHEDULE_CREATE: &[Flag] = &[
     f("cron", "--cron"),
     f("every_ms", "--every"),
     f("app_id", "--app"),
+    f("workflow_id", "--workflow"),
     f("payload", "--payload"),
     f("routing", "--routing"),
     f("shard_total", "--shards"),

@@ -22,7 +22,7 @@ Examples:
   $ rota schedule create tick --every 10s --app report --routing round_robin
   $ rota schedule create nightly --cron '0 0 2 * * *' --app report --routing sharding --shards 4 --misfire skip
   $ rota schedule create later --every 5m --paused --misfire-grace 30s --timeout 10s --max-attempts 5")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List schedules.
     #[command(after_help = "\
 Examples:
@@ -85,7 +85,11 @@ pub struct CreateArgs {
     /// The application whose driver runs the job (id or name); without it the job is a noop.
     #[arg(long, value_name = "ID")]
     pub app: Option<String>,
-    /// The tasks' payload as a JSON object.
+    /// Start a run of this workflow (id or name) at each firing instead of a job; --payload is
+    /// the run's context.
+    #[arg(long, value_name = "NAME|ID", conflicts_with = "app")]
+    pub workflow: Option<String>,
+    /// The tasks' payload as a JSON object (a workflow run's context).
     #[arg(long, value_name = "JSON", value_parser = parse_json)]
     pub payload: Option<Value>,
     /// The tasks' routing strategy (hash, round_robin, broadcast, sharding, …).
@@ -196,6 +200,9 @@ fn create(client: &Client, json: bool, args: &CreateArgs) -> Result<(), CliError
     if let Some(app) = &args.app {
         body["app_id"] = json!(super::resolve_app(client, app)?);
     }
+    if let Some(workflow) = &args.workflow {
+        body["workflow_id"] = json!(super::workflow::resolve(client, workflow)?);
+    }
     if args.paused {
         body["enabled"] = json!(false);
     }
@@ -227,6 +234,15 @@ fn set_enabled(client: &Client, json: bool, schedule: &str, enabled: bool) -> Re
     Ok(())
 }
 
+/// What a firing writes: a workflow's run, an application's job, or a noop job.
+fn target(s: &Value) -> String {
+    match (s["workflow_id"].as_i64(), s["app_id"].as_i64()) {
+        (Some(w), _) => format!("workflow {w}"),
+        (None, Some(a)) => format!("app {a}"),
+        _ => "noop job".into(),
+    }
+}
+
 fn timing(s: &Value) -> String {
     match (s["cron"].as_str(), s["every_ms"].as_i64()) {
         (Some(c), _) => format!("cron {c}"),
@@ -244,13 +260,13 @@ fn list(client: &Client, json: bool, limit: Option<i64>, all: bool) -> Result<()
     if json {
         return print_json(&page);
     }
-    let mut t = Table::new(&["ID", "NAME", "TIMING", "APP", "ENABLED", "MISFIRE", "NEXT FIRE", "OWNER"]);
+    let mut t = Table::new(&["ID", "NAME", "TIMING", "STARTS", "ENABLED", "MISFIRE", "NEXT FIRE", "OWNER"]);
     for s in items(&page) {
         t.row(vec![
             table::cell(&s["id"]),
             table::cell(&s["name"]),
             timing(s),
-            table::cell(&s["app_id"]),
+            target(s),
             table::cell(&s["enabled"]),
             table::cell(&s["misfire"]),
             table::cell(&s["next_fire_at"]),
@@ -274,7 +290,7 @@ pub fn render(s: &Value) -> String {
         ("next fire", table::cell(&s["next_fire_at"])),
         ("owner", table::cell(&s["owner_node"])),
         ("misfire", format!("{} (grace {} ms)", table::cell(&s["misfire"]), table::cell(&s["misfire_grace_ms"]))),
-        ("app", table::cell(&s["app_id"])),
+        ("starts", target(s)),
         ("payload", s["payload"].to_string()),
         ("routing", table::cell(&s["routing"])),
         ("shards", table::cell(&s["shard_total"])),
@@ -285,7 +301,7 @@ pub fn render(s: &Value) -> String {
     ];
     let mut out = table::fields(&pairs);
     if let Some(firings) = s["recent_firings"].as_array().filter(|f| !f.is_empty()) {
-        let mut t = Table::new(&["FIRE AT", "OUTCOME", "TIMES", "LAST", "TASK", "NODE"]);
+        let mut t = Table::new(&["FIRE AT", "OUTCOME", "TIMES", "LAST", "TASK", "RUN", "NODE"]);
         for f in firings {
             t.row(vec![
                 table::cell(&f["fire_at"]),
@@ -293,6 +309,7 @@ pub fn render(s: &Value) -> String {
                 table::cell(&f["times"]),
                 table::cell(&f["last_at"]),
                 table::cell(&f["task_id"]),
+                table::cell(&f["run_id"]),
                 table::cell(&f["node_id"]),
             ]);
         }

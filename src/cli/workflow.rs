@@ -207,7 +207,7 @@ fn ended(r: &Value) -> bool {
 }
 
 /// A workflow id, or the id of the workflow with this name.
-fn resolve(client: &Client, workflow: &str) -> Result<i64, CliError> {
+pub fn resolve(client: &Client, workflow: &str) -> Result<i64, CliError> {
     if let Ok(id) = workflow.parse::<i64>() {
         return Ok(id);
     }

@@ -58,6 +58,7 @@ static ASSETS: &[Asset] = &[
     asset!("apps.js", "text/javascript; charset=utf-8"),
     asset!("tasks.js", "text/javascript; charset=utf-8"),
     asset!("schedules.js", "text/javascript; charset=utf-8"),
+    asset!("workflows.js", "text/javascript; charset=utf-8"),
     asset!("traffic.js", "text/javascript; charset=utf-8"),
     asset!("events.js", "text/javascript; charset=utf-8"),
     asset!("console.css", "text/css; charset=utf-8"),
@@ -118,7 +119,7 @@ async fn asset(req: HttpRequest, path: web::Path<(String, String)>) -> HttpRespo
 /// The first segments of the console's page addresses (`/` besides): the shell answers these
 /// and what lies under them, and nothing else, so a mistyped URL or a probe gets the API's JSON
 /// 404 rather than a page (docs/api.md#errors).
-const PAGES: [&str; 5] = ["apps", "tasks", "schedules", "traffic", "events"];
+const PAGES: [&str; 6] = ["apps", "tasks", "schedules", "workflows", "traffic", "events"];
 
 /// Is this a path the console's shell answers (a `GET` or `HEAD` of `/` or of a console page's
 /// address, [`PAGES`])?
@@ -165,7 +166,19 @@ mod tests {
 
     #[test]
     fn pages_are_everything_but_the_api_and_the_assets() {
-        for page in ["/", "/apps", "/apps/42", "/apps/new", "/tasks/7", "/schedules", "/traffic", "/events"] {
+        for page in [
+            "/",
+            "/apps",
+            "/apps/42",
+            "/apps/new",
+            "/tasks/7",
+            "/schedules",
+            "/workflows",
+            "/workflows/3",
+            "/workflows/runs/12",
+            "/traffic",
+            "/events",
+        ] {
             assert!(is_page(&Method::GET, page), "{page}");
             assert!(is_page(&Method::HEAD, page), "{page}");
         }

@@ -6,7 +6,8 @@
 //! A hand-off is cheap: nothing runs on the node, only the monitoring moves.
 //!
 //! Must never: put task parameters into a URL (they go into the body, where the spec has the
-//! value `"{{params}}"`, and the caller's identity into `X-Rota-*` headers); retry on its own;
+//! value `"{{params}}"` — a workflow node's run context where it has `"{{context}}"` — and the
+//! caller's identity into `X-Rota-*` headers); retry on its own;
 //! block a tokio worker (ureq is blocking, so every call runs in `spawn_blocking`); quote the
 //! spec's headers (they may carry credentials) or a URL's query and user info in errors or logs;
 //! follow a redirect the spec does not allow, or one to another origin (the agent follows none;
@@ -32,6 +33,9 @@ use super::{BoxFut, Ctx, Driver, DriverError, Observed, SpecError};
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// A JSON value in a request body that is replaced by the task's parameters.
 pub const PARAMS_PLACEHOLDER: &str = "{{params}}";
+/// A JSON value in a request body that is replaced by a workflow node's run context
+/// (docs/workflows.md#context), or `null` outside a workflow: what `ROTA_CONTEXT` is to a command.
+pub const CONTEXT_PLACEHOLDER: &str = "{{context}}";
 /// Bytes of an error response quoted in the error.
 const ERROR_BODY_BYTES: usize = 500;
 /// Largest response read; a result goes into a task row.
@@ -166,14 +170,16 @@ impl Answer {
     }
 }
 
-/// `"{{params}}"` as a whole JSON value, anywhere in `body`, becomes the parameters. Only whole
-/// values: a string that merely contains the placeholder is left as it is, so nothing is ever
+/// `"{{params}}"` as a whole JSON value, anywhere in `body`, becomes the parameters, and
+/// `"{{context}}"` the workflow run's context (`null` when the task is no workflow node). Only
+/// whole values: a string that merely contains a placeholder is left as it is, so nothing is ever
 /// spliced into text.
-fn substitute(body: &mut Value, params: &Value) {
+fn substitute(body: &mut Value, params: &Value, context: Option<&Value>) {
     match body {
         Value::String(s) if s == PARAMS_PLACEHOLDER => *body = params.clone(),
-        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, params)),
-        Value::Object(fields) => fields.values_mut().for_each(|v| substitute(v, params)),
+        Value::String(s) if s == CONTEXT_PLACEHOLDER => *body = context.cloned().unwrap_or(Value::Null),
+        Value::Array(items) => items.iter_mut().for_each(|v| substitute(v, params, context)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| substitute(v, params, context)),
         _ => {}
     }
 }
@@ -220,7 +226,7 @@ impl HttpDriver {
         let body = match &spec.body {
             Some(template) => {
                 let mut body = template.clone();
-                substitute(&mut body, &ctx.params);
+                substitute(&mut body, &ctx.params, ctx.context.as_ref());
                 Some(serde_json::to_vec(&body).map_err(|e| DriverError::Invalid(format!("{what}: body: {e}")))?)
             }
             None => None,
@@ -894,6 +900,17 @@ mod tests {
         let err =
             d.stop(&ctx(Some(1), json!({ "start": { "url": "http://127.0.0.1:1/" } }), json!({}))).await.unwrap_err();
         assert_eq!(err, DriverError::Invalid("this application has no `stop` request".into()));
+    }
+
+    #[test]
+    fn placeholders_are_whole_values_and_context_is_null_outside_a_workflow() {
+        let template = json!({"p": "{{params}}", "c": ["{{context}}"], "text": "see {{context}}"});
+        let mut body = template.clone();
+        substitute(&mut body, &json!({"a": 1}), Some(&json!({"extract": {"rows": 3}})));
+        assert_eq!(body, json!({"p": {"a": 1}, "c": [{"extract": {"rows": 3}}], "text": "see {{context}}"}));
+        let mut body = template;
+        substitute(&mut body, &json!({}), None);
+        assert_eq!(body["c"], json!([null]));
     }
 
     #[test]

@@ -337,6 +337,7 @@ mod tests {
             next_fire_at: next,
             created_at: t0(),
             updated_at: t0(),
+            workflow_id: None,
         }
     }
 

@@ -20,6 +20,7 @@ use super::events::record_event;
 use super::models::{NewEvent, NewTask};
 use super::schema::{schedule, schedule_firing};
 use super::tasks::insert_task;
+use super::workflows::start_scheduled_run;
 use super::{AnyConnection, StoreError};
 use crate::schedule::{task_key, Outcome, Record, Step};
 
@@ -59,6 +60,9 @@ pub struct Schedule {
     pub created_at: NaiveDateTime,
     /// Last changed by an admin (UTC).
     pub updated_at: NaiveDateTime,
+    /// The workflow a firing starts a run of (its context: `payload`), instead of a job; exclusive
+    /// with `app_id`.
+    pub workflow_id: Option<i64>,
 }
 
 /// A new `schedule` row.
@@ -91,6 +95,8 @@ pub struct NewSchedule {
     pub enabled: bool,
     /// See [`Schedule::next_fire_at`].
     pub next_fire_at: NaiveDateTime,
+    /// See [`Schedule::workflow_id`].
+    pub workflow_id: Option<i64>,
 }
 
 /// Fields an admin may change (absent: unchanged; `Some(None)`: set NULL).
@@ -121,6 +127,8 @@ pub struct ScheduleUpdate {
     pub enabled: Option<bool>,
     /// See [`Schedule::next_fire_at`].
     pub next_fire_at: Option<NaiveDateTime>,
+    /// See [`Schedule::workflow_id`].
+    pub workflow_id: Option<Option<i64>>,
 }
 
 /// A row of `schedule_firing`.
@@ -137,12 +145,14 @@ pub struct Firing {
     pub times: i64,
     /// `fired`, `caught_up` or `skipped`.
     pub outcome: String,
-    /// The task written (None when skipped).
+    /// The task written (None when skipped): the job, or the coordinator of the run started.
     pub task_id: Option<i64>,
     /// The node that recorded it.
     pub node_id: String,
     /// When it was recorded (UTC).
     pub created_at: NaiveDateTime,
+    /// The workflow run started (a schedule of a workflow).
+    pub run_id: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -155,6 +165,7 @@ struct NewFiring<'a> {
     outcome: &'a str,
     task_id: Option<i64>,
     node_id: &'a str,
+    run_id: Option<i64>,
 }
 
 /// Insert a schedule; returns its id. A taken name is a
@@ -267,7 +278,9 @@ pub struct Fired {
 /// Apply `step` to schedule `id`, whose `next_fire_at` was read as `expected`, on behalf of
 /// `node`: in one transaction, advance `next_fire_at` (or disable a cron schedule that has no
 /// fire time left) only if it still is `expected` and the schedule is enabled; write a
-/// `schedule_firing` row per record and a `run` task per fired record; record the events.
+/// `schedule_firing` row per record and, per fired record, a `run` task — or, for a schedule of
+/// a workflow, a `workflow_run` row (whose trigger writes its coordinator task) with the
+/// schedule's payload as its context; record the events.
 /// `Ok(None)`: the guard matched nothing (another node fired it, or an admin changed it).
 pub fn fire(
     conn: &mut AnyConnection,
@@ -290,8 +303,19 @@ pub fn fire(
             .select(schedule_firing::fire_at)
             .load(c)?;
         let mut written = Vec::new();
+        let mut runs = Vec::new();
         for r in step.records.iter().filter(|r| !taken.contains(&r.fire_at)) {
-            let task_id = if r.outcome.fires() {
+            let mut run_id = None;
+            let task_id = if !r.outcome.fires() {
+                None
+            } else if let Some(workflow) = s.workflow_id {
+                // The key a job of this firing would carry: one run per fire time, whichever
+                // node fires it.
+                let run = start_scheduled_run(c, workflow, &s.payload, &task_key(id, r.fire_at), r.fire_at)?;
+                run_id = Some(run.id);
+                runs.push(run.id);
+                run.task_id
+            } else {
                 Some(insert_task(
                     c,
                     &NewTask {
@@ -309,8 +333,6 @@ pub fn fire(
                         ..Default::default()
                     },
                 )?)
-            } else {
-                None
             };
             diesel::insert_into(schedule_firing::table)
                 .values(&NewFiring {
@@ -321,11 +343,12 @@ pub fn fire(
                     outcome: r.outcome.as_str(),
                     task_id,
                     node_id: node,
+                    run_id,
                 })
                 .execute(c)?;
             written.push((r.clone(), task_id));
         }
-        record_events(c, &s, &written, node, step.next_fire_at.is_none())?;
+        record_events(c, &s, &written, &runs, node, step.next_fire_at.is_none())?;
         Ok(Some(Fired { schedule: s, records: written }))
     })
 }
@@ -367,6 +390,7 @@ fn record_events(
     conn: &mut AnyConnection,
     s: &Schedule,
     written: &[(Record, Option<i64>)],
+    runs: &[i64],
     node: &str,
     ended: bool,
 ) -> Result<(), StoreError> {
@@ -384,15 +408,14 @@ fn record_events(
     if let Some((first, task)) = fired.first() {
         let times: Vec<String> = fired.iter().map(|(r, _)| time(r.fire_at)).collect();
         let tasks: Vec<Option<i64>> = fired.iter().map(|(_, t)| *t).collect();
-        record_event(
-            conn,
-            &event(
-                "schedule.fired",
-                *task,
-                format!("schedule {} `{}` fired for {}", s.id, s.name, time(first.fire_at)),
-                json!({ "schedule_id": s.id, "fire_at": times, "task_ids": tasks }),
-            ),
-        )?;
+        let mut data = json!({ "schedule_id": s.id, "fire_at": times, "task_ids": tasks });
+        let mut message = format!("schedule {} `{}` fired for {}", s.id, s.name, time(first.fire_at));
+        if let Some(w) = s.workflow_id {
+            data["workflow_id"] = json!(w);
+            data["run_ids"] = json!(runs);
+            message.push_str(&format!(": workflow {w} run {}", runs.first().copied().unwrap_or_default()));
+        }
+        record_event(conn, &event("schedule.fired", *task, message, data))?;
     }
     let missed: Vec<&(Record, Option<i64>)> = written.iter().filter(|(r, _)| r.outcome != Outcome::Fired).collect();
     if let (Some((from, _)), Some((to, _))) = (missed.first(), missed.last()) {

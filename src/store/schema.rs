@@ -136,6 +136,7 @@ diesel::table! {
         next_fire_at -> Timestamp,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        workflow_id -> Nullable<BigInt>,
     }
 }
 
@@ -150,6 +151,7 @@ diesel::table! {
         task_id -> Nullable<BigInt>,
         node_id -> Text,
         created_at -> Timestamp,
+        run_id -> Nullable<BigInt>,
     }
 }
 
@@ -186,6 +188,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
+        idempotency_key -> Nullable<Text>,
     }
 }
 

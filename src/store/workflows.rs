@@ -216,6 +216,43 @@ pub fn start_run(conn: &mut AnyConnection, workflow_id: i64, context: &str) -> R
     })
 }
 
+/// Start a run for a schedule's firing (docs/workflows.md#schedules): the run row, carrying
+/// `key` (unique: a second run for the same firing is refused), and its coordinator task held
+/// until `not_before`, the fire time on the database's clock, as a scheduled job is. Called
+/// inside the firing's transaction.
+pub fn start_scheduled_run(
+    conn: &mut AnyConnection,
+    workflow_id: i64,
+    context: &str,
+    key: &str,
+    not_before: NaiveDateTime,
+) -> Result<RunRow, StoreError> {
+    conn.transaction(|c| {
+        let id: i64 = diesel::insert_into(workflow_run::table)
+            .values((
+                workflow_run::workflow_id.eq(workflow_id),
+                workflow_run::context.eq(context),
+                workflow_run::idempotency_key.eq(key),
+            ))
+            .returning(workflow_run::id)
+            .get_result(c)?;
+        let run: RunRow = workflow_run::table.find(id).select(RunRow::as_select()).first(c)?;
+        if let Some(coordinator) = run.task_id {
+            diesel::update(task::table.find(coordinator)).set(task::run_after.eq(not_before)).execute(c)?;
+        }
+        Ok(run)
+    })
+}
+
+/// Runs of each of `workflows` by status: (workflow, status, count).
+pub fn run_counts(conn: &mut AnyConnection, workflows: &[i64]) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    Ok(workflow_run::table
+        .filter(workflow_run::workflow_id.eq_any(workflows))
+        .group_by((workflow_run::workflow_id, workflow_run::status))
+        .select((workflow_run::workflow_id, workflow_run::status, diesel::dsl::count_star()))
+        .load(conn)?)
+}
+
 /// One run.
 pub fn find_run(conn: &mut AnyConnection, id: i64) -> Result<Option<RunRow>, StoreError> {
     Ok(workflow_run::table.find(id).select(RunRow::as_select()).first(conn).optional()?)

@@ -8,6 +8,7 @@ import { Overview } from './overview.js';
 import { AppList, AppDetail, AppForm } from './apps.js';
 import { TaskList, TaskDetail } from './tasks.js';
 import { Schedules } from './schedules.js';
+import { Workflows, WorkflowRuns, WorkflowRun } from './workflows.js';
 import { Traffic } from './traffic.js';
 import { Events } from './events.js';
 
@@ -20,6 +21,9 @@ const ROUTES = [
   [/^\/tasks$/, () => html`<${TaskList} />`],
   [/^\/tasks\/(\d+)$/, (id) => html`<${TaskDetail} id=${id} key=${id} />`],
   [/^\/schedules$/, () => html`<${Schedules} />`],
+  [/^\/workflows$/, () => html`<${Workflows} />`],
+  [/^\/workflows\/(\d+)$/, (id) => html`<${WorkflowRuns} id=${id} key=${id} />`],
+  [/^\/workflows\/runs\/(\d+)$/, (id) => html`<${WorkflowRun} id=${id} key=${id} />`],
   [/^\/traffic$/, () => html`<${Traffic} />`],
   [/^\/events$/, () => html`<${Events} />`],
 ];
@@ -29,6 +33,7 @@ const NAV = [
   ['/apps', 'Applications'],
   ['/tasks', 'Tasks and jobs'],
   ['/schedules', 'Schedules'],
+  ['/workflows', 'Workflows'],
   ['/traffic', 'Traffic'],
   ['/events', 'Events'],
 ];

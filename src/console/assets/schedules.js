@@ -68,14 +68,14 @@ export function Schedules() {
     <${ErrorBox} error=${list.error} />
     <${Notice} notice=${notice} />
     <table class="schedules">
-      <thead><tr><th scope="col">Name</th><th scope="col">When</th><th scope="col">Next fire</th><th scope="col">State</th><th scope="col">Application</th><th scope="col">Routing</th><th scope="col">Fired by</th>${canWrite() && html`<th scope="col">Actions</th>`}</tr></thead>
+      <thead><tr><th scope="col">Name</th><th scope="col">When</th><th scope="col">Next fire</th><th scope="col">State</th><th scope="col">Starts</th><th scope="col">Routing</th><th scope="col">Fired by</th>${canWrite() && html`<th scope="col">Actions</th>`}</tr></thead>
       <tbody>${items.length === 0 && html`<tr><td colspan="8" class="muted">No schedules.</td></tr>`}
       ${items.map((s) => html`<tr data-schedule=${s.name}>
         <th scope="row">${s.name}</th>
         <td>${s.cron ? html`<code>${s.cron}</code>` : `every ${ms(s.every_ms)}`}</td>
         <td><${Time} at=${s.next_fire_at} /></td>
         <td><${Badge} state=${s.enabled ? 'enabled' : 'paused'} /></td>
-        <td>${s.app_id != null ? html`<${Link} href=${`/apps/${s.app_id}`}>${s.app_id}</${Link}>` : html`<span class="muted">noop job</span>`}</td>
+        <td>${s.workflow_id != null ? html`<${Link} href=${`/workflows/${s.workflow_id}`}>workflow ${s.workflow_id}</${Link}>` : s.app_id != null ? html`<${Link} href=${`/apps/${s.app_id}`}>${s.app_id}</${Link}>` : html`<span class="muted">noop job</span>`}</td>
         <td>${s.routing || 'hash'}${s.shard_total ? ` × ${s.shard_total}` : ''}</td>
         <td>${s.owner_node || '—'}</td>
         ${canWrite() && html`<td class="row-actions">
