@@ -693,7 +693,7 @@ fn an_attempt_counts_when_the_job_starts(postgres: bool) {
     let slots = [("ROTA__DISPATCH__MAX_CONCURRENCY", "1")];
     let mut f = fixture(postgres, &slots);
     let gate = f.dir.path().join("gate");
-    let script = format!("test -e {} || sleep 120", gate.display());
+    let script = format!("while ! test -e {}; do sleep 0.05; done", gate.display());
     let spec = serde_json::json!({"command": ["/bin/sh", "-c", script]}).to_string();
     f.sql(&format!("INSERT INTO application (name, driver, spec) VALUES ('slow', 'process', '{spec}')"));
     let values = ["(1, 'run', 1)"; 6].join(", ");
@@ -723,6 +723,23 @@ fn an_attempt_counts_when_the_job_starts(postgres: bool) {
         }
     }
     assert_eq!(f.scalar("SELECT count(*) AS n FROM task WHERE started_at IS NOT NULL"), 6, "each ran once");
+
+    // A job that waited for the slot has its mark taken back, and written again as it starts.
+    std::fs::remove_file(&gate).unwrap();
+    f.sql("INSERT INTO task (app_id, action, max_attempts) VALUES (1, 'run', 1), (1, 'run', 1)");
+    let waiting = "SELECT count(*) AS n FROM task WHERE id > 6 AND status = 'running' AND started_at IS NULL";
+    wait_until(Duration::from_secs(30), "the second job's mark taken back", || f.scalar(waiting) == 1);
+    std::fs::write(&gate, "").unwrap();
+    let rows = f.wait_all_terminal(Duration::from_secs(30));
+    assert!(rows[6..].iter().all(|r| r.status == "succeeded"), "{rows:?}");
+    // Its start came at least START_SOON (500 ms) after its claim; the other's mark is its claim's.
+    let later = if postgres {
+        "started_at > claimed_at + interval '400 milliseconds'"
+    } else {
+        "julianday(started_at) > julianday(claimed_at) + 0.4 / 86400.0"
+    };
+    let rewritten = format!("SELECT count(*) AS n FROM task WHERE id > 6 AND started_at IS NOT NULL AND {later}");
+    assert_eq!(f.scalar(&rewritten), 1, "the waiting job's mark is its start, after its claim");
 }
 
 #[test]

@@ -165,7 +165,8 @@ pub struct TaskSummaryView {
     error: Option<String>,
     created_at: String,
     claimed_at: Option<String>,
-    /// Jobs: when the current attempt began executing; none while claimed and not started.
+    /// When the current attempt began (its claim; for a job that waited for an execution slot,
+    /// its start); none for a job claimed and still waiting.
     started_at: Option<String>,
     finished_at: Option<String>,
     /// Jobs: how it picks its node(s) (`hash` when absent).

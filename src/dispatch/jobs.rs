@@ -291,8 +291,9 @@ async fn execute(
     if !shared.may_act() {
         return None;
     }
-    // The attempt counts from here: no driver runs before its row's start mark is written.
-    match shared.starter.start(task).await {
+    // The attempt counts from here: a job whose start mark was taken back while it waited
+    // gets it written again before its driver runs.
+    match shared.starts.start(task).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!(task.id = task.id, "the job is no longer this node's claim: it does not start");

@@ -61,7 +61,7 @@ impl Pump {
                     Ok(rows) => Dispatcher::summary(rows.iter(), batch),
                     Err(_) => (false, None),
                 };
-                slot.send(claimed.map(|rows| shared.held.claimed(rows)));
+                slot.send(claimed.map(|rows| shared.claimed(rows)));
                 match next {
                     (true, Some(last)) => after = last,
                     _ => {

@@ -279,7 +279,7 @@ impl Dispatcher {
             let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
             let claimed =
                 self.shared.store.run(move |c| claim::claim_next(c, &plans, after, batch, &node, epoch, fence)).await?;
-            self.claimed_next(self.shared.held.claimed(claimed), &place)
+            self.claimed_next(self.shared.claimed(claimed), &place)
         } else if claim == Claim::Window {
             return self.window_round(&place).await;
         } else {
@@ -322,10 +322,10 @@ impl Dispatcher {
                 self.shared.store.run(move |c| claim::claim(c, &plans, &mine, &node, epoch, fence)).await?
             };
             if windowing {
-                self.hand_out(self.shared.held.claimed(claimed), &place, HashMap::new()).await;
+                self.hand_out(self.shared.claimed(claimed), &place, HashMap::new()).await;
                 return Ok(true);
             }
-            (self.shared.held.claimed(claimed), full, last)
+            (self.shared.claimed(claimed), full, last)
         };
         self.cursor = if full { last.unwrap_or(0) } else { 0 };
         tracing::trace!(claimed = claimed.len(), cursor = after, full, "round");
@@ -406,7 +406,7 @@ impl Dispatcher {
                 tracing::debug!(error = %e, "reading the applications of claimed commands failed; their actors read them");
                 Vec::new()
             });
-            let claimed = self.shared.held.claimed(claimed);
+            let claimed = self.shared.claimed(claimed);
             tracing::trace!(claimed = claimed.len(), "turn round");
             self.hand_out(claimed, &place, read.into_iter().map(|app| (app.id, AppRead { app, at })).collect()).await;
         }

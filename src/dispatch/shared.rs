@@ -48,8 +48,8 @@ pub struct Shared {
     /// while the outcome is written.
     pub(super) exec_slots: Semaphore,
     pub(super) completer: complete::Completer,
-    /// Marks a job started just before its driver runs ([`start`]).
-    pub(super) starter: start::Starter,
+    /// The start marks of claimed jobs ([`start`]).
+    pub(super) starts: Arc<start::Starts>,
     /// Actors' application reads and writes, batched.
     pub(super) apps: appwrite::AppWriter,
     /// The rows claimed here that an executor holds ([`held`]).
@@ -80,7 +80,7 @@ pub struct MembershipLink {
 }
 
 impl Shared {
-    /// Everything the dispatcher needs; starts the batched completer and start-mark writer.
+    /// Everything the dispatcher needs; starts the batched writers (outcomes, start marks).
     pub fn new(
         store: Store,
         drivers: Registry,
@@ -100,9 +100,9 @@ impl Shared {
             parents.clone(),
         );
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
-        let starter = start::Starter::spawn(store.clone(), node_id.clone(), membership.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
+        let starts = start::Starts::spawn(store.clone(), node_id.clone(), membership.clone(), held.clone());
         let watched = membership.clone();
         let act_by = ActBy::new(move |now, epoch| watched.borrow().acting_until(now, epoch));
         Arc::new(Shared {
@@ -118,7 +118,7 @@ impl Shared {
             metrics,
             exec_slots,
             completer,
-            starter,
+            starts,
             apps,
             held,
             act_by,
@@ -151,6 +151,13 @@ impl Shared {
         }
         turns.drain(..cut);
         taken
+    }
+
+    /// Rows this node just claimed, held by its executors from now on ([`Held`]), their jobs'
+    /// starts followed ([`start::Starts`]).
+    pub(super) fn claimed(&self, rows: Vec<crate::store::models::Task>) -> Vec<super::held::Claimed> {
+        self.starts.claimed(&rows);
+        self.held.claimed(rows)
     }
 
     /// True when this node may claim and act right now.

@@ -111,7 +111,7 @@ impl Dispatcher {
         let (fence, plans) = (self.shared.fence(), self.shared.store.plans());
         let claimed = self.shared.store.run(move |c| claim::claim_jobs(c, &plans, &ids, &node, epoch, fence)).await?;
         tracing::trace!(claimed = claimed.len(), window = w.next, "window round");
-        self.hand_out(self.shared.held.claimed(claimed), place, HashMap::new()).await;
+        self.hand_out(self.shared.claimed(claimed), place, HashMap::new()).await;
         Ok(true)
     }
 }

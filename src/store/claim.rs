@@ -65,13 +65,14 @@ pub fn due_after(conn: &mut AnyConnection, after: i64, limit: i64) -> Result<Vec
 
 /// The claim's assignments (`$1` node, `$2` epoch, `$token` the claim's [`claim_token`]);
 /// `claimed_at` follows. Every claim's WHERE also holds [`before_deadline`]: the claimant's
-/// membership deadline. The attempt is counted here and `started_at` cleared: a job that is
-/// recovered before its start mark ([`super::complete::mark_started`]) gets its attempt back
-/// ([`super::recover::recover`]).
-fn claim_set(token: usize) -> String {
+/// membership deadline. The attempt is counted here and `started_at` written with it (most jobs
+/// start at once); a job that waits has its mark taken back, and a job recovered without one gets
+/// its attempt back (docs/design.md#an-attempt-counts-when-execution-starts). `now`: the
+/// backend's clock ([`PG_CLAIMED_AT`], [`SQLITE_NOW`]).
+fn claim_set(token: usize, now: &str) -> String {
     format!(
         "UPDATE task SET status = 'running', owner_node = $1, owner_epoch = $2, claim_token = ${token}, \
-         attempts = attempts + 1, started_at = NULL, claimed_at = "
+         attempts = attempts + 1, started_at = {now}, claimed_at = {now}"
     )
 }
 
@@ -176,12 +177,12 @@ fn claim_where(
         let (open, close) = if postgres { ("= ANY(ARRAY(", "))") } else { ("IN (", ")") };
         due(
             &format!(
-                "{set}{claimed} \
+                "{set} \
                  WHERE id {open}SELECT t.id FROM task t WHERE t.id {ids} AND t.status = 'pending' AND DUE(t.run_after) \
                    AND (t.target_node IS NULL OR t.target_node = $1) {filter} \
                    AND {COMMAND_TURN} {lock}{close} AND {before_deadline} \
                  RETURNING {returning}",
-                set = claim_set(5),
+                set = claim_set(5, claimed),
                 before_deadline = before_deadline(postgres, 4)
             ),
             postgres,
@@ -240,13 +241,13 @@ pub fn claim_next(
     // SQLite: the per-row check along the id order (one writer, no planner for the loose scan).
     let sqlite = due(
         &format!(
-            "{set}{SQLITE_NOW} \
+            "{set} \
              WHERE id IN (SELECT t.id FROM task t WHERE t.status = 'pending' AND t.id > $3 AND DUE(t.run_after) \
                AND (t.target_node IS NULL OR t.target_node = $1) AND {UNLABELLED} \
                AND {COMMAND_TURN} \
                ORDER BY t.id LIMIT $4) AND {before_deadline} \
              RETURNING *",
-            set = claim_set(6),
+            set = claim_set(6, SQLITE_NOW),
             before_deadline = before_deadline(false, 5)
         ),
         false,
@@ -346,8 +347,8 @@ fn claim_turns_pg() -> String {
              AND t.action <> 'run' AND (t.status = 'running' OR DUE(t.run_after)) ORDER BY t.id LIMIT 1) h \
            WHERE h.status = 'pending'), \
          commands AS (SELECT c.id FROM head h {lock}) \
-         {set}{PG_CLAIMED_AT} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {before_deadline} RETURNING ",
-        set = claim_set(5),
+         {set} WHERE id = ANY(ARRAY(SELECT id FROM commands)) AND {before_deadline} RETURNING ",
+        set = claim_set(5, PG_CLAIMED_AT),
         lock = lock_heads(),
         before_deadline = before_deadline(true, 4)
     )
@@ -436,10 +437,10 @@ fn claim_next_pg(limit: i64) -> String {
             ORDER BY t.id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
         commands AS (SELECT c.id FROM (SELECT h.id FROM head h WHERE h.status = 'pending' AND h.id > $3 ORDER BY h.id) h \
           {lock} ORDER BY h.id LIMIT {limit}) \
-        {set}{PG_CLAIMED_AT} \
+        {set} \
         WHERE id = ANY(ARRAY(SELECT c.id FROM (SELECT id FROM jobs UNION ALL SELECT id FROM commands) c ORDER BY c.id LIMIT {limit})) \
         AND {before_deadline} RETURNING ",
-        set = claim_set(5),
+        set = claim_set(5, PG_CLAIMED_AT),
         lock = lock_heads(),
         before_deadline = before_deadline(true, 4)
     )

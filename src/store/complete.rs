@@ -7,7 +7,8 @@
 //! that write applied. On PostgreSQL a batch is one statement ([`outcomes_pg`], which also writes
 //! `apps_batch`'s application writes); on SQLite, one transaction of single-row statements.
 //!
-//! A job's start is marked the same way ([`mark_started`]), just before its driver runs.
+//! A job's start mark is taken back and written again the same way ([`take_back_starts`],
+//! [`mark_started`]).
 //!
 //! Must never: write an outcome or a start mark for a row this node no longer holds, or record
 //! an event twice when a batch whose answer was lost is sent again.
@@ -478,15 +479,14 @@ fn written_flags(ids: &[i64], written: Vec<Written>) -> Vec<bool> {
     ids.iter().map(|id| done.contains(id)).collect()
 }
 
-/// Mark the jobs of `rows` (each held by `node` under its claim) started, as their drivers are
-/// about to run: `started_at` is the node's clock now, written for each row only when its claim
-/// still holds and before the writer's deadline ([`Fence`]). One flag per row, in order: whether
-/// it was written — a row that was not may not be run (recovered, cancelled, or this node is
-/// past its deadline). Why a mark of its own: the attempt is counted at the claim, and a job
-/// claimed ahead of its start whose node died was charged an attempt it never used; recovery
-/// gives it back to a row without this mark ([`super::recover::recover`]), and the mark is
-/// written before the driver runs, so a job that brings its node down is still counted.
-/// One statement on PostgreSQL; one transaction of single-row statements on SQLite.
+/// Write again the start marks of the jobs of `rows` (each held by `node` under its claim),
+/// taken back while they waited ([`take_back_starts`]), as their drivers are about to run:
+/// `started_at` is the node's clock now, written for each row only when its claim still holds
+/// and before the writer's deadline ([`Fence`]). One flag per row, in order: whether it was
+/// written — a row that was not may not be run (recovered, cancelled, or this node is past its
+/// deadline). Written before the driver runs, so that a job that brings its node down is still
+/// charged its attempt (docs/design.md#an-attempt-counts-when-execution-starts). One statement
+/// on PostgreSQL; one transaction of single-row statements on SQLite.
 pub fn mark_started(
     conn: &mut AnyConnection,
     node: &str,
@@ -545,6 +545,42 @@ pub fn mark_started(
                 .collect()
         }),
     }
+}
+
+/// Take back the start marks the claims of `rows` wrote (each held by `node`): these jobs have
+/// waited since their claim and have not started, so that recovery, should this node die
+/// before they start, gives them back with their attempts uncounted. Conditional on each claim
+/// and on the writer's deadline; a row whose claim no longer holds is left as it is. How many
+/// were taken back.
+pub fn take_back_starts(
+    conn: &mut AnyConnection,
+    node: &str,
+    fence: Fence,
+    rows: &[(i64, Claim)],
+) -> Result<usize, StoreError> {
+    let rows: Vec<(i64, Claim)> = rows.iter().copied().filter(|r| fence.admits(r.1.epoch)).collect();
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    conn.transaction(|c| {
+        let mut n = 0;
+        // One short statement per row: the rows are few (jobs that waited behind long ones)
+        // and the transaction commits once.
+        for (id, claim) in &rows {
+            n += diesel::update(
+                task::table
+                    .filter(task::id.eq(id))
+                    .filter(task::status.eq(TaskStatus::Running))
+                    .filter(task::owner_node.eq(node))
+                    .filter(task::owner_epoch.eq(claim.epoch))
+                    .filter(task::claim_token.eq(claim.token))
+                    .filter(BeforeDeadline(fence.until)),
+            )
+            .set(task::started_at.eq(None::<NaiveDateTime>))
+            .execute(c)?;
+        }
+        Ok(n)
+    })
 }
 
 /// Give a task held under `claim` back untouched (its attempt uncounted): the application could

@@ -68,8 +68,9 @@ pub struct Task {
     /// Set at every claim to a value of the claimant's choosing: told apart from every other
     /// claim of a row with this id, even one by the same node at the same epoch ([`Claim`]).
     pub claim_token: Option<i64>,
-    /// When the job's current attempt began executing (UTC; the node's clock), cleared by each
-    /// claim: a job claimed and not started has none (docs/design.md#an-attempt-counts-when-execution-starts).
+    /// When the current attempt began (UTC): written by the claim, cleared from a job that waits
+    /// for an execution slot, written again (the node's clock) as it starts; a job claimed and
+    /// not started has none (docs/design.md#an-attempt-counts-when-execution-starts).
     pub started_at: Option<NaiveDateTime>,
 }
 
@@ -131,7 +132,7 @@ pub struct TaskSummary {
     pub created_at: NaiveDateTime,
     /// Claim time (UTC).
     pub claimed_at: Option<NaiveDateTime>,
-    /// When the current attempt began executing (UTC), for a job ([`Task::started_at`]).
+    /// When the current attempt began (UTC; [`Task::started_at`]).
     pub started_at: Option<NaiveDateTime>,
     /// Terminal time (UTC).
     pub finished_at: Option<NaiveDateTime>,
@@ -180,6 +181,12 @@ impl Task {
     /// The action this row names, or None for text that names none.
     pub fn action_word(&self) -> Option<Action> {
         Action::parse(&self.action)
+    }
+
+    /// A job (`run`, or a row of no application) rather than an application command: the
+    /// dispatcher hands it to the job pool, not to an application's actor.
+    pub fn is_job(&self) -> bool {
+        self.app_id.is_none() || self.action_word() == Some(Action::Run)
     }
 
     /// The claim this row was read under (a row this node claimed: the claim sets both).

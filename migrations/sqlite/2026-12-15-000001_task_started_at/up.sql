@@ -1,9 +1,10 @@
--- When a job's execution began (docs/design.md#an-attempt-counts-when-execution-starts): written
--- by the node just before its driver runs, conditional on the claim; NULL from the claim until
--- then. Recovery gives a row claimed but never started back with its attempt uncounted (see the
--- PostgreSQL migration of the same name). Only the node writes it; a value in any other layout
--- is refused, so that no row holds a time the node cannot read back (a row that cannot be read
--- fails alone, but refusing it at the write names the mistake where it is made).
+-- When a job's attempt began (docs/design.md#an-attempt-counts-when-execution-starts): written
+-- by each claim (most jobs start at once), taken back (NULL) from a job that has waited since its
+-- claim without starting, and written again just before such a job's driver runs, each write
+-- conditional on the claim. Recovery gives a job claimed and without a mark back with its
+-- attempt uncounted.
+-- Only the node writes it; a value in any other layout is refused, so that no row holds a time
+-- the node cannot read back.
 ALTER TABLE task ADD COLUMN started_at TIMESTAMP;
 
 CREATE TRIGGER task_insert_started_at BEFORE INSERT ON task
