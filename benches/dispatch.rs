@@ -2,7 +2,7 @@
 //! per case, measured from the database.
 //!
 //! ```text
-//! cargo bench --bench dispatch -- drain   [--nodes N] [--jobs N]
+//! cargo bench --bench dispatch -- drain   [--nodes N] [--jobs N] [--failing N] [--hanging-alarm]
 //! cargo bench --bench dispatch -- apps    [--nodes N] [--apps A] [--jobs N]   (start/stop commands)
 //! cargo bench --bench dispatch -- latency [--nodes N] [--rate R] [--seconds S]
 //! cargo bench --bench dispatch -- idle    [--nodes N] [--seconds S]
@@ -38,10 +38,23 @@ struct Args {
     apps: i64,
     rate: f64,
     seconds: f64,
+    /// Drain: every Nth job fails (its task.failed event is an alarm's to deliver).
+    failing: i64,
+    /// Drain: an alarm on task.failed sends to a webhook that accepts and never answers.
+    hanging_alarm: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { case: String::new(), nodes: 1, jobs: 20_000, apps: 1000, rate: 500.0, seconds: 10.0 };
+    let mut a = Args {
+        case: String::new(),
+        nodes: 1,
+        jobs: 20_000,
+        apps: 1000,
+        rate: 500.0,
+        seconds: 10.0,
+        failing: 0,
+        hanging_alarm: false,
+    };
     let mut it = std::env::args().skip(1).filter(|s| s != "--bench");
     while let Some(x) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{x} needs a value"));
@@ -51,6 +64,8 @@ fn args() -> Args {
             "--apps" => a.apps = val().parse().expect("--apps N"),
             "--rate" => a.rate = val().parse().expect("--rate R"),
             "--seconds" => a.seconds = val().parse().expect("--seconds S"),
+            "--failing" => a.failing = val().parse().expect("--failing N"),
+            "--hanging-alarm" => a.hanging_alarm = true,
             case if !case.starts_with('-') && a.case.is_empty() => a.case = case.to_string(),
             other => panic!("unknown argument {other}"),
         }
@@ -302,6 +317,29 @@ async fn transactions(c: &Client, db: &str) -> i64 {
         .await
 }
 
+/// A webhook that accepts connections and never answers, and an alarm on `task.failed` that
+/// sends to it through the node at `addr`: every delivery hangs until its time limit. Returns
+/// the accepted connections, to be held open.
+fn hanging_alarm(addr: &str) -> std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            keep.lock().expect("held").push(conn);
+        }
+    });
+    let post = |path: &str, body: serde_json::Value| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let r = agent.post(&format!("http://{addr}{path}")).send_json(&body).expect("post");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    };
+    post("/api/v1/channels", json!({"name": "hang", "kind": "webhook", "config": {"url": url, "timeout_ms": 2000}}));
+    post("/api/v1/alarms", json!({"name": "failed", "on": ["task.failed"], "channels": ["hang"], "throttle_s": 0}));
+    held
+}
+
 async fn count(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -312,9 +350,16 @@ async fn main() {
     let (bench, c) = Bench::new(a.nodes, a.case == "idle").await;
     let out = match a.case.as_str() {
         "drain" => {
-            c.execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $1::bigint)", &[&a.jobs])
-                .await
-                .expect("preload");
+            // Kept open for the drain: the listener that never answers, and what it accepted.
+            let _hanging = a.hanging_alarm.then(|| hanging_alarm(&bench.nodes[0].addr));
+            c.execute(
+                "INSERT INTO task (action, payload, max_attempts) SELECT 'run', \
+                 CASE WHEN $2::bigint > 0 AND g % $2::bigint = 0 THEN '{\"spec\": {\"fail\": \"run\"}}' ELSE '{}' END, 1 \
+                 FROM generate_series(1, $1::bigint) g",
+                &[&a.jobs, &a.failing],
+            )
+            .await
+            .expect("preload");
             let (wal0, ckpt0) = server_marks(&c).await;
             let start: f64 =
                 c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).await.expect("clock").get(0);
@@ -340,7 +385,8 @@ async fn main() {
                 .map(|r| (r.get::<_, String>(0), json!({"rows": r.get::<_, i64>(1), "last_finish_s": r.get::<_, f64>(2)})))
                 .collect();
             let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
-            assert_eq!(ok, a.jobs, "every task succeeded");
+            let failing = if a.failing > 0 { a.jobs / a.failing } else { 0 };
+            assert_eq!(ok, a.jobs - failing, "every task but the failing ones succeeded");
             // Each completion transaction stamps its rows with one `finished_at`.
             let commits = count(&c, "SELECT count(DISTINCT finished_at) FROM task").await;
             // Each vacuum (the nodes', or autovacuum's analyze) changes the table's statistics and so
@@ -356,7 +402,7 @@ async fn main() {
                     .expect("vacuums");
                 (r.get::<_, i64>(0), r.get::<_, i64>(1))
             };
-            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
+            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "failing_every": a.failing, "hanging_alarm": a.hanging_alarm, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
                    "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64,
                    "transactions_per_row": (tx1 - tx0) as f64 / a.jobs as f64, "vacuums": vacuums, "analyzes": analyzes,
                    "sessions_before": sessions0, "sessions_after": sessions1, "by_node": by_node,
