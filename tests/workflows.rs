@@ -378,8 +378,6 @@ fn a_coordinator_killed_mid_run_is_replaced_and_no_node_runs_twice() {
     c.converge(&["n1", "n2", "n3"]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let any = |c: &Cluster| c.nodes.values().next().unwrap().url("");
-    let _ = any;
     let n1 = c.nodes.get("n1").unwrap();
     let app = step_app(n1, "step", &log);
     let wf = create_workflow(
