@@ -248,10 +248,30 @@ def machine():
         "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
         "mem": sh("grep MemTotal /proc/meminfo"),
         "postgres": sh("psql '" + ADMIN + "' -qAtc 'SHOW server_version'"),
+        "server": server_settings(),
         "node": sh("node --version"),
         "rustc": sh("rustc --version"),
         "rota": BIN.get("commit", ""),
     }
+
+
+# The server's settings that move the figures, as the run found them (scripts/bench.sh starts a
+# private server with initdb's defaults; another server can be named with ROTA_BENCH_PG).
+SETTINGS = ("server_version", "autovacuum", "autovacuum_naptime", "fsync", "synchronous_commit", "shared_buffers",
+            "max_connections", "wal_level", "max_wal_size", "checkpoint_timeout", "work_mem")
+
+
+def server_settings():
+    names = ", ".join(f"'{n}'" for n in SETTINGS)
+    try:
+        out = subprocess.run(["psql", ADMIN, "-qAtF", "\t", "-c",
+                              f"SELECT name, current_setting(name) FROM pg_settings WHERE name IN ({names})"],
+                             capture_output=True, text=True, check=True).stdout
+    except Exception as e:  # reported, not fatal: the figures are still figures
+        return {"error": str(e)}
+    got = dict(line.split("\t", 1) for line in out.strip().splitlines() if "\t" in line)
+    got["url"] = ADMIN
+    return got
 
 
 if __name__ == "__main__":
