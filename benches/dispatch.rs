@@ -390,7 +390,8 @@ async fn count(c: &Client, sql: &str) -> i64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a = args();
-    let start_now = !(a.case == "drain" && a.drain == Drain::Backlog);
+    // A backlog's nodes start on the clock, and the scale case starts its own.
+    let start_now = !(a.case == "drain" && a.drain == Drain::Backlog) && a.case != "scale";
     let (mut bench, c) = Bench::new(a.nodes, a.case == "idle", start_now).await;
     let out = match a.case.as_str() {
         "drain" => {
