@@ -2,7 +2,9 @@
 //! per case, measured from the database.
 //!
 //! ```text
-//! cargo bench --bench dispatch -- drain   [--nodes N] [--jobs N] [--failing N] [--hanging-alarm]
+//! cargo bench --bench dispatch -- drain   [--nodes N] [--jobs N] [--drain cold|steady|backlog]
+//!                                         [--failing N] [--hanging-alarm]
+//! cargo bench --bench dispatch -- scale   [--apps A]   (3 nodes on etcd, then a 4th, then a SIGKILL)
 //! cargo bench --bench dispatch -- apps    [--nodes N] [--apps A] [--jobs N]   (start/stop commands)
 //! cargo bench --bench dispatch -- latency [--nodes N] [--rate R] [--seconds S]
 //! cargo bench --bench dispatch -- idle    [--nodes N] [--seconds S]
@@ -33,6 +35,8 @@ use tokio_postgres::{Client, NoTls};
 
 struct Args {
     case: String,
+    /// How a drain meets its table (`--drain`): see [`Drain`].
+    drain: Drain,
     nodes: usize,
     jobs: i64,
     apps: i64,
@@ -47,6 +51,7 @@ struct Args {
 fn args() -> Args {
     let mut a = Args {
         case: String::new(),
+        drain: Drain::Cold,
         nodes: 1,
         jobs: 20_000,
         apps: 1000,
@@ -60,6 +65,7 @@ fn args() -> Args {
         let mut val = || it.next().unwrap_or_else(|| panic!("{x} needs a value"));
         match x.as_str() {
             "--nodes" => a.nodes = val().parse().expect("--nodes N"),
+            "--drain" => a.drain = Drain::parse(&val()),
             "--jobs" => a.jobs = val().parse().expect("--jobs N"),
             "--apps" => a.apps = val().parse().expect("--apps N"),
             "--rate" => a.rate = val().parse().expect("--rate R"),
@@ -73,9 +79,44 @@ fn args() -> Args {
     a
 }
 
+/// The three drain cases (docs/benchmarks.md), the same for every contender.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Drain {
+    /// Rows added in one statement to a fresh table while the nodes are up; the clock runs from
+    /// that commit. The table has no statistics: a burst into a new queue.
+    Cold,
+    /// The same burst into a table that has run one before: a first burst of the same size is
+    /// added, `ANALYZE` runs right after its commit (the statistics autovacuum takes once a
+    /// burst has landed), it drains, and the second burst is the one measured.
+    Steady,
+    /// Rows preloaded and analyzed while no node runs; the clock starts as the nodes are
+    /// started, so their start-up is counted.
+    Backlog,
+}
+
+impl Drain {
+    fn parse(s: &str) -> Drain {
+        match s {
+            "cold" => Drain::Cold,
+            "steady" => Drain::Steady,
+            "backlog" => Drain::Backlog,
+            other => panic!("--drain {other}: cold, steady or backlog"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Drain::Cold => "cold",
+            Drain::Steady => "steady",
+            Drain::Backlog => "backlog",
+        }
+    }
+}
+
 struct Node {
     child: Child,
     addr: String,
+    id: String,
 }
 
 impl Drop for Node {
@@ -128,7 +169,7 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
         }
     });
     let addr = rx.recv_timeout(Duration::from_secs(60)).expect("node did not log its http.addr");
-    Node { child, addr }
+    Node { child, addr, id: id.to_string() }
 }
 
 fn get(url: &str) -> (u16, String) {
@@ -155,12 +196,15 @@ struct Bench {
     admin: String,
     db: String,
     url: String,
+    etcd: Option<String>,
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
 }
 
 impl Bench {
-    async fn new(nodes: usize, log_statements: bool) -> (Bench, Client) {
+    /// A fresh database with Rota's schema and, with `start`, `nodes` nodes on it (etcd
+    /// membership when more than one is asked for, by `nodes` or later).
+    async fn new(nodes: usize, log_statements: bool, start: bool) -> (Bench, Client) {
         let admin =
             std::env::var("ROTA_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db = format!("rota_bench_{}_{}", std::process::id(), chrono::Utc::now().timestamp_micros());
@@ -181,19 +225,42 @@ impl Bench {
             assert!(etcd.is_some(), "--nodes > 1 needs ROTA_BENCH_ETCD");
         }
         let etcd = etcd.filter(|_| nodes > 1);
-        let started: Vec<Node> =
-            (0..nodes).map(|i| start_node(&url, &format!("b{i}"), &db, etcd.as_deref(), dir.path())).collect();
-        for n in &started {
-            wait("a node to be ready", Duration::from_secs(60), || get(&format!("http://{}/readyz", n.addr)).0 == 200);
-            wait("every member in the view", Duration::from_secs(60), || {
-                let (_, body) = get(&format!("http://{}/api/v1/cluster", n.addr));
-                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                v["members"].as_array().map(|m| m.len()).unwrap_or(0) == nodes && v["self"]["status"] == "joined"
-            });
-        }
         let (client, conn) = tokio_postgres::connect(&url, NoTls).await.expect("bench connection");
         tokio::spawn(conn);
-        (Bench { admin, db, url, nodes: started, _dir: dir }, client)
+        let mut b = Bench { admin, db, url, etcd, nodes: Vec::new(), _dir: dir };
+        if start {
+            b.start_nodes(nodes);
+        }
+        (b, client)
+    }
+
+    /// Start `n` more nodes (`b0`, `b1`, … in order) and wait until each is ready and sees
+    /// every node started so far.
+    fn start_nodes(&mut self, n: usize) {
+        self.spawn_nodes(n);
+        self.wait_nodes();
+    }
+
+    /// Start `n` more nodes without waiting for them to join.
+    fn spawn_nodes(&mut self, n: usize) {
+        let first = self.nodes.len();
+        for i in first..first + n {
+            let node = start_node(&self.url, &format!("b{i}"), &self.db, self.etcd.as_deref(), self._dir.path());
+            self.nodes.push(node);
+        }
+    }
+
+    /// Wait until every node is ready and sees all of them.
+    fn wait_nodes(&self) {
+        let total = self.nodes.len();
+        for n in &self.nodes {
+            wait("a node to be ready", Duration::from_secs(120), || get(&format!("http://{}/readyz", n.addr)).0 == 200);
+            wait("every member in the view", Duration::from_secs(120), || {
+                let (_, body) = get(&format!("http://{}/api/v1/cluster", n.addr));
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                v["members"].as_array().map(|m| m.len()).unwrap_or(0) == total && v["self"]["status"] == "joined"
+            });
+        }
     }
 
     async fn drop_db(self) {
@@ -239,17 +306,27 @@ const POLL: Duration = Duration::from_millis(100);
 /// which is up to one `POLL` later. Why not the poll alone: a poll fine enough to time a 4 s
 /// drain to 1% costs the drain itself a share of the machine (`POLL`).
 async fn drain_seconds(c: &Client) -> (f64, f64) {
-    let start: f64 =
-        c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).await.expect("clock").get(0);
+    let start = db_clock(c).await;
+    drain_seconds_from(c, start, 0).await
+}
+
+/// [`drain_seconds`] from `start` (epoch seconds, the database's clock), to the last
+/// `finished_at` of the rows after id `after_id`.
+async fn drain_seconds_from(c: &Client, start: f64, after_id: i64) -> (f64, f64) {
     let t = Instant::now();
     assert!(drained(c, Duration::from_secs(1800), POLL).await, "not drained within 30 minutes");
     let polled = t.elapsed().as_secs_f64();
     let end: f64 = c
-        .query_one("SELECT extract(epoch FROM max(finished_at))::float8 FROM task", &[])
+        .query_one("SELECT extract(epoch FROM max(finished_at))::float8 FROM task WHERE id > $1", &[&after_id])
         .await
         .expect("last finish")
         .get(0);
     (end - start, polled)
+}
+
+/// Now, on the database's clock (epoch seconds).
+async fn db_clock(c: &Client) -> f64 {
+    c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).await.expect("clock").get(0)
 }
 
 /// Rows that succeeded between two epoch times (seconds, the database's clock).
@@ -347,26 +424,47 @@ async fn count(c: &Client, sql: &str) -> i64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a = args();
-    let (bench, c) = Bench::new(a.nodes, a.case == "idle").await;
+    // A backlog's nodes start on the clock, and the scale case starts its own.
+    let start_now = !(a.case == "drain" && a.drain == Drain::Backlog) && a.case != "scale";
+    let (mut bench, c) = Bench::new(a.nodes, a.case == "idle", start_now).await;
     let out = match a.case.as_str() {
         "drain" => {
+            // Every `failing`th job fails for good (`--failing`; none by default).
+            const BURST: &str = "INSERT INTO task (action, payload, max_attempts) SELECT 'run', \
+                 CASE WHEN $2::bigint > 0 AND g % $2::bigint = 0 THEN '{\"spec\": {\"fail\": \"run\"}}' ELSE '{}' END, 1 \
+                 FROM generate_series(1, $1::bigint) g";
+            assert!(
+                !(a.hanging_alarm && a.drain == Drain::Backlog),
+                "--hanging-alarm needs the nodes up: not with --drain backlog"
+            );
             // Kept open for the drain: the listener that never answers, and what it accepted.
             let _hanging = a.hanging_alarm.then(|| hanging_alarm(&bench.nodes[0].addr));
-            c.execute(
-                "INSERT INTO task (action, payload, max_attempts) SELECT 'run', \
-                 CASE WHEN $2::bigint > 0 AND g % $2::bigint = 0 THEN '{\"spec\": {\"fail\": \"run\"}}' ELSE '{}' END, 1 \
-                 FROM generate_series(1, $1::bigint) g",
-                &[&a.jobs, &a.failing],
-            )
-            .await
-            .expect("preload");
+            if a.drain == Drain::Steady {
+                c.execute(BURST, &[&a.jobs, &a.failing]).await.expect("first burst");
+                c.batch_execute("ANALYZE").await.expect("analyze");
+                assert!(
+                    drained(&c, Duration::from_secs(1800), POLL).await,
+                    "first burst not drained within 30 minutes"
+                );
+            }
+            // The measured rows are those after this id (a steady drain's table holds a first burst).
+            let after_id = count(&c, "SELECT COALESCE(max(id), 0) FROM task").await;
+            if a.drain == Drain::Backlog {
+                c.execute(BURST, &[&a.jobs, &a.failing]).await.expect("backlog");
+                c.batch_execute("ANALYZE").await.expect("analyze");
+            }
             let (wal0, ckpt0) = server_marks(&c).await;
-            let start: f64 =
-                c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[]).await.expect("clock").get(0);
             let tx0 = transactions(&c, &bench.db).await;
+            if a.drain != Drain::Backlog {
+                c.execute(BURST, &[&a.jobs, &a.failing]).await.expect("burst");
+            }
+            let start = db_clock(&c).await;
+            if a.drain == Drain::Backlog {
+                bench.start_nodes(a.nodes);
+            }
             let sessions = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", bench.db);
             let sessions0 = count(&c, &sessions).await;
-            let (secs, polled) = drain_seconds(&c).await;
+            let (secs, polled) = drain_seconds_from(&c, start, after_id).await;
             let (wal1, ckpt1) = server_marks(&c).await;
             // Backends flush their statistics at most once a second.
             tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -376,19 +474,22 @@ async fn main() {
             // ends with the last one, and the others idle meanwhile.
             let by_node: serde_json::Map<String, serde_json::Value> = c
                 .query(
-                    "SELECT owner_node, count(*), extract(epoch FROM max(finished_at))::float8 - $1 FROM task GROUP BY owner_node ORDER BY 1",
-                    &[&start],
+                    "SELECT owner_node, count(*), extract(epoch FROM max(finished_at))::float8 - $1 FROM task WHERE id > $2 \
+                     GROUP BY owner_node ORDER BY 1",
+                    &[&start, &after_id],
                 )
                 .await
                 .expect("by node")
                 .iter()
                 .map(|r| (r.get::<_, String>(0), json!({"rows": r.get::<_, i64>(1), "last_finish_s": r.get::<_, f64>(2)})))
                 .collect();
-            let ok = count(&c, "SELECT count(*) FROM task WHERE status = 'succeeded'").await;
+            let ok =
+                count(&c, &format!("SELECT count(*) FROM task WHERE status = 'succeeded' AND id > {after_id}")).await;
             let failing = if a.failing > 0 { a.jobs / a.failing } else { 0 };
             assert_eq!(ok, a.jobs - failing, "every task but the failing ones succeeded");
             // Each completion transaction stamps its rows with one `finished_at`.
-            let commits = count(&c, "SELECT count(DISTINCT finished_at) FROM task").await;
+            let commits =
+                count(&c, &format!("SELECT count(DISTINCT finished_at) FROM task WHERE id > {after_id}")).await;
             // Each vacuum (the nodes', or autovacuum's analyze) changes the table's statistics and so
             // makes every session rebuild its plans of the table.
             let (vacuums, analyzes) = {
@@ -402,7 +503,7 @@ async fn main() {
                     .expect("vacuums");
                 (r.get::<_, i64>(0), r.get::<_, i64>(1))
             };
-            json!({"peer": "rota", "case": "drain", "nodes": a.nodes, "jobs": a.jobs, "failing_every": a.failing, "hanging_alarm": a.hanging_alarm, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
+            json!({"peer": "rota", "case": "drain", "drain": a.drain.name(), "nodes": a.nodes, "jobs": a.jobs, "failing_every": a.failing, "hanging_alarm": a.hanging_alarm, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
                    "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64,
                    "transactions_per_row": (tx1 - tx0) as f64 / a.jobs as f64, "vacuums": vacuums, "analyzes": analyzes,
                    "sessions_before": sessions0, "sessions_after": sessions1, "by_node": by_node,
@@ -525,8 +626,220 @@ async fn main() {
                    "dead_tuples_at_end": dead, "live_tuples_at_end": live, "autovacuums": vacuums,
                    "vacuums_by_nodes": by_nodes})
         }
-        other => panic!("unknown case `{other}`: drain, apps, latency, idle, sustained"),
+        "scale" => scale(&a, &mut bench, &c).await,
+        other => panic!("unknown case `{other}`: drain, apps, latency, idle, sustained, scale"),
     };
     println!("{out}");
     bench.drop_db().await;
+}
+
+/// The ring the nodes place applications by, for these node ids (weight 1, no labels, the
+/// default points per node): where each application should run.
+fn app_ring(ids: &[String]) -> rota::ring::Ring {
+    let members = ids
+        .iter()
+        .map(|id| rota::ring::Member { node_id: id.clone(), weight: 1, labels: Default::default() })
+        .collect();
+    rota::ring::Ring::build(1, members, rota::ring::DEFAULT_VNODES).expect("ring")
+}
+
+fn ring_owner(ring: &rota::ring::Ring, app: i64) -> String {
+    ring.owner(app.to_string().as_bytes()).expect("a ring with members").node_id.clone()
+}
+
+/// Waits until each application of `want` (id, node) is `running` and owned by its node;
+/// returns the database's clock then, or panics after `within`. Polls every `every`.
+async fn wait_owned(c: &Client, want: &[(i64, String)], within: Duration, every: Duration) -> f64 {
+    let (ids, nodes): (Vec<i64>, Vec<String>) = want.iter().cloned().unzip();
+    let deadline = Instant::now() + within;
+    loop {
+        let r = c
+            .query_one(
+                "SELECT count(*), extract(epoch FROM clock_timestamp())::float8 FROM application a \
+                 JOIN unnest($1::bigint[], $2::text[]) AS w(id, node) ON a.id = w.id \
+                 WHERE a.owner_node = w.node AND a.state = 'running'",
+                &[&ids, &nodes],
+            )
+            .await
+            .expect("owned");
+        let (n, at): (i64, f64) = (r.get(0), r.get(1));
+        if n == want.len() as i64 {
+            return at;
+        }
+        assert!(Instant::now() < deadline, "{n} of {} applications running where the ring places them", want.len());
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// CPU seconds (user + system) a process has used, and its resident memory in MB.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / tick; // utime, stime: fields 14 and 15 of stat
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, rss_kb / 1024.0)
+}
+
+/// The nodes' steady state over `seconds`: per node its statements per second (the database's
+/// transactions: each statement of a node is one), CPU share of one core and resident memory,
+/// and the tuples the database read per second for them.
+async fn steady_state(c: &Client, bench: &Bench, seconds: f64) -> serde_json::Value {
+    let tuples =
+        format!("SELECT (tup_returned + tup_fetched)::bigint FROM pg_stat_database WHERE datname = '{}'", bench.db);
+    let (tx0, tup0) = (transactions(c, &bench.db).await, count(c, &tuples).await);
+    let cpu0: Vec<f64> = bench.nodes.iter().map(|n| proc_usage(n.child.id()).0).collect();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let (tx1, tup1) = (transactions(c, &bench.db).await, count(c, &tuples).await);
+    let secs = t.elapsed().as_secs_f64();
+    let nodes: serde_json::Map<String, serde_json::Value> = bench
+        .nodes
+        .iter()
+        .zip(cpu0)
+        .map(|(n, cpu0)| {
+            let (cpu1, rss) = proc_usage(n.child.id());
+            (n.id.clone(), json!({"cpu_share": (cpu1 - cpu0) / secs, "rss_mb": rss}))
+        })
+        .collect();
+    let k = bench.nodes.len() as f64;
+    // Two of the transactions counted are this function's own reads.
+    json!({"seconds": secs, "statements_per_s_per_node": ((tx1 - tx0 - 2).max(0) as f64) / secs / k,
+           "tuples_read_per_s": (tup1 - tup0) as f64 / secs, "by_node": nodes})
+}
+
+/// Acquisitions recorded after event `from`: how many, how many by a node other than `by`
+/// (or of an application outside `apps`), and how many were not preceded by their previous
+/// owner's release after `from` (with `need_release`: a hand-off, not a departed owner).
+async fn acquisitions(c: &Client, from: i64, by: &[String], apps: &[i64], need_release: bool) -> serde_json::Value {
+    let r = c
+        .query_one(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE NOT (node_id = ANY($2)) OR NOT (app_id = ANY($3))), \
+                    count(*) FILTER (WHERE $4 AND NOT EXISTS (SELECT 1 FROM event r WHERE r.kind = 'app.released' \
+                        AND r.app_id = a.app_id AND r.id > $1 AND r.id < a.id)), \
+                    count(DISTINCT app_id) \
+             FROM event a WHERE a.id > $1 AND a.kind = 'app.acquired'",
+            &[&from, &by, &apps, &need_release],
+        )
+        .await
+        .expect("acquisitions");
+    let (n, elsewhere, unreleased, distinct): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    json!({"acquisitions": n, "distinct_apps": distinct, "outside_the_moved_set": elsewhere,
+           "before_the_release": unreleased,
+           "double_starts": (n - distinct) + elsewhere + unreleased})
+}
+
+/// StreamPark-size clusters: `--apps` running `noop` applications on `--nodes` nodes (etcd).
+/// Start: the applications exist (desired `running`), the nodes start, the clock runs from
+/// their start until each application runs on the node the ring names. Steady state: statements,
+/// CPU and memory per node over `--seconds`. Join: one more node starts; the time until every
+/// application the ring moves to it runs there, from its start and from its own
+/// `membership.joined` event, and no application acquired twice or before its release. Failover:
+/// a node is SIGKILLed; the time until each of its applications runs on its new owner.
+async fn scale(a: &Args, bench: &mut Bench, c: &Client) -> serde_json::Value {
+    assert!(a.nodes >= 2, "the scale case needs --nodes 2 or more (and ROTA_BENCH_ETCD)");
+    let apps = a.apps;
+    let poll = if apps > 20_000 { Duration::from_millis(250) } else { Duration::from_millis(100) };
+    let within = Duration::from_secs(1800);
+    c.execute(
+        "INSERT INTO application (name, driver, desired_state) \
+         SELECT 's' || g, 'noop', 'running' FROM generate_series(1, $1::bigint) g",
+        &[&apps],
+    )
+    .await
+    .expect("applications");
+    c.batch_execute("ANALYZE").await.expect("analyze");
+    let ids: Vec<i64> =
+        c.query("SELECT id FROM application ORDER BY id", &[]).await.expect("ids").iter().map(|r| r.get(0)).collect();
+    let mut names: Vec<String> = (0..a.nodes).map(|i| format!("b{i}")).collect();
+    let ring = app_ring(&names);
+    let place = |ring: &rota::ring::Ring, ids: &[i64]| -> Vec<(i64, String)> {
+        ids.iter().map(|&id| (id, ring_owner(ring, id))).collect()
+    };
+
+    // Start.
+    let t0 = db_clock(c).await;
+    bench.spawn_nodes(a.nodes);
+    let started = wait_owned(c, &place(&ring, &ids), within, poll).await;
+    bench.wait_nodes();
+    eprintln!("scale: {apps} applications running on {} nodes after {:.2} s", a.nodes, started - t0);
+
+    // Steady state, once the first monitor ticks and the start's writes are behind.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let steady = steady_state(c, bench, a.seconds).await;
+    eprintln!("scale: steady state {steady}");
+
+    // Join.
+    let joiner = format!("b{}", a.nodes);
+    names.push(joiner.clone());
+    let ring4 = app_ring(&names);
+    let moved: Vec<i64> = ids.iter().copied().filter(|&id| ring_owner(&ring4, id) == joiner).collect();
+    let between_others = ids.iter().filter(|&&id| {
+        let (o3, o4) = (ring_owner(&ring, id), ring_owner(&ring4, id));
+        o4 != joiner && o3 != o4
+    });
+    assert_eq!(between_others.count(), 0, "a join moves applications only to the joiner");
+    let ev0 = count(c, "SELECT COALESCE(max(id), 0) FROM event").await;
+    let t_spawn = db_clock(c).await;
+    bench.spawn_nodes(1);
+    let want: Vec<(i64, String)> = moved.iter().map(|&id| (id, joiner.clone())).collect();
+    let handed = wait_owned(c, &want, within, poll).await;
+    bench.wait_nodes();
+    let joined_at: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM min(at))::float8 FROM event WHERE id > $1 AND kind = 'membership.joined' AND node_id = $2",
+            &[&ev0, &joiner],
+        )
+        .await
+        .expect("joined event")
+        .get(0);
+    let last_acquired: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM max(at))::float8 FROM event WHERE id > $1 AND kind = 'app.acquired'",
+            &[&ev0],
+        )
+        .await
+        .expect("acquired")
+        .get(0);
+    let join = json!({"moved": moved.len(), "spawn_to_running_s": handed - t_spawn, "joined_to_running_s": handed - joined_at,
+                      "spawn_to_joined_s": joined_at - t_spawn, "joined_to_last_acquired_s": last_acquired - joined_at,
+                      "checks": acquisitions(c, ev0, std::slice::from_ref(&joiner), &moved, true).await});
+    eprintln!("scale: join {join}");
+
+    // Failover: the second node dies without a word.
+    let victim = names.remove(1);
+    let ring3 = app_ring(&names);
+    let orphans: Vec<i64> = ids.iter().copied().filter(|&id| ring_owner(&ring4, id) == victim).collect();
+    let ev1 = count(c, "SELECT COALESCE(max(id), 0) FROM event").await;
+    let idx = bench.nodes.iter().position(|n| n.id == victim).expect("victim");
+    let t_kill = db_clock(c).await;
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(bench.nodes[idx].child.id() as i32, libc::SIGKILL) };
+    let dead = bench.nodes.remove(idx);
+    let want: Vec<(i64, String)> = orphans.iter().map(|&id| (id, ring_owner(&ring3, id))).collect();
+    let recovered = wait_owned(c, &want, within, poll).await;
+    drop(dead);
+    let seen_lost: Option<f64> = c
+        .query_one(
+            "SELECT extract(epoch FROM min(at))::float8 FROM event WHERE id > $1 AND kind IN ('membership.lost', 'membership.left') AND node_id = $2",
+            &[&ev1, &victim],
+        )
+        .await
+        .expect("lost event")
+        .get(0);
+    let failover = json!({"orphans": orphans.len(), "lease_ttl_s": 3, "kill_to_running_s": recovered - t_kill,
+                          "kill_to_departure_event_s": seen_lost.map(|t| t - t_kill),
+                          "checks": acquisitions(c, ev1, &names, &orphans, false).await});
+    eprintln!("scale: failover {failover}");
+    json!({"peer": "rota", "case": "scale", "nodes": a.nodes, "apps": apps, "start_s": started - t0,
+           "steady": steady, "join": join, "failover": failover})
 }

@@ -2,7 +2,7 @@
 // benches/dispatch.rs measures Rota so the figures can stand in one table.
 //
 //   node bench.mjs --db-url URL --mode drain|latency --config batched|default
-//                  [--jobs N] [--rate R] [--seconds S] [--concurrency C]
+//                  [--drain cold|steady|backlog] [--jobs N] [--rate R] [--seconds S] [--concurrency C]
 //
 // The database must be empty (scripts/bench.py makes a fresh one per call); the schema is
 // installed here with graphile-worker's own migrations. The last stdout line is one JSON
@@ -12,7 +12,12 @@
 //           clock starts when that statement has committed and stops when the jobs table is
 //           empty (graphile-worker deletes a job when it completes), polled every 10 ms. This is
 //           Rota's definition (rows inserted while the nodes are up, clock from the commit), so
-//           neither side's start-up is counted.
+//           neither side's start-up is counted. That is `--drain cold` (the default): a burst
+//           into a fresh table with no statistics. `--drain steady`: a first burst of the same
+//           size is added, `ANALYZE` runs right after it (the statistics autovacuum takes once a
+//           burst has landed), it drains, and the second burst is measured. `--drain backlog`:
+//           the jobs are added and analyzed before the runner starts, and the clock starts as
+//           it is started (its start-up counted), as benches/dispatch.rs does for Rota.
 // latency — the runner is up; an inserter on its own thread (inserter.mjs: its own event loop,
 //           as Rota's inserter is its own process; on one loop the worker slowed the inserter)
 //           adds one job per statement at a fixed rate, scheduled against the start time (no
@@ -44,6 +49,7 @@ const { values: a } = parseArgs({
     "db-url": { type: "string" },
     mode: { type: "string" },
     config: { type: "string" },
+    drain: { type: "string", default: "cold" },
     jobs: { type: "string", default: "20000" },
     rate: { type: "string", default: "500" },
     seconds: { type: "string", default: "10" },
@@ -52,6 +58,7 @@ const { values: a } = parseArgs({
 });
 if (!a["db-url"]) die("--db-url is required");
 if (!["drain", "latency"].includes(a.mode)) die(`--mode must be drain or latency, got ${a.mode}`);
+if (!["cold", "steady", "backlog"].includes(a.drain)) die(`--drain must be cold, steady or backlog, got ${a.drain}`);
 const jobs = Number(a.jobs), rate = Number(a.rate), seconds = Number(a.seconds);
 if (!(jobs > 0 && rate > 0 && seconds > 0)) die("--jobs, --rate and --seconds must be positive numbers");
 
@@ -124,21 +131,41 @@ async function main() {
   const { rows: pre } = await c.query("SELECT count(*)::int AS n FROM graphile_worker._private_jobs");
   if (pre[0].n !== 0) die(`the database already holds ${pre[0].n} jobs: give a fresh one`);
 
+  const spec = "('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec";
+  const add = () =>
+    c.query(
+      `SELECT count(*) FROM graphile_worker.add_jobs((SELECT array_agg(${spec}) FROM generate_series(1, $1::int)))`,
+      [jobs],
+    );
+  const backlog = a.mode === "drain" && a.drain === "backlog";
+  if (backlog) {
+    log(`adding ${jobs} jobs in one statement, then ANALYZE, before the runner starts`);
+    await add();
+    await c.query("ANALYZE");
+  }
+  const t0 = now(); // a backlog's clock: the runner's start-up is counted
   const runner = await run({ preset, taskList, noHandleSignals: true });
   let out;
   try {
     if (a.mode === "drain") {
-      log(`adding ${jobs} jobs in one statement`);
-      const spec = "('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec";
-      await c.query(
-        `SELECT count(*) FROM graphile_worker.add_jobs((SELECT array_agg(${spec}) FROM generate_series(1, $1::int)))`,
-        [jobs],
-      );
-      const t = now(); // autocommit: the statement has committed
+      let expected = jobs;
+      if (a.drain === "steady") {
+        log(`first burst: ${jobs} jobs, ANALYZE, drained`);
+        await add();
+        await c.query("ANALYZE");
+        await drained(c, 1_800_000);
+        expected += jobs;
+      }
+      let t = t0;
+      if (!backlog) {
+        log(`adding ${jobs} jobs in one statement`);
+        await add();
+        t = now(); // autocommit: the statement has committed
+      }
       await drained(c, 1_800_000);
       const secs = (now() - t) / 1000;
-      if (runs !== jobs) die(`${runs} task runs for ${jobs} jobs`);
-      out = { peer: "graphile-worker", version: VERSION, config: a.config, case: "drain", jobs, seconds: secs, per_s: jobs / secs, concurrency: worker.concurrentJobs };
+      if (runs !== expected) die(`${runs} task runs for ${expected} jobs`);
+      out = { peer: "graphile-worker", version: VERSION, config: a.config, case: "drain", drain: a.drain, jobs, seconds: secs, per_s: jobs / secs, concurrency: worker.concurrentJobs };
     } else {
       const n = Math.floor(rate * seconds);
       log(`adding ${n} jobs, one per statement, at ${rate}/s`);

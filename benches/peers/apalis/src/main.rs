@@ -1,7 +1,7 @@
 //! apalis-postgres 1.0.0 as a benchmark peer for Rota (called by scripts/bench.py).
 //!
 //! ```text
-//! rota-peer-apalis --db-url URL --mode drain   [--jobs N]             [--wake W]
+//! rota-peer-apalis --db-url URL --mode drain   [--jobs N] [--drain D] [--wake W]
 //! rota-peer-apalis --db-url URL --mode latency [--rate R] [--seconds S] [--wake W]
 //! ```
 //!
@@ -30,9 +30,14 @@
 //! no waker on the listener. The interval is the library's own fallback for that.
 //!
 //! drain: N jobs are pushed with the library's own bulk push (`apalis_postgres::queries::push_tasks`,
-//! one `INSERT … SELECT unnest(…)` per 10 000 jobs, one transaction) before the worker starts; the
-//! clock starts when the worker is spawned and stops when a poll (every 10 ms, own connection)
-//! finds no job of the queue whose status is not `Done`.
+//! one `INSERT … SELECT unnest(…)` per 10 000 jobs, one transaction); the clock stops when a poll
+//! (every 10 ms, own connection) finds no job of the queue whose status is not `Done`. `--drain`
+//! says how the jobs meet the worker (docs/benchmarks.md, the same three cases for every
+//! contender): `cold` (the default) — the worker runs (1 s to register and LISTEN), the jobs are
+//! pushed into the fresh table, the clock starts at the commit; `steady` — the same, after a
+//! first push of N jobs followed by `ANALYZE` (the statistics autovacuum takes once a burst has
+//! landed) has drained; `backlog` — the jobs are pushed and analyzed before the worker starts,
+//! and the clock starts as it is spawned.
 //!
 //! latency: the worker runs first (1 s to register and LISTEN); a separate connection pushes one
 //! job per statement (again `push_tasks`, one row, autocommit, as in the crate's
@@ -72,6 +77,8 @@ struct Args {
     rate: f64,
     seconds: f64,
     wake: Wake,
+    /// `--drain`: cold, steady or backlog (module doc).
+    drain: String,
 }
 
 /// How an idle worker learns that there is work (`--wake`).
@@ -113,7 +120,7 @@ impl Wake {
 }
 
 fn args() -> Res<Args> {
-    let mut a = Args { db_url: String::new(), mode: String::new(), jobs: 50_000, rate: 500.0, seconds: 10.0, wake: Wake::parse(DEFAULT_WAKE)? };
+    let mut a = Args { db_url: String::new(), mode: String::new(), jobs: 50_000, rate: 500.0, seconds: 10.0, wake: Wake::parse(DEFAULT_WAKE)?, drain: "cold".into() };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{k} needs a value"));
@@ -124,11 +131,15 @@ fn args() -> Res<Args> {
             "--rate" => a.rate = val()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--wake" => a.wake = Wake::parse(&val()?)?,
+            "--drain" => a.drain = val()?,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
     if a.mode != "drain" && a.mode != "latency" {
         return Err(format!("--mode must be drain or latency, not `{}`", a.mode));
+    }
+    if !["cold", "steady", "backlog"].contains(&a.drain.as_str()) {
+        return Err(format!("--drain must be cold, steady or backlog, not `{}`", a.drain));
     }
     if a.db_url.is_empty() {
         return Err("--db-url URL is required".into());
@@ -203,35 +214,37 @@ async fn not_done(c: &mut PgConnection) -> Res<i64> {
         .map_err(|e| format!("poll: {e}"))
 }
 
-async fn drain(a: &Args, pool: &PgPool, mon: &mut PgConnection) -> Res<serde_json::Value> {
-    let n = a.jobs;
-    let t = Instant::now();
+/// Pushes `n` jobs in one transaction (one statement per 10 000), as the crate's bulk push does.
+async fn push(pool: &PgPool, n: u64) -> Res<()> {
     let mut tx = pool.begin().await.map_err(|e| format!("begin: {e}"))?;
     let mut seq = 0;
     while seq < n {
         let end = (seq + 10_000).min(n);
         let tasks: Vec<PgTask> = (seq..end).map(job).collect();
-        apalis_postgres::queries::push_tasks(&mut *tx, QUEUE, tasks).await.map_err(|e| format!("preload: {e}"))?;
+        apalis_postgres::queries::push_tasks(&mut *tx, QUEUE, tasks).await.map_err(|e| format!("push: {e}"))?;
         seq = end;
     }
-    tx.commit().await.map_err(|e| format!("preload commit: {e}"))?;
-    let pending = not_done(mon).await?;
-    if pending != n as i64 {
-        return Err(format!("preloaded {n} jobs but {pending} are waiting"));
-    }
-    say!("preloaded {n} jobs in {:.2} s", t.elapsed().as_secs_f64());
+    tx.commit().await.map_err(|e| format!("push commit: {e}"))
+}
 
-    let ctx = WorkerContext::new("rota-peer-apalis-drain");
-    let t = Instant::now();
-    let w = spawn_worker(pool, &ctx, a.wake);
-    let (mut last, mut last_change, mut last_log) = (n as i64, Instant::now(), Instant::now());
+async fn analyze(c: &mut PgConnection) -> Res<()> {
+    sqlx::query("ANALYZE").execute(c).await.map(|_| ()).map_err(|e| format!("ANALYZE: {e}"))
+}
+
+/// Until no job of the queue is left to do, or an error when the worker ended or stalled.
+async fn until_done(
+    mon: &mut PgConnection,
+    w: &tokio::task::JoinHandle<Result<(), WorkerError>>,
+    t: Instant,
+) -> Res<()> {
+    let (mut last, mut last_change, mut last_log) = (-1, Instant::now(), Instant::now());
     loop {
         let left = not_done(mon).await?;
         if left == 0 {
-            break;
+            return Ok(());
         }
         if w.is_finished() {
-            return Err(format!("worker ended with {left} jobs left: {:?}", w.await));
+            return Err(format!("worker ended with {left} jobs left"));
         }
         if left != last {
             (last, last_change) = (left, Instant::now());
@@ -244,6 +257,40 @@ async fn drain(a: &Args, pool: &PgPool, mon: &mut PgConnection) -> Res<serde_jso
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn drain(a: &Args, pool: &PgPool, mon: &mut PgConnection) -> Res<serde_json::Value> {
+    let n = a.jobs;
+    let ctx = WorkerContext::new("rota-peer-apalis-drain");
+    let (t, w, expected) = if a.drain == "backlog" {
+        let t = Instant::now();
+        push(pool, n).await?;
+        analyze(mon).await?;
+        let pending = not_done(mon).await?;
+        if pending != n as i64 {
+            return Err(format!("preloaded {n} jobs but {pending} are waiting"));
+        }
+        say!("preloaded and analyzed {n} jobs in {:.2} s", t.elapsed().as_secs_f64());
+        (Instant::now(), spawn_worker(pool, &ctx, a.wake), n)
+    } else {
+        let w = spawn_worker(pool, &ctx, a.wake);
+        // Let the worker register and its LISTEN connection come up before the first push.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut expected = n;
+        if a.drain == "steady" {
+            let t = Instant::now();
+            push(pool, n).await?;
+            analyze(mon).await?;
+            until_done(mon, &w, t).await?;
+            say!("first burst of {n} jobs drained in {:.2} s", t.elapsed().as_secs_f64());
+            expected += n;
+        }
+        push(pool, n).await?;
+        (Instant::now(), w, expected)
+    };
+    if let Err(e) = until_done(mon, &w, t).await {
+        return Err(if w.is_finished() { format!("{e}: {:?}", w.await) } else { e });
+    }
     let secs = t.elapsed().as_secs_f64();
     say!("drained {n} jobs in {secs:.3} s");
     stop_worker(&ctx, w).await;
@@ -252,10 +299,10 @@ async fn drain(a: &Args, pool: &PgPool, mon: &mut PgConnection) -> Res<serde_jso
         .fetch_one(&mut *mon)
         .await
         .map_err(|e| format!("count: {e}"))?;
-    if done != n as i64 {
-        return Err(format!("{done} of {n} jobs are Done"));
+    if done != expected as i64 {
+        return Err(format!("{done} of {expected} jobs are Done"));
     }
-    Ok(json!({"peer": "apalis-postgres", "version": VERSION, "case": "drain", "jobs": n, "seconds": secs,
+    Ok(json!({"peer": "apalis-postgres", "version": VERSION, "case": "drain", "drain": a.drain, "jobs": n, "seconds": secs,
               "per_s": n as f64 / secs, "batch": BATCH, "concurrency": CONCURRENCY, "wake": a.wake.describe()}))
 }
 
