@@ -11,7 +11,7 @@
 //! Must never: put back a row its owner may still be running — one claimed under a newer view
 //! than the recovering node's, within the membership's grace of its claim ([`recover`]).
 
-use crate::domain::TaskStatus;
+use crate::domain::{Action, TaskStatus};
 use chrono::Utc;
 use diesel::prelude::*;
 
@@ -58,7 +58,7 @@ impl Orphan {
         !self.started
             && self.claim_token.is_some()
             && self.stage.is_none()
-            && (self.app_id.is_none() || self.action == "run")
+            && (self.app_id.is_none() || Action::parse(&self.action) == Some(Action::Run))
     }
 }
 
@@ -118,8 +118,8 @@ const NO_TOKEN: i64 = -1;
 
 /// Recover an orphan: back to `pending` with its attempt counted, or `failed` when its attempts
 /// are used up — a job that never started goes back to `pending` with its attempt given back
-/// ([`Orphan::unstarted_job`]); a broadcast child becomes `lost` (invariant I5), and a fan-out parent always goes
-/// back to `pending` (its stage says where its next coordinator resumes). Conditional on the
+/// ([`Orphan::unstarted_job`]); a broadcast child becomes `lost` (invariant I5), and a fan-out
+/// parent always goes back to `pending` (its stage says where its next coordinator resumes). Conditional on the
 /// orphan's claim: owner, epoch, token and attempt. Returns the new status, if changed.
 /// Nothing is written when `view`, the epoch of the view whose live members made `o` an orphan,
 /// is older than the recovering node's session, or past its deadline ([`Fence`]), nor — for
