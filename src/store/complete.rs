@@ -526,25 +526,37 @@ pub fn mark_started(
                 .load(c)?;
             Ok(written_flags(&ids, written))
         }
-        AnyConnection::Sqlite(_) => conn.transaction(|c| {
-            rows.iter()
-                .map(|&(id, claim)| {
-                    let n = diesel::update(
-                        task::table
-                            .filter(task::id.eq(id))
-                            .filter(task::status.eq(TaskStatus::Running))
-                            .filter(task::owner_node.eq(node))
-                            .filter(task::owner_epoch.eq(claim.epoch))
-                            .filter(task::claim_token.eq(claim.token))
-                            .filter(BeforeDeadline(fence.until)),
-                    )
-                    .set(task::started_at.eq(now))
-                    .execute(c)?;
-                    Ok(n == 1)
-                })
-                .collect()
-        }),
+        AnyConnection::Sqlite(_) => set_start_marks(conn, node, fence, rows, Some(now)),
     }
+}
+
+/// Set the start mark of each of `rows` (held by `node` under its claim, before `fence`'s
+/// deadline) to `value`, row by row in one transaction; whether each was written.
+fn set_start_marks(
+    conn: &mut AnyConnection,
+    node: &str,
+    fence: Fence,
+    rows: &[(i64, Claim)],
+    value: Option<NaiveDateTime>,
+) -> Result<Vec<bool>, StoreError> {
+    conn.transaction(|c| {
+        rows.iter()
+            .map(|&(id, claim)| {
+                let n = diesel::update(
+                    task::table
+                        .filter(task::id.eq(id))
+                        .filter(task::status.eq(TaskStatus::Running))
+                        .filter(task::owner_node.eq(node))
+                        .filter(task::owner_epoch.eq(claim.epoch))
+                        .filter(task::claim_token.eq(claim.token))
+                        .filter(BeforeDeadline(fence.until)),
+                )
+                .set(task::started_at.eq(value))
+                .execute(c)?;
+                Ok(n == 1)
+            })
+            .collect()
+    })
 }
 
 /// Take back the start marks the claims of `rows` wrote (each held by `node`): these jobs have
@@ -562,25 +574,9 @@ pub fn take_back_starts(
     if rows.is_empty() {
         return Ok(0);
     }
-    conn.transaction(|c| {
-        let mut n = 0;
-        // One short statement per row: the rows are few (jobs that waited behind long ones)
-        // and the transaction commits once.
-        for (id, claim) in &rows {
-            n += diesel::update(
-                task::table
-                    .filter(task::id.eq(id))
-                    .filter(task::status.eq(TaskStatus::Running))
-                    .filter(task::owner_node.eq(node))
-                    .filter(task::owner_epoch.eq(claim.epoch))
-                    .filter(task::claim_token.eq(claim.token))
-                    .filter(BeforeDeadline(fence.until)),
-            )
-            .set(task::started_at.eq(None::<NaiveDateTime>))
-            .execute(c)?;
-        }
-        Ok(n)
-    })
+    // One short statement per row, in one transaction: the rows are few (jobs that waited
+    // behind long ones).
+    Ok(set_start_marks(conn, node, fence, &rows, None)?.into_iter().filter(|&w| w).count())
 }
 
 /// Give a task held under `claim` back untouched (its attempt uncounted): the application could
