@@ -483,6 +483,15 @@ async fn main() {
                 .iter()
                 .map(|r| (r.get::<_, String>(0), json!({"rows": r.get::<_, i64>(1), "last_finish_s": r.get::<_, f64>(2)})))
                 .collect();
+            // The first completion: in a backlog, what the nodes' start-up took before any work.
+            let first_finish: f64 = c
+                .query_one(
+                    "SELECT extract(epoch FROM min(finished_at))::float8 - $1 FROM task WHERE id > $2",
+                    &[&start, &after_id],
+                )
+                .await
+                .expect("first finish")
+                .get(0);
             let ok =
                 count(&c, &format!("SELECT count(*) FROM task WHERE status = 'succeeded' AND id > {after_id}")).await;
             let failing = if a.failing > 0 { a.jobs / a.failing } else { 0 };
@@ -504,6 +513,7 @@ async fn main() {
                 (r.get::<_, i64>(0), r.get::<_, i64>(1))
             };
             json!({"peer": "rota", "case": "drain", "drain": a.drain.name(), "nodes": a.nodes, "jobs": a.jobs, "failing_every": a.failing, "hanging_alarm": a.hanging_alarm, "seconds": secs, "seconds_polled": polled, "per_s": a.jobs as f64 / secs,
+                   "first_finish_s": first_finish,
                    "completion_batches": commits, "rows_per_completion": a.jobs as f64 / commits.max(1) as f64,
                    "transactions_per_row": (tx1 - tx0) as f64 / a.jobs as f64, "vacuums": vacuums, "analyzes": analyzes,
                    "sessions_before": sessions0, "sessions_after": sessions1, "by_node": by_node,
@@ -738,6 +748,28 @@ async fn acquisitions(c: &Client, from: i64, by: &[String], apps: &[i64], need_r
            "double_starts": (n - distinct) + elsewhere + unreleased})
 }
 
+/// Where a hand-off's time goes: per kind of ownership event and node, how many were recorded
+/// after event `from`, and the first and last at (seconds after `t0`).
+async fn steps_after(c: &Client, from: i64, t0: f64) -> serde_json::Value {
+    let rows = c
+        .query(
+            "SELECT kind || ' ' || node_id, count(*), extract(epoch FROM min(at))::float8 - $2, \
+                    extract(epoch FROM max(at))::float8 - $2 \
+             FROM event WHERE id > $1 AND kind IN ('app.released', 'app.acquired', 'app.state') GROUP BY 1 ORDER BY 1",
+            &[&from, &t0],
+        )
+        .await
+        .expect("steps");
+    let by: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let (n, first, last) = (r.get::<_, i64>(1), r.get::<_, f64>(2), r.get::<_, f64>(3));
+            (r.get::<_, String>(0), json!({"n": n, "first_s": first, "last_s": last}))
+        })
+        .collect();
+    by.into()
+}
+
 /// StreamPark-size clusters: `--apps` running `noop` applications on `--nodes` nodes (etcd).
 /// Start: the applications exist (desired `running`), the nodes start, the clock runs from
 /// their start until each application runs on the node the ring names. Steady state: statements,
@@ -810,7 +842,20 @@ async fn scale(a: &Args, bench: &mut Bench, c: &Client) -> serde_json::Value {
         .await
         .expect("acquired")
         .get(0);
+    // The old owners' first release: the moment the view that adds the joiner applied there (it
+    // waits `membership.settle_ms` for the view to settle, docs/design.md#settled-start).
+    let first_release: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM min(at))::float8 FROM event WHERE id > $1 AND kind = 'app.released'",
+            &[&ev0],
+        )
+        .await
+        .expect("released")
+        .get(0);
+    let steps = steps_after(c, ev0, joined_at).await;
     let join = json!({"moved": moved.len(), "spawn_to_running_s": handed - t_spawn, "joined_to_running_s": handed - joined_at,
+                      "steps_after_joined": steps,
+                      "joined_to_first_release_s": first_release - joined_at, "first_release_to_running_s": handed - first_release,
                       "spawn_to_joined_s": joined_at - t_spawn, "joined_to_last_acquired_s": last_acquired - joined_at,
                       "checks": acquisitions(c, ev0, std::slice::from_ref(&joiner), &moved, true).await});
     eprintln!("scale: join {join}");
@@ -836,7 +881,9 @@ async fn scale(a: &Args, bench: &mut Bench, c: &Client) -> serde_json::Value {
         .await
         .expect("lost event")
         .get(0);
+    let steps = steps_after(c, ev1, t_kill).await;
     let failover = json!({"orphans": orphans.len(), "lease_ttl_s": 3, "kill_to_running_s": recovered - t_kill,
+                          "steps_after_kill": steps,
                           "kill_to_departure_event_s": seen_lost.map(|t| t - t_kill),
                           "checks": acquisitions(c, ev1, &names, &orphans, false).await});
     eprintln!("scale: failover {failover}");

@@ -642,6 +642,7 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
         let all: Vec<AppAcquire> = ids.iter().copied().chain([999_999]).map(acquire).collect();
         let done = apps_batch(&mut conn, "n1", open(), &all, &[], &[]).unwrap();
         assert!(done.written.is_empty() && done.read.is_empty());
+        assert_eq!(done.missing, vec![999_999], "the missing application is told from a held one");
         type Owned = Option<(i64, Option<String>, Option<i64>)>;
         let got: Vec<Owned> =
             done.acquired.iter().map(|a| a.as_ref().map(|a| (a.id, a.owner_node.clone(), a.owner_epoch))).collect();
@@ -665,6 +666,76 @@ fn batched_acquisitions_take_only_free_or_abandoned_applications() {
         let f = EventFilter { app_id: Some(ids[1]), ..Default::default() };
         assert!(list_events(&mut conn, &f, None, 10).unwrap().is_empty(), "a live owner's: not taken");
     });
+}
+
+/// Batched releases: each application is released only while this node owns it at the epoch the
+/// release names, with its `app.released` event; one owned at another epoch or by another node
+/// keeps its owner and records nothing.
+#[test]
+fn batched_releases_free_only_what_this_node_owns_at_the_named_epoch() {
+    use rota::store::apps::{find_application, insert_application, release_apps, AppRelease};
+    use rota::store::events::{list_events, EventFilter};
+    use rota::store::models::NewApplication;
+    on_both(|store| {
+        let mut conn = store.conn().unwrap();
+        let ids: Vec<i64> = (0..4)
+            .map(|i| {
+                let new = NewApplication { name: format!("r{i}"), driver: "noop".into(), ..Default::default() };
+                insert_application(&mut conn, &new).unwrap()
+            })
+            .collect();
+        // ids[0] and ids[1] are this node's at epoch 3, ids[2] at epoch 2, ids[3] another node's.
+        for (id, owner, epoch) in [(ids[0], "n1", 3), (ids[1], "n1", 3), (ids[2], "n1", 2), (ids[3], "n2", 3)] {
+            conn.batch_execute(&format!(
+                "UPDATE application SET owner_node = '{owner}', owner_epoch = {epoch} WHERE id = {id}"
+            ))
+            .unwrap();
+        }
+        let release = |id: i64| AppRelease { id, epoch: 3, event: app_event("app.released", id) };
+        let flags = release_apps(&mut conn, "n1", &ids.iter().copied().map(release).collect::<Vec<_>>()).unwrap();
+        assert_eq!(flags, vec![true, true, false, false]);
+        let owner = |conn: &mut rota::store::AnyConnection, id| {
+            let a = find_application(conn, id).unwrap().unwrap();
+            (a.owner_node, a.owner_epoch)
+        };
+        assert_eq!(owner(&mut conn, ids[0]), (None, None));
+        assert_eq!(owner(&mut conn, ids[1]), (None, None));
+        assert_eq!(owner(&mut conn, ids[2]), (Some("n1".into()), Some(2)), "another epoch's ownership is kept");
+        assert_eq!(owner(&mut conn, ids[3]), (Some("n2".into()), Some(3)), "another node's is kept");
+        for (id, want) in ids.iter().zip([1, 1, 0, 0]) {
+            let f = EventFilter { app_id: Some(*id), kind: Some("app.released".into()), ..Default::default() };
+            assert_eq!(list_events(&mut conn, &f, None, 10).unwrap().len(), want, "events of application {id}");
+        }
+        assert_eq!(release_apps(&mut conn, "n1", &[]).unwrap(), Vec::<bool>::new());
+    });
+}
+
+/// A batch that released something is announced on `rota_release` (a node waiting for the
+/// release tries again at once); one that released nothing is not.
+#[test]
+fn postgres_announces_releases() {
+    use rota::store::apps::{insert_application, release_apps, AppRelease, RELEASED_CHANNEL};
+    use rota::store::models::NewApplication;
+    let (_pg, store, mut listener) = pg_listening(RELEASED_CHANNEL);
+    let mut conn = store.conn().unwrap();
+    let new = NewApplication { name: "r".into(), driver: "noop".into(), ..Default::default() };
+    let id = insert_application(&mut conn, &new).unwrap();
+    conn.batch_execute(&format!("UPDATE application SET owner_node = 'n1', owner_epoch = 3 WHERE id = {id}")).unwrap();
+    let release = AppRelease { id, epoch: 3, event: app_event("app.released", id) };
+    let heard = |listener: &mut PgConnection| {
+        listener.batch_execute("SELECT 1").unwrap();
+        listener.notifications_iter().filter_map(Result::ok).map(|n| n.channel).collect::<Vec<_>>()
+    };
+    // Nothing to release (another epoch's): no announcement.
+    let other = AppRelease { epoch: 4, ..release.clone() };
+    assert_eq!(release_apps(&mut conn, "n1", &[other]).unwrap(), vec![false]);
+    assert_eq!(release_apps(&mut conn, "n1", &[release]).unwrap(), vec![true]);
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(5), "the release's notification", || {
+        got.extend(heard(&mut listener));
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![RELEASED_CHANNEL.to_string()], "one announcement, for the batch that released");
 }
 
 /// `claim_turns`: per application only its next command, none while one of it is running, none

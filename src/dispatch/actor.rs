@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::appwrite::Acquisition;
 use super::held::Claimed;
 use super::plan::{self, Command, Plan, Restart};
 use super::Shared;
@@ -62,13 +63,17 @@ impl Handle {
     }
 
     /// Ask it to stop what it runs and release the application, for reason `why` (hand-off,
-    /// drained or stopped); wait until it has.
-    pub async fn release(self, why: Takeover) {
+    /// drained or stopped), at once; the future ends when it has. Asked of many actors before
+    /// any is awaited, their releases run together and are written in batches.
+    pub fn release(self, why: Takeover) -> impl Future<Output = ()> {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Release(why, done)).is_ok() {
-            let _ = wait.await;
+        let sent = self.tx.send(Msg::Release(why, done)).is_ok();
+        async move {
+            if sent {
+                let _ = wait.await;
+            }
+            let _ = self.task.await;
         }
-        let _ = self.task.await;
     }
 
     /// Stop at once (fencing): no release, no further writes.
@@ -145,6 +150,9 @@ struct Actor {
     runtime: Runtime,
 }
 
+/// A refused acquisition is tried again after this long when no release was announced.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(200);
+
 /// The first status check after a successful start comes this soon (or at the monitor interval,
 /// when shorter): an application that exits at once is seen before `--wait` reports success.
 const CONFIRM_AFTER: Duration = Duration::from_secs(1);
@@ -203,9 +211,14 @@ impl Actor {
 
     /// Acquire the application; meanwhile, give claimed commands back. False when the actor
     /// should end (released, or the application does not exist).
+    /// A refused acquisition is tried again as soon as a release is announced
+    /// ([`Shared::released`]: the previous owner's release is usually what it waits for), and
+    /// every [`ACQUIRE_RETRY`] in any case (a departure, a lost announcement).
     async fn acquire(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>) -> bool {
         let mut logged_wait = false;
+        let mut released = self.shared.released.subscribe();
         loop {
+            released.borrow_and_update();
             let ms = self.shared.snapshot();
             if ms.may_act(Instant::now()) {
                 let live: Vec<String> = ms.view.members.iter().map(|m| m.node_id.clone()).collect();
@@ -220,19 +233,16 @@ impl Actor {
                 let acquired = self.shared.apps.acquire(id, epoch, live, event).await;
                 self.copy_as_of = Instant::now();
                 match acquired {
-                    Ok(Some(app)) => {
+                    Ok(Acquisition::Taken(app)) => {
                         self.epoch = epoch;
                         tracing::info!(app.id = id, app.name = %app.name, ring.epoch = epoch, "acquired application");
                         self.runtime = self.recorded_runtime(&app);
-                        self.app = Some(app);
+                        self.app = Some(*app);
                         self.adopt().await;
                         return true;
                     }
-                    Ok(None) => {
-                        let exists = self.shared.store.run(move |c| apps::app(c, id)).await.map(|a| a.is_some());
-                        if let Ok(false) = exists {
-                            return self.drain_missing(rx).await;
-                        }
+                    Ok(Acquisition::Missing) => return self.drain_missing(rx).await,
+                    Ok(Acquisition::Held) => {
                         if !logged_wait {
                             tracing::info!(app.id = id, "waiting for the previous owner to release the application");
                             logged_wait = true;
@@ -250,7 +260,8 @@ impl Actor {
                     }
                     None => return false,
                 },
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = released.changed() => {}
+                _ = tokio::time::sleep(ACQUIRE_RETRY) => {}
             }
         }
     }
@@ -812,7 +823,7 @@ impl Actor {
                 }
             }
         }
-        let (id, me, epoch) = (self.app_id, self.shared.node_id.clone(), self.epoch);
+        let (id, epoch) = (self.app_id, self.epoch);
         let event = self.shared.new_event(
             "app.released",
             Some(id),
@@ -820,7 +831,7 @@ impl Actor {
             format!("application {id} released ({why})"),
             json!({ "epoch": epoch, "reason": why.as_str() }),
         );
-        match self.shared.store.run(move |c| apps::release_app(c, id, &me, epoch, &event)).await {
+        match self.shared.apps.release(id, epoch, event).await {
             Ok(true) => {
                 tracing::info!(app.id = id, ring.epoch = epoch, "released application");
             }

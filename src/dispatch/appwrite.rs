@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::complete::{cut_at_repeats, gather};
 use crate::membership::MembershipState;
-use crate::store::apps::{self, AppAcquire, AppChange, AppWrite};
+use crate::store::apps::{self, AppAcquire, AppChange, AppRelease, AppWrite};
 use crate::store::fence::Fence;
 use crate::store::models::{Application, NewEvent};
 use crate::store::Store;
@@ -29,10 +29,21 @@ use crate::store::Store;
 /// Requests served together, at most.
 const MAX_BATCH: usize = 1024;
 
+/// What an acquisition found.
+pub enum Acquisition {
+    /// This node owns the application now.
+    Taken(Box<Application>),
+    /// Another live member holds it (or the fence refused it): try again later.
+    Held,
+    /// The application does not exist.
+    Missing,
+}
+
 enum Item {
-    Acquire { acquire: Box<AppAcquire>, done: oneshot::Sender<Result<Option<Application>, String>> },
+    Acquire { acquire: Box<AppAcquire>, done: oneshot::Sender<Result<Acquisition, String>> },
     Read { id: i64, done: oneshot::Sender<Result<Option<Application>, String>> },
     Write { write: Box<AppWrite>, done: oneshot::Sender<Result<bool, String>> },
+    Release { release: Box<AppRelease>, done: oneshot::Sender<Result<bool, String>> },
 }
 
 /// Handle to the application writer.
@@ -45,25 +56,40 @@ const STOPPED: &str = "the application writer has stopped";
 
 impl AppWriter {
     /// Start the writer for `node`, whose acquisitions and writes are fenced by its
-    /// `membership` session (`store::fence::Fence`).
-    pub fn spawn(store: Store, node: String, membership: watch::Receiver<MembershipState>) -> AppWriter {
+    /// `membership` session (`store::fence::Fence`); `released` moves on after each batch that
+    /// released applications (this node's own waiting actors try again at once).
+    pub fn spawn(
+        store: Store,
+        node: String,
+        membership: watch::Receiver<MembershipState>,
+        released: std::sync::Arc<watch::Sender<u64>>,
+    ) -> AppWriter {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, node, membership, rx));
+        tokio::spawn(run(store, node, membership, released, rx));
         AppWriter { tx }
     }
 
-    /// Acquire application `id` at `epoch` ([`apps::acquire_app`]): the application when this node
-    /// now owns it, None when another of the `live` members holds it or it does not exist.
+    /// Acquire application `id` at `epoch` ([`apps::acquire_app`]), unless another of the `live`
+    /// members holds it.
     pub async fn acquire(
         &self,
         id: i64,
         epoch: i64,
         live: Vec<String>,
         event: NewEvent,
-    ) -> Result<Option<Application>, String> {
+    ) -> Result<Acquisition, String> {
         let (done, wait) = oneshot::channel();
         let acquire = Box::new(AppAcquire { id, epoch, live, event });
         self.tx.send(Item::Acquire { acquire, done }).map_err(|_| STOPPED.to_string())?;
+        wait.await.map_err(|_| STOPPED.to_string())?
+    }
+
+    /// Give application `id` up, owned at `epoch`, recording `event` when it applied
+    /// ([`apps::release_apps`]): Ok(false) when this node did not own it at that epoch.
+    pub async fn release(&self, id: i64, epoch: i64, event: NewEvent) -> Result<bool, String> {
+        let (done, wait) = oneshot::channel();
+        let release = Box::new(AppRelease { id, epoch, event });
+        self.tx.send(Item::Release { release, done }).map_err(|_| STOPPED.to_string())?;
         wait.await.map_err(|_| STOPPED.to_string())?
     }
 
@@ -88,6 +114,7 @@ async fn run(
     store: Store,
     node: String,
     membership: watch::Receiver<MembershipState>,
+    released: Arc<watch::Sender<u64>>,
     mut rx: mpsc::UnboundedReceiver<Item>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -97,11 +124,20 @@ async fn run(
         // batch is cut before the repeat and the rest follows in order.
         let key = |item: &Item| match item {
             Item::Write { write, .. } => Some((write.id, false)),
+            Item::Release { release, .. } => Some((release.id, false)),
             Item::Acquire { acquire, .. } => Some((acquire.id, true)),
             Item::Read { .. } => None,
         };
         for part in cut_at_repeats(batch, key) {
-            serve(&store, &node, super::current_fence(&membership), part).await;
+            let (releases, rest): (Vec<Item>, Vec<Item>) =
+                part.into_iter().partition(|item| matches!(item, Item::Release { .. }));
+            if !releases.is_empty() {
+                release(&store, &node, releases).await;
+                released.send_modify(|g| *g += 1);
+            }
+            if !rest.is_empty() {
+                serve(&store, &node, super::current_fence(&membership), rest).await;
+            }
         }
     }
 }
@@ -113,6 +149,7 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
             Item::Acquire { acquire, .. } => acquires.push((**acquire).clone()),
             Item::Read { id, .. } => reads.push(*id),
             Item::Write { write, .. } => writes.push((**write).clone()),
+            Item::Release { .. } => {}
         }
     }
     let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
@@ -123,17 +160,26 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
     match result {
         Ok(done) => {
             let (mut acquired, mut flags) = (done.acquired.into_iter(), done.written.into_iter());
+            let missing: std::collections::HashSet<i64> = done.missing.into_iter().collect();
             let apps: std::collections::HashMap<i64, Application> = done.read.into_iter().map(|a| (a.id, a)).collect();
             for item in batch {
                 match item {
-                    Item::Acquire { done, .. } => {
-                        let _ = done.send(Ok(acquired.next().flatten()));
+                    Item::Acquire { acquire, done } => {
+                        let found = match acquired.next().flatten() {
+                            Some(app) => Acquisition::Taken(Box::new(app)),
+                            None if missing.contains(&acquire.id) => Acquisition::Missing,
+                            None => Acquisition::Held,
+                        };
+                        let _ = done.send(Ok(found));
                     }
                     Item::Read { id, done } => {
                         let _ = done.send(Ok(apps.get(&id).cloned()));
                     }
                     Item::Write { done, .. } => {
                         let _ = done.send(Ok(flags.next().unwrap_or(false)));
+                    }
+                    Item::Release { done, .. } => {
+                        let _ = done.send(Err("internal: a release reached the batch of writes".into()));
                     }
                 }
             }
@@ -150,10 +196,36 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
                     Item::Read { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }
-                    Item::Write { done, .. } => {
+                    Item::Write { done, .. } | Item::Release { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Serve releases together ([`apps::release_apps`]); not fenced: clearing an ownership this
+/// node holds at its epoch takes nothing from anyone.
+async fn release(store: &Store, node: &str, batch: Vec<Item>) {
+    let (mut releases, mut dones) = (Vec::new(), Vec::new());
+    for item in batch {
+        if let Item::Release { release, done } = item {
+            releases.push(*release);
+            dones.push(done);
+        }
+    }
+    let (node, n) = (node.to_string(), releases.len());
+    match store.run(move |c| apps::release_apps(c, &node, &releases)).await {
+        Ok(flags) => {
+            for (done, flag) in dones.into_iter().zip(flags) {
+                let _ = done.send(Ok(flag));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(releases = n, error = %e, "application releases failed");
+            for done in dones {
+                let _ = done.send(Err(e.to_string()));
             }
         }
     }

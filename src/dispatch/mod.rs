@@ -93,6 +93,7 @@ pub async fn run(shared: Arc<Shared>, url: DbUrl, shutdown: CancellationToken) {
             u.clone(),
             shared.wake.clone(),
             shared.config.clone(),
+            shared.released.clone(),
             shared.metrics.notify_listening.clone(),
             listener_stop.clone(),
         ));

@@ -80,6 +80,9 @@ impl Dispatcher {
                 let drained = ms.view.members.iter().any(|m| m.node_id == me && m.weight == 0);
                 let why = if drained { Takeover::Drained } else { Takeover::HandOff };
                 let mut unplaced = Vec::new();
+                // Every release is asked before any is awaited: they stop and are written
+                // together (docs/benchmarks.md#scale).
+                let mut releases = Vec::new();
                 for AppOwner { id, owner, .. } in rows {
                     if place.app_owner(id).is_none() && !place.settling() {
                         unplaced.push(id);
@@ -87,8 +90,7 @@ impl Dispatcher {
                     if place.owns_app(id) {
                         self.actor(id);
                     } else if let Some(handle) = self.actors.remove(&id) {
-                        self.shared.metrics.owned_applications.set(self.actors.len() as i64);
-                        handle.release(why).await;
+                        releases.push(handle.release(why));
                     } else if owner.as_deref() == Some(me.as_str()) {
                         // Ours from an earlier life (no actor runs it): let the new owner have it.
                         let m = me.clone();
@@ -97,6 +99,8 @@ impl Dispatcher {
                         }
                     }
                 }
+                self.shared.metrics.owned_applications.set(self.actors.len() as i64);
+                futures_util::future::join_all(releases).await;
                 if !unplaced.is_empty() && self.unplaced_logged != (ms.view.epoch, unplaced.len()) {
                     self.unplaced_logged = (ms.view.epoch, unplaced.len());
                     tracing::warn!(

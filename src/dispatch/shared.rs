@@ -59,6 +59,9 @@ pub struct Shared {
     /// Changes of schedules, traffic policies and applications' placement, announced by the
     /// database ([`wake::listen`]) or by this node's API ([`wake::Config::announce`]).
     pub config: Arc<watch::Sender<wake::Config>>,
+    /// Moves on whenever applications were released, by this node or (announced by the database)
+    /// by another: an actor waiting for a previous owner's release tries again at once.
+    pub(super) released: Arc<watch::Sender<u64>>,
     /// How long a row claimed under a view newer than this node's is left alone before it is
     /// recovered (`store::recover::recover`): the lease TTL on etcd (a member sees a join
     /// within it), none for the standalone node (no other node can be a member beside it).
@@ -99,7 +102,8 @@ impl Shared {
             metrics.clone(),
             parents.clone(),
         );
-        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone());
+        let released = Arc::new(watch::Sender::new(0));
+        let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone(), released.clone());
         let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         let starts = start::Starts::spawn(store.clone(), node_id.clone(), membership.clone(), held.clone());
@@ -123,6 +127,7 @@ impl Shared {
             held,
             act_by,
             config: Arc::new(watch::channel(wake::Config::default()).0),
+            released,
             newer_claim_grace,
             acting,
         })

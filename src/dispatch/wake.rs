@@ -2,7 +2,9 @@
 //! (tokio-postgres, event-driven: no sleep loop adding latency), plus in-process wake-ups.
 //! The same connection listens on `rota_config`, which triggers send when an admin changes a
 //! schedule or a traffic policy ([`Config`]): those are read again at once, and otherwise
-//! seldom (docs/dispatch.md, *What a node asks of the database when idle*).
+//! seldom (docs/dispatch.md, *What a node asks of the database when idle*); and on
+//! `rota_release`, sent when a node releases applications, so a node waiting to acquire them
+//! tries again at once instead of at its next retry.
 //!
 //! The listener subscribes *before* it reports itself ready, and wakes the dispatcher after every
 //! (re)connection, so a notification sent while it was away costs at most one extra read — never
@@ -84,20 +86,22 @@ impl Parents {
     }
 }
 
-/// Keep a `LISTEN rota_task, rota_config` connection to `url` open until `shutdown`, calling
-/// `wake` on every task notification and after every (re)connection, and moving `config` on at
-/// every configuration notification and (re)connection.
+/// Keep a `LISTEN rota_task, rota_config, rota_release` connection to `url` open until
+/// `shutdown`, calling `wake` on every task notification and after every (re)connection, and
+/// moving `config` on at every configuration notification, `released` at every release
+/// notification ([`crate::store::apps::RELEASED_CHANNEL`]), both at every (re)connection.
 /// `listening` is 1 while the connection is subscribed (`rota_notify_listening`).
 pub async fn listen(
     url: String,
     wake: Arc<Notify>,
     config: Arc<watch::Sender<Config>>,
+    released: Arc<watch::Sender<u64>>,
     listening: prometheus_client::metrics::gauge::Gauge,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !shutdown.is_cancelled() {
-        let done = connect_and_listen(&url, &wake, &config, &listening, &shutdown).await;
+        let done = connect_and_listen(&url, &wake, (&config, &released), &listening, &shutdown).await;
         listening.set(0);
         // Only a change of state is news: a retry that failed again wakes nobody.
         config.send_if_modified(|c| std::mem::replace(&mut c.listening, false));
@@ -158,14 +162,15 @@ fn listener_config(url: &str) -> Result<tokio_postgres::Config, tokio_postgres::
 async fn connect_and_listen(
     url: &str,
     wake: &Notify,
-    config: &watch::Sender<Config>,
+    (config, released): (&watch::Sender<Config>, &watch::Sender<u64>),
     gauge: &prometheus_client::metrics::gauge::Gauge,
     shutdown: &CancellationToken,
 ) -> Result<(), ListenError> {
     let (client, mut connection) = listener_config(url)?.connect(NoTls).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
     // The connection must be polled for LISTEN to complete: drive both together.
-    let listen = client.batch_execute("LISTEN rota_task; LISTEN rota_config");
+    let subscribe = format!("LISTEN rota_task; LISTEN rota_config; LISTEN {}", crate::store::apps::RELEASED_CHANNEL);
+    let listen = client.batch_execute(&subscribe);
     tokio::pin!(listen);
     let mut listening = false;
     let mut probe_tick = tokio::time::interval(PROBE_EVERY);
@@ -186,8 +191,9 @@ async fn connect_and_listen(
             done = &mut listen, if !listening => {
                 done?;
                 listening = true;
-                tracing::debug!("listening for rota_task and rota_config notifications");
+                tracing::debug!("listening for rota_task, rota_config and rota_release notifications");
                 wake.notify_one();
+                released.send_modify(|g| *g += 1);
                 config.send_modify(|c| {
                     c.generation += 1;
                     c.listening = true;
@@ -197,6 +203,9 @@ async fn connect_and_listen(
             msg = messages.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) if n.channel() == "rota_config" => {
                     Config::announce(config);
+                }
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == crate::store::apps::RELEASED_CHANNEL => {
+                    released.send_modify(|g| *g += 1);
                 }
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Text};
 
 use super::complete::apps_write_pg;
 use super::events;
@@ -258,28 +258,80 @@ fn acquire_apps_pg(
     Ok(ids.iter().map(|id| got.remove(id)).collect())
 }
 
-/// Give an application up (after stopping whatever this node ran for it); `event` is recorded
-/// in the same transaction.
-pub fn release_app(
-    conn: &mut AnyConnection,
-    id: i64,
-    me: &str,
-    epoch: i64,
-    event: &NewEvent,
-) -> Result<bool, StoreError> {
+/// A release for [`release_apps`]: the application, the epoch it was acquired at, and the
+/// `app.released` event recorded when the release applies.
+#[derive(Debug, Clone)]
+pub struct AppRelease {
+    /// The application.
+    pub id: i64,
+    /// The epoch this node acquired it at: nothing is released under another.
+    pub epoch: i64,
+    /// Recorded in the same transaction when the release applied.
+    pub event: NewEvent,
+}
+
+/// The PostgreSQL channel a release is announced on: a node waiting to acquire an application
+/// tries again at once instead of at its next retry (`dispatch::wake`).
+pub const RELEASED_CHANNEL: &str = "rota_release";
+
+/// Give applications up (after stopping whatever this node ran for them), each only while this
+/// node owns it at the epoch it names; their events are recorded in the same transaction, and on
+/// PostgreSQL the commit is announced on [`RELEASED_CHANNEL`]. One flag per release, in order:
+/// whether it applied. PostgreSQL: one statement for the releases (`UPDATE … FROM unnest(…)`),
+/// one for the events, one for the announcement; SQLite: one statement per release.
+/// Why batched: a node handing 2,500 applications to a joining node spent a transaction on each
+/// (docs/benchmarks.md#scale).
+pub fn release_apps(conn: &mut AnyConnection, me: &str, releases: &[AppRelease]) -> Result<Vec<bool>, StoreError> {
+    if releases.is_empty() {
+        return Ok(Vec::new());
+    }
     conn.transaction(|c| {
-        let n = diesel::update(
-            application::table
-                .filter(application::id.eq(id))
-                .filter(application::owner_node.eq(me))
-                .filter(application::owner_epoch.eq(epoch)),
-        )
-        .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
-        .execute(c)?;
-        if n == 1 {
-            events::record_event(c, event)?;
+        let released: std::collections::HashSet<i64> = match c {
+            AnyConnection::Postgresql(pg) => {
+                let ids: Vec<i64> = releases.iter().map(|r| r.id).collect();
+                let epochs: Vec<i64> = releases.iter().map(|r| r.epoch).collect();
+                #[derive(QueryableByName)]
+                struct Id {
+                    #[diesel(sql_type = BigInt)]
+                    id: i64,
+                }
+                let got: Vec<Id> = diesel::sql_query(
+                    "UPDATE application AS a SET owner_node = NULL, owner_epoch = NULL \
+                     FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) \
+                     WHERE a.id = v.id AND a.owner_node = $3 AND a.owner_epoch = v.epoch \
+                     RETURNING a.id",
+                )
+                .bind::<Array<BigInt>, _>(&ids)
+                .bind::<Array<BigInt>, _>(&epochs)
+                .bind::<Text, _>(me)
+                .load(pg)?;
+                got.into_iter().map(|r| r.id).collect()
+            }
+            AnyConnection::Sqlite(_) => {
+                let mut done = std::collections::HashSet::new();
+                for r in releases {
+                    let n = diesel::update(
+                        application::table
+                            .filter(application::id.eq(r.id))
+                            .filter(application::owner_node.eq(me))
+                            .filter(application::owner_epoch.eq(r.epoch)),
+                    )
+                    .set((application::owner_node.eq(None::<String>), application::owner_epoch.eq(None::<i64>)))
+                    .execute(c)?;
+                    if n == 1 {
+                        done.insert(r.id);
+                    }
+                }
+                done
+            }
+        };
+        let evs: Vec<NewEvent> =
+            releases.iter().filter(|r| released.contains(&r.id)).map(|r| r.event.clone()).collect();
+        events::record_events(c, &evs)?;
+        if let (AnyConnection::Postgresql(pg), false) = (&mut *c, released.is_empty()) {
+            diesel::sql_query("SELECT pg_notify($1, '')").bind::<Text, _>(RELEASED_CHANNEL).execute(pg)?;
         }
-        Ok(n == 1)
+        Ok(releases.iter().map(|r| released.contains(&r.id)).collect())
     })
 }
 
@@ -417,15 +469,16 @@ pub fn apps_batch(
         let done = apps_batch(conn, me, fence, &mine, &ours, reads)?;
         return Ok(AppsBatch {
             acquired: merge_admitted(acquires, |a| fence.admits(a.epoch), done.acquired, |_| None),
+            missing: done.missing,
             written: merge_admitted(writes, |w| fence.admits(w.epoch), done.written, |_| false),
             read: done.read,
         });
     }
     let writer = (me, fence.until);
     let batch = |c: &mut AnyConnection| {
-        let (acquired, written) = apps_write_in(c, writer, acquires, writes)?;
+        let (acquired, missing, written) = apps_write_in(c, writer, acquires, writes)?;
         let read = if reads.is_empty() { Vec::new() } else { apps(c, reads)? };
-        Ok(AppsBatch { acquired, written, read })
+        Ok(AppsBatch { acquired, missing, written, read })
     };
     // Several statements to write (acquisitions; every write on SQLite): one transaction, the
     // reads in it — so a read that fails rolls the writes back, and a batch run again after a
@@ -439,14 +492,15 @@ pub fn apps_batch(
     }
 }
 
-/// [`apps_batch`]'s acquisitions and writes.
+/// [`apps_batch`]'s acquisitions and writes: per acquisition the application when acquired,
+/// the acquisitions' applications that do not exist, and per write whether it applied.
 #[allow(clippy::type_complexity)]
 fn apps_write_in(
     conn: &mut AnyConnection,
     writer: (&str, NaiveDateTime),
     acquires: &[AppAcquire],
     writes: &[AppWrite],
-) -> Result<(Vec<Option<Application>>, Vec<bool>), StoreError> {
+) -> Result<(Vec<Option<Application>>, Vec<i64>, Vec<bool>), StoreError> {
     let mut acquired = vec![None; acquires.len()];
     let before: HashMap<i64, Option<String>> = if acquires.is_empty() {
         HashMap::new()
@@ -482,6 +536,7 @@ fn apps_write_in(
         }
     }
     record_acquisitions(conn, writer.0, acquires, &acquired, &before)?;
+    let missing = acquires.iter().map(|a| a.id).filter(|id| !before.contains_key(id)).collect();
     let flags = match conn {
         AnyConnection::Postgresql(_) if writes.is_empty() => Vec::new(),
         AnyConnection::Postgresql(c) => apps_write_pg(c, writer, writes)?,
@@ -490,7 +545,7 @@ fn apps_write_in(
             .map(|w| update_owned_app(conn, w.id, writer, w.epoch, &w.change, w.event.as_ref()))
             .collect::<Result<_, _>>()?,
     };
-    Ok((acquired, flags))
+    Ok((acquired, missing, flags))
 }
 
 /// Record the `app.acquired` event of each acquisition that took its application, naming the
@@ -520,29 +575,7 @@ fn record_acquisitions(
             describe_takeover(&a.event, previous.as_deref(), why)
         })
         .collect();
-    match conn {
-        AnyConnection::Postgresql(c) if evs.len() > 1 => {
-            let col = |f: fn(&NewEvent) -> Option<&str>| evs.iter().map(f).collect::<Vec<_>>();
-            diesel::sql_query(
-                "INSERT INTO event (kind, app_id, node_id, actor, message, data) \
-                 SELECT kind, app_id, node_id, actor, message, COALESCE(data, '{}') FROM \
-                 unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                   AS v(kind, app_id, node_id, actor, message, data)",
-            )
-            .bind::<Array<Text>, _>(evs.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<BigInt>>, _>(evs.iter().map(|e| e.app_id).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(col(|e| e.node_id.as_deref()))
-            .bind::<Array<Nullable<Text>>, _>(col(|e| e.actor.as_deref()))
-            .bind::<Array<Text>, _>(evs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
-            .bind::<Array<Nullable<Text>>, _>(col(|e| e.data.as_deref()))
-            .execute(c)?;
-        }
-        _ => {
-            for e in &evs {
-                events::record_event(conn, e)?;
-            }
-        }
-    }
+    events::record_events(conn, &evs)?;
     Ok(())
 }
 
@@ -569,6 +602,9 @@ fn describe_takeover(event: &NewEvent, previous: Option<&str>, why: Takeover) ->
 pub struct AppsBatch {
     /// Per acquisition, in order: the application when this node now owns it.
     pub acquired: Vec<Option<Application>>,
+    /// The acquisitions' applications that do not exist (read in the same transaction): an
+    /// actor waiting for one ends instead of waiting for a release.
+    pub missing: Vec<i64>,
     /// Per write, in order: whether it applied.
     pub written: Vec<bool>,
     /// The applications read that exist.

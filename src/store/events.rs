@@ -17,6 +17,36 @@ pub fn record_event(conn: &mut AnyConnection, new: &NewEvent) -> Result<(), Stor
     Ok(())
 }
 
+/// Append events, in order: on PostgreSQL one statement for many (`unnest` of the columns,
+/// planned the same whatever the count), one by one otherwise.
+pub fn record_events(conn: &mut AnyConnection, evs: &[NewEvent]) -> Result<(), StoreError> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    match conn {
+        AnyConnection::Postgresql(c) if evs.len() > 1 => {
+            let col = |f: fn(&NewEvent) -> Option<&str>| evs.iter().map(f).collect::<Vec<_>>();
+            diesel::sql_query(
+                "INSERT INTO event (kind, app_id, node_id, actor, message, data) \
+                 SELECT kind, app_id, node_id, actor, message, COALESCE(data, '{}') FROM \
+                 unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                   AS v(kind, app_id, node_id, actor, message, data)",
+            )
+            .bind::<Array<Text>, _>(evs.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<BigInt>>, _>(evs.iter().map(|e| e.app_id).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.node_id.as_deref()))
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.actor.as_deref()))
+            .bind::<Array<Text>, _>(evs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
+            .bind::<Array<Nullable<Text>>, _>(col(|e| e.data.as_deref()))
+            .execute(c)?;
+        }
+        _ => {
+            for e in evs {
+                record_event(conn, e)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Append one event unless the database already holds it: a membership change (`membership.*`
 /// with `data.revision`) recorded by another node, or by this one before a retry. True when this
 /// call wrote it.
