@@ -30,15 +30,16 @@ use crate::store::{DbUrl, PoolOptions, Store};
 
 /// Open the database described by `cfg`, failing with an actionable message.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
-    open_pool(cfg, cfg.database.pool_size).await
+    open_pool(cfg, cfg.database.pool_size, Default::default()).await
 }
 
-/// A store on the database of `cfg` with a pool of `size` connections.
-async fn open_pool(cfg: &Config, size: u32) -> anyhow::Result<Store> {
+/// A store on the database of `cfg` with a pool of `size` connections, recording the database's
+/// answers in `answered` ([`Store::connect_sharing`]).
+async fn open_pool(cfg: &Config, size: u32, answered: Arc<crate::store::Answered>) -> anyhow::Result<Store> {
     let url = DbUrl::parse(&cfg.database_url())?;
     let opts = PoolOptions { max_size: size, connect_timeout: Duration::from_millis(cfg.database.connect_timeout_ms) };
     let shown = url.to_string();
-    tokio::task::spawn_blocking(move || Store::connect(&url, &opts)).await?.with_context(|| {
+    tokio::task::spawn_blocking(move || Store::connect_sharing(&url, &opts, answered)).await?.with_context(|| {
         format!("cannot open the database {shown} (check --database-url / ROTA_DATABASE_URL and that the server is up)")
     })
 }
@@ -155,6 +156,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     );
     let wake = shared.wake.clone();
     let config = shared.config.subscribe();
+    let alarms_config = shared.config.subscribe();
     let announce = shared.config.clone();
     let drivers = shared.drivers.clone();
     let dispatcher = tokio::spawn(dispatch::run(shared, store.url().clone(), dispatch_stop.clone()));
@@ -172,7 +174,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     ));
     // The API's own pool: no number of requests can take the connections the node's
     // heartbeat and dispatcher need (docs/api.md#load).
-    let api_store = open_pool(&cfg, cfg.api.pool_size).await?;
+    let api_store = open_pool(&cfg, cfg.api.pool_size, store.answered()).await?;
     let ready_timeout = Duration::from_secs(2);
     let database_check = api::health::spawn_database_check(api_store.clone(), ready_timeout, dispatch_stop.clone());
     // Alarms on the API's pool as well: a slow receiver or a backlog of events never takes a
@@ -182,6 +184,7 @@ pub async fn serve(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
         api_store.clone(),
         node_id.clone(),
         membership.subscribe(),
+        alarms_config,
         alarms.clone(),
         dispatch_stop.clone(),
     ));

@@ -269,6 +269,13 @@ fn postgres_announces_configuration_changes_but_not_firings() {
         ("UPDATE traffic_policy SET failed_over = TRUE WHERE failed_over", None),
         ("UPDATE traffic_policy SET failed_over = TRUE WHERE NOT failed_over", Some("traffic_policy")),
         ("DELETE FROM schedule", Some("schedule")),
+        ("INSERT INTO alarm_channel (name, kind) VALUES ('c', 'webhook')", Some("alarm_channel")),
+        ("UPDATE alarm_channel SET cursor = cursor + 5, updated_at = updated_at + interval '1 second'", None),
+        ("UPDATE alarm_channel SET config = '{\"url\": \"http://127.0.0.1:1/\"}'", Some("alarm_channel")),
+        ("INSERT INTO alarm_rule (name, kinds) VALUES ('r', '[\"app.failed\"]')", Some("alarm_rule")),
+        ("UPDATE alarm_rule SET throttle_s = 60", Some("alarm_rule")),
+        ("UPDATE alarm_rule SET throttle_s = 60", None),
+        ("DELETE FROM alarm_channel", Some("alarm_channel")),
     ];
     for (sql, _) in steps {
         conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -280,7 +287,32 @@ fn postgres_announces_configuration_changes_but_not_firings() {
         got.extend(listener.notifications_iter().filter_map(Result::ok).map(|n| n.payload));
         got.len() >= want.len()
     });
-    assert_eq!(got, want, "a firing's advance and an update that changed nothing announce nothing");
+    assert_eq!(got, want, "a firing's advance, a channel's cursor and an update that changed nothing announce nothing");
+}
+
+/// A ping right after a call through the store succeeded sends nothing (an idle node's
+/// `/readyz` and database watch asked one `SELECT 1` a second each); a store that has not been
+/// answered lately sends one, and a second pool sharing the first's record counts its answers.
+#[test]
+fn a_ping_after_a_recent_answer_sends_nothing() {
+    use rota::store::Answer;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    on_both(|store| {
+        let ping = |s: &Store| rt.block_on(s.ping(Duration::from_secs(5))).unwrap();
+        // A fresh pool that only migrated (through a connection of its own) has no answer yet.
+        let fresh = Store::connect(store.url(), &opts()).unwrap();
+        assert_eq!(ping(&fresh), Answer::Pinged);
+        rt.block_on(fresh.run(|c| rota::store::apps::app(c, 1))).unwrap();
+        assert_eq!(ping(&fresh), Answer::Recent, "a statement just answered");
+        let other = Store::connect(store.url(), &opts()).unwrap();
+        assert_eq!(ping(&other), Answer::Pinged, "another pool has its own record");
+        let sharing = Store::connect_sharing(store.url(), &opts(), fresh.answered()).unwrap();
+        assert_eq!(ping(&sharing), Answer::Recent, "a pool sharing the record counts the other's answers");
+        // A call that returns without sending a statement is no answer.
+        let idle = Store::connect(store.url(), &opts()).unwrap();
+        rt.block_on(idle.run(|_| Ok(()))).unwrap();
+        assert_eq!(ping(&idle), Answer::Pinged);
+    });
 }
 
 #[test]

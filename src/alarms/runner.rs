@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{backoff, plan, ChannelKind, Context, Gaps, Message, Rule};
 use crate::dispatch::record::current_fence;
+use crate::dispatch::wake::{Config, CONFIG_BACKSTOP};
 use crate::membership::MembershipState;
 use crate::store::alarms::{self as store, Channel, DueDelivery};
 use crate::store::models::NewEvent;
@@ -71,8 +72,12 @@ impl Options {
 const BATCH: i64 = 500;
 /// Deliveries of one channel claimed (and sent at once) per round.
 const CLAIM: i64 = 8;
-/// Reload the channels and rules every this many polls.
-const RELOAD_EVERY: u32 = 5;
+/// The channels and rules are read again at once when a change is announced (`rota_config`:
+/// PostgreSQL's triggers, this node's API), when a channel's cursor was found moved, and
+/// otherwise this often while nothing announces changes (SQLite, no listener) — or every
+/// [`CONFIG_BACKSTOP`] while changes are announced. Why: read every 5 s, they were a tenth of
+/// what an idle node asked of the database (docs/benchmarks.md#idle).
+const RELOAD_UNANNOUNCED: Duration = Duration::from_secs(5);
 /// The ring key whose owner looks for a stalled queue.
 const STALL_KEY: &str = "alarm-queue-stalled";
 
@@ -86,6 +91,7 @@ pub async fn run(
     store: Store,
     node_id: String,
     membership: watch::Receiver<MembershipState>,
+    config: watch::Receiver<Config>,
     opts: Options,
     shutdown: CancellationToken,
 ) {
@@ -93,6 +99,8 @@ pub async fn run(
         store,
         node_id,
         membership,
+        config,
+        reloaded: None,
         opts: Arc::new(opts),
         channels: Vec::new(),
         rules: Vec::new(),
@@ -101,7 +109,6 @@ pub async fn run(
         senders: HashMap::new(),
         started: Instant::now(),
         last_stall: None,
-        polls: 0,
         stop: shutdown.clone(),
     };
     loop {
@@ -121,6 +128,10 @@ struct Runner {
     store: Store,
     node_id: String,
     membership: watch::Receiver<MembershipState>,
+    /// Announced changes of the configuration ([`Config`]).
+    config: watch::Receiver<Config>,
+    /// The announcement generation and the instant of the last reload; None: reload now.
+    reloaded: Option<(u64, Instant)>,
     opts: Arc<Options>,
     channels: Vec<Channel>,
     rules: Vec<Rule>,
@@ -130,7 +141,6 @@ struct Runner {
     senders: HashMap<i64, JoinHandle<()>>,
     started: Instant,
     last_stall: Option<Instant>,
-    polls: u32,
     stop: CancellationToken,
 }
 
@@ -140,10 +150,15 @@ impl Runner {
     }
 
     async fn round(&mut self) {
-        if self.polls.is_multiple_of(RELOAD_EVERY) {
+        let config = *self.config.borrow();
+        let due = self.reloaded.is_none_or(|(generation, at)| {
+            generation != config.generation || at.elapsed() >= config.period(RELOAD_UNANNOUNCED, CONFIG_BACKSTOP)
+        });
+        if due {
+            // The generation is taken before the read: a change announced during it is read next.
+            self.reloaded = Some((config.generation, Instant::now()));
             self.reload().await;
         }
-        self.polls = self.polls.wrapping_add(1);
         if !self.may_act() {
             return;
         }
@@ -276,7 +291,7 @@ impl Runner {
                 }
                 Ok(false) => {
                     tracing::debug!(channel.id = id, "the channel's cursor moved elsewhere; reloading");
-                    self.polls = 0;
+                    self.reloaded = None;
                 }
                 Err(e) => tracing::warn!(channel.id = id, error = %e, "could not record alarm deliveries; will retry"),
             }

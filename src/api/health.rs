@@ -59,7 +59,7 @@ pub fn spawn_database_check(store: Store, timeout: Duration, stop: CancellationT
         let mut logged_failing = false;
         loop {
             let ping_store = store.clone();
-            let mut ping = tokio::spawn(async move { ping_store.ping(timeout).await });
+            let mut ping = tokio::spawn(async move { ping_store.ping(timeout).await.map(|_| ()) });
             let result = loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,

@@ -102,7 +102,7 @@ pub async fn watch_database(
             }
             None => {
                 let s = store.clone();
-                let mut p = tokio::spawn(async move { s.ping(every).await.map_err(|e| e.to_string()) });
+                let mut p = tokio::spawn(async move { s.ping(every).await.map(|_| ()).map_err(|e| e.to_string()) });
                 // Most pings answer within the tick: wait for it, so an answer is never a tick late.
                 match tokio::time::timeout(every, &mut p).await {
                     Ok(done) => done.unwrap_or_else(|e| Err(e.to_string())),

@@ -211,16 +211,43 @@ pub struct Manager {
     url: DbUrl,
     /// How long to wait: PostgreSQL's connect timeout, SQLite's busy timeout.
     wait: Duration,
+    /// Where its connections record the statements the database answered.
+    answered: Option<std::sync::Arc<super::Answered>>,
+}
+
+/// Records each statement that finished without an error ([`super::Answered`]).
+struct Recorder(std::sync::Arc<super::Answered>);
+
+impl diesel::connection::Instrumentation for Recorder {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::FinishQuery { error: None, .. } = event {
+            self.0.record();
+        }
+    }
 }
 
 impl Manager {
     /// A manager for `url`.
     pub fn new(url: DbUrl, wait: Duration) -> Self {
-        Self { url, wait }
+        Self { url, wait, answered: None }
+    }
+
+    /// Its connections record the statements the database answered in `answered`.
+    pub fn recording(mut self, answered: std::sync::Arc<super::Answered>) -> Self {
+        self.answered = Some(answered);
+        self
     }
 
     /// Open and prepare one connection.
     pub fn open(&self) -> Result<AnyConnection, ConnectError> {
+        let mut conn = self.open_unrecorded()?;
+        if let Some(answered) = &self.answered {
+            conn.set_instrumentation(Recorder(answered.clone()));
+        }
+        Ok(conn)
+    }
+
+    fn open_unrecorded(&self) -> Result<AnyConnection, ConnectError> {
         let fail = |message: String| ConnectError::Connect { url: self.url.to_string(), message };
         match &self.url {
             DbUrl::Postgres(url) => {

@@ -121,13 +121,73 @@ pub struct Store {
     slots: Arc<tokio::sync::Semaphore>,
     /// How long a caller waits for a slot.
     wait: Duration,
+    /// When a statement on this store's connections (or a store's sharing the record) last
+    /// succeeded.
+    answered: Arc<Answered>,
+}
+
+/// When the database last answered a statement of a store's connections without an error
+/// (recorded by diesel's instrumentation on each connection, [`Manager`]): [`Store::ping`]
+/// answers from it while it is fresher than [`ANSWER_PROVES_FOR`].
+/// Why: `/readyz` and the membership's database watch ping every second, and on an idle node
+/// the ping was a third of what the node asked of the database (docs/benchmarks.md#idle); a
+/// node that polls or writes has just been answered anyway.
+#[derive(Debug)]
+pub struct Answered {
+    since: std::time::Instant,
+    /// Milliseconds after `since` (+1; 0: never).
+    at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Answered {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A success this recent proves the database answers: [`Store::ping`] sends nothing.
+pub const ANSWER_PROVES_FOR: Duration = Duration::from_secs(1);
+
+impl Answered {
+    /// Never answered yet.
+    pub fn new() -> Self {
+        Self { since: std::time::Instant::now(), at_ms: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    pub(crate) fn record(&self) {
+        let ms = self.since.elapsed().as_millis() as u64 + 1;
+        self.at_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn within(&self, d: Duration) -> bool {
+        match self.at_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            ms => self.since.elapsed().saturating_sub(Duration::from_millis(ms - 1)) < d,
+        }
+    }
+}
+
+/// How [`Store::ping`] knows the database answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A statement succeeded within [`ANSWER_PROVES_FOR`]: nothing was sent.
+    Recent,
+    /// It answered a `SELECT 1`.
+    Pinged,
 }
 
 impl Store {
     /// Open the pool. One connection is made first, directly, so that a wrong URL or a server
     /// that is down fails here with the driver's own message instead of after a pool timeout.
     pub fn connect(url: &DbUrl, opts: &PoolOptions) -> Result<Store, StoreError> {
-        let manager = Manager::new(url.clone(), opts.connect_timeout);
+        Self::connect_sharing(url, opts, Arc::new(Answered::new()))
+    }
+
+    /// [`Store::connect`], recording the database's answers in `answered` (another store's,
+    /// [`Store::answered`]: a second pool on the same database, the API's, counts the node's own
+    /// statements as answers and the other way round).
+    pub fn connect_sharing(url: &DbUrl, opts: &PoolOptions, answered: Arc<Answered>) -> Result<Store, StoreError> {
+        let manager = Manager::new(url.clone(), opts.connect_timeout).recording(answered.clone());
         let spare = manager.clone();
         let first = manager.open()?;
         drop(first);
@@ -153,6 +213,7 @@ impl Store {
             plans: Arc::new(PlanGeneration::new()),
             slots: Arc::new(tokio::sync::Semaphore::new(opts.max_size as usize)),
             wait: opts.connect_timeout,
+            answered,
         })
     }
 
@@ -228,15 +289,25 @@ impl Store {
         run_on(&self.pool, &self.manager, f)
     }
 
-    /// Check the database answers, waiting at most `timeout` for a connection.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), StoreError> {
+    /// When the database last answered a statement of this store's connections (shared with
+    /// the stores opened with it: [`Store::connect_sharing`]).
+    pub fn answered(&self) -> Arc<Answered> {
+        self.answered.clone()
+    }
+
+    /// Check the database answers, waiting at most `timeout` for a connection: at once when a
+    /// call through this store succeeded within [`ANSWER_PROVES_FOR`], else with `SELECT 1`.
+    pub async fn ping(&self, timeout: Duration) -> Result<Answer, StoreError> {
+        if self.answered.within(ANSWER_PROVES_FOR) {
+            return Ok(Answer::Recent);
+        }
         let slot = self.slot(timeout).await?;
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut conn = pool.get_timeout(timeout).map_err(|e| StoreError::Unavailable(e.to_string()))?;
             conn.batch_execute("SELECT 1")?;
-            Ok(())
+            Ok(Answer::Pinged)
         })
         .await
         .map_err(|e| StoreError::Aborted(e.to_string()))?
