@@ -20,10 +20,12 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 
 use super::fence::{before_deadline, deadline_text, Fence};
-use super::models::Task;
+use super::models::{Claim, Task};
 use super::plans::{pg_prepared, PlanGeneration};
+use super::schema::task;
 use super::sql::{due, id_list, pg_literal, Count, SQLITE_NOW, TASK_COLUMNS};
 use super::{AnyConnection, StoreError};
+use crate::domain::TaskStatus;
 
 /// A pending, due row: enough to decide ownership.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -597,4 +599,20 @@ pub fn fail_unreadable(conn: &mut AnyConnection, after: i64, limit: i64) -> Resu
         .execute(c)?;
     }
     Ok(failed)
+}
+
+/// Task `id` still held under `node`'s `claim`: `running`, owned by `node` at the claim's epoch,
+/// with its token. The condition of every write a claimer makes about its claimed row (its start
+/// mark, giving it back, a fan-out or a workflow's step); a row claimed again since matches no
+/// more.
+#[diesel::dsl::auto_type(no_type_alias)]
+pub(super) fn held_under<'a>(id: i64, node: &'a str, claim: Claim) -> _ {
+    let running: TaskStatus = TaskStatus::Running;
+    let (epoch, token): (i64, i64) = (claim.epoch, claim.token);
+    task::id
+        .eq(id)
+        .and(task::status.eq(running))
+        .and(task::owner_node.eq(node))
+        .and(task::owner_epoch.eq(epoch))
+        .and(task::claim_token.eq(token))
 }

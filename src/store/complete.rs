@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 
 use super::apps::{update_owned_app, AppWrite};
+use super::claim::held_under;
 use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::models::Claim;
@@ -542,17 +543,10 @@ fn set_start_marks(
     conn.transaction(|c| {
         rows.iter()
             .map(|&(id, claim)| {
-                let n = diesel::update(
-                    task::table
-                        .filter(task::id.eq(id))
-                        .filter(task::status.eq(TaskStatus::Running))
-                        .filter(task::owner_node.eq(node))
-                        .filter(task::owner_epoch.eq(claim.epoch))
-                        .filter(task::claim_token.eq(claim.token))
-                        .filter(BeforeDeadline(fence.until)),
-                )
-                .set(task::started_at.eq(value))
-                .execute(c)?;
+                let n =
+                    diesel::update(task::table.filter(held_under(id, node, claim)).filter(BeforeDeadline(fence.until)))
+                        .set(task::started_at.eq(value))
+                        .execute(c)?;
                 Ok(n == 1)
             })
             .collect()
@@ -582,23 +576,16 @@ pub fn take_back_starts(
 /// Give a task held under `claim` back untouched (its attempt uncounted): the application could
 /// not be acquired yet (its previous owner has not released it), or the claim will not be run.
 pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, claim: Claim) -> Result<bool, StoreError> {
-    let n = diesel::update(
-        task::table
-            .filter(task::id.eq(id))
-            .filter(task::status.eq(TaskStatus::Running))
-            .filter(task::owner_node.eq(node))
-            .filter(task::owner_epoch.eq(claim.epoch))
-            .filter(task::claim_token.eq(claim.token)),
-    )
-    .set((
-        task::status.eq(TaskStatus::Pending),
-        task::attempts.eq(task::attempts - 1),
-        task::owner_node.eq(None::<String>),
-        task::owner_epoch.eq(None::<i64>),
-        task::claim_token.eq(None::<i64>),
-        task::claimed_at.eq(None::<NaiveDateTime>),
-    ))
-    .execute(conn)?;
+    let n = diesel::update(task::table.filter(held_under(id, node, claim)))
+        .set((
+            task::status.eq(TaskStatus::Pending),
+            task::attempts.eq(task::attempts - 1),
+            task::owner_node.eq(None::<String>),
+            task::owner_epoch.eq(None::<i64>),
+            task::claim_token.eq(None::<i64>),
+            task::claimed_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
     Ok(n == 1)
 }
 

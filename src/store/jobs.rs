@@ -14,6 +14,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
 
+use super::claim::held_under;
 use super::events;
 use super::models::{Claim, NewEvent, NewTask, Task};
 use super::schema::{task, traffic_policy};
@@ -101,17 +102,9 @@ pub fn fan_out(
     choose: impl FnOnce(&RouteMemory) -> Vec<NewTask>,
 ) -> Result<FanOut, StoreError> {
     conn.transaction(|c| {
-        let taken = diesel::update(
-            task::table
-                .filter(task::id.eq(parent))
-                .filter(task::status.eq(TaskStatus::Running))
-                .filter(task::owner_node.eq(me))
-                .filter(task::owner_epoch.eq(claim.epoch))
-                .filter(task::claim_token.eq(claim.token))
-                .filter(task::stage.is_null()),
-        )
-        .set(task::stage.eq("gather"))
-        .execute(c)?;
+        let taken = diesel::update(task::table.filter(held_under(parent, me, claim)).filter(task::stage.is_null()))
+            .set(task::stage.eq("gather"))
+            .execute(c)?;
         if taken == 0 {
             return Ok(FanOut::NotOurs);
         }

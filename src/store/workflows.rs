@@ -16,6 +16,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::Serialize;
 
+use super::claim::held_under;
 use super::fence::{BeforeDeadline, Fence};
 use super::models::{Claim, NewTask};
 use super::schema::{task, workflow, workflow_node_run, workflow_run, workflow_version};
@@ -404,17 +405,10 @@ pub fn advance(
 ) -> Result<Advanced, StoreError> {
     let now = Utc::now().naive_utc();
     let r = conn.transaction(|c| {
-        let ours = diesel::update(
-            task::table
-                .filter(task::id.eq(coordinator))
-                .filter(task::status.eq(TaskStatus::Running))
-                .filter(task::owner_node.eq(me))
-                .filter(task::owner_epoch.eq(claim.epoch))
-                .filter(task::claim_token.eq(claim.token))
-                .filter(BeforeDeadline(fence.until)),
-        )
-        .set(task::stage.eq("gather"))
-        .execute(c)?;
+        let ours =
+            diesel::update(task::table.filter(held_under(coordinator, me, claim)).filter(BeforeDeadline(fence.until)))
+                .set(task::stage.eq("gather"))
+                .execute(c)?;
         if ours == 0 {
             return Ok(Advanced::NotOurs);
         }
