@@ -143,7 +143,7 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--node-id", id, "--database-url", url, "--no-migrate"])
         .arg("--data-dir")
         .arg(dir.join(id))
-        .env("ROTA__LOG__LEVEL", "warn,rota::node=info")
+        .env("ROTA__LOG__LEVEL", std::env::var("ROTA_BENCH_NODE_LOG").unwrap_or_else(|_| "warn,rota::node=info".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if let Some(e) = etcd {
@@ -153,9 +153,19 @@ fn start_node(url: &str, id: &str, cluster: &str, etcd: Option<&str>, dir: &std:
         cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e} (build it: cargo build --release)", bin()));
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
+    // Every line into `$ROTA_BENCH_NODE_LOG_DIR/<node>.log` when set (with `ROTA_BENCH_NODE_LOG`,
+    // the nodes' log filter, to see what a case's nodes did).
+    let mut keep = std::env::var_os("ROTA_BENCH_NODE_LOG_DIR").map(|d| {
+        let path = std::path::Path::new(&d).join(format!("{id}.log"));
+        std::fs::File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    });
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
             if !sent {
                 if let Some(a) = line.split_whitespace().find_map(|w| w.strip_prefix("http.addr=")) {
                     let _ = tx.send(a.to_string());

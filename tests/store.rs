@@ -742,6 +742,69 @@ fn batched_releases_free_only_what_this_node_owns_at_the_named_epoch() {
     });
 }
 
+/// The batched application statements stay linear in their batch whatever statistics the planner
+/// has. With statistics taken before any node owned anything, `owner_node = 'n1'` is estimated
+/// at one row, and PostgreSQL planned a batch of writes or releases as a scan of every row `n1`
+/// owns, each compared with every row of the batch (8-24 s per batch of 1,024 at 100,000
+/// applications: docs/benchmarks.md#scale). Likewise for acquisitions of what `n1` released, after
+/// statistics taken while it owned everything. Such a plan runs into the statement timeout here;
+/// probing the batch's ids, each statement takes milliseconds.
+#[test]
+fn batched_application_statements_stay_linear_on_stale_statistics() {
+    use rota::domain::AppState;
+    use rota::store::apps::{app_owners, apps_batch, release_apps, AppAcquire, AppChange, AppRelease, AppWrite};
+    let pg = PgDb::create();
+    let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &opts()).unwrap();
+    store.migrate().unwrap();
+    let mut conn = store.conn().unwrap();
+    let own_all_then = |conn: &mut rota::store::AnyConnection, analyze_first: bool| {
+        let (before, after) = if analyze_first { ("ANALYZE application;", "") } else { ("", "ANALYZE application;") };
+        conn.batch_execute(&format!(
+            "SET statement_timeout = 0; {before} UPDATE application SET owner_node = 'n1', owner_epoch = 3; {after} \
+             SET statement_timeout = '5s'"
+        ))
+        .unwrap();
+    };
+    conn.batch_execute(
+        "INSERT INTO application (name, driver, desired_state) \
+         SELECT 's' || g, 'noop', 'running' FROM generate_series(1, 60000) g",
+    )
+    .unwrap();
+    let ids: Vec<i64> = app_owners(&mut conn).unwrap().iter().map(|a| a.id).collect();
+    let release = |id: i64| AppRelease { id, epoch: 3, event: app_event("app.released", id) };
+
+    // Statistics from before anything was owned.
+    own_all_then(&mut conn, true);
+    let writes: Vec<AppWrite> = ids[..1024]
+        .iter()
+        .map(|&id| AppWrite {
+            id,
+            epoch: 3,
+            change: AppChange { state: Some(AppState::Running), ..Default::default() },
+            event: Some(app_event("app.state", id)),
+        })
+        .collect();
+    let done = apps_batch(&mut conn, "n1", open(), &[], &writes, &[]).expect("a batch of writes");
+    assert!(done.written.iter().all(|&w| w) && done.written.len() == 1024);
+    let flags = release_apps(&mut conn, "n1", &ids[..1024].iter().copied().map(release).collect::<Vec<_>>())
+        .expect("a batch of releases");
+    assert!(flags.iter().all(|&f| f));
+
+    // Statistics from while n1 owned everything; then it releases 50,000.
+    own_all_then(&mut conn, false);
+    for chunk in ids[..50_000].chunks(1024) {
+        let flags = release_apps(&mut conn, "n1", &chunk.iter().copied().map(release).collect::<Vec<_>>()).unwrap();
+        assert!(flags.iter().all(|&f| f));
+    }
+    let live = vec!["n1".to_string(), "n2".to_string()];
+    let acquires: Vec<AppAcquire> = ids[..2048]
+        .iter()
+        .map(|&id| AppAcquire { id, epoch: 4, live: live.clone(), event: app_event("app.acquired", id) })
+        .collect();
+    let done = apps_batch(&mut conn, "n2", open(), &acquires, &[], &[]).expect("a batch of acquisitions");
+    assert!(done.acquired.iter().all(|a| a.as_ref().is_some_and(|a| a.owner_node.as_deref() == Some("n2"))));
+}
+
 /// A batch that released something is announced on `rota_release` (a node waiting for the
 /// release tries again at once); one that released nothing is not.
 #[test]

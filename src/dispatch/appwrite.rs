@@ -132,11 +132,28 @@ async fn run(
             let (releases, rest): (Vec<Item>, Vec<Item>) =
                 part.into_iter().partition(|item| matches!(item, Item::Release { .. }));
             if !releases.is_empty() {
+                let (n, began) = (releases.len(), std::time::Instant::now());
                 release(&store, &node, releases).await;
                 released.send_modify(|g| *g += 1);
+                tracing::debug!(
+                    batch.releases = n,
+                    batch.ms = began.elapsed().as_millis() as u64,
+                    "application releases written"
+                );
             }
             if !rest.is_empty() {
+                let count = |f: fn(&Item) -> bool| rest.iter().filter(|i| f(i)).count();
+                let (acquires, writes) =
+                    (count(|i| matches!(i, Item::Acquire { .. })), count(|i| matches!(i, Item::Write { .. })));
+                let (reads, began) = (rest.len() - acquires - writes, std::time::Instant::now());
                 serve(&store, &node, super::current_fence(&membership), rest).await;
+                tracing::debug!(
+                    batch.acquires = acquires,
+                    batch.writes = writes,
+                    batch.reads = reads,
+                    batch.ms = began.elapsed().as_millis() as u64,
+                    "application batch served"
+                );
             }
         }
     }

@@ -224,6 +224,19 @@ pub struct AppAcquire {
     pub event: NewEvent,
 }
 
+/// `FROM` text for a batch statement on `application`: `unnest(arrays) AS v(columns)` with the
+/// values every row shares (`extra`: the node, the live members) as columns of `v`, behind an
+/// `OFFSET 0` that keeps the planner from folding them back into constants.
+/// Why: compared with a constant, `owner_node = 'n1'` is estimated from the table's statistics,
+/// and statistics taken before a node owned anything estimate it at one row. PostgreSQL then
+/// scanned every row the node owns and compared each with every row of the batch: 8-24 s per
+/// batch of 1,024 at 100,000 applications (auto_explain; docs/benchmarks.md#scale). Compared
+/// with a column of the batch, the ownership is a join condition; the batch drives, each of its
+/// rows probing the primary key (or, on a small table, one hash join).
+pub(super) fn batch_with_owner(arrays: &str, columns: &str, extra: &str) -> String {
+    format!("(SELECT u.*, {extra} FROM unnest({arrays}) AS u({columns}) OFFSET 0) AS v")
+}
+
 /// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
 /// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`), the
 /// events written after it ([`record_acquisitions`]).
@@ -240,10 +253,11 @@ fn acquire_apps_pg(
     let epochs: Vec<i64> = acquires.iter().map(|a| a.epoch).collect();
     let sql = format!(
         "UPDATE application AS a SET owner_node = $3, owner_epoch = v.epoch, updated_at = $4 \
-         FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) \
-         WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = $3 OR a.owner_node <> ALL ($5)) \
+         FROM {batch} \
+         WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = v.me OR a.owner_node <> ALL (v.live)) \
            AND {before_deadline} \
          RETURNING a.*",
+        batch = batch_with_owner("$1::bigint[], $2::bigint[]", "id, epoch", "$3::text AS me, $5::text[] AS live"),
         before_deadline = before_deadline(true, 6)
     );
     let got: Vec<Application> = diesel::sql_query(sql)
@@ -295,12 +309,13 @@ pub fn release_apps(conn: &mut AnyConnection, me: &str, releases: &[AppRelease])
                     #[diesel(sql_type = BigInt)]
                     id: i64,
                 }
-                let got: Vec<Id> = diesel::sql_query(
+                let got: Vec<Id> = diesel::sql_query(format!(
                     "UPDATE application AS a SET owner_node = NULL, owner_epoch = NULL \
-                     FROM unnest($1::bigint[], $2::bigint[]) AS v(id, epoch) \
-                     WHERE a.id = v.id AND a.owner_node = $3 AND a.owner_epoch = v.epoch \
+                     FROM {batch} \
+                     WHERE a.id = v.id AND a.owner_node = v.me AND a.owner_epoch = v.epoch \
                      RETURNING a.id",
-                )
+                    batch = batch_with_owner("$1::bigint[], $2::bigint[]", "id, epoch", "$3::text AS me")
+                ))
                 .bind::<Array<BigInt>, _>(&ids)
                 .bind::<Array<BigInt>, _>(&epochs)
                 .bind::<Text, _>(me)

@@ -274,19 +274,22 @@ const APP_WRITE_COLUMNS: [(&str, &str); 13] = [
 /// [`outcomes_pg`]'s statement. Its parameters: the arrays of [`OUTCOME_COLUMNS`] then of
 /// [`APP_WRITE_COLUMNS`] (`$1`…), then the time written as `finished_at` and `updated_at`, the
 /// writer's node and its deadline — numbered from the columns, so a column added to the batch
-/// renumbers what follows it.
+/// renumbers what follows it. The application writes compare the owner with a column of the
+/// materialized batch (`v.writer`), not with the bound node: a join condition, which stale
+/// statistics cannot turn into a scan of every row the node owns compared with every row of the
+/// batch ([`super::apps::batch_with_owner`] says why).
 fn outcomes_pg_sql() -> String {
     let columns = [OUTCOME_COLUMNS.as_slice(), APP_WRITE_COLUMNS.as_slice()].concat();
     let (now, node, deadline) = (columns.len() + 1, columns.len() + 2, columns.len() + 3);
     format!(
-        "WITH v AS (SELECT * FROM {unnest}), \
+        "WITH v AS MATERIALIZED (SELECT *, ${node}::text AS writer FROM {unnest}), \
          u AS (UPDATE application AS a SET \
            desired_state = COALESCE(v.desired_state, a.desired_state), \
            state = COALESCE(v.state, a.state), \
            last_error = CASE WHEN v.set_error THEN v.last_error ELSE a.last_error END, \
            restart_count = COALESCE(v.restart_count, a.restart_count), \
            updated_at = ${now} \
-           FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = ${node} \
+           FROM v WHERE v.app_id IS NOT NULL AND a.id = v.app_id AND a.owner_node = v.writer \
              AND a.owner_epoch = v.app_epoch AND {before_deadline} \
            RETURNING a.id), \
          t AS (UPDATE task AS t SET {set} \
