@@ -3,6 +3,7 @@
 # pgbench clients doing nothing but claim + complete (claim_complete.sql) on Rota's real task
 # table, with no dispatcher in between.
 #   limit.sh DB_URL JOBS BATCH      DB_URL: an empty database (bench.py makes a fresh one)
+#   LIMIT_EXTRA_SQL='…' limit.sh …   the same after a schema change run after the migrations
 # Last stdout line: {"peer":"pgbench","case":"limit","batch":..,"jobs":..,"seconds":..,"per_s":..,"clients":..}
 set -Eeuo pipefail  # -E: the ERR trap below also fires inside q()
 [[ $# -eq 3 ]] || { echo "usage: $0 DB_URL JOBS BATCH" >&2; exit 2; }
@@ -20,6 +21,8 @@ trap 'rc=$?; log "FAILED (exit $rc): $BASH_COMMAND"' ERR
 # the claim and completion updates must maintain). The one trigger is a per-statement NOTIFY
 # on INSERT: it fires once for the preload and never for the UPDATEs measured here.
 for f in "$root"/migrations/postgres/*/up.sql; do q -f "$f" >/dev/null; done
+# A schema change to weigh, run after the migrations (docs/benchmarks.md: what a job costs).
+if [[ -n "${LIMIT_EXTRA_SQL:-}" ]]; then q -c "$LIMIT_EXTRA_SQL" >/dev/null; fi
 log "preloading $jobs pending rows"
 q -c "INSERT INTO task (action) SELECT 'run' FROM generate_series(1, $jobs)"
 # Statistics, as a live queue database has them: without, the planner guesses a handful of
