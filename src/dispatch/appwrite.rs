@@ -39,11 +39,20 @@ pub enum Acquisition {
     Missing,
 }
 
+/// Where the writer answers a request.
+type Answer<T> = oneshot::Sender<Result<T, String>>;
+
+/// A request served with others in one batch of reads and writes ([`serve`]).
+enum Request {
+    Acquire { acquire: Box<AppAcquire>, done: Answer<Acquisition> },
+    Read { id: i64, done: Answer<Option<Application>> },
+    Write { write: Box<AppWrite>, done: Answer<bool> },
+}
+
+/// What reaches the writer: a request, or a release (served apart, [`release`]).
 enum Item {
-    Acquire { acquire: Box<AppAcquire>, done: oneshot::Sender<Result<Acquisition, String>> },
-    Read { id: i64, done: oneshot::Sender<Result<Option<Application>, String>> },
-    Write { write: Box<AppWrite>, done: oneshot::Sender<Result<bool, String>> },
-    Release { release: Box<AppRelease>, done: oneshot::Sender<Result<bool, String>> },
+    Serve(Request),
+    Release(Box<AppRelease>, Answer<bool>),
 }
 
 /// Handle to the application writer.
@@ -80,7 +89,7 @@ impl AppWriter {
     ) -> Result<Acquisition, String> {
         let (done, wait) = oneshot::channel();
         let acquire = Box::new(AppAcquire { id, epoch, live, event });
-        self.tx.send(Item::Acquire { acquire, done }).map_err(|_| STOPPED.to_string())?;
+        self.tx.send(Item::Serve(Request::Acquire { acquire, done })).map_err(|_| STOPPED.to_string())?;
         wait.await.map_err(|_| STOPPED.to_string())?
     }
 
@@ -89,14 +98,14 @@ impl AppWriter {
     pub async fn release(&self, id: i64, epoch: i64, event: NewEvent) -> Result<bool, String> {
         let (done, wait) = oneshot::channel();
         let release = Box::new(AppRelease { id, epoch, event });
-        self.tx.send(Item::Release { release, done }).map_err(|_| STOPPED.to_string())?;
+        self.tx.send(Item::Release(release, done)).map_err(|_| STOPPED.to_string())?;
         wait.await.map_err(|_| STOPPED.to_string())?
     }
 
     /// The application, read fresh; None when it does not exist.
     pub async fn read(&self, id: i64) -> Result<Option<Application>, String> {
         let (done, wait) = oneshot::channel();
-        self.tx.send(Item::Read { id, done }).map_err(|_| STOPPED.to_string())?;
+        self.tx.send(Item::Serve(Request::Read { id, done })).map_err(|_| STOPPED.to_string())?;
         wait.await.map_err(|_| STOPPED.to_string())?
     }
 
@@ -105,7 +114,7 @@ impl AppWriter {
     pub async fn write(&self, id: i64, epoch: i64, change: AppChange, event: Option<NewEvent>) -> Result<bool, String> {
         let (done, wait) = oneshot::channel();
         let write = Box::new(AppWrite { id, epoch, change, event });
-        self.tx.send(Item::Write { write, done }).map_err(|_| STOPPED.to_string())?;
+        self.tx.send(Item::Serve(Request::Write { write, done })).map_err(|_| STOPPED.to_string())?;
         wait.await.map_err(|_| STOPPED.to_string())?
     }
 }
@@ -123,14 +132,19 @@ async fn run(
         // actor has one request out at a time, so this does not happen; if it ever did, the
         // batch is cut before the repeat and the rest follows in order.
         let key = |item: &Item| match item {
-            Item::Write { write, .. } => Some((write.id, false)),
-            Item::Release { release, .. } => Some((release.id, false)),
-            Item::Acquire { acquire, .. } => Some((acquire.id, true)),
-            Item::Read { .. } => None,
+            Item::Serve(Request::Write { write, .. }) => Some((write.id, false)),
+            Item::Release(release, _) => Some((release.id, false)),
+            Item::Serve(Request::Acquire { acquire, .. }) => Some((acquire.id, true)),
+            Item::Serve(Request::Read { .. }) => None,
         };
         for part in cut_at_repeats(batch, key) {
-            let (releases, rest): (Vec<Item>, Vec<Item>) =
-                part.into_iter().partition(|item| matches!(item, Item::Release { .. }));
+            let (mut releases, mut rest) = (Vec::new(), Vec::new());
+            for item in part {
+                match item {
+                    Item::Release(release, done) => releases.push((release, done)),
+                    Item::Serve(request) => rest.push(request),
+                }
+            }
             if !releases.is_empty() {
                 let (n, began) = (releases.len(), std::time::Instant::now());
                 release(&store, &node, releases).await;
@@ -142,9 +156,9 @@ async fn run(
                 );
             }
             if !rest.is_empty() {
-                let count = |f: fn(&Item) -> bool| rest.iter().filter(|i| f(i)).count();
+                let count = |f: fn(&Request) -> bool| rest.iter().filter(|i| f(i)).count();
                 let (acquires, writes) =
-                    (count(|i| matches!(i, Item::Acquire { .. })), count(|i| matches!(i, Item::Write { .. })));
+                    (count(|r| matches!(r, Request::Acquire { .. })), count(|r| matches!(r, Request::Write { .. })));
                 let (reads, began) = (rest.len() - acquires - writes, std::time::Instant::now());
                 serve(&store, &node, super::current_fence(&membership), rest).await;
                 tracing::debug!(
@@ -159,14 +173,13 @@ async fn run(
     }
 }
 
-async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
+async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Request>) {
     let (mut acquires, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new());
     for item in &batch {
         match item {
-            Item::Acquire { acquire, .. } => acquires.push((**acquire).clone()),
-            Item::Read { id, .. } => reads.push(*id),
-            Item::Write { write, .. } => writes.push((**write).clone()),
-            Item::Release { .. } => {}
+            Request::Acquire { acquire, .. } => acquires.push((**acquire).clone()),
+            Request::Read { id, .. } => reads.push(*id),
+            Request::Write { write, .. } => writes.push((**write).clone()),
         }
     }
     let (node, acquires, writes, reads) = (node.to_string(), Arc::new(acquires), Arc::new(writes), Arc::new(reads));
@@ -181,7 +194,7 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
             let apps: std::collections::HashMap<i64, Application> = done.read.into_iter().map(|a| (a.id, a)).collect();
             for item in batch {
                 match item {
-                    Item::Acquire { acquire, done } => {
+                    Request::Acquire { acquire, done } => {
                         let found = match acquired.next().flatten() {
                             Some(app) => Acquisition::Taken(Box::new(app)),
                             None if missing.contains(&acquire.id) => Acquisition::Missing,
@@ -189,14 +202,11 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
                         };
                         let _ = done.send(Ok(found));
                     }
-                    Item::Read { id, done } => {
+                    Request::Read { id, done } => {
                         let _ = done.send(Ok(apps.get(&id).cloned()));
                     }
-                    Item::Write { done, .. } => {
+                    Request::Write { done, .. } => {
                         let _ = done.send(Ok(flags.next().unwrap_or(false)));
-                    }
-                    Item::Release { done, .. } => {
-                        let _ = done.send(Err("internal: a release reached the batch of writes".into()));
                     }
                 }
             }
@@ -207,13 +217,13 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
             let msg = e.to_string();
             for item in batch {
                 match item {
-                    Item::Acquire { done, .. } => {
+                    Request::Acquire { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }
-                    Item::Read { done, .. } => {
+                    Request::Read { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }
-                    Item::Write { done, .. } | Item::Release { done, .. } => {
+                    Request::Write { done, .. } => {
                         let _ = done.send(Err(msg.clone()));
                     }
                 }
@@ -224,14 +234,8 @@ async fn serve(store: &Store, node: &str, fence: Fence, batch: Vec<Item>) {
 
 /// Serve releases together ([`apps::release_apps`]); not fenced: clearing an ownership this
 /// node holds at its epoch takes nothing from anyone.
-async fn release(store: &Store, node: &str, batch: Vec<Item>) {
-    let (mut releases, mut dones) = (Vec::new(), Vec::new());
-    for item in batch {
-        if let Item::Release { release, done } = item {
-            releases.push(*release);
-            dones.push(done);
-        }
-    }
+async fn release(store: &Store, node: &str, batch: Vec<(Box<AppRelease>, Answer<bool>)>) {
+    let (releases, dones): (Vec<AppRelease>, Vec<_>) = batch.into_iter().map(|(r, done)| (*r, done)).unzip();
     let (node, n) = (node.to_string(), releases.len());
     match store.run(move |c| apps::release_apps(c, &node, &releases)).await {
         Ok(flags) => {
