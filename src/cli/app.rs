@@ -532,10 +532,14 @@ enum Verdict {
 }
 
 /// Pure: decide from one observation. The task must be terminal first (a `running` app before
-/// the task finishes may be the old state), then the application must reach `expected`.
-fn judge(task_id: i64, task: &Value, app: &Value, expected: &str) -> Verdict {
+/// the task finishes may be the old state), then the application must reach `expected`. With
+/// `confirm` (a start or restart) a task that succeeded is `Done` whatever the application's
+/// state: [`judge_confirmed`] decides from there, since the status check right after the start
+/// may already have seen it exit (it then says so, with the reason).
+fn judge(task_id: i64, task: &Value, app: &Value, expected: &str, confirm: bool) -> Verdict {
     let status = task["status"].as_str().unwrap_or("");
     match status {
+        "succeeded" if confirm => return Verdict::Done,
         "succeeded" => {}
         "failed" | "cancelled" | "lost" => {
             let why = task["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
@@ -605,7 +609,7 @@ fn wait(
             eprintln!("application {app_id}: {}", now.app_state);
         }
         seen = now;
-        let verdict = match judge(task_id, &task, &app, expected) {
+        let verdict = match judge(task_id, &task, &app, expected, confirm) {
             Verdict::Done if confirm => {
                 if !confirming {
                     eprintln!(
@@ -659,10 +663,16 @@ mod tests {
     #[test]
     fn waits_for_the_task_then_the_state() {
         let running = json!({"state": "running"});
-        assert_eq!(judge(1, &json!({"status": "running"}), &running, "running"), Verdict::Wait);
-        assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "starting"}), "running"), Verdict::Wait);
-        assert_eq!(judge(1, &json!({"status": "succeeded"}), &running, "running"), Verdict::Done);
-        assert_eq!(judge(1, &json!({"status": "succeeded"}), &json!({"state": "stopped"}), "stopped"), Verdict::Done);
+        assert_eq!(judge(1, &json!({"status": "running"}), &running, "running", false), Verdict::Wait);
+        assert_eq!(
+            judge(1, &json!({"status": "succeeded"}), &json!({"state": "starting"}), "running", false),
+            Verdict::Wait
+        );
+        assert_eq!(judge(1, &json!({"status": "succeeded"}), &running, "running", false), Verdict::Done);
+        assert_eq!(
+            judge(1, &json!({"status": "succeeded"}), &json!({"state": "stopped"}), "stopped", false),
+            Verdict::Done
+        );
     }
 
     fn update_args(extra: &[&str]) -> UpdateArgs {
@@ -719,12 +729,34 @@ mod tests {
     }
 
     #[test]
+    fn a_start_that_exited_before_its_task_was_seen_done_says_why() {
+        // The status check right after the start saw the process exit: the task succeeded and the
+        // application is already failed, with the reason.
+        let task = json!({"status": "succeeded"});
+        let exited = json!({"state": "failed", "restart_count": 0, "last_error": "exited with code 3"});
+        assert_eq!(judge(2, &task, &exited, "running", true), Verdict::Done, "on to the confirmation");
+        assert_eq!(
+            judge_confirmed(2, &exited, false),
+            Verdict::Fail(
+                "task 2 started the application, but it is failed at its first status check: exited with code 3".into()
+            )
+        );
+        assert_eq!(judge(2, &json!({"status": "running"}), &exited, "running", true), Verdict::Wait);
+    }
+
+    #[test]
     fn failures_carry_the_reason() {
-        let v = judge(7, &json!({"status": "failed", "error": "exit 3"}), &json!({"state": "failed"}), "running");
-        assert_eq!(v, Verdict::Fail("task 7 failed: exit 3".into()));
         let v =
-            judge(7, &json!({"status": "succeeded"}), &json!({"state": "failed", "last_error": "crashed"}), "running");
+            judge(7, &json!({"status": "failed", "error": "exit 3"}), &json!({"state": "failed"}), "running", false);
+        assert_eq!(v, Verdict::Fail("task 7 failed: exit 3".into()));
+        let v = judge(
+            7,
+            &json!({"status": "succeeded"}),
+            &json!({"state": "failed", "last_error": "crashed"}),
+            "running",
+            false,
+        );
         assert_eq!(v, Verdict::Fail("task 7 succeeded but the application failed: crashed".into()));
-        assert!(matches!(judge(7, &json!({"status": "cancelled"}), &json!({}), "running"), Verdict::Fail(_)));
+        assert!(matches!(judge(7, &json!({"status": "cancelled"}), &json!({}), "running", false), Verdict::Fail(_)));
     }
 }

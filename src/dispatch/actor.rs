@@ -674,11 +674,17 @@ impl Actor {
                     Ok(o) => o,
                     Err(e) => Observed::Unknown(e.to_string()),
                 };
-                let event = self.state_event(state.state(), None);
+                // A process that exited before this check is `failed` now: keep its reason (the
+                // waiting CLI and the console show it), as the monitor does.
+                let detail = match &state {
+                    Observed::Failed(d) => Some(d.clone()),
+                    _ => None,
+                };
+                let event = self.state_event(state.state(), detail.clone());
                 let change = AppChange {
                     state: Some(state.state()),
                     restart_count,
-                    last_error: Some(None),
+                    last_error: Some(detail),
                     ..Default::default()
                 };
                 self.change_last(change, Some(event)).await?;
