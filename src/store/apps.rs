@@ -19,6 +19,7 @@ use super::events;
 use super::fence::{before_deadline, merge_admitted, BeforeDeadline, Fence};
 use super::models::{Application, NewApplication, NewEvent};
 use super::schema::application;
+use super::sql::unnest_as;
 use super::{AnyConnection, MultiBackend, StoreError};
 use crate::domain::{AppState, DesiredState, LastOwnership, Takeover};
 
@@ -224,18 +225,22 @@ pub struct AppAcquire {
     pub event: NewEvent,
 }
 
-/// `FROM` text for a batch statement on `application`: `unnest(arrays) AS v(columns)` with the
-/// values every row shares (`extra`: the node, the live members) as columns of `v`, behind an
-/// `OFFSET 0` that keeps the planner from folding them back into constants.
+/// `FROM` text for a batch statement on `application`: the arrays of `columns` as rows `v`
+/// ([`unnest_as`]), with the values every row shares (`extra`: the node, the live members) as
+/// columns of `v`, behind an `OFFSET 0` that keeps the planner from folding them back into
+/// constants.
 /// Why: compared with a constant, `owner_node = 'n1'` is estimated from the table's statistics,
 /// and statistics taken before a node owned anything estimate it at one row. PostgreSQL then
 /// scanned every row the node owns and compared each with every row of the batch: 8-24 s per
 /// batch of 1,024 at 100,000 applications (auto_explain; docs/benchmarks.md#scale). Compared
 /// with a column of the batch, the ownership is a join condition; the batch drives, each of its
 /// rows probing the primary key (or, on a small table, one hash join).
-pub(super) fn batch_with_owner(arrays: &str, columns: &str, extra: &str) -> String {
-    format!("(SELECT u.*, {extra} FROM unnest({arrays}) AS u({columns}) OFFSET 0) AS v")
+pub(super) fn batch_with_owner(columns: &[(&str, &str)], extra: &str) -> String {
+    format!("(SELECT u.*, {extra} FROM {} OFFSET 0) AS v", unnest_as(columns, "u"))
 }
+
+/// The arrays of a batch of acquisitions or releases (`$1`, `$2`).
+const OWNED_BATCH: [(&str, &str); 2] = [("id", "bigint"), ("epoch", "bigint")];
 
 /// [`acquire_app`] for applications on PostgreSQL, all with the same `live` members, fenced by
 /// the deadline `until` ([`before_deadline`]): one statement (`UPDATE … FROM unnest(…)`), the
@@ -257,7 +262,7 @@ fn acquire_apps_pg(
          WHERE a.id = v.id AND (a.owner_node IS NULL OR a.owner_node = v.me OR a.owner_node <> ALL (v.live)) \
            AND {before_deadline} \
          RETURNING a.*",
-        batch = batch_with_owner("$1::bigint[], $2::bigint[]", "id, epoch", "$3::text AS me, $5::text[] AS live"),
+        batch = batch_with_owner(&OWNED_BATCH, "$3::text AS me, $5::text[] AS live"),
         before_deadline = before_deadline(true, 6)
     );
     let got: Vec<Application> = diesel::sql_query(sql)
@@ -314,7 +319,7 @@ pub fn release_apps(conn: &mut AnyConnection, me: &str, releases: &[AppRelease])
                      FROM {batch} \
                      WHERE a.id = v.id AND a.owner_node = v.me AND a.owner_epoch = v.epoch \
                      RETURNING a.id",
-                    batch = batch_with_owner("$1::bigint[], $2::bigint[]", "id, epoch", "$3::text AS me")
+                    batch = batch_with_owner(&OWNED_BATCH, "$3::text AS me")
                 ))
                 .bind::<Array<BigInt>, _>(&ids)
                 .bind::<Array<BigInt>, _>(&epochs)

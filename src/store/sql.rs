@@ -89,9 +89,14 @@ pub(super) struct Count {
 /// parameter per column, numbered from `$1` in order, each row of the arrays a row `v`. The
 /// statement's next parameter is `$(columns.len() + 1)`.
 pub(super) fn unnest(columns: &[(&str, &str)]) -> String {
+    unnest_as(columns, "v")
+}
+
+/// [`unnest`] with the rows named `alias`.
+pub(super) fn unnest_as(columns: &[(&str, &str)], alias: &str) -> String {
     let arrays: Vec<String> = columns.iter().enumerate().map(|(i, (_, ty))| format!("${}::{ty}[]", i + 1)).collect();
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-    format!("unnest({}) AS v({})", arrays.join(", "), names.join(", "))
+    format!("unnest({}) AS {alias}({})", arrays.join(", "), names.join(", "))
 }
 
 /// `text` as a PostgreSQL string literal. The `E'…'` form escapes backslashes and quotes the
