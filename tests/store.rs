@@ -805,6 +805,65 @@ fn batched_application_statements_stay_linear_on_stale_statistics() {
     assert!(done.acquired.iter().all(|a| a.as_ref().is_some_and(|a| a.owner_node.as_deref() == Some("n2"))));
 }
 
+/// Two transactions that write the same claimed rows one by one — a stop's give-back of the rows
+/// claimed ahead and a take-back of their start marks — wait for each other instead of
+/// deadlocking, whatever order each was handed its rows in. A third session holding the middle
+/// row makes them meet: without a common lock order each holds one half and waits for the other,
+/// and PostgreSQL fails one of them ("deadlock detected"); a failed give-back left the rows
+/// `running` under a node that had stopped.
+#[test]
+fn a_give_back_and_a_take_back_of_the_same_rows_do_not_deadlock() {
+    use rota::store::claim::claim;
+    use rota::store::complete::{take_back_starts, unclaim_all};
+    use rota::store::models::Claim;
+    let pg = PgDb::create();
+    let store = Store::connect(&DbUrl::parse(&pg.url).unwrap(), &PoolOptions { max_size: 3, ..opts() }).unwrap();
+    store.migrate().unwrap();
+    let mut conn = store.conn().unwrap();
+    conn.batch_execute("INSERT INTO task (action) SELECT 'run' FROM generate_series(1, 200)").unwrap();
+    let ids: Vec<i64> = (1..=200).collect();
+    let claimed = claim(&mut conn, &store.plans(), &ids, "n1", 5, open()).unwrap();
+    assert_eq!(claimed.len(), 200);
+    drop(conn);
+    let mut rows: Vec<(i64, Claim)> = claimed.iter().map(|t| (t.id, t.claim())).collect();
+    rows.sort_by_key(|r| r.0);
+    let backwards: Vec<(i64, Claim)> = rows.iter().rev().copied().collect();
+
+    let mut blocker = PgConnection::establish(&pg.url).unwrap();
+    blocker.batch_execute("BEGIN; SELECT 1 FROM task WHERE id = 100 FOR UPDATE").unwrap();
+    let count = |sql: &str| {
+        #[derive(diesel::QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = PgConnection::establish(&pg.url).unwrap();
+        diesel::RunQueryDsl::get_result::<N>(diesel::sql_query(sql), &mut conn).unwrap().n
+    };
+    let waiting = |n: i64| {
+        let sql = "SELECT count(*) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+        wait_until(Duration::from_secs(10), &format!("{n} sessions waiting for a row lock"), || count(sql) == n);
+    };
+    let take_back = {
+        let store = store.clone();
+        std::thread::spawn(move || take_back_starts(&mut store.conn().unwrap(), "n1", open(), &backwards))
+    };
+    waiting(1);
+    let give_back = {
+        let store = store.clone();
+        std::thread::spawn(move || unclaim_all(&mut store.conn().unwrap(), &rows, "n1"))
+    };
+    waiting(2);
+    blocker.batch_execute("COMMIT").unwrap();
+    let taken = take_back.join().unwrap();
+    let given = give_back.join().unwrap();
+    assert_eq!((taken.map_err(|e| e.to_string()), given.map_err(|e| e.to_string())), (Ok(200), Ok(200)));
+    let given_back = "SELECT count(*) AS n FROM task \
+                      WHERE status = 'pending' AND owner_node IS NULL AND attempts = 0 AND started_at IS NULL";
+    assert_eq!(count(given_back), 200, "every row given back, its attempt uncounted");
+}
+
 /// A batch that released something is announced on `rota_release` (a node waiting for the
 /// release tries again at once); one that released nothing is not.
 #[test]
@@ -1142,6 +1201,12 @@ fn a_write_of_an_earlier_claim_never_lands_on_a_new_row_with_the_same_id() {
         let written = FinishFlags { task: true, app: None };
         assert_eq!(finish_batch(&mut conn, "n1", open(), &batch).unwrap(), [written; 4]);
         assert!(unclaim(&mut conn, 5, "n1", new(5)).unwrap());
+        let given_back = tasks::find_task(&mut conn, 5).unwrap().unwrap();
+        assert_eq!(
+            (given_back.status.as_str(), given_back.started_at),
+            ("pending", None),
+            "a given-back row never started"
+        );
         assert!(set_stage(&mut conn, 8, "n1", new(8), "gather", None).unwrap());
         assert!(reassign_child(&mut conn, 9, "gone", "n1", 8, "n1", new(8), 9, &ev).unwrap());
         let with_app = [Finished { app: Some(write), ..done(7, new(7), Outcome::Succeeded(None)) }];

@@ -567,17 +567,30 @@ pub fn take_back_starts(
     fence: Fence,
     rows: &[(i64, Claim)],
 ) -> Result<usize, StoreError> {
-    let rows: Vec<(i64, Claim)> = rows.iter().copied().filter(|r| fence.admits(r.1.epoch)).collect();
+    let mut rows: Vec<(i64, Claim)> = rows.iter().copied().filter(|r| fence.admits(r.1.epoch)).collect();
     if rows.is_empty() {
         return Ok(0);
     }
     // One short statement per row, in one transaction: the rows are few (jobs that waited
-    // behind long ones).
+    // behind long ones), and taken in id order ([`in_lock_order`]).
+    in_lock_order(&mut rows);
     Ok(set_start_marks(conn, node, fence, &rows, None)?.into_iter().filter(|&w| w).count())
 }
 
-/// Give a task held under `claim` back untouched (its attempt uncounted): the application could
-/// not be acquired yet (its previous owner has not released it), or the claim will not be run.
+/// Sort the rows a transaction of single-row statements will write by id: every such
+/// transaction on `task` then locks its rows in the same order, so two of them that share rows
+/// wait for each other instead of deadlocking. Why: at a stop, the give-back of the rows
+/// claimed ahead ([`unclaim_all`], in claim order) met a take-back of their start marks
+/// ([`take_back_starts`], in the order of a hash map) on the same rows; PostgreSQL broke the
+/// deadlock by failing one of them, and when it failed the give-back the rows stayed `running`
+/// under a node that had stopped.
+fn in_lock_order(rows: &mut [(i64, Claim)]) {
+    rows.sort_unstable_by_key(|r| r.0);
+}
+
+/// Give a task held under `claim` back untouched (its attempt uncounted, its start mark cleared:
+/// it never started): the application could not be acquired yet (its previous owner has not
+/// released it), or the claim will not be run.
 pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, claim: Claim) -> Result<bool, StoreError> {
     let n = diesel::update(task::table.filter(held_under(id, node, claim)))
         .set((
@@ -587,6 +600,7 @@ pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, claim: Claim) -> R
             task::owner_epoch.eq(None::<i64>),
             task::claim_token.eq(None::<i64>),
             task::claimed_at.eq(None::<NaiveDateTime>),
+            task::started_at.eq(None::<NaiveDateTime>),
         ))
         .execute(conn)?;
     Ok(n == 1)
@@ -595,9 +609,11 @@ pub fn unclaim(conn: &mut AnyConnection, id: i64, node: &str, claim: Claim) -> R
 /// [`unclaim`] for every `(id, claim)` of a claim this node will not run (a claim still in
 /// flight when it stops), in one transaction; how many were given back.
 pub fn unclaim_all(conn: &mut AnyConnection, rows: &[(i64, Claim)], node: &str) -> Result<usize, StoreError> {
+    let mut rows = rows.to_vec();
+    in_lock_order(&mut rows);
     conn.transaction(|c| {
         let mut n = 0;
-        for (id, claim) in rows {
+        for (id, claim) in &rows {
             n += usize::from(unclaim(c, *id, node, *claim)?);
         }
         Ok(n)
