@@ -22,14 +22,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Answer, Store};
 
-/// The pure rule: out once every ping has failed for `bound`, counted from the first failure
-/// (never earlier than `bound` into an outage), back at the first success.
+/// The pure rule: out once the database has not answered for `bound`, counted from its last
+/// answer (never earlier than `bound` after it), back at the first answer.
+/// Why from the last answer rather than from the first failed ping: a ping is answered without
+/// a statement while another statement succeeded within [`crate::store::ANSWER_PROVES_FOR`], and
+/// pings come every tick, so the first failure is seen up to that second and a tick after the
+/// database stopped answering. Counted from there, a 3 s bound left the ring 5–6.3 s after the
+/// cut; the bound is what an operator sets as "how long without the database".
 #[derive(Debug, Clone)]
 pub struct Gate {
     bound: Duration,
-    failing_since: Option<Instant>,
+    /// When the database last answered (or the watch started, before any answer).
+    last_answer: Instant,
     last_error: String,
     out: bool,
 }
@@ -44,22 +50,30 @@ pub enum Change {
 }
 
 impl Gate {
-    /// A gate whose database answers.
-    pub fn new(bound: Duration) -> Self {
-        Self { bound, failing_since: None, last_error: String::new(), out: false }
+    /// A gate started at `now`, which counts as an answer.
+    pub fn new(bound: Duration, now: Instant) -> Self {
+        Self { bound, last_answer: now, last_error: String::new(), out: false }
     }
 
-    /// A ping finished at `now`: `Ok` or the error. A ping still waiting for its answer counts
-    /// as an error.
-    pub fn observe(&mut self, answer: Result<(), String>, now: Instant) -> Option<Change> {
+    /// A ping finished at `now`: `Ok(at)`, the database answered at `at`, or the error (a ping
+    /// still waiting for its answer counts as one). `answered`: when any statement of this node
+    /// last succeeded — a ping that fails while other statements are answered (it waited for a
+    /// connection, say) is no outage.
+    pub fn observe(
+        &mut self,
+        answer: Result<Instant, String>,
+        answered: Option<Instant>,
+        now: Instant,
+    ) -> Option<Change> {
+        self.last_answer = self.last_answer.max(answered.unwrap_or(self.last_answer));
         match answer {
-            Ok(()) => {
-                self.failing_since = None;
+            Ok(at) => {
+                self.last_answer = self.last_answer.max(at);
                 std::mem::replace(&mut self.out, false).then_some(Change::Return)
             }
             Err(e) => {
                 self.last_error = e;
-                let silent = now.saturating_duration_since(*self.failing_since.get_or_insert(now));
+                let silent = now.saturating_duration_since(self.last_answer);
                 if self.out || silent < self.bound {
                     return None;
                 }
@@ -85,10 +99,11 @@ pub async fn watch_database(
     shutdown: CancellationToken,
 ) {
     let every = (bound / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut gate = Gate::new(bound);
+    let mut gate = Gate::new(bound, Instant::now());
+    let answered = store.answered();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
+    let mut ping: Option<tokio::task::JoinHandle<Result<Instant, String>>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -102,7 +117,14 @@ pub async fn watch_database(
             }
             None => {
                 let s = store.clone();
-                let mut p = tokio::spawn(async move { s.ping(every).await.map(|_| ()).map_err(|e| e.to_string()) });
+                let mut p = tokio::spawn(async move {
+                    match s.ping(every).await {
+                        // Answered without a statement: as of the statement that proved it.
+                        Ok(Answer::Recent) => Ok(s.answered().last().unwrap_or_else(Instant::now)),
+                        Ok(Answer::Pinged) => Ok(Instant::now()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
                 // Most pings answer within the tick: wait for it, so an answer is never a tick late.
                 match tokio::time::timeout(every, &mut p).await {
                     Ok(done) => done.unwrap_or_else(|e| Err(e.to_string())),
@@ -113,7 +135,7 @@ pub async fn watch_database(
                 }
             }
         };
-        match gate.observe(answer, Instant::now()) {
+        match gate.observe(answer, answered.last(), Instant::now()) {
             Some(Change::Leave(why)) => {
                 tracing::error!(reason = %why, "leaving the ring until the database answers");
                 hold.send_replace(Some(why));
@@ -132,23 +154,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn out_after_the_bound_without_an_answer_and_back_at_the_first() {
+    fn out_once_the_bound_has_passed_since_the_last_answer_and_back_at_the_first() {
         let t = Instant::now();
         let s = Duration::from_secs;
-        let mut g = Gate::new(s(10));
-        assert_eq!(g.observe(Ok(()), t), None);
-        assert_eq!(g.observe(Err("refused".into()), t + s(1)), None);
-        assert_eq!(g.observe(Err("refused".into()), t + s(10)), None, "within the bound of the first failure");
-        let Some(Change::Leave(why)) = g.observe(Err("refused".into()), t + s(11)) else { panic!("out at the bound") };
+        let ms = Duration::from_millis;
+        let mut g = Gate::new(s(10), t);
+        assert_eq!(g.observe(Ok(t), None, t), None);
+        // The first failure is seen late (the last answer proved a ping for a while): the bound
+        // runs from the answer, not from the failure.
+        assert_eq!(g.observe(Err("refused".into()), None, t + ms(1600)), None);
+        assert_eq!(g.observe(Err("refused".into()), None, t + ms(9999)), None, "within the bound of the answer");
+        let Some(Change::Leave(why)) = g.observe(Err("refused".into()), None, t + s(10)) else {
+            panic!("out at the bound")
+        };
         assert!(why.contains("10.0 s") && why.contains("refused"), "{why}");
-        assert_eq!(g.observe(Err("refused".into()), t + s(20)), None, "out once");
-        assert_eq!(g.observe(Ok(()), t + s(21)), Some(Change::Return));
-        assert_eq!(g.observe(Ok(()), t + s(22)), None);
+        assert_eq!(g.observe(Err("refused".into()), None, t + s(20)), None, "out once");
+        assert_eq!(g.observe(Ok(t + s(21)), None, t + s(21)), Some(Change::Return));
+        assert_eq!(g.observe(Ok(t + s(22)), None, t + s(22)), None);
         // An answer between failures starts the count again.
-        assert_eq!(g.observe(Err("x".into()), t + s(30)), None);
-        assert_eq!(g.observe(Ok(()), t + s(35)), None);
-        assert_eq!(g.observe(Err("x".into()), t + s(36)), None);
-        assert_eq!(g.observe(Err("x".into()), t + s(45)), None);
-        assert!(matches!(g.observe(Err("x".into()), t + s(46)), Some(Change::Leave(_))));
+        assert_eq!(g.observe(Err("x".into()), None, t + s(30)), None);
+        assert_eq!(g.observe(Ok(t + s(35)), None, t + s(35)), None);
+        assert_eq!(g.observe(Err("x".into()), None, t + s(44)), None);
+        assert!(matches!(g.observe(Err("x".into()), None, t + s(45)), Some(Change::Leave(_))));
+    }
+
+    #[test]
+    fn a_failed_ping_while_other_statements_are_answered_is_no_outage() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut g = Gate::new(s(3), t);
+        // Pings wait for a connection the node's busy statements hold; those statements succeed.
+        for k in 1..=10 {
+            assert_eq!(g.observe(Err("no connection".into()), Some(t + s(k) - s(1) / 2), t + s(k)), None, "at {k} s");
+        }
+        // The last of them answered at 9.5 s.
+        assert_eq!(g.observe(Err("x".into()), Some(t + s(9)), t + s(12)), None);
+        assert!(matches!(g.observe(Err("x".into()), None, t + s(13)), Some(Change::Leave(_))));
+    }
+
+    #[test]
+    fn a_node_that_never_reached_its_database_counts_from_its_start() {
+        let t = Instant::now();
+        let s = Duration::from_secs;
+        let mut g = Gate::new(s(3), t);
+        assert_eq!(g.observe(Err("refused".into()), None, t + s(2)), None);
+        assert!(matches!(g.observe(Err("refused".into()), None, t + s(3)), Some(Change::Leave(_))));
     }
 }

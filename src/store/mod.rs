@@ -159,6 +159,14 @@ impl Answered {
         self.at_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// When a statement last succeeded; `None` before the first.
+    pub fn last(&self) -> Option<std::time::Instant> {
+        match self.at_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.since + Duration::from_millis(ms - 1)),
+        }
+    }
+
     fn within(&self, d: Duration) -> bool {
         match self.at_ms.load(std::sync::atomic::Ordering::Relaxed) {
             0 => false,

@@ -8,7 +8,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Proxy {
     pub port: u16,
@@ -16,6 +16,8 @@ pub struct Proxy {
     frozen: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
+    /// When the server last sent something to a client.
+    replied: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Proxy {
@@ -24,10 +26,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let p =
-            Proxy { port, cut: Arc::default(), frozen: Arc::default(), stop: Arc::default(), conns: Arc::default() };
-        let (cut, frozen, stop, conns, up) =
-            (p.cut.clone(), p.frozen.clone(), p.stop.clone(), p.conns.clone(), upstream.to_string());
+        let p = Proxy {
+            port,
+            cut: Arc::default(),
+            frozen: Arc::default(),
+            stop: Arc::default(),
+            conns: Arc::default(),
+            replied: Arc::default(),
+        };
+        let (cut, frozen, stop, conns, replied, up) =
+            (p.cut.clone(), p.frozen.clone(), p.stop.clone(), p.conns.clone(), p.replied.clone(), upstream.to_string());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -37,10 +45,13 @@ impl Proxy {
                         let mut kept = conns.lock().unwrap();
                         kept.push(client.try_clone().unwrap());
                         kept.push(server.try_clone().unwrap());
-                        for (from, to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
-                        {
+                        let directions = [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap(), None),
+                            (server, client, Some(replied.clone())),
+                        ];
+                        for (from, to, sent) in directions {
                             let (frozen, stop) = (frozen.clone(), stop.clone());
-                            std::thread::spawn(move || pump(from, to, &frozen, &stop));
+                            std::thread::spawn(move || pump(from, to, &frozen, &stop, sent.as_deref()));
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::park_timeout(Duration::from_millis(10)),
@@ -57,6 +68,11 @@ impl Proxy {
         for s in self.conns.lock().unwrap().drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// When the server last sent anything to a client through this proxy.
+    pub fn last_reply(&self) -> Option<Instant> {
+        *self.replied.lock().unwrap()
     }
 
     /// Accept connections again.
@@ -81,7 +97,14 @@ impl Drop for Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &AtomicBool) {
+/// Forward `from` to `to` until either closes; `sent`: where to note when something was sent.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    frozen: &AtomicBool,
+    stop: &AtomicBool,
+    sent: Option<&Mutex<Option<Instant>>>,
+) {
     from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
@@ -95,6 +118,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, stop: &Atom
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
+                }
+                if let Some(sent) = sent {
+                    *sent.lock().unwrap() = Some(Instant::now());
                 }
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
