@@ -1000,11 +1000,11 @@ fn a_large_payload_reaches_a_job_through_a_file() {
     assert!(left.is_empty(), "parameter files outlived their job: {left:?}");
 }
 
-/// Jobs claimed in one round are handed out higher priority first (docs/dispatch.md): with one
+/// Jobs claimed in one round run higher priority first (docs/dispatch.md#priority): with one
 /// job running at a time, they run in that order. The claim returns them in that order
-/// (`tests/store.rs`); the dispatcher then spawns a task per job and the tasks take the job
-/// slots (`dispatch.max_concurrency`) in whatever order the runtime first polls them, so the
-/// order is lost on the way to the driver.
+/// (`tests/store.rs`) and the dispatcher spawns a task per job in it; the tasks used to take the
+/// job slots (`dispatch.max_concurrency`) in whatever order the runtime first polled them
+/// (8,6,3,1,2,7,5,4 instead of 4,6,8,2,5,3,1,7), and now take them by a ticket taken at the spawn.
 fn jobs_claimed_together_run_higher_priority_first(postgres: bool) {
     let f = fixture(postgres, &[("ROTA__DISPATCH__MAX_CONCURRENCY", "1")]);
     let dir = tempfile::tempdir().unwrap();
@@ -1029,13 +1029,11 @@ fn jobs_claimed_together_run_higher_priority_first(postgres: bool) {
 }
 
 #[test]
-#[ignore = "broken: jobs claimed together take the job slots in the order the runtime polls their tasks, not by priority (8 jobs, one slot: ran 8,6,3,1,2,7,5,4 instead of 4,6,8,2,5,3,1,7)"]
 fn jobs_claimed_together_run_higher_priority_first_on_postgres() {
     jobs_claimed_together_run_higher_priority_first(true);
 }
 
 #[test]
-#[ignore = "broken: jobs claimed together take the job slots in the order the runtime polls their tasks, not by priority (8 jobs, one slot: ran 8,6,3,1,2,7,5,4 instead of 4,6,8,2,5,3,1,7)"]
 fn jobs_claimed_together_run_higher_priority_first_on_sqlite() {
     jobs_claimed_together_run_higher_priority_first(false);
 }

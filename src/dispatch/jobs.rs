@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::place::Placement;
 use super::plan::{self, Plan};
+use super::slots::Ticket;
 use super::Shared;
 use crate::domain::Action;
 use crate::drivers::{Ctx, Driver, DriverError};
@@ -38,14 +39,17 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
-/// Run a claimed job row. Returns the row when it is a parent that now waits for its children.
-pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Option<Task> {
+/// Run a claimed job row, its turn for an execution slot `ticket` (passed on at once when it
+/// will not run here now). Returns the row when it is a parent that now waits for its children.
+pub(super) async fn run(shared: &Shared, place: &Placement, task: Task, mut ticket: Ticket) -> Option<Task> {
     let (app_id, params, strategy) = match plan::plan(&task) {
         Plan::Poison(msg) => {
+            ticket.pass();
             shared.completer.finish(&task, Outcome::Failed(msg)).await;
             return None;
         }
         Plan::App { .. } => {
+            ticket.pass();
             shared
                 .completer
                 .finish(&task, Outcome::Failed("internal: an application command reached the job pool".into()))
@@ -57,10 +61,14 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
     match task.stage.as_deref() {
         Some("gather") => return Some(task),
         Some("reduce") => {
+            ticket.pass();
             reduce(shared, task).await;
             return None;
         }
-        _ if strategy == Strategy::Workflow => return super::workflow::begin(shared, task).await,
+        _ if strategy == Strategy::Workflow => {
+            ticket.pass();
+            return super::workflow::begin(shared, task).await;
+        }
         _ => {}
     }
     if task.target_node.is_none() && !strategy.fans_out() {
@@ -70,10 +78,14 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         let selector = place.job_selector(task.id, app_id, task.selector.as_deref());
         match place.owner_of(&task.id.to_string(), &selector) {
             None => {
+                ticket.pass();
                 no_candidate(shared, &task, &selector, strategy).await;
                 return None;
             }
-            Some(owner) if owner != shared.node_id => return release(shared, &task).await,
+            Some(owner) if owner != shared.node_id => {
+                ticket.pass();
+                return release(shared, &task).await;
+            }
             Some(_) => {}
         }
     }
@@ -85,14 +97,19 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             Ok(ParentKind::Map) => {}
             Ok(ParentKind::Workflow { context: c, cancelled }) => {
                 if cancelled {
+                    ticket.pass();
                     let msg = "its workflow run was cancelled before it began".to_string();
                     finish_checked(shared, &task, Outcome::Failed(msg)).await;
                     return None;
                 }
                 context = Some(c);
             }
-            Err(None) => return release(shared, &task).await,
+            Err(None) => {
+                ticket.pass();
+                return release(shared, &task).await;
+            }
             Err(Some(msg)) => {
+                ticket.pass();
                 finish_checked(shared, &task, Outcome::Failed(msg)).await;
                 return None;
             }
@@ -103,15 +120,19 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         let params = match task.parent_id.filter(|_| strategy.fans_out()) {
             Some(parent) => match with_parent_params(shared, &task, parent, params).await {
                 Ok(p) => p,
-                Err(None) => return release(shared, &task).await,
+                Err(None) => {
+                    ticket.pass();
+                    return release(shared, &task).await;
+                }
                 Err(Some(msg)) => {
+                    ticket.pass();
                     finish_checked(shared, &task, Outcome::Failed(msg)).await;
                     return None;
                 }
             },
             None => params,
         };
-        let outcome = match execute(shared, &task, app_id, params, context).await {
+        let outcome = match execute(shared, &task, app_id, params, context, ticket).await {
             Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
             Some(Err(e)) => plan::outcome_after_error(&task, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
             None => return None,
@@ -121,7 +142,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
         return None;
     }
     if strategy.is_map() {
-        return match execute(shared, &task, app_id, params, context).await {
+        return match execute(shared, &task, app_id, params, context, ticket).await {
             Some(Ok(v)) => {
                 let (id, me, claim) = (task.id, shared.node_id.clone(), task.claim());
                 let result = Some(v.to_string());
@@ -142,6 +163,7 @@ pub(super) async fn run(shared: &Shared, place: &Placement, task: Task) -> Optio
             None => None,
         };
     }
+    ticket.pass();
     coordinate(shared, place, task, app_id, strategy, params).await
 }
 
@@ -235,14 +257,16 @@ async fn finish_checked(shared: &Shared, task: &Task, outcome: Outcome) {
     }
 }
 
-/// Run the job's handler: its application's driver and spec, or `noop` with `params.spec`.
-/// None when this node may no longer act (nothing is written then).
+/// Run the job's handler: its application's driver and spec, or `noop` with `params.spec`, in an
+/// execution slot taken at `ticket`'s turn. None when this node may no longer act (nothing is
+/// written then).
 async fn execute(
     shared: &Shared,
     task: &Task,
     app_id: Option<i64>,
     params: Value,
     context: Option<Value>,
+    ticket: Ticket,
 ) -> Option<Result<Value, DriverError>> {
     let (driver, spec, app_name): (Arc<dyn Driver>, Value, String) = match app_id {
         Some(id) => {
@@ -287,7 +311,7 @@ async fn execute(
         runtime: crate::drivers::Runtime::in_memory(Value::Null),
         context,
     };
-    let Ok(_slot) = shared.exec_slots.acquire().await else { return None };
+    let Some(_slot) = ticket.slot().await else { return None };
     if !shared.may_act() {
         return None;
     }
@@ -661,7 +685,7 @@ async fn reduce_with(shared: &Shared, parent: &Task, children: &[Task]) {
     let Plan::Job { app_id, mut params, .. } = plan::plan(parent) else { return };
     params["reduce"] = json!(true);
     params["results"] = Value::Array(results);
-    let outcome = match execute(shared, parent, app_id, params, None).await {
+    let outcome = match execute(shared, parent, app_id, params, None, shared.exec_slots.ticket()).await {
         Some(Ok(v)) => Outcome::Succeeded(Some(v.to_string())),
         Some(Err(e)) => plan::outcome_after_error(parent, &e, &shared.cfg, chrono::Utc::now().naive_utc()),
         None => return,
@@ -764,7 +788,7 @@ mod tests {
             .await
             .unwrap();
         let task = claimed.into_iter().next().expect("the job is claimed");
-        assert!(super::run(&shared, &place, task).await.is_none());
+        assert!(super::run(&shared, &place, task, shared.exec_slots.ticket()).await.is_none());
         store.run(|c| tasks::find_task(c, 7)).await.unwrap().unwrap()
     }
 

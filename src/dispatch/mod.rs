@@ -23,7 +23,7 @@
 //! - `maintenance`: recovery of orphaned rows, pruning, vacuuming.
 //! - `actor`: one per owned application; `jobs`: the job executor and fan-out.
 //! - `complete`, `start` and `appwrite`: the batched writers of outcomes, jobs' start marks and
-//!   application changes.
+//!   application changes; `slots`: jobs' execution slots, taken in claim order.
 //! - `shared`: the handles all of them share; `record`: the fence and events writers stamp; `held`: the rows an executor holds.
 //! - `place` (who may place what), `plan` (what a row asks for) and `strategy`: pure rules.
 //! - `wake`: NOTIFY and the in-process wake-up.
@@ -48,6 +48,7 @@ mod reconcile;
 pub(crate) mod record;
 mod rounds;
 mod shared;
+mod slots;
 mod start;
 pub mod strategy;
 pub mod wake;

@@ -472,6 +472,8 @@ impl Dispatcher {
 
     pub(super) async fn spawn_job(&mut self, claim: Claimed, place: Placement) {
         let Ok(permit) = self.outstanding.clone().acquire_owned().await else { return };
+        // Taken here, in the order the claim handed the jobs out (higher priority first).
+        let ticket = self.shared.exec_slots.ticket();
         let shared = self.shared.clone();
         // The job's future is large (every kind of job's state); boxed, the spawn moves a
         // pointer instead of copying it several times on its way into the task (callgrind:
@@ -481,7 +483,7 @@ impl Dispatcher {
             let (task, hold) = claim.into_parts();
             // Every line logged about the job carries its id.
             let span = tracing::info_span!("task", task.id = task.id, app.id = task.app_id);
-            let waiting = Box::pin(jobs::run(&shared, &place, task)).instrument(span).await;
+            let waiting = Box::pin(jobs::run(&shared, &place, task, ticket)).instrument(span).await;
             drop(permit);
             waiting.map(|parent| Claimed::from_parts(parent, hold))
         });

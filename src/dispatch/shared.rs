@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 
 use super::held::Held;
 use super::record::{current_fence, dispatcher_event, record_event};
+use super::slots::Slots;
 use super::{appwrite, complete, start, wake};
 use crate::config::DispatchConfig;
 use crate::drivers::{ActBy, DriverError, Registry};
@@ -44,9 +45,9 @@ pub struct Shared {
     pub(super) turn: Notify,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Jobs executing at once (`dispatch.max_concurrency`); held only while a driver runs, not
-    /// while the outcome is written.
-    pub(super) exec_slots: Semaphore,
+    /// Jobs executing at once (`dispatch.max_concurrency`), taken in claim order ([`Slots`]);
+    /// held only while a driver runs, not while the outcome is written.
+    pub(super) exec_slots: Slots,
     pub(super) completer: complete::Completer,
     /// The start marks of claimed jobs ([`start`]).
     pub(super) starts: Arc<start::Starts>,
@@ -104,7 +105,7 @@ impl Shared {
         );
         let released = Arc::new(watch::Sender::new(0));
         let apps = appwrite::AppWriter::spawn(store.clone(), node_id.clone(), membership.clone(), released.clone());
-        let exec_slots = Semaphore::new(cfg.max_concurrency as usize);
+        let exec_slots = Slots::new(cfg.max_concurrency as usize);
         let held = Arc::new(Held::new(metrics.tasks_held.clone()));
         let starts = start::Starts::spawn(store.clone(), node_id.clone(), membership.clone(), held.clone());
         let watched = membership.clone();
