@@ -311,7 +311,7 @@ async fn execute(
         runtime: crate::drivers::Runtime::in_memory(Value::Null),
         context,
     };
-    let Some(_slot) = ticket.slot().await else { return None };
+    let _slot = ticket.slot().await?;
     if !shared.may_act() {
         return None;
     }
