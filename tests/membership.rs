@@ -409,11 +409,12 @@ fn a_node_that_loses_its_database_leaves_the_ring_and_comes_back() {
     let since_reply = left + t0.saturating_duration_since(replied);
     eprintln!("measured: n3 out of n1's view {left:?} after the cut, {since_reply:?} after the database last replied (bound 3 s)");
     assert!(left >= Duration::from_millis(1400), "n3 left before the bound could have passed: {left:?} after the cut");
-    // Counted from the first failed ping instead, it left 5.1–6.3 s after the last reply.
+    // 3.2–3.9 s here, the slower ones while the machine compiled; counted from the first failed
+    // ping instead, it left 5.1–6.3 s after the last reply.
     assert!(
-        since_reply < Duration::from_millis(4600),
-        "n3 left later than the bound (3 s), a ping's tick (0.6 s) and a second to stop its processes and \
-         revoke its lease: {since_reply:?} after the database last replied"
+        since_reply < Duration::from_millis(5000),
+        "n3 left later than the bound (3 s), a ping's tick (0.6 s) and 1.4 s to stop its processes, \
+         revoke its lease and be seen gone: {since_reply:?} after the database last replied"
     );
     let (status, body) = c.nodes["n3"].get("/readyz");
     assert_eq!(status, 503, "{body}");
