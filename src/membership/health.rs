@@ -7,8 +7,9 @@
 //! applications and commands go to nodes that can reach the database.
 //!
 //! How (docs/design.md, "Health-gated membership"): [`watch_database`] pings the database and
-//! publishes a hold — the reason to stay out — once no ping has succeeded for the bound, and
-//! lifts it at the first ping that succeeds. The etcd backend, seeing a hold, stops acting (the
+//! publishes a hold — the reason to stay out — once the database has not answered the node for
+//! the bound (counted from its last answer, [`Gate`]), and lifts it at the first ping that
+//! succeeds. The etcd backend, seeing a hold, stops acting (the
 //! dispatcher stops every actor and supervised process, as when fenced), waits until the
 //! dispatcher says it has, then revokes its lease: the others see it leave at once and take its
 //! work, which its own processes no longer do. When the hold lifts it joins again with a new
