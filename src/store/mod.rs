@@ -168,10 +168,7 @@ impl Answered {
     }
 
     fn within(&self, d: Duration) -> bool {
-        match self.at_ms.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => false,
-            ms => self.since.elapsed().saturating_sub(Duration::from_millis(ms - 1)) < d,
-        }
+        self.last().is_some_and(|at| at.elapsed() < d)
     }
 }
 
